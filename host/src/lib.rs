@@ -1,0 +1,27 @@
+//! Sluice: a programmable HTTP API gateway.
+//!
+//! A request travels one way through the modules of this crate:
+//!
+//! ```text
+//! listener  → accept TCP/TLS, HTTP/1 + HTTP/2, limits, graceful drain
+//!   router  → host + method + path + headers → Route (from the current Snapshot)
+//!   proxy   → the phase driver: request id, limits, (plugin chain), target, access log
+//!   upstream→ pick a target (balancing, health, circuit breaker), pooled connection,
+//!             timeouts, safe retries
+//! ```
+//!
+//! [`Gateway`] ties them together; tests and benches drive it through
+//! [`Gateway::builder`].
+
+pub mod body;
+pub mod cli;
+pub mod config;
+pub mod gateway;
+pub mod listener;
+pub mod observability;
+pub mod proxy;
+pub mod router;
+pub mod snapshot;
+pub mod upstream;
+
+pub use gateway::{Gateway, GatewayBuilder};

@@ -1,0 +1,1 @@
+//! Logging, the access log and (later) metrics.

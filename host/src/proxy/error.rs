@@ -1,0 +1,172 @@
+//! `ProxyError`: everything that can go wrong while proxying one request, where it came
+//! from, whether a retry is safe, and the one mapping from errors to HTTP statuses.
+
+use std::time::Duration;
+
+use http::StatusCode;
+
+use crate::body::BoxError;
+
+/// Who caused an error.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorSource {
+    /// The client sent something wrong (4xx).
+    Client,
+    /// An upstream failed or misbehaved (502/503/504).
+    Upstream,
+    /// The gateway itself (500).
+    Internal,
+}
+
+/// An error while handling one request.
+#[derive(Debug, thiserror::Error)]
+pub enum ProxyError {
+    /// No route matched the request.
+    #[error("no route matches the request")]
+    NoRoute,
+    /// The request target is longer than the listener allows.
+    #[error("request target is longer than {limit} bytes")]
+    UriTooLong {
+        /// The limit in bytes.
+        limit: u64,
+    },
+    /// The request head is larger than the listener allows.
+    #[error("request headers are larger than {limit} bytes")]
+    HeadersTooLarge {
+        /// The limit in bytes.
+        limit: u64,
+    },
+    /// The request body is larger than the listener allows.
+    #[error("request body is larger than {limit} bytes")]
+    BodyTooLarge {
+        /// The limit in bytes.
+        limit: u64,
+    },
+    /// The request is malformed in a way hyper let through.
+    #[error("bad request: {0}")]
+    BadRequest(&'static str),
+    /// Reading the client's body failed (client went away, bad chunking).
+    #[error("reading the request body failed: {0}")]
+    ClientBody(#[source] BoxError),
+    /// Every target of the upstream is ejected, unhealthy or behind an open circuit.
+    #[error("upstream {upstream} has no available target")]
+    NoAvailableTarget {
+        /// The upstream pool's name.
+        upstream: String,
+    },
+    /// Connecting to a target failed; nothing was sent.
+    #[error("connecting to {target} failed: {source}")]
+    Connect {
+        /// The target address.
+        target: String,
+        /// Why.
+        #[source]
+        source: BoxError,
+    },
+    /// Connecting to a target took too long; nothing was sent.
+    #[error("connecting to {target} timed out after {after:?}")]
+    ConnectTimeout {
+        /// The target address.
+        target: String,
+        /// The timeout that expired.
+        after: Duration,
+    },
+    /// The target did not answer in time.
+    #[error("upstream {target} did not respond within {after:?}")]
+    UpstreamTimeout {
+        /// The target address.
+        target: String,
+        /// The timeout that expired.
+        after: Duration,
+    },
+    /// The exchange with the target failed after the request (or part of it) was sent.
+    #[error("upstream {target} failed: {source}")]
+    Upstream {
+        /// The target address.
+        target: String,
+        /// Why.
+        #[source]
+        source: BoxError,
+        /// True when the request was certainly not processed (it was never written).
+        nothing_sent: bool,
+    },
+    /// A bug or resource problem inside the gateway.
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl ProxyError {
+    /// Who caused this error.
+    pub fn source_kind(&self) -> ErrorSource {
+        match self {
+            Self::NoRoute
+            | Self::UriTooLong { .. }
+            | Self::HeadersTooLarge { .. }
+            | Self::BodyTooLarge { .. }
+            | Self::BadRequest(_)
+            | Self::ClientBody(_) => ErrorSource::Client,
+            Self::NoAvailableTarget { .. }
+            | Self::Connect { .. }
+            | Self::ConnectTimeout { .. }
+            | Self::UpstreamTimeout { .. }
+            | Self::Upstream { .. } => ErrorSource::Upstream,
+            Self::Internal(_) => ErrorSource::Internal,
+        }
+    }
+
+    /// Whether the request can be sent again to another target whatever its method:
+    /// true only when the upstream certainly never saw it.
+    pub fn nothing_sent(&self) -> bool {
+        match self {
+            Self::Connect { .. } | Self::ConnectTimeout { .. } => true,
+            Self::Upstream { nothing_sent, .. } => *nothing_sent,
+            _ => false,
+        }
+    }
+
+    /// The status the client gets. This is the one place errors become statuses.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            Self::NoRoute => StatusCode::NOT_FOUND,
+            Self::UriTooLong { .. } => StatusCode::URI_TOO_LONG,
+            Self::HeadersTooLarge { .. } => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            Self::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::BadRequest(_) | Self::ClientBody(_) => StatusCode::BAD_REQUEST,
+            Self::NoAvailableTarget { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Connect { .. } | Self::Upstream { .. } => StatusCode::BAD_GATEWAY,
+            Self::ConnectTimeout { .. } | Self::UpstreamTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
+            Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    /// A stable, machine-readable code for the JSON error body.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::NoRoute => "no_route",
+            Self::UriTooLong { .. } => "uri_too_long",
+            Self::HeadersTooLarge { .. } => "headers_too_large",
+            Self::BodyTooLarge { .. } => "body_too_large",
+            Self::BadRequest(_) => "bad_request",
+            Self::ClientBody(_) => "bad_request_body",
+            Self::NoAvailableTarget { .. } => "upstream_unavailable",
+            Self::Connect { .. } => "upstream_connect_failed",
+            Self::ConnectTimeout { .. } => "upstream_connect_timeout",
+            Self::UpstreamTimeout { .. } => "upstream_timeout",
+            Self::Upstream { .. } => "upstream_failed",
+            Self::Internal(_) => "internal_error",
+        }
+    }
+
+    /// The message the client sees: safe to show, no addresses or internals.
+    pub fn public_message(&self) -> String {
+        match self.source_kind() {
+            ErrorSource::Client => self.to_string(),
+            ErrorSource::Upstream => match self {
+                Self::NoAvailableTarget { .. } => "no upstream server is available".to_owned(),
+                Self::ConnectTimeout { .. } | Self::UpstreamTimeout { .. } => "the upstream server timed out".to_owned(),
+                _ => "the upstream server failed".to_owned(),
+            },
+            ErrorSource::Internal => "internal gateway error".to_owned(),
+        }
+    }
+}

@@ -1,0 +1,163 @@
+//! `Snapshot`: everything a request needs, built from one config generation and never
+//! mutated. Requests hold an `Arc<Snapshot>` for their whole life, so a reload can swap
+//! in a new one while in-flight requests finish on the old.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
+
+use crate::config::{LoadedConfig, Name, Problem, RouteTargetConfig};
+use crate::listener::ListenerSpec;
+use crate::router::Router;
+use crate::upstream::Upstream;
+
+/// One immutable generation of the gateway's configuration.
+#[derive(Debug)]
+pub struct Snapshot {
+    /// Increases by one with every successful build.
+    pub generation: u64,
+    /// The config this snapshot was built from.
+    pub config: LoadedConfig,
+    /// Routes in config order; the routers return indexes into this.
+    pub routes: Vec<Route>,
+    /// One router per listener, holding the routes served there.
+    pub routers: HashMap<Name, Router>,
+    /// Upstream pools by name.
+    pub upstreams: HashMap<Name, Arc<Upstream>>,
+    /// Listener settings, resolved (defaults applied, certificates loaded).
+    pub listeners: Vec<Arc<ListenerSpec>>,
+}
+
+/// A route, ready to serve.
+#[derive(Debug)]
+pub struct Route {
+    /// The route's name.
+    pub name: Name,
+    /// Where its requests go.
+    pub target: Target,
+}
+
+/// Where a route's requests go.
+#[derive(Debug)]
+pub enum Target {
+    /// An upstream pool.
+    Upstream(Arc<Upstream>),
+    /// A fixed response.
+    Static(StaticResponse),
+    /// A JSON echo of the request.
+    Echo {
+        /// Status to answer with.
+        status: StatusCode,
+    },
+}
+
+/// A fixed response, pre-built at load time.
+#[derive(Debug, Clone)]
+pub struct StaticResponse {
+    /// Status code.
+    pub status: StatusCode,
+    /// Headers.
+    pub headers: HeaderMap,
+    /// Body.
+    pub body: Bytes,
+}
+
+impl Snapshot {
+    /// Builds a snapshot, collecting every problem (with its location) on failure.
+    pub fn build(config: LoadedConfig, generation: u64) -> Result<Snapshot, crate::config::ConfigError> {
+        let mut problems = Vec::new();
+        let cfg = &config.config;
+
+        let mut upstreams = HashMap::new();
+        for (name, up) in &cfg.upstreams {
+            match Upstream::build(name, up, &config.base_dir) {
+                Ok(u) => {
+                    upstreams.insert(name.clone(), Arc::new(u));
+                }
+                Err(p) => problems.extend(p),
+            }
+        }
+
+        let mut routes = Vec::with_capacity(cfg.routes.len());
+        for (i, r) in cfg.routes.iter().enumerate() {
+            let target = match &r.target {
+                RouteTargetConfig::Upstream(name) => match upstreams.get(name) {
+                    Some(u) => Target::Upstream(Arc::clone(u)),
+                    None => {
+                        problems.push(Problem::new(
+                            format!("routes[{i}].target.upstream"),
+                            format!("unknown upstream `{name}`"),
+                        ));
+                        continue;
+                    }
+                },
+                RouteTargetConfig::Static(s) => match static_response(s, i) {
+                    Ok(s) => Target::Static(s),
+                    Err(p) => {
+                        problems.extend(p);
+                        continue;
+                    }
+                },
+                RouteTargetConfig::Echo(e) => Target::Echo {
+                    status: StatusCode::from_u16(e.status.unwrap_or(200)).unwrap_or(StatusCode::OK),
+                },
+            };
+            routes.push(Route { name: r.name.clone(), target });
+        }
+
+        let mut listeners = Vec::new();
+        let mut routers = HashMap::new();
+        for (li, l) in cfg.listeners.iter().enumerate() {
+            match ListenerSpec::build(li, l, &config) {
+                Ok(spec) => listeners.push(Arc::new(spec)),
+                Err(p) => problems.extend(p),
+            }
+            let served: Vec<(usize, &crate::config::RouteConfig)> = cfg
+                .routes
+                .iter()
+                .enumerate()
+                .filter(|(_, r)| r.listeners.is_empty() || r.listeners.contains(&l.name))
+                .collect();
+            match Router::build(&served) {
+                Ok(router) => {
+                    routers.insert(l.name.clone(), router);
+                }
+                Err(p) => problems.extend(p),
+            }
+        }
+
+        if !problems.is_empty() {
+            return Err(config.error(problems));
+        }
+        Ok(Snapshot { generation, config, routes, routers, upstreams, listeners })
+    }
+}
+
+fn static_response(s: &crate::config::StaticResponseConfig, i: usize) -> Result<StaticResponse, Vec<Problem>> {
+    let mut problems = Vec::new();
+    let status = match StatusCode::from_u16(s.status.unwrap_or(200)) {
+        Ok(s) => s,
+        Err(_) => {
+            problems.push(Problem::new(format!("routes[{i}].target.static.status"), "status must be 100 to 999"));
+            StatusCode::OK
+        }
+    };
+    let mut headers = HeaderMap::new();
+    for (k, v) in &s.headers {
+        let path = format!("routes[{i}].target.static.headers.{k}");
+        match (HeaderName::from_bytes(k.as_bytes()), HeaderValue::from_str(v)) {
+            (Ok(k), Ok(v)) => {
+                headers.append(k, v);
+            }
+            (Err(_), _) => problems.push(Problem::new(path, format!("invalid header name `{k}`"))),
+            (_, Err(_)) => problems.push(Problem::new(path, "invalid header value")),
+        }
+    }
+    if problems.is_empty() {
+        Ok(StaticResponse { status, headers, body: Bytes::from(s.body.clone()) })
+    } else {
+        Err(problems)
+    }
+}
