@@ -135,12 +135,16 @@ impl Snapshot {
     }
 }
 
-fn static_response(s: &crate::config::StaticResponseConfig, i: usize) -> Result<StaticResponse, Vec<Problem>> {
+fn static_response(
+    s: &crate::config::StaticResponseConfig,
+    i: usize,
+) -> Result<StaticResponse, Vec<Problem>> {
     let mut problems = Vec::new();
     let status = match StatusCode::from_u16(s.status.unwrap_or(200)) {
         Ok(s) => s,
         Err(_) => {
-            problems.push(Problem::new(format!("routes[{i}].target.static.status"), "status must be 100 to 999"));
+            problems
+                .push(Problem::new(format!("routes[{i}].target.static.status"), "status must be 100 to 999"));
             StatusCode::OK
         }
     };

@@ -156,8 +156,10 @@ pub fn load_file(path: &Path) -> Result<LoadedConfig, ConfigError> {
 
 /// Parses and validates config text. `base_dir` resolves relative file paths.
 pub fn parse_str(source_name: &str, text: &str, base_dir: PathBuf) -> Result<LoadedConfig, ConfigError> {
-    let source = SourceMap::parse(text).map_err(|p| ConfigError::new(source_name, &SourceMap::empty(), vec![p]))?;
-    let config = locate::deserialize(text, &source).map_err(|p| ConfigError::new(source_name, &source, vec![p]))?;
+    let source =
+        SourceMap::parse(text).map_err(|p| ConfigError::new(source_name, &SourceMap::empty(), vec![p]))?;
+    let config =
+        locate::deserialize(text, &source).map_err(|p| ConfigError::new(source_name, &source, vec![p]))?;
     let problems = validate(&config);
     if !problems.is_empty() {
         return Err(ConfigError::new(source_name, &source, problems));
@@ -167,5 +169,6 @@ pub fn parse_str(source_name: &str, text: &str, base_dir: PathBuf) -> Result<Loa
 
 /// The embedded quick-start config, parsed.
 pub fn quickstart() -> LoadedConfig {
-    parse_str(QUICKSTART_NAME, QUICKSTART_YAML, PathBuf::from(".")).expect("the embedded quick-start config is valid")
+    parse_str(QUICKSTART_NAME, QUICKSTART_YAML, PathBuf::from("."))
+        .expect("the embedded quick-start config is valid")
 }

@@ -78,16 +78,18 @@ impl FromStr for ConfigDuration {
         let s = s.trim();
         let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
         let (num, unit) = s.split_at(split);
-        let n: u64 = num
-            .parse()
-            .map_err(|_| format!("invalid duration `{s}`: expected a number with a unit, like `250ms` or `30s`"))?;
+        let n: u64 = num.parse().map_err(|_| {
+            format!("invalid duration `{s}`: expected a number with a unit, like `250ms` or `30s`")
+        })?;
         let d = match unit.trim() {
             "ms" => Duration::from_millis(n),
             "s" => Duration::from_secs(n),
             "m" => Duration::from_secs(n.saturating_mul(60)),
             "h" => Duration::from_secs(n.saturating_mul(3600)),
             "" => return Err(format!("invalid duration `{s}`: missing unit (ms, s, m or h)")),
-            other => return Err(format!("invalid duration `{s}`: unknown unit `{other}` (use ms, s, m or h)")),
+            other => {
+                return Err(format!("invalid duration `{s}`: unknown unit `{other}` (use ms, s, m or h)"));
+            }
         };
         Ok(Self(d))
     }
@@ -140,9 +142,9 @@ impl FromStr for ByteSize {
         let s = s.trim();
         let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
         let (num, unit) = s.split_at(split);
-        let n: u64 = num
-            .parse()
-            .map_err(|_| format!("invalid size `{s}`: expected a number of bytes, like `16KiB` or `1048576`"))?;
+        let n: u64 = num.parse().map_err(|_| {
+            format!("invalid size `{s}`: expected a number of bytes, like `16KiB` or `1048576`")
+        })?;
         let mult: u64 = match unit.trim() {
             "" | "B" => 1,
             "KB" | "kB" => 1000,
@@ -152,12 +154,12 @@ impl FromStr for ByteSize {
             "MiB" => 1024 * 1024,
             "GiB" => 1024 * 1024 * 1024,
             other => {
-                return Err(format!("invalid size `{s}`: unknown unit `{other}` (use B, KB, MB, GB, KiB, MiB or GiB)"));
+                return Err(format!(
+                    "invalid size `{s}`: unknown unit `{other}` (use B, KB, MB, GB, KiB, MiB or GiB)"
+                ));
             }
         };
-        n.checked_mul(mult)
-            .map(Self)
-            .ok_or_else(|| format!("invalid size `{s}`: too large"))
+        n.checked_mul(mult).map(Self).ok_or_else(|| format!("invalid size `{s}`: too large"))
     }
 }
 
@@ -202,7 +204,9 @@ impl FromStr for Name {
             return Err(format!("invalid name `{s}`: must be 1 to 64 characters"));
         }
         if let Some(c) = s.chars().find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))) {
-            return Err(format!("invalid name `{s}`: character `{c}` is not allowed (use A-Z a-z 0-9 _ - .)"));
+            return Err(format!(
+                "invalid name `{s}`: character `{c}` is not allowed (use A-Z a-z 0-9 _ - .)"
+            ));
         }
         Ok(Self(s.to_owned()))
     }
@@ -238,7 +242,9 @@ pub struct HostPort {
 impl FromStr for HostPort {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
-        let bad = || format!("invalid address `{s}`: expected `host:port`, like `10.0.0.5:8080` or `api.internal:443`");
+        let bad = || {
+            format!("invalid address `{s}`: expected `host:port`, like `10.0.0.5:8080` or `api.internal:443`")
+        };
         let (host, port) = s.rsplit_once(':').ok_or_else(bad)?;
         let port: u16 = port.parse().map_err(|_| bad())?;
         let host = match host.strip_prefix('[') {

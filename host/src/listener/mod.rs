@@ -8,7 +8,11 @@ pub struct ListenerSpec {}
 
 impl ListenerSpec {
     /// Resolves a listener's config (defaults, certificates).
-    pub fn build(_index: usize, _config: &ListenerConfig, _loaded: &LoadedConfig) -> Result<ListenerSpec, Vec<Problem>> {
+    pub fn build(
+        _index: usize,
+        _config: &ListenerConfig,
+        _loaded: &LoadedConfig,
+    ) -> Result<ListenerSpec, Vec<Problem>> {
         Ok(ListenerSpec {})
     }
 }

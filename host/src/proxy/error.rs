@@ -163,7 +163,9 @@ impl ProxyError {
             ErrorSource::Client => self.to_string(),
             ErrorSource::Upstream => match self {
                 Self::NoAvailableTarget { .. } => "no upstream server is available".to_owned(),
-                Self::ConnectTimeout { .. } | Self::UpstreamTimeout { .. } => "the upstream server timed out".to_owned(),
+                Self::ConnectTimeout { .. } | Self::UpstreamTimeout { .. } => {
+                    "the upstream server timed out".to_owned()
+                }
                 _ => "the upstream server failed".to_owned(),
             },
             ErrorSource::Internal => "internal gateway error".to_owned(),

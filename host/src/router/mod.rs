@@ -34,7 +34,13 @@ impl Router {
 
     /// Finds the most specific route for a request. `host` is the request's host
     /// without port, as sent (not yet lowercased).
-    pub fn find(&self, _host: Option<&str>, _method: &Method, _path: &str, _headers: &HeaderMap) -> Option<RouteMatch> {
+    pub fn find(
+        &self,
+        _host: Option<&str>,
+        _method: &Method,
+        _path: &str,
+        _headers: &HeaderMap,
+    ) -> Option<RouteMatch> {
         (self.routes > 0).then(|| RouteMatch { route: 0, params: Vec::new() })
     }
 }

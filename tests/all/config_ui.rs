@@ -1,0 +1,1 @@
+//! Golden tests: invalid configs and the exact errors they produce.

@@ -1,0 +1,1 @@
+//! Test harness: upstream servers, gateways from config strings, clients.
