@@ -13,7 +13,12 @@ use crate::snapshot::Snapshot;
 /// With no command, `sluice` runs the gateway on the embedded quick-start config
 /// (http://127.0.0.1:8080, try `curl localhost:8080/echo/hi`).
 #[derive(Debug, Parser)]
-#[command(name = "sluice", version, about, long_about = None, propagate_version = true)]
+#[command(
+    name = "sluice",
+    version,
+    propagate_version = true,
+    after_help = "Examples:\n  sluice                          serve the quick-start config on 127.0.0.1:8080\n  sluice run --config gw.yaml     serve your config\n  sluice check gw.yaml            validate a config, list every problem\n  sluice schema > sluice.schema.json"
+)]
 pub struct Cli {
     /// What to do (default: `run`).
     #[command(subcommand)]
@@ -28,6 +33,9 @@ pub enum Command {
         /// Config file (YAML). Without it, the embedded quick-start config is served.
         #[arg(short, long, value_name = "FILE", env = "SLUICE_CONFIG")]
         config: Option<PathBuf>,
+        /// Worker threads serving requests. Default: one per CPU core.
+        #[arg(long, value_name = "N", env = "SLUICE_WORKERS")]
+        workers: Option<usize>,
     },
     /// Validate a config file without serving: prints every problem with its file,
     /// line and column, and exits non-zero if there is any.
@@ -43,8 +51,8 @@ pub enum Command {
 /// Runs the command line; returns the process exit code.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    match cli.command.unwrap_or(Command::Run { config: None }) {
-        Command::Run { config } => run(config),
+    match cli.command.unwrap_or(Command::Run { config: None, workers: None }) {
+        Command::Run { config, workers } => run(config, workers),
         Command::Check { file } => check(&file),
         Command::Schema => {
             println!("{:#}", config::json_schema());
@@ -84,7 +92,7 @@ fn check(file: &PathBuf) -> ExitCode {
     }
 }
 
-fn run(config: Option<PathBuf>) -> ExitCode {
+fn run(config: Option<PathBuf>, workers: Option<usize>) -> ExitCode {
     let loaded = match load(config.as_ref()) {
         Ok(l) => l,
         Err(e) => {
@@ -96,7 +104,11 @@ fn run(config: Option<PathBuf>) -> ExitCode {
     if config.is_none() {
         tracing::info!("no --config given: serving the embedded quick-start config");
     }
-    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let mut rt = tokio::runtime::Builder::new_multi_thread();
+    if let Some(n) = workers {
+        rt.worker_threads(n.max(1));
+    }
+    let rt = match rt.enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("cannot start the async runtime: {e}");
