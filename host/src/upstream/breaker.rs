@@ -41,7 +41,12 @@ pub(crate) struct Breaker {
 
 impl Breaker {
     pub fn new(settings: Option<BreakerSettings>) -> Breaker {
-        Breaker { settings, state: AtomicU8::new(CLOSED), failures: AtomicU32::new(0), opened_at: AtomicU64::new(0) }
+        Breaker {
+            settings,
+            state: AtomicU8::new(CLOSED),
+            failures: AtomicU32::new(0),
+            opened_at: AtomicU64::new(0),
+        }
     }
 
     /// The current state (an open circuit whose period ended still reads `Open` until

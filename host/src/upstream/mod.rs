@@ -119,7 +119,8 @@ impl Upstream {
                 Some(tls) if tls.server_name.is_none() => match tls::target_server_name(&t.address.host) {
                     Ok(n) => Some(n),
                     Err(message) => {
-                        problems.push(Problem::new(format!("upstreams.{name}.targets[{i}].address"), message));
+                        problems
+                            .push(Problem::new(format!("upstreams.{name}.targets[{i}].address"), message));
                         None
                     }
                 },
@@ -230,7 +231,8 @@ impl Upstream {
                     return Ok(resp);
                 }
                 Err(SendError { error, request }) => {
-                    let client_fault = matches!(error, ProxyError::ClientBody(_) | ProxyError::BodyTooLarge { .. });
+                    let client_fault =
+                        matches!(error, ProxyError::ClientBody(_) | ProxyError::BodyTooLarge { .. });
                     if client_fault {
                         outcome.abandon();
                         return Err(error);
@@ -273,10 +275,10 @@ impl Shared {
         for _ in 0..=self.targets.len() {
             let usable = |i: usize, skip: u128| skip & bit(i) == 0 && self.targets[i].is_available(now);
             let load = |i: usize| self.targets[i].in_flight.load(Ordering::Relaxed);
-            let index = self
-                .balancer
-                .pick(&self.weights, |i| usable(i, tried | denied), load)
-                .or_else(|| (tried != 0).then(|| self.balancer.pick(&self.weights, |i| usable(i, denied), load))?)?;
+            let index =
+                self.balancer.pick(&self.weights, |i| usable(i, tried | denied), load).or_else(|| {
+                    (tried != 0).then(|| self.balancer.pick(&self.weights, |i| usable(i, denied), load))?
+                })?;
             match self.targets[index].breaker.try_acquire(now) {
                 Some(admission) => return Some((index, admission)),
                 None => denied |= bit(index),
@@ -400,7 +402,10 @@ impl http_body::Body for Tracked {
     type Data = Bytes;
     type Error = hyper::Error;
 
-    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
         let this = self.get_mut();
         let polled = Pin::new(&mut this.inner).poll_frame(cx);
         if matches!(polled, Poll::Ready(None | Some(Err(_)))) || this.inner.is_end_stream() {

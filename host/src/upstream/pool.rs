@@ -203,7 +203,11 @@ impl Pool {
                 let error = if error.is_user() && std::error::Error::source(&error).is_some() {
                     client_body_error(error)
                 } else {
-                    ProxyError::Upstream { target: self.address.to_string(), source: Box::new(error), nothing_sent }
+                    ProxyError::Upstream {
+                        target: self.address.to_string(),
+                        source: Box::new(error),
+                        nothing_sent,
+                    }
                 };
                 Err(SendError { error, request })
             }
@@ -267,7 +271,7 @@ impl Pool {
         Ok((s, false))
     }
 
-    fn live_h2(&self) -> Option<http2::SendRequest<Body>> {
+    pub(crate) fn live_h2(&self) -> Option<http2::SendRequest<Body>> {
         self.h2.lock().unwrap().as_ref().filter(|s| !s.is_closed()).cloned()
     }
 
@@ -282,7 +286,8 @@ impl Pool {
         let after = self.settings.connect_timeout;
         let connect = async {
             let io = self.connect_io().await?;
-            let (sender, conn) = http1::Builder::new().handshake(TokioIo::new(io)).await.map_err(|e| self.connect_error(e))?;
+            let (sender, conn) =
+                http1::Builder::new().handshake(TokioIo::new(io)).await.map_err(|e| self.connect_error(e))?;
             let address = Arc::clone(&self.address);
             tokio::spawn(async move {
                 if let Err(e) = conn.with_upgrades().await {
@@ -316,7 +321,8 @@ impl Pool {
 
     /// TCP connect with `TCP_NODELAY`, then the TLS handshake when configured.
     async fn connect_io(&self) -> Result<Stream, ProxyError> {
-        let tcp = TcpStream::connect((self.host.as_str(), self.port)).await.map_err(|e| self.connect_error(e))?;
+        let tcp =
+            TcpStream::connect((self.host.as_str(), self.port)).await.map_err(|e| self.connect_error(e))?;
         tcp.set_nodelay(true).map_err(|e| self.connect_error(e))?;
         self.connects.fetch_add(1, Ordering::Relaxed);
         let Some(tls) = &self.settings.tls else {
@@ -362,7 +368,8 @@ fn sweep(idle: &mut VecDeque<Idle>, now: Instant, max_age: std::time::Duration) 
 /// connections and stops when the pool is dropped.
 async fn reap(pool: Weak<Pool>, mut closed: tokio::sync::watch::Receiver<()>) {
     loop {
-        let Some(period) = pool.upgrade().map(|p| (p.settings.idle_timeout / 2).max(std::time::Duration::from_millis(10)))
+        let Some(period) =
+            pool.upgrade().map(|p| (p.settings.idle_timeout / 2).max(std::time::Duration::from_millis(10)))
         else {
             return;
         };

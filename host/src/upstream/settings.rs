@@ -131,10 +131,8 @@ impl Settings {
         for (i, s) in config.retries.on_status.iter().enumerate() {
             match StatusCode::from_u16(*s) {
                 Ok(s) => on_status.push(s),
-                Err(_) => problems.push(Problem::new(
-                    at(&format!("retries.on_status[{i}]")),
-                    "status must be 100 to 999",
-                )),
+                Err(_) => problems
+                    .push(Problem::new(at(&format!("retries.on_status[{i}]")), "status must be 100 to 999")),
             }
         }
 

@@ -65,7 +65,8 @@ pub(crate) fn target_server_name(host: &str) -> Result<ServerName<'static>, Stri
 
 fn load_ca(path: &Path) -> Result<RootCertStore, String> {
     let shown = path.display();
-    let iter = CertificateDer::pem_file_iter(path).map_err(|e| format!("cannot read ca file {shown}: {e}"))?;
+    let iter =
+        CertificateDer::pem_file_iter(path).map_err(|e| format!("cannot read ca file {shown}: {e}"))?;
     let mut store = RootCertStore::empty();
     for cert in iter {
         let cert = cert.map_err(|e| format!("invalid pem in ca file {shown}: {e}"))?;
