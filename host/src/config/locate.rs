@@ -79,10 +79,10 @@ impl SourceMap {
 
 /// The parent of a path: `a.b[2]` → `a.b`, `a.b` → `a`, `a` → ``.
 fn parent(path: &str) -> &str {
-    if let Some(stripped) = path.strip_suffix(']') {
-        if let Some(i) = stripped.rfind('[') {
-            return &path[..i];
-        }
+    if let Some(stripped) = path.strip_suffix(']')
+        && let Some(i) = stripped.rfind('[')
+    {
+        return &path[..i];
     }
     match path.rfind('.') {
         Some(i) => &path[..i],
@@ -141,9 +141,14 @@ impl Walker {
                     // A block mapping's start event is reported after its first key:
                     // the mapping really starts at that key.
                     if !*has_key && at < *start {
-                        *start = at;
-                        map.nodes.insert(path.clone(), at);
+                        if map.values.get(start) == Some(path) {
+                            map.values.remove(start);
+                        }
+                        if map.nodes.get(path.as_str()) == Some(start) {
+                            map.nodes.insert(path.clone(), at);
+                        }
                         map.values.insert(at, path.clone());
+                        *start = at;
                     }
                     *has_key = true;
                     *key = Some(p);
@@ -291,6 +296,16 @@ fn problem(err: &serde_saphyr::Error, within: &str, source: &SourceMap) -> Probl
         err,
         serde_saphyr::Error::SerdeUnknownField { .. } | serde_saphyr::Error::DuplicateMappingKey { .. }
     );
+    if let serde_saphyr::Error::SerdeMissingField { .. } = err {
+        // Reported at the mapping or at one of its keys: name the mapping, and let
+        // the source map point at it (its key, when it is a mapping entry).
+        let path = match at.map(|at| (source.values.get(&at), source.keys.get(&at))) {
+            Some((Some(mapping), _)) => mapping.as_str(),
+            Some((None, Some(key))) => parent(key),
+            _ => within,
+        };
+        return Problem::new(path, message(err));
+    }
     let path = at.and_then(|at| source.path_at(at, on_key)).unwrap_or(within);
     let problem = Problem::new(path, message(err));
     match at {
@@ -326,7 +341,10 @@ fn message(err: &serde_saphyr::Error) -> String {
             "mapping start" => return "expected a mapping".to_owned(),
             other => format!("expected {other}"),
         },
-        Error::Eof { .. } => return "the config is empty".to_owned(),
+        Error::Eof { .. } => return "the config is empty: start with `version: 1`".to_owned(),
+        Error::ExpectedMappingEndAfterEnumVariantValue { .. } => {
+            return "only one form is allowed here: remove the extra key".to_owned();
+        }
         _ => UserMessageFormatter.format_message(err).into_owned(),
     };
     yaml_message(&raw)
@@ -337,7 +355,7 @@ fn number_message(ty: &str) -> String {
         "u8" => u64::from(u8::MAX),
         "u16" => u64::from(u16::MAX),
         "u32" => u64::from(u32::MAX),
-        "u64" | "usize" => u64::MAX,
+        "u64" | "usize" => return "expected a whole number".to_owned(),
         "bool" => return "expected `true` or `false`".to_owned(),
         other => return format!("expected a value of type {other}"),
     };
@@ -382,6 +400,8 @@ routes:
         assert_eq!(map.locate("listeners[0].tls.certificates[0].cert"), at(7, 33));
         assert_eq!(map.locate("listeners[0].tls.certificates[1]"), at(8, 11));
         assert_eq!(map.locate("listeners[0].tls.certificates[1].cert"), at(9, 11));
+        assert_eq!(map.locate("upstreams.api"), at(12, 3));
+        assert_eq!(map.locate("upstreams.api.targets"), at(13, 5));
         assert_eq!(map.locate("upstreams.api.targets[0].address"), at(14, 9));
         assert_eq!(map.locate("routes[0].match.path"), at(17, 14));
         assert_eq!(map.locate("routes[0].target.upstream"), at(18, 15));
@@ -412,6 +432,21 @@ routes:
         assert_eq!(problems[0].path, "listeners[0].adress");
         assert_eq!(problems[0].location, at(4, 5));
         assert!(problems[0].message.starts_with("unknown field `adress`"), "{}", problems[0].message);
+    }
+
+    #[test]
+    fn missing_fields_name_the_mapping() {
+        let first = |text: &str| {
+            let p = deserialize(text, &SourceMap::parse(text).unwrap()).unwrap_err().remove(0);
+            (p.path, p.message, p.location)
+        };
+        let root = first("version: 1\nlisteners: []\n");
+        assert_eq!(root, (String::new(), "missing field `routes`: add it".to_owned(), None));
+        let item = first("version: 1\nlisteners:\n  - name: a\nroutes: []\n");
+        assert_eq!(item.0, "listeners[0]");
+        let nested = first("version: 1\nlisteners:\n  - name: a\n    tls:\n      min_version: '1.3'\n");
+        assert_eq!(nested.0, "listeners[0].tls");
+        assert_eq!(nested.1, "missing field `certificates`: add it");
     }
 
     #[test]

@@ -39,30 +39,30 @@ mod tests {
                 return fail(&format!("expected {types:?}, found {value}"));
             }
         }
-        if let Some(options) = s.get("enum").and_then(Value::as_array) {
-            if !options.contains(value) {
-                return fail(&format!("{value} is not one of {options:?}"));
-            }
+        if let Some(options) = s.get("enum").and_then(Value::as_array)
+            && !options.contains(value)
+        {
+            return fail(&format!("{value} is not one of {options:?}"));
         }
-        if let Some(c) = s.get("const") {
-            if c != value {
-                return fail(&format!("expected {c}"));
-            }
+        if let Some(c) = s.get("const")
+            && c != value
+        {
+            return fail(&format!("expected {c}"));
         }
-        if let Some(min) = s.get("minimum").and_then(Value::as_f64) {
-            if value.as_f64().is_some_and(|v| v < min) {
-                return fail("below minimum");
-            }
+        if let Some(min) = s.get("minimum").and_then(Value::as_f64)
+            && value.as_f64().is_some_and(|v| v < min)
+        {
+            return fail("below minimum");
         }
-        if let Some(max) = s.get("maximum").and_then(Value::as_f64) {
-            if value.as_f64().is_some_and(|v| v > max) {
-                return fail("above maximum");
-            }
+        if let Some(max) = s.get("maximum").and_then(Value::as_f64)
+            && value.as_f64().is_some_and(|v| v > max)
+        {
+            return fail("above maximum");
         }
-        if let Some(any) = s.get("anyOf").and_then(Value::as_array) {
-            if !any.iter().any(|sub| check(root, sub, value, at).is_ok()) {
-                return fail("matches none of anyOf");
-            }
+        if let Some(any) = s.get("anyOf").and_then(Value::as_array)
+            && !any.iter().any(|sub| check(root, sub, value, at).is_ok())
+        {
+            return fail("matches none of anyOf");
         }
         if let Some(one) = s.get("oneOf").and_then(Value::as_array) {
             let n = one.iter().filter(|sub| check(root, sub, value, at).is_ok()).count();

@@ -95,14 +95,17 @@ impl Validator {
                 );
             }
             let addr = l.address.0;
-            if addr.port() != 0 {
-                if let Some(first) = addresses.insert(addr, i) {
-                    addresses.insert(addr, first);
-                    self.push(
-                        format!("{path}.address"),
-                        format!("address {addr} is already used by listener `{}`: give each listener its own address", listeners[first].name),
-                    );
-                }
+            if addr.port() != 0
+                && let Some(first) = addresses.insert(addr, i)
+            {
+                addresses.insert(addr, first);
+                self.push(
+                    format!("{path}.address"),
+                    format!(
+                        "address {addr} is already used by listener `{}`: give each listener its own address",
+                        listeners[first].name
+                    ),
+                );
             }
             self.listener(&path, l);
         }
@@ -177,10 +180,10 @@ impl Validator {
             );
         }
         self.nonzero(&format!("{path}.circuit_breaker.open_for"), cb.open_for);
-        if let Some(h) = &u.host_header {
-            if http::HeaderValue::from_str(h).is_err() {
-                self.push(format!("{path}.host_header"), format!("invalid host header value `{h}`"));
-            }
+        if let Some(h) = &u.host_header
+            && http::HeaderValue::from_str(h).is_err()
+        {
+            self.push(format!("{path}.host_header"), format!("invalid host header value `{h}`"));
         }
     }
 
@@ -237,10 +240,10 @@ impl Validator {
                 self.push(format!("{path}.listeners[{j}]"), format!("unknown listener `{l}`: {known}"));
             }
         }
-        if let RouteTargetConfig::Upstream(u) = &r.target {
-            if !config.upstreams.contains_key(u) {
-                self.push(format!("{path}.target.upstream"), unknown_upstream(u, &config.upstreams));
-            }
+        if let RouteTargetConfig::Upstream(u) = &r.target
+            && !config.upstreams.contains_key(u)
+        {
+            self.push(format!("{path}.target.upstream"), unknown_upstream(u, &config.upstreams));
         }
         self.matcher(&format!("{path}.match"), &r.matcher);
     }
@@ -289,7 +292,9 @@ fn unknown_upstream(name: &Name, upstreams: &BTreeMap<Name, UpstreamConfig>) -> 
 
 /// `known names are a, b` for a message about an unknown name.
 fn list<'a>(names: impl Iterator<Item = &'a Name>) -> String {
-    let names: Vec<&str> = names.map(Name::as_str).collect();
+    let mut names: Vec<&str> = names.map(Name::as_str).collect();
+    names.sort_unstable();
+    names.dedup();
     if names.is_empty() {
         "none are defined".to_owned()
     } else {
