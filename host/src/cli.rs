@@ -1,1 +1,130 @@
-//! The command line.
+//! The command line: `sluice run`, `sluice check`, `sluice schema`.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use crate::config::{self, LoadedConfig};
+use crate::snapshot::Snapshot;
+
+/// Sluice: a programmable HTTP API gateway with sandboxed WebAssembly plugins.
+///
+/// With no command, `sluice` runs the gateway on the embedded quick-start config
+/// (http://127.0.0.1:8080, try `curl localhost:8080/echo/hi`).
+#[derive(Debug, Parser)]
+#[command(
+    name = "sluice",
+    version,
+    propagate_version = true,
+    after_help = "Examples:\n  sluice                          serve the quick-start config on 127.0.0.1:8080\n  sluice run --config gw.yaml     serve your config\n  sluice check gw.yaml            validate a config, list every problem\n  sluice schema > sluice.schema.json"
+)]
+pub struct Cli {
+    /// What to do (default: `run`).
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+/// Sluice's commands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the gateway.
+    Run {
+        /// Config file (YAML). Without it, the embedded quick-start config is served.
+        #[arg(short, long, value_name = "FILE", env = "SLUICE_CONFIG")]
+        config: Option<PathBuf>,
+        /// Worker threads serving requests. Default: one per CPU core.
+        #[arg(long, value_name = "N", env = "SLUICE_WORKERS")]
+        workers: Option<usize>,
+    },
+    /// Validate a config file without serving: prints every problem with its file,
+    /// line and column, and exits non-zero if there is any.
+    Check {
+        /// Config file to check.
+        #[arg(value_name = "FILE")]
+        file: PathBuf,
+    },
+    /// Print the JSON Schema of the config file format (for editors and CI linting).
+    Schema,
+}
+
+/// Runs the command line; returns the process exit code.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command.unwrap_or(Command::Run { config: None, workers: None }) {
+        Command::Run { config, workers } => run(config, workers),
+        Command::Check { file } => check(&file),
+        Command::Schema => {
+            println!("{:#}", config::json_schema());
+            ExitCode::SUCCESS
+        }
+    }
+}
+
+fn load(path: Option<&PathBuf>) -> Result<LoadedConfig, config::ConfigError> {
+    match path {
+        Some(p) => config::load_file(p),
+        None => Ok(config::quickstart()),
+    }
+}
+
+fn check(file: &PathBuf) -> ExitCode {
+    let loaded = match load(Some(file)) {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("{e}");
+            eprintln!("{} problem(s) found", e.issues.len());
+            return ExitCode::FAILURE;
+        }
+    };
+    let routes = loaded.config.routes.len();
+    let upstreams = loaded.config.upstreams.len();
+    match Snapshot::build(loaded, 0) {
+        Ok(_) => {
+            println!("{}: ok ({routes} routes, {upstreams} upstreams)", file.display());
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("{e}");
+            eprintln!("{} problem(s) found", e.issues.len());
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(config: Option<PathBuf>, workers: Option<usize>) -> ExitCode {
+    let loaded = match load(config.as_ref()) {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    crate::observability::init(loaded.config.server.access_log.format);
+    if config.is_none() {
+        tracing::info!("no --config given: serving the embedded quick-start config");
+    }
+    let mut rt = tokio::runtime::Builder::new_multi_thread();
+    if let Some(n) = workers {
+        rt.worker_threads(n.max(1));
+    }
+    let rt = match rt.enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    rt.block_on(async {
+        match crate::Gateway::builder().config(loaded).start().await {
+            Ok(gw) => {
+                gw.run_until_signal().await;
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("{e}");
+                ExitCode::FAILURE
+            }
+        }
+    })
+}

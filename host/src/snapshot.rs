@@ -66,7 +66,20 @@ pub struct StaticResponse {
     pub body: Bytes,
 }
 
+/// The current snapshot, swapped atomically on reload.
+pub type SnapshotCell = arc_swap::ArcSwap<Snapshot>;
+
 impl Snapshot {
+    /// The resolved settings of the listener called `name`.
+    pub fn listener(&self, name: &Name) -> Option<Arc<ListenerSpec>> {
+        self.listeners.iter().find(|l| &l.name == name).cloned()
+    }
+
+    /// How long in-flight requests may take to finish on shutdown.
+    pub fn grace_period(&self) -> std::time::Duration {
+        self.config.config.server.grace_period.unwrap_or(crate::config::DEFAULT_GRACE_PERIOD).get()
+    }
+
     /// Builds a snapshot, collecting every problem (with its location) on failure.
     pub fn build(config: LoadedConfig, generation: u64) -> Result<Snapshot, crate::config::ConfigError> {
         let mut problems = Vec::new();

@@ -1,1 +1,228 @@
 //! Test harness: upstream servers, gateways from config strings, clients.
+//!
+//! ```ignore
+//! let up = TestServer::named("a").await;
+//! let gw = gateway(&format!("... address: {} ...", up.addr)).await;
+//! let resp = Client::http1().get(&gw.url("public", "/x")).await;
+//! ```
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full, combinators::BoxBody};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::client::legacy::Client as HyperClient;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use sluice::Gateway;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+pub type TestBody = BoxBody<Bytes, Box<dyn std::error::Error + Send + Sync>>;
+
+/// A body holding `b`.
+pub fn full(b: impl Into<Bytes>) -> TestBody {
+    Full::new(b.into()).map_err(|e| match e {}).boxed()
+}
+
+/// A real HTTP server (HTTP/1.1 and h2c) on 127.0.0.1:0 that counts what it sees.
+pub struct TestServer {
+    pub addr: SocketAddr,
+    /// Connections accepted.
+    pub connections: Arc<AtomicUsize>,
+    /// Requests received.
+    pub requests: Arc<AtomicUsize>,
+    stop: watch::Sender<bool>,
+}
+
+impl TestServer {
+    /// Serves every request with `handler`.
+    pub async fn start<F, Fut>(handler: F) -> TestServer
+    where
+        F: Fn(Request<Incoming>) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Response<TestBody>> + Send + 'static,
+    {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        Self::start_on(listener, handler)
+    }
+
+    /// Serves on an already bound listener (to reuse a port).
+    pub fn start_on<F, Fut>(listener: TcpListener, handler: F) -> TestServer
+    where
+        F: Fn(Request<Incoming>) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Response<TestBody>> + Send + 'static,
+    {
+        let addr = listener.local_addr().unwrap();
+        let connections = Arc::new(AtomicUsize::new(0));
+        let requests = Arc::new(AtomicUsize::new(0));
+        let (stop, mut stopped) = watch::channel(false);
+        let handler = Arc::new(handler);
+        let (conns, reqs) = (Arc::clone(&connections), Arc::clone(&requests));
+        tokio::spawn(async move {
+            loop {
+                let (stream, _) = tokio::select! {
+                    r = listener.accept() => match r { Ok(x) => x, Err(_) => continue },
+                    _ = stopped.changed() => return,
+                };
+                let _ = stream.set_nodelay(true);
+                conns.fetch_add(1, Ordering::SeqCst);
+                let handler = Arc::clone(&handler);
+                let reqs = Arc::clone(&reqs);
+                let mut stopped = stopped.clone();
+                tokio::spawn(async move {
+                    let svc = service_fn(move |req| {
+                        reqs.fetch_add(1, Ordering::SeqCst);
+                        let fut = handler(req);
+                        async move { Ok::<_, Infallible>(fut.await) }
+                    });
+                    let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+                    let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), svc);
+                    tokio::select! {
+                        _ = conn => {}
+                        _ = stopped.changed() => {}
+                    }
+                });
+            }
+        });
+        TestServer { addr, connections, requests, stop }
+    }
+
+    /// Answers every request with `200` and its name as the body.
+    pub async fn named(name: &'static str) -> TestServer {
+        Self::start(move |_req| async move { Response::new(full(name)) }).await
+    }
+
+    /// Answers with a JSON description of the request and streams the request body back
+    /// in the `x-body-bytes` header's absence... (see `echo_json`).
+    pub async fn echo() -> TestServer {
+        Self::start(echo_json).await
+    }
+
+    /// Requests seen so far.
+    pub fn request_count(&self) -> usize {
+        self.requests.load(Ordering::SeqCst)
+    }
+
+    /// Stops accepting and closes open connections.
+    pub fn stop(&self) {
+        let _ = self.stop.send(true);
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// An upstream handler: reads the whole body and answers with JSON describing the
+/// request as the upstream saw it.
+pub async fn echo_json(req: Request<Incoming>) -> Response<TestBody> {
+    let (parts, body) = req.into_parts();
+    let body = body.collect().await.map(|c| c.to_bytes()).unwrap_or_default();
+    let headers: serde_json::Map<String, serde_json::Value> = parts
+        .headers
+        .iter()
+        .map(|(k, v)| {
+            (k.as_str().to_owned(), serde_json::Value::String(v.to_str().unwrap_or("?").to_owned()))
+        })
+        .collect();
+    let doc = serde_json::json!({
+        "method": parts.method.as_str(),
+        "uri": parts.uri.to_string(),
+        "version": format!("{:?}", parts.version),
+        "headers": headers,
+        "body_bytes": body.len(),
+    });
+    Response::new(full(serde_json::to_vec(&doc).unwrap()))
+}
+
+/// A free loopback port (bound then released; fine for tests that need a dead port).
+pub async fn dead_addr() -> SocketAddr {
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    l.local_addr().unwrap()
+}
+
+/// Starts a gateway from YAML config text.
+pub async fn gateway(yaml: &str) -> Gateway {
+    match Gateway::builder().config_yaml(yaml) {
+        Ok(b) => b.start().await.unwrap_or_else(|e| panic!("gateway failed to start: {e}")),
+        Err(e) => panic!("config rejected:\n{e}"),
+    }
+}
+
+/// A one-listener config with the given upstreams and routes sections appended.
+pub fn config(rest: &str) -> String {
+    format!("version: 1\nlisteners:\n  - name: public\n    address: 127.0.0.1:0\n{rest}")
+}
+
+/// A response, fully read.
+#[derive(Debug)]
+pub struct Reply {
+    pub status: StatusCode,
+    pub headers: http::HeaderMap,
+    pub version: http::Version,
+    pub body: Bytes,
+}
+
+impl Reply {
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body).unwrap_or_else(|e| panic!("not json ({e}): {}", self.text()))
+    }
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+}
+
+/// An HTTP client (hyper-util's pooled client) speaking HTTP/1.1 or h2c.
+#[derive(Clone)]
+pub struct Client {
+    inner: HyperClient<HttpConnector, TestBody>,
+}
+
+impl Client {
+    pub fn http1() -> Client {
+        let mut conn = HttpConnector::new();
+        conn.set_nodelay(true);
+        Client { inner: HyperClient::builder(TokioExecutor::new()).build(conn) }
+    }
+
+    pub fn h2c() -> Client {
+        let mut conn = HttpConnector::new();
+        conn.set_nodelay(true);
+        Client { inner: HyperClient::builder(TokioExecutor::new()).http2_only(true).build(conn) }
+    }
+
+    pub async fn send(&self, req: Request<TestBody>) -> Reply {
+        let resp = tokio::time::timeout(Duration::from_secs(30), self.inner.request(req))
+            .await
+            .expect("request finished within 30s")
+            .expect("request succeeded at the HTTP level");
+        let (parts, body) = resp.into_parts();
+        let body = body.collect().await.expect("response body").to_bytes();
+        Reply { status: parts.status, headers: parts.headers, version: parts.version, body }
+    }
+
+    pub async fn get(&self, url: &str) -> Reply {
+        self.send(Request::get(url).body(full("")).unwrap()).await
+    }
+
+    pub async fn post(&self, url: &str, body: impl Into<Bytes>) -> Reply {
+        self.send(Request::post(url).body(full(body)).unwrap()).await
+    }
+}
+
+/// `http://addr{path}`.
+pub fn url(addr: SocketAddr, path: &str) -> String {
+    format!("http://{addr}{path}")
+}

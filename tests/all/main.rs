@@ -3,3 +3,10 @@
 
 mod config_ui;
 mod harness;
+mod lifecycle;
+mod limits;
+mod proxying;
+mod quickstart;
+mod resilience;
+mod routing;
+mod tls_h2;

@@ -41,17 +41,27 @@ pub struct Problem {
     pub path: String,
     /// What is wrong, lowercase, without a trailing period.
     pub message: String,
+    /// An explicit position, for problems found before the path can be resolved (a
+    /// YAML syntax error, a shape error reported by the deserializer). When set, it
+    /// wins over the position of `path`.
+    pub location: Option<Location>,
 }
 
 impl Problem {
     /// A problem at `path`.
     pub fn new(path: impl Into<String>, message: impl Into<String>) -> Self {
-        Self { path: path.into(), message: message.into() }
+        Self { path: path.into(), message: message.into(), location: None }
+    }
+
+    /// The same problem, pinned to an explicit position.
+    pub fn at(mut self, location: Location) -> Self {
+        self.location = Some(location);
+        self
     }
 }
 
-/// A line and column in the config file, both 1-based.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// A line and column in the config file, both 1-based. Ordered by line, then column.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Location {
     /// 1-based line.
     pub line: usize,
@@ -84,7 +94,11 @@ impl ConfigError {
     pub fn new(source_name: &str, source: &SourceMap, problems: Vec<Problem>) -> Self {
         let mut issues: Vec<Issue> = problems
             .into_iter()
-            .map(|p| Issue { location: source.locate(&p.path), path: p.path, message: p.message })
+            .map(|p| Issue {
+                location: p.location.or_else(|| source.locate(&p.path)),
+                path: p.path,
+                message: p.message,
+            })
             .collect();
         issues.sort_by_key(|i| i.location.map(|l| (l.line, l.column)).unwrap_or((0, 0)));
         issues.dedup();
@@ -160,8 +174,7 @@ pub fn load_file(path: &Path) -> Result<LoadedConfig, ConfigError> {
 pub fn parse_str(source_name: &str, text: &str, base_dir: PathBuf) -> Result<LoadedConfig, ConfigError> {
     let source =
         SourceMap::parse(text).map_err(|p| ConfigError::new(source_name, &SourceMap::empty(), vec![p]))?;
-    let config =
-        locate::deserialize(text, &source).map_err(|p| ConfigError::new(source_name, &source, vec![p]))?;
+    let config = locate::deserialize(text, &source).map_err(|p| ConfigError::new(source_name, &source, p))?;
     let problems = validate(&config);
     if !problems.is_empty() {
         return Err(ConfigError::new(source_name, &source, problems));

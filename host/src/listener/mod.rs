@@ -1,18 +1,15 @@
-//! Listeners: accept loops, TLS, HTTP/1 + HTTP/2, connection limits, graceful drain.
+//! Listeners: the first step of a request's way through the gateway.
+//!
+//! A listener binds a socket, accepts connections (up to its connection limit),
+//! terminates TLS when configured, speaks HTTP/1.1 and HTTP/2 (ALPN on TLS, prior
+//! knowledge — h2c — on plaintext), enforces the header-read and idle timeouts, and
+//! hands each request to [`crate::proxy::handle`] together with the snapshot that is
+//! current at that moment. On shutdown it stops accepting and lets in-flight requests
+//! finish (graceful drain).
 
-use crate::config::{ListenerConfig, LoadedConfig, Problem};
+mod serve;
+mod spec;
+mod tls;
 
-/// A listener's resolved settings.
-#[derive(Debug)]
-pub struct ListenerSpec {}
-
-impl ListenerSpec {
-    /// Resolves a listener's config (defaults, certificates).
-    pub fn build(
-        _index: usize,
-        _config: &ListenerConfig,
-        _loaded: &LoadedConfig,
-    ) -> Result<ListenerSpec, Vec<Problem>> {
-        Ok(ListenerSpec {})
-    }
-}
+pub use serve::{ConnInfo, serve};
+pub use spec::{Limits, ListenerSpec, RequestIdSpec};

@@ -172,3 +172,29 @@ impl ProxyError {
         }
     }
 }
+
+/// The JSON error response every gateway-generated error uses:
+/// `{"error": {"status": 502, "code": "upstream_failed", "message": "…", "request_id": "…"}}`.
+pub fn error_response(err: &ProxyError, request_id: &http::HeaderValue) -> http::Response<crate::body::Body> {
+    let status = err.status();
+    let body = serde_json::json!({
+        "error": {
+            "status": status.as_u16(),
+            "code": err.code(),
+            "message": err.public_message(),
+            "request_id": request_id.to_str().unwrap_or_default(),
+        }
+    });
+    let mut bytes = serde_json::to_vec(&body).unwrap_or_default();
+    bytes.push(b'\n');
+    let mut resp = http::Response::new(crate::body::full(bytes));
+    *resp.status_mut() = status;
+    resp.headers_mut().insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static("application/json"));
+    if matches!(
+        err,
+        ProxyError::BodyTooLarge { .. } | ProxyError::HeadersTooLarge { .. } | ProxyError::UriTooLong { .. }
+    ) {
+        resp.headers_mut().insert(http::header::CONNECTION, http::HeaderValue::from_static("close"));
+    }
+    resp
+}

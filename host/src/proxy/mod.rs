@@ -1,4 +1,191 @@
-//! The phase driver: takes a request from a listener through routing, (the plugin
-//! chain,) the target and back.
+//! The phase driver: takes one request from a listener through routing, the route's
+//! target and back, and is the only place where errors become responses.
+//!
+//! ```text
+//! handle ─ request id ─ limits (414, 431, 413) ─ router ─┬─ static  → response
+//!                                                       ├─ echo    → response
+//!                                                       └─ upstream: strip hop-by-hop,
+//!                       add forwarding headers, stream body (limited) → Upstream::forward
+//!        ─ response: strip hop-by-hop, request id ─ access log when the body ends
+//! ```
+//!
+//! The plugin chain (request phase after routing, response phase before the response
+//! leaves) slots in here.
 
+mod echo;
 pub mod error;
+pub mod headers;
+mod limit;
+mod upgrade;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant;
+
+use http::{HeaderValue, Request, Response, StatusCode, header};
+use http_body::Body as _;
+use hyper::body::Incoming;
+use tracing::{Instrument, debug, info_span, warn};
+
+use self::error::{ErrorSource, ProxyError, error_response};
+use crate::body::{self, Body};
+use crate::listener::ConnInfo;
+use crate::observability::access::{AccessRecord, Logged};
+use crate::snapshot::{Snapshot, StaticResponse, Target};
+use crate::upstream::{Upstream, UpstreamTarget};
+
+/// Handles one request end to end. Never fails: errors become JSON error responses.
+pub async fn handle(req: Request<Incoming>, conn: Arc<ConnInfo>, snapshot: Arc<Snapshot>) -> Response<Body> {
+    let started = Instant::now();
+    let id = headers::request_id(req.headers(), &conn.listener.request_id);
+    let mut record = AccessRecord {
+        started,
+        listener: Arc::from(conn.listener.name.as_str()),
+        peer: conn.peer,
+        method: req.method().clone(),
+        path: req.uri().path().to_owned(),
+        version: req.version(),
+        request_id: id.clone(),
+        route: None,
+        upstream: None,
+        error: None,
+        status: StatusCode::OK,
+        head_micros: 0,
+    };
+    let span = info_span!("request", id = id.to_str().unwrap_or_default(), method = %req.method(), path = req.uri().path());
+    let result = serve(req, &conn, &snapshot, &id, &mut record).instrument(span).await;
+    let mut resp = match result {
+        Ok(r) => r,
+        Err(e) => {
+            match e.source_kind() {
+                ErrorSource::Client => debug!(request_id = ?id, error = %e, "rejected request"),
+                _ => {
+                    warn!(request_id = ?id, route = record.route.as_deref().unwrap_or("-"), error = %e, "request failed")
+                }
+            }
+            record.error = Some(e.code());
+            error_response(&e, &id)
+        }
+    };
+    resp.headers_mut().insert(conn.listener.request_id.header.clone(), id);
+    record.status = resp.status();
+    record.head_micros = started.elapsed().as_micros() as u64;
+    if snapshot.config.config.server.access_log.enabled {
+        resp.map(|b| body::boxed(Logged::new(b, record)))
+    } else {
+        resp
+    }
+}
+
+async fn serve(
+    req: Request<Incoming>,
+    conn: &ConnInfo,
+    snapshot: &Snapshot,
+    id: &HeaderValue,
+    record: &mut AccessRecord,
+) -> Result<Response<Body>, ProxyError> {
+    let limits = &conn.listener.limits;
+    let target_len = req.uri().path_and_query().map_or(0, |pq| pq.as_str().len());
+    if target_len > limits.max_uri_bytes {
+        return Err(ProxyError::UriTooLong { limit: limits.max_uri_bytes as u64 });
+    }
+    let head_bytes: usize = req.headers().iter().map(|(k, v)| k.as_str().len() + v.len() + 4).sum();
+    if head_bytes > limits.max_header_bytes {
+        return Err(ProxyError::HeadersTooLarge { limit: limits.max_header_bytes as u64 });
+    }
+    if let Some(len) = content_length(req.headers())? {
+        if len > limits.max_body_bytes {
+            return Err(ProxyError::BodyTooLarge { limit: limits.max_body_bytes });
+        }
+    }
+
+    let router = snapshot.routers.get(&conn.listener.name).ok_or(ProxyError::NoRoute)?;
+    let host = headers::request_host(req.uri(), req.headers());
+    let found =
+        router.find(host, req.method(), req.uri().path(), req.headers()).ok_or(ProxyError::NoRoute)?;
+    let route = &snapshot.routes[found.route];
+    record.route = Some(Arc::from(route.name.as_str()));
+
+    match &route.target {
+        Target::Static(s) => Ok(static_response(s)),
+        Target::Echo { status } => {
+            echo::respond(req, *status, route.name.as_str(), &found.params, limits.max_body_bytes).await
+        }
+        Target::Upstream(upstream) => forward(req, conn, upstream, id, record).await,
+    }
+}
+
+fn content_length(headers: &http::HeaderMap) -> Result<Option<u64>, ProxyError> {
+    match headers.get(header::CONTENT_LENGTH) {
+        None => Ok(None),
+        Some(v) => v
+            .to_str()
+            .ok()
+            .and_then(|s| s.trim().parse().ok())
+            .map(Some)
+            .ok_or(ProxyError::BadRequest("invalid content-length")),
+    }
+}
+
+fn static_response(s: &StaticResponse) -> Response<Body> {
+    let mut resp = Response::new(body::full(s.body.clone()));
+    *resp.status_mut() = s.status;
+    *resp.headers_mut() = s.headers.clone();
+    resp
+}
+
+async fn forward(
+    mut req: Request<Incoming>,
+    conn: &ConnInfo,
+    upstream: &Upstream,
+    id: &HeaderValue,
+    record: &mut AccessRecord,
+) -> Result<Response<Body>, ProxyError> {
+    let upgrade = req.version() == http::Version::HTTP_11 && headers::wants_upgrade(req.headers());
+    let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
+    let host = headers::request_host(req.uri(), req.headers()).map(str::to_owned);
+    let (mut parts, incoming) = req.into_parts();
+
+    headers::strip_hop_by_hop(&mut parts.headers, upgrade);
+    // hyper answered any `Expect: 100-continue` towards the client when we first read
+    // the body; the upstream must not wait for one.
+    parts.headers.remove(header::EXPECT);
+    if !parts.headers.contains_key(header::HOST)
+        && let Some(authority) = parts.uri.authority()
+        && let Ok(v) = HeaderValue::from_str(authority.as_str())
+    {
+        parts.headers.insert(header::HOST, v);
+    }
+    headers::add_forwarded(&mut parts.headers, conn, host.as_deref());
+    parts.headers.insert(conn.listener.request_id.header.clone(), id.clone());
+
+    let exceeded = Arc::new(AtomicBool::new(false));
+    let body = if incoming.is_end_stream() {
+        body::empty()
+    } else {
+        body::boxed(limit::LimitedBody::new(
+            incoming,
+            conn.listener.limits.max_body_bytes,
+            Arc::clone(&exceeded),
+        ))
+    };
+    let result = upstream.forward(Request::from_parts(parts, body)).await;
+    let mut resp = match result {
+        Ok(r) => r,
+        Err(_) if exceeded.load(Ordering::Acquire) => {
+            return Err(ProxyError::BodyTooLarge { limit: conn.listener.limits.max_body_bytes });
+        }
+        Err(e) => return Err(e),
+    };
+    record.upstream = resp.extensions().get::<UpstreamTarget>().map(|t| Arc::clone(&t.0));
+
+    match client_upgrade {
+        Some(client) if resp.status() == StatusCode::SWITCHING_PROTOCOLS => {
+            let upstream_side = hyper::upgrade::on(&mut resp);
+            tokio::spawn(upgrade::tunnel(client, upstream_side));
+            headers::strip_hop_by_hop(resp.headers_mut(), true);
+        }
+        _ => headers::strip_hop_by_hop(resp.headers_mut(), false),
+    }
+    Ok(resp)
+}

@@ -1,35 +1,424 @@
-//! Upstream pools: target selection, connection pooling, health, circuit breaking,
-//! timeouts and retries. (Stub: the real pool replaces this.)
+//! Upstream pools: the last step of listener → router → chain → upstream.
+//!
+//! An [`Upstream`] is built once per snapshot from its config and shared by every
+//! request of that generation. [`Upstream::forward`] does, per attempt:
+//!
+//! 1. pick a target ([`balance`]) among those not ejected ([`health`] passive), not
+//!    marked down by probes ([`health`] active) and not behind an open circuit
+//!    ([`breaker`]); a half-open circuit lets exactly one probe request through;
+//! 2. prepare the request for that target and send it over a pooled connection
+//!    ([`pool`], TLS by [`tls`]) within the connect and request timeouts;
+//! 3. report the outcome (connect errors, timeouts, 5xx are failures) to the target's
+//!    passive health and breaker;
+//! 4. on failure, retry on another target when it is safe — nothing was sent, or the
+//!    request is idempotent and body-less — and the [`budget`] allows it.
+//!
+//! The response comes back as soon as its head arrives; its body streams, carrying
+//! the in-flight count of its target until it ends. The response's extensions hold
+//! an [`UpstreamTarget`] naming the target, and hyper's upgrade handle, so
+//! `hyper::upgrade::on(&mut resp)` works for `101 Switching Protocols`.
+//!
+//! The recipe for the gateway: `Upstream::build` → `Arc::new` →
+//! [`Upstream::start_health_checks`]; dropping the last `Arc` stops its tasks.
+
+mod balance;
+mod breaker;
+mod budget;
+mod health;
+mod pool;
+mod settings;
+mod tls;
+
+#[cfg(test)]
+mod tests;
 
 use std::path::Path;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
 
-use http::{Request, Response};
+use bytes::Bytes;
+use http::request::Parts;
+use http::{Method, Request, Response};
+use http_body::{Body as _, Frame, SizeHint};
+use tokio::time::Instant;
+use tracing::debug;
 
-use crate::body::Body;
-use crate::config::{Name, Problem, UpstreamConfig};
+pub use breaker::CircuitState;
+
+use self::balance::Balancer;
+use self::breaker::{Admission, Breaker};
+use self::budget::RetryBudget;
+use self::health::{Active, Passive};
+use self::pool::{Pool, SendError};
+use self::settings::Settings;
+use crate::body::{self, Body};
+use crate::config::{DEFAULT_WEIGHT, Name, Problem, UpstreamConfig};
 use crate::proxy::error::ProxyError;
+
+/// The target that answered, inserted into every response's extensions.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UpstreamTarget(pub Arc<str>);
+
+/// One target's state, for the admin API and metrics.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TargetStatus {
+    /// `host:port` of the target.
+    pub address: Arc<str>,
+    /// The active health checks' verdict (true when there are none).
+    pub healthy: bool,
+    /// Ejected by passive health right now.
+    pub ejected: bool,
+    /// The circuit breaker's state.
+    pub circuit: CircuitState,
+    /// Requests in flight (until their response body ends).
+    pub in_flight: usize,
+}
 
 /// One upstream pool, built from its config.
 #[derive(Debug)]
 pub struct Upstream {
+    shared: Arc<Shared>,
+    tasks: Mutex<Vec<tokio::task::AbortHandle>>,
+}
+
+/// The state shared by the upstream, its requests' bodies and its background tasks.
+#[derive(Debug)]
+pub(crate) struct Shared {
     name: Name,
+    targets: Box<[Target]>,
+    weights: Box<[u32]>,
+    balancer: Balancer,
+    settings: Settings,
+    budget: RetryBudget,
+    epoch: Instant,
+}
+
+/// One target of the pool with its connections and health.
+#[derive(Debug)]
+pub(crate) struct Target {
+    address: Arc<str>,
+    pool: Arc<Pool>,
+    in_flight: Arc<AtomicUsize>,
+    passive: Passive,
+    active: Active,
+    breaker: Breaker,
 }
 
 impl Upstream {
     /// Builds the pool. Problems are reported at `upstreams.<name>…`; relative file
     /// paths (CA bundles) are resolved against `base_dir`.
-    pub fn build(name: &Name, _config: &UpstreamConfig, _base_dir: &Path) -> Result<Upstream, Vec<Problem>> {
-        Ok(Upstream { name: name.clone() })
+    pub fn build(name: &Name, config: &UpstreamConfig, base_dir: &Path) -> Result<Upstream, Vec<Problem>> {
+        let settings = Settings::resolve(name, config, base_dir)?;
+        let mut problems = Vec::new();
+        let mut targets = Vec::with_capacity(config.targets.len());
+        for (i, t) in config.targets.iter().enumerate() {
+            let address: Arc<str> = t.address.to_string().into();
+            let server_name = match &settings.pool.tls {
+                Some(tls) if tls.server_name.is_none() => match tls::target_server_name(&t.address.host) {
+                    Ok(n) => Some(n),
+                    Err(message) => {
+                        problems
+                            .push(Problem::new(format!("upstreams.{name}.targets[{i}].address"), message));
+                        None
+                    }
+                },
+                _ => None,
+            };
+            let pool = Pool::new(
+                Arc::clone(&address),
+                t.address.host.clone(),
+                t.address.port,
+                server_name,
+                Arc::clone(&settings.pool),
+            );
+            targets.push(Target {
+                address,
+                pool: Arc::new(pool),
+                in_flight: Arc::new(AtomicUsize::new(0)),
+                passive: Passive::new(settings.passive),
+                active: Active::new(),
+                breaker: Breaker::new(settings.breaker),
+            });
+        }
+        if !problems.is_empty() {
+            return Err(problems);
+        }
+        let weights: Box<[u32]> = config.targets.iter().map(|t| t.weight.unwrap_or(DEFAULT_WEIGHT)).collect();
+        let shared = Shared {
+            name: name.clone(),
+            balancer: Balancer::new(settings.balance, &weights),
+            weights,
+            targets: targets.into(),
+            budget: RetryBudget::new(settings.retry.budget_percent, settings.retry.min_per_second),
+            settings,
+            epoch: Instant::now(),
+        };
+        Ok(Upstream { shared: Arc::new(shared), tasks: Mutex::new(Vec::new()) })
     }
 
     /// The pool's name.
     pub fn name(&self) -> &Name {
-        &self.name
+        &self.shared.name
+    }
+
+    /// Starts the active health checks, one probe task per target (a no-op without
+    /// `health.active`, or when already started). The tasks stop when the upstream is
+    /// dropped. Must be called inside a tokio runtime.
+    pub fn start_health_checks(self: &Arc<Self>) {
+        let Some(active) = &self.shared.settings.active else { return };
+        let mut tasks = self.tasks.lock().unwrap();
+        if tasks.is_empty() {
+            tasks.extend(health::spawn_probes(&self.shared, active));
+        }
+    }
+
+    /// Every target's current state.
+    pub fn targets_status(&self) -> Vec<TargetStatus> {
+        let now = self.shared.now_ms();
+        self.shared
+            .targets
+            .iter()
+            .map(|t| TargetStatus {
+                address: Arc::clone(&t.address),
+                healthy: t.active.is_healthy(),
+                ejected: t.passive.is_ejected(now),
+                circuit: t.breaker.state(),
+                in_flight: t.in_flight.load(Ordering::Relaxed),
+            })
+            .collect()
     }
 
     /// Sends `req` to a target of this pool, retrying where safe, and returns the
     /// target's response head with its body still streaming.
-    pub async fn forward(&self, _req: Request<Body>) -> Result<Response<Body>, ProxyError> {
-        Err(ProxyError::NoAvailableTarget { upstream: self.name.to_string() })
+    pub async fn forward(&self, req: Request<Body>) -> Result<Response<Body>, ProxyError> {
+        let s = &*self.shared;
+        s.budget.record_request();
+        let (parts, body) = req.into_parts();
+        let replay = (is_idempotent(&parts.method) && body.is_end_stream()).then(|| Head::of(&parts));
+        let mut req = Some(Request::from_parts(parts, body));
+        let attempts = s.settings.retry.attempts.saturating_add(1);
+        let mut tried: u128 = 0;
+        let mut last: Option<Result<Response<Body>, ProxyError>> = None;
+
+        for attempt in 1..=attempts {
+            let Some((index, admission)) = s.select(tried) else { break };
+            tried |= bit(index);
+            let target = &s.targets[index];
+            let Some(mut request) = req.take().or_else(|| replay.as_ref().map(Head::request)) else { break };
+            target.pool.prepare(&mut request);
+            let in_flight = InFlight::enter(&target.in_flight);
+            let mut outcome = Outcome { shared: s, index, admission, reported: false };
+            let may_retry = attempt < attempts;
+
+            match target.pool.send(request).await {
+                Ok(resp) => {
+                    let status = resp.status();
+                    outcome.report(!status.is_server_error());
+                    let resp = resp.map(|inner| body::boxed(Tracked { inner, in_flight: Some(in_flight) }));
+                    let mut resp = resp;
+                    resp.extensions_mut().insert(UpstreamTarget(Arc::clone(&target.address)));
+                    if may_retry
+                        && replay.is_some()
+                        && s.settings.retry.on_status.contains(&status)
+                        && s.budget.try_withdraw()
+                    {
+                        debug!(upstream = %s.name, target = %target.address, status = status.as_u16(), "retrying on status");
+                        last = Some(Ok(resp));
+                        continue;
+                    }
+                    return Ok(resp);
+                }
+                Err(SendError { error, request }) => {
+                    let client_fault =
+                        matches!(error, ProxyError::ClientBody(_) | ProxyError::BodyTooLarge { .. });
+                    if client_fault {
+                        outcome.abandon();
+                        return Err(error);
+                    }
+                    outcome.report(false);
+                    debug!(upstream = %s.name, target = %target.address, %error, attempt, "upstream attempt failed");
+                    let safe = request.is_some() || replay.is_some();
+                    if may_retry && safe && s.budget.try_withdraw() {
+                        req = request;
+                        last = Some(Err(error));
+                        continue;
+                    }
+                    return Err(error);
+                }
+            }
+        }
+        last.unwrap_or_else(|| Err(ProxyError::NoAvailableTarget { upstream: s.name.to_string() }))
+    }
+}
+
+impl Drop for Upstream {
+    fn drop(&mut self) {
+        for task in self.tasks.get_mut().map(std::mem::take).unwrap_or_default() {
+            task.abort();
+        }
+    }
+}
+
+impl Shared {
+    /// Milliseconds since the upstream was built, plus one (so 0 can mean "never").
+    fn now_ms(&self) -> u64 {
+        u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX - 1) + 1
+    }
+
+    /// Picks an available target, preferring ones not in `tried`, and admits the
+    /// request through its breaker.
+    fn select(&self, tried: u128) -> Option<(usize, Admission)> {
+        let now = self.now_ms();
+        let mut denied: u128 = 0;
+        for _ in 0..=self.targets.len() {
+            let usable = |i: usize, skip: u128| skip & bit(i) == 0 && self.targets[i].is_available(now);
+            let load = |i: usize| self.targets[i].in_flight.load(Ordering::Relaxed);
+            let index =
+                self.balancer.pick(&self.weights, |i| usable(i, tried | denied), load).or_else(|| {
+                    (tried != 0).then(|| self.balancer.pick(&self.weights, |i| usable(i, denied), load))?
+                })?;
+            match self.targets[index].breaker.try_acquire(now) {
+                Some(admission) => return Some((index, admission)),
+                None => denied |= bit(index),
+            }
+        }
+        None
+    }
+}
+
+impl Target {
+    fn is_available(&self, now_ms: u64) -> bool {
+        self.active.is_healthy() && !self.passive.is_ejected(now_ms) && self.breaker.may_admit(now_ms)
+    }
+}
+
+/// Bit `i` of a target set; targets past 128 are never excluded.
+fn bit(i: usize) -> u128 {
+    if i < 128 { 1 << i } else { 0 }
+}
+
+fn is_idempotent(m: &Method) -> bool {
+    matches!(*m, Method::GET | Method::HEAD | Method::OPTIONS | Method::PUT | Method::DELETE | Method::TRACE)
+}
+
+/// The head of a body-less request, kept to rebuild it for a retry.
+struct Head {
+    method: Method,
+    uri: http::Uri,
+    version: http::Version,
+    headers: http::HeaderMap,
+    extensions: http::Extensions,
+}
+
+impl Head {
+    fn of(p: &Parts) -> Head {
+        Head {
+            method: p.method.clone(),
+            uri: p.uri.clone(),
+            version: p.version,
+            headers: p.headers.clone(),
+            extensions: p.extensions.clone(),
+        }
+    }
+
+    fn request(&self) -> Request<Body> {
+        let mut r = Request::new(body::empty());
+        *r.method_mut() = self.method.clone();
+        *r.uri_mut() = self.uri.clone();
+        *r.version_mut() = self.version;
+        *r.headers_mut() = self.headers.clone();
+        *r.extensions_mut() = self.extensions.clone();
+        r
+    }
+}
+
+/// Reports one attempt's outcome to its target's passive health and breaker; an
+/// attempt dropped without an outcome (the client went away) gives back a half-open
+/// probe slot instead of wedging the circuit.
+struct Outcome<'a> {
+    shared: &'a Shared,
+    index: usize,
+    admission: Admission,
+    reported: bool,
+}
+
+impl Outcome<'_> {
+    fn report(&mut self, success: bool) {
+        self.reported = true;
+        let target = &self.shared.targets[self.index];
+        if success {
+            target.passive.on_success();
+            target.breaker.on_success(self.admission);
+        } else {
+            let now = self.shared.now_ms();
+            if target.passive.on_failure(now) {
+                debug!(upstream = %self.shared.name, target = %target.address, "target ejected");
+            }
+            target.breaker.on_failure(self.admission, now);
+        }
+    }
+
+    fn abandon(&mut self) {
+        self.reported = true;
+        if self.admission == Admission::Probe {
+            self.shared.targets[self.index].breaker.abandon_probe();
+        }
+    }
+}
+
+impl Drop for Outcome<'_> {
+    fn drop(&mut self) {
+        if !self.reported {
+            self.abandon();
+        }
+    }
+}
+
+/// Counts a request in flight on its target until dropped.
+struct InFlight(Arc<AtomicUsize>);
+
+impl InFlight {
+    fn enter(counter: &Arc<AtomicUsize>) -> InFlight {
+        counter.fetch_add(1, Ordering::Relaxed);
+        InFlight(Arc::clone(counter))
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// The upstream's response body, leaving the in-flight count when it ends.
+struct Tracked {
+    inner: hyper::body::Incoming,
+    in_flight: Option<InFlight>,
+}
+
+impl http_body::Body for Tracked {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        let this = self.get_mut();
+        let polled = Pin::new(&mut this.inner).poll_frame(cx);
+        if matches!(polled, Poll::Ready(None | Some(Err(_)))) || this.inner.is_end_stream() {
+            this.in_flight = None;
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
     }
 }

@@ -1,0 +1,230 @@
+//! The accept loop and per-connection serving.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{Semaphore, watch};
+use tokio::task::JoinSet;
+use tracing::{debug, warn};
+
+use super::ListenerSpec;
+use crate::config::Name;
+use crate::snapshot::SnapshotCell;
+
+/// What the proxy knows about the connection a request arrived on.
+#[derive(Debug)]
+pub struct ConnInfo {
+    /// The listener's settings, as of when the connection was accepted.
+    pub listener: Arc<ListenerSpec>,
+    /// The client's address.
+    pub peer: SocketAddr,
+    /// The local address the client connected to.
+    pub local: SocketAddr,
+    /// Whether the connection is TLS.
+    pub tls: bool,
+}
+
+/// Accepts connections on `tcp` until `shutdown` turns true, then waits up to the
+/// current snapshot's grace period for open connections to finish their requests.
+pub async fn serve(
+    tcp: TcpListener,
+    name: Name,
+    cell: Arc<SnapshotCell>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let max_connections = cell.load().listener(&name).map(|l| l.limits.max_connections).unwrap_or(1);
+    let slots = Arc::new(Semaphore::new(max_connections));
+    let mut conns = JoinSet::new();
+    loop {
+        if *shutdown.borrow() {
+            break;
+        }
+        let permit = tokio::select! {
+            p = Arc::clone(&slots).acquire_owned() => p.expect("semaphore is never closed"),
+            _ = shutdown.changed() => break,
+        };
+        let (stream, peer) = tokio::select! {
+            r = tcp.accept() => match r {
+                Ok(x) => x,
+                Err(e) => {
+                    // EMFILE and friends: back off instead of spinning.
+                    warn!(listener = %name, error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                    continue;
+                }
+            },
+            _ = shutdown.changed() => break,
+        };
+        while conns.try_join_next().is_some() {}
+        let Some(spec) = cell.load().listener(&name) else {
+            // The listener left the config; the gateway closes it.
+            break;
+        };
+        let cell = Arc::clone(&cell);
+        let shutdown = shutdown.clone();
+        conns.spawn(async move {
+            serve_connection(stream, peer, spec, cell, shutdown).await;
+            drop(permit);
+        });
+    }
+    drop(tcp);
+    let grace = cell.load().grace_period();
+    debug!(listener = %name, open = conns.len(), "draining connections");
+    let drained = tokio::time::timeout(grace, async { while conns.join_next().await.is_some() {} }).await;
+    if drained.is_err() {
+        warn!(listener = %name, open = conns.len(), "grace period over; closing remaining connections");
+        conns.abort_all();
+    }
+}
+
+async fn serve_connection(
+    stream: TcpStream,
+    peer: SocketAddr,
+    spec: Arc<ListenerSpec>,
+    cell: Arc<SnapshotCell>,
+    shutdown: watch::Receiver<bool>,
+) {
+    let _ = stream.set_nodelay(true);
+    let local = stream.local_addr().unwrap_or(spec.address);
+    match &spec.tls {
+        Some(tls) => {
+            let acceptor = tokio_rustls::TlsAcceptor::from(Arc::clone(tls));
+            let handshake =
+                tokio::time::timeout(spec.limits.header_read_timeout, acceptor.accept(stream)).await;
+            let tls_stream = match handshake {
+                Ok(Ok(s)) => s,
+                Ok(Err(e)) => {
+                    debug!(%peer, error = %e, "tls handshake failed");
+                    return;
+                }
+                Err(_) => {
+                    debug!(%peer, "tls handshake timed out");
+                    return;
+                }
+            };
+            let h2 = tls_stream.get_ref().1.alpn_protocol() == Some(b"h2");
+            let info = Arc::new(ConnInfo { listener: Arc::clone(&spec), peer, local, tls: true });
+            let mode = if h2 { Mode::Http2 } else { Mode::Http1 };
+            serve_http(TokioIo::new(tls_stream), info, mode, cell, shutdown).await;
+        }
+        None => {
+            let mode = match (spec.http1, spec.http2) {
+                (true, true) => Mode::Auto,
+                (false, true) => Mode::Http2,
+                _ => Mode::Http1,
+            };
+            let info = Arc::new(ConnInfo { listener: Arc::clone(&spec), peer, local, tls: false });
+            serve_http(TokioIo::new(stream), info, mode, cell, shutdown).await;
+        }
+    }
+}
+
+#[derive(Clone, Copy)]
+enum Mode {
+    Http1,
+    Http2,
+    Auto,
+}
+
+/// Activity of one connection, for the idle timeout.
+struct Activity {
+    started: Instant,
+    in_flight: AtomicUsize,
+    last_ms: AtomicU64,
+}
+
+impl Activity {
+    fn touch(&self) {
+        self.last_ms.store(self.started.elapsed().as_millis() as u64, Ordering::Relaxed);
+    }
+    fn idle_for(&self) -> Duration {
+        let now = self.started.elapsed().as_millis() as u64;
+        Duration::from_millis(now.saturating_sub(self.last_ms.load(Ordering::Relaxed)))
+    }
+}
+
+async fn serve_http<I>(
+    io: I,
+    info: Arc<ConnInfo>,
+    mode: Mode,
+    cell: Arc<SnapshotCell>,
+    mut shutdown: watch::Receiver<bool>,
+) where
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+{
+    let limits = info.listener.limits.clone();
+    let peer = info.peer;
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_read_timeout)
+        .max_buf_size((limits.max_header_bytes + 1024).max(8192))
+        .keep_alive(true);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_header_list_size(u32::try_from(limits.max_header_bytes).unwrap_or(u32::MAX))
+        .max_concurrent_streams(256);
+    let builder = match mode {
+        Mode::Http1 => builder.http1_only(),
+        Mode::Http2 => builder.http2_only(),
+        Mode::Auto => builder,
+    };
+
+    let activity = Arc::new(Activity {
+        started: Instant::now(),
+        in_flight: AtomicUsize::new(0),
+        last_ms: AtomicU64::new(0),
+    });
+    let svc = {
+        let activity = Arc::clone(&activity);
+        service_fn(move |req: hyper::Request<Incoming>| {
+            let snapshot = cell.load_full();
+            let info = Arc::clone(&info);
+            let activity = Arc::clone(&activity);
+            activity.in_flight.fetch_add(1, Ordering::Relaxed);
+            activity.touch();
+            async move {
+                let resp = crate::proxy::handle(req, info, snapshot).await;
+                activity.in_flight.fetch_sub(1, Ordering::Relaxed);
+                activity.touch();
+                Ok::<_, Infallible>(resp)
+            }
+        })
+    };
+    let conn = builder.serve_connection_with_upgrades(io, svc);
+    tokio::pin!(conn);
+    let tick = (limits.idle_timeout / 4).clamp(Duration::from_millis(50), Duration::from_secs(5));
+    let mut ticker = tokio::time::interval(tick);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut closing = false;
+    loop {
+        tokio::select! {
+            res = conn.as_mut() => {
+                if let Err(e) = res {
+                    debug!(%peer, error = %e, "connection ended with an error");
+                }
+                break;
+            }
+            _ = shutdown.changed(), if !closing => {
+                closing = true;
+                conn.as_mut().graceful_shutdown();
+            }
+            _ = ticker.tick(), if !closing => {
+                if activity.in_flight.load(Ordering::Relaxed) == 0 && activity.idle_for() >= limits.idle_timeout {
+                    closing = true;
+                    conn.as_mut().graceful_shutdown();
+                }
+            }
+        }
+    }
+}

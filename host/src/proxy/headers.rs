@@ -1,0 +1,200 @@
+//! Header work at the edge: hop-by-hop stripping, forwarding headers and request ids.
+
+use std::fmt::Write as _;
+
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+
+use crate::listener::{ConnInfo, RequestIdSpec};
+
+/// Headers that describe one connection, never forwarded (RFC 9110 §7.6.1).
+const HOP_BY_HOP: [HeaderName; 7] = [
+    header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+    header::PROXY_AUTHENTICATE,
+    header::TE,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+];
+
+/// Removes hop-by-hop headers, including any named in `Connection`. When `upgrade` is
+/// true the `Upgrade` header survives and `Connection: upgrade` is set again, so a
+/// WebSocket handshake passes through.
+pub fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
+    let named: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
+        .collect();
+    for name in named {
+        if !(upgrade && name == header::UPGRADE) {
+            headers.remove(&name);
+        }
+    }
+    for name in &HOP_BY_HOP {
+        headers.remove(name);
+    }
+    // `Proxy-Authorization` is consumed by a proxy; we are the gateway, not the
+    // client's forward proxy, so it is passed along like any end-to-end header.
+    if upgrade {
+        headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    } else {
+        headers.remove(header::UPGRADE);
+    }
+}
+
+/// Whether a request asks for a protocol upgrade (HTTP/1.1 `Connection: upgrade`).
+pub fn wants_upgrade(headers: &HeaderMap) -> bool {
+    headers.contains_key(header::UPGRADE)
+        && headers
+            .get_all(header::CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .any(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case("upgrade")))
+}
+
+const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+
+/// Adds `X-Forwarded-*` and/or `Forwarded` as the listener is configured, first
+/// dropping client-sent ones unless they are trusted.
+pub fn add_forwarded(headers: &mut HeaderMap, conn: &ConnInfo, host: Option<&str>) {
+    let cfg = &conn.listener.forwarded;
+    if !cfg.trust_incoming {
+        headers.remove(&X_FORWARDED_FOR);
+        headers.remove(&X_FORWARDED_PROTO);
+        headers.remove(&X_FORWARDED_HOST);
+        headers.remove(header::FORWARDED);
+    }
+    let proto = if conn.tls { "https" } else { "http" };
+    let ip = conn.peer.ip();
+    if cfg.x_forwarded {
+        let xff = match headers.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
+            Some(prev) if !prev.is_empty() => format!("{prev}, {ip}"),
+            _ => ip.to_string(),
+        };
+        if let Ok(v) = HeaderValue::from_str(&xff) {
+            headers.insert(X_FORWARDED_FOR, v);
+        }
+        headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static(proto));
+        if let Some(h) = host.and_then(|h| HeaderValue::from_str(h).ok()) {
+            headers.insert(X_FORWARDED_HOST, h);
+        }
+    }
+    if cfg.forwarded {
+        let mut elem = String::with_capacity(64);
+        match ip {
+            std::net::IpAddr::V4(v4) => {
+                let _ = write!(elem, "for={v4}");
+            }
+            std::net::IpAddr::V6(v6) => {
+                let _ = write!(elem, "for=\"[{v6}]\"");
+            }
+        }
+        let _ = write!(elem, ";proto={proto}");
+        if let Some(h) =
+            host.filter(|h| h.bytes().all(|b| b.is_ascii_alphanumeric() || b".-:[]".contains(&b)))
+        {
+            let _ = write!(elem, ";host=\"{h}\"");
+        }
+        let value = match headers.get(header::FORWARDED).and_then(|v| v.to_str().ok()) {
+            Some(prev) if !prev.is_empty() => format!("{prev}, {elem}"),
+            _ => elem,
+        };
+        if let Ok(v) = HeaderValue::from_str(&value) {
+            headers.insert(header::FORWARDED, v);
+        }
+    }
+}
+
+/// The request's id: the client's, when trusted and well formed, else a new one.
+pub fn request_id(headers: &HeaderMap, spec: &RequestIdSpec) -> HeaderValue {
+    if spec.trust_incoming
+        && let Some(v) = headers.get(&spec.header)
+        && (1..=128).contains(&v.len())
+        && v.as_bytes().iter().all(|b| b.is_ascii_graphic())
+    {
+        return v.clone();
+    }
+    new_request_id()
+}
+
+/// A new random 128-bit id, as 32 lowercase hex digits.
+pub fn new_request_id() -> HeaderValue {
+    let n = fastrand::u128(..);
+    let mut s = String::with_capacity(32);
+    let _ = write!(s, "{n:032x}");
+    HeaderValue::from_str(&s).expect("hex is a valid header value")
+}
+
+/// The request's host without port: the URI authority (HTTP/2, absolute-form) or
+/// the `Host` header.
+pub fn request_host<'a>(uri: &'a http::Uri, headers: &'a HeaderMap) -> Option<&'a str> {
+    let raw = match uri.authority() {
+        Some(a) => a.as_str(),
+        None => headers.get(header::HOST)?.to_str().ok()?,
+    };
+    Some(strip_port(raw))
+}
+
+fn strip_port(authority: &str) -> &str {
+    let host = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+    if host.starts_with('[') {
+        return host.find(']').map_or(host, |i| &host[..=i]);
+    }
+    host.split_once(':').map_or(host, |(h, _)| h)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn strips_hop_by_hop_and_connection_named_headers() {
+        let mut h = HeaderMap::new();
+        h.insert(header::CONNECTION, HeaderValue::from_static("keep-alive, x-secret"));
+        h.insert("x-secret", HeaderValue::from_static("1"));
+        h.insert("keep-alive", HeaderValue::from_static("timeout=5"));
+        h.insert(header::TRANSFER_ENCODING, HeaderValue::from_static("chunked"));
+        h.insert("x-keep", HeaderValue::from_static("1"));
+        strip_hop_by_hop(&mut h, false);
+        assert_eq!(h.len(), 1);
+        assert!(h.contains_key("x-keep"));
+    }
+
+    #[test]
+    fn upgrade_survives_when_asked() {
+        let mut h = HeaderMap::new();
+        h.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
+        h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+        assert!(wants_upgrade(&h));
+        strip_hop_by_hop(&mut h, true);
+        assert_eq!(h.get(header::UPGRADE).unwrap(), "websocket");
+        assert_eq!(h.get(header::CONNECTION).unwrap(), "upgrade");
+    }
+
+    #[test]
+    fn host_without_port() {
+        let uri: http::Uri = "/x".parse().unwrap();
+        let mut h = HeaderMap::new();
+        h.insert(header::HOST, HeaderValue::from_static("Example.com:8080"));
+        assert_eq!(request_host(&uri, &h), Some("Example.com"));
+        h.insert(header::HOST, HeaderValue::from_static("[::1]:8080"));
+        assert_eq!(request_host(&uri, &h), Some("[::1]"));
+        let uri: http::Uri = "http://api.test/x".parse().unwrap();
+        assert_eq!(request_host(&uri, &h), Some("api.test"));
+    }
+
+    #[test]
+    fn request_ids_are_kept_only_when_sane() {
+        let spec = RequestIdSpec { header: HeaderName::from_static("x-request-id"), trust_incoming: true };
+        let mut h = HeaderMap::new();
+        h.insert("x-request-id", HeaderValue::from_static("abc-123"));
+        assert_eq!(request_id(&h, &spec), "abc-123");
+        h.insert("x-request-id", HeaderValue::from_static("has space"));
+        assert_eq!(request_id(&h, &spec).len(), 32);
+    }
+}

@@ -1,0 +1,444 @@
+//! Connections to one target: TCP (+TLS) establishment under the connect timeout,
+//! HTTP/1.1 keep-alive connections kept idle between requests, and one shared
+//! multiplexed HTTP/2 connection re-established when it closes.
+//!
+//! The pool uses hyper's `try_send_request`, so when a connection turns out dead
+//! before the request was written, the request comes back and is sent again on a
+//! fresh connection; the caller learns whether anything was sent at all.
+
+use std::collections::VecDeque;
+use std::io;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, Weak};
+use std::task::{Context, Poll};
+
+use http::header::HOST;
+use http::uri::{Authority, PathAndQuery, Scheme};
+use http::{HeaderValue, Request, Response, Uri, Version};
+use hyper::body::Incoming;
+use hyper::client::conn::{TrySendError, http1, http2};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use rustls::pki_types::ServerName;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::TcpStream;
+use tokio::time::{Instant, timeout};
+use tracing::debug;
+
+use super::settings::{PoolSettings, Protocol};
+use crate::body::Body;
+use crate::proxy::error::ProxyError;
+
+/// A failed send: the error, and the request when it certainly was not sent.
+pub(crate) struct SendError {
+    pub error: ProxyError,
+    pub request: Option<Request<Body>>,
+}
+
+/// The connections of one target.
+pub(crate) struct Pool {
+    address: Arc<str>,
+    host: String,
+    port: u16,
+    /// `host:port` as an authority, for HTTP/2 requests without a `Host`.
+    authority: Option<Authority>,
+    server_name: Option<ServerName<'static>>,
+    settings: Arc<PoolSettings>,
+    idle: Mutex<VecDeque<Idle>>,
+    h2: Mutex<Option<http2::SendRequest<Body>>>,
+    h2_connect: tokio::sync::Mutex<()>,
+    reaper_running: AtomicBool,
+    /// Wakes the reaper when the pool is dropped (the sender goes with it).
+    closed: tokio::sync::watch::Sender<()>,
+    connects: AtomicU64,
+}
+
+struct Idle {
+    sender: http1::SendRequest<Body>,
+    since: Instant,
+}
+
+impl std::fmt::Debug for Pool {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pool").field("address", &self.address).finish_non_exhaustive()
+    }
+}
+
+impl Pool {
+    pub fn new(
+        address: Arc<str>,
+        host: String,
+        port: u16,
+        server_name: Option<ServerName<'static>>,
+        settings: Arc<PoolSettings>,
+    ) -> Pool {
+        let authority = address.parse::<Authority>().ok();
+        Pool {
+            address,
+            host,
+            port,
+            authority,
+            server_name,
+            settings,
+            idle: Mutex::new(VecDeque::new()),
+            h2: Mutex::new(None),
+            h2_connect: tokio::sync::Mutex::new(()),
+            reaper_running: AtomicBool::new(false),
+            closed: tokio::sync::watch::channel(()).0,
+            connects: AtomicU64::new(0),
+        }
+    }
+
+    /// Connections opened so far (tests and metrics).
+    #[cfg_attr(not(test), allow(dead_code))]
+    pub fn connects(&self) -> u64 {
+        self.connects.load(Ordering::Relaxed)
+    }
+
+    /// Idle HTTP/1 connections currently pooled.
+    #[cfg_attr(not(test), allow(dead_code))]
+    pub fn idle_len(&self) -> usize {
+        self.idle.lock().unwrap().len()
+    }
+
+    /// Rewrites `req` for this target: origin-form URI for HTTP/1 (keeping the client's
+    /// `Host`, or the configured one), absolute URI for HTTP/2 with the `Host` moved
+    /// into `:authority`. Idempotent, so a returned request can be prepared again.
+    pub fn prepare(&self, req: &mut Request<Body>) {
+        let s = &*self.settings;
+        let path = req.uri().path_and_query().cloned().unwrap_or_else(|| PathAndQuery::from_static("/"));
+        let host = s
+            .host_header
+            .clone()
+            .or_else(|| req.headers().get(HOST).cloned())
+            .or_else(|| req.uri().authority().and_then(|a| HeaderValue::from_str(a.as_str()).ok()))
+            .or_else(|| HeaderValue::from_str(&self.address).ok());
+        match s.protocol {
+            Protocol::Http1 => {
+                *req.uri_mut() = Uri::from(path);
+                *req.version_mut() = Version::HTTP_11;
+                if let Some(h) = host {
+                    req.headers_mut().insert(HOST, h);
+                }
+            }
+            Protocol::Http2 => {
+                let authority = host
+                    .and_then(|h| Authority::try_from(h.as_bytes()).ok())
+                    .or_else(|| self.authority.clone());
+                let scheme = if s.tls.is_some() { Scheme::HTTPS } else { Scheme::HTTP };
+                let mut parts = http::uri::Parts::default();
+                parts.scheme = Some(scheme);
+                parts.authority = authority;
+                parts.path_and_query = Some(path.clone());
+                *req.uri_mut() = Uri::from_parts(parts).unwrap_or_else(|_| Uri::from(path));
+                *req.version_mut() = Version::HTTP_2;
+                req.headers_mut().remove(HOST);
+            }
+        }
+    }
+
+    /// Sends a prepared request and waits (up to the request timeout) for the head of
+    /// the response.
+    pub async fn send(self: &Arc<Self>, req: Request<Body>) -> Result<Response<Incoming>, SendError> {
+        match self.settings.protocol {
+            Protocol::Http1 => self.send_h1(req).await,
+            Protocol::Http2 => self.send_h2(req).await,
+        }
+    }
+
+    async fn send_h1(self: &Arc<Self>, mut req: Request<Body>) -> Result<Response<Incoming>, SendError> {
+        loop {
+            let (mut sender, reused) = match self.checkout_h1() {
+                Some(s) => (s, true),
+                None => match self.connect_h1().await {
+                    Ok(s) => (s, false),
+                    Err(error) => return Err(SendError { error, request: Some(req) }),
+                },
+            };
+            match self.await_head(sender.try_send_request(req)).await {
+                Ok(resp) => {
+                    self.recycle_h1(sender);
+                    return Ok(resp);
+                }
+                Err(e) if reused && e.request.is_some() => {
+                    // A stale keep-alive connection: nothing was written, go fresh.
+                    debug!(target = %self.address, "pooled connection was closed, reconnecting");
+                    req = e.request.expect("checked above");
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    async fn send_h2(&self, mut req: Request<Body>) -> Result<Response<Incoming>, SendError> {
+        let mut fresh_tried = false;
+        loop {
+            let (mut sender, reused) = match self.h2_sender().await {
+                Ok(s) => s,
+                Err(error) => return Err(SendError { error, request: Some(req) }),
+            };
+            match self.await_head(sender.try_send_request(req)).await {
+                Ok(resp) => return Ok(resp),
+                Err(e) if e.request.is_some() && (reused || !fresh_tried) && sender.is_closed() => {
+                    fresh_tried |= !reused;
+                    self.forget_h2();
+                    req = e.request.expect("checked above");
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    async fn await_head(
+        &self,
+        fut: impl Future<Output = Result<Response<Incoming>, TrySendError<Request<Body>>>>,
+    ) -> Result<Response<Incoming>, SendError> {
+        let after = self.settings.request_timeout;
+        match timeout(after, fut).await {
+            Ok(Ok(resp)) => Ok(resp),
+            Ok(Err(mut e)) => {
+                let request = e.take_message();
+                let nothing_sent = request.is_some();
+                let error = e.into_error();
+                let error = if error.is_user() && std::error::Error::source(&error).is_some() {
+                    client_body_error(error)
+                } else {
+                    ProxyError::Upstream {
+                        target: self.address.to_string(),
+                        source: Box::new(error),
+                        nothing_sent,
+                    }
+                };
+                Err(SendError { error, request })
+            }
+            Err(_) => Err(SendError {
+                error: ProxyError::UpstreamTimeout { target: self.address.to_string(), after },
+                request: None,
+            }),
+        }
+    }
+
+    fn checkout_h1(&self) -> Option<http1::SendRequest<Body>> {
+        let deadline = Instant::now().checked_sub(self.settings.idle_timeout);
+        let mut idle = self.idle.lock().unwrap();
+        while let Some(c) = idle.pop_back() {
+            let expired = deadline.is_some_and(|d| c.since <= d);
+            if !expired && c.sender.is_ready() && !c.sender.is_closed() {
+                return Some(c.sender);
+            }
+        }
+        None
+    }
+
+    /// Returns the connection to the idle list once its response has been read.
+    fn recycle_h1(self: &Arc<Self>, mut sender: http1::SendRequest<Body>) {
+        if self.settings.max_idle == 0 {
+            return;
+        }
+        let pool = Arc::clone(self);
+        tokio::spawn(async move {
+            if sender.ready().await.is_ok() {
+                pool.put_idle(sender);
+            }
+        });
+    }
+
+    fn put_idle(self: &Arc<Self>, sender: http1::SendRequest<Body>) {
+        let now = Instant::now();
+        {
+            let mut idle = self.idle.lock().unwrap();
+            sweep(&mut idle, now, self.settings.idle_timeout);
+            if idle.len() >= self.settings.max_idle {
+                return;
+            }
+            idle.push_back(Idle { sender, since: now });
+        }
+        if !self.reaper_running.swap(true, Ordering::AcqRel) {
+            tokio::spawn(reap(Arc::downgrade(self), self.closed.subscribe()));
+        }
+    }
+
+    async fn h2_sender(&self) -> Result<(http2::SendRequest<Body>, bool), ProxyError> {
+        if let Some(s) = self.live_h2() {
+            return Ok((s, true));
+        }
+        let _connecting = self.h2_connect.lock().await;
+        if let Some(s) = self.live_h2() {
+            return Ok((s, true));
+        }
+        let s = self.connect_h2().await?;
+        *self.h2.lock().unwrap() = Some(s.clone());
+        Ok((s, false))
+    }
+
+    pub(crate) fn live_h2(&self) -> Option<http2::SendRequest<Body>> {
+        self.h2.lock().unwrap().as_ref().filter(|s| !s.is_closed()).cloned()
+    }
+
+    fn forget_h2(&self) {
+        let mut slot = self.h2.lock().unwrap();
+        if slot.as_ref().is_some_and(|s| s.is_closed()) {
+            *slot = None;
+        }
+    }
+
+    async fn connect_h1(&self) -> Result<http1::SendRequest<Body>, ProxyError> {
+        let after = self.settings.connect_timeout;
+        let connect = async {
+            let io = self.connect_io().await?;
+            let (sender, conn) =
+                http1::Builder::new().handshake(TokioIo::new(io)).await.map_err(|e| self.connect_error(e))?;
+            let address = Arc::clone(&self.address);
+            tokio::spawn(async move {
+                if let Err(e) = conn.with_upgrades().await {
+                    debug!(target = %address, error = %e, "upstream connection ended with an error");
+                }
+            });
+            Ok(sender)
+        };
+        timeout(after, connect).await.map_err(|_| self.connect_timeout())?
+    }
+
+    async fn connect_h2(&self) -> Result<http2::SendRequest<Body>, ProxyError> {
+        let after = self.settings.connect_timeout;
+        let connect = async {
+            let io = self.connect_io().await?;
+            let (sender, conn) = http2::Builder::new(TokioExecutor::new())
+                .timer(TokioTimer::new())
+                .handshake(TokioIo::new(io))
+                .await
+                .map_err(|e| self.connect_error(e))?;
+            let address = Arc::clone(&self.address);
+            tokio::spawn(async move {
+                if let Err(e) = conn.await {
+                    debug!(target = %address, error = %e, "upstream h2 connection ended with an error");
+                }
+            });
+            Ok(sender)
+        };
+        timeout(after, connect).await.map_err(|_| self.connect_timeout())?
+    }
+
+    /// TCP connect with `TCP_NODELAY`, then the TLS handshake when configured.
+    async fn connect_io(&self) -> Result<Stream, ProxyError> {
+        let tcp =
+            TcpStream::connect((self.host.as_str(), self.port)).await.map_err(|e| self.connect_error(e))?;
+        tcp.set_nodelay(true).map_err(|e| self.connect_error(e))?;
+        self.connects.fetch_add(1, Ordering::Relaxed);
+        let Some(tls) = &self.settings.tls else {
+            return Ok(Stream::Plain(tcp));
+        };
+        let name = tls.server_name.clone().or_else(|| self.server_name.clone()).ok_or_else(|| {
+            self.connect_error(io::Error::other("the target host is not a valid tls server name"))
+        })?;
+        let stream = tls.connector.connect(name, tcp).await.map_err(|e| self.connect_error(e))?;
+        if self.settings.protocol == Protocol::Http2 && stream.get_ref().1.alpn_protocol() != Some(b"h2") {
+            return Err(self.connect_error(io::Error::other("the target did not negotiate h2 via alpn")));
+        }
+        Ok(Stream::Tls(Box::new(stream)))
+    }
+
+    fn connect_error(&self, e: impl Into<crate::body::BoxError>) -> ProxyError {
+        ProxyError::Connect { target: self.address.to_string(), source: e.into() }
+    }
+
+    fn connect_timeout(&self) -> ProxyError {
+        ProxyError::ConnectTimeout { target: self.address.to_string(), after: self.settings.connect_timeout }
+    }
+}
+
+/// The client's request body failed while it was being sent: the client's fault,
+/// not the target's.
+fn client_body_error(error: hyper::Error) -> ProxyError {
+    let cause = std::error::Error::source(&error);
+    match cause.and_then(|c| c.downcast_ref::<ProxyError>()) {
+        Some(ProxyError::BodyTooLarge { limit }) => ProxyError::BodyTooLarge { limit: *limit },
+        _ => ProxyError::ClientBody(Box::new(error)),
+    }
+}
+
+/// Drops idle connections older than `max_age` (they sit oldest first).
+fn sweep(idle: &mut VecDeque<Idle>, now: Instant, max_age: std::time::Duration) {
+    while idle.front().is_some_and(|c| now.duration_since(c.since) >= max_age || c.sender.is_closed()) {
+        idle.pop_front();
+    }
+}
+
+/// Closes idle connections past the idle timeout; runs while the pool has idle
+/// connections and stops when the pool is dropped.
+async fn reap(pool: Weak<Pool>, mut closed: tokio::sync::watch::Receiver<()>) {
+    loop {
+        let Some(period) =
+            pool.upgrade().map(|p| (p.settings.idle_timeout / 2).max(std::time::Duration::from_millis(10)))
+        else {
+            return;
+        };
+        tokio::select! {
+            _ = tokio::time::sleep(period) => {}
+            _ = closed.changed() => return,
+        }
+        let Some(pool) = pool.upgrade() else { return };
+        let mut idle = pool.idle.lock().unwrap();
+        sweep(&mut idle, Instant::now(), pool.settings.idle_timeout);
+        if idle.is_empty() {
+            pool.reaper_running.store(false, Ordering::Release);
+            return;
+        }
+    }
+}
+
+/// A connection to a target: plain TCP or TLS over TCP.
+pub(crate) enum Stream {
+    Plain(TcpStream),
+    Tls(Box<tokio_rustls::client::TlsStream<TcpStream>>),
+}
+
+impl AsyncRead for Stream {
+    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_read(cx, buf),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for Stream {
+    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_write(cx, buf),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_write_vectored(cx, bufs),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_write_vectored(cx, bufs),
+        }
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        match self {
+            Stream::Plain(s) => s.is_write_vectored(),
+            Stream::Tls(s) => s.is_write_vectored(),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_flush(cx),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_shutdown(cx),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
+        }
+    }
+}

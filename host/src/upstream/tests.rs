@@ -1,0 +1,764 @@
+//! Integration tests of the upstream layer against real hyper servers on 127.0.0.1:0.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{Method, Request, Response, StatusCode, Version};
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpListener;
+use tokio::sync::Notify;
+
+use super::*;
+use crate::config::UpstreamConfig;
+
+// ---------- harness ----------
+
+type Handler =
+    Arc<dyn Fn(Request<Incoming>) -> Pin<Box<dyn Future<Output = Response<Body>> + Send>> + Send + Sync>;
+
+/// A hyper server (HTTP/1 and h2c, optionally TLS) counting connections and requests.
+struct Server {
+    addr: SocketAddr,
+    accepted: Arc<AtomicUsize>,
+    requests: Arc<AtomicUsize>,
+    /// `notify_waiters` closes every open connection.
+    kill: Arc<Notify>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl Server {
+    fn address(&self) -> String {
+        self.addr.to_string()
+    }
+}
+
+fn handler<F, Fut>(f: F) -> Handler
+where
+    F: Fn(Request<Incoming>) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Response<Body>> + Send + 'static,
+{
+    Arc::new(move |req| Box::pin(f(req)))
+}
+
+/// Answers `name` (and the request's version, host and URI in headers).
+fn named(name: &'static str) -> Handler {
+    handler(move |req: Request<Incoming>| async move {
+        let host = req.headers().get("host").cloned();
+        Response::builder()
+            .header("x-server", name)
+            .header("x-version", format!("{:?}", req.version()))
+            .header("x-uri", req.uri().to_string())
+            .header("x-host", host.unwrap_or_else(|| http::HeaderValue::from_static("-")))
+            .body(body::full(name))
+            .unwrap()
+    })
+}
+
+async fn serve(h: Handler) -> Server {
+    serve_with(h, None).await
+}
+
+async fn serve_with(h: Handler, tls: Option<tokio_rustls::TlsAcceptor>) -> Server {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let requests = Arc::new(AtomicUsize::new(0));
+    let kill = Arc::new(Notify::new());
+    let (acc, reqs, k) = (Arc::clone(&accepted), Arc::clone(&requests), Arc::clone(&kill));
+    let task = tokio::spawn(async move {
+        loop {
+            let Ok((tcp, _)) = listener.accept().await else { return };
+            acc.fetch_add(1, Ordering::SeqCst);
+            let (h, reqs, tls, kill) = (Arc::clone(&h), Arc::clone(&reqs), tls.clone(), Arc::clone(&k));
+            let killed = kill.notified_owned();
+            tokio::spawn(async move {
+                tokio::pin!(killed);
+                killed.as_mut().enable();
+                let svc = hyper::service::service_fn(move |req| {
+                    reqs.fetch_add(1, Ordering::SeqCst);
+                    let fut = h(req);
+                    async move { Ok::<_, Infallible>(fut.await) }
+                });
+                let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+                let serve = async {
+                    match tls {
+                        Some(tls) => {
+                            let Ok(stream) = tls.accept(tcp).await else { return };
+                            let _ = builder.serve_connection_with_upgrades(TokioIo::new(stream), svc).await;
+                        }
+                        None => {
+                            let _ = builder.serve_connection_with_upgrades(TokioIo::new(tcp), svc).await;
+                        }
+                    }
+                };
+                tokio::select! {
+                    _ = serve => {}
+                    _ = killed => {}
+                }
+            });
+        }
+    });
+    Server { addr, accepted, requests, kill, task }
+}
+
+/// A port nothing listens on.
+async fn dead_address() -> String {
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    drop(l);
+    addr.to_string()
+}
+
+fn upstream(yaml: &str) -> Arc<Upstream> {
+    upstream_in(yaml, Path::new("."))
+}
+
+fn upstream_in(yaml: &str, dir: &Path) -> Arc<Upstream> {
+    let cfg: UpstreamConfig = serde_saphyr::from_str(yaml).unwrap();
+    Arc::new(Upstream::build(&"test".parse().unwrap(), &cfg, dir).unwrap())
+}
+
+fn get(path: &str) -> Request<Body> {
+    Request::builder().uri(path).header("host", "client.example").body(body::empty()).unwrap()
+}
+
+fn post(path: &str, data: &'static str) -> Request<Body> {
+    Request::builder()
+        .method(Method::POST)
+        .uri(path)
+        .header("host", "client.example")
+        .header("content-length", data.len())
+        .body(body::full(data))
+        .unwrap()
+}
+
+fn target_of(resp: &Response<Body>) -> String {
+    resp.extensions().get::<UpstreamTarget>().unwrap().0.to_string()
+}
+
+fn header(resp: &Response<Body>, name: &str) -> String {
+    resp.headers().get(name).map(|v| v.to_str().unwrap().to_owned()).unwrap_or_default()
+}
+
+async fn text(resp: Response<Body>) -> String {
+    String::from_utf8(resp.into_body().collect().await.unwrap().to_bytes().to_vec()).unwrap()
+}
+
+/// Polls `cond` every 5ms for up to 3s.
+async fn eventually(what: &str, cond: impl Fn() -> bool) {
+    for _ in 0..600 {
+        if cond() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    panic!("timed out waiting for {what}");
+}
+
+// ---------- pool ----------
+
+#[tokio::test]
+async fn reuses_keep_alive_connections_and_keeps_host() {
+    let srv = serve(named("a")).await;
+    let up = upstream(&format!("targets: [{{ address: '{}' }}]", srv.address()));
+    for i in 0..5 {
+        let resp = up.forward(get(&format!("http://client.example/p/{i}?q=1"))).await.unwrap();
+        assert_eq!(resp.status(), StatusCode::OK);
+        assert_eq!(header(&resp, "x-uri"), format!("/p/{i}?q=1"), "origin-form upstream");
+        assert_eq!(header(&resp, "x-host"), "client.example");
+        assert_eq!(text(resp).await, "a");
+        let pool = Arc::clone(&up.shared.targets[0].pool);
+        eventually("the connection to go idle", || pool.idle_len() == 1).await;
+    }
+    assert_eq!(srv.accepted.load(Ordering::SeqCst), 1);
+    assert_eq!(up.shared.targets[0].pool.connects(), 1);
+    assert_eq!(up.targets_status()[0].in_flight, 0);
+}
+
+#[tokio::test]
+async fn host_header_override() {
+    let srv = serve(named("a")).await;
+    let up =
+        upstream(&format!("{{ targets: [{{ address: '{}' }}], host_header: api.internal }}", srv.address()));
+    let resp = up.forward(get("/")).await.unwrap();
+    assert_eq!(header(&resp, "x-host"), "api.internal");
+}
+
+#[tokio::test]
+async fn stale_pooled_connection_is_replaced_even_for_post() {
+    // Answers one request per connection, then closes it without saying so.
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let acc = Arc::clone(&accepted);
+    let _server = tokio::spawn(async move {
+        loop {
+            let (mut s, _) = listener.accept().await.unwrap();
+            acc.fetch_add(1, Ordering::SeqCst);
+            tokio::spawn(async move {
+                let mut buf = vec![0; 4096];
+                let mut seen = Vec::new();
+                while !seen.ends_with(b"hello") {
+                    let n = s.read(&mut buf).await.unwrap();
+                    if n == 0 {
+                        return;
+                    }
+                    seen.extend_from_slice(&buf[..n]);
+                }
+                s.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok").await.unwrap();
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            });
+        }
+    });
+    let up = upstream(&format!("{{ targets: [{{ address: '{addr}' }}], retries: {{ attempts: 0 }} }}"));
+    for _ in 0..3 {
+        let resp = up.forward(post("/", "hello")).await.unwrap();
+        assert_eq!(text(resp).await, "ok");
+        tokio::time::sleep(Duration::from_millis(60)).await;
+    }
+    assert_eq!(accepted.load(Ordering::SeqCst), 3);
+}
+
+#[tokio::test]
+async fn websocket_style_upgrade_passes_through() {
+    let srv = serve(handler(|req: Request<Incoming>| async move {
+        tokio::spawn(async move {
+            let up = hyper::upgrade::on(req).await.unwrap();
+            let mut io = TokioIo::new(up);
+            let mut buf = [0u8; 4];
+            io.read_exact(&mut buf).await.unwrap();
+            io.write_all(&buf).await.unwrap();
+        });
+        Response::builder()
+            .status(StatusCode::SWITCHING_PROTOCOLS)
+            .header("connection", "upgrade")
+            .header("upgrade", "echo")
+            .body(body::empty())
+            .unwrap()
+    }))
+    .await;
+    let up = upstream(&format!("targets: [{{ address: '{}' }}]", srv.address()));
+    let req = Request::builder()
+        .uri("/ws")
+        .header("host", "x")
+        .header("connection", "upgrade")
+        .header("upgrade", "echo")
+        .body(body::empty())
+        .unwrap();
+    let mut resp = up.forward(req).await.unwrap();
+    assert_eq!(resp.status(), StatusCode::SWITCHING_PROTOCOLS);
+    let mut io = TokioIo::new(hyper::upgrade::on(&mut resp).await.unwrap());
+    io.write_all(b"ping").await.unwrap();
+    let mut buf = [0u8; 4];
+    io.read_exact(&mut buf).await.unwrap();
+    assert_eq!(&buf, b"ping");
+}
+
+#[tokio::test]
+async fn http2_prior_knowledge_multiplexes_one_connection() {
+    let srv = serve(named("h2")).await;
+    let up = upstream(&format!("{{ targets: [{{ address: '{}' }}], protocol: http2 }}", srv.address()));
+    let mut tasks = Vec::new();
+    for _ in 0..8 {
+        let up = Arc::clone(&up);
+        tasks.push(tokio::spawn(async move { up.forward(get("/h2?x=1")).await.unwrap() }));
+    }
+    for t in tasks {
+        let resp = t.await.unwrap();
+        assert_eq!(header(&resp, "x-version"), "HTTP/2.0");
+        assert_eq!(header(&resp, "x-uri"), "http://client.example/h2?x=1");
+        assert_eq!(text(resp).await, "h2");
+    }
+    assert_eq!(srv.accepted.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test]
+async fn http2_reconnects_after_the_connection_closes() {
+    let srv = serve(named("h2")).await;
+    let up = upstream(&format!("{{ targets: [{{ address: '{}' }}], protocol: http2 }}", srv.address()));
+    text(up.forward(get("/")).await.unwrap()).await;
+    srv.kill.notify_waiters();
+    let pool = Arc::clone(&up.shared.targets[0].pool);
+    eventually("the h2 connection to close", || pool.live_h2().is_none()).await;
+    assert_eq!(text(up.forward(get("/")).await.unwrap()).await, "h2");
+    assert_eq!(srv.accepted.load(Ordering::SeqCst), 2);
+}
+
+// ---------- tls ----------
+
+struct Pki {
+    dir: std::path::PathBuf,
+    acceptor: tokio_rustls::TlsAcceptor,
+}
+
+fn pki(alpn: &[&[u8]]) -> Pki {
+    use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate().unwrap()).unwrap();
+    let leaf_key = KeyPair::generate().unwrap();
+    let leaf = CertificateParams::new(vec!["localhost".to_owned(), "127.0.0.1".to_owned()])
+        .unwrap()
+        .signed_by(&leaf_key, &ca)
+        .unwrap();
+    let dir = std::env::temp_dir().join(format!(
+        "sluice-upstream-tls-{}-{}",
+        std::process::id(),
+        fastrand::u64(..)
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("ca.pem"), ca.pem()).unwrap();
+    let key = rustls::pki_types::PrivateKeyDer::Pkcs8(leaf_key.serialize_der().into());
+    let mut cfg =
+        rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(vec![leaf.der().clone()], key)
+            .unwrap();
+    cfg.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+    Pki { dir, acceptor: tokio_rustls::TlsAcceptor::from(Arc::new(cfg)) }
+}
+
+#[tokio::test]
+async fn tls_upstream_http1_verifies_ip_san() {
+    let pki = pki(&[b"http/1.1"]);
+    let srv = serve_with(named("tls"), Some(pki.acceptor.clone())).await;
+    let up = upstream_in(
+        &format!("{{ targets: [{{ address: '{}' }}], tls: {{ ca: ca.pem }} }}", srv.address()),
+        &pki.dir,
+    );
+    let resp = up.forward(get("/")).await.unwrap();
+    assert_eq!(header(&resp, "x-version"), "HTTP/1.1");
+    assert_eq!(text(resp).await, "tls");
+}
+
+#[tokio::test]
+async fn tls_upstream_http2_via_alpn_with_server_name() {
+    let pki = pki(&[b"h2", b"http/1.1"]);
+    let srv = serve_with(named("tls2"), Some(pki.acceptor.clone())).await;
+    let yaml = format!(
+        "{{ targets: [{{ address: '{}' }}], protocol: http2, tls: {{ ca: ca.pem, server_name: localhost }} }}",
+        srv.address()
+    );
+    let up = upstream_in(&yaml, &pki.dir);
+    let resp = up.forward(get("/x")).await.unwrap();
+    assert_eq!(header(&resp, "x-version"), "HTTP/2.0");
+    assert_eq!(header(&resp, "x-uri"), "https://client.example/x");
+    assert_eq!(text(resp).await, "tls2");
+}
+
+#[tokio::test]
+async fn tls_rejects_an_untrusted_certificate() {
+    let trusted = pki(&[]);
+    let other = pki(&[]);
+    let srv = serve_with(named("tls"), Some(other.acceptor.clone())).await;
+    let yaml = format!(
+        "{{ targets: [{{ address: '{}' }}], tls: {{ ca: ca.pem }}, retries: {{ attempts: 0 }} }}",
+        srv.address()
+    );
+    let up = upstream_in(&yaml, &trusted.dir);
+    let err = up.forward(get("/")).await.unwrap_err();
+    assert!(matches!(err, ProxyError::Connect { .. }), "{err}");
+}
+
+#[tokio::test]
+async fn tls_handshake_counts_toward_the_connect_timeout() {
+    // Accepts TCP but never speaks TLS.
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let _hold = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((s, _)) = listener.accept().await {
+            held.push(s);
+        }
+    });
+    let pki = pki(&[]);
+    let yaml = format!(
+        "{{ targets: [{{ address: '{addr}' }}], tls: {{ ca: ca.pem }}, timeouts: {{ connect: 100ms }}, retries: {{ attempts: 0 }} }}"
+    );
+    let up = upstream_in(&yaml, &pki.dir);
+    let err = up.forward(get("/")).await.unwrap_err();
+    assert!(matches!(err, ProxyError::ConnectTimeout { .. }), "{err}");
+    assert_eq!(err.status(), StatusCode::GATEWAY_TIMEOUT);
+    assert!(err.nothing_sent());
+}
+
+#[test]
+fn a_bad_ca_file_is_a_problem_at_tls_ca() {
+    let cfg: UpstreamConfig =
+        serde_saphyr::from_str("{ targets: [{ address: '127.0.0.1:1' }], tls: { ca: does-not-exist.pem } }")
+            .unwrap();
+    let problems = Upstream::build(&"api".parse().unwrap(), &cfg, Path::new("/nonexistent")).unwrap_err();
+    assert_eq!(problems.len(), 1);
+    assert_eq!(problems[0].path, "upstreams.api.tls.ca");
+    assert!(problems[0].message.contains("cannot read ca file"), "{}", problems[0].message);
+}
+
+// ---------- balancing ----------
+
+#[tokio::test]
+async fn smooth_round_robin_splits_by_weight() {
+    let (a, b) = (serve(named("a")).await, serve(named("b")).await);
+    let up = upstream(&format!(
+        "targets: [{{ address: '{}', weight: 3 }}, {{ address: '{}', weight: 1 }}]",
+        a.address(),
+        b.address()
+    ));
+    let mut seen = Vec::new();
+    for _ in 0..40 {
+        let resp = up.forward(get("/")).await.unwrap();
+        seen.push(text(resp).await);
+    }
+    assert_eq!(seen.iter().filter(|s| *s == "a").count(), 30);
+    assert_eq!(seen[..4], ["a", "a", "b", "a"], "interleaved, not bursty");
+}
+
+#[tokio::test]
+async fn least_outstanding_prefers_the_idle_target() {
+    let release = Arc::new(Notify::new());
+    let hold = {
+        let release = Arc::clone(&release);
+        handler(move |req: Request<Incoming>| {
+            let release = Arc::clone(&release);
+            async move {
+                if req.uri().path() == "/hold" {
+                    release.notified().await;
+                }
+                body_response("held")
+            }
+        })
+    };
+    let (a, b) = (serve(hold.clone()).await, serve(hold).await);
+    let up = upstream(&format!(
+        "{{ balance: least_outstanding, targets: [{{ address: '{}' }}, {{ address: '{}' }}] }}",
+        a.address(),
+        b.address()
+    ));
+    let held = tokio::spawn({
+        let up = Arc::clone(&up);
+        async move { up.forward(get("/hold")).await.unwrap() }
+    });
+    let u = Arc::clone(&up);
+    eventually("one request in flight", || u.targets_status().iter().any(|t| t.in_flight == 1)).await;
+    let busy = up.targets_status().iter().position(|t| t.in_flight == 1).unwrap();
+    let idle_addr = up.targets_status()[1 - busy].address.to_string();
+    for _ in 0..6 {
+        let resp = up.forward(get("/")).await.unwrap();
+        assert_eq!(target_of(&resp), idle_addr);
+        text(resp).await;
+    }
+    release.notify_one();
+    text(held.await.unwrap()).await;
+    assert!(up.targets_status().iter().all(|t| t.in_flight == 0));
+}
+
+fn body_response(s: &'static str) -> Response<Body> {
+    Response::new(body::full(s))
+}
+
+// ---------- retries ----------
+
+#[tokio::test]
+async fn connect_failure_is_retried_on_another_target_for_get_and_post() {
+    let ok = serve(handler(|req: Request<Incoming>| async move {
+        let data = req.into_body().collect().await.unwrap().to_bytes();
+        Response::new(body::full(Bytes::from(format!("got:{}", String::from_utf8_lossy(&data)))))
+    }))
+    .await;
+    let yaml =
+        format!("targets: [{{ address: '{}' }}, {{ address: '{}' }}]", dead_address().await, ok.address());
+
+    let up = upstream(&yaml);
+    let resp = up.forward(get("/")).await.unwrap();
+    assert_eq!(target_of(&resp), ok.address());
+
+    let up = upstream(&yaml);
+    let resp = up.forward(post("/", "payload")).await.unwrap();
+    assert_eq!(target_of(&resp), ok.address());
+    assert_eq!(text(resp).await, "got:payload");
+}
+
+/// Reads a request (up to `until`), then drops the connection without answering.
+async fn drop_after_reading(until: &'static [u8]) -> (String, Arc<AtomicUsize>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let count = Arc::new(AtomicUsize::new(0));
+    let c = Arc::clone(&count);
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            let c = Arc::clone(&c);
+            tokio::spawn(async move {
+                let mut seen = Vec::new();
+                let mut buf = [0u8; 1024];
+                while !seen.windows(until.len()).any(|w| w == until) {
+                    match s.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => seen.extend_from_slice(&buf[..n]),
+                    }
+                }
+                c.fetch_add(1, Ordering::SeqCst);
+            });
+        }
+    });
+    (addr, count)
+}
+
+#[tokio::test]
+async fn post_is_not_retried_once_sent_but_get_is() {
+    let ok = serve(named("ok")).await;
+    let (dropper, read) = drop_after_reading(b"\r\n\r\n").await;
+    let yaml = format!("targets: [{{ address: '{dropper}' }}, {{ address: '{}' }}]", ok.address());
+
+    let up = upstream(&yaml);
+    let err = up.forward(post("/", "hello")).await.unwrap_err();
+    assert!(matches!(err, ProxyError::Upstream { nothing_sent: false, .. }), "{err}");
+    assert_eq!(err.status(), StatusCode::BAD_GATEWAY);
+    assert_eq!(read.load(Ordering::SeqCst), 1);
+    assert_eq!(ok.requests.load(Ordering::SeqCst), 0, "a sent POST is never retried");
+
+    let up = upstream(&yaml);
+    let resp = up.forward(get("/")).await.unwrap();
+    assert_eq!(text(resp).await, "ok");
+    assert_eq!(read.load(Ordering::SeqCst), 2);
+}
+
+#[tokio::test]
+async fn retries_on_configured_status_for_idempotent_requests() {
+    let bad =
+        serve(handler(|_| async { Response::builder().status(503).body(body::full("busy")).unwrap() })).await;
+    let ok = serve(named("ok")).await;
+    let yaml = format!(
+        "{{ targets: [{{ address: '{}' }}, {{ address: '{}' }}], retries: {{ on_status: [503] }} }}",
+        bad.address(),
+        ok.address()
+    );
+    let up = upstream(&yaml);
+    assert_eq!(text(up.forward(get("/")).await.unwrap()).await, "ok");
+    // A POST with a body is not replayable: the 503 comes back as is.
+    let up = upstream(&yaml);
+    let resp = up.forward(post("/", "x")).await.unwrap();
+    assert_eq!(resp.status(), StatusCode::SERVICE_UNAVAILABLE);
+}
+
+#[tokio::test]
+async fn retry_budget_stops_retries_when_spent() {
+    let ok = serve(named("ok")).await;
+    let yaml = format!(
+        "{{ targets: [{{ address: '{}' }}, {{ address: '{}' }}], retries: {{ attempts: 1, budget_percent: 0, min_per_second: 1 }},
+           health: {{ passive: {{ failures: 0 }} }}, circuit_breaker: {{ enabled: false }} }}",
+        dead_address().await,
+        ok.address()
+    );
+    let up = upstream(&yaml);
+    let mut results = Vec::new();
+    for _ in 0..20 {
+        // Round robin sends every first attempt to the dead target; the retry (the next
+        // pick) goes to the live one while the budget lasts.
+        results.push(up.forward(get("/")).await.is_ok());
+    }
+    // The reserve (1/s over the window) covers ten retries; after that, every request
+    // whose first pick is the dead target fails — half of them, as round robin now
+    // alternates without retry picks in between.
+    let reserve = budget::WINDOW_SECS as usize;
+    assert!(results[..reserve].iter().all(|ok| *ok), "{results:?}");
+    assert_eq!(results[reserve..].iter().filter(|ok| !**ok).count(), 5, "{results:?}");
+}
+
+// ---------- timeouts ----------
+
+#[tokio::test]
+async fn slow_upstream_is_a_request_timeout() {
+    let slow = serve(handler(|_| async {
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        body_response("late")
+    }))
+    .await;
+    let up = upstream(&format!(
+        "{{ targets: [{{ address: '{}' }}], timeouts: {{ request: 100ms }}, retries: {{ attempts: 0 }} }}",
+        slow.address()
+    ));
+    let started = std::time::Instant::now();
+    let err = up.forward(get("/")).await.unwrap_err();
+    assert!(matches!(err, ProxyError::UpstreamTimeout { .. }), "{err}");
+    assert_eq!(err.status(), StatusCode::GATEWAY_TIMEOUT);
+    assert!(started.elapsed() < Duration::from_secs(2));
+}
+
+// ---------- health and breaker ----------
+
+#[tokio::test]
+async fn passive_ejection_then_readmission() {
+    let failing =
+        serve(handler(|_| async { Response::builder().status(500).body(body::empty()).unwrap() })).await;
+    let ok = serve(named("ok")).await;
+    let up = upstream(&format!(
+        "{{ targets: [{{ address: '{}' }}, {{ address: '{}' }}], retries: {{ attempts: 0 }},
+           health: {{ passive: {{ failures: 2, eject_for: 200ms }} }}, circuit_breaker: {{ enabled: false }} }}",
+        failing.address(),
+        ok.address()
+    ));
+    for _ in 0..4 {
+        text(up.forward(get("/")).await.unwrap()).await;
+    }
+    assert_eq!(failing.requests.load(Ordering::SeqCst), 2);
+    assert!(up.targets_status()[0].ejected);
+    for _ in 0..4 {
+        assert_eq!(text(up.forward(get("/")).await.unwrap()).await, "ok");
+    }
+    assert_eq!(failing.requests.load(Ordering::SeqCst), 2, "ejected targets get nothing");
+    tokio::time::sleep(Duration::from_millis(250)).await;
+    assert!(!up.targets_status()[0].ejected);
+    for _ in 0..2 {
+        text(up.forward(get("/")).await.unwrap()).await;
+    }
+    assert_eq!(failing.requests.load(Ordering::SeqCst), 3, "readmitted");
+}
+
+#[tokio::test]
+async fn breaker_opens_half_opens_and_closes() {
+    let fail = Arc::new(AtomicBool::new(true));
+    let release = Arc::new(Notify::new());
+    let srv = serve({
+        let (fail, release) = (Arc::clone(&fail), Arc::clone(&release));
+        handler(move |req: Request<Incoming>| {
+            let (fail, release) = (Arc::clone(&fail), Arc::clone(&release));
+            async move {
+                if req.uri().path() == "/hold" {
+                    release.notified().await;
+                }
+                let status = if fail.load(Ordering::SeqCst) { 502 } else { 200 };
+                Response::builder().status(status).body(body::empty()).unwrap()
+            }
+        })
+    })
+    .await;
+    let up = upstream(&format!(
+        "{{ targets: [{{ address: '{}' }}], retries: {{ attempts: 0 }}, health: {{ passive: {{ failures: 0 }} }},
+           circuit_breaker: {{ failures: 2, open_for: 200ms }} }}",
+        srv.address()
+    ));
+    let circuit = |up: &Upstream| up.targets_status()[0].circuit;
+    for _ in 0..2 {
+        assert_eq!(up.forward(get("/")).await.unwrap().status(), StatusCode::BAD_GATEWAY);
+    }
+    assert_eq!(circuit(&up), CircuitState::Open);
+    let err = up.forward(get("/")).await.unwrap_err();
+    assert!(matches!(err, ProxyError::NoAvailableTarget { .. }), "{err}");
+    assert_eq!(srv.requests.load(Ordering::SeqCst), 2);
+
+    // The probe fails: open again.
+    tokio::time::sleep(Duration::from_millis(220)).await;
+    assert_eq!(up.forward(get("/")).await.unwrap().status(), StatusCode::BAD_GATEWAY);
+    assert_eq!(circuit(&up), CircuitState::Open);
+    assert!(up.forward(get("/")).await.is_err());
+
+    // The next probe succeeds; while it is out, nothing else gets through.
+    tokio::time::sleep(Duration::from_millis(220)).await;
+    fail.store(false, Ordering::SeqCst);
+    let probe = tokio::spawn({
+        let up = Arc::clone(&up);
+        async move { up.forward(get("/hold")).await.unwrap() }
+    });
+    let u = Arc::clone(&up);
+    eventually("the probe to be in flight", || u.targets_status()[0].in_flight == 1).await;
+    assert_eq!(circuit(&up), CircuitState::HalfOpen);
+    assert!(matches!(up.forward(get("/")).await, Err(ProxyError::NoAvailableTarget { .. })));
+    release.notify_one();
+    assert_eq!(probe.await.unwrap().status(), StatusCode::OK);
+    assert_eq!(circuit(&up), CircuitState::Closed);
+    assert_eq!(up.forward(get("/")).await.unwrap().status(), StatusCode::OK);
+}
+
+fn health_server(healthy: Arc<AtomicBool>, probes: Arc<AtomicUsize>) -> Handler {
+    handler(move |req: Request<Incoming>| {
+        let (healthy, probes) = (Arc::clone(&healthy), Arc::clone(&probes));
+        async move {
+            if req.uri().path() == "/healthz" {
+                probes.fetch_add(1, Ordering::SeqCst);
+                let status = if healthy.load(Ordering::SeqCst) { 200 } else { 503 };
+                return Response::builder().status(status).body(body::full("h")).unwrap();
+            }
+            body_response("app")
+        }
+    })
+}
+
+#[tokio::test]
+async fn active_health_checks_mark_a_target_down_and_up() {
+    let (healthy, probes) = (Arc::new(AtomicBool::new(true)), Arc::new(AtomicUsize::new(0)));
+    let srv = serve(health_server(Arc::clone(&healthy), Arc::clone(&probes))).await;
+    let up = upstream(&format!(
+        "{{ targets: [{{ address: '{}' }}], health: {{ active: {{ path: /healthz, interval: 20ms, timeout: 500ms,
+           healthy_threshold: 2, unhealthy_threshold: 2 }} }} }}",
+        srv.address()
+    ));
+    up.start_health_checks();
+    up.start_health_checks(); // idempotent
+    let u = Arc::clone(&up);
+    eventually("a few probes", || probes.load(Ordering::SeqCst) >= 2).await;
+    assert!(up.targets_status()[0].healthy);
+
+    healthy.store(false, Ordering::SeqCst);
+    eventually("the target to be marked down", || !u.targets_status()[0].healthy).await;
+    assert!(matches!(up.forward(get("/")).await, Err(ProxyError::NoAvailableTarget { .. })));
+
+    healthy.store(true, Ordering::SeqCst);
+    eventually("the target to be marked up", || u.targets_status()[0].healthy).await;
+    assert_eq!(text(up.forward(get("/")).await.unwrap()).await, "app");
+}
+
+#[tokio::test]
+async fn health_task_stops_when_the_upstream_is_dropped() {
+    let probes = Arc::new(AtomicUsize::new(0));
+    let srv = serve(health_server(Arc::new(AtomicBool::new(true)), Arc::clone(&probes))).await;
+    let up = upstream(&format!(
+        "{{ targets: [{{ address: '{}' }}], health: {{ active: {{ path: /healthz, interval: 10ms }} }} }}",
+        srv.address()
+    ));
+    up.start_health_checks();
+    eventually("probes", || probes.load(Ordering::SeqCst) >= 3).await;
+    let weak = Arc::downgrade(&up.shared);
+    drop(up);
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let after_drop = probes.load(Ordering::SeqCst);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(probes.load(Ordering::SeqCst), after_drop, "no probes after drop");
+    assert!(weak.upgrade().is_none(), "nothing keeps the upstream's state alive");
+}
+
+#[tokio::test]
+async fn no_targets_available_is_503() {
+    let up = upstream("targets: [{ address: '127.0.0.1:1', weight: 0 }]");
+    let err = up.forward(get("/")).await.unwrap_err();
+    assert!(matches!(err, ProxyError::NoAvailableTarget { .. }));
+    assert_eq!(err.status(), StatusCode::SERVICE_UNAVAILABLE);
+}
+
+#[test]
+fn version_is_normalised_per_protocol() {
+    let cfg: UpstreamConfig = serde_saphyr::from_str("targets: [{ address: '10.0.0.1:80' }]").unwrap();
+    let up = Upstream::build(&"v".parse().unwrap(), &cfg, Path::new(".")).unwrap();
+    let mut req =
+        Request::builder().version(Version::HTTP_2).uri("https://h.example/a?b").body(body::empty()).unwrap();
+    up.shared.targets[0].pool.prepare(&mut req);
+    assert_eq!(req.version(), Version::HTTP_11);
+    assert_eq!(req.uri(), "/a?b");
+    assert_eq!(req.headers()["host"], "h.example", "an h2 client's authority becomes Host");
+}

@@ -1,0 +1,215 @@
+//! Proxying through an upstream pool: headers, bodies both ways, upgrades.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::stream;
+use http::{Request, Response};
+use http_body_util::{BodyExt, StreamBody};
+use hyper::body::Frame;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use crate::harness::{Client, TestBody, TestServer, config, full, gateway, url};
+
+fn one_upstream(addr: std::net::SocketAddr) -> String {
+    config(&format!(
+        "upstreams:\n  app:\n    targets:\n      - address: {addr}\nroutes:\n  - name: app\n    match: {{ path_prefix: / }}\n    target: {{ upstream: app }}\n"
+    ))
+}
+
+#[tokio::test]
+async fn forwards_headers_and_request_id() {
+    let up = TestServer::echo().await;
+    let gw = gateway(&one_upstream(up.addr)).await;
+    let client = Client::http1();
+    let req = Request::get(url(gw.addr("public"), "/a/b?c=d"))
+        .header("x-forwarded-for", "6.6.6.6")
+        .header("connection", "x-drop-me")
+        .header("x-drop-me", "1")
+        .header("x-keep", "yes")
+        .header("x-request-id", "req-123")
+        .body(full(""))
+        .unwrap();
+    let reply = client.send(req).await;
+    assert_eq!(reply.status, 200);
+    assert_eq!(reply.header("x-request-id"), Some("req-123"));
+    let seen = reply.json();
+    assert_eq!(seen["uri"], "/a/b?c=d");
+    let h = &seen["headers"];
+    assert_eq!(h["x-forwarded-for"], "127.0.0.1", "client-sent XFF is not trusted by default");
+    assert_eq!(h["x-forwarded-proto"], "http");
+    assert_eq!(h["x-keep"], "yes");
+    assert_eq!(h["x-request-id"], "req-123");
+    assert!(h.get("x-drop-me").is_none(), "headers named in Connection are hop-by-hop");
+
+    // Without a client id one is generated, sent upstream and returned.
+    let reply = client.get(&url(gw.addr("public"), "/")).await;
+    let id = reply.header("x-request-id").unwrap().to_owned();
+    assert_eq!(id.len(), 32);
+    assert_eq!(reply.json()["headers"]["x-request-id"], id.as_str());
+    gw.shutdown().await;
+}
+
+#[tokio::test]
+async fn forwarded_header_when_configured() {
+    let up = TestServer::echo().await;
+    let yaml = one_upstream(up.addr).replace(
+        "address: 127.0.0.1:0\n",
+        "address: 127.0.0.1:0\n    forwarded: { forwarded: true, x_forwarded: false }\n",
+    );
+    let gw = gateway(&yaml).await;
+    let reply = Client::http1().get(&url(gw.addr("public"), "/")).await;
+    let h = &reply.json()["headers"];
+    let fwd = h["forwarded"].as_str().unwrap();
+    assert!(fwd.starts_with("for=127.0.0.1;proto=http;host="), "{fwd}");
+    assert!(h.get("x-forwarded-for").is_none());
+    gw.shutdown().await;
+}
+
+/// An upstream that streams the request body straight back.
+async fn mirror() -> TestServer {
+    TestServer::start(|req: Request<hyper::body::Incoming>| async move {
+        let body: TestBody = req.into_body().map_err(|e| e.into()).boxed();
+        Response::new(body)
+    })
+    .await
+}
+
+#[tokio::test]
+async fn large_bodies_stream_both_ways() {
+    let up = mirror().await;
+    let gw = gateway(&one_upstream(up.addr)).await;
+    // 8 MiB in 64 KiB chunks, sent as a stream (chunked), mirrored back.
+    let chunk = Bytes::from(vec![b'x'; 64 * 1024]);
+    let chunks: Vec<Result<Frame<Bytes>, Box<dyn std::error::Error + Send + Sync>>> =
+        (0..128).map(|_| Ok(Frame::data(chunk.clone()))).collect();
+    let body: TestBody = StreamBody::new(stream::iter(chunks)).boxed();
+    let req = Request::post(url(gw.addr("public"), "/upload")).body(body).unwrap();
+    let reply = Client::http1().send(req).await;
+    assert_eq!(reply.status, 200);
+    assert_eq!(reply.body.len(), 8 * 1024 * 1024);
+    assert!(reply.body.iter().all(|&b| b == b'x'));
+    gw.shutdown().await;
+}
+
+#[tokio::test]
+async fn response_streams_before_upstream_finishes() {
+    // The upstream sends one chunk, then waits for a signal that only comes after the
+    // client has seen the first chunk: a buffering proxy would deadlock here.
+    let (tx, rx) = tokio::sync::watch::channel(false);
+    let up = TestServer::start(move |_req| {
+        let rx = rx.clone();
+        async move {
+            let s = futures_util::stream::unfold(0u8, move |state| {
+                let mut rx = rx.clone();
+                async move {
+                    match state {
+                        0 => Some((Ok(Frame::data(Bytes::from_static(b"first;"))), 1)),
+                        1 => {
+                            let _ = rx.wait_for(|v| *v).await;
+                            Some((Ok(Frame::data(Bytes::from_static(b"second"))), 2))
+                        }
+                        _ => None,
+                    }
+                }
+            });
+            let body: TestBody = StreamBody::new(s).boxed();
+            Response::new(body)
+        }
+    })
+    .await;
+    let gw = gateway(&one_upstream(up.addr)).await;
+    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .build_http::<TestBody>();
+    let resp =
+        client.request(Request::get(url(gw.addr("public"), "/s")).body(full("")).unwrap()).await.unwrap();
+    let mut body = resp.into_body();
+    let first =
+        tokio::time::timeout(Duration::from_secs(5), body.frame()).await.expect("first chunk arrives");
+    assert_eq!(first.unwrap().unwrap().into_data().unwrap(), "first;");
+    tx.send(true).unwrap();
+    let rest = body.collect().await.unwrap().to_bytes();
+    assert_eq!(rest, "second");
+    gw.shutdown().await;
+}
+
+#[tokio::test]
+async fn expect_continue_is_handled() {
+    let up = TestServer::echo().await;
+    let gw = gateway(&one_upstream(up.addr)).await;
+    let mut s = tokio::net::TcpStream::connect(gw.addr("public")).await.unwrap();
+    s.write_all(b"POST /x HTTP/1.1\r\nhost: t\r\ncontent-length: 5\r\nexpect: 100-continue\r\n\r\n")
+        .await
+        .unwrap();
+    let mut buf = vec![0u8; 1024];
+    let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf)).await.unwrap().unwrap();
+    assert!(
+        String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 100 Continue"),
+        "{}",
+        String::from_utf8_lossy(&buf[..n])
+    );
+    s.write_all(b"hello").await.unwrap();
+    let mut out = Vec::new();
+    loop {
+        let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf)).await.unwrap().unwrap();
+        out.extend_from_slice(&buf[..n]);
+        let text = String::from_utf8_lossy(&out);
+        if n == 0 || text.contains("\"body_bytes\":5") {
+            break;
+        }
+    }
+    let text = String::from_utf8_lossy(&out);
+    assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+    assert!(!text.contains("\"expect\""), "expect is not forwarded: {text}");
+    gw.shutdown().await;
+}
+
+#[tokio::test]
+async fn websocket_upgrade_passes_through() {
+    // The upstream switches protocols and then echoes bytes back in upper case.
+    let up = TestServer::start(|mut req: Request<hyper::body::Incoming>| async move {
+        let upgrade = hyper::upgrade::on(&mut req);
+        tokio::spawn(async move {
+            let upgraded = upgrade.await.unwrap();
+            let mut io = hyper_util::rt::TokioIo::new(upgraded);
+            let mut buf = [0u8; 64];
+            loop {
+                let n = io.read(&mut buf).await.unwrap_or(0);
+                if n == 0 {
+                    break;
+                }
+                let up: Vec<u8> = buf[..n].to_ascii_uppercase();
+                if io.write_all(&up).await.is_err() {
+                    break;
+                }
+            }
+        });
+        Response::builder()
+            .status(101)
+            .header("connection", "upgrade")
+            .header("upgrade", "websocket")
+            .body(full(""))
+            .unwrap()
+    })
+    .await;
+    let gw = gateway(&one_upstream(up.addr)).await;
+    let mut s = tokio::net::TcpStream::connect(gw.addr("public")).await.unwrap();
+    s.write_all(b"GET /ws HTTP/1.1\r\nhost: t\r\nconnection: upgrade\r\nupgrade: websocket\r\n\r\n")
+        .await
+        .unwrap();
+    let mut head = Vec::new();
+    let mut buf = [0u8; 1024];
+    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+        let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf)).await.unwrap().unwrap();
+        assert!(n > 0, "connection closed before the 101");
+        head.extend_from_slice(&buf[..n]);
+    }
+    let head = String::from_utf8_lossy(&head).to_lowercase();
+    assert!(head.starts_with("http/1.1 101"), "{head}");
+    assert!(head.contains("upgrade: websocket"), "{head}");
+    s.write_all(b"ping").await.unwrap();
+    let mut got = [0u8; 4];
+    tokio::time::timeout(Duration::from_secs(5), s.read_exact(&mut got)).await.unwrap().unwrap();
+    assert_eq!(&got, b"PING");
+    gw.shutdown().await;
+}

@@ -1,0 +1,49 @@
+//! The embedded quick-start config serves with no other process running.
+
+use sluice::config::{QUICKSTART_YAML, parse_str};
+
+use crate::harness::{Client, url};
+
+#[tokio::test]
+async fn quickstart_config_serves_alone() {
+    // The quick start listens on 8080 and proxies to itself; run it on a free port.
+    let port = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap().local_addr().unwrap().port();
+    let yaml = QUICKSTART_YAML.replace("127.0.0.1:8080", &format!("127.0.0.1:{port}"));
+    let loaded = parse_str("quickstart", &yaml, ".".into()).expect("quick-start config is valid");
+    let gw = sluice::Gateway::builder().config(loaded).start().await.unwrap();
+    let addr = gw.addr("public");
+    let client = Client::http1();
+
+    let welcome = client.get(&url(addr, "/")).await;
+    assert_eq!(welcome.status, 200);
+    assert!(welcome.text().contains("Sluice is running"));
+
+    let echo = client.get(&url(addr, "/echo/hello?x=1")).await;
+    assert_eq!(echo.status, 200);
+    let doc = echo.json();
+    assert_eq!(doc["route"], "echo");
+    assert_eq!(doc["method"], "GET");
+    assert_eq!(doc["path"], "/echo/hello");
+    assert_eq!(doc["query"], "x=1");
+    assert!(doc["headers"]["host"].is_string());
+    assert!(echo.header("x-request-id").is_some());
+
+    let teapot = client.get(&url(addr, "/status/418")).await;
+    assert_eq!(teapot.status, 418);
+
+    let health = client.get(&url(addr, "/healthz")).await;
+    assert_eq!((health.status.as_u16(), health.text().as_str()), (200, "ok\n"));
+
+    // Through the upstream pool back into the gateway itself.
+    let proxied = client.get(&url(addr, "/upstream/hi")).await;
+    assert_eq!(proxied.status, 200);
+    let doc = proxied.json();
+    assert_eq!(doc["route"], "upstream-echo");
+    assert_eq!(doc["headers"]["x-forwarded-for"], "127.0.0.1");
+    assert_eq!(doc["headers"]["x-forwarded-proto"], "http");
+
+    let missing = client.get(&url(addr, "/nope")).await;
+    assert_eq!(missing.status, 404);
+    assert_eq!(missing.json()["error"]["code"], "no_route");
+    gw.shutdown().await;
+}

@@ -1,0 +1,178 @@
+//! Load balancing, passive health, retries and timeouts, end to end.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use http::{Response, StatusCode};
+use http_body_util::BodyExt;
+
+use crate::harness::{Client, TestServer, config, dead_addr, full, gateway, url};
+
+fn pool(targets: &str, extra: &str) -> String {
+    config(&format!(
+        "upstreams:\n  app:\n    targets:\n{targets}{extra}routes:\n  - name: app\n    match: {{ path_prefix: / }}\n    target: {{ upstream: app }}\n"
+    ))
+}
+
+#[tokio::test]
+async fn weighted_round_robin_splits_traffic() {
+    let a = TestServer::named("a").await;
+    let b = TestServer::named("b").await;
+    let c = TestServer::named("c").await;
+    let targets = format!(
+        "      - {{ address: \"{}\", weight: 2 }}\n      - {{ address: \"{}\" }}\n      - {{ address: \"{}\" }}\n",
+        a.addr, b.addr, c.addr
+    );
+    let gw = gateway(&pool(&targets, "")).await;
+    let client = Client::http1();
+    let mut seen: HashMap<String, usize> = HashMap::new();
+    for _ in 0..40 {
+        *seen.entry(client.get(&url(gw.addr("public"), "/")).await.text()).or_default() += 1;
+    }
+    assert_eq!((seen["a"], seen["b"], seen["c"]), (20, 10, 10), "{seen:?}");
+    gw.shutdown().await;
+}
+
+#[tokio::test]
+async fn least_outstanding_avoids_the_busy_target() {
+    let slow = TestServer::start(|_req| async {
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        Response::new(full("slow"))
+    })
+    .await;
+    let fast = TestServer::named("fast").await;
+    let targets =
+        format!("      - {{ address: \"{}\" }}\n      - {{ address: \"{}\" }}\n", slow.addr, fast.addr);
+    let gw = gateway(&pool(&targets, "    balance: least_outstanding\n")).await;
+    let addr = gw.addr("public");
+    // Occupy one target with a long request, then send more: they avoid the busy one.
+    let first = tokio::spawn(async move { Client::http1().get(&url(addr, "/")).await.text() });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let client = Client::http1();
+    let mut texts = Vec::new();
+    for _ in 0..5 {
+        texts.push(client.get(&url(addr, "/")).await.text());
+    }
+    let first = first.await.unwrap();
+    let busy = if first == "slow" { "slow" } else { "fast" };
+    if busy == "slow" {
+        assert!(texts.iter().all(|t| t == "fast"), "{texts:?}");
+    }
+    gw.shutdown().await;
+}
+
+#[tokio::test]
+async fn dead_target_is_retried_ejected_and_readmitted() {
+    let alive = TestServer::named("alive").await;
+    // A target that fails (503) until told to recover.
+    let healthy = Arc::new(AtomicBool::new(false));
+    let flag = Arc::clone(&healthy);
+    let flaky = TestServer::start(move |_req| {
+        let ok = flag.load(Ordering::SeqCst);
+        async move {
+            let mut r = Response::new(full(if ok { "flaky" } else { "down" }));
+            if !ok {
+                *r.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
+            }
+            r
+        }
+    })
+    .await;
+    let targets =
+        format!("      - {{ address: \"{}\" }}\n      - {{ address: \"{}\" }}\n", flaky.addr, alive.addr);
+    let extra = "    retries: { attempts: 1, on_status: [503] }\n    health:\n      passive: { failures: 2, eject_for: 300ms }\n    circuit_breaker: { enabled: false }\n";
+    let gw = gateway(&pool(&targets, extra)).await;
+    let client = Client::http1();
+    for _ in 0..6 {
+        let reply = client.get(&url(gw.addr("public"), "/")).await;
+        assert_eq!((reply.status.as_u16(), reply.text().as_str()), (200, "alive"));
+    }
+    // After two failures the flaky target is ejected: it gets no more traffic.
+    let hits = flaky.request_count();
+    assert!(hits <= 3, "flaky got {hits} requests");
+    for _ in 0..6 {
+        assert_eq!(client.get(&url(gw.addr("public"), "/")).await.text(), "alive");
+    }
+    assert_eq!(flaky.request_count(), hits, "an ejected target got traffic");
+    // It recovers; after eject_for it is readmitted and serves again.
+    healthy.store(true, Ordering::SeqCst);
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let mut texts = Vec::new();
+    for _ in 0..6 {
+        texts.push(client.get(&url(gw.addr("public"), "/")).await.text());
+    }
+    assert!(texts.iter().any(|t| t == "flaky"), "readmitted target got no traffic: {texts:?}");
+    gw.shutdown().await;
+}
+
+#[tokio::test]
+async fn connect_failures_are_retried_even_for_post() {
+    let dead = dead_addr().await;
+    let alive = TestServer::named("alive").await;
+    let targets = format!("      - {{ address: \"{dead}\" }}\n      - {{ address: \"{}\" }}\n", alive.addr);
+    let gw = gateway(&pool(&targets, "    retries: { attempts: 1 }\n")).await;
+    let client = Client::http1();
+    for _ in 0..4 {
+        let reply = client.post(&url(gw.addr("public"), "/"), "payload").await;
+        assert_eq!((reply.status.as_u16(), reply.text().as_str()), (200, "alive"));
+    }
+    gw.shutdown().await;
+}
+
+#[tokio::test]
+async fn post_is_not_retried_after_it_was_sent() {
+    // Reads the request, then drops the connection without answering.
+    let rude = TestServer::start(|req: http::Request<hyper::body::Incoming>| async move {
+        let _ = req.into_body().collect().await;
+        panic!("drop the connection");
+    })
+    .await;
+    let rude2 = TestServer::start(|req: http::Request<hyper::body::Incoming>| async move {
+        let _ = req.into_body().collect().await;
+        panic!("drop the connection");
+    })
+    .await;
+    let targets =
+        format!("      - {{ address: \"{}\" }}\n      - {{ address: \"{}\" }}\n", rude.addr, rude2.addr);
+    let gw =
+        gateway(&pool(&targets, "    retries: { attempts: 1 }\n    circuit_breaker: { enabled: false }\n"))
+            .await;
+    let reply = Client::http1().post(&url(gw.addr("public"), "/"), "charge my card").await;
+    assert_eq!(reply.status, 502);
+    assert_eq!(reply.json()["error"]["code"], "upstream_failed");
+    assert_eq!(rude.request_count() + rude2.request_count(), 1, "a POST that was sent must not be retried");
+    // A GET is idempotent: it is retried on the other target.
+    let reply = Client::http1().get(&url(gw.addr("public"), "/")).await;
+    assert_eq!(reply.status, 502);
+    assert_eq!(rude.request_count() + rude2.request_count(), 3);
+    gw.shutdown().await;
+}
+
+#[tokio::test]
+async fn slow_upstream_times_out_with_504() {
+    let slow = TestServer::start(|_req| async {
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        Response::new(full("too late"))
+    })
+    .await;
+    let targets = format!("      - {{ address: \"{}\" }}\n", slow.addr);
+    let gw =
+        gateway(&pool(&targets, "    timeouts: { request: 200ms }\n    retries: { attempts: 0 }\n")).await;
+    let reply = Client::http1().get(&url(gw.addr("public"), "/")).await;
+    assert_eq!(reply.status, 504);
+    assert_eq!(reply.json()["error"]["code"], "upstream_timeout");
+    assert!(!reply.text().contains("127.0.0.1"), "errors do not leak upstream addresses");
+    gw.shutdown().await;
+}
+
+#[tokio::test]
+async fn all_targets_down_gives_502_or_503() {
+    let targets = format!("      - {{ address: \"{}\" }}\n", dead_addr().await);
+    let gw = gateway(&pool(&targets, "")).await;
+    let reply = Client::http1().get(&url(gw.addr("public"), "/")).await;
+    assert!(matches!(reply.status.as_u16(), 502 | 503), "{}", reply.status);
+    assert!(reply.header("x-request-id").is_some());
+    gw.shutdown().await;
+}

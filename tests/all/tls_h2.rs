@@ -1,0 +1,149 @@
+//! HTTP/2 downstream (h2c and ALPN) and upstream, TLS termination with SNI.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use http::Request;
+use http_body_util::BodyExt;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use rustls_pki_types::ServerName;
+
+use crate::harness::{Client, TestServer, config, full, gateway, url};
+
+#[tokio::test]
+async fn h2c_downstream_and_http2_upstream() {
+    let up = TestServer::echo().await;
+    let yaml = config(&format!(
+        "upstreams:\n  app:\n    protocol: http2\n    targets: [{{ address: \"{}\" }}]\nroutes:\n  - name: app\n    match: {{ path_prefix: / }}\n    target: {{ upstream: app }}\n",
+        up.addr
+    ));
+    let gw = gateway(&yaml).await;
+    let reply = Client::h2c().post(&url(gw.addr("public"), "/h2?x=1"), "hello over h2").await;
+    assert_eq!(reply.status, 200);
+    assert_eq!(reply.version, http::Version::HTTP_2, "client side spoke HTTP/2");
+    let seen = reply.json();
+    assert_eq!(seen["version"], "HTTP/2.0", "upstream side spoke HTTP/2");
+    assert_eq!(seen["body_bytes"], 13);
+    assert!(seen["uri"].as_str().unwrap().ends_with("/h2?x=1"));
+    // HTTP/1.1 clients are served by the same listener.
+    let reply = Client::http1().get(&url(gw.addr("public"), "/h1")).await;
+    assert_eq!(reply.version, http::Version::HTTP_11);
+    assert_eq!(reply.json()["version"], "HTTP/2.0");
+    gw.shutdown().await;
+}
+
+struct TestCert {
+    cert_pem: String,
+    cert_path: PathBuf,
+    key_path: PathBuf,
+}
+
+fn make_cert(dir: &std::path::Path, name: &str, hosts: &[&str]) -> TestCert {
+    let ck =
+        rcgen::generate_simple_self_signed(hosts.iter().map(|h| h.to_string()).collect::<Vec<_>>()).unwrap();
+    let cert_pem = ck.cert.pem();
+    let cert_path = dir.join(format!("{name}.crt"));
+    let key_path = dir.join(format!("{name}.key"));
+    std::fs::write(&cert_path, &cert_pem).unwrap();
+    std::fs::write(&key_path, ck.signing_key.serialize_pem()).unwrap();
+    TestCert { cert_pem, cert_path, key_path }
+}
+
+fn temp_dir(tag: &str) -> PathBuf {
+    let dir =
+        std::env::temp_dir().join(format!("sluice-test-{tag}-{}-{}", std::process::id(), fastrand_u64()));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+fn fastrand_u64() -> u64 {
+    use std::hash::{BuildHasher, RandomState};
+    RandomState::new().hash_one(std::time::SystemTime::now())
+}
+
+/// Connects with TLS, SNI `sni`, trusting only `roots`; returns the negotiated ALPN
+/// protocol and the peer's leaf certificate.
+async fn tls_connect(
+    addr: std::net::SocketAddr,
+    sni: &'static str,
+    roots: &[&TestCert],
+    alpn: &[&[u8]],
+) -> tokio_rustls::client::TlsStream<tokio::net::TcpStream> {
+    let mut store = rustls::RootCertStore::empty();
+    for c in roots {
+        let der = rustls_pki_types::CertificateDer::from_pem_slice(c.cert_pem.as_bytes()).unwrap();
+        store.add(der).unwrap();
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut cfg = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(store)
+        .with_no_client_auth();
+    cfg.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(cfg));
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    connector
+        .connect(ServerName::try_from(sni).unwrap(), tcp)
+        .await
+        .expect("tls handshake with a verified certificate")
+}
+
+use rustls_pki_types::pem::PemObject;
+
+#[tokio::test]
+async fn tls_termination_picks_certificate_by_sni() {
+    let dir = temp_dir("tls");
+    let a = make_cert(&dir, "a", &["a.test"]);
+    let b = make_cert(&dir, "b", &["*.b.test"]);
+    let yaml = format!(
+        r#"version: 1
+listeners:
+  - name: tls
+    address: 127.0.0.1:0
+    tls:
+      certificates:
+        - {{ hosts: [a.test], cert: "{}", key: "{}" }}
+        - {{ hosts: ["*.b.test"], cert: "{}", key: "{}" }}
+routes:
+  - name: echo
+    match: {{ path_prefix: / }}
+    target: {{ echo: {{}} }}
+"#,
+        a.cert_path.display(),
+        a.key_path.display(),
+        b.cert_path.display(),
+        b.key_path.display()
+    );
+    let gw = gateway(&yaml).await;
+    let addr = gw.addr("tls");
+
+    // SNI a.test, trusting only a's certificate: verification passes only if the
+    // gateway presented a's certificate. HTTP/1.1 over TLS.
+    let stream = tls_connect(addr, "a.test", &[&a], &[b"http/1.1"]).await;
+    let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.unwrap();
+    tokio::spawn(conn);
+    let resp = send
+        .send_request(Request::get("/one").header("host", "a.test").body(full("")).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let body: serde_json::Value =
+        serde_json::from_slice(&resp.into_body().collect().await.unwrap().to_bytes()).unwrap();
+    assert_eq!(body["path"], "/one");
+
+    // SNI x.b.test matches the wildcard certificate; ALPN h2 gives HTTP/2.
+    let stream = tls_connect(addr, "x.b.test", &[&b], &[b"h2", b"http/1.1"]).await;
+    assert_eq!(stream.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
+    let (mut send, conn) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream)).await.unwrap();
+    tokio::spawn(conn);
+    let resp = send.send_request(Request::get("https://x.b.test/two").body(full("")).unwrap()).await.unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.version(), http::Version::HTTP_2);
+
+    // Unknown SNI gets the first (default) certificate.
+    let _ = tls_connect(addr, "a.test", &[&a], &[]).await;
+    gw.shutdown().await;
+    let _ = std::fs::remove_dir_all(dir);
+}
