@@ -11,9 +11,10 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::Bytes;
+use futures_util::future::BoxFuture;
 use http::header::{CONTENT_LENGTH, HeaderName, HeaderValue, TRANSFER_ENCODING};
 use http::{Request, Response, StatusCode};
-use http_body_util::{BodyExt, Limited};
+use http_body_util::BodyExt;
 use tracing::Instrument;
 use wasmtime::component::Resource;
 
@@ -38,6 +39,36 @@ pub struct PluginCtx {
 /// extensions for the proxy.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UpstreamOverride(pub String);
+
+/// The request body after the request phase, for the proxy to forward: a [`Body`]
+/// with a concrete error type (generic code over a boxed `dyn Error` error type trips
+/// the compiler's higher-ranked `Send` inference in hyper's service).
+pub struct PluginBody(pub Body);
+
+/// An error of a [`PluginBody`].
+#[derive(Debug, thiserror::Error)]
+#[error(transparent)]
+pub struct PluginBodyError(pub crate::body::BoxError);
+
+impl http_body::Body for PluginBody {
+    type Data = Bytes;
+    type Error = PluginBodyError;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, PluginBodyError>>> {
+        std::pin::Pin::new(&mut self.0).poll_frame(cx).map_err(PluginBodyError)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.0.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.0.size_hint()
+    }
+}
 
 /// One plugin of a chain.
 #[derive(Debug)]
@@ -99,7 +130,18 @@ impl Chain {
     }
 
     /// Runs the request phase. `Some(response)`: a plugin answered; skip the upstream.
-    pub async fn on_request(
+    ///
+    /// (A boxed future rather than an `async fn`: the concrete future type trips the
+    /// compiler's higher-ranked `Send` inference inside hyper's service.)
+    pub fn on_request<'a>(
+        &'a self,
+        req: &'a mut Request<Body>,
+        ctx: &'a PluginCtx,
+    ) -> BoxFuture<'a, Result<Option<Response<Body>>, PluginError>> {
+        Box::pin(self.request_phase(req, ctx))
+    }
+
+    async fn request_phase(
         &self,
         req: &mut Request<Body>,
         ctx: &PluginCtx,
@@ -136,10 +178,7 @@ impl Chain {
         for &i in &self.request {
             let entry = &self.entries[i];
             let span = tracing::debug_span!("plugin", plugin = %entry.pool.plugin(), route = %self.route, phase = "on-request", request_id = ctx.request_id.as_deref());
-            let step = self
-                .call(entry, Phase::Request, |inst| request_call(inst, slot, entry))
-                .instrument(span)
-                .await;
+            let step = self.request_step(entry, slot).instrument(span).await;
             match step {
                 Ok(Step::Continue) => {}
                 Ok(Step::Respond(resp)) => return Ok(Some(resp)),
@@ -151,7 +190,15 @@ impl Chain {
     }
 
     /// Runs the response phase (last plugin first).
-    pub async fn on_response(&self, resp: &mut Response<Body>, ctx: &PluginCtx) -> Result<(), PluginError> {
+    pub fn on_response<'a>(
+        &'a self,
+        resp: &'a mut Response<Body>,
+        ctx: &'a PluginCtx,
+    ) -> BoxFuture<'a, Result<(), PluginError>> {
+        Box::pin(self.response_phase(resp, ctx))
+    }
+
+    async fn response_phase(&self, resp: &mut Response<Body>, ctx: &PluginCtx) -> Result<(), PluginError> {
         if !self.response.is_empty() {
             self.run_response_phase(resp, ctx).await?;
         }
@@ -186,10 +233,7 @@ impl Chain {
         for &i in &self.response {
             let entry = &self.entries[i];
             let span = tracing::debug_span!("plugin", plugin = %entry.pool.plugin(), route = %self.route, phase = "on-response", request_id = ctx.request_id.as_deref());
-            let step = self
-                .call(entry, Phase::Response, |inst| response_call(inst, &mut slot, entry))
-                .instrument(span)
-                .await;
+            let step = self.response_step(entry, &mut slot).instrument(span).await;
             match step {
                 Ok(Step::Continue) => {}
                 Ok(Step::Respond(r)) => {
@@ -207,36 +251,46 @@ impl Chain {
         Ok(())
     }
 
-    /// Checks out an instance, runs `f` on it under the entry's limits, records
-    /// metrics, and returns the instance to the pool unless it faulted.
-    async fn call<F, Fut>(&self, entry: &ChainEntry, phase: Phase, f: F) -> Result<Step, PluginError>
-    where
-        F: FnOnce(Instance) -> Fut,
-        Fut: Future<Output = (Instance, Result<Step, CallFault>)>,
-    {
+    async fn request_step(&self, entry: &ChainEntry, slot: &mut RequestSlot) -> Result<Step, PluginError> {
         let pool = &entry.pool;
-        let inst = pool.checkout(&self.route).await.map_err(|k| self.error(entry, phase, k))?;
+        let inst = pool.checkout(&self.route).await.map_err(|k| self.error(entry, Phase::Request, k))?;
         let started = Instant::now();
-        let (inst, result) = f(inst).await;
-        let stats = &pool.env().stats;
-        stats.record_call(phase, started.elapsed());
+        let (inst, result) = request_call(inst, slot, entry).await;
+        self.finish(entry, Phase::Request, started, inst, result)
+    }
+
+    async fn response_step(&self, entry: &ChainEntry, slot: &mut ResponseSlot) -> Result<Step, PluginError> {
+        let pool = &entry.pool;
+        let inst = pool.checkout(&self.route).await.map_err(|k| self.error(entry, Phase::Response, k))?;
+        let started = Instant::now();
+        let (inst, result) = response_call(inst, slot, entry).await;
+        self.finish(entry, Phase::Response, started, inst, result)
+    }
+
+    /// Records the call, and returns the instance to the pool unless it faulted.
+    fn finish(
+        &self,
+        entry: &ChainEntry,
+        phase: Phase,
+        started: Instant,
+        inst: Instance,
+        result: Result<Step, CallFault>,
+    ) -> Result<Step, PluginError> {
+        let pool = &entry.pool;
+        pool.env().stats.record_call(phase, started.elapsed());
         match result {
             Ok(step) => {
                 pool.checkin(inst);
                 Ok(step)
             }
-            Err(fault) => {
-                let kind = match fault {
-                    CallFault::Wasm(e) => {
-                        PluginErrorKind::from_call(e, inst.store.data(), pool.limits.deadline)
-                    }
-                    CallFault::BadReturn(m) => {
-                        // The instance is healthy; only its answer was wrong.
-                        pool.checkin(inst);
-                        PluginErrorKind::BadReturn(m)
-                    }
-                };
+            Err(CallFault::Wasm(e)) => {
+                let kind = PluginErrorKind::from_call(e, inst.store.data(), pool.limits.deadline);
                 Err(self.error(entry, phase, kind))
+            }
+            Err(CallFault::BadReturn(m)) => {
+                // The instance is healthy; only its answer was wrong.
+                pool.checkin(inst);
+                Err(self.error(entry, phase, PluginErrorKind::BadReturn(m)))
             }
         }
     }
@@ -313,12 +367,18 @@ fn build_response(spec: ResponseSpec) -> Result<Response<Body>, String> {
     Ok(resp)
 }
 
-async fn buffer(b: Body, limit: u64) -> Result<Bytes, PluginErrorKind> {
-    match Limited::new(b, limit as usize).collect().await {
-        Ok(c) => Ok(c.to_bytes()),
-        Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(PluginErrorKind::BodyTooLarge(limit)),
-        Err(e) => Err(PluginErrorKind::Body(e.to_string())),
+async fn buffer(mut b: Body, limit: u64) -> Result<Bytes, PluginErrorKind> {
+    let mut buf = bytes::BytesMut::new();
+    while let Some(frame) = b.frame().await {
+        let frame = frame.map_err(|e| PluginErrorKind::Body(e.to_string()))?;
+        if let Ok(data) = frame.into_data() {
+            if (buf.len() + data.len()) as u64 > limit {
+                return Err(PluginErrorKind::BodyTooLarge(limit));
+            }
+            buf.extend_from_slice(&data);
+        }
     }
+    Ok(buf.freeze())
 }
 
 fn restore_request(req: &mut Request<Body>, slot: RequestSlot) {
@@ -420,4 +480,11 @@ async fn transform(
         }
     }
     Ok(data)
+}
+
+#[allow(dead_code)]
+fn _assert_send(c: &Chain, r: &mut Request<Body>, resp: &mut Response<Body>, ctx: &PluginCtx) {
+    fn is_send<T: Send>(_: T) {}
+    is_send(c.on_request(r, ctx));
+    is_send(c.on_response(resp, ctx));
 }

@@ -31,7 +31,7 @@ pub mod registry;
 pub mod state;
 pub mod stats;
 
-pub use chain::{Chain, ChainEntry, PluginCtx, UpstreamOverride};
+pub use chain::{Chain, ChainEntry, PluginBody, PluginBodyError, PluginCtx, UpstreamOverride};
 pub use engine::engine;
 pub use error::{Phase, PluginError, PluginErrorKind};
 pub use load::build_chains;
