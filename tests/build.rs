@@ -17,7 +17,9 @@ fn main() -> Result<()> {
     // OUT_DIR is <target>/<profile>/build/<pkg>-<hash>/out.
     let target_dir = out.ancestors().nth(4).unwrap_or(&out).join("wasm-plugins");
 
-    for watched in ["tests/plugins", "plugin-sdk/src", "plugin-sdk/Cargo.toml", "wit", "examples/plugins/guard/src"] {
+    for watched in
+        ["tests/plugins", "plugin-sdk/src", "plugin-sdk/Cargo.toml", "wit", "examples/plugins/guard/src"]
+    {
         println!("cargo:rerun-if-changed={}", root.join(watched).display());
     }
 

@@ -3,6 +3,7 @@
 
 mod config_ui;
 mod harness;
+mod plugins;
 mod lifecycle;
 mod limits;
 mod proxying;

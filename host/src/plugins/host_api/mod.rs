@@ -18,6 +18,7 @@ pub mod types;
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, OnceLock};
 
+use wasmtime::component::types::ComponentItem;
 use wasmtime::component::{Component, HasSelf, Linker};
 
 use super::bindings::Plugin;
@@ -97,7 +98,12 @@ const HARMLESS_WASI: &[&str] = &["wasi:cli/", "wasi:io/", "wasi:clocks/", "wasi:
 pub fn check_imports(component: &Component, grants: &Grants) -> Vec<String> {
     let ty = component.component_type();
     let mut refused = Vec::new();
-    for (name, _) in ty.imports(engine()) {
+    for (name, item) in ty.imports(engine()) {
+        // Type imports (the world's `use` of `request` and `response`) carry no
+        // capability; instances and functions do.
+        if matches!(item.ty, ComponentItem::Type(_) | ComponentItem::Resource(_)) {
+            continue;
+        }
         let iface = name.split('@').next().unwrap_or(name);
         let granted = match iface {
             "sluice:plugin/types" => true,
