@@ -3,9 +3,9 @@
 
 mod config_ui;
 mod harness;
-mod plugins;
 mod lifecycle;
 mod limits;
+mod plugins;
 mod proxying;
 mod quickstart;
 mod resilience;

@@ -118,7 +118,8 @@ async fn phases_run_in_order_across_three_plugins_with_the_global_chain_first() 
     let reply = Client::http1().get(&url(gw.addr("public"), "/")).await;
     assert_eq!(reply.status, 200);
     assert_eq!(reply.header("x-upstream-saw"), Some("a,b,c"), "request phase: first to last");
-    let resp_order: Vec<&str> = reply.headers.get_all("x-order").iter().map(|v| v.to_str().unwrap()).collect();
+    let resp_order: Vec<&str> =
+        reply.headers.get_all("x-order").iter().map(|v| v.to_str().unwrap()).collect();
     assert_eq!(resp_order, ["c", "b", "a"], "response phase: last to first");
 }
 
@@ -176,14 +177,20 @@ async fn memory_hogs_panics_and_garbage_fail_only_their_own_requests() {
         ("header-adder", wasm::HEADER_ADDER),
     ]);
     let route = |name: &str, plugin: &str, extra: &str| {
-        format!("  - name: {name}\n    match: {{ path_prefix: /{name} }}\n    target: {{ echo: {{}} }}\n    plugins:\n      - name: {plugin}\n{extra}")
+        format!(
+            "  - name: {name}\n    match: {{ path_prefix: /{name} }}\n    target: {{ echo: {{}} }}\n    plugins:\n      - name: {plugin}\n{extra}"
+        )
     };
     let routes = [
         route("hog", "memory-hog", "        limits: { memory: 4MiB }\n"),
         route("panic", "panicker", ""),
         route("badstatus", "garbage", "        config: { mode: status }\n"),
         route("badheader", "garbage", "        config: { mode: header }\n"),
-        route("ok", "header-adder", "        config: { request_header: x-a, response_header: x-b, value: v }\n"),
+        route(
+            "ok",
+            "header-adder",
+            "        config: { request_header: x-a, response_header: x-b, value: v }\n",
+        ),
     ]
     .concat();
     let gw = p.start(&format!("routes:\n{routes}")).await;

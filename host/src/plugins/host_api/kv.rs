@@ -63,7 +63,7 @@ impl Shard {
     /// The live entry of `key`, dropping it if expired; sweeps now and then.
     fn live(&mut self, key: &str, now: Instant) -> Option<&mut Entry> {
         self.ops = self.ops.wrapping_add(1);
-        if self.ops % KV_SWEEP_EVERY == 0 {
+        if self.ops.is_multiple_of(KV_SWEEP_EVERY) {
             self.map.retain(|_, e| e.live(now));
         }
         if self.map.get(key).is_some_and(|e| !e.live(now)) {
