@@ -20,6 +20,7 @@ pub mod gateway;
 pub mod listener;
 pub mod observability;
 pub mod proxy;
+pub mod reload;
 pub mod router;
 pub mod snapshot;
 pub mod upstream;

@@ -7,6 +7,7 @@ mod lifecycle;
 mod limits;
 mod proxying;
 mod quickstart;
+mod reload;
 mod resilience;
 mod routing;
 mod tls_h2;

@@ -5,6 +5,7 @@
 //! `sluice::access` target with structured fields.
 
 pub mod access;
+pub mod admin;
 
 use tracing_subscriber::EnvFilter;
 
