@@ -36,6 +36,9 @@ pub enum Command {
         /// Worker threads serving requests. Default: one per CPU core.
         #[arg(long, value_name = "N", env = "SLUICE_WORKERS")]
         workers: Option<usize>,
+        /// Do not watch the config file; reload only on SIGHUP or `POST /-/reload`.
+        #[arg(long)]
+        no_watch: bool,
     },
     /// Validate a config file without serving: prints every problem with its file,
     /// line and column, and exits non-zero if there is any.
@@ -51,8 +54,8 @@ pub enum Command {
 /// Runs the command line; returns the process exit code.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    match cli.command.unwrap_or(Command::Run { config: None, workers: None }) {
-        Command::Run { config, workers } => run(config, workers),
+    match cli.command.unwrap_or(Command::Run { config: None, workers: None, no_watch: false }) {
+        Command::Run { config, workers, no_watch } => run(config, workers, !no_watch),
         Command::Check { file } => check(&file),
         Command::Schema => {
             println!("{:#}", config::json_schema());
@@ -92,7 +95,7 @@ fn check(file: &PathBuf) -> ExitCode {
     }
 }
 
-fn run(config: Option<PathBuf>, workers: Option<usize>) -> ExitCode {
+fn run(config: Option<PathBuf>, workers: Option<usize>, watch: bool) -> ExitCode {
     let loaded = match load(config.as_ref()) {
         Ok(l) => l,
         Err(e) => {
@@ -116,15 +119,37 @@ fn run(config: Option<PathBuf>, workers: Option<usize>) -> ExitCode {
         }
     };
     rt.block_on(async {
-        match crate::Gateway::builder().config(loaded).start().await {
-            Ok(gw) => {
-                gw.run_until_signal().await;
-                ExitCode::SUCCESS
-            }
+        let mut builder = crate::Gateway::builder();
+        if let Some(path) = &config {
+            // Already validated above; `config_file` remembers the path for reloads.
+            builder = match builder.config_file(path) {
+                Ok(b) => b,
+                Err(e) => {
+                    eprintln!("{e}");
+                    return ExitCode::FAILURE;
+                }
+            };
+        } else {
+            builder = builder.config(loaded);
+        }
+        let gw = match builder.start().await {
+            Ok(gw) => gw,
             Err(e) => {
                 eprintln!("{e}");
-                ExitCode::FAILURE
+                return ExitCode::FAILURE;
             }
-        }
+        };
+        let _watch = match (&config, watch) {
+            (Some(path), true) => match crate::reload::watch_config(gw.clone(), path) {
+                Ok(w) => Some(w),
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot watch the config file; reload with SIGHUP or the admin API");
+                    None
+                }
+            },
+            _ => None,
+        };
+        gw.run_until_signal().await;
+        ExitCode::SUCCESS
     })
 }

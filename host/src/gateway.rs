@@ -1,6 +1,11 @@
 //! `Gateway`: builds a snapshot from config, binds the listeners, serves until told to
 //! stop, and swaps in new snapshots on reload.
 //!
+//! The lifecycle: `Gateway::builder().config_file(path)?.start().await?` builds the
+//! first snapshot and binds every listener; [`Gateway::reload`] (called by the file
+//! watcher, SIGHUP and the admin API) builds a complete new snapshot off the hot path
+//! and swaps it in only if every step succeeded; [`Gateway::shutdown`] drains.
+//!
 //! ```no_run
 //! # async fn demo() -> anyhow::Result<()> {
 //! let gw = sluice::Gateway::builder().config_yaml("version: 1\nlisteners: []\nroutes: []")?.start().await?;
@@ -11,20 +16,20 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::path::PathBuf;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::SystemTime;
 
 use arc_swap::ArcSwap;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
-use tokio::task::JoinSet;
-use tracing::info;
+use tokio::task::JoinHandle;
+use tracing::{info, warn};
 
-use crate::config::{self, ConfigError, LoadedConfig};
+use crate::config::{self, ConfigError, LoadedConfig, Name};
 use crate::snapshot::{Snapshot, SnapshotCell};
 
-/// Why a gateway could not start.
+/// Why a gateway could not start, or a reload was refused.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
     /// The config has problems.
@@ -43,73 +48,164 @@ pub enum StartError {
     },
 }
 
+/// Where the config comes from, so a reload can read it again.
+#[derive(Debug, Clone)]
+pub enum ConfigSource {
+    /// A file on disk (re-read on reload).
+    File(PathBuf),
+    /// Config text given directly (tests); a reload re-parses the same text.
+    Inline(String),
+    /// The embedded quick-start config.
+    Quickstart,
+}
+
+impl ConfigSource {
+    /// Reads and parses the config.
+    pub fn load(&self) -> Result<LoadedConfig, ConfigError> {
+        match self {
+            Self::File(p) => config::load_file(p),
+            Self::Inline(text) => config::parse_str("<inline config>", text, PathBuf::from(".")),
+            Self::Quickstart => Ok(config::quickstart()),
+        }
+    }
+
+    /// The config file, when there is one.
+    pub fn path(&self) -> Option<&Path> {
+        match self {
+            Self::File(p) => Some(p),
+            _ => None,
+        }
+    }
+}
+
 /// Builds a [`Gateway`].
 #[derive(Debug, Default)]
 pub struct GatewayBuilder {
     config: Option<LoadedConfig>,
+    source: Option<ConfigSource>,
 }
 
 impl GatewayBuilder {
-    /// Uses an already loaded config.
+    /// Uses an already loaded config (reloads re-read `source` if one is set).
     pub fn config(mut self, config: LoadedConfig) -> Self {
         self.config = Some(config);
         self
     }
 
     /// Parses YAML config text; relative paths resolve against the current directory.
-    pub fn config_yaml(self, yaml: &str) -> Result<Self, ConfigError> {
-        let loaded = config::parse_str("<inline config>", yaml, PathBuf::from("."))?;
-        Ok(self.config(loaded))
+    pub fn config_yaml(mut self, yaml: &str) -> Result<Self, ConfigError> {
+        let source = ConfigSource::Inline(yaml.to_owned());
+        self.config = Some(source.load()?);
+        self.source = Some(source);
+        Ok(self)
     }
 
-    /// Loads a config file.
-    pub fn config_file(self, path: impl AsRef<std::path::Path>) -> Result<Self, ConfigError> {
-        Ok(self.config(config::load_file(path.as_ref())?))
+    /// Loads a config file; reloads read it again.
+    pub fn config_file(mut self, path: impl AsRef<Path>) -> Result<Self, ConfigError> {
+        let source = ConfigSource::File(path.as_ref().to_owned());
+        self.config = Some(source.load()?);
+        self.source = Some(source);
+        Ok(self)
     }
 
     /// Builds the first snapshot, binds every listener and starts serving.
     pub async fn start(self) -> Result<Gateway, StartError> {
-        let loaded = self.config.unwrap_or_else(config::quickstart);
-        let snapshot = Snapshot::build(loaded, 1)?;
-        let cell = Arc::new(ArcSwap::from_pointee(snapshot));
-        let (shutdown_tx, shutdown_rx) = watch::channel(false);
-        let mut tasks = JoinSet::new();
-        let mut addrs = HashMap::new();
-        let specs = cell.load().listeners.clone();
-        let mut bound = Vec::new();
-        for spec in &specs {
-            let tcp = TcpListener::bind(spec.address).await.map_err(|source| StartError::Bind {
-                listener: spec.name.to_string(),
-                address: spec.address,
-                source,
-            })?;
-            let local = tcp.local_addr().map_err(|source| StartError::Bind {
-                listener: spec.name.to_string(),
-                address: spec.address,
-                source,
-            })?;
-            addrs.insert(spec.name.to_string(), local);
-            bound.push((tcp, spec.name.clone(), local, spec.tls.is_some()));
+        let source = self.source.unwrap_or(ConfigSource::Quickstart);
+        let loaded = match self.config {
+            Some(c) => c,
+            None => source.load()?,
+        };
+        let snapshot = build_off_thread(loaded, 1).await?;
+        let (shutdown, _) = watch::channel(false);
+        let inner = Arc::new(Inner {
+            cell: Arc::new(ArcSwap::from_pointee(snapshot)),
+            source,
+            listeners: tokio::sync::Mutex::new(HashMap::new()),
+            addrs: RwLock::new(HashMap::new()),
+            status: Mutex::new(ReloadStatus { generation: 1, ..ReloadStatus::default() }),
+            shutdown,
+            admin: Mutex::new(None),
+        });
+        let gw = Gateway { inner };
+        let snapshot = gw.inner.cell.load_full();
+        {
+            let mut running = gw.inner.listeners.lock().await;
+            let opened = gw.open_listeners(&snapshot, &running).await?;
+            for (name, l) in opened {
+                running.insert(name, l);
+            }
+            gw.publish_addrs(&running);
         }
-        for (tcp, name, local, tls) in bound {
-            info!(listener = %name, address = %local, tls, "listening");
-            tasks.spawn(crate::listener::serve(tcp, name, Arc::clone(&cell), shutdown_rx.clone()));
-        }
-        for up in cell.load().upstreams.values() {
+        for up in snapshot.upstreams.values() {
             up.start_health_checks();
         }
-        Ok(Gateway { cell, addrs, shutdown: shutdown_tx, tasks, generation: AtomicU64::new(1) })
+        if let Some(admin) = &snapshot.config.config.admin {
+            let address = admin.address.map(|a| a.0).unwrap_or_else(|| {
+                config::DEFAULT_ADMIN_ADDRESS.parse().expect("the default admin address parses")
+            });
+            let tcp = TcpListener::bind(address).await.map_err(|source| StartError::Bind {
+                listener: "admin".to_owned(),
+                address,
+                source,
+            })?;
+            let local = tcp.local_addr().unwrap_or(address);
+            info!(address = %local, "admin listener");
+            gw.inner.addrs.write().expect("addrs lock").insert(ADMIN_LISTENER.to_owned(), local);
+            let task = tokio::spawn(crate::observability::admin::serve(
+                tcp,
+                gw.clone(),
+                gw.inner.shutdown.subscribe(),
+            ));
+            *gw.inner.admin.lock().expect("admin lock") = Some(task);
+        }
+        Ok(gw)
     }
 }
 
-/// A running gateway.
-#[derive(Debug)]
+/// The name under which [`Gateway::addr`] reports the admin listener.
+pub const ADMIN_LISTENER: &str = "admin";
+
+/// A running gateway. Cheap to clone; clones control the same gateway.
+#[derive(Debug, Clone)]
 pub struct Gateway {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
     cell: Arc<SnapshotCell>,
-    addrs: HashMap<String, SocketAddr>,
+    source: ConfigSource,
+    /// Running proxy listeners. The lock also serializes reloads.
+    listeners: tokio::sync::Mutex<HashMap<Name, RunningListener>>,
+    addrs: RwLock<HashMap<String, SocketAddr>>,
+    status: Mutex<ReloadStatus>,
     shutdown: watch::Sender<bool>,
-    tasks: JoinSet<()>,
-    generation: AtomicU64,
+    admin: Mutex<Option<JoinHandle<()>>>,
+}
+
+#[derive(Debug)]
+struct RunningListener {
+    configured: SocketAddr,
+    local: SocketAddr,
+    stop: watch::Sender<bool>,
+    task: JoinHandle<()>,
+}
+
+/// What the last reloads did, for logs, metrics and the admin API.
+#[derive(Debug, Clone, Default)]
+pub struct ReloadStatus {
+    /// Generation of the snapshot serving now.
+    pub generation: u64,
+    /// Successful reloads since start.
+    pub reloads_total: u64,
+    /// Failed reloads since start.
+    pub failures_total: u64,
+    /// The last failure's message, cleared by the next success.
+    pub last_error: Option<String>,
+    /// When the last reload was attempted.
+    pub last_attempt: Option<SystemTime>,
+    /// When the last reload succeeded.
+    pub last_success: Option<SystemTime>,
 }
 
 impl Gateway {
@@ -118,65 +214,222 @@ impl Gateway {
         GatewayBuilder::default()
     }
 
-    /// The bound address of listener `name` (useful when the config says port 0).
+    /// The bound address of listener `name` (useful when the config says port 0);
+    /// [`ADMIN_LISTENER`] names the admin listener.
     ///
     /// # Panics
     /// If there is no such listener.
     pub fn addr(&self, listener: &str) -> SocketAddr {
-        *self.addrs.get(listener).unwrap_or_else(|| panic!("no listener named `{listener}`"))
+        self.try_addr(listener).unwrap_or_else(|| panic!("no listener named `{listener}`"))
+    }
+
+    /// The bound address of listener `name`, if it is open.
+    pub fn try_addr(&self, listener: &str) -> Option<SocketAddr> {
+        self.inner.addrs.read().expect("addrs lock").get(listener).copied()
     }
 
     /// Bound addresses of all listeners by name.
-    pub fn addrs(&self) -> &HashMap<String, SocketAddr> {
-        &self.addrs
+    pub fn addrs(&self) -> HashMap<String, SocketAddr> {
+        self.inner.addrs.read().expect("addrs lock").clone()
     }
 
     /// The snapshot currently serving.
     pub fn snapshot(&self) -> Arc<Snapshot> {
-        self.cell.load_full()
+        self.inner.cell.load_full()
     }
 
-    /// Builds a snapshot from `config` and, only if that fully succeeds, swaps it in.
-    /// In-flight requests finish on the snapshot they started with. Returns the new
-    /// generation.
-    pub fn reload(&self, config: LoadedConfig) -> Result<u64, ConfigError> {
-        let generation = self.generation.load(Ordering::Acquire) + 1;
-        let snapshot = Snapshot::build(config, generation)?;
+    /// Where the config comes from.
+    pub fn source(&self) -> &ConfigSource {
+        &self.inner.source
+    }
+
+    /// The reload bookkeeping.
+    pub fn reload_status(&self) -> ReloadStatus {
+        self.inner.status.lock().expect("status lock").clone()
+    }
+
+    /// Reads the config source again and reloads it (file watcher, SIGHUP, admin API).
+    pub async fn reload_from_source(&self) -> Result<u64, StartError> {
+        match self.inner.source.load() {
+            Ok(loaded) => self.reload(loaded).await,
+            Err(e) => {
+                self.record_failure(&e.to_string());
+                Err(e.into())
+            }
+        }
+    }
+
+    /// Builds a snapshot from `config` and, only if that fully succeeds (every problem
+    /// checked, every new listener bound), swaps it in. In-flight requests finish on the
+    /// snapshot they started with; listeners that left the config drain and close.
+    /// Returns the new generation.
+    pub async fn reload(&self, config: LoadedConfig) -> Result<u64, StartError> {
+        let mut running = self.inner.listeners.lock().await;
+        let generation = self.inner.cell.load().generation + 1;
+        let snapshot = match build_off_thread(config, generation).await {
+            Ok(s) => s,
+            Err(e) => {
+                self.record_failure(&e.to_string());
+                return Err(e.into());
+            }
+        };
+        let opened = match self.open_listeners(&snapshot, &running).await {
+            Ok(o) => o,
+            Err(e) => {
+                self.record_failure(&e.to_string());
+                return Err(e);
+            }
+        };
         for up in snapshot.upstreams.values() {
             up.start_health_checks();
         }
-        self.cell.store(Arc::new(snapshot));
-        self.generation.store(generation, Ordering::Release);
+        let snapshot = Arc::new(snapshot);
+        self.inner.cell.store(Arc::clone(&snapshot));
+
+        // Close listeners that left the config or moved to another address.
+        let keep: HashMap<&Name, SocketAddr> =
+            snapshot.listeners.iter().map(|l| (&l.name, l.address)).collect();
+        let gone: Vec<Name> = running
+            .iter()
+            .filter(|(name, l)| {
+                keep.get(name) != Some(&l.configured) || opened.iter().any(|(n, _)| n == *name)
+            })
+            .map(|(name, _)| name.clone())
+            .collect();
+        for name in gone {
+            if let Some(l) = running.remove(&name) {
+                info!(listener = %name, address = %l.local, "closing listener");
+                let _ = l.stop.send(true);
+                drop(l.task);
+            }
+        }
+        for (name, l) in opened {
+            running.insert(name, l);
+        }
+        self.publish_addrs(&running);
+        let mut status = self.inner.status.lock().expect("status lock");
+        status.generation = generation;
+        status.reloads_total += 1;
+        status.last_error = None;
+        status.last_attempt = Some(SystemTime::now());
+        status.last_success = status.last_attempt;
         info!(generation, "config reloaded");
         Ok(generation)
     }
 
-    /// Stops accepting, lets in-flight requests finish within the grace period, then
-    /// closes what is left.
-    pub async fn shutdown(mut self) {
-        let _ = self.shutdown.send(true);
-        while self.tasks.join_next().await.is_some() {}
+    fn record_failure(&self, message: &str) {
+        warn!(error = %message, "reload failed; the previous config keeps serving");
+        let mut status = self.inner.status.lock().expect("status lock");
+        status.failures_total += 1;
+        status.last_error = Some(message.to_owned());
+        status.last_attempt = Some(SystemTime::now());
     }
 
-    /// Serves until SIGINT or SIGTERM, then shuts down gracefully.
-    pub async fn run_until_signal(self) {
-        wait_for_signal().await;
-        info!(grace = ?self.cell.load().grace_period(), "shutting down");
+    /// Binds the listeners of `snapshot` that are not running yet (or moved).
+    async fn open_listeners(
+        &self,
+        snapshot: &Snapshot,
+        running: &HashMap<Name, RunningListener>,
+    ) -> Result<Vec<(Name, RunningListener)>, StartError> {
+        let mut opened = Vec::new();
+        for spec in &snapshot.listeners {
+            if running.get(&spec.name).is_some_and(|l| l.configured == spec.address) {
+                continue;
+            }
+            let bind_err =
+                |source| StartError::Bind { listener: spec.name.to_string(), address: spec.address, source };
+            // On error, listeners opened so far are dropped (their tasks never start).
+            let tcp = TcpListener::bind(spec.address).await.map_err(bind_err)?;
+            let local = tcp.local_addr().map_err(bind_err)?;
+            opened.push((spec.name.clone(), tcp, local, spec.address));
+        }
+        Ok(opened
+            .into_iter()
+            .map(|(name, tcp, local, configured)| {
+                info!(listener = %name, address = %local, "listening");
+                let (stop, stopped) = watch::channel(false);
+                let mut global = self.inner.shutdown.subscribe();
+                let mut own = stop.subscribe();
+                let relay = stop.clone();
+                tokio::spawn(async move {
+                    // Forward a gateway-wide shutdown to this listener; end with it.
+                    tokio::select! {
+                        r = global.wait_for(|v| *v) => if r.is_ok() { let _ = relay.send(true); },
+                        _ = own.wait_for(|v| *v) => {}
+                    }
+                });
+                let task = tokio::spawn(crate::listener::serve(
+                    tcp,
+                    name.clone(),
+                    Arc::clone(&self.inner.cell),
+                    stopped,
+                ));
+                (name, RunningListener { configured, local, stop, task })
+            })
+            .collect())
+    }
+
+    fn publish_addrs(&self, running: &HashMap<Name, RunningListener>) {
+        let mut addrs = self.inner.addrs.write().expect("addrs lock");
+        addrs.retain(|k, _| k == ADMIN_LISTENER);
+        for (name, l) in running {
+            addrs.insert(name.to_string(), l.local);
+        }
+    }
+
+    /// Stops accepting, lets in-flight requests finish within the grace period, then
+    /// closes what is left.
+    pub async fn shutdown(&self) {
+        let _ = self.inner.shutdown.send(true);
+        let tasks: Vec<JoinHandle<()>> = {
+            let mut running = self.inner.listeners.lock().await;
+            running.drain().map(|(_, l)| l.task).collect()
+        };
+        for t in tasks {
+            let _ = t.await;
+        }
+        let admin = self.inner.admin.lock().expect("admin lock").take();
+        if let Some(admin) = admin {
+            let _ = admin.await;
+        }
+        self.inner.addrs.write().expect("addrs lock").clear();
+    }
+
+    /// Serves until SIGINT or SIGTERM (reloading on SIGHUP), then shuts down gracefully.
+    pub async fn run_until_signal(&self) {
+        wait_for_stop_signal(self).await;
+        info!(grace = ?self.inner.cell.load().grace_period(), "shutting down");
         self.shutdown().await;
     }
 }
 
+/// Builds a snapshot on the blocking pool: compiling plugins and loading certificates
+/// must not stall the threads serving requests.
+async fn build_off_thread(config: LoadedConfig, generation: u64) -> Result<Snapshot, ConfigError> {
+    match tokio::task::spawn_blocking(move || Snapshot::build(config, generation)).await {
+        Ok(r) => r,
+        Err(e) => Err(ConfigError::whole_file("<snapshot build>", format!("snapshot build panicked: {e}"))),
+    }
+}
+
 #[cfg(unix)]
-async fn wait_for_signal() {
+async fn wait_for_stop_signal(gw: &Gateway) {
     use tokio::signal::unix::{SignalKind, signal};
     let mut term = signal(SignalKind::terminate()).expect("can install a SIGTERM handler");
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term.recv() => {}
+    let mut hup = signal(SignalKind::hangup()).expect("can install a SIGHUP handler");
+    loop {
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => return,
+            _ = term.recv() => return,
+            _ = hup.recv() => {
+                info!("SIGHUP: reloading the config");
+                let _ = gw.reload_from_source().await;
+            }
+        }
     }
 }
 
 #[cfg(not(unix))]
-async fn wait_for_signal() {
+async fn wait_for_stop_signal(_gw: &Gateway) {
     let _ = tokio::signal::ctrl_c().await;
 }

@@ -21,6 +21,7 @@ pub mod listener;
 pub mod observability;
 pub mod plugins;
 pub mod proxy;
+pub mod reload;
 pub mod router;
 pub mod snapshot;
 pub mod upstream;

@@ -24,7 +24,8 @@ async fn graceful_shutdown_finishes_in_flight_requests() {
     while up.request_count() == 0 {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    let shutdown = tokio::spawn(gw.shutdown());
+    let stopping = gw.clone();
+    let shutdown = tokio::spawn(async move { stopping.shutdown().await });
     let reply = in_flight.await.unwrap();
     assert_eq!(reply.status, 200);
     assert_eq!(reply.text(), "slow but complete");

@@ -8,6 +8,7 @@ mod limits;
 mod plugins;
 mod proxying;
 mod quickstart;
+mod reload;
 mod resilience;
 mod routing;
 mod tls_h2;

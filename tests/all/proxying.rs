@@ -213,3 +213,16 @@ async fn websocket_upgrade_passes_through() {
     assert_eq!(&got, b"PING");
     gw.shutdown().await;
 }
+
+#[tokio::test]
+async fn upstream_connections_are_kept_alive_and_reused() {
+    let up = TestServer::named("pooled").await;
+    let gw = gateway(&one_upstream(up.addr)).await;
+    let client = Client::http1();
+    for _ in 0..20 {
+        assert_eq!(client.get(&url(gw.addr("public"), "/")).await.text(), "pooled");
+    }
+    assert_eq!(up.request_count(), 20);
+    assert_eq!(up.connections.load(std::sync::atomic::Ordering::SeqCst), 1, "one pooled upstream connection");
+    gw.shutdown().await;
+}

@@ -8,7 +8,9 @@ use crate::harness::{Client, url};
 async fn quickstart_config_serves_alone() {
     // The quick start listens on 8080 and proxies to itself; run it on a free port.
     let port = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap().local_addr().unwrap().port();
-    let yaml = QUICKSTART_YAML.replace("127.0.0.1:8080", &format!("127.0.0.1:{port}"));
+    let yaml = QUICKSTART_YAML
+        .replace("127.0.0.1:8080", &format!("127.0.0.1:{port}"))
+        .replace("127.0.0.1:9901", "127.0.0.1:0");
     let loaded = parse_str("quickstart", &yaml, ".".into()).expect("quick-start config is valid");
     let gw = sluice::Gateway::builder().config(loaded).start().await.unwrap();
     let addr = gw.addr("public");
@@ -41,6 +43,11 @@ async fn quickstart_config_serves_alone() {
     assert_eq!(doc["route"], "upstream-echo");
     assert_eq!(doc["headers"]["x-forwarded-for"], "127.0.0.1");
     assert_eq!(doc["headers"]["x-forwarded-proto"], "http");
+
+    let status = client.get(&url(gw.addr("admin"), "/-/status")).await;
+    assert_eq!(status.json()["generation"], 1);
+    let metrics = client.get(&url(gw.addr("admin"), "/metrics")).await;
+    assert!(metrics.text().contains("sluice_upstream_target_up{upstream=\"self\""), "{}", metrics.text());
 
     let missing = client.get(&url(addr, "/nope")).await;
     assert_eq!(missing.status, 404);

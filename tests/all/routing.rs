@@ -70,3 +70,25 @@ async fn most_specific_route_wins() {
     assert_eq!(route_of("GET", "/x", Some("a.b.example.com"), false).await.0, "catch-all");
     gw.shutdown().await;
 }
+
+#[tokio::test]
+async fn routes_can_be_limited_to_listeners() {
+    let yaml = r#"version: 1
+listeners:
+  - { name: public, address: "127.0.0.1:0" }
+  - { name: internal, address: "127.0.0.1:0" }
+routes:
+  - name: everywhere
+    match: { path_prefix: / }
+    target: { static: { body: everywhere } }
+  - name: admin
+    match: { path_prefix: /admin }
+    target: { static: { body: admin } }
+    listeners: [internal]
+"#;
+    let gw = gateway(yaml).await;
+    let client = Client::http1();
+    assert_eq!(client.get(&url(gw.addr("internal"), "/admin/x")).await.text(), "admin");
+    assert_eq!(client.get(&url(gw.addr("public"), "/admin/x")).await.text(), "everywhere");
+    gw.shutdown().await;
+}

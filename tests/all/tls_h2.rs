@@ -147,3 +147,32 @@ routes:
     gw.shutdown().await;
     let _ = std::fs::remove_dir_all(dir);
 }
+
+#[tokio::test]
+async fn certificates_rotate_on_reload_without_dropping_connections() {
+    let dir = temp_dir("tls-rotate");
+    let old = make_cert(&dir, "old", &["a.test"]);
+    let new = make_cert(&dir, "new", &["a.test"]);
+    let yaml = |c: &TestCert| {
+        format!(
+            "version: 1\nlisteners:\n  - name: tls\n    address: 127.0.0.1:0\n    tls:\n      certificates:\n        - {{ hosts: [a.test], cert: \"{}\", key: \"{}\" }}\nroutes:\n  - name: ok\n    match: {{ path_prefix: / }}\n    target: {{ static: {{ body: ok }} }}\n",
+            c.cert_path.display(),
+            c.key_path.display()
+        )
+    };
+    let gw = gateway(&yaml(&old)).await;
+    let addr = gw.addr("tls");
+    let stream = tls_connect(addr, "a.test", &[&old], &[b"http/1.1"]).await;
+    let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.unwrap();
+    tokio::spawn(conn);
+    let get = || Request::get("/").header("host", "a.test").body(full("")).unwrap();
+    assert_eq!(send.send_request(get()).await.unwrap().status(), 200);
+
+    gw.reload(sluice::config::parse_str("rotated", &yaml(&new), ".".into()).unwrap()).await.unwrap();
+    // The open connection keeps working…
+    assert_eq!(send.send_request(get()).await.unwrap().status(), 200);
+    // …and new connections get the new certificate (trusting only it succeeds).
+    let _ = tls_connect(addr, "a.test", &[&new], &[b"http/1.1"]).await;
+    gw.shutdown().await;
+    let _ = std::fs::remove_dir_all(dir);
+}

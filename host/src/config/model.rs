@@ -76,6 +76,9 @@ pub struct Config {
     /// Process-wide settings: logging, access log, shutdown.
     #[serde(default)]
     pub server: ServerConfig,
+    /// The admin listener (status, metrics, reload). Absent: no admin listener.
+    #[serde(default)]
+    pub admin: Option<AdminConfig>,
     /// Sockets to accept client connections on. At least one.
     pub listeners: Vec<ListenerConfig>,
     /// Named pools of upstream servers that routes forward to.
@@ -101,6 +104,19 @@ pub struct ServerConfig {
     #[serde(default)]
     pub access_log: AccessLogConfig,
 }
+
+/// The admin listener: `GET /-/status`, `GET /metrics`, `POST /-/reload`,
+/// `GET /-/health`. Bind it to loopback or a private interface only.
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AdminConfig {
+    /// Address to bind. Default `127.0.0.1:9901`.
+    #[serde(default)]
+    pub address: Option<ListenAddr>,
+}
+
+/// Default address of the admin listener.
+pub const DEFAULT_ADMIN_ADDRESS: &str = "127.0.0.1:9901";
 
 /// Access log settings.
 #[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]

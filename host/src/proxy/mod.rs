@@ -93,10 +93,10 @@ async fn serve(
     if head_bytes > limits.max_header_bytes {
         return Err(ProxyError::HeadersTooLarge { limit: limits.max_header_bytes as u64 });
     }
-    if let Some(len) = content_length(req.headers())? {
-        if len > limits.max_body_bytes {
-            return Err(ProxyError::BodyTooLarge { limit: limits.max_body_bytes });
-        }
+    if let Some(len) = content_length(req.headers())?
+        && len > limits.max_body_bytes
+    {
+        return Err(ProxyError::BodyTooLarge { limit: limits.max_body_bytes });
     }
 
     let router = snapshot.routers.get(&conn.listener.name).ok_or(ProxyError::NoRoute)?;

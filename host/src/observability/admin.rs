@@ -1,0 +1,208 @@
+//! The admin listener: status, Prometheus metrics and reload, for operators.
+//!
+//! | endpoint | what it does |
+//! |---|---|
+//! | `GET /-/health` | `200 ok` while the process serves |
+//! | `GET /-/status` | JSON: config generation, reload history and last error, listeners, routes, upstream targets' health |
+//! | `GET /metrics` | Prometheus text format |
+//! | `POST /-/reload` | re-read the config source and reload: `200 {"generation": N}` or `422` with every problem |
+//!
+//! The admin listener has no authentication: bind it to loopback (the default,
+//! `127.0.0.1:9901`) or a private interface.
+
+use std::convert::Infallible;
+use std::fmt::Write as _;
+use std::time::UNIX_EPOCH;
+
+use http::{Method, Request, Response, StatusCode, header};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use serde_json::json;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use crate::Gateway;
+use crate::body::{Body, full};
+use crate::upstream::CircuitState;
+
+/// Serves the admin API on `tcp` until `shutdown` turns true.
+pub async fn serve(tcp: TcpListener, gateway: Gateway, mut shutdown: watch::Receiver<bool>) {
+    loop {
+        let (stream, _) = tokio::select! {
+            r = tcp.accept() => match r {
+                Ok(x) => x,
+                Err(_) => continue,
+            },
+            _ = shutdown.wait_for(|v| *v) => return,
+        };
+        let _ = stream.set_nodelay(true);
+        let gw = gateway.clone();
+        tokio::spawn(async move {
+            let svc = service_fn(move |req| {
+                let gw = gw.clone();
+                async move { Ok::<_, Infallible>(handle(req, &gw).await) }
+            });
+            let _ = hyper::server::conn::http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(std::time::Duration::from_secs(10))
+                .serve_connection(TokioIo::new(stream), svc)
+                .await;
+        });
+    }
+}
+
+async fn handle(req: Request<Incoming>, gw: &Gateway) -> Response<Body> {
+    match (req.method(), req.uri().path()) {
+        (&Method::GET, "/-/health") => text(StatusCode::OK, "text/plain", "ok\n".to_owned()),
+        (&Method::GET, "/-/status") => text(StatusCode::OK, "application/json", status(gw).to_string()),
+        (&Method::GET, "/metrics") => text(StatusCode::OK, "text/plain; version=0.0.4", metrics(gw)),
+        (&Method::POST, "/-/reload") => match gw.reload_from_source().await {
+            Ok(generation) => {
+                text(StatusCode::OK, "application/json", json!({ "generation": generation }).to_string())
+            }
+            Err(e) => text(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "application/json",
+                json!({ "error": e.to_string(), "generation": gw.snapshot().generation }).to_string(),
+            ),
+        },
+        (_, "/-/health" | "/-/status" | "/metrics" | "/-/reload") => {
+            text(StatusCode::METHOD_NOT_ALLOWED, "text/plain", "method not allowed\n".to_owned())
+        }
+        _ => text(StatusCode::NOT_FOUND, "text/plain", "not found\n".to_owned()),
+    }
+}
+
+fn text(status: StatusCode, content_type: &'static str, body: String) -> Response<Body> {
+    let mut resp = Response::new(full(body));
+    *resp.status_mut() = status;
+    resp.headers_mut().insert(header::CONTENT_TYPE, header::HeaderValue::from_static(content_type));
+    resp
+}
+
+fn unix(t: Option<std::time::SystemTime>) -> Option<u64> {
+    t.and_then(|t| t.duration_since(UNIX_EPOCH).ok()).map(|d| d.as_secs())
+}
+
+fn circuit(c: CircuitState) -> &'static str {
+    match c {
+        CircuitState::Closed => "closed",
+        CircuitState::Open => "open",
+        CircuitState::HalfOpen => "half_open",
+    }
+}
+
+/// The `/-/status` document.
+pub fn status(gw: &Gateway) -> serde_json::Value {
+    let snap = gw.snapshot();
+    let reload = gw.reload_status();
+    let upstreams: serde_json::Map<String, serde_json::Value> = snap
+        .upstreams
+        .iter()
+        .map(|(name, up)| {
+            let targets: Vec<serde_json::Value> = up
+                .targets_status()
+                .into_iter()
+                .map(|t| {
+                    json!({
+                        "address": &*t.address,
+                        "healthy": t.healthy,
+                        "ejected": t.ejected,
+                        "circuit": circuit(t.circuit),
+                        "in_flight": t.in_flight,
+                    })
+                })
+                .collect();
+            (name.to_string(), json!({ "targets": targets }))
+        })
+        .collect();
+    let mut listeners: Vec<(String, serde_json::Value)> =
+        gw.addrs().into_iter().map(|(k, v)| (k, serde_json::Value::String(v.to_string()))).collect();
+    listeners.sort_by(|a, b| a.0.cmp(&b.0));
+    json!({
+        "generation": snap.generation,
+        "config": gw.source().path().map(|p| p.display().to_string()),
+        "reload": {
+            "reloads_total": reload.reloads_total,
+            "failures_total": reload.failures_total,
+            "last_error": reload.last_error,
+            "last_attempt_unix": unix(reload.last_attempt),
+            "last_success_unix": unix(reload.last_success),
+        },
+        "live_snapshots": crate::snapshot::live_snapshots(),
+        "listeners": listeners.into_iter().collect::<serde_json::Map<_, _>>(),
+        "routes": snap.routes.iter().map(|r| r.name.to_string()).collect::<Vec<_>>(),
+        "upstreams": upstreams,
+    })
+}
+
+/// The `/metrics` page in Prometheus text format.
+pub fn metrics(gw: &Gateway) -> String {
+    let snap = gw.snapshot();
+    let reload = gw.reload_status();
+    let mut out = String::with_capacity(2048);
+    let mut metric = |name: &str, kind: &str, help: &str, samples: &[(String, f64)]| {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+        for (labels, v) in samples {
+            let _ = writeln!(out, "{name}{labels} {v}");
+        }
+    };
+    metric(
+        "sluice_config_generation",
+        "gauge",
+        "Generation of the config snapshot serving now.",
+        &[(String::new(), snap.generation as f64)],
+    );
+    metric(
+        "sluice_reloads_total",
+        "counter",
+        "Successful reloads.",
+        &[(String::new(), reload.reloads_total as f64)],
+    );
+    metric(
+        "sluice_reload_failures_total",
+        "counter",
+        "Reloads rejected; the previous config kept serving.",
+        &[(String::new(), reload.failures_total as f64)],
+    );
+    metric(
+        "sluice_reload_last_failed",
+        "gauge",
+        "1 when the most recent reload attempt failed.",
+        &[(String::new(), if reload.last_error.is_some() { 1.0 } else { 0.0 })],
+    );
+    metric(
+        "sluice_snapshots_live",
+        "gauge",
+        "Config snapshots alive (current plus those still held by in-flight requests).",
+        &[(String::new(), crate::snapshot::live_snapshots() as f64)],
+    );
+    let mut healthy = Vec::new();
+    let mut in_flight = Vec::new();
+    let mut open = Vec::new();
+    let mut names: Vec<_> = snap.upstreams.keys().collect();
+    names.sort();
+    for name in names {
+        for t in snap.upstreams[name].targets_status() {
+            let labels = format!("{{upstream=\"{name}\",target=\"{}\"}}", t.address);
+            healthy.push((labels.clone(), if t.healthy && !t.ejected { 1.0 } else { 0.0 }));
+            in_flight.push((labels.clone(), t.in_flight as f64));
+            open.push((labels, if t.circuit == CircuitState::Closed { 0.0 } else { 1.0 }));
+        }
+    }
+    metric(
+        "sluice_upstream_target_up",
+        "gauge",
+        "1 when the target may receive traffic (healthy, not ejected).",
+        &healthy,
+    );
+    metric("sluice_upstream_target_in_flight", "gauge", "Requests in flight to the target.", &in_flight);
+    metric(
+        "sluice_upstream_target_circuit_open",
+        "gauge",
+        "1 when the target's circuit is open or half-open.",
+        &open,
+    );
+    out
+}
