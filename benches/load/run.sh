@@ -38,7 +38,7 @@
 #                                 other work on a shared machine; used for every peer alike
 #   PROXY_CPU=0 LOAD_CPU=1        cores for the proxy under test and for upstream + load
 #   BASE_PORT=19080               upstream BASE_PORT, nginx +1, sluice +2, haproxy +3
-#   OUT_DIR=…  SKIP_BUILD=1  KEEP_TMP=1
+#   OUT_DIR=…  SKIP_BUILD=1  KEEP_TMP=1  COMMIT=… (names the build when run outside git)
 set -euo pipefail
 
 # ---------------------------------------------------------------------------- settings
@@ -386,7 +386,7 @@ lat_of() {
 }
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN {if (a == "-" || b == "-" || b + 0 == 0) print "-"; else printf "%.2f", a / b}'; }
 
-COMMIT=$(git -C "$REPO" rev-parse --short HEAD 2>/dev/null || echo unknown)
+COMMIT=${COMMIT:-$(git -C "$REPO" rev-parse --short HEAD 2>/dev/null || echo unknown)}
 DIRTY=$(git -C "$REPO" status --porcelain --untracked-files=no 2>/dev/null | grep -q . && echo " (+ local changes)" || true)
 if ((OPEN_LOOP)); then
     LAT_TITLE="open loop at $RATE req/s ($RATE_FRACTION × slowest saturation), \`oha -c$CONNS -q $RATE --latency-correction\`, ${LAT_DURATION}s × $ROUNDS rounds, median of rounds"
