@@ -309,3 +309,41 @@ async fn the_example_guard_plugin_blocks_a_path_and_tags_the_rest() {
     assert_eq!(passed.json()["headers"]["x-guarded"], "1");
     assert_eq!(up.request_count(), 1);
 }
+
+#[tokio::test]
+async fn body_phases_replace_the_request_body_and_transform_response_chunks() {
+    // Upstream `app` answers with what it received; `other` with its own name.
+    let app = TestServer::start(|req: Request<hyper::body::Incoming>| async move {
+        use http_body_util::BodyExt;
+        let len = req.headers().get("content-length").map(|v| v.to_str().unwrap().to_owned());
+        let body = req.into_body().collect().await.unwrap().to_bytes();
+        let text =
+            format!("got {} ({} bytes declared)", String::from_utf8_lossy(&body), len.unwrap_or_default());
+        Response::new(full(text))
+    })
+    .await;
+    let other = TestServer::named("other").await;
+    let p = Plugins::with(&[("body-upper", wasm::BODY_UPPER)]);
+    let gw = p
+        .start(&format!(
+            "upstreams:\n  app:\n    targets:\n      - address: {}\n  other:\n    targets:\n      - address: {}\nroutes:\n  - name: app\n    match: {{ path_prefix: / }}\n    target: {{ upstream: app }}\n    plugins:\n      - name: body-upper\n",
+            app.addr, other.addr
+        ))
+        .await;
+    let client = Client::http1();
+    let reply = client.post(&url(gw.addr("public"), "/"), "hello body").await;
+    assert_eq!(reply.status, 200);
+    assert_eq!(
+        reply.text(),
+        "GOT HELLO BODY (10 BYTES DECLARED)!",
+        "request body replaced, response chunks transformed"
+    );
+
+    let req =
+        Request::post(url(gw.addr("public"), "/")).header("x-upstream", "other").body(full("x")).unwrap();
+    let reply = client.send(req).await;
+    assert_eq!(reply.text(), "OTHER!", "set-upstream sent the request to the other pool");
+    let req =
+        Request::post(url(gw.addr("public"), "/")).header("x-upstream", "nope").body(full("x")).unwrap();
+    assert_eq!(client.send(req).await.status, 400, "an unknown upstream is an error the plugin handles");
+}
