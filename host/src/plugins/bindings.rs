@@ -23,6 +23,6 @@ wasmtime::component::bindgen!({
     },
 });
 
-pub use sluice::plugin::types::{
+pub use self::sluice::plugin::types::{
     BodyError, HeaderError, PathError, Phases, ResponseSpec, StatusError, UpstreamError,
 };
