@@ -347,3 +347,38 @@ async fn body_phases_replace_the_request_body_and_transform_response_chunks() {
         Request::post(url(gw.addr("public"), "/")).header("x-upstream", "nope").body(full("x")).unwrap();
     assert_eq!(client.send(req).await.status, 400, "an unknown upstream is an error the plugin handles");
 }
+
+#[tokio::test]
+async fn a_reload_reconfigures_plugins_and_a_rejected_config_changes_nothing() {
+    let p =
+        Plugins::with(&[("header-adder", wasm::HEADER_ADDER), ("config-rejecter", wasm::CONFIG_REJECTER)]);
+    let rest = |value: &str, limit: i64| {
+        format!(
+            "routes:\n  - name: r\n    match: {{ path_prefix: / }}\n    target: {{ echo: {{}} }}\n    plugins:\n      - name: header-adder\n        config: {{ request_header: x-a, response_header: x-v, value: {value} }}\n      - name: config-rejecter\n        config: {{ limit: {limit} }}\n"
+        )
+    };
+    let gw = p.start(&rest("one", 1)).await;
+    let client = Client::http1();
+    let target = url(gw.addr("public"), "/");
+    assert_eq!(client.get(&target).await.header("x-v"), Some("one"));
+
+    let loaded = |yaml: String| sluice::config::parse_str("reload", &yaml, p.path().to_owned()).unwrap();
+    let yaml = p.config(&rest("two", 1));
+    gw.reload(loaded(yaml)).await.unwrap();
+    assert_eq!(client.get(&target).await.header("x-v"), Some("two"), "new instances, configured once");
+
+    let yaml = p.config(&rest("three", 0));
+    let err = gw.reload(loaded(yaml)).await.unwrap_err().to_string();
+    assert!(err.contains("limit must be positive"), "{err}");
+    assert_eq!(client.get(&target).await.header("x-v"), Some("two"), "the previous snapshot keeps serving");
+
+    let metrics = sluice::observability::admin::metrics(&gw);
+    assert!(
+        metrics.contains("sluice_plugin_calls_total{plugin=\"header-adder\",phase=\"on-request\"}"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("sluice_plugin_errors_total{plugin=\"config-rejecter\",kind=\"config\"}"),
+        "{metrics}"
+    );
+}

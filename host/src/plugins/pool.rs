@@ -129,7 +129,9 @@ impl InstancePool {
             Err(e) => return Err(load(e, &store)),
         };
         store.data_mut().configuring = true;
+        let started = std::time::Instant::now();
         let configured = plugin.call_configure(&mut store, &self.config_json).await;
+        self.env.stats.record_call(super::error::Phase::Configure, started.elapsed());
         store.data_mut().configuring = false;
         match configured {
             Ok(Ok(())) => {}

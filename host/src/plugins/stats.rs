@@ -133,6 +133,62 @@ pub fn all_stats() -> Vec<(String, Arc<PluginStats>)> {
     v
 }
 
+/// Appends every plugin's metrics in Prometheus text format: calls by phase, errors
+/// by kind, call latency, and the plugin-defined counters and histograms.
+pub fn write_prometheus(out: &mut String) {
+    use std::fmt::Write;
+    let all = all_stats();
+    if all.is_empty() {
+        return;
+    }
+    let phases = [Phase::Configure, Phase::Request, Phase::Response, Phase::ResponseChunk];
+    let _ = writeln!(out, "# HELP sluice_plugin_calls_total Plugin calls by phase.");
+    let _ = writeln!(out, "# TYPE sluice_plugin_calls_total counter");
+    for (name, s) in &all {
+        for p in phases {
+            let _ =
+                writeln!(out, "sluice_plugin_calls_total{{plugin=\"{name}\",phase=\"{p}\"}} {}", s.calls(p));
+        }
+    }
+    let _ = writeln!(out, "# HELP sluice_plugin_errors_total Plugin faults by kind.");
+    let _ = writeln!(out, "# TYPE sluice_plugin_errors_total counter");
+    for (name, s) in &all {
+        for (kind, n) in s.errors() {
+            let _ = writeln!(out, "sluice_plugin_errors_total{{plugin=\"{name}\",kind=\"{kind}\"}} {n}");
+        }
+    }
+    let _ = writeln!(out, "# HELP sluice_plugin_call_duration_seconds Time spent in plugin calls.");
+    let _ = writeln!(out, "# TYPE sluice_plugin_call_duration_seconds histogram");
+    for (name, s) in &all {
+        let mut cumulative = 0;
+        for (i, n) in s.latency.buckets().into_iter().enumerate() {
+            cumulative += n;
+            let le =
+                LATENCY_BUCKETS_US.get(i).map_or("+Inf".to_owned(), |us| format!("{}", *us as f64 / 1e6));
+            let _ = writeln!(
+                out,
+                "sluice_plugin_call_duration_seconds_bucket{{plugin=\"{name}\",le=\"{le}\"}} {cumulative}"
+            );
+        }
+        let sum = s.latency.sum_us.load(Relaxed) as f64 / 1e6;
+        let _ = writeln!(out, "sluice_plugin_call_duration_seconds_sum{{plugin=\"{name}\"}} {sum}");
+        let _ = writeln!(
+            out,
+            "sluice_plugin_call_duration_seconds_count{{plugin=\"{name}\"}} {}",
+            s.latency.count()
+        );
+    }
+    let _ = writeln!(out, "# HELP sluice_plugin_custom_total Counters defined by plugins.");
+    let _ = writeln!(out, "# TYPE sluice_plugin_custom_total counter");
+    for (name, s) in &all {
+        let mut counters: Vec<_> = s.custom_counters().into_iter().collect();
+        counters.sort();
+        for (metric, v) in counters {
+            let _ = writeln!(out, "sluice_plugin_custom_total{{plugin=\"{name}\",name={metric:?}}} {v}");
+        }
+    }
+}
+
 fn registry() -> &'static Mutex<HashMap<String, Arc<PluginStats>>> {
     static REG: OnceLock<Mutex<HashMap<String, Arc<PluginStats>>>> = OnceLock::new();
     REG.get_or_init(Default::default)
