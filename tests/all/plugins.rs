@@ -382,3 +382,41 @@ async fn a_reload_reconfigures_plugins_and_a_rejected_config_changes_nothing() {
         "{metrics}"
     );
 }
+
+#[tokio::test]
+async fn dropping_a_new_component_into_the_plugins_folder_reloads_the_gateway() {
+    let p = Plugins::with(&[("tagger", wasm::HEADER_ADDER)]);
+    let config = p.path().join("sluice.yaml");
+    // A config both the header-adder and the recorder accept (each ignores the
+    // other's fields).
+    let yaml = p.config(
+        "routes:\n  - name: r\n    match: { path_prefix: / }\n    target: { echo: {} }\n    plugins:\n      - name: tagger\n        config: { request_header: x-a, response_header: x-tag, value: v1, name: rec }\n",
+    );
+    std::fs::write(&config, yaml).unwrap();
+    let gw = Gateway::builder().config_file(&config).unwrap().start().await.unwrap();
+    let _watch = sluice::reload::watch_config(gw.clone(), &config).unwrap();
+    let client = Client::http1();
+    let target = url(gw.addr("public"), "/");
+    assert_eq!(client.get(&target).await.header("x-tag"), Some("v1"));
+
+    // Swap the component under the same name, the way a deploy would (temp + rename).
+    let generation = gw.snapshot().generation;
+    let tmp = p.path().join("plugins").join(".tagger.wasm.tmp");
+    std::fs::copy(wasm::RECORDER, &tmp).unwrap();
+    std::fs::rename(&tmp, p.path().join("plugins").join("tagger.wasm")).unwrap();
+    assert!(wait_for(|| gw.snapshot().generation > generation).await, "the plugin change was picked up");
+    let reply = client.get(&target).await;
+    assert_eq!(reply.header("x-tag"), None);
+    assert_eq!(reply.header("x-order"), Some("rec"), "the new component serves");
+}
+
+/// Polls `cond` every 20 ms for up to 10 s (a file watcher has no completion signal).
+async fn wait_for(cond: impl Fn() -> bool) -> bool {
+    for _ in 0..500 {
+        if cond() {
+            return true;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    false
+}

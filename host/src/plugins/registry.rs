@@ -4,6 +4,32 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
+/// The plugins folder of a config: `plugins.dir` resolved against the config's folder.
+pub fn plugins_dir(loaded: &crate::config::LoadedConfig) -> PathBuf {
+    loaded.resolve_path(loaded.config.plugins.dir.as_deref().unwrap_or(crate::config::DEFAULT_PLUGINS_DIR))
+}
+
+/// A fingerprint of the `*.wasm` files in `dir` (names, sizes, modification times), so
+/// a watcher can tell a plugin change from an unrelated event. A missing folder has a
+/// fingerprint too.
+pub fn fingerprint(dir: &Path) -> u64 {
+    use std::hash::{DefaultHasher, Hash, Hasher};
+    let mut h = DefaultHasher::new();
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        let mut files: Vec<_> = entries
+            .flatten()
+            .filter(|e| e.path().extension().is_some_and(|x| x == "wasm"))
+            .filter_map(|e| {
+                let m = e.metadata().ok()?;
+                Some((e.file_name(), m.len(), m.modified().ok()))
+            })
+            .collect();
+        files.sort();
+        files.hash(&mut h);
+    }
+    h.finish()
+}
+
 /// Plugins available to a config generation, by name.
 #[derive(Debug, Default, Clone)]
 pub struct Registry {
