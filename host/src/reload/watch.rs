@@ -44,10 +44,11 @@ pub fn watch_config(gateway: Gateway, path: &Path) -> notify::Result<WatchHandle
     watcher.watch(&dir, RecursiveMode::NonRecursive)?;
     // The plugins folder too: a changed or new `NAME.wasm` reloads like a config edit.
     let plugins = crate::plugins::registry::plugins_dir(&gateway.snapshot().config);
-    if plugins.is_dir() && plugins != dir {
-        if let Err(e) = watcher.watch(&plugins, RecursiveMode::NonRecursive) {
-            warn!(plugins = %plugins.display(), error = %e, "cannot watch the plugins folder");
-        }
+    if plugins.is_dir()
+        && plugins != dir
+        && let Err(e) = watcher.watch(&plugins, RecursiveMode::NonRecursive)
+    {
+        warn!(plugins = %plugins.display(), error = %e, "cannot watch the plugins folder");
     }
     let initial = content_hash(&path);
     let task = tokio::spawn(reload_loop(gateway, path.clone(), rx, initial));
