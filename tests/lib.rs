@@ -1,1 +1,8 @@
-//! Shared helpers for the end-to-end tests live in `all/`.
+//! Shared helpers for the end-to-end tests live in `all/`; this library exposes the
+//! test plugins compiled by `build.rs`.
+
+/// Paths of the test plugin components (`tests/plugins/*`) and the example plugin
+/// (`examples/plugins/guard`), built for `wasm32-wasip2`.
+pub mod plugins {
+    include!(concat!(env!("OUT_DIR"), "/plugins.rs"));
+}

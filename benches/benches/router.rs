@@ -27,6 +27,7 @@ impl Table {
             },
             target: RouteTargetConfig::Echo(EchoConfig::default()),
             listeners: Vec::new(),
+            plugins: Vec::new(),
         });
     }
 

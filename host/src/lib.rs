@@ -19,6 +19,7 @@ pub mod config;
 pub mod gateway;
 pub mod listener;
 pub mod observability;
+pub mod plugins;
 pub mod proxy;
 pub mod reload;
 pub mod router;

@@ -37,6 +37,8 @@ pub struct Route {
     pub name: Name,
     /// Where its requests go.
     pub target: Target,
+    /// Its plugin chain (the global chain first); empty when it has no plugins.
+    pub chain: Arc<crate::plugins::Chain>,
 }
 
 /// Where a route's requests go.
@@ -109,6 +111,11 @@ impl Snapshot {
             }
         }
 
+        let chains = crate::plugins::build_chains(&config).unwrap_or_else(|p| {
+            problems.extend(p);
+            Vec::new()
+        });
+
         let mut routes = Vec::with_capacity(cfg.routes.len());
         for (i, r) in cfg.routes.iter().enumerate() {
             let target = match &r.target {
@@ -133,7 +140,8 @@ impl Snapshot {
                     status: StatusCode::from_u16(e.status.unwrap_or(200)).unwrap_or(StatusCode::OK),
                 },
             };
-            routes.push(Route { name: r.name.clone(), target });
+            let chain = chains.get(i).cloned().unwrap_or_default();
+            routes.push(Route { name: r.name.clone(), target, chain });
         }
 
         let mut listeners = Vec::new();

@@ -5,6 +5,7 @@ mod config_ui;
 mod harness;
 mod lifecycle;
 mod limits;
+mod plugins;
 mod proxying;
 mod quickstart;
 mod reload;

@@ -12,6 +12,7 @@
 
 mod locate;
 pub mod model;
+pub mod plugins;
 mod schema;
 pub mod types;
 mod validate;
@@ -21,6 +22,7 @@ use std::path::{Path, PathBuf};
 
 pub use locate::SourceMap;
 pub use model::*;
+pub use plugins::*;
 pub use schema::json_schema;
 pub use types::{ByteSize, ConfigDuration, HostPort, ListenAddr, Name};
 pub use validate::validate;

@@ -10,6 +10,7 @@ use std::collections::BTreeMap;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+use super::plugins::{PluginRefConfig, PluginsConfig};
 use super::types::{ByteSize, ConfigDuration, HostPort, ListenAddr, Name};
 
 /// The only config format version this build understands.
@@ -86,6 +87,9 @@ pub struct Config {
     /// Routes, matched by host, method, path and headers; the most specific match wins
     /// (see the README's "Routing" section for the exact order).
     pub routes: Vec<RouteConfig>,
+    /// Wasm plugins: the plugins folder, the compile cache and the global chain.
+    #[serde(default)]
+    pub plugins: PluginsConfig,
 }
 
 /// Process-wide settings.
@@ -490,6 +494,10 @@ pub struct RouteConfig {
     /// Listener names this route is served on. Default: all listeners.
     #[serde(default)]
     pub listeners: Vec<Name>,
+    /// Plugins run for this route's requests, after the global chain's in the request
+    /// phase (first to last) and before them in the response phase (last to first).
+    #[serde(default)]
+    pub plugins: Vec<PluginRefConfig>,
 }
 
 /// Request matching. All given conditions must hold. Exactly one of `path` and

@@ -204,5 +204,6 @@ pub fn metrics(gw: &Gateway) -> String {
         "1 when the target's circuit is open or half-open.",
         &open,
     );
+    crate::plugins::stats::write_prometheus(&mut out);
     out
 }

@@ -93,6 +93,9 @@ pub enum ProxyError {
     /// A bug or resource problem inside the gateway.
     #[error("internal error: {0}")]
     Internal(String),
+    /// A plugin of the route's chain failed and its policy is `fail_closed`.
+    #[error(transparent)]
+    Plugin(crate::plugins::PluginError),
 }
 
 impl ProxyError {
@@ -111,6 +114,8 @@ impl ProxyError {
             | Self::UpstreamTimeout { .. }
             | Self::Upstream { .. } => ErrorSource::Upstream,
             Self::Internal(_) => ErrorSource::Internal,
+            Self::Plugin(e) if e.kind.is_fault() => ErrorSource::Internal,
+            Self::Plugin(_) => ErrorSource::Client,
         }
     }
 
@@ -136,6 +141,7 @@ impl ProxyError {
             Self::Connect { .. } | Self::Upstream { .. } => StatusCode::BAD_GATEWAY,
             Self::ConnectTimeout { .. } | Self::UpstreamTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            Self::Plugin(e) => e.status(),
         }
     }
 
@@ -154,11 +160,15 @@ impl ProxyError {
             Self::UpstreamTimeout { .. } => "upstream_timeout",
             Self::Upstream { .. } => "upstream_failed",
             Self::Internal(_) => "internal_error",
+            Self::Plugin(e) => e.code(),
         }
     }
 
     /// The message the client sees: safe to show, no addresses or internals.
     pub fn public_message(&self) -> String {
+        if let Self::Plugin(e) = self {
+            return e.public_message();
+        }
         match self.source_kind() {
             ErrorSource::Client => self.to_string(),
             ErrorSource::Upstream => match self {

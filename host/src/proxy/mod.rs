@@ -23,7 +23,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 use http::{HeaderValue, Request, Response, StatusCode, header};
-use http_body::Body as _;
 use hyper::body::Incoming;
 use tracing::{Instrument, debug, info_span, warn};
 
@@ -31,7 +30,8 @@ use self::error::{ErrorSource, ProxyError, error_response};
 use crate::body::{self, Body};
 use crate::listener::ConnInfo;
 use crate::observability::access::{AccessRecord, Logged};
-use crate::snapshot::{Snapshot, StaticResponse, Target};
+use crate::plugins::{PluginBody, PluginCtx, UpstreamOverride};
+use crate::snapshot::{Route, Snapshot, StaticResponse, Target};
 use crate::upstream::{Upstream, UpstreamTarget};
 
 /// Handles one request end to end. Never fails: errors become JSON error responses.
@@ -106,10 +106,45 @@ async fn serve(
     let route = &snapshot.routes[found.route];
     record.route = Some(Arc::from(route.name.as_str()));
 
+    if route.chain.is_empty() {
+        return dispatch(req, conn, snapshot, route, &found.params, id, record).await;
+    }
+    let ctx = PluginCtx { request_id: id.to_str().ok().map(str::to_owned), client_addr: Some(conn.peer) };
+    let mut req = req.map(body::boxed);
+    if let Some(resp) = route.chain.on_request(&mut req, &ctx).await.map_err(ProxyError::Plugin)? {
+        return Ok(resp);
+    }
+    let req = req.map(PluginBody);
+    let mut resp = dispatch(req, conn, snapshot, route, &found.params, id, record).await?;
+    route.chain.on_response(&mut resp, &ctx).await.map_err(ProxyError::Plugin)?;
+    Ok(resp)
+}
+
+/// Sends the request to the route's target (or to the upstream a plugin chose).
+async fn dispatch<B>(
+    req: Request<B>,
+    conn: &ConnInfo,
+    snapshot: &Snapshot,
+    route: &Route,
+    params: &crate::router::PathParams,
+    id: &HeaderValue,
+    record: &mut AccessRecord,
+) -> Result<Response<Body>, ProxyError>
+where
+    B: http_body::Body<Data = bytes::Bytes> + Send + 'static,
+    B::Error: std::error::Error + Send + Sync + 'static,
+{
+    if let Some(chosen) = req.extensions().get::<UpstreamOverride>()
+        && let Some(upstream) = snapshot.upstreams.get(chosen.0.as_str())
+    {
+        let upstream = Arc::clone(upstream);
+        return forward(req, conn, &upstream, id, record).await;
+    }
     match &route.target {
         Target::Static(s) => Ok(static_response(s)),
         Target::Echo { status } => {
-            echo::respond(req, *status, route.name.as_str(), &found.params, limits.max_body_bytes).await
+            echo::respond(req, *status, route.name.as_str(), params, conn.listener.limits.max_body_bytes)
+                .await
         }
         Target::Upstream(upstream) => forward(req, conn, upstream, id, record).await,
     }
@@ -134,13 +169,17 @@ fn static_response(s: &StaticResponse) -> Response<Body> {
     resp
 }
 
-async fn forward(
-    mut req: Request<Incoming>,
+async fn forward<B>(
+    mut req: Request<B>,
     conn: &ConnInfo,
     upstream: &Upstream,
     id: &HeaderValue,
     record: &mut AccessRecord,
-) -> Result<Response<Body>, ProxyError> {
+) -> Result<Response<Body>, ProxyError>
+where
+    B: http_body::Body<Data = bytes::Bytes> + Send + 'static,
+    B::Error: std::error::Error + Send + Sync + 'static,
+{
     let upgrade = req.version() == http::Version::HTTP_11 && headers::wants_upgrade(req.headers());
     let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
     let host = headers::request_host(req.uri(), req.headers()).map(str::to_owned);

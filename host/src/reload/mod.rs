@@ -12,7 +12,10 @@
 //!   [`STABLE_FOR`] apart and only loaded when both reads agree;
 //! - Kubernetes ConfigMap updates, which swap a `..data` symlink in the same directory;
 //! - events that do not change the content (a `touch`, another file in the directory):
-//!   the content hash is compared with the last one loaded.
+//!   the content hash is compared with the last one loaded;
+//! - the plugins folder: it is watched too, and its `*.wasm` files (names, sizes,
+//!   modification times) are part of the content hash, so dropping in a new or changed
+//!   component reloads like a config edit.
 
 mod watch;
 

@@ -42,6 +42,14 @@ pub fn watch_config(gateway: Gateway, path: &Path) -> notify::Result<WatchHandle
         }
     })?;
     watcher.watch(&dir, RecursiveMode::NonRecursive)?;
+    // The plugins folder too: a changed or new `NAME.wasm` reloads like a config edit.
+    let plugins = crate::plugins::registry::plugins_dir(&gateway.snapshot().config);
+    if plugins.is_dir()
+        && plugins != dir
+        && let Err(e) = watcher.watch(&plugins, RecursiveMode::NonRecursive)
+    {
+        warn!(plugins = %plugins.display(), error = %e, "cannot watch the plugins folder");
+    }
     let initial = content_hash(&path);
     let task = tokio::spawn(reload_loop(gateway, path.clone(), rx, initial));
     info!(config = %path.display(), "watching the config file for changes");
@@ -52,6 +60,13 @@ fn content_hash(path: &Path) -> Option<u64> {
     let bytes = std::fs::read(path).ok()?;
     let mut h = DefaultHasher::new();
     bytes.hash(&mut h);
+    // Plugins live beside the config: their folder's state is part of "the content".
+    if let Ok(text) = std::str::from_utf8(&bytes)
+        && let Ok(loaded) =
+            crate::config::parse_str("", text, path.parent().map(Path::to_owned).unwrap_or_default())
+    {
+        crate::plugins::registry::fingerprint(&crate::plugins::registry::plugins_dir(&loaded)).hash(&mut h);
+    }
     Some(h.finish())
 }
 

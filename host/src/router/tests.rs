@@ -18,6 +18,7 @@ fn route(name: &str) -> R {
         matcher: MatchConfig::default(),
         target: RouteTargetConfig::Echo(EchoConfig::default()),
         listeners: Vec::new(),
+        plugins: Vec::new(),
     })
 }
 

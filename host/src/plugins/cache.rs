@@ -1,0 +1,105 @@
+//! Compiling components, with two caches keyed by the component's SHA-256: in memory
+//! (a reload that keeps a plugin reuses its compiled code) and on disk (a restart
+//! loads the artifact in milliseconds instead of compiling again). The disk key also
+//! holds the engine's compatibility hash, so a new wasmtime or new engine settings
+//! never load stale code.
+
+use std::collections::HashMap;
+use std::hash::{DefaultHasher, Hash, Hasher};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, OnceLock};
+
+use sha2::{Digest, Sha256};
+use wasmtime::component::Component;
+
+use super::engine::engine;
+
+/// The default disk cache: `$XDG_CACHE_HOME/sluice` or `~/.cache/sluice`.
+pub fn default_cache_dir() -> Option<PathBuf> {
+    if let Some(x) = std::env::var_os("XDG_CACHE_HOME").filter(|x| !x.is_empty()) {
+        return Some(PathBuf::from(x).join("sluice"));
+    }
+    std::env::var_os("HOME").filter(|h| !h.is_empty()).map(|h| PathBuf::from(h).join(".cache").join("sluice"))
+}
+
+fn memory() -> &'static Mutex<HashMap<[u8; 32], Component>> {
+    static MEM: OnceLock<Mutex<HashMap<[u8; 32], Component>>> = OnceLock::new();
+    MEM.get_or_init(Default::default)
+}
+
+fn engine_key() -> String {
+    let mut h = DefaultHasher::new();
+    engine().precompile_compatibility_hash().hash(&mut h);
+    format!("{:016x}", h.finish())
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Compiles the component at `path`, using the caches; `cache_dir` `None` skips disk.
+pub fn load_component(path: &Path, cache_dir: Option<&Path>) -> Result<Component, String> {
+    let wasm = std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let hash: [u8; 32] = Sha256::digest(&wasm).into();
+    if let Some(c) = memory().lock().unwrap_or_else(|p| p.into_inner()).get(&hash) {
+        return Ok(c.clone());
+    }
+    let artifact = cache_dir.map(|d| d.join(format!("{}-{}.cwasm", hex(&hash), engine_key())));
+    let component = match artifact.as_deref().and_then(load_artifact) {
+        Some(c) => c,
+        None => {
+            let started = std::time::Instant::now();
+            let c = Component::new(engine(), &wasm).map_err(|e| format!("{}: {e:#}", path.display()))?;
+            tracing::info!(path = %path.display(), took_ms = started.elapsed().as_millis() as u64, "compiled plugin");
+            if let Some(a) = &artifact {
+                store_artifact(&c, a);
+            }
+            c
+        }
+    };
+    memory().lock().unwrap_or_else(|p| p.into_inner()).insert(hash, component.clone());
+    Ok(component)
+}
+
+/// Loads a compiled artifact written by [`store_artifact`].
+#[allow(unsafe_code)]
+fn load_artifact(path: &Path) -> Option<Component> {
+    if !path.is_file() {
+        return None;
+    }
+    // SAFETY: `deserialize_file` trusts its input to be code this engine compiled.
+    // The file is named by the SHA-256 of the source component and the engine's
+    // compatibility hash, and is only ever written by `store_artifact` (atomically,
+    // through a rename); the cache folder must not be writable by anyone the
+    // gateway does not trust, like the plugins folder itself.
+    match unsafe { Component::deserialize_file(engine(), path) } {
+        Ok(c) => Some(c),
+        Err(e) => {
+            tracing::warn!(path = %path.display(), error = %e, "ignoring unusable compiled plugin");
+            None
+        }
+    }
+}
+
+fn store_artifact(component: &Component, path: &Path) {
+    let result = (|| -> std::io::Result<()> {
+        let bytes = component.serialize().map_err(std::io::Error::other)?;
+        let dir = path.parent().unwrap_or(Path::new("."));
+        std::fs::create_dir_all(dir)?;
+        let mut tmp = tempfile_in(dir)?;
+        tmp.1.write_all(&bytes)?;
+        tmp.1.sync_all()?;
+        std::fs::rename(&tmp.0, path)
+    })();
+    if let Err(e) = result {
+        tracing::warn!(path = %path.display(), error = %e, "cannot write the plugin compile cache");
+    }
+}
+
+fn tempfile_in(dir: &Path) -> std::io::Result<(PathBuf, std::fs::File)> {
+    let name = format!(".tmp-{}-{}", std::process::id(), fastrand::u64(..));
+    let p = dir.join(name);
+    let f = std::fs::OpenOptions::new().write(true).create_new(true).open(&p)?;
+    Ok((p, f))
+}

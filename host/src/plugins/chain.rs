@@ -1,0 +1,490 @@
+//! `Chain`: the plugins of one route (the global chain first), run in phases.
+//!
+//! Request phase first → last; response phase last → first (like middleware); a
+//! `respond` decision short-circuits the rest of the phase (and, in the request
+//! phase, the upstream). A fault follows the entry's `on_error` policy: fail closed
+//! (the error goes back to the proxy, which answers with [`PluginError::to_response`])
+//! or fail open (the plugin is skipped; changes it made before failing are kept).
+//! Bodies are buffered only when a plugin of the chain declared a body phase.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::Bytes;
+use futures_util::future::BoxFuture;
+use http::header::{CONTENT_LENGTH, HeaderName, HeaderValue, TRANSFER_ENCODING};
+use http::{Request, Response, StatusCode};
+use http_body_util::BodyExt;
+use tracing::Instrument;
+use wasmtime::component::Resource;
+
+use super::bindings::{Decision, Phases, ResponseSpec};
+use super::error::{Phase, PluginError, PluginErrorKind};
+use super::limits::HEADER_HEADROOM;
+use super::pool::{Instance, InstancePool};
+use super::state::{REQUEST_REP, RESPONSE_REP, RequestSlot, ResponseSlot};
+use crate::body::{self, Body};
+use crate::config::OnErrorConfig;
+
+/// Per-request facts the chain passes to plugins and logs.
+#[derive(Debug, Clone, Default)]
+pub struct PluginCtx {
+    /// The request id, when the proxy assigned one.
+    pub request_id: Option<String>,
+    /// The client's address.
+    pub client_addr: Option<std::net::SocketAddr>,
+}
+
+/// An upstream chosen by a plugin with `set-upstream`, left in the request's
+/// extensions for the proxy.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UpstreamOverride(pub String);
+
+/// The request body after the request phase, for the proxy to forward: a [`Body`]
+/// with a concrete error type (generic code over a boxed `dyn Error` error type trips
+/// the compiler's higher-ranked `Send` inference in hyper's service).
+pub struct PluginBody(pub Body);
+
+/// An error of a [`PluginBody`].
+#[derive(Debug, thiserror::Error)]
+#[error(transparent)]
+pub struct PluginBodyError(pub crate::body::BoxError);
+
+impl http_body::Body for PluginBody {
+    type Data = Bytes;
+    type Error = PluginBodyError;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, PluginBodyError>>> {
+        std::pin::Pin::new(&mut self.0).poll_frame(cx).map_err(PluginBodyError)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.0.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.0.size_hint()
+    }
+}
+
+/// One plugin of a chain.
+#[derive(Debug)]
+pub struct ChainEntry {
+    /// Its warm instances (shared by every route when the entry is global).
+    pub pool: Arc<InstancePool>,
+    /// Its error policy.
+    pub on_error: OnErrorConfig,
+}
+
+/// The plugin chain of one route.
+#[derive(Debug, Default)]
+pub struct Chain {
+    route: Arc<str>,
+    entries: Vec<Arc<ChainEntry>>,
+    /// Indexes of the entries with a request phase, in order.
+    request: Vec<usize>,
+    /// Indexes of the entries with a response phase, in reverse order.
+    response: Vec<usize>,
+    /// Entries with a chunk phase, in reverse order.
+    chunk: Arc<[Arc<ChainEntry>]>,
+    request_body: Option<u64>,
+    response_body: Option<u64>,
+}
+
+enum Step {
+    Continue,
+    Respond(Response<Body>),
+}
+
+impl Chain {
+    /// A chain of `entries` (global entries first) for `route`.
+    pub fn new(route: &str, entries: Vec<Arc<ChainEntry>>) -> Chain {
+        let has = |e: &ChainEntry, p: Phases| e.pool.phases.contains(p);
+        let request = (0..entries.len()).filter(|i| has(&entries[*i], Phases::REQUEST)).collect();
+        let response = (0..entries.len()).rev().filter(|i| has(&entries[*i], Phases::RESPONSE)).collect();
+        let chunk = entries.iter().rev().filter(|e| has(e, Phases::RESPONSE_CHUNK)).cloned().collect();
+        let body_limit =
+            |p: Phases| entries.iter().filter(|e| has(e, p)).map(|e| e.pool.limits.max_body).max();
+        Chain {
+            route: Arc::from(route),
+            request_body: body_limit(Phases::REQUEST_BODY),
+            response_body: body_limit(Phases::RESPONSE_BODY),
+            entries,
+            request,
+            response,
+            chunk,
+        }
+    }
+
+    /// True when the chain has no plugins at all.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// The plugins, in request order.
+    pub fn entries(&self) -> &[Arc<ChainEntry>] {
+        &self.entries
+    }
+
+    /// Runs the request phase. `Some(response)`: a plugin answered; skip the upstream.
+    ///
+    /// (A boxed future rather than an `async fn`: the concrete future type trips the
+    /// compiler's higher-ranked `Send` inference inside hyper's service.)
+    pub fn on_request<'a>(
+        &'a self,
+        req: &'a mut Request<Body>,
+        ctx: &'a PluginCtx,
+    ) -> BoxFuture<'a, Result<Option<Response<Body>>, PluginError>> {
+        Box::pin(self.request_phase(req, ctx))
+    }
+
+    async fn request_phase(
+        &self,
+        req: &mut Request<Body>,
+        ctx: &PluginCtx,
+    ) -> Result<Option<Response<Body>>, PluginError> {
+        if self.request.is_empty() {
+            return Ok(None);
+        }
+        let mut slot = RequestSlot {
+            method: std::mem::take(req.method_mut()),
+            uri: std::mem::take(req.uri_mut()),
+            headers: std::mem::take(req.headers_mut()),
+            ..RequestSlot::default()
+        };
+        slot.headers.reserve(HEADER_HEADROOM);
+        if let Some(limit) = self.request_body {
+            match buffer(std::mem::replace(req.body_mut(), body::empty()), limit).await {
+                Ok(b) => slot.body = Some(b),
+                Err(kind) => {
+                    restore_request(req, slot);
+                    return Err(self.error(&self.entries[self.request[0]], Phase::Request, kind));
+                }
+            }
+        }
+        let result = self.run_request(&mut slot, ctx).await;
+        restore_request(req, slot);
+        result
+    }
+
+    async fn run_request(
+        &self,
+        slot: &mut RequestSlot,
+        ctx: &PluginCtx,
+    ) -> Result<Option<Response<Body>>, PluginError> {
+        for &i in &self.request {
+            let entry = &self.entries[i];
+            let span = tracing::debug_span!("plugin", plugin = %entry.pool.plugin(), route = %self.route, phase = "on-request", request_id = ctx.request_id.as_deref());
+            let step = self.request_step(entry, slot).instrument(span).await;
+            match step {
+                Ok(Step::Continue) => {}
+                Ok(Step::Respond(resp)) => return Ok(Some(resp)),
+                Err(e) if entry.on_error == OnErrorConfig::FailOpen && e.kind.is_fault() => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(None)
+    }
+
+    /// Runs the response phase (last plugin first).
+    pub fn on_response<'a>(
+        &'a self,
+        resp: &'a mut Response<Body>,
+        ctx: &'a PluginCtx,
+    ) -> BoxFuture<'a, Result<(), PluginError>> {
+        Box::pin(self.response_phase(resp, ctx))
+    }
+
+    async fn response_phase(&self, resp: &mut Response<Body>, ctx: &PluginCtx) -> Result<(), PluginError> {
+        if !self.response.is_empty() {
+            self.run_response_phase(resp, ctx).await?;
+        }
+        if !self.chunk.is_empty() {
+            let b = std::mem::replace(resp.body_mut(), body::empty());
+            *resp.body_mut() = chunked(b, Arc::clone(&self.chunk), Arc::clone(&self.route));
+            resp.headers_mut().remove(CONTENT_LENGTH);
+        }
+        Ok(())
+    }
+
+    async fn run_response_phase(
+        &self,
+        resp: &mut Response<Body>,
+        ctx: &PluginCtx,
+    ) -> Result<(), PluginError> {
+        let mut slot = ResponseSlot {
+            status: resp.status(),
+            headers: std::mem::take(resp.headers_mut()),
+            ..ResponseSlot::default()
+        };
+        slot.headers.reserve(HEADER_HEADROOM);
+        if let Some(limit) = self.response_body {
+            match buffer(std::mem::replace(resp.body_mut(), body::empty()), limit).await {
+                Ok(b) => slot.body = Some(b),
+                Err(kind) => {
+                    restore_response(resp, slot);
+                    return Err(self.error(&self.entries[self.response[0]], Phase::Response, kind));
+                }
+            }
+        }
+        for &i in &self.response {
+            let entry = &self.entries[i];
+            let span = tracing::debug_span!("plugin", plugin = %entry.pool.plugin(), route = %self.route, phase = "on-response", request_id = ctx.request_id.as_deref());
+            let step = self.response_step(entry, &mut slot).instrument(span).await;
+            match step {
+                Ok(Step::Continue) => {}
+                Ok(Step::Respond(r)) => {
+                    *resp = r;
+                    return Ok(());
+                }
+                Err(e) if entry.on_error == OnErrorConfig::FailOpen && e.kind.is_fault() => {}
+                Err(e) => {
+                    restore_response(resp, slot);
+                    return Err(e);
+                }
+            }
+        }
+        restore_response(resp, slot);
+        Ok(())
+    }
+
+    async fn request_step(&self, entry: &ChainEntry, slot: &mut RequestSlot) -> Result<Step, PluginError> {
+        let pool = &entry.pool;
+        let inst = pool.checkout(&self.route).await.map_err(|k| self.error(entry, Phase::Request, k))?;
+        let started = Instant::now();
+        let (inst, result) = request_call(inst, slot, entry).await;
+        self.finish(entry, Phase::Request, started, inst, result)
+    }
+
+    async fn response_step(&self, entry: &ChainEntry, slot: &mut ResponseSlot) -> Result<Step, PluginError> {
+        let pool = &entry.pool;
+        let inst = pool.checkout(&self.route).await.map_err(|k| self.error(entry, Phase::Response, k))?;
+        let started = Instant::now();
+        let (inst, result) = response_call(inst, slot, entry).await;
+        self.finish(entry, Phase::Response, started, inst, result)
+    }
+
+    /// Records the call, and returns the instance to the pool unless it faulted.
+    fn finish(
+        &self,
+        entry: &ChainEntry,
+        phase: Phase,
+        started: Instant,
+        inst: Instance,
+        result: Result<Step, CallFault>,
+    ) -> Result<Step, PluginError> {
+        let pool = &entry.pool;
+        pool.env().stats.record_call(phase, started.elapsed());
+        match result {
+            Ok(step) => {
+                pool.checkin(inst);
+                Ok(step)
+            }
+            Err(CallFault::Wasm(e)) => {
+                let kind = PluginErrorKind::from_call(e, inst.store.data(), pool.limits.deadline);
+                Err(self.error(entry, phase, kind))
+            }
+            Err(CallFault::BadReturn(m)) => {
+                // The instance is healthy; only its answer was wrong.
+                pool.checkin(inst);
+                Err(self.error(entry, phase, PluginErrorKind::BadReturn(m)))
+            }
+        }
+    }
+
+    fn error(&self, entry: &ChainEntry, phase: Phase, kind: PluginErrorKind) -> PluginError {
+        let plugin = entry.pool.plugin();
+        entry.pool.env().stats.record_error(&kind);
+        let err = PluginError { route: self.route.to_string(), plugin: plugin.to_string(), phase, kind };
+        tracing::warn!(plugin = %plugin, route = %self.route, phase = %phase, kind = err.kind.label(), fail_open = entry.on_error == OnErrorConfig::FailOpen, error = %err, "plugin failed");
+        err
+    }
+}
+
+enum CallFault {
+    Wasm(wasmtime::Error),
+    BadReturn(String),
+}
+
+async fn request_call(
+    mut inst: Instance,
+    slot: &mut RequestSlot,
+    entry: &ChainEntry,
+) -> (Instance, Result<Step, CallFault>) {
+    let state = inst.store.data_mut();
+    std::mem::swap(&mut state.req, slot);
+    state.req.body_allowed = entry.pool.phases.contains(Phases::REQUEST_BODY);
+    let r = inst.plugin.call_on_request(&mut inst.store, Resource::new_borrow(REQUEST_REP)).await;
+    std::mem::swap(&mut inst.store.data_mut().req, slot);
+    let r = match r {
+        Ok(d) => decide(d),
+        Err(e) => Err(CallFault::Wasm(e)),
+    };
+    (inst, r)
+}
+
+async fn response_call(
+    mut inst: Instance,
+    slot: &mut ResponseSlot,
+    entry: &ChainEntry,
+) -> (Instance, Result<Step, CallFault>) {
+    let state = inst.store.data_mut();
+    std::mem::swap(&mut state.resp, slot);
+    state.resp.body_allowed = entry.pool.phases.contains(Phases::RESPONSE_BODY);
+    let r = inst.plugin.call_on_response(&mut inst.store, Resource::new_borrow(RESPONSE_REP)).await;
+    std::mem::swap(&mut inst.store.data_mut().resp, slot);
+    let r = match r {
+        Ok(d) => decide(d),
+        Err(e) => Err(CallFault::Wasm(e)),
+    };
+    (inst, r)
+}
+
+fn decide(d: Decision) -> Result<Step, CallFault> {
+    match d {
+        Decision::Continue => Ok(Step::Continue),
+        Decision::Respond(spec) => build_response(spec).map(Step::Respond).map_err(CallFault::BadReturn),
+    }
+}
+
+/// Builds the response a plugin asked for, checking what it sent.
+fn build_response(spec: ResponseSpec) -> Result<Response<Body>, String> {
+    let status = StatusCode::from_u16(spec.status).map_err(|_| format!("invalid status {}", spec.status))?;
+    let mut resp = Response::new(body::empty());
+    *resp.status_mut() = status;
+    for (k, v) in spec.headers {
+        let name = HeaderName::from_bytes(k.as_bytes()).map_err(|_| format!("invalid header name `{k}`"))?;
+        let value = HeaderValue::from_str(&v).map_err(|_| format!("invalid value for header `{k}`"))?;
+        if name == CONTENT_LENGTH || name == TRANSFER_ENCODING {
+            continue;
+        }
+        resp.headers_mut().append(name, value);
+    }
+    *resp.body_mut() = body::full(spec.body);
+    Ok(resp)
+}
+
+async fn buffer(mut b: Body, limit: u64) -> Result<Bytes, PluginErrorKind> {
+    let mut buf = bytes::BytesMut::new();
+    while let Some(frame) = b.frame().await {
+        let frame = frame.map_err(|e| PluginErrorKind::Body(e.to_string()))?;
+        if let Ok(data) = frame.into_data() {
+            if (buf.len() + data.len()) as u64 > limit {
+                return Err(PluginErrorKind::BodyTooLarge(limit));
+            }
+            buf.extend_from_slice(&data);
+        }
+    }
+    Ok(buf.freeze())
+}
+
+fn restore_request(req: &mut Request<Body>, slot: RequestSlot) {
+    *req.method_mut() = slot.method;
+    *req.uri_mut() = slot.uri;
+    *req.headers_mut() = slot.headers;
+    if let Some(b) = slot.body {
+        if slot.body_changed {
+            req.headers_mut().remove(TRANSFER_ENCODING);
+            req.headers_mut().insert(CONTENT_LENGTH, HeaderValue::from(b.len()));
+        }
+        *req.body_mut() = body::full(b);
+    }
+    if let Some(up) = slot.upstream {
+        req.extensions_mut().insert(UpstreamOverride(up));
+    }
+}
+
+fn restore_response(resp: &mut Response<Body>, slot: ResponseSlot) {
+    *resp.status_mut() = slot.status;
+    *resp.headers_mut() = slot.headers;
+    if let Some(b) = slot.body {
+        if slot.body_changed {
+            resp.headers_mut().remove(TRANSFER_ENCODING);
+            resp.headers_mut().insert(CONTENT_LENGTH, HeaderValue::from(b.len()));
+        }
+        *resp.body_mut() = body::full(b);
+    }
+}
+
+/// Wraps a response body so each chunk passes through the chunk plugins.
+fn chunked(b: Body, entries: Arc<[Arc<ChainEntry>]>, route: Arc<str>) -> Body {
+    use futures_util::StreamExt;
+    use http_body::Frame;
+
+    let frames = http_body_util::BodyStream::new(b);
+    let stream = futures_util::stream::unfold(Some(frames), move |state| {
+        let entries = Arc::clone(&entries);
+        let route = Arc::clone(&route);
+        async move {
+            let mut frames = state?;
+            let (data, last, rest) = match frames.next().await {
+                Some(Ok(frame)) => match frame.into_data() {
+                    Ok(data) => (data, false, Some(frames)),
+                    Err(trailers) => return Some((Ok(trailers), Some(frames))),
+                },
+                Some(Err(e)) => return Some((Err(e), None)),
+                None => (Bytes::new(), true, None),
+            };
+            match transform(&entries, &route, data, last).await {
+                Ok(out) => Some((Ok(Frame::data(out)), rest)),
+                Err(e) => Some((Err(Box::new(e) as crate::body::BoxError), None)),
+            }
+        }
+    });
+    body::boxed(http_body_util::StreamBody::new(stream))
+}
+
+async fn transform(
+    entries: &[Arc<ChainEntry>],
+    route: &Arc<str>,
+    mut data: Bytes,
+    last: bool,
+) -> Result<Bytes, PluginError> {
+    for entry in entries {
+        let pool = &entry.pool;
+        let err = |kind: PluginErrorKind| {
+            pool.env().stats.record_error(&kind);
+            PluginError {
+                route: route.to_string(),
+                plugin: pool.plugin().to_string(),
+                phase: Phase::ResponseChunk,
+                kind,
+            }
+        };
+        let mut inst = match pool.checkout(route).await {
+            Ok(i) => i,
+            Err(k) if entry.on_error == OnErrorConfig::FailOpen => {
+                err(k);
+                continue;
+            }
+            Err(k) => return Err(err(k)),
+        };
+        let started = Instant::now();
+        let r = inst.plugin.call_on_response_chunk(&mut inst.store, &data, last).await;
+        pool.env().stats.record_call(Phase::ResponseChunk, started.elapsed());
+        match r {
+            Ok(out) => {
+                pool.checkin(inst);
+                data = Bytes::from(out);
+            }
+            Err(e) => {
+                let e = err(PluginErrorKind::from_call(e, inst.store.data(), pool.limits.deadline));
+                tracing::warn!(plugin = %pool.plugin(), route = %route, error = %e, "plugin failed");
+                if entry.on_error != OnErrorConfig::FailOpen {
+                    return Err(e);
+                }
+            }
+        }
+    }
+    Ok(data)
+}
+
+#[allow(dead_code)]
+fn _assert_send(c: &Chain, r: &mut Request<Body>, resp: &mut Response<Body>, ctx: &PluginCtx) {
+    fn is_send<T: Send>(_: T) {}
+    is_send(c.on_request(r, ctx));
+    is_send(c.on_response(resp, ctx));
+}

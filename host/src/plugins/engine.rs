@@ -1,0 +1,84 @@
+//! The one `wasmtime::Engine` of the process: component model, pooling allocator with
+//! copy-on-write memory images, and epoch interruption driven by a ticker thread.
+//!
+//! Every plugin call sets a deadline in epoch ticks ([`ticks_for`]); the ticker bumps
+//! the epoch every [`EPOCH_TICK`], so a call that runs past its deadline traps with
+//! `Trap::Interrupt` no matter what the guest does.
+
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
+
+use crate::config::MAX_PLUGIN_MEMORY;
+
+/// How often the epoch advances: the granularity of plugin deadlines.
+pub const EPOCH_TICK: Duration = Duration::from_millis(2);
+/// Component instances alive at once (warm instances of every plugin entry).
+pub const POOL_COMPONENT_INSTANCES: u32 = 1000;
+/// Core instances alive at once (a Rust component has a few per component instance).
+pub const POOL_CORE_INSTANCES: u32 = 5000;
+/// Linear memories alive at once.
+pub const POOL_MEMORIES: u32 = 1000;
+/// Tables alive at once.
+pub const POOL_TABLES: u32 = 2000;
+/// Fiber stacks for calls running at once (each async call needs one).
+pub const POOL_STACKS: u32 = 1000;
+/// Guard region after each linear memory.
+pub const MEMORY_GUARD: u64 = 32 << 20;
+/// Largest core instance metadata (interpreted runtimes such as Python need more
+/// than the default).
+pub const MAX_CORE_INSTANCE_SIZE: usize = 10 << 20;
+
+static ENGINE: OnceLock<Engine> = OnceLock::new();
+
+/// The process's engine, created (with its epoch ticker) on first use.
+pub fn engine() -> &'static Engine {
+    ENGINE.get_or_init(|| {
+        let engine = Engine::new(&engine_config()).expect("the plugin engine's configuration is valid");
+        let weak = engine.weak();
+        std::thread::Builder::new()
+            .name("sluice-epoch".into())
+            .spawn(move || {
+                while let Some(engine) = weak.upgrade() {
+                    engine.increment_epoch();
+                    drop(engine);
+                    std::thread::sleep(EPOCH_TICK);
+                }
+            })
+            .expect("spawning the epoch ticker thread");
+        engine
+    })
+}
+
+/// Epoch ticks for a deadline: at least one full tick past the deadline, so a call
+/// is never stopped early.
+pub fn ticks_for(deadline: Duration) -> u64 {
+    let tick = EPOCH_TICK.as_nanos().max(1);
+    (deadline.as_nanos().div_ceil(tick) as u64).saturating_add(1).max(2)
+}
+
+fn engine_config() -> Config {
+    let max_memory = MAX_PLUGIN_MEMORY.bytes();
+    let mut pool = PoolingAllocationConfig::default();
+    pool.total_component_instances(POOL_COMPONENT_INSTANCES)
+        .total_core_instances(POOL_CORE_INSTANCES)
+        .total_memories(POOL_MEMORIES)
+        .total_tables(POOL_TABLES)
+        .total_stacks(POOL_STACKS)
+        .max_memory_size(max_memory as usize)
+        .max_core_instance_size(MAX_CORE_INSTANCE_SIZE)
+        .max_memories_per_component(4)
+        .max_tables_per_component(8);
+
+    let mut config = Config::new();
+    config
+        .wasm_component_model(true)
+        .epoch_interruption(true)
+        .memory_init_cow(true)
+        .memory_reservation(max_memory)
+        .memory_guard_size(MEMORY_GUARD)
+        .parallel_compilation(true)
+        .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+    config
+}

@@ -1,0 +1,247 @@
+//! `kv`: the plugin key-value store. Keys are namespaced by plugin name. The backend
+//! is a [`KvStore`]: [`InProcessKv`] (the default, sharded maps with lazy TTL expiry)
+//! today; a Redis backend implements the same trait.
+
+use std::collections::HashMap;
+use std::hash::{BuildHasher, RandomState};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
+
+use futures_util::future::BoxFuture;
+use tokio::time::Instant;
+
+use crate::plugins::bindings::sluice::plugin::kv::{Host, KvError};
+use crate::plugins::state::PluginState;
+
+/// Shards of the in-process store (fewer lock collisions between workers).
+pub const KV_SHARDS: usize = 16;
+/// Operations on a shard between sweeps of its expired keys.
+pub const KV_SWEEP_EVERY: u32 = 1024;
+
+/// A future returned by a [`KvStore`].
+pub type KvFuture<'a, T> = BoxFuture<'a, Result<T, KvError>>;
+
+/// A key-value backend. Keys arrive already namespaced by plugin.
+pub trait KvStore: Send + Sync + 'static {
+    /// The value of `key`, if present and not expired.
+    fn get(&self, key: String) -> KvFuture<'_, Option<Vec<u8>>>;
+    /// Stores `value`, expiring after `ttl` if given.
+    fn set(&self, key: String, value: Vec<u8>, ttl: Option<Duration>) -> KvFuture<'_, ()>;
+    /// Removes `key`; true if it was present.
+    fn delete(&self, key: String) -> KvFuture<'_, bool>;
+    /// Adds `delta` to the decimal integer at `key` (absent: 0); `ttl` applies when the
+    /// key is created.
+    fn increment(&self, key: String, delta: i64, ttl: Option<Duration>) -> KvFuture<'_, i64>;
+    /// Replaces the value if it equals `expected` (`None`: absent).
+    fn compare_and_swap(
+        &self,
+        key: String,
+        expected: Option<Vec<u8>>,
+        new: Vec<u8>,
+        ttl: Option<Duration>,
+    ) -> KvFuture<'_, bool>;
+}
+
+struct Entry {
+    value: Vec<u8>,
+    expires: Option<Instant>,
+}
+
+impl Entry {
+    fn live(&self, now: Instant) -> bool {
+        self.expires.is_none_or(|e| e > now)
+    }
+}
+
+#[derive(Default)]
+struct Shard {
+    map: HashMap<String, Entry>,
+    ops: u32,
+}
+
+impl Shard {
+    /// The live entry of `key`, dropping it if expired; sweeps now and then.
+    fn live(&mut self, key: &str, now: Instant) -> Option<&mut Entry> {
+        self.ops = self.ops.wrapping_add(1);
+        if self.ops.is_multiple_of(KV_SWEEP_EVERY) {
+            self.map.retain(|_, e| e.live(now));
+        }
+        if self.map.get(key).is_some_and(|e| !e.live(now)) {
+            self.map.remove(key);
+        }
+        self.map.get_mut(key)
+    }
+}
+
+/// The in-process store: shared by every instance and every snapshot of the process.
+pub struct InProcessKv {
+    shards: Vec<Mutex<Shard>>,
+    hasher: RandomState,
+}
+
+impl Default for InProcessKv {
+    fn default() -> Self {
+        Self { shards: (0..KV_SHARDS).map(|_| Mutex::default()).collect(), hasher: RandomState::new() }
+    }
+}
+
+impl InProcessKv {
+    /// The process-wide store.
+    pub fn global() -> Arc<InProcessKv> {
+        static KV: OnceLock<Arc<InProcessKv>> = OnceLock::new();
+        Arc::clone(KV.get_or_init(Default::default))
+    }
+
+    fn with<T>(&self, key: &str, f: impl FnOnce(&mut Shard, Instant) -> T) -> T {
+        let i = (self.hasher.hash_one(key) as usize) % self.shards.len();
+        let mut shard = self.shards[i].lock().unwrap_or_else(|p| p.into_inner());
+        f(&mut shard, Instant::now())
+    }
+}
+
+fn expiry(now: Instant, ttl: Option<Duration>) -> Option<Instant> {
+    ttl.map(|t| now + t)
+}
+
+impl KvStore for InProcessKv {
+    fn get(&self, key: String) -> KvFuture<'_, Option<Vec<u8>>> {
+        let v = self.with(&key, |s, now| s.live(&key, now).map(|e| e.value.clone()));
+        Box::pin(async move { Ok(v) })
+    }
+
+    fn set(&self, key: String, value: Vec<u8>, ttl: Option<Duration>) -> KvFuture<'_, ()> {
+        self.with(&key, |s, now| {
+            s.ops = s.ops.wrapping_add(1);
+            s.map.insert(key.clone(), Entry { value, expires: expiry(now, ttl) });
+        });
+        Box::pin(async { Ok(()) })
+    }
+
+    fn delete(&self, key: String) -> KvFuture<'_, bool> {
+        let had = self.with(&key, |s, now| s.live(&key, now).is_some() && s.map.remove(&key).is_some());
+        Box::pin(async move { Ok(had) })
+    }
+
+    fn increment(&self, key: String, delta: i64, ttl: Option<Duration>) -> KvFuture<'_, i64> {
+        let r = self.with(&key, |s, now| match s.live(&key, now) {
+            Some(e) => {
+                let n: i64 = std::str::from_utf8(&e.value)
+                    .ok()
+                    .and_then(|t| t.trim().parse().ok())
+                    .ok_or(KvError::NotANumber)?;
+                let n = n.saturating_add(delta);
+                e.value = n.to_string().into_bytes();
+                Ok(n)
+            }
+            None => {
+                s.map.insert(
+                    key.clone(),
+                    Entry { value: delta.to_string().into_bytes(), expires: expiry(now, ttl) },
+                );
+                Ok(delta)
+            }
+        });
+        Box::pin(async move { r })
+    }
+
+    fn compare_and_swap(
+        &self,
+        key: String,
+        expected: Option<Vec<u8>>,
+        new: Vec<u8>,
+        ttl: Option<Duration>,
+    ) -> KvFuture<'_, bool> {
+        let swapped = self.with(&key, |s, now| {
+            let current = s.live(&key, now).map(|e| e.value.as_slice());
+            if current != expected.as_deref() {
+                return false;
+            }
+            s.map.insert(key.clone(), Entry { value: new, expires: expiry(now, ttl) });
+            true
+        });
+        Box::pin(async move { Ok(swapped) })
+    }
+}
+
+fn ttl(ms: Option<u64>) -> Option<Duration> {
+    ms.map(Duration::from_millis)
+}
+
+fn denied() -> KvError {
+    KvError::Unavailable("kv is not granted to this plugin".into())
+}
+
+impl PluginState {
+    fn kv_key(&self, key: &str) -> String {
+        let mut k = String::with_capacity(self.env.plugin.len() + 1 + key.len());
+        k.push_str(&self.env.plugin);
+        k.push('\u{0}');
+        k.push_str(key);
+        k
+    }
+}
+
+impl Host for PluginState {
+    async fn get(&mut self, key: String) -> wasmtime::Result<Result<Option<Vec<u8>>, KvError>> {
+        let Some(kv) = self.env.grants.kv.clone() else { return Ok(Err(denied())) };
+        Ok(kv.get(self.kv_key(&key)).await)
+    }
+
+    async fn set(
+        &mut self,
+        key: String,
+        value: Vec<u8>,
+        ttl_ms: Option<u64>,
+    ) -> wasmtime::Result<Result<(), KvError>> {
+        let Some(kv) = self.env.grants.kv.clone() else { return Ok(Err(denied())) };
+        Ok(kv.set(self.kv_key(&key), value, ttl(ttl_ms)).await)
+    }
+
+    async fn delete(&mut self, key: String) -> wasmtime::Result<Result<bool, KvError>> {
+        let Some(kv) = self.env.grants.kv.clone() else { return Ok(Err(denied())) };
+        Ok(kv.delete(self.kv_key(&key)).await)
+    }
+
+    async fn increment(
+        &mut self,
+        key: String,
+        delta: i64,
+        ttl_ms: Option<u64>,
+    ) -> wasmtime::Result<Result<i64, KvError>> {
+        let Some(kv) = self.env.grants.kv.clone() else { return Ok(Err(denied())) };
+        Ok(kv.increment(self.kv_key(&key), delta, ttl(ttl_ms)).await)
+    }
+
+    async fn compare_and_swap(
+        &mut self,
+        key: String,
+        expected: Option<Vec<u8>>,
+        new: Vec<u8>,
+        ttl_ms: Option<u64>,
+    ) -> wasmtime::Result<Result<bool, KvError>> {
+        let Some(kv) = self.env.grants.kv.clone() else { return Ok(Err(denied())) };
+        Ok(kv.compare_and_swap(self.kv_key(&key), expected, new, ttl(ttl_ms)).await)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn increments_sum_and_cas_and_ttl() {
+        let kv = InProcessKv::default();
+        assert_eq!(kv.increment("a".into(), 2, None).await.unwrap(), 2);
+        assert_eq!(kv.increment("a".into(), 3, None).await.unwrap(), 5);
+        assert!(kv.compare_and_swap("b".into(), None, b"x".to_vec(), None).await.unwrap());
+        assert!(!kv.compare_and_swap("b".into(), None, b"y".to_vec(), None).await.unwrap());
+        assert!(kv.compare_and_swap("b".into(), Some(b"x".to_vec()), b"y".to_vec(), None).await.unwrap());
+        assert_eq!(kv.get("b".into()).await.unwrap(), Some(b"y".to_vec()));
+        kv.set("n".into(), b"text".to_vec(), None).await.unwrap();
+        assert!(matches!(kv.increment("n".into(), 1, None).await, Err(KvError::NotANumber)));
+        kv.set("t".into(), b"1".to_vec(), Some(Duration::ZERO)).await.unwrap();
+        assert_eq!(kv.get("t".into()).await.unwrap(), None);
+        assert!(kv.delete("a".into()).await.unwrap());
+        assert!(!kv.delete("a".into()).await.unwrap());
+    }
+}

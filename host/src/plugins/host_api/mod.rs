@@ -1,0 +1,134 @@
+//! The host API: what plugins import. One file per interface; this module owns the
+//! per-plugin [`HostEnv`] (identity + granted capabilities), the process-wide
+//! [`linker`], and the load-time check that a component imports only what its
+//! config grants.
+//!
+//! Recipe: build a [`HostEnv`] per plugin entry → [`check_imports`] against the
+//! component → instantiate through [`linker`] with a
+//! [`PluginState`](super::state::PluginState) holding the env.
+
+pub mod clock;
+pub mod http;
+pub mod kv;
+pub mod log;
+pub mod metrics;
+pub mod secrets;
+pub mod types;
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, OnceLock};
+
+use wasmtime::component::types::ComponentItem;
+use wasmtime::component::{Component, HasSelf, Linker};
+
+use super::bindings::Plugin;
+use super::engine::engine;
+use super::state::PluginState;
+use super::stats::PluginStats;
+pub use http::HttpGrant;
+pub use kv::{InProcessKv, KvStore};
+
+/// Capabilities granted to one plugin entry.
+#[derive(Clone)]
+pub struct Grants {
+    /// `log` is granted.
+    pub log: bool,
+    /// `clock` is granted.
+    pub clock: bool,
+    /// `metrics` is granted.
+    pub metrics: bool,
+    /// The kv backend, when `kv` is granted.
+    pub kv: Option<Arc<dyn KvStore>>,
+    /// Outbound HTTP, when granted.
+    pub http: Option<HttpGrant>,
+    /// Granted secrets by name, already read.
+    pub secrets: HashMap<String, String>,
+}
+
+impl std::fmt::Debug for Grants {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Grants")
+            .field("log", &self.log)
+            .field("clock", &self.clock)
+            .field("metrics", &self.metrics)
+            .field("kv", &self.kv.is_some())
+            .field("http", &self.http)
+            .field("secrets", &self.secrets.keys().collect::<Vec<_>>())
+            .finish()
+    }
+}
+
+impl Default for Grants {
+    fn default() -> Self {
+        Self { log: true, clock: true, metrics: true, kv: None, http: None, secrets: HashMap::new() }
+    }
+}
+
+/// Identity and capabilities shared by every instance of one plugin entry.
+#[derive(Debug)]
+pub struct HostEnv {
+    /// The plugin's name.
+    pub plugin: Arc<str>,
+    /// What it may use.
+    pub grants: Grants,
+    /// Upstream names `set-upstream` accepts.
+    pub upstreams: Arc<HashSet<String>>,
+    /// Its metrics.
+    pub stats: Arc<PluginStats>,
+}
+
+/// The linker with WASI p2 (no authority) and every `sluice:plugin` interface.
+pub fn linker() -> &'static Linker<PluginState> {
+    static LINKER: OnceLock<Linker<PluginState>> = OnceLock::new();
+    LINKER.get_or_init(|| {
+        let mut linker = Linker::new(engine());
+        wasmtime_wasi::p2::add_to_linker_async(&mut linker).expect("linking WASI p2");
+        Plugin::add_to_linker::<_, HasSelf<PluginState>>(&mut linker, |s| s)
+            .expect("linking the plugin world");
+        linker
+    })
+}
+
+/// WASI interfaces a plugin may import: with nothing preopened and no network they
+/// carry no authority (Rust std, Python and JS runtimes import them).
+const HARMLESS_WASI: &[&str] = &["wasi:cli/", "wasi:io/", "wasi:clocks/", "wasi:random/", "wasi:filesystem/"];
+
+/// Checks that `component` imports only interfaces that exist and are granted.
+/// Returns one message per refused import.
+pub fn check_imports(component: &Component, grants: &Grants) -> Vec<String> {
+    let ty = component.component_type();
+    let mut refused = Vec::new();
+    for (name, item) in ty.imports(engine()) {
+        // Type imports (the world's `use` of `request` and `response`) carry no
+        // capability; instances and functions do.
+        if matches!(item.ty, ComponentItem::Type(_) | ComponentItem::Resource(_)) {
+            continue;
+        }
+        let iface = name.split('@').next().unwrap_or(name);
+        let granted = match iface {
+            "sluice:plugin/types" => true,
+            "sluice:plugin/log" => grants.log,
+            "sluice:plugin/clock" => grants.clock,
+            "sluice:plugin/metrics" => grants.metrics,
+            "sluice:plugin/kv" => grants.kv.is_some(),
+            "sluice:plugin/http" => grants.http.is_some(),
+            "sluice:plugin/secrets" => !grants.secrets.is_empty(),
+            other if HARMLESS_WASI.iter().any(|p| other.starts_with(p)) => true,
+            other => {
+                refused.push(format!("imports `{other}`, which sluice does not provide to plugins"));
+                continue;
+            }
+        };
+        if !granted {
+            let cap = iface.trim_start_matches("sluice:plugin/");
+            let hint = match cap {
+                "http" => "grants: { http: { allow: [HOST] } }".to_owned(),
+                "secrets" => "grants: { secrets: { NAME: { env: VAR } } }".to_owned(),
+                "kv" => "grants: { kv: true }".to_owned(),
+                other => format!("grants: {{ {other}: true }}"),
+            };
+            refused.push(format!("imports `{cap}`, which is not granted (add `{hint}`)"));
+        }
+    }
+    refused
+}

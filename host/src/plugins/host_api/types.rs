@@ -1,0 +1,248 @@
+//! The `request` and `response` resources: host methods over the store's slots.
+//! Bad plugin input (an invalid header, path or status) is a WIT error, never a trap.
+
+use std::str::FromStr;
+
+use bytes::Bytes;
+use http::header::{self, HeaderName, HeaderValue};
+use http::uri::PathAndQuery;
+use http::{HeaderMap, StatusCode, Uri};
+use wasmtime::component::Resource;
+
+use crate::plugins::bindings::sluice::plugin::types::{Host, HostRequest, HostResponse};
+use crate::plugins::bindings::{BodyError, HeaderError, PathError, StatusError, UpstreamError};
+use crate::plugins::state::{PluginState, RequestHandle, ResponseHandle};
+
+type Res<T> = wasmtime::Result<T>;
+
+/// Headers the gateway manages itself: plugins may read but not change them.
+fn forbidden(name: &HeaderName) -> bool {
+    matches!(
+        *name,
+        header::CONNECTION
+            | header::TRANSFER_ENCODING
+            | header::CONTENT_LENGTH
+            | header::TE
+            | header::TRAILER
+    ) || name == "keep-alive"
+        || name == "proxy-connection"
+        || name == header::UPGRADE
+}
+
+fn writable_name(name: &str) -> Result<HeaderName, HeaderError> {
+    let name = HeaderName::from_bytes(name.as_bytes()).map_err(|_| HeaderError::InvalidName)?;
+    if forbidden(&name) { Err(HeaderError::Forbidden) } else { Ok(name) }
+}
+
+fn first_str(headers: &HeaderMap, name: &str) -> Option<String> {
+    headers.get(name).and_then(|v| v.to_str().ok()).map(str::to_owned)
+}
+
+fn first_bytes(headers: &HeaderMap, name: &str) -> Option<Vec<u8>> {
+    headers.get(name).map(|v| v.as_bytes().to_vec())
+}
+
+fn all_bytes(headers: &HeaderMap, name: &str) -> Vec<Vec<u8>> {
+    headers.get_all(name).iter().map(|v| v.as_bytes().to_vec()).collect()
+}
+
+fn list(headers: &HeaderMap) -> Vec<(String, Vec<u8>)> {
+    headers.iter().map(|(k, v)| (k.as_str().to_owned(), v.as_bytes().to_vec())).collect()
+}
+
+fn set(headers: &mut HeaderMap, name: &str, value: &str, append: bool) -> Result<(), HeaderError> {
+    let name = writable_name(name)?;
+    let value = HeaderValue::from_str(value).map_err(|_| HeaderError::InvalidValue)?;
+    if append {
+        headers.append(name, value);
+    } else {
+        headers.insert(name, value);
+    }
+    Ok(())
+}
+
+fn remove(headers: &mut HeaderMap, name: &str) -> Result<(), HeaderError> {
+    let name = writable_name(name)?;
+    headers.remove(name);
+    Ok(())
+}
+
+fn read_body(body: &Option<Bytes>, allowed: bool) -> Result<Vec<u8>, BodyError> {
+    match body {
+        Some(b) if allowed => Ok(b.to_vec()),
+        _ => Err(BodyError::NotBuffered),
+    }
+}
+
+impl Host for PluginState {}
+
+impl HostRequest for PluginState {
+    fn method(&mut self, _: Resource<RequestHandle>) -> Res<String> {
+        Ok(self.req.method.as_str().to_owned())
+    }
+
+    fn path(&mut self, _: Resource<RequestHandle>) -> Res<String> {
+        Ok(self.req.uri.path().to_owned())
+    }
+
+    fn query(&mut self, _: Resource<RequestHandle>) -> Res<Option<String>> {
+        Ok(self.req.uri.query().map(str::to_owned))
+    }
+
+    fn header(&mut self, _: Resource<RequestHandle>, name: String) -> Res<Option<String>> {
+        Ok(first_str(&self.req.headers, &name))
+    }
+
+    fn header_bytes(&mut self, _: Resource<RequestHandle>, name: String) -> Res<Option<Vec<u8>>> {
+        Ok(first_bytes(&self.req.headers, &name))
+    }
+
+    fn header_all(&mut self, _: Resource<RequestHandle>, name: String) -> Res<Vec<Vec<u8>>> {
+        Ok(all_bytes(&self.req.headers, &name))
+    }
+
+    fn headers(&mut self, _: Resource<RequestHandle>) -> Res<Vec<(String, Vec<u8>)>> {
+        Ok(list(&self.req.headers))
+    }
+
+    fn set_header(
+        &mut self,
+        _: Resource<RequestHandle>,
+        name: String,
+        value: String,
+    ) -> Res<Result<(), HeaderError>> {
+        Ok(set(&mut self.req.headers, &name, &value, false))
+    }
+
+    fn append_header(
+        &mut self,
+        _: Resource<RequestHandle>,
+        name: String,
+        value: String,
+    ) -> Res<Result<(), HeaderError>> {
+        Ok(set(&mut self.req.headers, &name, &value, true))
+    }
+
+    fn remove_header(&mut self, _: Resource<RequestHandle>, name: String) -> Res<Result<(), HeaderError>> {
+        Ok(remove(&mut self.req.headers, &name))
+    }
+
+    fn set_path(&mut self, _: Resource<RequestHandle>, path_and_query: String) -> Res<Result<(), PathError>> {
+        if !path_and_query.starts_with('/') {
+            return Ok(Err(PathError::Invalid));
+        }
+        let Ok(pq) = PathAndQuery::from_str(&path_and_query) else {
+            return Ok(Err(PathError::Invalid));
+        };
+        let mut parts = std::mem::take(&mut self.req.uri).into_parts();
+        parts.path_and_query = Some(pq);
+        match Uri::from_parts(parts) {
+            Ok(uri) => {
+                self.req.uri = uri;
+                Ok(Ok(()))
+            }
+            Err(_) => Ok(Err(PathError::Invalid)),
+        }
+    }
+
+    fn body(&mut self, _: Resource<RequestHandle>) -> Res<Result<Vec<u8>, BodyError>> {
+        Ok(read_body(&self.req.body, self.req.body_allowed))
+    }
+
+    fn set_body(&mut self, _: Resource<RequestHandle>, body: Vec<u8>) -> Res<Result<(), BodyError>> {
+        if self.req.body.is_none() || !self.req.body_allowed {
+            return Ok(Err(BodyError::NotBuffered));
+        }
+        self.req.body = Some(Bytes::from(body));
+        self.req.body_changed = true;
+        Ok(Ok(()))
+    }
+
+    fn set_upstream(&mut self, _: Resource<RequestHandle>, name: String) -> Res<Result<(), UpstreamError>> {
+        if !self.env.upstreams.contains(name.as_str()) {
+            return Ok(Err(UpstreamError::Unknown));
+        }
+        self.req.upstream = Some(name);
+        Ok(Ok(()))
+    }
+
+    fn route(&mut self, _: Resource<RequestHandle>) -> Res<String> {
+        Ok(self.route.to_string())
+    }
+
+    fn drop(&mut self, _: Resource<RequestHandle>) -> Res<()> {
+        // The handle is a fixed rep into the store's slot; nothing to free.
+        Ok(())
+    }
+}
+
+impl HostResponse for PluginState {
+    fn status(&mut self, _: Resource<ResponseHandle>) -> Res<u16> {
+        Ok(self.resp.status.as_u16())
+    }
+
+    fn set_status(&mut self, _: Resource<ResponseHandle>, status: u16) -> Res<Result<(), StatusError>> {
+        match StatusCode::from_u16(status) {
+            Ok(s) => {
+                self.resp.status = s;
+                Ok(Ok(()))
+            }
+            Err(_) => Ok(Err(StatusError::Invalid)),
+        }
+    }
+
+    fn header(&mut self, _: Resource<ResponseHandle>, name: String) -> Res<Option<String>> {
+        Ok(first_str(&self.resp.headers, &name))
+    }
+
+    fn header_bytes(&mut self, _: Resource<ResponseHandle>, name: String) -> Res<Option<Vec<u8>>> {
+        Ok(first_bytes(&self.resp.headers, &name))
+    }
+
+    fn header_all(&mut self, _: Resource<ResponseHandle>, name: String) -> Res<Vec<Vec<u8>>> {
+        Ok(all_bytes(&self.resp.headers, &name))
+    }
+
+    fn headers(&mut self, _: Resource<ResponseHandle>) -> Res<Vec<(String, Vec<u8>)>> {
+        Ok(list(&self.resp.headers))
+    }
+
+    fn set_header(
+        &mut self,
+        _: Resource<ResponseHandle>,
+        name: String,
+        value: String,
+    ) -> Res<Result<(), HeaderError>> {
+        Ok(set(&mut self.resp.headers, &name, &value, false))
+    }
+
+    fn append_header(
+        &mut self,
+        _: Resource<ResponseHandle>,
+        name: String,
+        value: String,
+    ) -> Res<Result<(), HeaderError>> {
+        Ok(set(&mut self.resp.headers, &name, &value, true))
+    }
+
+    fn remove_header(&mut self, _: Resource<ResponseHandle>, name: String) -> Res<Result<(), HeaderError>> {
+        Ok(remove(&mut self.resp.headers, &name))
+    }
+
+    fn body(&mut self, _: Resource<ResponseHandle>) -> Res<Result<Vec<u8>, BodyError>> {
+        Ok(read_body(&self.resp.body, self.resp.body_allowed))
+    }
+
+    fn set_body(&mut self, _: Resource<ResponseHandle>, body: Vec<u8>) -> Res<Result<(), BodyError>> {
+        if self.resp.body.is_none() || !self.resp.body_allowed {
+            return Ok(Err(BodyError::NotBuffered));
+        }
+        self.resp.body = Some(Bytes::from(body));
+        self.resp.body_changed = true;
+        Ok(Ok(()))
+    }
+
+    fn drop(&mut self, _: Resource<ResponseHandle>) -> Res<()> {
+        Ok(())
+    }
+}

@@ -1,0 +1,51 @@
+//! Resource limits of one plugin entry, resolved from its config with the defaults
+//! of [`crate::config::plugins`].
+
+use std::time::Duration;
+
+use crate::config::{
+    DEFAULT_PLUGIN_CONFIGURE_DEADLINE, DEFAULT_PLUGIN_DEADLINE, DEFAULT_PLUGIN_MAX_BODY,
+    DEFAULT_PLUGIN_MAX_IDLE, DEFAULT_PLUGIN_MEMORY, PluginLimitsConfig,
+};
+
+/// Most table elements an instance may have.
+pub const MAX_TABLE_ELEMENTS: usize = 100_000;
+/// Spare header slots reserved before a request meets plugins, so a `set-header`
+/// rarely grows the map on the hot path.
+pub const HEADER_HEADROOM: usize = 8;
+
+/// The limits of one plugin entry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Per call (`on-request`, `on-response`, a chunk).
+    pub deadline: Duration,
+    /// For `info` + `configure` at load.
+    pub configure_deadline: Duration,
+    /// Linear memory cap per instance.
+    pub memory: usize,
+    /// Largest body buffered for a body phase.
+    pub max_body: u64,
+    /// Warm instances kept.
+    pub max_idle: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self::from_config(&PluginLimitsConfig::default())
+    }
+}
+
+impl Limits {
+    /// Resolves `c`, applying defaults.
+    pub fn from_config(c: &PluginLimitsConfig) -> Self {
+        Self {
+            deadline: c.deadline.unwrap_or(DEFAULT_PLUGIN_DEADLINE).get(),
+            configure_deadline: DEFAULT_PLUGIN_CONFIGURE_DEADLINE
+                .get()
+                .max(c.deadline.map_or(Duration::ZERO, |d| d.get())),
+            memory: c.memory.unwrap_or(DEFAULT_PLUGIN_MEMORY).bytes() as usize,
+            max_body: c.max_body.unwrap_or(DEFAULT_PLUGIN_MAX_BODY).bytes(),
+            max_idle: c.max_idle.unwrap_or(DEFAULT_PLUGIN_MAX_IDLE),
+        }
+    }
+}

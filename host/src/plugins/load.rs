@@ -1,0 +1,173 @@
+//! Building the chains of a config generation: find each plugin in the registry,
+//! compile it (cached), check its imports against its grants, and create its
+//! instance pool — which instantiates and configures a first instance, so every
+//! load-time fault becomes a config [`Problem`] at the entry's YAML path.
+
+use std::collections::{HashMap, HashSet};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::bindings::PluginPre;
+use super::cache::{default_cache_dir, load_component};
+use super::chain::{Chain, ChainEntry};
+use super::error::{Phase, PluginError, PluginErrorKind};
+use super::host_api::{Grants, HostEnv, HttpGrant, InProcessKv, KvStore, check_imports, linker};
+use super::limits::Limits;
+use super::pool::InstancePool;
+use super::registry::Registry;
+use super::state::PluginState;
+use super::stats::stats_for;
+use crate::config::{
+    DEFAULT_PLUGIN_HTTP_TIMEOUT, DEFAULT_PLUGINS_DIR, LoadedConfig, MAX_PLUGIN_MEMORY, PluginRefConfig,
+    Problem, SecretSourceConfig,
+};
+
+/// The route name used for global entries while loading.
+pub const GLOBAL_ROUTE: &str = "*";
+
+/// Builds one chain per route of `loaded` (in route order), or every problem found.
+pub fn build_chains(loaded: &LoadedConfig) -> Result<Vec<Arc<Chain>>, Vec<Problem>> {
+    let cfg = &loaded.config;
+    let any = !cfg.plugins.global.is_empty() || cfg.routes.iter().any(|r| !r.plugins.is_empty());
+    if !any {
+        // No plugins: never touch the engine.
+        return Ok(cfg.routes.iter().map(|r| Arc::new(Chain::new(r.name.as_str(), Vec::new()))).collect());
+    }
+    let mut loader = Loader::new(loaded)?;
+    let mut problems = Vec::new();
+    let mut global = Vec::new();
+    for (j, p) in cfg.plugins.global.iter().enumerate() {
+        match loader.entry(&format!("plugins.global[{j}]"), GLOBAL_ROUTE, p) {
+            Ok(e) => global.push(e),
+            Err(p) => problems.push(p),
+        }
+    }
+    let mut chains = Vec::with_capacity(cfg.routes.len());
+    for (i, r) in cfg.routes.iter().enumerate() {
+        let mut entries = global.clone();
+        for (j, p) in r.plugins.iter().enumerate() {
+            match loader.entry(&format!("routes[{i}].plugins[{j}]"), r.name.as_str(), p) {
+                Ok(e) => entries.push(e),
+                Err(p) => problems.push(p),
+            }
+        }
+        chains.push(Arc::new(Chain::new(r.name.as_str(), entries)));
+    }
+    if problems.is_empty() { Ok(chains) } else { Err(problems) }
+}
+
+struct Loader<'a> {
+    loaded: &'a LoadedConfig,
+    registry: Registry,
+    cache_dir: Option<PathBuf>,
+    upstreams: Arc<HashSet<String>>,
+    compiled: HashMap<String, Result<PluginPre<PluginState>, String>>,
+}
+
+impl<'a> Loader<'a> {
+    fn new(loaded: &'a LoadedConfig) -> Result<Self, Vec<Problem>> {
+        let pc = &loaded.config.plugins;
+        let dir = loaded.resolve_path(pc.dir.as_deref().unwrap_or(DEFAULT_PLUGINS_DIR));
+        let registry = Registry::scan(&dir).map_err(|m| vec![Problem::new("plugins.dir", m)])?;
+        let cache_dir = match pc.cache_dir.as_deref() {
+            Some("") => None,
+            Some(d) => Some(loaded.resolve_path(d)),
+            None => default_cache_dir(),
+        };
+        let upstreams = Arc::new(loaded.config.upstreams.keys().map(|k| k.to_string()).collect());
+        Ok(Self { loaded, registry, cache_dir, upstreams, compiled: HashMap::new() })
+    }
+
+    fn compile(&mut self, name: &str) -> Option<Result<PluginPre<PluginState>, String>> {
+        if let Some(c) = self.compiled.get(name) {
+            return Some(c.clone());
+        }
+        let path = self.registry.get(name)?.to_owned();
+        let pre = load_component(&path, self.cache_dir.as_deref()).and_then(|c| {
+            // Refuse ungranted imports before linking, so the message is about grants.
+            let pre = linker().instantiate_pre(&c).map_err(|e| format!("cannot be linked: {e:#}"))?;
+            PluginPre::new(pre).map_err(|e| format!("does not implement the sluice:plugin world: {e:#}"))
+        });
+        self.compiled.insert(name.to_owned(), pre.clone());
+        Some(pre)
+    }
+
+    fn entry(&mut self, at: &str, route: &str, p: &PluginRefConfig) -> Result<Arc<ChainEntry>, Problem> {
+        let name = p.name.as_str();
+        let fail = |kind: PluginErrorKind, phase: Phase| {
+            PluginError { route: route.to_owned(), plugin: name.to_owned(), phase, kind }.to_string()
+        };
+        let pre = match self.compile(name) {
+            None => {
+                let dir = self.registry.dir().display();
+                return Err(Problem::new(
+                    format!("{at}.name"),
+                    format!("unknown plugin `{name}`: no {name}.wasm in {dir}"),
+                ));
+            }
+            Some(Err(m)) => {
+                return Err(Problem::new(format!("{at}.name"), fail(PluginErrorKind::Load(m), Phase::Load)));
+            }
+            Some(Ok(pre)) => pre,
+        };
+        let grants = self.grants(at, p)?;
+        let refused = check_imports(pre.instance_pre().component(), &grants);
+        if !refused.is_empty() {
+            let msg = format!("plugin {name} on route {route} {}", refused.join("; "));
+            return Err(Problem::new(format!("{at}.grants"), msg));
+        }
+        if let Some(m) = p.limits.memory
+            && m.bytes() > MAX_PLUGIN_MEMORY.bytes()
+        {
+            return Err(Problem::new(
+                format!("{at}.limits.memory"),
+                format!("must be at most {MAX_PLUGIN_MEMORY}"),
+            ));
+        }
+        if p.limits.deadline.is_some_and(|d| d.get().is_zero()) {
+            return Err(Problem::new(format!("{at}.limits.deadline"), "must be more than 0ms"));
+        }
+        let limits = Limits::from_config(&p.limits);
+        let env = Arc::new(HostEnv {
+            plugin: Arc::from(name),
+            grants,
+            upstreams: Arc::clone(&self.upstreams),
+            stats: stats_for(name),
+        });
+        let config_json = p.config.as_ref().map_or_else(|| "{}".to_owned(), |v| v.to_string());
+        match InstancePool::new(pre, env, config_json, limits, Arc::from(route)) {
+            Ok(pool) => Ok(Arc::new(ChainEntry { pool: Arc::new(pool), on_error: p.on_error })),
+            Err(kind @ PluginErrorKind::Config(_)) => {
+                Err(Problem::new(format!("{at}.config"), fail(kind, Phase::Configure)))
+            }
+            Err(kind) => Err(Problem::new(at.to_owned(), fail(kind, Phase::Load))),
+        }
+    }
+
+    fn grants(&self, at: &str, p: &PluginRefConfig) -> Result<Grants, Problem> {
+        let g = &p.grants;
+        let mut secrets = HashMap::new();
+        for (k, src) in &g.secrets {
+            let path = format!("{at}.grants.secrets.{k}");
+            let value = match src {
+                SecretSourceConfig::Env(var) => std::env::var(var)
+                    .map_err(|_| Problem::new(&path, format!("environment variable `{var}` is not set")))?,
+                SecretSourceConfig::File(f) => {
+                    let file = self.loaded.resolve_path(f);
+                    std::fs::read_to_string(&file)
+                        .map_err(|e| Problem::new(&path, format!("cannot read {}: {e}", file.display())))?
+                        .trim_end_matches(['\n', '\r'])
+                        .to_owned()
+                }
+            };
+            secrets.insert(k.clone(), value);
+        }
+        let http = g.http.as_ref().map(|h| HttpGrant {
+            allow: h.allow.iter().map(|a| a.to_ascii_lowercase()).collect(),
+            timeout: h.timeout.unwrap_or(DEFAULT_PLUGIN_HTTP_TIMEOUT).get().max(Duration::from_millis(1)),
+        });
+        let kv: Option<Arc<dyn KvStore>> = if g.kv { Some(InProcessKv::global()) } else { None };
+        Ok(Grants { log: g.log, clock: g.clock, metrics: g.metrics, kv, http, secrets })
+    }
+}

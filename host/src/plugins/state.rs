@@ -1,0 +1,156 @@
+//! `PluginState`: the data of one plugin instance's `Store` — the request and
+//! response slots the resources read and write, the capabilities granted to the
+//! plugin, its memory limiter and its (empty) WASI context.
+//!
+//! Per call, the chain moves the request's head (method, URI, headers) and, when the
+//! plugin declared a body phase, its buffered body into the slot, calls the export
+//! with a borrow of the fixed [`REQUEST_REP`] handle, and moves them back. Nothing is
+//! copied unless the plugin asks for it.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::{HeaderMap, Method, StatusCode, Uri};
+use wasmtime::component::ResourceTable;
+use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
+use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+
+use super::host_api::HostEnv;
+
+/// The `request` resource: a marker, the data lives in [`PluginState::req`].
+#[derive(Debug)]
+pub struct RequestHandle;
+/// The `response` resource: a marker, the data lives in [`PluginState::resp`].
+#[derive(Debug)]
+pub struct ResponseHandle;
+
+/// The rep of the one request handle of a store.
+pub const REQUEST_REP: u32 = 0;
+/// The rep of the one response handle of a store.
+pub const RESPONSE_REP: u32 = 1;
+/// Bytes of guest stderr kept for the log when a plugin faults.
+pub const STDERR_CAPTURE: usize = 4096;
+
+/// The request as a plugin sees it during one call.
+#[derive(Debug, Default)]
+pub struct RequestSlot {
+    /// Method.
+    pub method: Method,
+    /// Target.
+    pub uri: Uri,
+    /// Headers.
+    pub headers: HeaderMap,
+    /// The buffered body, when a plugin of the chain declared `request-body`.
+    pub body: Option<Bytes>,
+    /// True when a plugin replaced the body.
+    pub body_changed: bool,
+    /// An upstream chosen by a plugin.
+    pub upstream: Option<String>,
+    /// True while the current plugin may touch the body.
+    pub body_allowed: bool,
+}
+
+/// The response as a plugin sees it during one call.
+#[derive(Debug, Default)]
+pub struct ResponseSlot {
+    /// Status.
+    pub status: StatusCode,
+    /// Headers.
+    pub headers: HeaderMap,
+    /// The buffered body, when a plugin of the chain declared `response-body`.
+    pub body: Option<Bytes>,
+    /// True when a plugin replaced the body.
+    pub body_changed: bool,
+    /// True while the current plugin may touch the body.
+    pub body_allowed: bool,
+}
+
+/// Caps the linear memory of an instance and remembers when the cap was hit, so a
+/// trap that follows can be reported as a memory fault.
+#[derive(Debug)]
+pub struct MemoryLimiter {
+    /// Largest linear memory, in bytes.
+    pub cap: usize,
+    /// Set when a growth past the cap was refused.
+    pub exceeded: bool,
+}
+
+impl wasmtime::ResourceLimiter for MemoryLimiter {
+    fn memory_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _max: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        if desired > self.cap {
+            self.exceeded = true;
+            return Ok(false);
+        }
+        Ok(true)
+    }
+
+    fn table_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _max: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        Ok(desired <= super::limits::MAX_TABLE_ELEMENTS)
+    }
+}
+
+/// The data of one plugin instance's store.
+pub struct PluginState {
+    /// Capabilities and identity of the plugin entry.
+    pub env: Arc<HostEnv>,
+    /// The route of the current call.
+    pub route: Arc<str>,
+    /// The request slot.
+    pub req: RequestSlot,
+    /// The response slot.
+    pub resp: ResponseSlot,
+    /// Memory cap.
+    pub limiter: MemoryLimiter,
+    /// True while `configure` runs (outbound calls are refused then).
+    pub configuring: bool,
+    wasi: WasiCtx,
+    table: ResourceTable,
+    stderr: MemoryOutputPipe,
+}
+
+impl PluginState {
+    /// Fresh state for a new instance of the plugin entry `env`.
+    pub fn new(env: Arc<HostEnv>, route: Arc<str>, memory_cap: usize) -> Self {
+        let stderr = MemoryOutputPipe::new(STDERR_CAPTURE);
+        // No preopens, no environment, no arguments, no network: a WASI guest (a
+        // Rust std, Python or JS plugin) runs but has no ambient authority.
+        let wasi = WasiCtx::builder()
+            .stderr(stderr.clone())
+            .allow_tcp(false)
+            .allow_udp(false)
+            .allow_ip_name_lookup(false)
+            .build();
+        Self {
+            env,
+            route,
+            req: RequestSlot::default(),
+            resp: ResponseSlot::default(),
+            limiter: MemoryLimiter { cap: memory_cap, exceeded: false },
+            configuring: false,
+            wasi,
+            table: ResourceTable::new(),
+            stderr,
+        }
+    }
+
+    /// What the guest wrote to stderr (a panic message, usually), lossily decoded.
+    pub fn stderr(&self) -> String {
+        String::from_utf8_lossy(&self.stderr.contents()).trim_end().to_owned()
+    }
+}
+
+impl WasiView for PluginState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView { ctx: &mut self.wasi, table: &mut self.table }
+    }
+}

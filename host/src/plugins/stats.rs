@@ -1,0 +1,195 @@
+//! Per-plugin metrics: calls per phase, errors by kind, a latency histogram, and the
+//! counters and histograms plugins define themselves. One [`PluginStats`] per plugin
+//! name for the whole process, so numbers survive reloads; lock-free on the hot path.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
+
+use super::error::{Phase, PluginErrorKind};
+
+/// Upper bounds (µs) of the latency histogram's buckets; one more bucket holds the rest.
+pub const LATENCY_BUCKETS_US: [u64; 14] =
+    [1, 2, 5, 10, 20, 50, 100, 200, 500, 1_000, 5_000, 10_000, 50_000, 100_000];
+
+/// An atomic histogram over fixed buckets.
+#[derive(Debug, Default)]
+pub struct Histogram {
+    buckets: [AtomicU64; LATENCY_BUCKETS_US.len() + 1],
+    count: AtomicU64,
+    sum_us: AtomicU64,
+}
+
+impl Histogram {
+    /// Records one duration.
+    pub fn record(&self, d: Duration) {
+        let us = d.as_micros() as u64;
+        let i = LATENCY_BUCKETS_US.iter().position(|b| us <= *b).unwrap_or(LATENCY_BUCKETS_US.len());
+        self.buckets[i].fetch_add(1, Relaxed);
+        self.count.fetch_add(1, Relaxed);
+        self.sum_us.fetch_add(us, Relaxed);
+    }
+
+    /// Observations so far.
+    pub fn count(&self) -> u64 {
+        self.count.load(Relaxed)
+    }
+
+    /// Counts per bucket (not cumulative), the last one unbounded.
+    pub fn buckets(&self) -> Vec<u64> {
+        self.buckets.iter().map(|b| b.load(Relaxed)).collect()
+    }
+}
+
+/// A plugin-defined histogram: count and sum.
+#[derive(Debug, Default, Clone, Copy, PartialEq)]
+pub struct CustomHistogram {
+    /// Observations.
+    pub count: u64,
+    /// Their sum.
+    pub sum: f64,
+}
+
+/// The metrics of one plugin.
+#[derive(Debug, Default)]
+pub struct PluginStats {
+    calls: [AtomicU64; Phase::COUNT],
+    errors: [AtomicU64; PluginErrorKind::LABELS.len()],
+    /// Call latency (every phase).
+    pub latency: Histogram,
+    counters: Mutex<HashMap<String, u64>>,
+    histograms: Mutex<HashMap<String, CustomHistogram>>,
+}
+
+impl PluginStats {
+    /// Counts a call of `phase` that took `took`.
+    pub fn record_call(&self, phase: Phase, took: Duration) {
+        self.calls[phase as usize].fetch_add(1, Relaxed);
+        self.latency.record(took);
+    }
+
+    /// Counts a fault.
+    pub fn record_error(&self, kind: &PluginErrorKind) {
+        self.errors[kind.index()].fetch_add(1, Relaxed);
+    }
+
+    /// Calls of `phase` so far.
+    pub fn calls(&self, phase: Phase) -> u64 {
+        self.calls[phase as usize].load(Relaxed)
+    }
+
+    /// Faults so far, by kind label.
+    pub fn errors(&self) -> Vec<(&'static str, u64)> {
+        PluginErrorKind::LABELS.iter().zip(&self.errors).map(|(l, n)| (*l, n.load(Relaxed))).collect()
+    }
+
+    /// Faults of one kind label (`trap`, `deadline`, `memory`, …).
+    pub fn errors_of(&self, label: &str) -> u64 {
+        self.errors().into_iter().find(|(l, _)| *l == label).map_or(0, |(_, n)| n)
+    }
+
+    /// Adds to a plugin-defined counter.
+    pub fn custom_counter_add(&self, name: &str, value: u64) {
+        let mut c = self.counters.lock().unwrap_or_else(|p| p.into_inner());
+        match c.get_mut(name) {
+            Some(v) => *v = v.saturating_add(value),
+            None => {
+                c.insert(name.to_owned(), value);
+            }
+        }
+    }
+
+    /// Records into a plugin-defined histogram.
+    pub fn custom_histogram_record(&self, name: &str, value: f64) {
+        let mut h = self.histograms.lock().unwrap_or_else(|p| p.into_inner());
+        let e = h.entry(name.to_owned()).or_default();
+        e.count += 1;
+        e.sum += value;
+    }
+
+    /// The plugin-defined counters.
+    pub fn custom_counters(&self) -> HashMap<String, u64> {
+        self.counters.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// The plugin-defined histograms.
+    pub fn custom_histograms(&self) -> HashMap<String, CustomHistogram> {
+        self.histograms.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+}
+
+/// The stats of `plugin`, created on first use.
+pub fn stats_for(plugin: &str) -> Arc<PluginStats> {
+    let mut all = registry().lock().unwrap_or_else(|p| p.into_inner());
+    Arc::clone(all.entry(plugin.to_owned()).or_default())
+}
+
+/// Every plugin's stats, by name (for the admin API and metrics export).
+pub fn all_stats() -> Vec<(String, Arc<PluginStats>)> {
+    let all = registry().lock().unwrap_or_else(|p| p.into_inner());
+    let mut v: Vec<_> = all.iter().map(|(k, v)| (k.clone(), Arc::clone(v))).collect();
+    v.sort_by(|a, b| a.0.cmp(&b.0));
+    v
+}
+
+/// Appends every plugin's metrics in Prometheus text format: calls by phase, errors
+/// by kind, call latency, and the plugin-defined counters and histograms.
+pub fn write_prometheus(out: &mut String) {
+    use std::fmt::Write;
+    let all = all_stats();
+    if all.is_empty() {
+        return;
+    }
+    let phases = [Phase::Configure, Phase::Request, Phase::Response, Phase::ResponseChunk];
+    let _ = writeln!(out, "# HELP sluice_plugin_calls_total Plugin calls by phase.");
+    let _ = writeln!(out, "# TYPE sluice_plugin_calls_total counter");
+    for (name, s) in &all {
+        for p in phases {
+            let _ =
+                writeln!(out, "sluice_plugin_calls_total{{plugin=\"{name}\",phase=\"{p}\"}} {}", s.calls(p));
+        }
+    }
+    let _ = writeln!(out, "# HELP sluice_plugin_errors_total Plugin faults by kind.");
+    let _ = writeln!(out, "# TYPE sluice_plugin_errors_total counter");
+    for (name, s) in &all {
+        for (kind, n) in s.errors() {
+            let _ = writeln!(out, "sluice_plugin_errors_total{{plugin=\"{name}\",kind=\"{kind}\"}} {n}");
+        }
+    }
+    let _ = writeln!(out, "# HELP sluice_plugin_call_duration_seconds Time spent in plugin calls.");
+    let _ = writeln!(out, "# TYPE sluice_plugin_call_duration_seconds histogram");
+    for (name, s) in &all {
+        let mut cumulative = 0;
+        for (i, n) in s.latency.buckets().into_iter().enumerate() {
+            cumulative += n;
+            let le =
+                LATENCY_BUCKETS_US.get(i).map_or("+Inf".to_owned(), |us| format!("{}", *us as f64 / 1e6));
+            let _ = writeln!(
+                out,
+                "sluice_plugin_call_duration_seconds_bucket{{plugin=\"{name}\",le=\"{le}\"}} {cumulative}"
+            );
+        }
+        let sum = s.latency.sum_us.load(Relaxed) as f64 / 1e6;
+        let _ = writeln!(out, "sluice_plugin_call_duration_seconds_sum{{plugin=\"{name}\"}} {sum}");
+        let _ = writeln!(
+            out,
+            "sluice_plugin_call_duration_seconds_count{{plugin=\"{name}\"}} {}",
+            s.latency.count()
+        );
+    }
+    let _ = writeln!(out, "# HELP sluice_plugin_custom_total Counters defined by plugins.");
+    let _ = writeln!(out, "# TYPE sluice_plugin_custom_total counter");
+    for (name, s) in &all {
+        let mut counters: Vec<_> = s.custom_counters().into_iter().collect();
+        counters.sort();
+        for (metric, v) in counters {
+            let _ = writeln!(out, "sluice_plugin_custom_total{{plugin=\"{name}\",name={metric:?}}} {v}");
+        }
+    }
+}
+
+fn registry() -> &'static Mutex<HashMap<String, Arc<PluginStats>>> {
+    static REG: OnceLock<Mutex<HashMap<String, Arc<PluginStats>>>> = OnceLock::new();
+    REG.get_or_init(Default::default)
+}

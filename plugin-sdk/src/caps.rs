@@ -1,0 +1,193 @@
+//! Capabilities: host functions the operator grants per plugin. Calling one makes the
+//! component import it. In native tests they run against the fakes of
+//! [`testing`](crate::testing) (kv in memory, outbound HTTP refused).
+
+/// Structured logging into the gateway's log, tagged with plugin and route.
+pub mod log {
+    pub use crate::bindings::sluice::plugin::log::Level;
+
+    /// Writes one log line.
+    pub fn log(level: Level, message: &str) {
+        #[cfg(target_arch = "wasm32")]
+        crate::bindings::sluice::plugin::log::log(level, message);
+        #[cfg(not(target_arch = "wasm32"))]
+        crate::testing::LOGS.with(|l| l.borrow_mut().push(format!("{level:?}: {message}")));
+    }
+
+    /// Logs at info level.
+    pub fn info(message: &str) {
+        log(Level::Info, message)
+    }
+
+    /// Logs at warn level.
+    pub fn warn(message: &str) {
+        log(Level::Warn, message)
+    }
+
+    /// Logs at error level.
+    pub fn error(message: &str) {
+        log(Level::Error, message)
+    }
+}
+
+/// Time.
+pub mod clock {
+    /// Milliseconds since the Unix epoch.
+    pub fn now_ms() -> u64 {
+        #[cfg(target_arch = "wasm32")]
+        return crate::bindings::sluice::plugin::clock::now_ms();
+        #[cfg(not(target_arch = "wasm32"))]
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+    }
+
+    /// A monotonic clock in nanoseconds.
+    pub fn monotonic_ns() -> u64 {
+        #[cfg(target_arch = "wasm32")]
+        return crate::bindings::sluice::plugin::clock::monotonic_ns();
+        #[cfg(not(target_arch = "wasm32"))]
+        {
+            use std::sync::OnceLock;
+            static T0: OnceLock<std::time::Instant> = OnceLock::new();
+            T0.get_or_init(std::time::Instant::now).elapsed().as_nanos() as u64
+        }
+    }
+}
+
+/// The shared key-value store (needs `grants: { kv: true }`).
+pub mod kv {
+    use std::time::Duration;
+
+    pub use crate::bindings::sluice::plugin::kv::KvError;
+
+    fn ms(ttl: Option<Duration>) -> Option<u64> {
+        ttl.map(|t| t.as_millis() as u64)
+    }
+
+    /// The value of `key`.
+    pub fn get(key: &str) -> Result<Option<Vec<u8>>, KvError> {
+        #[cfg(target_arch = "wasm32")]
+        return crate::bindings::sluice::plugin::kv::get(key);
+        #[cfg(not(target_arch = "wasm32"))]
+        Ok(crate::testing::KV.with(|k| k.borrow().get(key).cloned()))
+    }
+
+    /// Stores `value` under `key`, expiring after `ttl`.
+    pub fn set(key: &str, value: &[u8], ttl: Option<Duration>) -> Result<(), KvError> {
+        #[cfg(target_arch = "wasm32")]
+        return crate::bindings::sluice::plugin::kv::set(key, value, ms(ttl));
+        #[cfg(not(target_arch = "wasm32"))]
+        {
+            let _ = ms(ttl);
+            crate::testing::KV.with(|k| k.borrow_mut().insert(key.to_owned(), value.to_vec()));
+            Ok(())
+        }
+    }
+
+    /// Removes `key`; true if it was there.
+    pub fn delete(key: &str) -> Result<bool, KvError> {
+        #[cfg(target_arch = "wasm32")]
+        return crate::bindings::sluice::plugin::kv::delete(key);
+        #[cfg(not(target_arch = "wasm32"))]
+        Ok(crate::testing::KV.with(|k| k.borrow_mut().remove(key).is_some()))
+    }
+
+    /// Atomically adds `delta` and returns the new value; `ttl` applies on creation.
+    pub fn increment(key: &str, delta: i64, ttl: Option<Duration>) -> Result<i64, KvError> {
+        #[cfg(target_arch = "wasm32")]
+        return crate::bindings::sluice::plugin::kv::increment(key, delta, ms(ttl));
+        #[cfg(not(target_arch = "wasm32"))]
+        {
+            let _ = ms(ttl);
+            crate::testing::KV.with(|k| {
+                let mut k = k.borrow_mut();
+                let cur = match k.get(key) {
+                    Some(v) => std::str::from_utf8(v)
+                        .ok()
+                        .and_then(|s| s.parse::<i64>().ok())
+                        .ok_or(KvError::NotANumber)?,
+                    None => 0,
+                };
+                let n = cur.saturating_add(delta);
+                k.insert(key.to_owned(), n.to_string().into_bytes());
+                Ok(n)
+            })
+        }
+    }
+
+    /// Atomically replaces the value if it is `expected` (`None`: absent).
+    pub fn compare_and_swap(
+        key: &str,
+        expected: Option<&[u8]>,
+        new: &[u8],
+        ttl: Option<Duration>,
+    ) -> Result<bool, KvError> {
+        #[cfg(target_arch = "wasm32")]
+        return crate::bindings::sluice::plugin::kv::compare_and_swap(key, expected, new, ms(ttl));
+        #[cfg(not(target_arch = "wasm32"))]
+        {
+            let _ = ms(ttl);
+            crate::testing::KV.with(|k| {
+                let mut k = k.borrow_mut();
+                if k.get(key).map(Vec::as_slice) != expected {
+                    return Ok(false);
+                }
+                k.insert(key.to_owned(), new.to_vec());
+                Ok(true)
+            })
+        }
+    }
+}
+
+/// Outbound HTTP (needs `grants: { http: { allow: [...] } }`).
+pub mod http {
+    pub use crate::bindings::sluice::plugin::http::{HttpError, IncomingResponse, OutgoingRequest};
+
+    /// Sends `request` and waits for the whole response.
+    pub fn send(request: &OutgoingRequest) -> Result<IncomingResponse, HttpError> {
+        #[cfg(target_arch = "wasm32")]
+        return crate::bindings::sluice::plugin::http::send(request);
+        #[cfg(not(target_arch = "wasm32"))]
+        Err(HttpError::NotAllowed(format!("no outbound http in native tests ({})", request.url)))
+    }
+
+    /// A `GET` of `url`.
+    pub fn get(url: &str) -> Result<IncomingResponse, HttpError> {
+        send(&OutgoingRequest {
+            method: "GET".into(),
+            url: url.into(),
+            headers: Vec::new(),
+            body: Vec::new(),
+            timeout_ms: None,
+        })
+    }
+}
+
+/// Secrets granted by the operator.
+pub mod secrets {
+    /// The secret `name`, if granted.
+    pub fn get(name: &str) -> Option<String> {
+        #[cfg(target_arch = "wasm32")]
+        return crate::bindings::sluice::plugin::secrets::get(name);
+        #[cfg(not(target_arch = "wasm32"))]
+        crate::testing::SECRETS.with(|s| s.borrow().get(name).cloned())
+    }
+}
+
+/// Plugin-defined metrics, exported by the gateway with the plugin's name.
+pub mod metrics {
+    /// Adds to a counter.
+    pub fn counter_add(name: &str, value: u64) {
+        #[cfg(target_arch = "wasm32")]
+        crate::bindings::sluice::plugin::metrics::counter_add(name, value);
+        #[cfg(not(target_arch = "wasm32"))]
+        let _ = (name, value);
+    }
+
+    /// Records a histogram observation.
+    pub fn histogram_record(name: &str, value: f64) {
+        #[cfg(target_arch = "wasm32")]
+        crate::bindings::sluice::plugin::metrics::histogram_record(name, value);
+        #[cfg(not(target_arch = "wasm32"))]
+        let _ = (name, value);
+    }
+}

@@ -1,0 +1,209 @@
+//! Native unit tests for plugins, without Wasm: fake requests and responses with the
+//! gateway's header rules, config parsing as the gateway does it, and in-memory
+//! stand-ins for the capabilities (kv, secrets, log, clock; outbound HTTP is refused).
+//!
+//! ```
+//! use sluice_plugin_sdk::testing::{self, FakeRequest};
+//! use sluice_plugin_sdk::{Decision, Plugin, Request};
+//!
+//! #[derive(serde::Deserialize)]
+//! struct Tag { value: String }
+//! impl Plugin for Tag {
+//!     fn on_request(&self, req: &mut Request<'_>) -> Decision {
+//!         req.set_header("x-tag", &self.value).unwrap();
+//!         Decision::Continue
+//!     }
+//! }
+//!
+//! let tag: Tag = testing::configure(r#"{"value": "a"}"#).unwrap();
+//! let mut req = FakeRequest::new("GET", "/").with_header("accept", "*/*");
+//! assert!(tag.on_request(&mut req.as_request()).is_continue());
+//! assert_eq!(req.header("x-tag").as_deref(), Some("a"));
+//! ```
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+
+use crate::{HeaderError, Plugin, Request, Response};
+
+/// Parses a JSON config into `P` and runs [`Plugin::init`], exactly as the gateway's
+/// `configure` does.
+pub fn configure<P: Plugin>(config_json: &str) -> Result<P, String> {
+    crate::rt::parse::<P>(config_json)
+}
+
+/// Headers with the gateway's rules: case-insensitive names, validated names and
+/// values, gateway-managed headers refused.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct FakeHeaders(Vec<(String, String)>);
+
+fn valid_name(n: &str) -> bool {
+    !n.is_empty() && n.bytes().all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+}
+
+fn valid_value(v: &str) -> bool {
+    v.bytes().all(|b| b == b'\t' || (b >= 0x20 && b != 0x7f))
+}
+
+const FORBIDDEN: &[&str] = &[
+    "connection",
+    "transfer-encoding",
+    "content-length",
+    "te",
+    "trailer",
+    "keep-alive",
+    "proxy-connection",
+    "upgrade",
+];
+
+impl FakeHeaders {
+    /// The first value of `name`.
+    pub fn get(&self, name: &str) -> Option<&str> {
+        self.0.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+    }
+
+    /// Every value of `name`.
+    pub fn get_all(&self, name: &str) -> Vec<&str> {
+        self.0.iter().filter(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str()).collect()
+    }
+
+    pub(crate) fn list(&self) -> Vec<(String, Vec<u8>)> {
+        self.0.iter().map(|(k, v)| (k.clone(), v.as_bytes().to_vec())).collect()
+    }
+
+    fn check(name: &str) -> Result<String, HeaderError> {
+        if !valid_name(name) {
+            return Err(HeaderError::InvalidName);
+        }
+        let lower = name.to_ascii_lowercase();
+        if FORBIDDEN.contains(&lower.as_str()) {
+            return Err(HeaderError::Forbidden);
+        }
+        Ok(lower)
+    }
+
+    pub(crate) fn set(&mut self, name: &str, value: &str, append: bool) -> Result<(), HeaderError> {
+        let name = Self::check(name)?;
+        if !valid_value(value) {
+            return Err(HeaderError::InvalidValue);
+        }
+        if !append {
+            self.0.retain(|(k, _)| *k != name);
+        }
+        self.0.push((name, value.to_owned()));
+        Ok(())
+    }
+
+    pub(crate) fn remove(&mut self, name: &str) -> Result<(), HeaderError> {
+        let name = Self::check(name)?;
+        self.0.retain(|(k, _)| *k != name);
+        Ok(())
+    }
+}
+
+/// A request for native tests.
+#[derive(Debug, Clone, Default)]
+pub struct FakeRequest {
+    /// Method.
+    pub method: String,
+    /// Path without query.
+    pub path: String,
+    /// Query without `?`.
+    pub query: Option<String>,
+    /// Headers.
+    pub headers: FakeHeaders,
+    /// Body.
+    pub body: Vec<u8>,
+    /// Upstream chosen by the plugin.
+    pub upstream: Option<String>,
+    /// Route name reported to the plugin.
+    pub route: String,
+}
+
+impl FakeRequest {
+    /// A request with `method` and `target` (`/path?query`).
+    pub fn new(method: &str, target: &str) -> Self {
+        let (path, query) = match target.split_once('?') {
+            Some((p, q)) => (p.to_owned(), Some(q.to_owned())),
+            None => (target.to_owned(), None),
+        };
+        Self { method: method.to_owned(), path, query, route: "test".into(), ..Self::default() }
+    }
+
+    /// Adds a header (panics on an invalid one: it is a test).
+    pub fn with_header(mut self, name: &str, value: &str) -> Self {
+        self.headers.set(name, value, true).expect("valid test header");
+        self
+    }
+
+    /// Sets the body.
+    pub fn with_body(mut self, body: impl Into<Vec<u8>>) -> Self {
+        self.body = body.into();
+        self
+    }
+
+    /// The first value of a header.
+    pub fn header(&self, name: &str) -> Option<String> {
+        self.headers.get(name).map(str::to_owned)
+    }
+
+    /// A [`Request`] over this fake, to pass to [`Plugin::on_request`].
+    pub fn as_request(&mut self) -> Request<'_> {
+        Request::fake(self)
+    }
+}
+
+/// A response for native tests.
+#[derive(Debug, Clone, Default)]
+pub struct FakeResponse {
+    /// Status.
+    pub status: u16,
+    /// Headers.
+    pub headers: FakeHeaders,
+    /// Body.
+    pub body: Vec<u8>,
+}
+
+impl FakeResponse {
+    /// A response with `status`.
+    pub fn new(status: u16) -> Self {
+        Self { status, ..Self::default() }
+    }
+
+    /// Adds a header.
+    pub fn with_header(mut self, name: &str, value: &str) -> Self {
+        self.headers.set(name, value, true).expect("valid test header");
+        self
+    }
+
+    /// The first value of a header.
+    pub fn header(&self, name: &str) -> Option<String> {
+        self.headers.get(name).map(str::to_owned)
+    }
+
+    /// A [`Response`] over this fake, to pass to [`Plugin::on_response`].
+    pub fn as_response(&mut self) -> Response<'_> {
+        Response::fake(self)
+    }
+}
+
+thread_local! {
+    pub(crate) static KV: RefCell<HashMap<String, Vec<u8>>> = RefCell::new(HashMap::new());
+    pub(crate) static SECRETS: RefCell<HashMap<String, String>> = RefCell::new(HashMap::new());
+    pub(crate) static LOGS: RefCell<Vec<String>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Makes `secrets::get(name)` return `value` in this test thread.
+pub fn set_secret(name: &str, value: &str) {
+    SECRETS.with(|s| s.borrow_mut().insert(name.to_owned(), value.to_owned()));
+}
+
+/// The fake kv store's value of `key` in this test thread.
+pub fn kv_value(key: &str) -> Option<Vec<u8>> {
+    KV.with(|k| k.borrow().get(key).cloned())
+}
+
+/// Log lines written so far in this test thread (`level: message`).
+pub fn logs() -> Vec<String> {
+    LOGS.with(|l| l.borrow().clone())
+}

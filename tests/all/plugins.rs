@@ -1,0 +1,422 @@
+//! Wasm plugin chains end to end: real components built from `tests/plugins` (and the
+//! example in `examples/plugins/guard`), real upstreams, real sockets.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use http::{Request, Response};
+use sluice::Gateway;
+use sluice_tests::plugins as wasm;
+use tempfile::TempDir;
+
+use crate::harness::{Client, TestServer, full, url};
+
+/// A plugins folder holding `(name, component path)` pairs, and a compile cache.
+struct Plugins {
+    dir: TempDir,
+}
+
+impl Plugins {
+    fn with(list: &[(&str, &str)]) -> Plugins {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("plugins")).unwrap();
+        for (name, path) in list {
+            std::fs::copy(path, dir.path().join("plugins").join(format!("{name}.wasm"))).unwrap();
+        }
+        Plugins { dir }
+    }
+
+    fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// A config with one listener, the plugins section, and `rest` (upstreams, routes).
+    fn config(&self, rest: &str) -> String {
+        format!(
+            "version: 1\nlisteners:\n  - name: public\n    address: 127.0.0.1:0\nplugins:\n  dir: {}\n  cache_dir: {}\n{rest}",
+            self.path().join("plugins").display(),
+            self.path().join("cache").display(),
+        )
+    }
+
+    async fn start(&self, rest: &str) -> Gateway {
+        let yaml = self.config(rest);
+        match Gateway::builder().config_yaml(&yaml) {
+            Ok(b) => b.start().await.unwrap_or_else(|e| panic!("gateway failed to start: {e}")),
+            Err(e) => panic!("config rejected:\n{e}"),
+        }
+    }
+
+    /// Starts a gateway that must fail to load; returns the error text.
+    async fn rejected(&self, rest: &str) -> String {
+        let yaml = self.config(rest);
+        match Gateway::builder().config_yaml(&yaml) {
+            Ok(b) => match b.start().await {
+                Ok(_) => panic!("the config was accepted"),
+                Err(e) => e.to_string(),
+            },
+            Err(e) => e.to_string(),
+        }
+    }
+}
+
+fn upstream(addr: std::net::SocketAddr) -> String {
+    format!("upstreams:\n  app:\n    targets:\n      - address: {addr}\n")
+}
+
+#[tokio::test]
+async fn a_chain_changes_the_request_upstream_sees_and_the_response_client_sees() {
+    let up = TestServer::echo().await;
+    let p = Plugins::with(&[("header-adder", wasm::HEADER_ADDER)]);
+    let gw = p
+        .start(&format!(
+            "{}routes:\n  - name: app\n    match: {{ path_prefix: / }}\n    target: {{ upstream: app }}\n    plugins:\n      - name: header-adder\n        config: {{ request_header: x-added, response_header: x-added-resp, value: hello }}\n",
+            upstream(up.addr)
+        ))
+        .await;
+    let reply = Client::http1().get(&url(gw.addr("public"), "/a")).await;
+    assert_eq!(reply.status, 200);
+    assert_eq!(reply.json()["headers"]["x-added"], "hello", "the upstream saw the plugin's header");
+    assert_eq!(reply.header("x-added-resp"), Some("hello"), "the client saw the plugin's response header");
+}
+
+#[tokio::test]
+async fn respond_short_circuits_the_chain_and_the_upstream() {
+    let up = TestServer::echo().await;
+    let p = Plugins::with(&[("responder", wasm::RESPONDER), ("header-adder", wasm::HEADER_ADDER)]);
+    let gw = p
+        .start(&format!(
+            "{}routes:\n  - name: app\n    match: {{ path_prefix: / }}\n    target: {{ upstream: app }}\n    plugins:\n      - name: responder\n        config: {{ status: 418, body: short }}\n      - name: header-adder\n        config: {{ request_header: x-a, response_header: x-b, value: v }}\n",
+            upstream(up.addr)
+        ))
+        .await;
+    let reply = Client::http1().get(&url(gw.addr("public"), "/tea")).await;
+    assert_eq!(reply.status, 418);
+    assert_eq!(reply.text(), "short");
+    assert_eq!(reply.header("x-responder-path"), Some("/tea"));
+    assert_eq!(reply.header("x-b"), None, "later plugins did not run");
+    assert_eq!(up.request_count(), 0, "the upstream was never called");
+}
+
+#[tokio::test]
+async fn phases_run_in_order_across_three_plugins_with_the_global_chain_first() {
+    // The upstream reports the order it saw in a header of its own.
+    let up = TestServer::start(|req: Request<hyper::body::Incoming>| async move {
+        let seen: Vec<String> =
+            req.headers().get_all("x-order").iter().map(|v| v.to_str().unwrap().to_owned()).collect();
+        Response::builder().header("x-upstream-saw", seen.join(",")).body(full("ok")).unwrap()
+    })
+    .await;
+    let p = Plugins::with(&[("recorder", wasm::RECORDER)]);
+    let rest = format!(
+        "{}routes:\n  - name: app\n    match: {{ path_prefix: / }}\n    target: {{ upstream: app }}\n    plugins:\n      - name: recorder\n        config: {{ name: b }}\n      - name: recorder\n        config: {{ name: c }}\n",
+        upstream(up.addr)
+    );
+    let yaml_global = "  global:\n    - name: recorder\n      config: { name: a }\n";
+    let yaml = p.config(&rest).replacen("\nupstreams:", &format!("\n{yaml_global}upstreams:"), 1);
+    let gw = Gateway::builder().config_yaml(&yaml).unwrap().start().await.unwrap();
+    let reply = Client::http1().get(&url(gw.addr("public"), "/")).await;
+    assert_eq!(reply.status, 200);
+    assert_eq!(reply.header("x-upstream-saw"), Some("a,b,c"), "request phase: first to last");
+    let resp_order: Vec<&str> =
+        reply.headers.get_all("x-order").iter().map(|v| v.to_str().unwrap()).collect();
+    assert_eq!(resp_order, ["c", "b", "a"], "response phase: last to first");
+}
+
+#[tokio::test]
+async fn a_config_the_plugin_rejects_fails_the_load_with_its_message() {
+    let p = Plugins::with(&[("config-rejecter", wasm::CONFIG_REJECTER)]);
+    let err = p
+        .rejected(
+            "routes:\n  - name: limited\n    match: { path_prefix: / }\n    target: { echo: {} }\n    plugins:\n      - name: config-rejecter\n        config: { limit: 0 }\n",
+        )
+        .await;
+    assert!(err.contains("routes[0].plugins[0].config"), "{err}");
+    assert!(err.contains("plugin config-rejecter on route limited failed in configure"), "{err}");
+    assert!(err.contains("limit must be positive, got 0"), "{err}");
+}
+
+#[tokio::test]
+async fn an_unknown_plugin_is_a_config_problem_at_its_path() {
+    let p = Plugins::with(&[]);
+    let err = p
+        .rejected(
+            "routes:\n  - name: r\n    match: { path_prefix: / }\n    target: { echo: {} }\n    plugins:\n      - name: nope\n",
+        )
+        .await;
+    assert!(err.contains("routes[0].plugins[0].name: unknown plugin `nope`"), "{err}");
+}
+
+#[tokio::test]
+async fn an_endless_loop_hits_its_deadline_and_fails_closed_while_other_routes_serve() {
+    let p = Plugins::with(&[("looper", wasm::LOOPER), ("header-adder", wasm::HEADER_ADDER)]);
+    let gw = p
+        .start(
+            "routes:\n  - name: slow\n    match: { path_prefix: /slow }\n    target: { echo: {} }\n    plugins:\n      - name: looper\n        limits: { deadline: 20ms }\n  - name: fast\n    match: { path_prefix: /fast }\n    target: { echo: {} }\n    plugins:\n      - name: header-adder\n        config: { request_header: x-a, response_header: x-b, value: v }\n",
+        )
+        .await;
+    let client = Client::http1();
+    let addr = gw.addr("public");
+    let (slow_url, fast_url) = (url(addr, "/slow"), url(addr, "/fast"));
+    let (slow, fast) = tokio::join!(client.get(&slow_url), client.get(&fast_url));
+    assert_eq!(slow.status, 503);
+    assert_eq!(slow.json()["error"]["code"], "plugin_timeout");
+    assert_eq!(fast.status, 200);
+    assert_eq!(fast.header("x-b"), Some("v"));
+    // The looping instance was discarded; the route keeps answering the same way.
+    assert_eq!(client.get(&url(addr, "/slow")).await.status, 503);
+    assert!(sluice::plugins::stats::stats_for("looper").errors_of("deadline") >= 2);
+}
+
+#[tokio::test]
+async fn memory_hogs_panics_and_garbage_fail_only_their_own_requests() {
+    let p = Plugins::with(&[
+        ("memory-hog", wasm::MEMORY_HOG),
+        ("panicker", wasm::PANICKER),
+        ("garbage", wasm::GARBAGE),
+        ("header-adder", wasm::HEADER_ADDER),
+    ]);
+    let route = |name: &str, plugin: &str, extra: &str| {
+        format!(
+            "  - name: {name}\n    match: {{ path_prefix: /{name} }}\n    target: {{ echo: {{}} }}\n    plugins:\n      - name: {plugin}\n{extra}"
+        )
+    };
+    let routes = [
+        route("hog", "memory-hog", "        limits: { memory: 4MiB }\n"),
+        route("panic", "panicker", ""),
+        route("badstatus", "garbage", "        config: { mode: status }\n"),
+        route("badheader", "garbage", "        config: { mode: header }\n"),
+        route(
+            "ok",
+            "header-adder",
+            "        config: { request_header: x-a, response_header: x-b, value: v }\n",
+        ),
+    ]
+    .concat();
+    let gw = p.start(&format!("routes:\n{routes}")).await;
+    let client = Client::http1();
+    let addr = gw.addr("public");
+    for _ in 0..2 {
+        for path in ["/hog", "/panic", "/badstatus", "/badheader"] {
+            let (bad_url, ok_url) = (url(addr, path), url(addr, "/ok"));
+            let (bad, ok) = tokio::join!(client.get(&bad_url), client.get(&ok_url));
+            assert_eq!(bad.status, 500, "{path}: {}", bad.text());
+            assert_eq!(bad.json()["error"]["code"], "plugin_failed");
+            assert!(!bad.text().contains("boom"), "no plugin internals leak to clients");
+            assert_eq!(ok.status, 200, "a healthy route is unaffected by {path}");
+            assert_eq!(ok.header("x-b"), Some("v"));
+        }
+    }
+    let stats = sluice::plugins::stats::stats_for;
+    assert!(stats("memory-hog").errors_of("memory") >= 2);
+    assert!(stats("panicker").errors_of("trap") >= 2);
+    assert!(stats("garbage").errors_of("bad_return") >= 4);
+}
+
+#[tokio::test]
+async fn fail_open_skips_the_failing_plugin() {
+    let up = TestServer::echo().await;
+    let p = Plugins::with(&[("panicker", wasm::PANICKER), ("header-adder", wasm::HEADER_ADDER)]);
+    let gw = p
+        .start(&format!(
+            "{}routes:\n  - name: app\n    match: {{ path_prefix: / }}\n    target: {{ upstream: app }}\n    plugins:\n      - name: panicker\n        on_error: fail_open\n      - name: header-adder\n        config: {{ request_header: x-after, response_header: x-b, value: \"yes\" }}\n",
+            upstream(up.addr)
+        ))
+        .await;
+    let reply = Client::http1().get(&url(gw.addr("public"), "/")).await;
+    assert_eq!(reply.status, 200);
+    assert_eq!(reply.json()["headers"]["x-after"], "yes", "the next plugin still ran");
+    assert_eq!(up.request_count(), 1);
+}
+
+#[tokio::test]
+async fn an_ungranted_import_is_refused_at_load() {
+    let p = Plugins::with(&[("kv-counter", wasm::KV_COUNTER)]);
+    let err = p
+        .rejected(
+            "routes:\n  - name: count\n    match: { path_prefix: / }\n    target: { echo: {} }\n    plugins:\n      - name: kv-counter\n        config: { key: k }\n",
+        )
+        .await;
+    assert!(err.contains("routes[0].plugins[0].grants"), "{err}");
+    assert!(err.contains("plugin kv-counter on route count imports `kv`, which is not granted"), "{err}");
+}
+
+#[tokio::test]
+async fn concurrent_kv_increments_sum_exactly() {
+    const REQUESTS: usize = 64;
+    let p = Plugins::with(&[("kv-counter", wasm::KV_COUNTER)]);
+    let key = format!("hits-{}", std::process::id());
+    let gw = p
+        .start(&format!(
+            "routes:\n  - name: count\n    match: {{ path_prefix: / }}\n    target: {{ echo: {{}} }}\n    plugins:\n      - name: kv-counter\n        config: {{ key: {key} }}\n        grants: {{ kv: true }}\n"
+        ))
+        .await;
+    let client = Client::http1();
+    let target = Arc::new(url(gw.addr("public"), "/"));
+    let mut tasks = tokio::task::JoinSet::new();
+    for _ in 0..REQUESTS {
+        let (client, target) = (client.clone(), Arc::clone(&target));
+        tasks.spawn(async move { client.get(&target).await });
+    }
+    let mut seen = Vec::new();
+    while let Some(r) = tasks.join_next().await {
+        let r = r.unwrap();
+        assert_eq!(r.status, 200, "{}", r.text());
+        seen.push(r.text().parse::<usize>().unwrap());
+    }
+    seen.sort_unstable();
+    assert_eq!(seen, (1..=REQUESTS).collect::<Vec<_>>(), "every increment counted exactly once");
+}
+
+#[tokio::test]
+async fn outbound_http_reaches_allowed_hosts_only() {
+    let allowed = TestServer::named("from-allowed").await;
+    let other = TestServer::named("from-other").await;
+    let p = Plugins::with(&[("http-caller", wasm::HTTP_CALLER)]);
+    let route = |name: &str, target: std::net::SocketAddr| {
+        format!(
+            "  - name: {name}\n    match: {{ path_prefix: /{name} }}\n    target: {{ echo: {{}} }}\n    plugins:\n      - name: http-caller\n        config: {{ url: \"http://{target}/x\" }}\n        grants: {{ http: {{ allow: [\"{}\"], timeout: 5s }} }}\n",
+            allowed.addr
+        )
+    };
+    let gw = p.start(&format!("routes:\n{}{}", route("good", allowed.addr), route("evil", other.addr))).await;
+    let client = Client::http1();
+    let good = client.get(&url(gw.addr("public"), "/good")).await;
+    assert_eq!(good.status, 200, "{}", good.text());
+    assert_eq!(good.text(), "from-allowed");
+    let evil = client.get(&url(gw.addr("public"), "/evil")).await;
+    assert_eq!(evil.status, 403, "{}", evil.text());
+    assert!(evil.text().starts_with("not-allowed"), "{}", evil.text());
+    assert_eq!(other.request_count(), 0, "the non-allowed host was never contacted");
+}
+
+#[tokio::test]
+async fn the_example_guard_plugin_blocks_a_path_and_tags_the_rest() {
+    let up = TestServer::echo().await;
+    let p = Plugins::with(&[("guard", wasm::GUARD)]);
+    let gw = p
+        .start(&format!(
+            "{}routes:\n  - name: app\n    match: {{ path_prefix: / }}\n    target: {{ upstream: app }}\n    plugins:\n      - name: guard\n        config: {{ blocked_prefix: /admin }}\n",
+            upstream(up.addr)
+        ))
+        .await;
+    let client = Client::http1();
+    let blocked = client.get(&url(gw.addr("public"), "/admin/users")).await;
+    assert_eq!(blocked.status, 403);
+    assert_eq!(blocked.json()["error"], "blocked by policy");
+    let passed = client.get(&url(gw.addr("public"), "/api")).await;
+    assert_eq!(passed.status, 200);
+    assert_eq!(passed.json()["headers"]["x-guarded"], "1");
+    assert_eq!(up.request_count(), 1);
+}
+
+#[tokio::test]
+async fn body_phases_replace_the_request_body_and_transform_response_chunks() {
+    // Upstream `app` answers with what it received; `other` with its own name.
+    let app = TestServer::start(|req: Request<hyper::body::Incoming>| async move {
+        use http_body_util::BodyExt;
+        let len = req.headers().get("content-length").map(|v| v.to_str().unwrap().to_owned());
+        let body = req.into_body().collect().await.unwrap().to_bytes();
+        let text =
+            format!("got {} ({} bytes declared)", String::from_utf8_lossy(&body), len.unwrap_or_default());
+        Response::new(full(text))
+    })
+    .await;
+    let other = TestServer::named("other").await;
+    let p = Plugins::with(&[("body-upper", wasm::BODY_UPPER)]);
+    let gw = p
+        .start(&format!(
+            "upstreams:\n  app:\n    targets:\n      - address: {}\n  other:\n    targets:\n      - address: {}\nroutes:\n  - name: app\n    match: {{ path_prefix: / }}\n    target: {{ upstream: app }}\n    plugins:\n      - name: body-upper\n",
+            app.addr, other.addr
+        ))
+        .await;
+    let client = Client::http1();
+    let reply = client.post(&url(gw.addr("public"), "/"), "hello body").await;
+    assert_eq!(reply.status, 200);
+    assert_eq!(
+        reply.text(),
+        "GOT HELLO BODY (10 BYTES DECLARED)!",
+        "request body replaced, response chunks transformed"
+    );
+
+    let req =
+        Request::post(url(gw.addr("public"), "/")).header("x-upstream", "other").body(full("x")).unwrap();
+    let reply = client.send(req).await;
+    assert_eq!(reply.text(), "OTHER!", "set-upstream sent the request to the other pool");
+    let req =
+        Request::post(url(gw.addr("public"), "/")).header("x-upstream", "nope").body(full("x")).unwrap();
+    assert_eq!(client.send(req).await.status, 400, "an unknown upstream is an error the plugin handles");
+}
+
+#[tokio::test]
+async fn a_reload_reconfigures_plugins_and_a_rejected_config_changes_nothing() {
+    let p =
+        Plugins::with(&[("header-adder", wasm::HEADER_ADDER), ("config-rejecter", wasm::CONFIG_REJECTER)]);
+    let rest = |value: &str, limit: i64| {
+        format!(
+            "routes:\n  - name: r\n    match: {{ path_prefix: / }}\n    target: {{ echo: {{}} }}\n    plugins:\n      - name: header-adder\n        config: {{ request_header: x-a, response_header: x-v, value: {value} }}\n      - name: config-rejecter\n        config: {{ limit: {limit} }}\n"
+        )
+    };
+    let gw = p.start(&rest("one", 1)).await;
+    let client = Client::http1();
+    let target = url(gw.addr("public"), "/");
+    assert_eq!(client.get(&target).await.header("x-v"), Some("one"));
+
+    let loaded = |yaml: String| sluice::config::parse_str("reload", &yaml, p.path().to_owned()).unwrap();
+    let yaml = p.config(&rest("two", 1));
+    gw.reload(loaded(yaml)).await.unwrap();
+    assert_eq!(client.get(&target).await.header("x-v"), Some("two"), "new instances, configured once");
+
+    let yaml = p.config(&rest("three", 0));
+    let err = gw.reload(loaded(yaml)).await.unwrap_err().to_string();
+    assert!(err.contains("limit must be positive"), "{err}");
+    assert_eq!(client.get(&target).await.header("x-v"), Some("two"), "the previous snapshot keeps serving");
+
+    let metrics = sluice::observability::admin::metrics(&gw);
+    assert!(
+        metrics.contains("sluice_plugin_calls_total{plugin=\"header-adder\",phase=\"on-request\"}"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("sluice_plugin_errors_total{plugin=\"config-rejecter\",kind=\"config\"}"),
+        "{metrics}"
+    );
+}
+
+#[tokio::test]
+async fn dropping_a_new_component_into_the_plugins_folder_reloads_the_gateway() {
+    let p = Plugins::with(&[("tagger", wasm::HEADER_ADDER)]);
+    let config = p.path().join("sluice.yaml");
+    // A config both the header-adder and the recorder accept (each ignores the
+    // other's fields).
+    let yaml = p.config(
+        "routes:\n  - name: r\n    match: { path_prefix: / }\n    target: { echo: {} }\n    plugins:\n      - name: tagger\n        config: { request_header: x-a, response_header: x-tag, value: v1, name: rec }\n",
+    );
+    std::fs::write(&config, yaml).unwrap();
+    let gw = Gateway::builder().config_file(&config).unwrap().start().await.unwrap();
+    let _watch = sluice::reload::watch_config(gw.clone(), &config).unwrap();
+    let client = Client::http1();
+    let target = url(gw.addr("public"), "/");
+    assert_eq!(client.get(&target).await.header("x-tag"), Some("v1"));
+
+    // Swap the component under the same name, the way a deploy would (temp + rename).
+    let generation = gw.snapshot().generation;
+    let tmp = p.path().join("plugins").join(".tagger.wasm.tmp");
+    std::fs::copy(wasm::RECORDER, &tmp).unwrap();
+    std::fs::rename(&tmp, p.path().join("plugins").join("tagger.wasm")).unwrap();
+    assert!(wait_for(|| gw.snapshot().generation > generation).await, "the plugin change was picked up");
+    let reply = client.get(&target).await;
+    assert_eq!(reply.header("x-tag"), None);
+    assert_eq!(reply.header("x-order"), Some("rec"), "the new component serves");
+}
+
+/// Polls `cond` every 20 ms for up to 10 s (a file watcher has no completion signal).
+async fn wait_for(cond: impl Fn() -> bool) -> bool {
+    for _ in 0..500 {
+        if cond() {
+            return true;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    false
+}
