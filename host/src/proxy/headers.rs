@@ -21,16 +21,26 @@ const HOP_BY_HOP: [HeaderName; 7] = [
 /// true the `Upgrade` header survives and `Connection: upgrade` is set again, so a
 /// WebSocket handshake passes through.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
-    let named: Vec<HeaderName> = headers
+    // Only allocate when `Connection` names headers beyond the usual tokens.
+    let names_others = headers
         .get_all(header::CONNECTION)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
-        .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
-        .collect();
-    for name in named {
-        if !(upgrade && name == header::UPGRADE) {
-            headers.remove(&name);
+        .map(str::trim)
+        .any(|t| !(t.eq_ignore_ascii_case("keep-alive") || t.eq_ignore_ascii_case("close") || t.is_empty()));
+    if names_others {
+        let named: Vec<HeaderName> = headers
+            .get_all(header::CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
+            .collect();
+        for name in named {
+            if !(upgrade && name == header::UPGRADE) {
+                headers.remove(&name);
+            }
         }
     }
     for name in &HOP_BY_HOP {

@@ -24,7 +24,7 @@ use std::time::Instant;
 
 use http::{HeaderValue, Request, Response, StatusCode, header};
 use hyper::body::Incoming;
-use tracing::{Instrument, debug, info_span, warn};
+use tracing::{Instrument, debug, debug_span, warn};
 
 use self::error::{ErrorSource, ProxyError, error_response};
 use crate::body::{self, Body};
@@ -52,7 +52,9 @@ pub async fn handle(req: Request<Incoming>, conn: Arc<ConnInfo>, snapshot: Arc<S
         status: StatusCode::OK,
         head_micros: 0,
     };
-    let span = info_span!("request", id = id.to_str().unwrap_or_default(), method = %req.method(), path = req.uri().path());
+    // A debug span: at the default `info` level it is disabled and costs nothing
+    // (an enabled span cost ~3.5 µs per request in the P1 profile).
+    let span = debug_span!("request", id = id.to_str().unwrap_or_default(), method = %req.method(), path = req.uri().path());
     let result = serve(req, &conn, &snapshot, &id, &mut record).instrument(span).await;
     let mut resp = match result {
         Ok(r) => r,
