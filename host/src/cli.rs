@@ -127,6 +127,13 @@ fn run(config: Option<PathBuf>, workers: Option<usize>, watch: bool) -> ExitCode
         }
     };
     rt.block_on(async {
+        let signals = match crate::gateway::Signals::install() {
+            Ok(s) => s,
+            Err(e) => {
+                eprintln!("cannot install signal handlers: {e}");
+                return ExitCode::FAILURE;
+            }
+        };
         let mut builder = crate::Gateway::builder();
         if let Some(path) = &config {
             // Already validated above; `config_file` remembers the path for reloads.
@@ -157,7 +164,7 @@ fn run(config: Option<PathBuf>, workers: Option<usize>, watch: bool) -> ExitCode
             },
             _ => None,
         };
-        gw.run_until_signal().await;
+        gw.run_until_signal(signals).await;
         ExitCode::SUCCESS
     })
 }

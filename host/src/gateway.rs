@@ -396,8 +396,9 @@ impl Gateway {
     }
 
     /// Serves until SIGINT or SIGTERM (reloading on SIGHUP), then shuts down gracefully.
-    pub async fn run_until_signal(&self) {
-        wait_for_stop_signal(self).await;
+    /// Install [`Signals`] before starting the gateway so no signal is missed.
+    pub async fn run_until_signal(&self, signals: Signals) {
+        wait_for_stop_signal(self, signals).await;
         info!(grace = ?self.inner.cell.load().grace_period(), "shutting down");
         self.shutdown().await;
     }
@@ -412,11 +413,32 @@ async fn build_off_thread(config: LoadedConfig, generation: u64) -> Result<Snaps
     }
 }
 
+/// Signal handlers, installed before the gateway starts serving so that a SIGTERM or
+/// SIGHUP arriving during startup is handled rather than killing the process.
+#[derive(Debug)]
+pub struct Signals {
+    #[cfg(unix)]
+    term: tokio::signal::unix::Signal,
+    #[cfg(unix)]
+    hup: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    /// Installs the handlers (needs a running tokio runtime).
+    pub fn install() -> std::io::Result<Signals> {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{SignalKind, signal};
+            Ok(Signals { term: signal(SignalKind::terminate())?, hup: signal(SignalKind::hangup())? })
+        }
+        #[cfg(not(unix))]
+        Ok(Signals {})
+    }
+}
+
 #[cfg(unix)]
-async fn wait_for_stop_signal(gw: &Gateway) {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut term = signal(SignalKind::terminate()).expect("can install a SIGTERM handler");
-    let mut hup = signal(SignalKind::hangup()).expect("can install a SIGHUP handler");
+async fn wait_for_stop_signal(gw: &Gateway, signals: Signals) {
+    let Signals { mut term, mut hup } = signals;
     loop {
         tokio::select! {
             _ = tokio::signal::ctrl_c() => return,
@@ -430,6 +452,6 @@ async fn wait_for_stop_signal(gw: &Gateway) {
 }
 
 #[cfg(not(unix))]
-async fn wait_for_stop_signal(_gw: &Gateway) {
+async fn wait_for_stop_signal(_gw: &Gateway, _signals: Signals) {
     let _ = tokio::signal::ctrl_c().await;
 }
