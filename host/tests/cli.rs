@@ -59,47 +59,18 @@ fn run_serves_and_stops_on_sigterm() {
         "ok.yaml",
         "version: 1\nlisteners:\n  - name: public\n    address: 127.0.0.1:0\nroutes:\n  - name: hi\n    match: { path: /hi }\n    target: { static: { body: hello } }\n",
     );
-    let mut child = Command::new(BIN)
-        .args(["run", "--config"])
-        .arg(&path)
-        .env("SLUICE_LOG", "info")
-        .stderr(Stdio::piped())
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap();
-    // The log line "listening … address=127.0.0.1:PORT" tells the bound port. Read
-    // stderr on a thread so a missing line fails the test instead of hanging it.
-    let stderr = child.stderr.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if let Some(rest) = line.split("address=").nth(1) {
-                let _ = tx.send(rest.split_whitespace().next().unwrap_or_default().to_owned());
-            }
-        }
-    });
-    let Ok(addr) = rx.recv_timeout(Duration::from_secs(20)) else {
-        let _ = child.kill();
-        panic!("the gateway did not log its listening address");
-    };
-    let mut s = TcpStream::connect(&addr).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-    s.write_all(b"GET /hi HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n").unwrap();
-    let mut reply = String::new();
-    s.read_to_string(&mut reply).unwrap();
+    let mut gw = Running::start(&path, &[], false);
+    let reply = http(&gw.public, "GET", "/hi");
     assert!(reply.starts_with("HTTP/1.1 200"), "{reply}");
     assert!(reply.ends_with("hello"), "{reply}");
 
-    let status = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+    let status = Command::new("kill").args(["-TERM", &gw.pid().to_string()]).status().unwrap();
     assert!(status.success());
     let exited = (0..100).find_map(|_| {
         std::thread::sleep(Duration::from_millis(100));
-        child.try_wait().unwrap()
+        gw.child.try_wait().unwrap()
     });
-    let exited = exited.unwrap_or_else(|| {
-        let _ = child.kill();
-        panic!("the gateway did not exit within 10s of SIGTERM")
-    });
+    let exited = exited.unwrap_or_else(|| panic!("the gateway did not exit within 10s of SIGTERM"));
     assert!(exited.success(), "{exited:?}");
 }
 
