@@ -18,8 +18,10 @@ use crate::body::{Body, BoxError};
 pub struct AccessRecord {
     /// When the request arrived.
     pub started: Instant,
-    /// Listener name.
-    pub listener: Arc<str>,
+    /// The listener the request came in on.
+    pub listener: Arc<crate::listener::ListenerSpec>,
+    /// The snapshot serving the request (names routes without copying them).
+    pub snapshot: Arc<crate::snapshot::Snapshot>,
     /// Client address.
     pub peer: SocketAddr,
     /// Request method.
@@ -30,8 +32,8 @@ pub struct AccessRecord {
     pub version: http::Version,
     /// Request id.
     pub request_id: HeaderValue,
-    /// Matched route, if any.
-    pub route: Option<Arc<str>>,
+    /// Index of the matched route in `snapshot.routes`, if any.
+    pub route: Option<usize>,
     /// Upstream target that answered, if any.
     pub upstream: Option<Arc<str>>,
     /// Error code when the gateway answered with an error.
@@ -43,17 +45,22 @@ pub struct AccessRecord {
 }
 
 impl AccessRecord {
+    /// The matched route's name, or `-`.
+    pub fn route_name(&self) -> &str {
+        self.route.and_then(|i| self.snapshot.routes.get(i)).map_or("-", |r| r.name.as_str())
+    }
+
     fn emit(&self, bytes_out: u64, completed: bool) {
         let duration_us = self.started.elapsed().as_micros() as u64;
         tracing::info!(
             target: "sluice::access",
             request_id = self.request_id.to_str().unwrap_or_default(),
-            listener = &*self.listener,
+            listener = self.listener.name.as_str(),
             client = %self.peer.ip(),
             method = self.method.as_str(),
             path = self.path.as_str(),
             version = ?self.version,
-            route = self.route.as_deref().unwrap_or("-"),
+            route = self.route_name(),
             upstream = self.upstream.as_deref().unwrap_or("-"),
             status = self.status.as_u16(),
             error = self.error.unwrap_or("-"),

@@ -40,7 +40,8 @@ pub async fn handle(req: Request<Incoming>, conn: Arc<ConnInfo>, snapshot: Arc<S
     let id = headers::request_id(req.headers(), &conn.listener.request_id);
     let mut record = AccessRecord {
         started,
-        listener: Arc::from(conn.listener.name.as_str()),
+        listener: Arc::clone(&conn.listener),
+        snapshot: Arc::clone(&snapshot),
         peer: conn.peer,
         method: req.method().clone(),
         path: req.uri().path().to_owned(),
@@ -62,7 +63,7 @@ pub async fn handle(req: Request<Incoming>, conn: Arc<ConnInfo>, snapshot: Arc<S
             match e.source_kind() {
                 ErrorSource::Client => debug!(request_id = ?id, error = %e, "rejected request"),
                 _ => {
-                    warn!(request_id = ?id, route = record.route.as_deref().unwrap_or("-"), error = %e, "request failed")
+                    warn!(request_id = ?id, route = record.route_name(), error = %e, "request failed")
                 }
             }
             record.error = Some(e.code());
@@ -106,7 +107,7 @@ async fn serve(
     let found =
         router.find(host, req.method(), req.uri().path(), req.headers()).ok_or(ProxyError::NoRoute)?;
     let route = &snapshot.routes[found.route];
-    record.route = Some(Arc::from(route.name.as_str()));
+    record.route = Some(found.route);
 
     if route.chain.is_empty() {
         return dispatch(req, conn, snapshot, route, &found.params, id, record).await;
