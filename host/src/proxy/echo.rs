@@ -5,8 +5,8 @@ use http::{Request, Response, StatusCode, header};
 use http_body_util::BodyExt;
 use serde_json::{Map, Value, json};
 
-use super::error::ProxyError;
 use crate::body::{Body, full};
+use crate::error::ProxyError;
 use crate::router::PathParams;
 
 /// Bodies up to this size are echoed as text (when UTF-8); larger ones only by size.

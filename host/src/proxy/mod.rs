@@ -13,7 +13,6 @@
 //! leaves) slots in here.
 
 mod echo;
-pub mod error;
 pub mod headers;
 mod limit;
 mod upgrade;
@@ -26,8 +25,8 @@ use http::{HeaderValue, Request, Response, StatusCode, header};
 use hyper::body::Incoming;
 use tracing::{Instrument, debug, debug_span, warn};
 
-use self::error::{ErrorSource, ProxyError, error_response};
 use crate::body::{self, Body};
+use crate::error::{ErrorSource, ProxyError, error_response};
 use crate::listener::ConnInfo;
 use crate::observability::access::{AccessRecord, Logged};
 use crate::plugins::{PluginBody, PluginCtx, UpstreamOverride};

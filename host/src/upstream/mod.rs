@@ -55,7 +55,7 @@ use self::pool::{Pool, SendError};
 use self::settings::Settings;
 use crate::body::{self, Body};
 use crate::config::{DEFAULT_WEIGHT, Name, Problem, UpstreamConfig};
-use crate::proxy::error::ProxyError;
+use crate::error::ProxyError;
 
 /// The target that answered, inserted into every response's extensions.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -27,7 +27,7 @@ use tracing::debug;
 
 use super::settings::{PoolSettings, Protocol};
 use crate::body::Body;
-use crate::proxy::error::ProxyError;
+use crate::error::ProxyError;
 
 /// A failed send: the error, and the request when it certainly was not sent.
 pub(crate) struct SendError {

@@ -1,5 +1,7 @@
-//! `ProxyError`: everything that can go wrong while proxying one request, where it came
-//! from, whether a retry is safe, and the one mapping from errors to HTTP statuses.
+//! `ProxyError`: everything that can go wrong while proxying one request — in the proxy,
+//! an upstream or a plugin chain — where it came from, whether a retry is safe, and the
+//! one mapping from errors to HTTP statuses. It sits below `proxy` and `upstream` so both
+//! use it without the upstream layer reaching back up into the proxy.
 
 use std::time::Duration;
 
