@@ -73,20 +73,20 @@ fn benches(c: &mut Criterion) {
         ]
         .concat(),
     );
-    let ctx = PluginCtx::default();
+    let mut ctx = PluginCtx::default();
     let mut req = typical_request();
 
     let mut g = c.benchmark_group("plugins");
     g.bench_function("one_header_only_plugin_call", |b| {
-        b.iter(|| black_box(chains[0].on_request(&mut req, &ctx).now_or_never().unwrap().unwrap()))
+        b.iter(|| black_box(chains[0].on_request(&mut req, &mut ctx).now_or_never().unwrap().unwrap()))
     });
     g.bench_function("chain_of_3_request_phase", |b| {
-        b.iter(|| black_box(chains[1].on_request(&mut req, &ctx).now_or_never().unwrap().unwrap()))
+        b.iter(|| black_box(chains[1].on_request(&mut req, &mut ctx).now_or_never().unwrap().unwrap()))
     });
     let mut resp = http::Response::new(body::empty());
     g.bench_function("chain_of_3_request_and_response_phases", |b| {
         b.iter(|| {
-            chains[2].on_request(&mut req, &ctx).now_or_never().unwrap().unwrap();
+            chains[2].on_request(&mut req, &mut ctx).now_or_never().unwrap().unwrap();
             chains[2].on_response(&mut resp, &ctx).now_or_never().unwrap().unwrap();
         })
     });

@@ -102,7 +102,7 @@ pub mod bindings {
 }
 
 pub use bindings::sluice::plugin::types::{
-    BodyError, HeaderError, PathError, Phases, StatusError, UpstreamError,
+    BodyError, Consumer, HeaderError, PathError, Phases, StatusError, UpstreamError,
 };
 
 #[doc(hidden)]

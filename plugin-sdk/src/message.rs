@@ -3,7 +3,7 @@
 
 use crate::bindings::sluice::plugin::types as wit;
 use crate::testing::{FakeRequest, FakeResponse};
-use crate::{BodyError, HeaderError, PathError, StatusError, UpstreamError};
+use crate::{BodyError, Consumer, HeaderError, PathError, StatusError, UpstreamError};
 
 enum Req<'a> {
     Host(&'a wit::Request),
@@ -151,6 +151,62 @@ impl<'a> Request<'a> {
             Req::Fake(f) => f.route.clone(),
         }
     }
+
+    /// The client's IP address (the TCP peer), like `192.0.2.7`.
+    pub fn client_ip(&self) -> String {
+        match &self.0 {
+            Req::Host(r) => r.client_ip(),
+            Req::Fake(f) => f.client_ip.clone(),
+        }
+    }
+
+    /// The path parameters the route's pattern captured, in pattern order.
+    pub fn path_params(&self) -> Vec<(String, String)> {
+        match &self.0 {
+            Req::Host(r) => r.path_params(),
+            Req::Fake(f) => f.params.clone(),
+        }
+    }
+
+    /// One path parameter by name.
+    pub fn path_param(&self, name: &str) -> Option<String> {
+        self.path_params().into_iter().find(|(k, _)| k == name).map(|(_, v)| v)
+    }
+
+    /// The consumer an earlier (authentication) plugin set, if any.
+    pub fn consumer(&self) -> Option<Consumer> {
+        match &self.0 {
+            Req::Host(r) => r.consumer(),
+            Req::Fake(f) => f.consumer.clone(),
+        }
+    }
+
+    /// Sets (or clears) the consumer the rest of the chain and the access log see.
+    pub fn set_consumer(&mut self, consumer: Option<Consumer>) {
+        match &mut self.0 {
+            Req::Host(r) => r.set_consumer(consumer.as_ref()),
+            Req::Fake(f) => f.consumer = consumer,
+        }
+    }
+
+    /// A value this plugin stored for this request with [`Request::set_context`].
+    pub fn context(&self, key: &str) -> Option<String> {
+        match &self.0 {
+            Req::Host(r) => r.context(key),
+            Req::Fake(f) => f.context.get(key).cloned(),
+        }
+    }
+
+    /// Keeps a value for the rest of this request, for example for the response
+    /// phase ([`Response::context`]). Keys are private to the plugin.
+    pub fn set_context(&mut self, key: &str, value: &str) {
+        match &mut self.0 {
+            Req::Host(r) => r.set_context(key, value),
+            Req::Fake(f) => {
+                f.context.insert(key.to_owned(), value.to_owned());
+            }
+        }
+    }
 }
 
 enum Resp<'a> {
@@ -248,6 +304,22 @@ impl<'a> Response<'a> {
                 f.body = body.to_vec();
                 Ok(())
             }
+        }
+    }
+
+    /// The request's consumer, as the request phase left it.
+    pub fn consumer(&self) -> Option<Consumer> {
+        match &self.0 {
+            Resp::Host(r) => r.consumer(),
+            Resp::Fake(f) => f.consumer.clone(),
+        }
+    }
+
+    /// A value this plugin stored with [`Request::set_context`] during this request.
+    pub fn context(&self, key: &str) -> Option<String> {
+        match &self.0 {
+            Resp::Host(r) => r.context(key),
+            Resp::Fake(f) => f.context.get(key).cloned(),
         }
     }
 }

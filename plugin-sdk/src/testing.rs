@@ -24,7 +24,7 @@
 use std::cell::RefCell;
 use std::collections::HashMap;
 
-use crate::{HeaderError, Plugin, Request, Response};
+use crate::{Consumer, HeaderError, Plugin, Request, Response};
 
 /// Parses a JSON config into `P` and runs [`Plugin::init`], exactly as the gateway's
 /// `configure` does.
@@ -118,6 +118,14 @@ pub struct FakeRequest {
     pub upstream: Option<String>,
     /// Route name reported to the plugin.
     pub route: String,
+    /// Client IP reported to the plugin (default `127.0.0.1`).
+    pub client_ip: String,
+    /// Path parameters.
+    pub params: Vec<(String, String)>,
+    /// The consumer (as set by an earlier plugin, or by this one).
+    pub consumer: Option<Consumer>,
+    /// Values the plugin stored with `set_context`.
+    pub context: HashMap<String, String>,
 }
 
 impl FakeRequest {
@@ -127,7 +135,46 @@ impl FakeRequest {
             Some((p, q)) => (p.to_owned(), Some(q.to_owned())),
             None => (target.to_owned(), None),
         };
-        Self { method: method.to_owned(), path, query, route: "test".into(), ..Self::default() }
+        Self {
+            method: method.to_owned(),
+            path,
+            query,
+            route: "test".into(),
+            client_ip: "127.0.0.1".into(),
+            ..Self::default()
+        }
+    }
+
+    /// Sets the client IP.
+    pub fn with_client_ip(mut self, ip: &str) -> Self {
+        self.client_ip = ip.to_owned();
+        self
+    }
+
+    /// Adds a path parameter.
+    pub fn with_param(mut self, name: &str, value: &str) -> Self {
+        self.params.push((name.to_owned(), value.to_owned()));
+        self
+    }
+
+    /// Sets the consumer, as an earlier authentication plugin would.
+    pub fn with_consumer(mut self, name: &str, groups: &[&str]) -> Self {
+        self.consumer = Some(Consumer {
+            name: name.to_owned(),
+            groups: groups.iter().map(|g| (*g).to_owned()).collect(),
+        });
+        self
+    }
+
+    /// A [`FakeResponse`] with `status` that carries this request's consumer and
+    /// context into the response phase, as the gateway does.
+    pub fn response(&self, status: u16) -> FakeResponse {
+        FakeResponse {
+            status,
+            consumer: self.consumer.clone(),
+            context: self.context.clone(),
+            ..FakeResponse::default()
+        }
     }
 
     /// Adds a header (panics on an invalid one: it is a test).
@@ -162,6 +209,10 @@ pub struct FakeResponse {
     pub headers: FakeHeaders,
     /// Body.
     pub body: Vec<u8>,
+    /// The request's consumer.
+    pub consumer: Option<Consumer>,
+    /// Values stored during the request phase.
+    pub context: HashMap<String, String>,
 }
 
 impl FakeResponse {

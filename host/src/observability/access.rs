@@ -36,6 +36,8 @@ pub struct AccessRecord {
     pub route: Option<usize>,
     /// Upstream target that answered, if any.
     pub upstream: Option<Arc<str>>,
+    /// The consumer an authentication plugin identified, if any.
+    pub consumer: Option<String>,
     /// Error code when the gateway answered with an error.
     pub error: Option<&'static str>,
     /// Response status.
@@ -62,6 +64,7 @@ impl AccessRecord {
             version = ?self.version,
             route = self.route_name(),
             upstream = self.upstream.as_deref().unwrap_or("-"),
+            consumer = self.consumer.as_deref().unwrap_or("-"),
             status = self.status.as_u16(),
             error = self.error.unwrap_or("-"),
             bytes_out,

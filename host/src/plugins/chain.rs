@@ -22,17 +22,24 @@ use super::bindings::{Decision, Phases, ResponseSpec};
 use super::error::{Phase, PluginError, PluginErrorKind};
 use super::limits::HEADER_HEADROOM;
 use super::pool::{Instance, InstancePool};
-use super::state::{REQUEST_REP, RESPONSE_REP, RequestSlot, ResponseSlot};
+use super::state::{Consumer, REQUEST_REP, RESPONSE_REP, RequestContext, RequestSlot, ResponseSlot};
 use crate::body::{self, Body};
 use crate::config::OnErrorConfig;
 
-/// Per-request facts the chain passes to plugins and logs.
+/// Per-request facts the chain passes to plugins and logs, and what the request
+/// phase leaves for the response phase.
 #[derive(Debug, Clone, Default)]
 pub struct PluginCtx {
     /// The request id, when the proxy assigned one.
     pub request_id: Option<String>,
     /// The client's address.
     pub client_addr: Option<std::net::SocketAddr>,
+    /// The path parameters the route captured.
+    pub params: crate::router::PathParams,
+    /// The consumer an authentication plugin set (after the request phase).
+    pub consumer: Option<Consumer>,
+    /// Values plugins stored during the request phase.
+    pub context: RequestContext,
 }
 
 /// An upstream chosen by a plugin with `set-upstream`, left in the request's
@@ -133,10 +140,12 @@ impl Chain {
     ///
     /// (A boxed future rather than an `async fn`: the concrete future type trips the
     /// compiler's higher-ranked `Send` inference inside hyper's service.)
+    /// The consumer and context the plugins set are left in `ctx` for the response
+    /// phase and the access log.
     pub fn on_request<'a>(
         &'a self,
         req: &'a mut Request<Body>,
-        ctx: &'a PluginCtx,
+        ctx: &'a mut PluginCtx,
     ) -> BoxFuture<'a, Result<Option<Response<Body>>, PluginError>> {
         Box::pin(self.request_phase(req, ctx))
     }
@@ -144,7 +153,7 @@ impl Chain {
     async fn request_phase(
         &self,
         req: &mut Request<Body>,
-        ctx: &PluginCtx,
+        ctx: &mut PluginCtx,
     ) -> Result<Option<Response<Body>>, PluginError> {
         if self.request.is_empty() {
             return Ok(None);
@@ -153,6 +162,10 @@ impl Chain {
             method: std::mem::take(req.method_mut()),
             uri: std::mem::take(req.uri_mut()),
             headers: std::mem::take(req.headers_mut()),
+            client_ip: ctx.client_addr.map(|a| a.ip()),
+            params: std::mem::take(&mut ctx.params),
+            consumer: ctx.consumer.take(),
+            context: std::mem::take(&mut ctx.context),
             ..RequestSlot::default()
         };
         slot.headers.reserve(HEADER_HEADROOM);
@@ -160,13 +173,13 @@ impl Chain {
             match buffer(std::mem::replace(req.body_mut(), body::empty()), limit).await {
                 Ok(b) => slot.body = Some(b),
                 Err(kind) => {
-                    restore_request(req, slot);
+                    restore_request(req, slot, ctx);
                     return Err(self.error(&self.entries[self.request[0]], Phase::Request, kind));
                 }
             }
         }
         let result = self.run_request(&mut slot, ctx).await;
-        restore_request(req, slot);
+        restore_request(req, slot, ctx);
         result
     }
 
@@ -218,6 +231,8 @@ impl Chain {
         let mut slot = ResponseSlot {
             status: resp.status(),
             headers: std::mem::take(resp.headers_mut()),
+            consumer: ctx.consumer.clone(),
+            context: ctx.context.clone(),
             ..ResponseSlot::default()
         };
         slot.headers.reserve(HEADER_HEADROOM);
@@ -381,7 +396,10 @@ async fn buffer(mut b: Body, limit: u64) -> Result<Bytes, PluginErrorKind> {
     Ok(buf.freeze())
 }
 
-fn restore_request(req: &mut Request<Body>, slot: RequestSlot) {
+fn restore_request(req: &mut Request<Body>, slot: RequestSlot, ctx: &mut PluginCtx) {
+    ctx.params = slot.params;
+    ctx.consumer = slot.consumer;
+    ctx.context = slot.context;
     *req.method_mut() = slot.method;
     *req.uri_mut() = slot.uri;
     *req.headers_mut() = slot.headers;
@@ -483,7 +501,7 @@ async fn transform(
 }
 
 #[allow(dead_code)]
-fn _assert_send(c: &Chain, r: &mut Request<Body>, resp: &mut Response<Body>, ctx: &PluginCtx) {
+fn _assert_send(c: &Chain, r: &mut Request<Body>, resp: &mut Response<Body>, ctx: &mut PluginCtx) {
     fn is_send<T: Send>(_: T) {}
     is_send(c.on_request(r, ctx));
     is_send(c.on_response(resp, ctx));

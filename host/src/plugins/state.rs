@@ -31,6 +31,36 @@ pub const RESPONSE_REP: u32 = 1;
 /// Bytes of guest stderr kept for the log when a plugin faults.
 pub const STDERR_CAPTURE: usize = 4096;
 
+/// Who made a request, as an authentication plugin established it (`set-consumer`).
+/// Later plugins, the response phase and the access log see it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Consumer {
+    /// The consumer's name.
+    pub name: String,
+    /// Its groups.
+    pub groups: Vec<String>,
+}
+
+/// Values plugins keep for the rest of one request (`set-context`), private to the
+/// plugin that stored them: (plugin, key, value).
+#[derive(Debug, Clone, Default)]
+pub struct RequestContext(Vec<(Arc<str>, String, String)>);
+
+impl RequestContext {
+    /// The value `plugin` stored under `key`.
+    pub fn get(&self, plugin: &str, key: &str) -> Option<&str> {
+        self.0.iter().find(|(p, k, _)| &**p == plugin && k == key).map(|(_, _, v)| v.as_str())
+    }
+
+    /// Stores `value` under `key` for `plugin`, replacing an earlier value.
+    pub fn set(&mut self, plugin: &Arc<str>, key: String, value: String) {
+        match self.0.iter_mut().find(|(p, k, _)| p == plugin && *k == key) {
+            Some(entry) => entry.2 = value,
+            None => self.0.push((Arc::clone(plugin), key, value)),
+        }
+    }
+}
+
 /// The request as a plugin sees it during one call.
 #[derive(Debug, Default)]
 pub struct RequestSlot {
@@ -48,6 +78,14 @@ pub struct RequestSlot {
     pub upstream: Option<String>,
     /// True while the current plugin may touch the body.
     pub body_allowed: bool,
+    /// The client's IP address.
+    pub client_ip: Option<std::net::IpAddr>,
+    /// The path parameters the route captured.
+    pub params: crate::router::PathParams,
+    /// The consumer set by an authentication plugin.
+    pub consumer: Option<Consumer>,
+    /// Values plugins stored for the rest of the request.
+    pub context: RequestContext,
 }
 
 /// The response as a plugin sees it during one call.
@@ -63,6 +101,10 @@ pub struct ResponseSlot {
     pub body_changed: bool,
     /// True while the current plugin may touch the body.
     pub body_allowed: bool,
+    /// The request's consumer (read-only in the response phase).
+    pub consumer: Option<Consumer>,
+    /// The values plugins stored during the request phase.
+    pub context: RequestContext,
 }
 
 /// Caps the linear memory of an instance and remembers when the cap was hit, so a

@@ -48,6 +48,7 @@ pub async fn handle(req: Request<Incoming>, conn: Arc<ConnInfo>, snapshot: Arc<S
         request_id: id.clone(),
         route: None,
         upstream: None,
+        consumer: None,
         error: None,
         status: StatusCode::OK,
         head_micros: 0,
@@ -111,9 +112,16 @@ async fn serve(
     if route.chain.is_empty() {
         return dispatch(req, conn, snapshot, route, &found.params, id, record).await;
     }
-    let ctx = PluginCtx { request_id: id.to_str().ok().map(str::to_owned), client_addr: Some(conn.peer) };
+    let mut ctx = PluginCtx {
+        request_id: id.to_str().ok().map(str::to_owned),
+        client_addr: Some(conn.peer),
+        params: found.params.clone(),
+        ..PluginCtx::default()
+    };
     let mut req = req.map(body::boxed);
-    if let Some(resp) = route.chain.on_request(&mut req, &ctx).await.map_err(ProxyError::Plugin)? {
+    let answered = route.chain.on_request(&mut req, &mut ctx).await;
+    record.consumer = ctx.consumer.as_ref().map(|c| c.name.clone());
+    if let Some(resp) = answered.map_err(ProxyError::Plugin)? {
         return Ok(resp);
     }
     let req = req.map(PluginBody);

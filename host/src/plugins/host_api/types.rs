@@ -9,9 +9,11 @@ use http::uri::PathAndQuery;
 use http::{HeaderMap, StatusCode, Uri};
 use wasmtime::component::Resource;
 
-use crate::plugins::bindings::sluice::plugin::types::{Host, HostRequest, HostResponse};
+use crate::plugins::bindings::sluice::plugin::types::{
+    Consumer as WitConsumer, Host, HostRequest, HostResponse,
+};
 use crate::plugins::bindings::{BodyError, HeaderError, PathError, StatusError, UpstreamError};
-use crate::plugins::state::{PluginState, RequestHandle, ResponseHandle};
+use crate::plugins::state::{Consumer, PluginState, RequestHandle, ResponseHandle};
 
 type Res<T> = wasmtime::Result<T>;
 
@@ -65,6 +67,10 @@ fn remove(headers: &mut HeaderMap, name: &str) -> Result<(), HeaderError> {
     let name = writable_name(name)?;
     headers.remove(name);
     Ok(())
+}
+
+fn to_wit(c: &Option<Consumer>) -> Option<WitConsumer> {
+    c.as_ref().map(|c| WitConsumer { name: c.name.clone(), groups: c.groups.clone() })
 }
 
 fn read_body(body: &Option<Bytes>, allowed: bool) -> Result<Vec<u8>, BodyError> {
@@ -170,6 +176,32 @@ impl HostRequest for PluginState {
         Ok(self.route.to_string())
     }
 
+    fn client_ip(&mut self, _: Resource<RequestHandle>) -> Res<String> {
+        Ok(self.req.client_ip.map(|ip| ip.to_string()).unwrap_or_default())
+    }
+
+    fn path_params(&mut self, _: Resource<RequestHandle>) -> Res<Vec<(String, String)>> {
+        Ok(self.req.params.iter().map(|(k, v)| (k.to_string(), v.clone())).collect())
+    }
+
+    fn consumer(&mut self, _: Resource<RequestHandle>) -> Res<Option<WitConsumer>> {
+        Ok(to_wit(&self.req.consumer))
+    }
+
+    fn set_consumer(&mut self, _: Resource<RequestHandle>, consumer: Option<WitConsumer>) -> Res<()> {
+        self.req.consumer = consumer.map(|c| Consumer { name: c.name, groups: c.groups });
+        Ok(())
+    }
+
+    fn context(&mut self, _: Resource<RequestHandle>, key: String) -> Res<Option<String>> {
+        Ok(self.req.context.get(&self.env.plugin, &key).map(str::to_owned))
+    }
+
+    fn set_context(&mut self, _: Resource<RequestHandle>, key: String, value: String) -> Res<()> {
+        self.req.context.set(&self.env.plugin, key, value);
+        Ok(())
+    }
+
     fn drop(&mut self, _: Resource<RequestHandle>) -> Res<()> {
         // The handle is a fixed rep into the store's slot; nothing to free.
         Ok(())
@@ -240,6 +272,14 @@ impl HostResponse for PluginState {
         self.resp.body = Some(Bytes::from(body));
         self.resp.body_changed = true;
         Ok(Ok(()))
+    }
+
+    fn consumer(&mut self, _: Resource<ResponseHandle>) -> Res<Option<WitConsumer>> {
+        Ok(to_wit(&self.resp.consumer))
+    }
+
+    fn context(&mut self, _: Resource<ResponseHandle>, key: String) -> Res<Option<String>> {
+        Ok(self.resp.context.get(&self.env.plugin, &key).map(str::to_owned))
     }
 
     fn drop(&mut self, _: Resource<ResponseHandle>) -> Res<()> {
