@@ -4,11 +4,8 @@
 //! constants in `$OUT_DIR/plugins.rs` (see `sluice_tests::plugins`).
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use anyhow::{Context, Result, bail};
-
-const TARGET: &str = "wasm32-wasip2";
 
 fn main() -> Result<()> {
     let manifest = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR")?);
@@ -37,7 +34,7 @@ fn main() -> Result<()> {
     names.push("guard".into());
     names.sort();
     for name in names {
-        let file = target_dir.join(TARGET).join("release").join(format!("{}.wasm", name.replace('-', "_")));
+        let file = sluice_plugin_sdk::build::component_path(&target_dir, &name);
         if !file.is_file() {
             bail!("expected {} after building the test plugins", file.display());
         }
@@ -52,29 +49,5 @@ fn main() -> Result<()> {
 }
 
 fn build(manifest: &Path, target_dir: &Path) -> Result<()> {
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let mut cmd = Command::new(cargo);
-    cmd.args(["build", "--release", "--workspace", "--target", TARGET, "--manifest-path"])
-        .arg(manifest)
-        .env("CARGO_TARGET_DIR", target_dir);
-    // Do not leak the outer build's settings (clippy wrappers, host rustflags,
-    // coverage) into the guest build.
-    for var in [
-        "RUSTC_WORKSPACE_WRAPPER",
-        "RUSTC_WRAPPER",
-        "CARGO_ENCODED_RUSTFLAGS",
-        "RUSTFLAGS",
-        "CARGO_BUILD_TARGET",
-        "CARGO_PRIMARY_PACKAGE",
-        "CARGO_MAKEFLAGS",
-        "MAKEFLAGS",
-        "MFLAGS",
-    ] {
-        cmd.env_remove(var);
-    }
-    let status = cmd.status().with_context(|| format!("running cargo for {}", manifest.display()))?;
-    if !status.success() {
-        bail!("building {} for {TARGET} failed", manifest.display());
-    }
-    Ok(())
+    sluice_plugin_sdk::build::cargo_build(manifest, &[], target_dir).map_err(anyhow::Error::msg)
 }

@@ -82,6 +82,9 @@ pub mod testing;
 
 pub mod caps;
 
+#[cfg(feature = "build")]
+pub mod build;
+
 pub use caps::{clock, http, kv, log, metrics, secrets};
 pub use decision::{Decision, Reply};
 pub use message::{Request, Response};
@@ -118,6 +121,14 @@ pub trait Plugin: serde::de::DeserializeOwned + 'static {
     /// [`Phases::REQUEST_BODY`] / [`Phases::RESPONSE_BODY`] to read or replace bodies
     /// and [`Phases::RESPONSE_CHUNK`] for [`Plugin::on_response_chunk`].
     const PHASES: Phases = Phases::REQUEST.union(Phases::RESPONSE);
+
+    /// The phases of this configured instance. Default [`Plugin::PHASES`]; override
+    /// it when the config decides, for example to declare
+    /// [`Phases::REQUEST_BODY`] only when a body rule is configured (a declared body
+    /// phase makes the gateway buffer the body).
+    fn phases(&self) -> Phases {
+        Self::PHASES
+    }
 
     /// Checks or prepares the config after it was deserialized (compile patterns,
     /// validate ranges). An error rejects the gateway's config with this message.

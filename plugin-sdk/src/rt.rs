@@ -24,9 +24,14 @@ pub fn parse<P: Plugin>(config: &str) -> Result<P, String> {
     Ok(p)
 }
 
-/// `info` export.
+/// `info` export (the host calls it after `configure`).
 pub fn info<P: Plugin>() -> wit::PluginInfo {
-    wit::PluginInfo { phases: P::PHASES }
+    let configured = PLUGIN.with(|p| p.borrow().clone());
+    let phases = match configured.and_then(|any| any.downcast::<P>().ok()) {
+        Some(p) => p.phases(),
+        None => P::PHASES,
+    };
+    wit::PluginInfo { phases }
 }
 
 /// `configure` export.

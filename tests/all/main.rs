@@ -1,6 +1,10 @@
 //! End-to-end tests: real gateways, real upstreams, real sockets on 127.0.0.1:0.
 //! One binary, many modules (one link, fast CI).
 
+mod builtin_auth;
+mod builtin_cors;
+mod builtin_rate_limit;
+mod builtin_transform;
 mod config_ui;
 mod harness;
 mod lifecycle;

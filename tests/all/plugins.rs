@@ -81,6 +81,51 @@ async fn a_chain_changes_the_request_upstream_sees_and_the_response_client_sees(
 }
 
 #[tokio::test]
+async fn consumer_client_ip_path_params_and_context_reach_later_plugins_and_the_response_phase() {
+    let up = TestServer::echo().await;
+    let p = Plugins::with(&[("setter", wasm::IDENTITY), ("reader", wasm::IDENTITY)]);
+    let gw = p
+        .start(&format!(
+            "{}routes:
+  - name: app
+    match: {{ path: \"/users/{{id}}/posts/{{post}}\" }}
+    target: {{ upstream: app }}
+    plugins:
+      - name: setter
+        config: {{ role: setter }}
+      - name: reader
+        config: {{ role: reader }}
+",
+            upstream(up.addr)
+        ))
+        .await;
+    let addr = gw.addr("public");
+    let req = Request::get(url(addr, "/users/42/posts/7"))
+        .header("x-as", "billing")
+        .header("x-groups", "internal,paying")
+        .body(full(""))
+        .unwrap();
+    let reply = Client::http1().send(req).await;
+    assert_eq!(reply.status, 200);
+    let seen = &reply.json()["headers"];
+    assert_eq!(seen["x-seen-consumer"], "billing:internal+paying", "a later plugin sees the consumer");
+    assert_eq!(seen["x-seen-ip"], "127.0.0.1");
+    assert_eq!(seen["x-seen-params"], "id=42&post=7");
+    assert_eq!(seen["x-seen-foreign-context"], "-", "one plugin's context is private to it");
+    let all = |name: &str| -> Vec<String> {
+        reply.headers.get_all(name).iter().map(|v| v.to_str().unwrap().to_owned()).collect()
+    };
+    let consumers = all("x-consumer-seen-by");
+    assert_eq!(consumers, ["reader=billing", "setter=billing"], "the response phase sees the consumer");
+    let contexts = all("x-context-seen-by");
+    assert_eq!(contexts, ["reader=-", "setter=/users/42/posts/7"], "context survives into the response phase");
+
+    // Without `x-as` no consumer is set.
+    let reply = Client::http1().get(&url(addr, "/users/1/posts/2")).await;
+    assert_eq!(reply.json()["headers"]["x-seen-consumer"], "-");
+}
+
+#[tokio::test]
 async fn respond_short_circuits_the_chain_and_the_upstream() {
     let up = TestServer::echo().await;
     let p = Plugins::with(&[("responder", wasm::RESPONDER), ("header-adder", wasm::HEADER_ADDER)]);

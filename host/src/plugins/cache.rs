@@ -14,6 +14,7 @@ use sha2::{Digest, Sha256};
 use wasmtime::component::Component;
 
 use super::engine::engine;
+use super::registry::PluginSource;
 
 /// The default disk cache: `$XDG_CACHE_HOME/sluice` or `~/.cache/sluice`.
 pub fn default_cache_dir() -> Option<PathBuf> {
@@ -38,9 +39,10 @@ fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// Compiles the component at `path`, using the caches; `cache_dir` `None` skips disk.
-pub fn load_component(path: &Path, cache_dir: Option<&Path>) -> Result<Component, String> {
-    let wasm = std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+/// Compiles the component of `source`, using the caches; `cache_dir` `None` skips
+/// disk.
+pub fn load_component(source: PluginSource<'_>, cache_dir: Option<&Path>) -> Result<Component, String> {
+    let wasm = source.read()?;
     let hash: [u8; 32] = Sha256::digest(&wasm).into();
     if let Some(c) = memory().lock().unwrap_or_else(|p| p.into_inner()).get(&hash) {
         return Ok(c.clone());
@@ -50,8 +52,8 @@ pub fn load_component(path: &Path, cache_dir: Option<&Path>) -> Result<Component
         Some(c) => c,
         None => {
             let started = std::time::Instant::now();
-            let c = Component::new(engine(), &wasm).map_err(|e| format!("{}: {e:#}", path.display()))?;
-            tracing::info!(path = %path.display(), took_ms = started.elapsed().as_millis() as u64, "compiled plugin");
+            let c = Component::new(engine(), &wasm).map_err(|e| format!("{source}: {e:#}"))?;
+            tracing::info!(plugin = %source, took_ms = started.elapsed().as_millis() as u64, "compiled plugin");
             if let Some(a) = &artifact {
                 store_artifact(&c, a);
             }

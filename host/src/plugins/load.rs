@@ -83,8 +83,8 @@ impl<'a> Loader<'a> {
         if let Some(c) = self.compiled.get(name) {
             return Some(c.clone());
         }
-        let path = self.registry.get(name)?.to_owned();
-        let pre = load_component(&path, self.cache_dir.as_deref()).and_then(|c| {
+        let source = self.registry.get(name)?;
+        let pre = load_component(source, self.cache_dir.as_deref()).and_then(|c| {
             // Refuse ungranted imports before linking, so the message is about grants.
             let pre = linker().instantiate_pre(&c).map_err(|e| format!("cannot be linked: {e:#}"))?;
             PluginPre::new(pre).map_err(|e| format!("does not implement the sluice:plugin world: {e:#}"))
@@ -103,7 +103,10 @@ impl<'a> Loader<'a> {
                 let dir = self.registry.dir().display();
                 return Err(Problem::new(
                     format!("{at}.name"),
-                    format!("unknown plugin `{name}`: no {name}.wasm in {dir}"),
+                    format!(
+                        "unknown plugin `{name}`: no {name}.wasm in {dir}, and no built-in plugin of that name (built-in: {})",
+                        super::builtin::names().collect::<Vec<_>>().join(", ")
+                    ),
                 ));
             }
             Some(Err(m)) => {

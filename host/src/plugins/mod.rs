@@ -19,6 +19,7 @@
 //! The WIT contract is `wit/plugin.wit`; [`bindings`] holds the one `bindgen!`.
 
 pub mod bindings;
+pub mod builtin;
 pub mod cache;
 pub mod chain;
 pub mod engine;

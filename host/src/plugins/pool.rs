@@ -124,10 +124,6 @@ impl InstancePool {
             Ok(p) => p,
             Err(e) => return Err(load(e, &store)),
         };
-        let info = match plugin.call_info(&mut store).await {
-            Ok(i) => i,
-            Err(e) => return Err(load(e, &store)),
-        };
         store.data_mut().configuring = true;
         let started = std::time::Instant::now();
         let configured = plugin.call_configure(&mut store, &self.config_json).await;
@@ -138,6 +134,12 @@ impl InstancePool {
             Ok(Err(msg)) => return Err(PluginErrorKind::Config(msg)),
             Err(e) => return Err(load(e, &store)),
         }
+        // After `configure`, so the phases can depend on the config (a transform with
+        // no body rules does not make the gateway buffer bodies).
+        let info = match plugin.call_info(&mut store).await {
+            Ok(i) => i,
+            Err(e) => return Err(load(e, &store)),
+        };
         Ok((Instance { store, plugin }, info.phases))
     }
 }

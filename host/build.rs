@@ -1,0 +1,39 @@
+//! Compiles the built-in plugins (`plugins/*`, members of this workspace) to
+//! `wasm32-wasip2` components and embeds them: `$OUT_DIR/builtins.rs` holds
+//! `BUILTINS`, each name with its component's bytes (see `plugins::builtin`).
+
+use std::path::PathBuf;
+
+/// The built-in plugins: (plugin name, cargo package). The name is what routes list.
+const BUILTINS: &[(&str, &str)] = &[
+    ("auth", "sluice-plugin-auth"),
+    ("cors", "sluice-plugin-cors"),
+    ("rate-limit", "sluice-plugin-rate-limit"),
+    ("transform", "sluice-plugin-transform"),
+];
+
+fn main() -> Result<(), String> {
+    let manifest = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").map_err(|e| e.to_string())?);
+    let root = manifest.parent().ok_or("host/ has a parent")?.to_owned();
+    let out = PathBuf::from(std::env::var("OUT_DIR").map_err(|e| e.to_string())?);
+    // OUT_DIR is <target>/<profile>/build/<pkg>-<hash>/out: share one guest target
+    // folder between profiles.
+    let target_dir = out.ancestors().nth(4).unwrap_or(&out).join("wasm-builtins");
+    for watched in ["plugins", "plugin-sdk/src", "plugin-sdk/Cargo.toml", "wit", "Cargo.lock"] {
+        println!("cargo:rerun-if-changed={}", root.join(watched).display());
+    }
+
+    let packages: Vec<&str> = BUILTINS.iter().map(|(_, p)| *p).collect();
+    sluice_plugin_sdk::build::cargo_build(&root.join("Cargo.toml"), &packages, &target_dir)?;
+
+    let mut code = String::from("/// The built-in plugins: name and component bytes.\npub const BUILTINS: &[(&str, &[u8])] = &[\n");
+    for (name, _) in BUILTINS {
+        let file = sluice_plugin_sdk::build::component_path(&target_dir, name);
+        if !file.is_file() {
+            return Err(format!("expected {} after building the built-in plugins", file.display()));
+        }
+        code.push_str(&format!("    ({name:?}, include_bytes!({:?})),\n", file.display().to_string()));
+    }
+    code.push_str("];\n");
+    std::fs::write(out.join("builtins.rs"), code).map_err(|e| e.to_string())
+}
