@@ -26,13 +26,21 @@ fn main() -> Result<(), String> {
     let packages: Vec<&str> = BUILTINS.iter().map(|(_, p)| *p).collect();
     sluice_plugin_sdk::build::cargo_build(&root.join("Cargo.toml"), &packages, &target_dir)?;
 
-    let mut code = String::from("/// The built-in plugins: name and component bytes.\npub const BUILTINS: &[(&str, &[u8])] = &[\n");
+    let mut code = String::from(
+        "/// The built-in plugins: name, component bytes, config schema.\npub const BUILTINS: &[(&str, &[u8], Option<&str>)] = &[\n",
+    );
     for (name, _) in BUILTINS {
         let file = sluice_plugin_sdk::build::component_path(&target_dir, name);
         if !file.is_file() {
             return Err(format!("expected {} after building the built-in plugins", file.display()));
         }
-        code.push_str(&format!("    ({name:?}, include_bytes!({:?})),\n", file.display().to_string()));
+        let schema = root.join("plugins").join(name).join("schema.json");
+        let schema = if schema.is_file() {
+            format!("Some(include_str!({:?}))", schema.display().to_string())
+        } else {
+            "None".to_owned()
+        };
+        code.push_str(&format!("    ({name:?}, include_bytes!({:?}), {schema}),\n", file.display().to_string()));
     }
     code.push_str("];\n");
     std::fs::write(out.join("builtins.rs"), code).map_err(|e| e.to_string())

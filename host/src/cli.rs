@@ -17,7 +17,7 @@ use crate::snapshot::Snapshot;
     name = "sluice",
     version,
     propagate_version = true,
-    after_help = "Examples:\n  sluice                          serve the quick-start config on 127.0.0.1:8080\n  sluice run --config gw.yaml     serve your config\n  sluice check gw.yaml            validate a config, list every problem\n  sluice schema > sluice.schema.json"
+    after_help = "Examples:\n  sluice                          serve the quick-start config on 127.0.0.1:8080\n  sluice run --config gw.yaml     serve your config\n  sluice check gw.yaml            validate a config, list every problem\n  sluice schema > sluice.schema.json\n  sluice schema --plugin auth     the auth plugin's config schema"
 )]
 pub struct Cli {
     /// What to do (default: `run`).
@@ -47,8 +47,14 @@ pub enum Command {
         #[arg(value_name = "FILE")]
         file: PathBuf,
     },
-    /// Print the JSON Schema of the config file format (for editors and CI linting).
-    Schema,
+    /// Print the JSON Schema of the config file format (for editors and CI linting),
+    /// or of a built-in plugin's `config:`.
+    Schema {
+        /// A built-in plugin (`auth`, `cors`, `rate-limit`, `transform`) whose config
+        /// schema to print instead.
+        #[arg(long, value_name = "NAME")]
+        plugin: Option<String>,
+    },
 }
 
 /// Runs the command line; returns the process exit code.
@@ -57,10 +63,21 @@ pub fn main() -> ExitCode {
     match cli.command.unwrap_or(Command::Run { config: None, workers: None, no_watch: false }) {
         Command::Run { config, workers, no_watch } => run(config, workers, !no_watch),
         Command::Check { file } => check(&file),
-        Command::Schema => {
+        Command::Schema { plugin: None } => {
             println!("{:#}", config::json_schema());
             ExitCode::SUCCESS
         }
+        Command::Schema { plugin: Some(name) } => match crate::plugins::builtin::schema(&name) {
+            Some(schema) => {
+                println!("{}", schema.trim_end());
+                ExitCode::SUCCESS
+            }
+            None => {
+                let known = crate::plugins::builtin::names().collect::<Vec<_>>().join(", ");
+                eprintln!("error: no built-in plugin `{name}` with a config schema (built-in: {known})");
+                ExitCode::from(2)
+            }
+        },
     }
 }
 
