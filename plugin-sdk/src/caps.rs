@@ -28,6 +28,15 @@ pub mod log {
     pub fn error(message: &str) {
         log(Level::Error, message)
     }
+
+    /// Attaches `key=value` to the access-log line of the request being handled
+    /// (shown as `plugin.key=value`); works in every phase, streamed chunks included.
+    pub fn annotate(key: &str, value: &str) {
+        #[cfg(target_arch = "wasm32")]
+        crate::bindings::sluice::plugin::log::annotate(key, value);
+        #[cfg(not(target_arch = "wasm32"))]
+        crate::testing::ANNOTATIONS.with(|a| a.borrow_mut().push((key.to_owned(), value.to_owned())));
+    }
 }
 
 /// Time.
@@ -180,7 +189,19 @@ pub mod metrics {
         #[cfg(target_arch = "wasm32")]
         crate::bindings::sluice::plugin::metrics::counter_add(name, value);
         #[cfg(not(target_arch = "wasm32"))]
-        let _ = (name, value);
+        crate::testing::COUNTERS.with(|c| c.borrow_mut().push((name.to_owned(), Vec::new(), value)));
+    }
+
+    /// Adds to the series of counter `name` with these labels (exported as
+    /// `sluice_plugin_custom_total{plugin, name, <labels>}`). Label names are
+    /// `[a-zA-Z_][a-zA-Z0-9_]*`, not `plugin` or `name`.
+    pub fn counter_add_labeled(name: &str, labels: &[(&str, &str)], value: u64) {
+        let labels: Vec<(String, String)> =
+            labels.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect();
+        #[cfg(target_arch = "wasm32")]
+        crate::bindings::sluice::plugin::metrics::counter_add_labeled(name, &labels, value);
+        #[cfg(not(target_arch = "wasm32"))]
+        crate::testing::COUNTERS.with(|c| c.borrow_mut().push((name.to_owned(), labels, value)));
     }
 
     /// Records a histogram observation.

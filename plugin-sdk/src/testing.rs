@@ -242,7 +242,12 @@ thread_local! {
     pub(crate) static KV: RefCell<HashMap<String, Vec<u8>>> = RefCell::new(HashMap::new());
     pub(crate) static SECRETS: RefCell<HashMap<String, String>> = RefCell::new(HashMap::new());
     pub(crate) static LOGS: RefCell<Vec<String>> = const { RefCell::new(Vec::new()) };
+    pub(crate) static ANNOTATIONS: RefCell<Vec<(String, String)>> = const { RefCell::new(Vec::new()) };
+    pub(crate) static COUNTERS: RefCell<Vec<Counted>> = const { RefCell::new(Vec::new()) };
 }
+
+/// One counter addition a plugin made: name, labels, value.
+pub type Counted = (String, Vec<(String, String)>, u64);
 
 /// Makes `secrets::get(name)` return `value` in this test thread.
 pub fn set_secret(name: &str, value: &str) {
@@ -257,4 +262,15 @@ pub fn kv_value(key: &str) -> Option<Vec<u8>> {
 /// Log lines written so far in this test thread (`level: message`).
 pub fn logs() -> Vec<String> {
     LOGS.with(|l| l.borrow().clone())
+}
+
+/// Access-log annotations made so far in this test thread (`log::annotate`).
+pub fn annotations() -> Vec<(String, String)> {
+    ANNOTATIONS.with(|a| a.borrow().clone())
+}
+
+/// Counter additions made so far in this test thread (`metrics::counter_add*`;
+/// unlabeled ones have no labels).
+pub fn counters() -> Vec<Counted> {
+    COUNTERS.with(|c| c.borrow().clone())
 }

@@ -118,7 +118,11 @@ async fn consumer_client_ip_path_params_and_context_reach_later_plugins_and_the_
     let consumers = all("x-consumer-seen-by");
     assert_eq!(consumers, ["reader=billing", "setter=billing"], "the response phase sees the consumer");
     let contexts = all("x-context-seen-by");
-    assert_eq!(contexts, ["reader=-", "setter=/users/42/posts/7"], "context survives into the response phase");
+    assert_eq!(
+        contexts,
+        ["reader=-", "setter=/users/42/posts/7"],
+        "context survives into the response phase"
+    );
 
     // Without `x-as` no consumer is set.
     let reply = Client::http1().get(&url(addr, "/users/1/posts/2")).await;
@@ -464,4 +468,61 @@ async fn wait_for(cond: impl Fn() -> bool) -> bool {
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
     false
+}
+
+/// An upstream that streams `a`, `b`, `c` as three body frames, 30 ms apart.
+async fn streaming_upstream() -> TestServer {
+    TestServer::start(|_req: Request<hyper::body::Incoming>| async move {
+        use http_body_util::BodyExt;
+        let frames = futures_util::stream::unfold(0u8, |i| async move {
+            if i == 3 {
+                return None;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(30)).await;
+            let frame = http_body::Frame::data(bytes::Bytes::from(vec![b'a' + i]));
+            Some((Ok::<_, Box<dyn std::error::Error + Send + Sync>>(frame), i + 1))
+        });
+        Response::new(http_body_util::StreamBody::new(frames).boxed())
+    })
+    .await
+}
+
+#[tokio::test]
+async fn one_instance_serves_all_chunks_of_a_response_so_concurrent_streams_keep_their_own_state() {
+    let up = streaming_upstream().await;
+    let p = Plugins::with(&[("streamer", wasm::STREAMER)]);
+    let gw = p
+        .start(&format!(
+            "{}routes:\n  - name: app\n    match: {{ path_prefix: / }}\n    target: {{ upstream: app }}\n    plugins:\n      - name: streamer\n",
+            upstream(up.addr)
+        ))
+        .await;
+    let addr = gw.addr("public");
+    // Concurrent streams interleave their chunk calls; with one instance per
+    // response each still numbers its own chunks 0, 1, 2.
+    let calls = (0..6).map(|i| {
+        let client = Client::http1();
+        async move {
+            let req = Request::get(url(addr, "/s")).header("x-tag", format!("t{i}")).body(full("")).unwrap();
+            (i, client.send(req).await)
+        }
+    });
+    for (i, reply) in futures_util::future::join_all(calls).await {
+        assert_eq!(reply.status, 200);
+        assert_eq!(reply.text(), format!("t{i}#0:a;t{i}#1:b;t{i}#2:c;t{i}:total=3"), "stream {i}");
+    }
+    let stats = sluice::plugins::stats::stats_for("streamer");
+    let chunks: u64 = stats
+        .custom_labeled()
+        .into_iter()
+        .filter(|((name, labels), _)| name == "chunks" && labels.starts_with(",tag=\"t"))
+        .map(|(_, v)| v)
+        .sum();
+    assert_eq!(chunks, 18, "a labeled counter per stream tag: 6 streams × 3 chunks");
+    let mut out = String::new();
+    sluice::plugins::stats::write_prometheus(&mut out);
+    assert!(
+        out.contains("sluice_plugin_custom_total{plugin=\"streamer\",name=\"chunks\",tag=\"t0\"} 3"),
+        "{out}"
+    );
 }

@@ -38,6 +38,9 @@ pub struct AccessRecord {
     pub upstream: Option<Arc<str>>,
     /// The consumer an authentication plugin identified, if any.
     pub consumer: Option<String>,
+    /// Fields plugins attached (`log.annotate`); read when the line is written, so
+    /// annotations made while the body streamed are included.
+    pub annotations: Option<crate::plugins::Annotations>,
     /// Error code when the gateway answered with an error.
     pub error: Option<&'static str>,
     /// Response status.
@@ -65,6 +68,7 @@ impl AccessRecord {
             route = self.route_name(),
             upstream = self.upstream.as_deref().unwrap_or("-"),
             consumer = self.consumer.as_deref().unwrap_or("-"),
+            annotations = %self.annotations.as_ref().map_or_else(String::new, ToString::to_string),
             status = self.status.as_u16(),
             error = self.error.unwrap_or("-"),
             bytes_out,

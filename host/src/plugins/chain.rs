@@ -22,7 +22,9 @@ use super::bindings::{Decision, Phases, ResponseSpec};
 use super::error::{Phase, PluginError, PluginErrorKind};
 use super::limits::HEADER_HEADROOM;
 use super::pool::{Instance, InstancePool};
-use super::state::{Consumer, REQUEST_REP, RESPONSE_REP, RequestContext, RequestSlot, ResponseSlot};
+use super::state::{
+    Annotations, Consumer, REQUEST_REP, RESPONSE_REP, RequestContext, RequestSlot, ResponseSlot,
+};
 use crate::body::{self, Body};
 use crate::config::OnErrorConfig;
 
@@ -40,6 +42,8 @@ pub struct PluginCtx {
     pub consumer: Option<Consumer>,
     /// Values plugins stored during the request phase.
     pub context: RequestContext,
+    /// Fields plugins attach to the request's access-log line (`log.annotate`).
+    pub annotations: Annotations,
 }
 
 /// An upstream chosen by a plugin with `set-upstream`, left in the request's
@@ -97,6 +101,9 @@ pub struct Chain {
     response: Vec<usize>,
     /// Entries with a chunk phase, in reverse order.
     chunk: Arc<[Arc<ChainEntry>]>,
+    /// Per entry, its position in `chunk` (if it has a chunk phase): the instance
+    /// that runs its `on-response` then serves the chunks of that response.
+    chunk_pos: Vec<Option<usize>>,
     request_body: Option<u64>,
     response_body: Option<u64>,
 }
@@ -112,7 +119,13 @@ impl Chain {
         let has = |e: &ChainEntry, p: Phases| e.pool.phases.contains(p);
         let request = (0..entries.len()).filter(|i| has(&entries[*i], Phases::REQUEST)).collect();
         let response = (0..entries.len()).rev().filter(|i| has(&entries[*i], Phases::RESPONSE)).collect();
-        let chunk = entries.iter().rev().filter(|e| has(e, Phases::RESPONSE_CHUNK)).cloned().collect();
+        let chunk_idx: Vec<usize> =
+            (0..entries.len()).rev().filter(|i| has(&entries[*i], Phases::RESPONSE_CHUNK)).collect();
+        let mut chunk_pos = vec![None; entries.len()];
+        for (pos, i) in chunk_idx.iter().enumerate() {
+            chunk_pos[*i] = Some(pos);
+        }
+        let chunk = chunk_idx.iter().map(|i| Arc::clone(&entries[*i])).collect();
         let body_limit =
             |p: Phases| entries.iter().filter(|e| has(e, p)).map(|e| e.pool.limits.max_body).max();
         Chain {
@@ -123,6 +136,7 @@ impl Chain {
             request,
             response,
             chunk,
+            chunk_pos,
         }
     }
 
@@ -191,7 +205,7 @@ impl Chain {
         for &i in &self.request {
             let entry = &self.entries[i];
             let span = tracing::debug_span!("plugin", plugin = %entry.pool.plugin(), route = %self.route, phase = "on-request", request_id = ctx.request_id.as_deref());
-            let step = self.request_step(entry, slot).instrument(span).await;
+            let step = self.request_step(entry, slot, &ctx.annotations).instrument(span).await;
             match step {
                 Ok(Step::Continue) => {}
                 Ok(Step::Respond(resp)) => return Ok(Some(resp)),
@@ -212,21 +226,32 @@ impl Chain {
     }
 
     async fn response_phase(&self, resp: &mut Response<Body>, ctx: &PluginCtx) -> Result<(), PluginError> {
+        let mut held = Vec::new();
+        held.resize_with(self.chunk.len(), || None);
         if !self.response.is_empty() {
-            self.run_response_phase(resp, ctx).await?;
+            self.run_response_phase(resp, ctx, &mut held).await?;
         }
         if !self.chunk.is_empty() {
             let b = std::mem::replace(resp.body_mut(), body::empty());
-            *resp.body_mut() = chunked(b, Arc::clone(&self.chunk), Arc::clone(&self.route));
+            let stream = ChunkStream {
+                entries: Arc::clone(&self.chunk),
+                held,
+                route: Arc::clone(&self.route),
+                annotations: ctx.annotations.clone(),
+            };
+            *resp.body_mut() = chunked(b, stream);
             resp.headers_mut().remove(CONTENT_LENGTH);
         }
         Ok(())
     }
 
+    /// Runs `on-response` last plugin first. Instances of entries that also have a
+    /// chunk phase are kept in `held` for the chunks of this response.
     async fn run_response_phase(
         &self,
         resp: &mut Response<Body>,
         ctx: &PluginCtx,
+        held: &mut [Option<Instance>],
     ) -> Result<(), PluginError> {
         let mut slot = ResponseSlot {
             status: resp.status(),
@@ -248,7 +273,15 @@ impl Chain {
         for &i in &self.response {
             let entry = &self.entries[i];
             let span = tracing::debug_span!("plugin", plugin = %entry.pool.plugin(), route = %self.route, phase = "on-response", request_id = ctx.request_id.as_deref());
-            let step = self.response_step(entry, &mut slot).instrument(span).await;
+            let pos = self.chunk_pos[i];
+            let step =
+                self.response_step(entry, &mut slot, &ctx.annotations, pos.is_some()).instrument(span).await;
+            let step = step.map(|(step, kept)| {
+                if let (Some(pos), Some(inst)) = (pos, kept) {
+                    held[pos] = Some(inst);
+                }
+                step
+            });
             match step {
                 Ok(Step::Continue) => {}
                 Ok(Step::Respond(r)) => {
@@ -266,37 +299,55 @@ impl Chain {
         Ok(())
     }
 
-    async fn request_step(&self, entry: &ChainEntry, slot: &mut RequestSlot) -> Result<Step, PluginError> {
+    async fn request_step(
+        &self,
+        entry: &ChainEntry,
+        slot: &mut RequestSlot,
+        annotations: &Annotations,
+    ) -> Result<Step, PluginError> {
         let pool = &entry.pool;
-        let inst = pool.checkout(&self.route).await.map_err(|k| self.error(entry, Phase::Request, k))?;
+        let mut inst = pool.checkout(&self.route).await.map_err(|k| self.error(entry, Phase::Request, k))?;
+        inst.store.data_mut().annotations = Some(annotations.clone());
         let started = Instant::now();
         let (inst, result) = request_call(inst, slot, entry).await;
-        self.finish(entry, Phase::Request, started, inst, result)
+        self.finish(entry, Phase::Request, started, inst, result, false).map(|(step, _)| step)
     }
 
-    async fn response_step(&self, entry: &ChainEntry, slot: &mut ResponseSlot) -> Result<Step, PluginError> {
+    /// With `keep`, a healthy instance is handed back instead of returned to the pool.
+    async fn response_step(
+        &self,
+        entry: &ChainEntry,
+        slot: &mut ResponseSlot,
+        annotations: &Annotations,
+        keep: bool,
+    ) -> Result<(Step, Option<Instance>), PluginError> {
         let pool = &entry.pool;
-        let inst = pool.checkout(&self.route).await.map_err(|k| self.error(entry, Phase::Response, k))?;
+        let mut inst = pool.checkout(&self.route).await.map_err(|k| self.error(entry, Phase::Response, k))?;
+        inst.store.data_mut().annotations = Some(annotations.clone());
         let started = Instant::now();
         let (inst, result) = response_call(inst, slot, entry).await;
-        self.finish(entry, Phase::Response, started, inst, result)
+        self.finish(entry, Phase::Response, started, inst, result, keep)
     }
 
-    /// Records the call, and returns the instance to the pool unless it faulted.
+    /// Records the call, and returns the instance to the pool (or, with `keep`, to
+    /// the caller) unless it faulted.
     fn finish(
         &self,
         entry: &ChainEntry,
         phase: Phase,
         started: Instant,
-        inst: Instance,
+        mut inst: Instance,
         result: Result<Step, CallFault>,
-    ) -> Result<Step, PluginError> {
+        keep: bool,
+    ) -> Result<(Step, Option<Instance>), PluginError> {
         let pool = &entry.pool;
         pool.env().stats.record_call(phase, started.elapsed());
+        inst.store.data_mut().annotations = None;
         match result {
+            Ok(step) if keep => Ok((step, Some(inst))),
             Ok(step) => {
                 pool.checkin(inst);
-                Ok(step)
+                Ok((step, None))
             }
             Err(CallFault::Wasm(e)) => {
                 let kind = PluginErrorKind::from_call(e, inst.store.data(), pool.limits.deadline);
@@ -427,77 +478,95 @@ fn restore_response(resp: &mut Response<Body>, slot: ResponseSlot) {
     }
 }
 
+/// The chunk phase of one response: per chunk entry (reverse chain order), the
+/// instance serving every chunk of this response — the one that ran its
+/// `on-response`, when it has that phase — so a plugin can keep per-stream state
+/// (an SSE line buffer, a translation in progress) between calls. After the last
+/// chunk the instances go back to their pools; a stream dropped early (the client
+/// went away) discards them, since their state is mid-stream.
+struct ChunkStream {
+    entries: Arc<[Arc<ChainEntry>]>,
+    held: Vec<Option<Instance>>,
+    route: Arc<str>,
+    annotations: Annotations,
+}
+
+impl ChunkStream {
+    async fn transform(&mut self, mut data: Bytes, last: bool) -> Result<Bytes, PluginError> {
+        for (k, entry) in self.entries.iter().enumerate() {
+            let pool = &entry.pool;
+            let err = |kind: PluginErrorKind| {
+                pool.env().stats.record_error(&kind);
+                PluginError {
+                    route: self.route.to_string(),
+                    plugin: pool.plugin().to_string(),
+                    phase: Phase::ResponseChunk,
+                    kind,
+                }
+            };
+            let mut inst = match self.held[k].take() {
+                Some(mut inst) => {
+                    pool.rearm(&mut inst);
+                    inst
+                }
+                None => match pool.checkout(&self.route).await {
+                    Ok(i) => i,
+                    Err(k) if entry.on_error == OnErrorConfig::FailOpen => {
+                        err(k);
+                        continue;
+                    }
+                    Err(k) => return Err(err(k)),
+                },
+            };
+            inst.store.data_mut().annotations = Some(self.annotations.clone());
+            let started = Instant::now();
+            let r = inst.plugin.call_on_response_chunk(&mut inst.store, &data, last).await;
+            pool.env().stats.record_call(Phase::ResponseChunk, started.elapsed());
+            inst.store.data_mut().annotations = None;
+            match r {
+                Ok(out) => {
+                    if last {
+                        pool.checkin(inst);
+                    } else {
+                        self.held[k] = Some(inst);
+                    }
+                    data = Bytes::from(out);
+                }
+                Err(e) => {
+                    let e = err(PluginErrorKind::from_call(e, inst.store.data(), pool.limits.deadline));
+                    tracing::warn!(plugin = %pool.plugin(), route = %self.route, error = %e, "plugin failed");
+                    if entry.on_error != OnErrorConfig::FailOpen {
+                        return Err(e);
+                    }
+                }
+            }
+        }
+        Ok(data)
+    }
+}
+
 /// Wraps a response body so each chunk passes through the chunk plugins.
-fn chunked(b: Body, entries: Arc<[Arc<ChainEntry>]>, route: Arc<str>) -> Body {
+fn chunked(b: Body, stream: ChunkStream) -> Body {
     use futures_util::StreamExt;
     use http_body::Frame;
 
     let frames = http_body_util::BodyStream::new(b);
-    let stream = futures_util::stream::unfold(Some(frames), move |state| {
-        let entries = Arc::clone(&entries);
-        let route = Arc::clone(&route);
-        async move {
-            let mut frames = state?;
-            let (data, last, rest) = match frames.next().await {
-                Some(Ok(frame)) => match frame.into_data() {
-                    Ok(data) => (data, false, Some(frames)),
-                    Err(trailers) => return Some((Ok(trailers), Some(frames))),
-                },
-                Some(Err(e)) => return Some((Err(e), None)),
-                None => (Bytes::new(), true, None),
-            };
-            match transform(&entries, &route, data, last).await {
-                Ok(out) => Some((Ok(Frame::data(out)), rest)),
-                Err(e) => Some((Err(Box::new(e) as crate::body::BoxError), None)),
-            }
+    let chunks = futures_util::stream::unfold(Some((frames, stream)), |state| async move {
+        let (mut frames, mut stream) = state?;
+        let (data, last) = match frames.next().await {
+            Some(Ok(frame)) => match frame.into_data() {
+                Ok(data) => (data, false),
+                Err(trailers) => return Some((Ok(trailers), Some((frames, stream)))),
+            },
+            Some(Err(e)) => return Some((Err(e), None)),
+            None => (Bytes::new(), true),
+        };
+        match stream.transform(data, last).await {
+            Ok(out) => Some((Ok(Frame::data(out)), (!last).then_some((frames, stream)))),
+            Err(e) => Some((Err(Box::new(e) as crate::body::BoxError), None)),
         }
     });
-    body::boxed(http_body_util::StreamBody::new(stream))
-}
-
-async fn transform(
-    entries: &[Arc<ChainEntry>],
-    route: &Arc<str>,
-    mut data: Bytes,
-    last: bool,
-) -> Result<Bytes, PluginError> {
-    for entry in entries {
-        let pool = &entry.pool;
-        let err = |kind: PluginErrorKind| {
-            pool.env().stats.record_error(&kind);
-            PluginError {
-                route: route.to_string(),
-                plugin: pool.plugin().to_string(),
-                phase: Phase::ResponseChunk,
-                kind,
-            }
-        };
-        let mut inst = match pool.checkout(route).await {
-            Ok(i) => i,
-            Err(k) if entry.on_error == OnErrorConfig::FailOpen => {
-                err(k);
-                continue;
-            }
-            Err(k) => return Err(err(k)),
-        };
-        let started = Instant::now();
-        let r = inst.plugin.call_on_response_chunk(&mut inst.store, &data, last).await;
-        pool.env().stats.record_call(Phase::ResponseChunk, started.elapsed());
-        match r {
-            Ok(out) => {
-                pool.checkin(inst);
-                data = Bytes::from(out);
-            }
-            Err(e) => {
-                let e = err(PluginErrorKind::from_call(e, inst.store.data(), pool.limits.deadline));
-                tracing::warn!(plugin = %pool.plugin(), route = %route, error = %e, "plugin failed");
-                if entry.on_error != OnErrorConfig::FailOpen {
-                    return Err(e);
-                }
-            }
-        }
-    }
-    Ok(data)
+    body::boxed(http_body_util::StreamBody::new(chunks))
 }
 
 #[allow(dead_code)]

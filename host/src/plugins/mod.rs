@@ -36,4 +36,4 @@ pub use chain::{Chain, ChainEntry, PluginBody, PluginBodyError, PluginCtx, Upstr
 pub use engine::engine;
 pub use error::{Phase, PluginError, PluginErrorKind};
 pub use load::build_chains;
-pub use state::{Consumer, RequestContext};
+pub use state::{Annotations, Consumer, RequestContext};

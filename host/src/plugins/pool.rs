@@ -89,8 +89,14 @@ impl InstancePool {
         if !Arc::ptr_eq(&inst.store.data().route, route) {
             inst.store.data_mut().route = Arc::clone(route);
         }
-        inst.store.set_epoch_deadline(ticks_for(self.limits.deadline));
+        self.rearm(&mut inst);
         Ok(inst)
+    }
+
+    /// Gives a held instance a fresh per-call deadline (the chunk phase keeps one
+    /// instance for a whole response).
+    pub fn rearm(&self, inst: &mut Instance) {
+        inst.store.set_epoch_deadline(ticks_for(self.limits.deadline));
     }
 
     /// Returns a healthy instance for reuse (dropped if enough are idle).

@@ -61,6 +61,58 @@ impl RequestContext {
     }
 }
 
+/// Access-log fields plugins attach to one request (`log.annotate`), shared by the
+/// request's phases and its streamed chunks: (plugin, key, value).
+#[derive(Debug, Clone, Default)]
+pub struct Annotations(Arc<std::sync::Mutex<Vec<(Arc<str>, String, String)>>>);
+
+impl Annotations {
+    /// Most keys kept per request.
+    pub const MAX_KEYS: usize = 32;
+    /// Longest value kept, in bytes (longer values are cut at a character boundary).
+    pub const MAX_VALUE: usize = 256;
+
+    /// Sets `plugin.key` to `value`.
+    pub fn set(&self, plugin: &Arc<str>, key: String, mut value: String) {
+        if value.len() > Self::MAX_VALUE {
+            let mut cut = Self::MAX_VALUE;
+            while !value.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            value.truncate(cut);
+        }
+        let mut all = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let full = all.len() >= Self::MAX_KEYS;
+        match all.iter_mut().find(|(p, k, _)| p == plugin && *k == key) {
+            Some(entry) => entry.2 = value,
+            None if !full => all.push((Arc::clone(plugin), key, value)),
+            None => {}
+        }
+    }
+
+    /// The value of `plugin.key`.
+    pub fn get(&self, plugin: &str, key: &str) -> Option<String> {
+        let all = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        all.iter().find(|(p, k, _)| &**p == plugin && k == key).map(|(_, _, v)| v.clone())
+    }
+}
+
+impl std::fmt::Display for Annotations {
+    /// `plugin.key=value` pairs separated by spaces (values with spaces are quoted).
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let all = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        for (i, (p, k, v)) in all.iter().enumerate() {
+            let sep = if i == 0 { "" } else { " " };
+            if v.contains([' ', '"']) || v.is_empty() {
+                write!(f, "{sep}{p}.{k}={v:?}")?;
+            } else {
+                write!(f, "{sep}{p}.{k}={v}")?;
+            }
+        }
+        Ok(())
+    }
+}
+
 /// The request as a plugin sees it during one call.
 #[derive(Debug, Default)]
 pub struct RequestSlot {
@@ -155,6 +207,8 @@ pub struct PluginState {
     pub limiter: MemoryLimiter,
     /// True while `configure` runs (outbound calls are refused then).
     pub configuring: bool,
+    /// The access-log annotations of the request being handled, during a call.
+    pub annotations: Option<Annotations>,
     wasi: WasiCtx,
     table: ResourceTable,
     stderr: MemoryOutputPipe,
@@ -179,6 +233,7 @@ impl PluginState {
             resp: ResponseSlot::default(),
             limiter: MemoryLimiter { cap: memory_cap, exceeded: false },
             configuring: false,
+            annotations: None,
             wasi,
             table: ResourceTable::new(),
             stderr,
@@ -194,5 +249,32 @@ impl PluginState {
 impl WasiView for PluginState {
     fn ctx(&mut self) -> WasiCtxView<'_> {
         WasiCtxView { ctx: &mut self.wasi, table: &mut self.table }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn annotations_replace_cap_truncate_and_render() {
+        let a = Annotations::default();
+        let ai: Arc<str> = Arc::from("ai");
+        let auth: Arc<str> = Arc::from("auth");
+        a.set(&ai, "tokens_in".into(), "12".into());
+        a.set(&auth, "method".into(), "jwt".into());
+        a.set(&ai, "tokens_in".into(), "15".into());
+        a.set(&ai, "note".into(), "two words".into());
+        assert_eq!(a.to_string(), "ai.tokens_in=15 auth.method=jwt ai.note=\"two words\"");
+        assert_eq!(a.get("ai", "tokens_in").as_deref(), Some("15"));
+
+        a.set(&ai, "long".into(), "é".repeat(200));
+        let long = a.get("ai", "long").unwrap();
+        assert!(long.len() <= Annotations::MAX_VALUE && long.chars().all(|c| c == 'é'), "{long}");
+
+        for i in 0..100 {
+            a.set(&ai, format!("k{i}"), "v".into());
+        }
+        assert_eq!(a.0.lock().unwrap().len(), Annotations::MAX_KEYS, "keys are capped");
     }
 }

@@ -59,7 +59,37 @@ pub struct PluginStats {
     /// Call latency (every phase).
     pub latency: Histogram,
     counters: Mutex<HashMap<String, u64>>,
+    /// Labeled counter series: (name, rendered labels `k="v",…`) → value.
+    labeled: Mutex<HashMap<(String, String), u64>>,
+    /// New labeled series refused because the plugin had [`MAX_LABELED_SERIES`].
+    dropped_series: AtomicU64,
     histograms: Mutex<HashMap<String, CustomHistogram>>,
+}
+
+/// Most labeled counter series one plugin may create (a cardinality guard).
+pub const MAX_LABELED_SERIES: usize = 1000;
+
+/// A valid label name that does not clash with the labels the gateway sets.
+fn valid_label(name: &str) -> bool {
+    let mut bytes = name.bytes();
+    bytes.next().is_some_and(|b| b.is_ascii_alphabetic() || b == b'_')
+        && bytes.all(|b| b.is_ascii_alphanumeric() || b == b'_')
+        && name != "plugin"
+        && name != "name"
+}
+
+/// `k="v",…` with Prometheus escaping, or `None` when a label name is invalid.
+fn render_labels(labels: &[(String, String)]) -> Option<String> {
+    use std::fmt::Write;
+    let mut out = String::new();
+    for (k, v) in labels {
+        if !valid_label(k) {
+            return None;
+        }
+        let v = v.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n");
+        let _ = write!(out, ",{k}=\"{v}\"");
+    }
+    Some(out)
 }
 
 impl PluginStats {
@@ -98,6 +128,32 @@ impl PluginStats {
                 c.insert(name.to_owned(), value);
             }
         }
+    }
+
+    /// Adds to one labeled series of a plugin-defined counter. Invalid label names
+    /// are ignored; past [`MAX_LABELED_SERIES`] new series are dropped and counted.
+    pub fn custom_counter_add_labeled(&self, name: &str, labels: &[(String, String)], value: u64) {
+        let Some(rendered) = render_labels(labels) else { return };
+        let mut c = self.labeled.lock().unwrap_or_else(|p| p.into_inner());
+        let key = (name.to_owned(), rendered);
+        let full = c.len() >= MAX_LABELED_SERIES;
+        match c.get_mut(&key) {
+            Some(v) => *v = v.saturating_add(value),
+            None if !full => {
+                c.insert(key, value);
+            }
+            None => {
+                self.dropped_series.fetch_add(1, Relaxed);
+            }
+        }
+    }
+
+    /// The labeled counter series: ((name, rendered labels), value).
+    pub fn custom_labeled(&self) -> Vec<((String, String), u64)> {
+        let c = self.labeled.lock().unwrap_or_else(|p| p.into_inner());
+        let mut v: Vec<_> = c.iter().map(|(k, v)| (k.clone(), *v)).collect();
+        v.sort();
+        v
     }
 
     /// Records into a plugin-defined histogram.
@@ -186,6 +242,19 @@ pub fn write_prometheus(out: &mut String) {
         for (metric, v) in counters {
             let _ = writeln!(out, "sluice_plugin_custom_total{{plugin=\"{name}\",name={metric:?}}} {v}");
         }
+        for ((metric, labels), v) in s.custom_labeled() {
+            let _ =
+                writeln!(out, "sluice_plugin_custom_total{{plugin=\"{name}\",name={metric:?}{labels}}} {v}");
+        }
+    }
+    let _ = writeln!(
+        out,
+        "# HELP sluice_plugin_custom_series_dropped_total Labeled series refused past the per-plugin cap."
+    );
+    let _ = writeln!(out, "# TYPE sluice_plugin_custom_series_dropped_total counter");
+    for (name, s) in &all {
+        let n = s.dropped_series.load(Relaxed);
+        let _ = writeln!(out, "sluice_plugin_custom_series_dropped_total{{plugin=\"{name}\"}} {n}");
     }
 }
 

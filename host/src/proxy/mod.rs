@@ -49,6 +49,7 @@ pub async fn handle(req: Request<Incoming>, conn: Arc<ConnInfo>, snapshot: Arc<S
         route: None,
         upstream: None,
         consumer: None,
+        annotations: None,
         error: None,
         status: StatusCode::OK,
         head_micros: 0,
@@ -119,6 +120,7 @@ async fn serve(
         ..PluginCtx::default()
     };
     let mut req = req.map(body::boxed);
+    record.annotations = Some(ctx.annotations.clone());
     let answered = route.chain.on_request(&mut req, &mut ctx).await;
     record.consumer = ctx.consumer.as_ref().map(|c| c.name.clone());
     if let Some(resp) = answered.map_err(ProxyError::Plugin)? {

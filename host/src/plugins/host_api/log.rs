@@ -23,4 +23,13 @@ impl Host for PluginState {
         }
         Ok(())
     }
+
+    fn annotate(&mut self, key: String, value: String) -> wasmtime::Result<()> {
+        if self.env.grants.log
+            && let Some(a) = &self.annotations
+        {
+            a.set(&self.env.plugin, key, value);
+        }
+        Ok(())
+    }
 }

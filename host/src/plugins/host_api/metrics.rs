@@ -12,6 +12,18 @@ impl Host for PluginState {
         Ok(())
     }
 
+    fn counter_add_labeled(
+        &mut self,
+        name: String,
+        labels: Vec<(String, String)>,
+        value: u64,
+    ) -> wasmtime::Result<()> {
+        if self.env.grants.metrics {
+            self.env.stats.custom_counter_add_labeled(&name, &labels, value);
+        }
+        Ok(())
+    }
+
     fn histogram_record(&mut self, name: String, value: f64) -> wasmtime::Result<()> {
         if self.env.grants.metrics {
             self.env.stats.custom_histogram_record(&name, value);
