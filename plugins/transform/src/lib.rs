@@ -1,14 +1,371 @@
-//! Built-in plugin `transform` (work in progress: passes every request through).
+//! Built-in plugin `transform`: rewrites requests on their way upstream and responses
+//! on their way back — headers, path, query parameters, JSON body fields (by JSON
+//! pointer, with values from templates over the request's data) and status codes.
+//!
+//! ```yaml
+//! plugins:
+//!   - name: transform
+//!     config:
+//!       request:
+//!         headers: { set: { x-user: "{{consumer.name}}" }, remove: [x-debug] }
+//!         path: { regex: { pattern: "^/users/([0-9]+)$", replace: "/v2/users/$1" } }
+//!         body: { set: [{ pointer: /user_id, value: "{{path.id}}", as: number }] }
+//!       response:
+//!         status: { "404": 200 }
+//! ```
+//!
+//! The phases it declares follow its config: body phases (which make the gateway
+//! buffer bodies) only when body rules exist, the response phase only when response
+//! rules exist. `config` holds the serde types, `rules` their compiled form,
+//! `template` the placeholder language and `pointer` JSON pointers.
 
-use sluice_plugin_sdk::{Phases, Plugin, export};
+mod config;
+mod pointer;
+mod rules;
+mod template;
 
-/// The plugin's config.
+use std::cell::OnceCell;
+use std::collections::BTreeMap;
+
+use serde_json::Value;
+use sluice_plugin_sdk::{Consumer, Decision, Phases, Plugin, Request, Response, export, log};
+
+pub use config::TransformConfig;
+use rules::{BodyRules, HeaderRules, Headers, PathRules, QueryRules};
+use template::{Source, Vars};
+
+/// The `transform` plugin: its config and the rules compiled from it by `init`.
 #[derive(serde::Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Config {}
-
-impl Plugin for Config {
-    const PHASES: Phases = Phases::REQUEST;
+#[serde(transparent)]
+pub struct Transform {
+    config: TransformConfig,
+    #[serde(skip)]
+    compiled: Compiled,
 }
 
-export!(Config);
+#[derive(Debug, Default)]
+struct Compiled {
+    req_headers: HeaderRules,
+    path: PathRules,
+    query: QueryRules,
+    req_body: BodyRules,
+    resp_headers: HeaderRules,
+    resp_body: BodyRules,
+    status: BTreeMap<u16, u16>,
+    /// Request data the response rules read: captured in the request phase.
+    captures: Vec<Source>,
+}
+
+impl Compiled {
+    fn new(c: &TransformConfig) -> Result<Compiled, String> {
+        let mut compiled = Compiled {
+            req_headers: HeaderRules::compile(&c.request.headers, "request.headers", false)?,
+            path: PathRules::compile(&c.request.path)?,
+            query: QueryRules::compile(&c.request.query)?,
+            req_body: BodyRules::compile(&c.request.body, "request.body", false)?,
+            resp_headers: HeaderRules::compile(&c.response.headers, "response.headers", true)?,
+            resp_body: BodyRules::compile(&c.response.body, "response.body", true)?,
+            ..Compiled::default()
+        };
+        for (from, to) in &c.response.status {
+            let from_code = from.parse::<u16>().ok().filter(|s| (100..=999).contains(s));
+            let Some(from_code) = from_code else {
+                return Err(format!("response.status: `{from}` is not a status code (100 to 999)"));
+            };
+            if !(100..=999).contains(to) {
+                return Err(format!("response.status.{from}: `{to}` is not a status code (100 to 999)"));
+            }
+            compiled.status.insert(from_code, *to);
+        }
+        let resp_templates = compiled.resp_headers.templates().chain(compiled.resp_body.templates());
+        for source in resp_templates.flat_map(|t| t.sources()) {
+            if !source.in_response() && !compiled.captures.contains(source) {
+                compiled.captures.push(source.clone());
+            }
+        }
+        Ok(compiled)
+    }
+
+    fn has_request_rules(&self) -> bool {
+        !self.req_headers.is_empty()
+            || !self.path.is_empty()
+            || !self.query.is_empty()
+            || !self.req_body.is_empty()
+    }
+
+    fn has_response_rules(&self) -> bool {
+        !self.resp_headers.is_empty() || !self.resp_body.is_empty() || !self.status.is_empty()
+    }
+}
+
+impl Plugin for Transform {
+    fn phases(&self) -> Phases {
+        let c = &self.compiled;
+        let mut phases = Phases::empty();
+        if c.has_request_rules() || !c.captures.is_empty() {
+            phases |= Phases::REQUEST;
+        }
+        if !c.req_body.is_empty() {
+            phases |= Phases::REQUEST_BODY;
+        }
+        if c.has_response_rules() {
+            phases |= Phases::RESPONSE;
+        }
+        if !c.resp_body.is_empty() {
+            phases |= Phases::RESPONSE_BODY;
+        }
+        phases
+    }
+
+    fn init(&mut self) -> Result<(), String> {
+        self.compiled = Compiled::new(&self.config)?;
+        Ok(())
+    }
+
+    fn on_request(&self, req: &mut Request<'_>) -> Decision {
+        let c = &self.compiled;
+        let (headers, query, body, captured) = {
+            let vars = RequestVars::new(req);
+            let body = match c.req_body.render(&vars) {
+                Ok(b) => b,
+                Err(e) => return bad_request(req, "invalid_body_value", &e),
+            };
+            let captured: Vec<(String, Value)> =
+                c.captures.iter().filter_map(|s| Some((s.key(), vars.get(s)?))).collect();
+            (c.req_headers.render(&vars), c.query.render(&vars), body, captured)
+        };
+        for (key, value) in captured {
+            req.set_context(&key, &value.to_string());
+        }
+        if !c.req_body.is_empty()
+            && let Err(e) = request_body(req, &c.req_body, body)
+        {
+            return bad_request(
+                req,
+                "invalid_json_body",
+                &format!("the request body is not valid JSON: {e}"),
+            );
+        }
+        c.req_headers.apply(req, &headers);
+        if !c.path.is_empty() || !c.query.is_empty() {
+            let path = req.path();
+            let old_query = req.query();
+            let new_path = c.path.apply(&path);
+            let new_query = if c.query.is_empty() {
+                old_query.clone()
+            } else {
+                c.query.apply(old_query.as_deref(), &query)
+            };
+            if new_path.is_some() || new_query != old_query {
+                let mut target = new_path.unwrap_or(path);
+                if let Some(q) = new_query {
+                    target.push('?');
+                    target.push_str(&q);
+                }
+                if req.set_path(&target).is_err() {
+                    log::warn(&format!(
+                        "transform: the rewritten target `{target}` is invalid; kept the original"
+                    ));
+                }
+            }
+        }
+        Decision::Continue
+    }
+
+    fn on_response(&self, resp: &mut Response<'_>) -> Decision {
+        let c = &self.compiled;
+        let status = resp.status();
+        let (headers, body) = {
+            let vars = ResponseVars { resp, status };
+            let body = c.resp_body.render(&vars).unwrap_or_else(|e| {
+                log::warn(&format!("transform: response body rule skipped: {e}"));
+                Vec::new()
+            });
+            (c.resp_headers.render(&vars), body)
+        };
+        if !c.resp_body.is_empty() {
+            response_body(resp, &c.resp_body, body);
+        }
+        c.resp_headers.apply(resp, &headers);
+        if let Some(to) = c.status.get(&status) {
+            let _ = resp.set_status(*to);
+        }
+        Decision::Continue
+    }
+}
+
+/// True for `application/json` and `application/*+json` without a content-encoding.
+fn is_plain_json(content_type: Option<String>, encoding: Option<String>) -> bool {
+    if encoding.is_some_and(|e| !e.trim().eq_ignore_ascii_case("identity")) {
+        return false;
+    }
+    let Some(ct) = content_type else { return false };
+    let mime = ct.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+    mime == "application/json" || (mime.starts_with("application/") && mime.ends_with("+json"))
+}
+
+/// Applies body rules to a JSON request body. Non-JSON and empty bodies pass; a
+/// malformed JSON body is an error.
+fn request_body(
+    req: &mut Request<'_>,
+    rules: &BodyRules,
+    rendered: rules::RenderedBody,
+) -> Result<(), String> {
+    if !is_plain_json(req.header("content-type"), req.header("content-encoding")) {
+        return Ok(());
+    }
+    let body = match req.body() {
+        Ok(b) => b,
+        Err(e) => {
+            log::warn(&format!("transform: request body not available ({e:?}); body rules skipped"));
+            return Ok(());
+        }
+    };
+    if body.is_empty() {
+        return Ok(());
+    }
+    let mut doc: Value = serde_json::from_slice(&body).map_err(|e| e.to_string())?;
+    rules.apply(&mut doc, rendered);
+    let bytes = serde_json::to_vec(&doc).map_err(|e| e.to_string())?;
+    if let Err(e) = req.set_body(&bytes) {
+        log::warn(&format!("transform: could not replace the request body ({e:?})"));
+    }
+    Ok(())
+}
+
+/// Applies body rules to a JSON response body; anything else passes untouched.
+fn response_body(resp: &mut Response<'_>, rules: &BodyRules, rendered: rules::RenderedBody) {
+    if !is_plain_json(resp.header("content-type"), resp.header("content-encoding")) {
+        return;
+    }
+    let Ok(body) = resp.body() else { return };
+    if body.is_empty() {
+        return;
+    }
+    let Ok(mut doc) = serde_json::from_slice::<Value>(&body) else {
+        log::warn("transform: the upstream's JSON response body is malformed; passed untouched");
+        return;
+    };
+    rules.apply(&mut doc, rendered);
+    if let Ok(bytes) = serde_json::to_vec(&doc) {
+        let _ = resp.set_body(&bytes);
+    }
+}
+
+/// A `400` in the gateway's JSON error shape.
+fn bad_request(req: &Request<'_>, code: &str, message: &str) -> Decision {
+    let body = serde_json::json!({
+        "error": {
+            "status": 400,
+            "code": code,
+            "message": message,
+            "request_id": req.header("x-request-id").unwrap_or_default(),
+        }
+    });
+    let mut bytes = serde_json::to_vec(&body).unwrap_or_default();
+    bytes.push(b'\n');
+    Decision::respond(400, bytes).with_header("content-type", "application/json")
+}
+
+/// Request data for templates, read lazily (only what the templates name crosses the
+/// plugin boundary).
+struct RequestVars<'r, 'a> {
+    req: &'r Request<'a>,
+    params: OnceCell<Vec<(String, String)>>,
+    consumer: OnceCell<Option<Consumer>>,
+}
+
+impl<'r, 'a> RequestVars<'r, 'a> {
+    fn new(req: &'r Request<'a>) -> Self {
+        RequestVars { req, params: OnceCell::new(), consumer: OnceCell::new() }
+    }
+
+    fn consumer(&self) -> Option<&Consumer> {
+        self.consumer.get_or_init(|| self.req.consumer()).as_ref()
+    }
+}
+
+impl Vars for RequestVars<'_, '_> {
+    fn get(&self, source: &Source) -> Option<Value> {
+        let s = match source {
+            Source::Method => self.req.method(),
+            Source::Path => self.req.path(),
+            Source::Route => self.req.route(),
+            Source::ClientIp => self.req.client_ip(),
+            Source::Header(n) => self.req.header(n)?,
+            Source::Query(n) => {
+                let q = self.req.query()?;
+                q.split('&').find_map(|p| {
+                    let (k, v) = p.split_once('=').unwrap_or((p, ""));
+                    (rules::decode(k) == *n).then(|| rules::decode(v))
+                })?
+            }
+            Source::Param(n) => {
+                let params = self.params.get_or_init(|| self.req.path_params());
+                params.iter().find(|(k, _)| k == n).map(|(_, v)| v.clone())?
+            }
+            Source::ConsumerName => self.consumer()?.name.clone(),
+            Source::ConsumerGroups => return Some(Value::from(self.consumer()?.groups.clone())),
+            Source::Status | Source::ResponseHeader(_) => return None,
+        };
+        Some(Value::String(s))
+    }
+}
+
+/// Response data for templates; request data comes from the values the request
+/// phase captured.
+struct ResponseVars<'r, 'a> {
+    resp: &'r Response<'a>,
+    status: u16,
+}
+
+impl Vars for ResponseVars<'_, '_> {
+    fn get(&self, source: &Source) -> Option<Value> {
+        match source {
+            Source::Status => Some(Value::from(self.status)),
+            Source::ResponseHeader(n) => self.resp.header(n).map(Value::String),
+            Source::ConsumerName => self.resp.consumer().map(|c| Value::String(c.name)),
+            Source::ConsumerGroups => self.resp.consumer().map(|c| Value::from(c.groups)),
+            other => serde_json::from_str(&self.resp.context(&other.key())?).ok(),
+        }
+    }
+}
+
+impl Headers for Request<'_> {
+    fn values(&self, name: &str) -> Vec<String> {
+        header_values(self.headers(), name)
+    }
+    fn set(&mut self, name: &str, value: &str) -> bool {
+        self.set_header(name, value).is_ok()
+    }
+    fn append(&mut self, name: &str, value: &str) -> bool {
+        self.append_header(name, value).is_ok()
+    }
+    fn remove(&mut self, name: &str) {
+        let _ = self.remove_header(name);
+    }
+}
+
+impl Headers for Response<'_> {
+    fn values(&self, name: &str) -> Vec<String> {
+        header_values(self.headers(), name)
+    }
+    fn set(&mut self, name: &str, value: &str) -> bool {
+        self.set_header(name, value).is_ok()
+    }
+    fn append(&mut self, name: &str, value: &str) -> bool {
+        self.append_header(name, value).is_ok()
+    }
+    fn remove(&mut self, name: &str) {
+        let _ = self.remove_header(name);
+    }
+}
+
+fn header_values(all: Vec<(String, Vec<u8>)>, name: &str) -> Vec<String> {
+    all.into_iter().filter(|(k, _)| k == name).filter_map(|(_, v)| String::from_utf8(v).ok()).collect()
+}
+
+export!(Transform);
+
+#[cfg(test)]
+mod tests;
