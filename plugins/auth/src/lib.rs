@@ -1,14 +1,257 @@
-//! Built-in plugin `auth` (work in progress: passes every request through).
+//! Built-in plugin `auth`: API keys, HTTP Basic (bcrypt/argon2) and JWT
+//! (HS/RS/PS/ES/EdDSA, inline keys or a JWKS URL) authentication. An authenticated
+//! request carries a consumer (name, groups) for the rest of the chain and the access
+//! log, optionally forwarded upstream in headers; route rules allow or deny consumers
+//! and groups.
+//!
+//! ```yaml
+//! plugins:
+//!   - name: auth
+//!     config:
+//!       api_key: { keys: [{ sha256: "<hex>", consumer: billing, groups: [internal] }] }
+//!       jwt: { keys: [{ pem: "-----BEGIN PUBLIC KEY-----..." }], audience: [api] }
+//!       deny: { groups: [suspended] }
+//! ```
+//!
+//! Answers: `401` with a `WWW-Authenticate` challenge for a missing or invalid
+//! credential, `403` for a consumer the rules refuse; both with the gateway's JSON
+//! error body.
 
-use sluice_plugin_sdk::{Phases, Plugin, export};
+pub mod apikey;
+pub mod basic;
+pub mod config;
+pub mod jwt;
+mod reply;
+pub mod source;
 
-/// The plugin's config.
+use sluice_plugin_sdk::{Consumer, Decision, Phases, Plugin, Request, export};
+
+use crate::apikey::ApiKeys;
+use crate::basic::Basic;
+use crate::config::{AuthConfig, ForwardConfig, RuleConfig};
+use crate::jwt::Jwt;
+use crate::reply::Challenge;
+use crate::source::Source;
+
+/// The plugin: its config as the route gave it, and the runtime form `init` builds.
 #[derive(serde::Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Config {}
-
-impl Plugin for Config {
-    const PHASES: Phases = Phases::REQUEST;
+#[serde(from = "AuthConfig")]
+pub struct Auth {
+    config: AuthConfig,
+    rt: Option<Runtime>,
 }
 
-export!(Config);
+impl From<AuthConfig> for Auth {
+    fn from(config: AuthConfig) -> Self {
+        Auth { config, rt: None }
+    }
+}
+
+/// The configured, checked plugin.
+struct Runtime {
+    api_key: Option<ApiKeys>,
+    basic: Option<Basic>,
+    jwt: Option<Jwt>,
+    anonymous: Option<Consumer>,
+    allow: Option<RuleConfig>,
+    deny: Option<RuleConfig>,
+    forward: Option<ForwardConfig>,
+    hide_credentials: bool,
+    realm: String,
+}
+
+/// The result of looking for and checking credentials.
+enum Outcome {
+    /// Authenticated, with where the credential was.
+    Ok(Consumer, Option<Source>),
+    /// No credential at all.
+    Missing,
+    /// A credential was there and is not valid.
+    Refused(Challenge),
+}
+
+impl Plugin for Auth {
+    const PHASES: Phases = Phases::REQUEST;
+
+    fn init(&mut self) -> Result<(), String> {
+        let c = &self.config;
+        if c.api_key.is_none() && c.basic.is_none() && c.jwt.is_none() {
+            return Err("configure at least one of `api_key`, `basic` and `jwt`".into());
+        }
+        if c.realm.contains(['"', '\\']) || c.realm.chars().any(char::is_control) {
+            return Err("realm: must not contain quotes, backslashes or control characters".into());
+        }
+        if let Some(f) = &c.forward {
+            for (field, h) in
+                [("forward.consumer_header", &f.consumer_header), ("forward.groups_header", &f.groups_header)]
+            {
+                Source::from_config(&config::SourceConfig::Header(h.clone()))
+                    .map_err(|e| format!("{field}: {e}"))?;
+            }
+        }
+        let anonymous = match &c.anonymous {
+            Some(a) if a.is_empty() => return Err("anonymous: must not be empty".into()),
+            Some(a) => Some(Consumer { name: a.clone(), groups: Vec::new() }),
+            None => None,
+        };
+        self.rt = Some(Runtime {
+            api_key: c.api_key.as_ref().map(ApiKeys::new).transpose()?,
+            basic: c.basic.as_ref().map(Basic::new).transpose()?,
+            jwt: c.jwt.as_ref().map(Jwt::new).transpose()?,
+            anonymous,
+            allow: c.allow.clone(),
+            deny: c.deny.clone(),
+            forward: c.forward.clone(),
+            hide_credentials: c.hide_credentials,
+            realm: c.realm.clone(),
+        });
+        Ok(())
+    }
+
+    fn on_request(&self, req: &mut Request<'_>) -> Decision {
+        let Some(rt) = &self.rt else {
+            return reply::error(req, 500, "internal_error", "auth plugin is not configured", &[]);
+        };
+        rt.on_request(req)
+    }
+}
+
+impl Runtime {
+    fn on_request(&self, req: &mut Request<'_>) -> Decision {
+        if let Some(f) = &self.forward {
+            // Whatever the client claims about itself is not forwarded.
+            let _ = req.remove_header(&f.consumer_header);
+            let _ = req.remove_header(&f.groups_header);
+        }
+        let consumer = match self.authenticate(req) {
+            Outcome::Ok(consumer, source) => {
+                if self.hide_credentials
+                    && let Some(s) = source
+                {
+                    s.remove(req);
+                }
+                consumer
+            }
+            Outcome::Missing => match &self.anonymous {
+                Some(a) => a.clone(),
+                None => {
+                    let challenges = self.challenges();
+                    return reply::error(req, 401, "unauthorized", "missing credentials", &challenges);
+                }
+            },
+            Outcome::Refused(ch) => {
+                let message = ch.message();
+                let challenge = ch.header(&self.realm);
+                return reply::error(req, 401, "unauthorized", &message, &[challenge]);
+            }
+        };
+        if let Some(rule) = &self.deny
+            && matches(rule, &consumer)
+        {
+            return reply::error(req, 403, "forbidden", "consumer is not allowed on this route", &[]);
+        }
+        if let Some(rule) = &self.allow
+            && !matches(rule, &consumer)
+        {
+            return reply::error(req, 403, "forbidden", "consumer is not allowed on this route", &[]);
+        }
+        if let Some(f) = &self.forward {
+            let _ = req.set_header(&f.consumer_header, &consumer.name);
+            if !consumer.groups.is_empty() {
+                let _ = req.set_header(&f.groups_header, &consumer.groups.join(","));
+            }
+        }
+        req.set_consumer(Some(consumer));
+        Decision::Continue
+    }
+
+    /// The first configured method whose credential the request carries decides.
+    fn authenticate(&self, req: &Request<'_>) -> Outcome {
+        if let Some(keys) = &self.api_key {
+            for s in &keys.sources {
+                if let Some(k) = s.read(req) {
+                    return match keys.lookup(&k) {
+                        Some(c) => Outcome::Ok(c.clone(), Some(s.clone())),
+                        None => Outcome::Refused(Challenge::Key("invalid api key")),
+                    };
+                }
+            }
+        }
+        let authorization = req.header("authorization");
+        if let Some(basic) = &self.basic
+            && let Some(creds) = authorization.as_deref().and_then(|a| strip_scheme(a, "basic"))
+        {
+            return match basic.verify(creds) {
+                Ok(c) => Outcome::Ok(c, Some(Source::Header("authorization".into()))),
+                Err(basic::BasicError::Malformed) => {
+                    Outcome::Refused(Challenge::Basic("malformed basic credentials"))
+                }
+                Err(basic::BasicError::Invalid) => {
+                    Outcome::Refused(Challenge::Basic("invalid username or password"))
+                }
+            };
+        }
+        if let Some(jwt) = &self.jwt {
+            for s in &jwt.sources {
+                let token = match s {
+                    Source::Header(h) if h == "authorization" => {
+                        authorization.as_deref().and_then(|a| strip_scheme(a, "bearer")).map(str::to_owned)
+                    }
+                    Source::Header(_) => {
+                        s.read(req).map(|v| strip_scheme(&v, "bearer").map(str::to_owned).unwrap_or(v))
+                    }
+                    _ => s.read(req),
+                };
+                if let Some(t) = token {
+                    return match jwt.verify(t.trim(), now_ms()) {
+                        Ok(c) => Outcome::Ok(c, Some(s.clone())),
+                        Err(e) => Outcome::Refused(Challenge::Bearer(e)),
+                    };
+                }
+            }
+        }
+        Outcome::Missing
+    }
+
+    /// One challenge per configured method, for a request without credentials.
+    fn challenges(&self) -> Vec<String> {
+        let realm = &self.realm;
+        let mut out = Vec::new();
+        if self.jwt.is_some() {
+            out.push(format!("Bearer realm=\"{realm}\""));
+        }
+        if self.basic.is_some() {
+            out.push(format!("Basic realm=\"{realm}\", charset=\"UTF-8\""));
+        }
+        if self.api_key.is_some() {
+            out.push(format!("Key realm=\"{realm}\""));
+        }
+        out
+    }
+}
+
+/// True if the consumer's name or one of its groups is in the rule.
+fn matches(rule: &RuleConfig, c: &Consumer) -> bool {
+    rule.consumers.contains(&c.name) || c.groups.iter().any(|g| rule.groups.contains(g))
+}
+
+/// The credentials after `scheme ` (case-insensitive), if the value uses that scheme.
+fn strip_scheme<'a>(value: &'a str, scheme: &str) -> Option<&'a str> {
+    let value = value.trim_start();
+    let (s, rest) = value.split_at_checked(scheme.len())?;
+    (s.eq_ignore_ascii_case(scheme) && rest.starts_with(' ')).then(|| rest.trim())
+}
+
+/// Now, in milliseconds since the epoch (the host's clock; tests can fix it).
+pub fn now_ms() -> u64 {
+    #[cfg(test)]
+    if let Some(t) = tests::FIXED_NOW.with(std::cell::Cell::get) {
+        return t;
+    }
+    sluice_plugin_sdk::clock::now_ms()
+}
+
+export!(Auth);
+
+#[cfg(test)]
+mod tests;

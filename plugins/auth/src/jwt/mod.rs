@@ -1,0 +1,345 @@
+//! JWT (JWS compact serialization) verification: size and encoding checks, the
+//! header's `alg` against the key's type, the signature, then the claims. Verified
+//! tokens are remembered (by SHA-256) until they expire, as Envoy's `jwt_authn` does.
+
+pub mod keys;
+mod remote;
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use serde_json::{Map, Value};
+use sha2::{Digest, Sha256};
+use sluice_plugin_sdk::Consumer;
+
+use crate::config::{JwtConfig, parse_duration_ms};
+use crate::source::Source;
+use keys::{Alg, Key};
+pub use remote::RemoteJwks;
+
+/// A configured JWT verifier.
+pub struct Jwt {
+    /// Where tokens are read from.
+    pub sources: Vec<Source>,
+    keys: Vec<Key>,
+    remote: Option<RemoteJwks>,
+    algorithms: Option<Vec<Alg>>,
+    issuer: Option<Vec<String>>,
+    audience: Option<Vec<String>>,
+    required_claims: Vec<String>,
+    leeway_s: i64,
+    max_token_bytes: usize,
+    consumer_claim: String,
+    groups_claim: Option<String>,
+    cache: RefCell<TokenCache>,
+}
+
+/// Verified tokens by SHA-256, with what must be re-checked on every use.
+struct TokenCache {
+    max: usize,
+    entries: HashMap<[u8; 32], Verified>,
+}
+
+#[derive(Clone)]
+struct Verified {
+    consumer: Consumer,
+    exp: Option<i64>,
+    nbf: Option<i64>,
+}
+
+impl TokenCache {
+    fn get(&self, digest: &[u8; 32]) -> Option<Verified> {
+        self.entries.get(digest).cloned()
+    }
+
+    fn insert(&mut self, digest: [u8; 32], v: Verified) {
+        if self.max == 0 {
+            return;
+        }
+        if self.entries.len() >= self.max {
+            // Simple and bounded: start over. Clients re-sending tokens refill it.
+            self.entries.clear();
+        }
+        self.entries.insert(digest, v);
+    }
+}
+
+impl Jwt {
+    /// Builds the verifier from its config, naming the field of any bad value.
+    pub fn new(c: &JwtConfig) -> Result<Jwt, String> {
+        let sources = c
+            .sources
+            .iter()
+            .map(Source::from_config)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| format!("jwt.sources: {e}"))?;
+        if sources.is_empty() {
+            return Err("jwt.sources: give at least one source".into());
+        }
+        let mut keys = Vec::new();
+        for (i, k) in c.keys.iter().enumerate() {
+            keys.push(inline_key(k).map_err(|e| format!("jwt.keys[{i}]: {e}"))?);
+        }
+        if let Some(doc) = &c.jwks {
+            let (found, skipped) = keys::from_jwks(doc, true).map_err(|e| format!("jwt.jwks: {e}"))?;
+            if let Some(s) = skipped.first() {
+                return Err(format!("jwt.jwks: {s}"));
+            }
+            keys.extend(found);
+        }
+        let ttl = parse_duration_ms(&c.jwks_cache_ttl).map_err(|e| format!("jwt.jwks_cache_ttl: {e}"))?;
+        let min_refresh =
+            parse_duration_ms(&c.jwks_min_refresh).map_err(|e| format!("jwt.jwks_min_refresh: {e}"))?;
+        let remote = match &c.jwks_url {
+            Some(url) if url.starts_with("http://") || url.starts_with("https://") => {
+                Some(RemoteJwks::new(url.clone(), ttl, min_refresh))
+            }
+            Some(url) => return Err(format!("jwt.jwks_url: `{url}` is not an http:// or https:// URL")),
+            None => None,
+        };
+        if keys.is_empty() && remote.is_none() {
+            return Err("jwt: give `keys`, `jwks` or `jwks_url`".into());
+        }
+        let algorithms = match &c.algorithms {
+            None => None,
+            Some(list) => {
+                let mut algs = Vec::new();
+                for a in list {
+                    algs.push(Alg::parse(a).ok_or_else(|| {
+                        let known: Vec<_> = Alg::ALL.iter().map(|a| a.name()).collect();
+                        format!(
+                            "jwt.algorithms: unsupported algorithm `{a}` (supported: {})",
+                            known.join(", ")
+                        )
+                    })?);
+                }
+                Some(algs)
+            }
+        };
+        let leeway = parse_duration_ms(&c.leeway).map_err(|e| format!("jwt.leeway: {e}"))?;
+        if c.max_token_bytes == 0 {
+            return Err("jwt.max_token_bytes: must be positive".into());
+        }
+        Ok(Jwt {
+            sources,
+            keys,
+            remote,
+            algorithms,
+            issuer: c.issuer.clone(),
+            audience: c.audience.clone(),
+            required_claims: c.required_claims.clone(),
+            leeway_s: i64::try_from(leeway / 1000).unwrap_or(i64::MAX),
+            max_token_bytes: c.max_token_bytes,
+            consumer_claim: c.consumer_claim.clone(),
+            groups_claim: c.groups_claim.clone(),
+            cache: RefCell::new(TokenCache { max: c.cache_entries, entries: HashMap::new() }),
+        })
+    }
+
+    /// Verifies `token` at `now_ms`: the consumer it names, or why it is refused (an
+    /// `error_description` safe to show the client).
+    pub fn verify(&self, token: &str, now_ms: u64) -> Result<Consumer, String> {
+        if token.len() > self.max_token_bytes {
+            return Err(format!("token is larger than {} bytes", self.max_token_bytes));
+        }
+        let now = i64::try_from(now_ms / 1000).unwrap_or(i64::MAX);
+        let digest: [u8; 32] = Sha256::digest(token.as_bytes()).into();
+        if let Some(v) = self.cache.borrow().get(&digest) {
+            self.check_times(v.exp, v.nbf, now)?;
+            return Ok(v.consumer);
+        }
+        let mut parts = token.split('.');
+        let (Some(h), Some(p), Some(s), None) = (parts.next(), parts.next(), parts.next(), parts.next())
+        else {
+            return Err("token is not a JWS in compact form (header.payload.signature)".into());
+        };
+        let header = decode_object(h).map_err(|e| format!("header {e}"))?;
+        let alg = self.alg(&header)?;
+        let claims = decode_object(p).map_err(|e| format!("payload {e}"))?;
+        let sig = URL_SAFE_NO_PAD.decode(s).map_err(|_| "signature is not base64url")?;
+        let kid = match header.get("kid") {
+            None => None,
+            Some(Value::String(k)) => Some(k.as_str()),
+            Some(_) => return Err("kid is not a string".into()),
+        };
+        let signed = &token.as_bytes()[..h.len() + 1 + p.len()];
+        self.check_signature(alg, kid, signed, &sig, now_ms)?;
+        let v = self.check_claims(&claims, now)?;
+        self.cache.borrow_mut().insert(digest, v.clone());
+        Ok(v.consumer)
+    }
+
+    fn alg(&self, header: &Map<String, Value>) -> Result<Alg, String> {
+        let name = header.get("alg").and_then(Value::as_str).ok_or("header has no alg")?;
+        if name.eq_ignore_ascii_case("none") {
+            return Err("unsigned tokens (alg none) are not accepted".into());
+        }
+        let alg = Alg::parse(name).ok_or_else(|| format!("algorithm {name} is not supported"))?;
+        if self.algorithms.as_ref().is_some_and(|list| !list.contains(&alg)) {
+            return Err(format!("algorithm {name} is not accepted"));
+        }
+        // RFC 7515 §4.1.11: extensions we do not understand must be refused.
+        if header.contains_key("crit") {
+            return Err("critical header extensions are not supported".into());
+        }
+        Ok(alg)
+    }
+
+    fn check_signature(
+        &self,
+        alg: Alg,
+        kid: Option<&str>,
+        msg: &[u8],
+        sig: &[u8],
+        now_ms: u64,
+    ) -> Result<(), String> {
+        if let Some(r) = &self.remote
+            && r.refresh_if_stale(now_ms)
+        {
+            self.cache.borrow_mut().entries.clear();
+        }
+        let matches =
+            |k: &Key| k.accepts(alg) && (kid.is_none() || k.kid.is_none() || k.kid.as_deref() == kid);
+        let mut tried = false;
+        for key in self.keys.iter().filter(|k| matches(k)) {
+            tried = true;
+            if key.verify(alg, msg, sig) {
+                return Ok(());
+            }
+        }
+        if let Some(r) = &self.remote {
+            let known = |r: &RemoteJwks| {
+                r.with_keys(|keys| keys.iter().any(|k| kid.is_some() && k.kid.as_deref() == kid))
+            };
+            // An unknown kid may be a rotated key: fetch again, at most every `jwks_min_refresh`.
+            if kid.is_some() && !known(r) && r.refresh(now_ms) {
+                self.cache.borrow_mut().entries.clear();
+            }
+            let (remote_tried, ok) = r.with_keys(|keys| {
+                let mut tried = false;
+                for key in keys.iter().filter(|k| matches(k)) {
+                    tried = true;
+                    if key.verify(alg, msg, sig) {
+                        return (true, true);
+                    }
+                }
+                (tried, false)
+            });
+            if ok {
+                return Ok(());
+            }
+            tried |= remote_tried;
+        }
+        if !tried {
+            return Err(match kid {
+                Some(k) => format!("no {} key with kid {k}", alg.name()),
+                None => format!("no key for algorithm {}", alg.name()),
+            });
+        }
+        Err("signature verification failed".into())
+    }
+
+    fn check_times(&self, exp: Option<i64>, nbf: Option<i64>, now: i64) -> Result<(), String> {
+        if exp.is_some_and(|exp| now.saturating_sub(self.leeway_s) >= exp) {
+            return Err("token expired".into());
+        }
+        if nbf.is_some_and(|nbf| now.saturating_add(self.leeway_s) < nbf) {
+            return Err("token not yet valid".into());
+        }
+        Ok(())
+    }
+
+    fn check_claims(&self, claims: &Map<String, Value>, now: i64) -> Result<Verified, String> {
+        for c in &self.required_claims {
+            if !claims.contains_key(c) {
+                return Err(format!("token has no {c} claim"));
+            }
+        }
+        let exp = numeric_date(claims, "exp")?;
+        let nbf = numeric_date(claims, "nbf")?;
+        if numeric_date(claims, "iat")?.is_some_and(|iat| now.saturating_add(self.leeway_s) < iat) {
+            return Err("token issued in the future".into());
+        }
+        self.check_times(exp, nbf, now)?;
+        if let Some(issuers) = &self.issuer {
+            let iss = claims.get("iss").and_then(Value::as_str);
+            if !iss.is_some_and(|i| issuers.iter().any(|x| x == i)) {
+                return Err("issuer not accepted".into());
+            }
+        }
+        if let Some(audiences) = &self.audience {
+            let ok = match claims.get("aud") {
+                Some(Value::String(a)) => audiences.contains(a),
+                Some(Value::Array(list)) => {
+                    list.iter().filter_map(Value::as_str).any(|a| audiences.iter().any(|x| x == a))
+                }
+                _ => false,
+            };
+            if !ok {
+                return Err("audience not accepted".into());
+            }
+        }
+        let name = match claims.get(&self.consumer_claim) {
+            Some(Value::String(s)) if !s.is_empty() => s.clone(),
+            Some(Value::Number(n)) => n.to_string(),
+            _ => return Err(format!("token has no {} claim naming the consumer", self.consumer_claim)),
+        };
+        let groups = match self.groups_claim.as_ref().and_then(|g| claims.get(g)) {
+            Some(Value::Array(list)) => list.iter().filter_map(Value::as_str).map(str::to_owned).collect(),
+            Some(Value::String(s)) => s.split_whitespace().map(str::to_owned).collect(),
+            _ => Vec::new(),
+        };
+        Ok(Verified { consumer: Consumer { name, groups }, exp, nbf })
+    }
+}
+
+fn inline_key(k: &crate::config::JwtKeyConfig) -> Result<Key, String> {
+    let given = [k.pem.is_some(), k.jwk.is_some(), k.secret.is_some(), k.secret_name.is_some()];
+    if given.iter().filter(|g| **g).count() != 1 {
+        return Err("give exactly one of `pem`, `jwk`, `secret` and `secret_name`".into());
+    }
+    if let Some(pem) = &k.pem {
+        let kind = keys::from_pem(pem).map_err(|e| format!("pem {e}"))?;
+        return Key::new(k.kid.clone(), k.alg.as_deref(), kind).map_err(|e| format!("alg: {e}"));
+    }
+    if let Some(jwk) = &k.jwk {
+        let mut key = keys::from_jwk(jwk, true).map_err(|e| format!("jwk {e}"))?;
+        if k.kid.is_some() {
+            key.kid = k.kid.clone();
+        }
+        if let Some(a) = &k.alg {
+            key = Key::new(key.kid, Some(a), key.kind).map_err(|e| format!("alg: {e}"))?;
+        }
+        return Ok(key);
+    }
+    let secret = match (&k.secret, &k.secret_name) {
+        (Some(s), _) => s.clone(),
+        (None, Some(name)) => sluice_plugin_sdk::secrets::get(name)
+            .ok_or_else(|| format!("secret_name: the secret `{name}` is not granted to the plugin"))?,
+        (None, None) => unreachable!("one source is given"),
+    };
+    let kind = keys::hmac_secret(secret.as_bytes()).map_err(|e| format!("secret: {e}"))?;
+    Key::new(k.kid.clone(), k.alg.as_deref(), kind).map_err(|e| format!("alg: {e}"))
+}
+
+fn decode_object(part: &str) -> Result<Map<String, Value>, &'static str> {
+    let bytes = URL_SAFE_NO_PAD.decode(part).map_err(|_| "is not base64url")?;
+    match serde_json::from_slice(&bytes) {
+        Ok(Value::Object(m)) => Ok(m),
+        Ok(_) => Err("is not a JSON object"),
+        Err(_) => Err("is not JSON"),
+    }
+}
+
+fn numeric_date(claims: &Map<String, Value>, name: &str) -> Result<Option<i64>, String> {
+    match claims.get(name) {
+        None => Ok(None),
+        Some(Value::Number(n)) => match n.as_i64().or_else(|| n.as_f64().map(|f| f as i64)) {
+            Some(t) => Ok(Some(t)),
+            None => Err(format!("{name} is not a number")),
+        },
+        Some(_) => Err(format!("{name} is not a number")),
+    }
+}
