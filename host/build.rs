@@ -6,6 +6,7 @@ use std::path::PathBuf;
 
 /// The built-in plugins: (plugin name, cargo package). The name is what routes list.
 const BUILTINS: &[(&str, &str)] = &[
+    ("ai", "sluice-plugin-ai"),
     ("auth", "sluice-plugin-auth"),
     ("cors", "sluice-plugin-cors"),
     ("rate-limit", "sluice-plugin-rate-limit"),

@@ -1,0 +1,285 @@
+//! Built-in plugin `ai`: an AI gateway on the plugin contract.
+//!
+//! - `mode: chat`: the route is an OpenAI chat-completions endpoint. The request's
+//!   `model` (an alias) picks a provider — OpenAI-compatible, Anthropic Messages or
+//!   Gemini — and the request is translated to its format and sent to the provider's
+//!   upstream pool; the answer is translated back, streamed (SSE) chunk by chunk when
+//!   the client asked for `stream: true`.
+//! - `mode: prompt`: the route is a REST API over a prompt template: the JSON body is
+//!   validated, rendered into system and user messages, sent as above, and the answer
+//!   returned as text, as validated JSON or as the whole completion.
+//!
+//! Every call is accounted (tokens and cost as labeled metrics and access-log
+//! annotations) and checked against per-consumer budgets in `kv`.
+//!
+//! The response body goes through `on-response-chunk` (chat mode; never buffered
+//! when streamed) or is buffered for `on-response` (prompt mode). A chat response's
+//! translation state lives in this instance from its `on-response` to its last chunk.
+
+mod account;
+mod anthropic;
+mod call;
+mod config;
+mod gemini;
+mod openai;
+mod response;
+mod schema;
+mod sse;
+mod stream;
+mod template;
+
+use std::cell::RefCell;
+
+use serde_json::{Value, json};
+use sluice_plugin_sdk::{Decision, Phases, Plugin, Request, Response, export, log};
+
+use crate::call::{CONTEXT_KEY, Call};
+use crate::config::{AiConfig, MAX_RESPONSE_BYTES, Mode};
+use crate::openai::{ApiError, Usage};
+use crate::response::Translated;
+use crate::stream::Stream;
+use crate::template::Var;
+
+/// The plugin: its config and the state of the response being streamed.
+#[derive(serde::Deserialize)]
+#[serde(from = "AiConfig")]
+pub struct Ai {
+    cfg: AiConfig,
+    pending: RefCell<Option<Pending>>,
+}
+
+impl From<AiConfig> for Ai {
+    fn from(cfg: AiConfig) -> Ai {
+        Ai { cfg, pending: RefCell::new(None) }
+    }
+}
+
+/// A chat response between `on-response` and its last chunk.
+enum Pending {
+    /// A streamed completion, translated event by event.
+    Stream { call: Call, status: u16, stream: Box<Stream> },
+    /// A whole completion or error, collected then translated.
+    Whole { call: Call, status: u16, body: Vec<u8> },
+}
+
+impl Plugin for Ai {
+    fn phases(&self) -> Phases {
+        let base = Phases::REQUEST | Phases::REQUEST_BODY | Phases::RESPONSE;
+        match self.cfg.mode {
+            Mode::Chat => base | Phases::RESPONSE_CHUNK,
+            Mode::Prompt => base | Phases::RESPONSE_BODY,
+        }
+    }
+
+    fn init(&mut self) -> Result<(), String> {
+        self.cfg.validate()
+    }
+
+    fn on_request(&self, req: &mut Request<'_>) -> Decision {
+        match self.cfg.mode {
+            Mode::Chat => self.chat_request(req),
+            Mode::Prompt => self.prompt_request(req),
+        }
+    }
+
+    fn on_response(&self, resp: &mut Response<'_>) -> Decision {
+        let Some(call) = resp.context(CONTEXT_KEY).and_then(|c| serde_json::from_str::<Call>(&c).ok()) else {
+            return Decision::Continue;
+        };
+        match self.cfg.mode {
+            Mode::Chat => self.chat_response(resp, call),
+            Mode::Prompt => self.prompt_response(resp, call),
+        }
+    }
+
+    fn on_response_chunk(&self, chunk: Vec<u8>, last: bool) -> Vec<u8> {
+        let mut slot = self.pending.borrow_mut();
+        let out = match slot.as_mut() {
+            None => return chunk,
+            Some(Pending::Stream { stream, .. }) if !last => return stream.push(&chunk),
+            Some(Pending::Whole { body, .. }) if !last => {
+                if body.len() + chunk.len() <= MAX_RESPONSE_BYTES {
+                    body.extend_from_slice(&chunk);
+                }
+                return Vec::new();
+            }
+            Some(Pending::Stream { stream, .. }) => {
+                let mut out = stream.push(&chunk);
+                out.extend(stream.finish());
+                out
+            }
+            Some(Pending::Whole { body, .. }) => {
+                body.extend_from_slice(&chunk);
+                Vec::new()
+            }
+        };
+        match slot.take() {
+            Some(Pending::Stream { call, status, stream }) => {
+                self.record(&call, stream.usage(), status);
+                out
+            }
+            Some(Pending::Whole { call, status, body }) => self.whole(&call, status, &body),
+            None => out,
+        }
+    }
+}
+
+impl Ai {
+    fn chat_request(&self, req: &mut Request<'_>) -> Decision {
+        let method = req.method();
+        if method == "GET" && req.path().ends_with("/models") {
+            return Decision::respond_json(200, &self.model_list());
+        }
+        if method != "POST" {
+            return ApiError::new(405, "invalid_request_error", None, "use POST")
+                .respond()
+                .with_header("allow", "POST");
+        }
+        let chat: Value = match req.body().ok().and_then(|b| serde_json::from_slice(&b).ok()) {
+            Some(v @ Value::Object(_)) => v,
+            _ => {
+                return ApiError::invalid("the body must be a JSON chat-completions request", None).respond();
+            }
+        };
+        if !chat.get("messages").is_some_and(Value::is_array) {
+            return ApiError::invalid("`messages` must be a list", Some("messages")).respond();
+        }
+        let alias = match (chat.get("model").and_then(Value::as_str), &self.cfg.default_model) {
+            (Some(m), _) => m.to_owned(),
+            (None, Some(d)) => d.clone(),
+            (None, None) => return ApiError::invalid("`model` is required", Some("model")).respond(),
+        };
+        match call::prepare(&self.cfg, req, &chat, &alias) {
+            Ok(_) => Decision::Continue,
+            Err(r) => call::refuse(r),
+        }
+    }
+
+    fn model_list(&self) -> Value {
+        let data: Vec<Value> = self
+            .cfg
+            .providers
+            .iter()
+            .flat_map(|p| {
+                p.models.keys().map(
+                    move |alias| json!({"id": alias, "object": "model", "created": 0, "owned_by": p.name}),
+                )
+            })
+            .collect();
+        json!({"object": "list", "data": data})
+    }
+
+    fn prompt_request(&self, req: &mut Request<'_>) -> Decision {
+        let Some(p) = &self.cfg.prompt else { return Decision::Continue };
+        let body: Value = match req.body().ok().and_then(|b| serde_json::from_slice(&b).ok()) {
+            Some(v) => v,
+            None => return ApiError::invalid("the body must be JSON", None).respond(),
+        };
+        if let Some(schema) = &p.input_schema
+            && let Err(why) = schema.validate(&body)
+        {
+            let field = why.split('`').nth(1).map(str::to_owned);
+            return ApiError::invalid(why, field.as_deref()).respond();
+        }
+        let params = req.path_params();
+        let consumer = req.consumer();
+        let lookup = |v: &Var| -> Option<String> {
+            match v {
+                Var::Body(path) => template::body_field(&body, path),
+                Var::Param(name) => params.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone()),
+                Var::Header(name) => req.header(name),
+                Var::ConsumerName => consumer.as_ref().map(|c| c.name.clone()),
+                Var::ConsumerGroups => consumer.as_ref().map(|c| c.groups.join(",")),
+            }
+        };
+        let rendered = p
+            .system
+            .as_ref()
+            .map(|t| t.render(&lookup))
+            .transpose()
+            .and_then(|s| Ok((s, p.user.render(&lookup)?)));
+        let (system, user) = match rendered {
+            Ok(x) => x,
+            Err(var) => {
+                let name = var.display();
+                return ApiError::invalid(format!("missing field `{name}`"), Some(&name)).respond();
+            }
+        };
+        let chat = response::prompt_request(p, system, user);
+        match call::prepare(&self.cfg, req, &chat, &p.model) {
+            Ok(_) => Decision::Continue,
+            Err(r) => call::refuse(r),
+        }
+    }
+
+    fn chat_response(&self, resp: &mut Response<'_>, call: Call) -> Decision {
+        let status = resp.status();
+        let kind = self.cfg.providers[call.provider].kind;
+        let pending = if call.stream && status < 300 {
+            let _ = resp.set_header("content-type", "text/event-stream");
+            let _ = resp.set_header("cache-control", "no-cache");
+            let s =
+                Stream::new(kind, &call.id, call.created, &call.alias, call.include_usage, call.prompt_chars);
+            Pending::Stream { call, status, stream: Box::new(s) }
+        } else {
+            let _ = resp.set_status(openai::client_status(status));
+            let _ = resp.set_header("content-type", "application/json");
+            Pending::Whole { call, status, body: Vec::new() }
+        };
+        // A response whose client went away before its last chunk left its state
+        // here: account for what it used.
+        if let Some(Pending::Stream { call, stream, .. }) = self.pending.replace(Some(pending)) {
+            self.record(&call, stream.usage(), 499);
+        }
+        Decision::Continue
+    }
+
+    /// The last chunk of a whole chat response: the translated body.
+    fn whole(&self, call: &Call, status: u16, body: &[u8]) -> Vec<u8> {
+        let kind = self.cfg.providers[call.provider].kind;
+        let out = match response::translate(kind, status, body, call) {
+            Translated::Completion(c, usage) => {
+                self.record(call, usage, status);
+                c
+            }
+            Translated::Error(e) => {
+                self.record(call, Usage::default(), e.status);
+                e.to_json()
+            }
+        };
+        serde_json::to_vec(&out).unwrap_or_default()
+    }
+
+    fn prompt_response(&self, resp: &mut Response<'_>, call: Call) -> Decision {
+        let Some(p) = &self.cfg.prompt else { return Decision::Continue };
+        let status = resp.status();
+        let kind = self.cfg.providers[call.provider].kind;
+        let body = resp.body().unwrap_or_default();
+        let (status, ctype, out) = match response::translate(kind, status, &body, &call) {
+            Translated::Completion(c, usage) => {
+                self.record(&call, usage, status);
+                response::prompt_output(p, &c)
+            }
+            Translated::Error(e) => {
+                self.record(&call, Usage::default(), e.status);
+                (e.status, "application/json", serde_json::to_vec(&e.to_json()).unwrap_or_default())
+            }
+        };
+        let _ = resp.set_status(status);
+        let _ = resp.set_header("content-type", ctype);
+        if resp.set_body(&out).is_err() {
+            log::error("the response body could not be replaced");
+        }
+        Decision::Continue
+    }
+
+    fn record(&self, call: &Call, usage: Usage, status: u16) {
+        let p = &self.cfg.providers[call.provider];
+        account::record(call, &p.name, p.price, self.cfg.budgets.as_ref(), usage, status);
+    }
+}
+
+export!(Ai);
+
+#[cfg(test)]
+mod tests;
