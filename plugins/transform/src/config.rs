@@ -33,9 +33,10 @@ pub struct RequestConfig {
     /// Query parameter changes.
     #[serde(default)]
     pub query: QueryConfig,
-    /// JSON body changes (only for `application/json` and `application/*+json` bodies;
-    /// a malformed JSON body is answered with `400`). Declaring any makes the gateway
-    /// buffer the request body.
+    /// JSON body changes, for `application/json` and `application/*+json` bodies
+    /// without a content-encoding; other and empty bodies pass untouched, a malformed
+    /// JSON body is answered with `400`. Declaring any makes the gateway buffer the
+    /// request body.
     #[serde(default)]
     pub body: BodyConfig,
 }

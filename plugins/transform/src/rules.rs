@@ -3,6 +3,7 @@
 
 use regex_lite::Regex;
 use serde_json::Value;
+use sluice_plugin_sdk::log;
 
 use crate::config::{BodyConfig, HeadersConfig, PathConfig, QueryConfig, SetConfig, ValueType};
 use crate::pointer::Pointer;
@@ -93,7 +94,7 @@ impl HeaderRules {
     }
 
     /// Applies the rules with the values of [`HeaderRules::render`]. Values that are
-    /// not valid header values (line breaks) are skipped.
+    /// not valid header values (line breaks) are skipped with a warning.
     pub fn apply(&self, h: &mut dyn Headers, rendered: &RenderedHeaders) {
         for (from, to) in &self.rename {
             let values = h.values(from);
@@ -110,10 +111,11 @@ impl HeaderRules {
             h.remove(name);
         }
         for (name, value, append) in rendered {
-            if *append {
-                h.append(name, value);
-            } else {
-                h.set(name, value);
+            let ok = if *append { h.append(name, value) } else { h.set(name, value) };
+            if !ok {
+                log::warn(&format!(
+                    "transform: header `{name}` skipped: its rendered value is not a valid header value"
+                ));
             }
         }
     }

@@ -43,6 +43,12 @@ fn headers_are_renamed_removed_set_and_added_with_templates() {
     assert_eq!(req.header("x-route").as_deref(), Some("test GET"));
     assert_eq!(req.header("x-none"), None, "a single missing placeholder skips the rule");
     assert_eq!(req.headers.get_all("x-tag"), ["a", "b"]);
+
+    let t = plugin(json!({"request": {"headers": {"set": {"x-echo": "v={{query.v}}"}}}}));
+    let mut req = FakeRequest::new("GET", "/?v=a%0D%0Ab");
+    assert!(t.on_request(&mut req.as_request()).is_continue());
+    assert_eq!(req.header("x-echo"), None, "a decoded line break never reaches a header");
+    assert!(testing::logs().iter().any(|l| l.contains("x-echo")), "{:?}", testing::logs());
 }
 
 #[test]
