@@ -1,1 +1,323 @@
-//! End-to-end tests of the built-in `auth` plugin through the gateway.
+//! End-to-end tests of the built-in `auth` plugin through the gateway: the embedded
+//! component, real upstreams that report what they saw, real sockets.
+//!
+//! Tokens and keys are the plugin's fixtures (`plugins/auth/tests-data`, test-only
+//! keys generated offline; `tokens.json` holds tokens that expire in 2100).
+
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+use http::{Request, Response};
+use serde_json::{Value, json};
+use sluice::Gateway;
+use tempfile::TempDir;
+
+use crate::harness::{Client, Reply, TestServer, full, url};
+
+const TOKENS: &str = include_str!("../../plugins/auth/tests-data/tokens.json");
+const RSA1_PUB: &str = include_str!("../../plugins/auth/tests-data/rsa1.pub.pem");
+const EC256_PUB: &str = include_str!("../../plugins/auth/tests-data/ec256.pub.pem");
+const JWKS_1: &str = include_str!("../../plugins/auth/tests-data/jwks-1.json");
+const JWKS_2: &str = include_str!("../../plugins/auth/tests-data/jwks-2.json");
+
+fn token(name: &str) -> String {
+    let tokens: Value = serde_json::from_str(TOKENS).unwrap();
+    tokens[name].as_str().unwrap_or_else(|| panic!("no fixture token {name}")).to_owned()
+}
+
+/// A gateway folder: a secret file for the `secrets` grant. Compiled plugins are
+/// cached under the test target folder, shared by every test of this module.
+struct Setup {
+    dir: TempDir,
+}
+
+impl Setup {
+    fn new() -> Setup {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("partner.key"), "key-from-a-secret-file\n").unwrap();
+        Setup { dir }
+    }
+
+    /// A route `name` on `prefix` to the upstream `app` with `auth` configured by
+    /// `config` (JSON is YAML). The component imports `http` (JWKS URLs) and
+    /// `secrets`, so every route grants both.
+    fn route(&self, name: &str, prefix: &str, config: &Value) -> String {
+        format!(
+            "  - name: {name}
+    match: {{ path_prefix: {prefix} }}
+    target: {{ upstream: app }}
+    plugins:
+      - name: auth
+        config: {config}
+        grants:
+          http: {{ allow: [127.0.0.1] }}
+          secrets: {{ partner-key: {{ file: {} }} }}
+        limits: {{ deadline: 10s }}
+",
+            self.dir.path().join("partner.key").display()
+        )
+    }
+
+    /// The whole config: one listener, the upstream `app` on `upstream`, `routes`.
+    fn yaml(&self, upstream: std::net::SocketAddr, routes: &[String]) -> String {
+        let cache = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("builtin-auth-cache");
+        format!(
+            "version: 1\nlisteners:\n  - name: public\n    address: 127.0.0.1:0\nplugins:\n  dir: {}\n  cache_dir: {}\nupstreams:\n  app:\n    targets:\n      - address: {upstream}\nroutes:\n{}",
+            self.dir.path().join("plugins").display(),
+            cache.display(),
+            routes.concat()
+        )
+    }
+
+    async fn start(&self, upstream: std::net::SocketAddr, routes: &[String]) -> Gateway {
+        let yaml = self.yaml(upstream, routes);
+        let builder =
+            Gateway::builder().config_yaml(&yaml).unwrap_or_else(|e| panic!("config rejected:\n{e}"));
+        builder.start().await.unwrap_or_else(|e| panic!("gateway failed to start: {e}"))
+    }
+}
+
+async fn get(gw: &Gateway, path: &str, headers: &[(&str, &str)]) -> Reply {
+    let mut req = Request::get(url(gw.addr("public"), path));
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    Client::http1().send(req.body(full("")).unwrap()).await
+}
+
+async fn bearer(gw: &Gateway, path: &str, token: &str) -> Reply {
+    get(gw, path, &[("authorization", &format!("Bearer {token}"))]).await
+}
+
+/// A `401` in the gateway's JSON error shape with one challenge starting `challenge`.
+fn assert_unauthorized(reply: &Reply, challenge: &str) {
+    assert_eq!(reply.status, 401, "{}", reply.text());
+    assert_eq!(reply.header("content-type"), Some("application/json"));
+    let body = reply.json();
+    assert_eq!(body["error"]["status"], 401);
+    assert_eq!(body["error"]["code"], "unauthorized");
+    assert!(body["error"]["message"].is_string());
+    let ch =
+        reply.header("www-authenticate").unwrap_or_else(|| panic!("no WWW-Authenticate: {}", reply.text()));
+    assert!(ch.starts_with(challenge), "`{ch}` does not start with `{challenge}`");
+}
+
+fn jwt_config() -> Value {
+    json!({"jwt": {
+        "keys": [{"kid": "rsa-1", "pem": RSA1_PUB}, {"kid": "ec-1", "pem": EC256_PUB}],
+        "issuer": ["https://issuer.test"],
+        "audience": ["sluice-tests"],
+        "groups_claim": "groups",
+    }})
+}
+
+#[tokio::test]
+async fn api_keys_from_config_and_secrets_forward_the_consumer_upstream() {
+    let up = TestServer::echo().await;
+    let s = Setup::new();
+    let keys = json!({"api_key": {
+        "sources": [{"header": "x-api-key"}, {"query": "apikey"}],
+        "keys": [
+            {"key": "billing-key-1", "consumer": "billing", "groups": ["internal", "paying"]},
+            {"secret": "partner-key", "consumer": "partner"},
+        ],
+    }});
+    let mut hidden = keys.clone();
+    hidden["hide_credentials"] = json!(true);
+    let gw =
+        s.start(up.addr, &[s.route("keys", "/keys", &keys), s.route("hidden", "/hidden", &hidden)]).await;
+
+    let ok = get(&gw, "/keys/a", &[("x-api-key", "billing-key-1"), ("x-consumer", "forged-admin")]).await;
+    assert_eq!(ok.status, 200, "{}", ok.text());
+    let seen = &ok.json()["headers"];
+    assert_eq!(seen["x-consumer"], "billing", "the upstream sees the consumer, not the forged header");
+    assert_eq!(seen["x-consumer-groups"], "internal,paying");
+    assert_eq!(seen["x-api-key"], "billing-key-1", "credentials are kept by default");
+
+    let from_secret = get(&gw, "/keys/b?apikey=key-from-a-secret-file", &[]).await;
+    assert_eq!(from_secret.status, 200, "{}", from_secret.text());
+    assert_eq!(from_secret.json()["headers"]["x-consumer"], "partner");
+
+    let seen_before = up.request_count();
+    let bad = get(&gw, "/keys/a", &[("x-api-key", "billing-key-2")]).await;
+    assert_unauthorized(&bad, "Key realm=\"sluice\"");
+    assert_eq!(bad.json()["error"]["message"], "invalid api key");
+    let missing = get(&gw, "/keys/a", &[]).await;
+    assert_unauthorized(&missing, "Key realm=\"sluice\"");
+    assert_eq!(missing.json()["error"]["message"], "missing credentials");
+    assert_eq!(up.request_count(), seen_before, "refused requests never reach the upstream");
+
+    let hid = get(&gw, "/hidden/x?apikey=billing-key-1&keep=1", &[]).await;
+    assert_eq!(hid.status, 200);
+    assert_eq!(hid.json()["uri"], "/hidden/x?keep=1", "the key left the query");
+    let hid = get(&gw, "/hidden/x", &[("x-api-key", "billing-key-1")]).await;
+    assert_eq!(hid.json()["headers"]["x-api-key"], Value::Null, "the key header was removed");
+}
+
+#[tokio::test]
+async fn basic_auth_against_a_bcrypt_hash() {
+    let up = TestServer::echo().await;
+    let s = Setup::new();
+    let config = json!({"basic": {"users": [
+        {"username": "alice", "password_hash": token("bcrypt_hash_of_s3cret"), "groups": ["ops"]},
+    ]}, "realm": "internal"});
+    let gw = s.start(up.addr, &[s.route("basic", "/", &config)]).await;
+    // alice:s3cret
+    let ok = get(&gw, "/", &[("authorization", "Basic YWxpY2U6czNjcmV0")]).await;
+    assert_eq!(ok.status, 200, "{}", ok.text());
+    assert_eq!(ok.json()["headers"]["x-consumer"], "alice");
+    assert_eq!(ok.json()["headers"]["x-consumer-groups"], "ops");
+    // alice:wrong
+    let bad = get(&gw, "/", &[("authorization", "Basic YWxpY2U6d3Jvbmc=")]).await;
+    assert_unauthorized(&bad, "Basic realm=\"internal\"");
+    let garbage = get(&gw, "/", &[("authorization", "Basic ???")]).await;
+    assert_unauthorized(&garbage, "Basic realm=\"internal\"");
+    assert_unauthorized(&get(&gw, "/", &[]).await, "Basic realm=\"internal\"");
+}
+
+#[tokio::test]
+async fn jwt_rs256_and_es256_pass_and_attack_tokens_get_401_with_a_bearer_challenge() {
+    let up = TestServer::echo().await;
+    let s = Setup::new();
+    let gw = s.start(up.addr, &[s.route("jwt", "/", &jwt_config())]).await;
+    for name in ["rs256", "es256", "ps256"] {
+        let ok = bearer(&gw, "/", &token(name)).await;
+        assert_eq!(ok.status, 200, "{name}: {}", ok.text());
+        let seen = &ok.json()["headers"];
+        assert_eq!(seen["x-consumer"], "alice", "{name}");
+        assert_eq!(seen["x-consumer-groups"], "staff", "{name}");
+        assert!(
+            seen["authorization"].as_str().unwrap().starts_with("Bearer "),
+            "the token goes upstream by default"
+        );
+    }
+    let seen_before = up.request_count();
+    let oversized = format!("{}.{}.sig", "eyJhbGciOiJSUzI1NiJ9", "A".repeat(9000));
+    let attacks = [
+        (token("alg_none"), "alg none"),
+        (token("hs256_with_rsa_public_key"), "no HS256 key with kid rsa-1"),
+        (token("expired"), "token expired"),
+        (token("not_yet_valid"), "token not yet valid"),
+        (token("wrong_audience"), "audience not accepted"),
+        (token("tampered"), "signature verification failed"),
+        (oversized, "larger than 8192 bytes"),
+        ("e30.e30.%%%".to_owned(), "header has no alg"),
+        ("eyJhbGciOiJSUzI1NiJ9.e30.%%%".to_owned(), "signature is not base64url"),
+        ("not-a-jwt".to_owned(), "compact form"),
+        ("eyJhbGciOiJSUzI1NiJ9.bm90IGpzb24.c2ln".to_owned(), "payload is not JSON"),
+    ];
+    for (t, why) in attacks {
+        let reply = bearer(&gw, "/", &t).await;
+        assert_unauthorized(&reply, "Bearer realm=\"sluice\", error=\"invalid_token\", error_description=\"");
+        assert!(
+            reply.header("www-authenticate").unwrap().contains(why),
+            "{why}: {:?}",
+            reply.header("www-authenticate")
+        );
+        assert!(reply.json()["error"]["message"].as_str().unwrap().contains(why), "{why}");
+    }
+    let missing = get(&gw, "/", &[]).await;
+    assert_unauthorized(&missing, "Bearer realm=\"sluice\"");
+    assert!(
+        !missing.header("www-authenticate").unwrap().contains("error="),
+        "no error code without a token (RFC 6750)"
+    );
+    assert_eq!(up.request_count(), seen_before, "no refused token reached the upstream");
+}
+
+#[tokio::test]
+async fn allow_and_deny_by_group_answer_403() {
+    let up = TestServer::echo().await;
+    let s = Setup::new();
+    let mut staff_only = jwt_config();
+    staff_only["allow"] = json!({"groups": ["staff"]});
+    staff_only["deny"] = json!({"groups": ["suspended"]});
+    let mut admins_only = jwt_config();
+    admins_only["allow"] = json!({"groups": ["admin"], "consumers": ["root"]});
+    let gw = s
+        .start(up.addr, &[s.route("staff", "/staff", &staff_only), s.route("admin", "/admin", &admins_only)])
+        .await;
+
+    assert_eq!(bearer(&gw, "/staff", &token("rs256")).await.status, 200);
+    for (path, t) in [("/staff", "rs256_bob_suspended"), ("/admin", "rs256")] {
+        let reply = bearer(&gw, path, &token(t)).await;
+        assert_eq!(reply.status, 403, "{path} {t}: {}", reply.text());
+        let body = reply.json();
+        assert_eq!(body["error"]["status"], 403);
+        assert_eq!(body["error"]["code"], "forbidden");
+        assert_eq!(reply.header("www-authenticate"), None);
+    }
+}
+
+/// A JWKS endpoint whose document the test can change; counts its fetches.
+async fn jwks_server(doc: &Arc<Mutex<String>>) -> TestServer {
+    let doc = Arc::clone(doc);
+    TestServer::start(move |_req| {
+        let body = doc.lock().unwrap().clone();
+        async move { Response::builder().header("content-type", "application/json").body(full(body)).unwrap() }
+    })
+    .await
+}
+
+#[tokio::test]
+async fn jwks_rotation_a_new_kid_is_accepted_after_a_refetch_at_most_once_per_interval() {
+    let up = TestServer::echo().await;
+    let s = Setup::new();
+    let rotating = Arc::new(Mutex::new(JWKS_1.to_owned()));
+    let rotating_srv = jwks_server(&rotating).await;
+    let throttled = Arc::new(Mutex::new(JWKS_1.to_owned()));
+    let throttled_srv = jwks_server(&throttled).await;
+    let config = |srv: &TestServer, min_refresh: &str| {
+        json!({"jwt": {
+            "jwks_url": url(srv.addr, "/.well-known/jwks.json"),
+            "jwks_min_refresh": min_refresh,
+            "audience": ["sluice-tests"],
+        }})
+    };
+    let gw = s
+        .start(
+            up.addr,
+            &[
+                s.route("rotating", "/rotating", &config(&rotating_srv, "0s")),
+                s.route("throttled", "/throttled", &config(&throttled_srv, "1h")),
+            ],
+        )
+        .await;
+
+    // Fetched when first needed.
+    assert_eq!(bearer(&gw, "/rotating", &token("rs256")).await.status, 200);
+    assert_eq!(rotating_srv.request_count(), 1);
+    // The IdP has not published rsa-2 yet: a refetch finds nothing.
+    assert_unauthorized(&bearer(&gw, "/rotating", &token("rs256_rsa2")).await, "Bearer");
+    // It publishes the new key: the unknown kid triggers a refetch, the token passes.
+    *rotating.lock().unwrap() = JWKS_2.to_owned();
+    let rotated = bearer(&gw, "/rotating", &token("rs256_rsa2")).await;
+    assert_eq!(rotated.status, 200, "{}", rotated.text());
+    assert_eq!(rotated.json()["headers"]["x-consumer"], "alice");
+    assert_eq!(bearer(&gw, "/rotating", &token("rs256")).await.status, 200, "the old key still works");
+
+    // With a 1h minimum interval, unknown kids cannot make the plugin fetch again.
+    assert_eq!(bearer(&gw, "/throttled", &token("rs256")).await.status, 200);
+    *throttled.lock().unwrap() = JWKS_2.to_owned();
+    for _ in 0..3 {
+        let refused = bearer(&gw, "/throttled", &token("rs256_rsa2")).await;
+        assert_unauthorized(&refused, "Bearer realm=\"sluice\", error=\"invalid_token\"");
+    }
+    assert_eq!(throttled_srv.request_count(), 1, "one fetch, however many unknown kids");
+}
+
+#[tokio::test]
+async fn a_bad_key_in_the_config_fails_the_load_naming_the_field() {
+    let s = Setup::new();
+    let up = TestServer::echo().await;
+    let bad = json!({"jwt": {"keys": [{"kid": "k", "pem": "-----BEGIN PUBLIC KEY-----\nAAAA\n-----END PUBLIC KEY-----"}]}});
+    let yaml = s.yaml(up.addr, &[s.route("bad", "/", &bad)]);
+    let err = match Gateway::builder().config_yaml(&yaml) {
+        Ok(b) => match b.start().await {
+            Ok(_) => panic!("the config was accepted"),
+            Err(e) => e.to_string(),
+        },
+        Err(e) => e.to_string(),
+    };
+    assert!(err.contains("jwt.keys[0]: pem is not an RSA, P-256, P-384 or Ed25519 public key"), "{err}");
+}
