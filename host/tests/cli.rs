@@ -54,6 +54,20 @@ fn schema_and_version() {
 }
 
 #[test]
+fn schema_of_each_built_in_plugin() {
+    for plugin in ["auth", "cors", "rate-limit", "transform"] {
+        let out = Command::new(BIN).args(["schema", "--plugin", plugin]).output().unwrap();
+        assert!(out.status.success(), "{plugin}: {}", String::from_utf8_lossy(&out.stderr));
+        let schema: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert!(schema["properties"].is_object(), "{plugin}: {schema}");
+    }
+    let out = Command::new(BIN).args(["schema", "--plugin", "nope"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("no built-in plugin `nope`") && err.contains("rate-limit"), "{err}");
+}
+
+#[test]
 fn run_serves_and_stops_on_sigterm() {
     let path = temp_file(
         "ok.yaml",

@@ -152,6 +152,23 @@ impl<'a> Request<'a> {
         }
     }
 
+    /// The request's id (as the gateway sends it upstream and to the client); put it
+    /// in error bodies the plugin makes.
+    pub fn request_id(&self) -> String {
+        match &self.0 {
+            Req::Host(r) => r.request_id(),
+            Req::Fake(f) => f.request_id.clone(),
+        }
+    }
+
+    /// Every value of a header, in order, as raw bytes.
+    pub fn header_all(&self, name: &str) -> Vec<Vec<u8>> {
+        match &self.0 {
+            Req::Host(r) => r.header_all(name),
+            Req::Fake(f) => f.headers.get_all(name).into_iter().map(|v| v.as_bytes().to_vec()).collect(),
+        }
+    }
+
     /// The client's IP address (the TCP peer), like `192.0.2.7`.
     pub fn client_ip(&self) -> String {
         match &self.0 {
@@ -304,6 +321,14 @@ impl<'a> Response<'a> {
                 f.body = body.to_vec();
                 Ok(())
             }
+        }
+    }
+
+    /// Every value of a header, in order, as raw bytes.
+    pub fn header_all(&self, name: &str) -> Vec<Vec<u8>> {
+        match &self.0 {
+            Resp::Host(r) => r.header_all(name),
+            Resp::Fake(f) => f.headers.get_all(name).into_iter().map(|v| v.as_bytes().to_vec()).collect(),
         }
     }
 

@@ -120,6 +120,8 @@ pub struct FakeRequest {
     pub route: String,
     /// Client IP reported to the plugin (default `127.0.0.1`).
     pub client_ip: String,
+    /// Request id reported to the plugin (default `test-request-id`).
+    pub request_id: String,
     /// Path parameters.
     pub params: Vec<(String, String)>,
     /// The consumer (as set by an earlier plugin, or by this one).
@@ -141,6 +143,7 @@ impl FakeRequest {
             query,
             route: "test".into(),
             client_ip: "127.0.0.1".into(),
+            request_id: "test-request-id".into(),
             ..Self::default()
         }
     }

@@ -110,6 +110,11 @@ async fn consumer_client_ip_path_params_and_context_reach_later_plugins_and_the_
     let seen = &reply.json()["headers"];
     assert_eq!(seen["x-seen-consumer"], "billing:internal+paying", "a later plugin sees the consumer");
     assert_eq!(seen["x-seen-ip"], "127.0.0.1");
+    assert_eq!(
+        seen["x-seen-request-id"],
+        reply.header("x-request-id").unwrap(),
+        "plugins see the request id"
+    );
     assert_eq!(seen["x-seen-params"], "id=42&post=7");
     assert_eq!(seen["x-seen-foreign-context"], "-", "one plugin's context is private to it");
     let all = |name: &str| -> Vec<String> {
@@ -127,6 +132,27 @@ async fn consumer_client_ip_path_params_and_context_reach_later_plugins_and_the_
     // Without `x-as` no consumer is set.
     let reply = Client::http1().get(&url(addr, "/users/1/posts/2")).await;
     assert_eq!(reply.json()["headers"]["x-seen-consumer"], "-");
+}
+
+#[tokio::test]
+async fn a_response_made_in_the_request_phase_unwinds_through_the_plugins_before_it() {
+    let up = TestServer::echo().await;
+    let p = Plugins::with(&[("recorder", wasm::RECORDER), ("responder", wasm::RESPONDER)]);
+    let gw = p
+        .start(&format!(
+            "{}routes:\n  - name: app\n    match: {{ path_prefix: / }}\n    target: {{ upstream: app }}\n    plugins:\n      - name: recorder\n        config: {{ name: before }}\n      - name: responder\n        config: {{ status: 401, body: denied }}\n      - name: recorder\n        config: {{ name: after }}\n",
+            upstream(up.addr)
+        ))
+        .await;
+    let reply = Client::http1().get(&url(gw.addr("public"), "/x")).await;
+    assert_eq!(reply.status, 401);
+    assert_eq!(reply.text(), "denied");
+    assert_eq!(
+        reply.header("x-order"),
+        Some("before"),
+        "the plugin before the answering one ran its response phase on the answer; the one after never ran"
+    );
+    assert_eq!(up.request_count(), 0);
 }
 
 #[tokio::test]

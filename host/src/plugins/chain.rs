@@ -177,6 +177,7 @@ impl Chain {
             uri: std::mem::take(req.uri_mut()),
             headers: std::mem::take(req.headers_mut()),
             client_ip: ctx.client_addr.map(|a| a.ip()),
+            request_id: ctx.request_id.clone(),
             params: std::mem::take(&mut ctx.params),
             consumer: ctx.consumer.take(),
             context: std::mem::take(&mut ctx.context),
@@ -194,21 +195,31 @@ impl Chain {
         }
         let result = self.run_request(&mut slot, ctx).await;
         restore_request(req, slot, ctx);
-        result
+        match result? {
+            None => Ok(None),
+            Some((mut resp, answered_by)) => {
+                // Unwind like middleware: the plugins that ran before the one that
+                // answered see its response (a CORS plugin adds its headers to an
+                // auth plugin's 401).
+                self.run_response_phase(&mut resp, ctx, Some(answered_by), &mut []).await?;
+                Ok(Some(resp))
+            }
+        }
     }
 
+    /// The request phase; `Some((response, i))` when entry `i` answered.
     async fn run_request(
         &self,
         slot: &mut RequestSlot,
         ctx: &PluginCtx,
-    ) -> Result<Option<Response<Body>>, PluginError> {
+    ) -> Result<Option<(Response<Body>, usize)>, PluginError> {
         for &i in &self.request {
             let entry = &self.entries[i];
             let span = tracing::debug_span!("plugin", plugin = %entry.pool.plugin(), route = %self.route, phase = "on-request", request_id = ctx.request_id.as_deref());
             let step = self.request_step(entry, slot, &ctx.annotations).instrument(span).await;
             match step {
                 Ok(Step::Continue) => {}
-                Ok(Step::Respond(resp)) => return Ok(Some(resp)),
+                Ok(Step::Respond(resp)) => return Ok(Some((resp, i))),
                 Err(e) if entry.on_error == OnErrorConfig::FailOpen && e.kind.is_fault() => {}
                 Err(e) => return Err(e),
             }
@@ -229,7 +240,7 @@ impl Chain {
         let mut held = Vec::new();
         held.resize_with(self.chunk.len(), || None);
         if !self.response.is_empty() {
-            self.run_response_phase(resp, ctx, &mut held).await?;
+            self.run_response_phase(resp, ctx, None, &mut held).await?;
         }
         if !self.chunk.is_empty() {
             let b = std::mem::replace(resp.body_mut(), body::empty());
@@ -245,14 +256,18 @@ impl Chain {
         Ok(())
     }
 
-    /// Runs `on-response` last plugin first. Instances of entries that also have a
-    /// chunk phase are kept in `held` for the chunks of this response.
+    /// Runs `on-response` last plugin first — with `before`, only for the entries
+    /// before that one. Instances of entries that also have a chunk phase are kept in
+    /// `held` (when it is not empty) for the chunks of this response.
     async fn run_response_phase(
         &self,
         resp: &mut Response<Body>,
         ctx: &PluginCtx,
+        before: Option<usize>,
         held: &mut [Option<Instance>],
     ) -> Result<(), PluginError> {
+        let mut order = self.response.iter().copied().filter(|i| before.is_none_or(|b| *i < b)).peekable();
+        let Some(&first) = order.peek() else { return Ok(()) };
         let mut slot = ResponseSlot {
             status: resp.status(),
             headers: std::mem::take(resp.headers_mut()),
@@ -266,14 +281,14 @@ impl Chain {
                 Ok(b) => slot.body = Some(b),
                 Err(kind) => {
                     restore_response(resp, slot);
-                    return Err(self.error(&self.entries[self.response[0]], Phase::Response, kind));
+                    return Err(self.error(&self.entries[first], Phase::Response, kind));
                 }
             }
         }
-        for &i in &self.response {
+        for i in order {
             let entry = &self.entries[i];
             let span = tracing::debug_span!("plugin", plugin = %entry.pool.plugin(), route = %self.route, phase = "on-response", request_id = ctx.request_id.as_deref());
-            let pos = self.chunk_pos[i];
+            let pos = self.chunk_pos[i].filter(|_| !held.is_empty());
             let step =
                 self.response_step(entry, &mut slot, &ctx.annotations, pos.is_some()).instrument(span).await;
             let step = step.map(|(step, kept)| {

@@ -132,6 +132,8 @@ pub struct RequestSlot {
     pub body_allowed: bool,
     /// The client's IP address.
     pub client_ip: Option<std::net::IpAddr>,
+    /// The request id the gateway assigned (or accepted from the client).
+    pub request_id: Option<String>,
     /// The path parameters the route captured.
     pub params: crate::router::PathParams,
     /// The consumer set by an authentication plugin.

@@ -180,6 +180,10 @@ impl HostRequest for PluginState {
         Ok(self.req.client_ip.map(|ip| ip.to_string()).unwrap_or_default())
     }
 
+    fn request_id(&mut self, _: Resource<RequestHandle>) -> Res<String> {
+        Ok(self.req.request_id.clone().unwrap_or_default())
+    }
+
     fn path_params(&mut self, _: Resource<RequestHandle>) -> Res<Vec<(String, String)>> {
         Ok(self.req.params.iter().map(|(k, v)| (k.to_string(), v.clone())).collect())
     }

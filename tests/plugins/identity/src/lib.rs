@@ -28,6 +28,8 @@ impl Plugin for Identity {
             let foreign = req.context("path").unwrap_or_else(|| "-".into());
             req.set_header("x-seen-consumer", consumer.as_deref().unwrap_or("-")).unwrap();
             req.set_header("x-seen-ip", &ip).unwrap();
+            let id = req.request_id();
+            req.set_header("x-seen-request-id", &id).unwrap();
             req.set_header("x-seen-params", &params.join("&")).unwrap();
             req.set_header("x-seen-foreign-context", &foreign).unwrap();
         }
