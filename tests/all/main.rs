@@ -7,6 +7,7 @@ mod builtin_rate_limit;
 mod builtin_transform;
 mod config_ui;
 mod harness;
+mod kv_redis;
 mod lifecycle;
 mod limits;
 mod plugins;

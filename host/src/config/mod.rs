@@ -10,6 +10,7 @@
 //! A config with problems never goes live: at startup the process exits with every
 //! problem listed, on reload the previous snapshot keeps serving.
 
+pub mod kv;
 mod locate;
 pub mod model;
 pub mod plugins;
@@ -20,6 +21,7 @@ mod validate;
 use std::fmt;
 use std::path::{Path, PathBuf};
 
+pub use kv::*;
 pub use locate::SourceMap;
 pub use model::*;
 pub use plugins::*;

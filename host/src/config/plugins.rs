@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+use super::kv::KvConfig;
 use super::types::{ByteSize, ConfigDuration, Name};
 
 /// Default plugins folder, relative to the config file's directory.
@@ -43,6 +44,9 @@ pub struct PluginsConfig {
     /// phase (and after them in the response phase).
     #[serde(default)]
     pub global: Vec<PluginRefConfig>,
+    /// The store behind the plugin `kv` API: in-process (default) or Redis.
+    #[serde(default)]
+    pub kv: KvConfig,
 }
 
 /// One plugin in a chain.

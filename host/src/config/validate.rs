@@ -31,6 +31,7 @@ pub fn validate(config: &Config) -> Vec<Problem> {
         v.upstream(&format!("upstreams.{name}"), upstream);
     }
     v.routes(config);
+    v.problems.extend(super::kv::validate_kv(&config.plugins.kv));
     v.problems
 }
 

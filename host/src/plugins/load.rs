@@ -3,6 +3,7 @@
 //! instance pool — which instantiates and configures a first instance, so every
 //! load-time fault becomes a config [`Problem`] at the entry's YAML path.
 
+use std::cell::OnceCell;
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -12,15 +13,18 @@ use super::bindings::PluginPre;
 use super::cache::{default_cache_dir, load_component};
 use super::chain::{Chain, ChainEntry};
 use super::error::{Phase, PluginError, PluginErrorKind};
-use super::host_api::{Grants, HostEnv, HttpGrant, InProcessKv, KvStore, check_imports, linker};
+use super::host_api::{
+    Grants, HostEnv, HttpGrant, InProcessKv, KvStore, RedisKv, RedisSettings, check_imports, linker,
+};
 use super::limits::Limits;
 use super::pool::InstancePool;
 use super::registry::Registry;
 use super::state::PluginState;
 use super::stats::stats_for;
 use crate::config::{
-    DEFAULT_PLUGIN_HTTP_TIMEOUT, DEFAULT_PLUGINS_DIR, LoadedConfig, MAX_PLUGIN_MEMORY, PluginRefConfig,
-    Problem, SecretSourceConfig,
+    DEFAULT_KV_CONNECT_TIMEOUT, DEFAULT_KV_KEY_PREFIX, DEFAULT_KV_REDIS_URL, DEFAULT_KV_TIMEOUT,
+    DEFAULT_PLUGIN_HTTP_TIMEOUT, DEFAULT_PLUGINS_DIR, KvBackendConfig, LoadedConfig, MAX_PLUGIN_MEMORY,
+    PluginRefConfig, Problem, SecretSourceConfig,
 };
 
 /// The route name used for global entries while loading.
@@ -63,6 +67,8 @@ struct Loader<'a> {
     cache_dir: Option<PathBuf>,
     upstreams: Arc<HashSet<String>>,
     compiled: HashMap<String, Result<PluginPre<PluginState>, String>>,
+    /// The kv store of this generation, opened when the first plugin granted `kv` is loaded.
+    kv: OnceCell<Result<Arc<dyn KvStore>, Problem>>,
 }
 
 impl<'a> Loader<'a> {
@@ -76,7 +82,7 @@ impl<'a> Loader<'a> {
             None => default_cache_dir(),
         };
         let upstreams = Arc::new(loaded.config.upstreams.keys().map(|k| k.to_string()).collect());
-        Ok(Self { loaded, registry, cache_dir, upstreams, compiled: HashMap::new() })
+        Ok(Self { loaded, registry, cache_dir, upstreams, compiled: HashMap::new(), kv: OnceCell::new() })
     }
 
     fn compile(&mut self, name: &str) -> Option<Result<PluginPre<PluginState>, String>> {
@@ -152,25 +158,49 @@ impl<'a> Loader<'a> {
         let g = &p.grants;
         let mut secrets = HashMap::new();
         for (k, src) in &g.secrets {
-            let path = format!("{at}.grants.secrets.{k}");
-            let value = match src {
-                SecretSourceConfig::Env(var) => std::env::var(var)
-                    .map_err(|_| Problem::new(&path, format!("environment variable `{var}` is not set")))?,
-                SecretSourceConfig::File(f) => {
-                    let file = self.loaded.resolve_path(f);
-                    std::fs::read_to_string(&file)
-                        .map_err(|e| Problem::new(&path, format!("cannot read {}: {e}", file.display())))?
-                        .trim_end_matches(['\n', '\r'])
-                        .to_owned()
-                }
-            };
-            secrets.insert(k.clone(), value);
+            secrets.insert(k.clone(), self.secret(&format!("{at}.grants.secrets.{k}"), src)?);
         }
         let http = g.http.as_ref().map(|h| HttpGrant {
             allow: h.allow.iter().map(|a| a.to_ascii_lowercase()).collect(),
             timeout: h.timeout.unwrap_or(DEFAULT_PLUGIN_HTTP_TIMEOUT).get().max(Duration::from_millis(1)),
         });
-        let kv: Option<Arc<dyn KvStore>> = if g.kv { Some(InProcessKv::global()) } else { None };
+        let kv = if g.kv { Some(self.kv.get_or_init(|| self.open_kv()).clone()?) } else { None };
         Ok(Grants { log: g.log, clock: g.clock, metrics: g.metrics, kv, http, secrets })
+    }
+
+    /// A secret's value, read at load; problems are reported at `path`.
+    fn secret(&self, path: &str, src: &SecretSourceConfig) -> Result<String, Problem> {
+        match src {
+            SecretSourceConfig::Env(var) => std::env::var(var)
+                .map_err(|_| Problem::new(path, format!("environment variable `{var}` is not set"))),
+            SecretSourceConfig::File(f) => {
+                let file = self.loaded.resolve_path(f);
+                std::fs::read_to_string(&file)
+                    .map(|v| v.trim_end_matches(['\n', '\r']).to_owned())
+                    .map_err(|e| Problem::new(path, format!("cannot read {}: {e}", file.display())))
+            }
+        }
+    }
+
+    /// The store of `plugins.kv`: the process-wide in-process store, or Redis (sharing
+    /// a live connection with the same settings, so reloads do not reconnect).
+    fn open_kv(&self) -> Result<Arc<dyn KvStore>, Problem> {
+        let kv = &self.loaded.config.plugins.kv;
+        match kv.backend {
+            KvBackendConfig::InProcess => Ok(InProcessKv::global()),
+            KvBackendConfig::Redis => {
+                let password =
+                    kv.password.as_ref().map(|p| self.secret("plugins.kv.password", p)).transpose()?;
+                let settings = RedisSettings {
+                    url: kv.url.clone().unwrap_or_else(|| DEFAULT_KV_REDIS_URL.to_owned()),
+                    password,
+                    timeout: kv.timeout.unwrap_or(DEFAULT_KV_TIMEOUT).get(),
+                    connect_timeout: kv.connect_timeout.unwrap_or(DEFAULT_KV_CONNECT_TIMEOUT).get(),
+                    key_prefix: kv.key_prefix.clone().unwrap_or_else(|| DEFAULT_KV_KEY_PREFIX.to_owned()),
+                };
+                let store = RedisKv::open(&settings).map_err(|m| Problem::new("plugins.kv.url", m))?;
+                Ok(Arc::new(store))
+            }
+        }
     }
 }

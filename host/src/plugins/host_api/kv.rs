@@ -1,6 +1,6 @@
 //! `kv`: the plugin key-value store. Keys are namespaced by plugin name. The backend
 //! is a [`KvStore`]: [`InProcessKv`] (the default, sharded maps with lazy TTL expiry)
-//! today; a Redis backend implements the same trait.
+//! or [`RedisKv`](super::kv_redis::RedisKv) (`plugins.kv.backend: redis`).
 
 use std::collections::HashMap;
 use std::hash::{BuildHasher, RandomState};

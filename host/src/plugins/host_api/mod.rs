@@ -10,6 +10,7 @@
 pub mod clock;
 pub mod http;
 pub mod kv;
+pub mod kv_redis;
 pub mod log;
 pub mod metrics;
 pub mod secrets;
@@ -27,6 +28,7 @@ use super::state::PluginState;
 use super::stats::PluginStats;
 pub use http::HttpGrant;
 pub use kv::{InProcessKv, KvStore};
+pub use kv_redis::{RedisKv, RedisSettings};
 
 /// Capabilities granted to one plugin entry.
 #[derive(Clone)]

@@ -1,16 +1,21 @@
-//! Counts requests in the kv store and answers with the new count.
+//! Counts requests in the kv store and answers with the new count (`ttl_ms`: the
+//! counter expires that long after its first request).
+use std::time::Duration;
+
 use sluice_plugin_sdk::{Decision, Phases, Plugin, Request, export, kv};
 
 #[derive(serde::Deserialize)]
 struct KvCounter {
     key: String,
+    #[serde(default)]
+    ttl_ms: Option<u64>,
 }
 
 impl Plugin for KvCounter {
     const PHASES: Phases = Phases::REQUEST;
 
     fn on_request(&self, _req: &mut Request<'_>) -> Decision {
-        match kv::increment(&self.key, 1, None) {
+        match kv::increment(&self.key, 1, self.ttl_ms.map(Duration::from_millis)) {
             Ok(n) => Decision::respond(200, n.to_string()),
             Err(e) => Decision::respond(500, format!("{e:?}")),
         }
