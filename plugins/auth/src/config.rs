@@ -229,8 +229,10 @@ pub struct JwtConfig {
     #[cfg_attr(test, schemars(with = "Option<serde_json::Map<String, Value>>"))]
     pub jwks: Option<Value>,
     /// A JWKS URL, fetched through the host's `http` capability (grant it:
-    /// `grants: { http: { allow: [HOST] } }`) when first needed, cached, and fetched
-    /// again after `jwks_cache_ttl` or when a token names an unknown `kid`.
+    /// `grants: { http: { allow: [HOST] } }`) by the first request that needs it, kept
+    /// in each instance's memory, and fetched again after `jwks_cache_ttl` or when a
+    /// token names an unknown `kid`. A fetch during a request counts against the
+    /// plugin's `limits.deadline`: keep that above the grant's `timeout`.
     #[serde(default)]
     pub jwks_url: Option<String>,
     /// How long a fetched JWKS document is used. Default `10m`.
@@ -304,7 +306,8 @@ fn default_consumer_claim() -> String {
 #[serde(deny_unknown_fields)]
 pub struct JwtKeyConfig {
     /// The key id tokens name in their `kid` header. A token with a `kid` is checked
-    /// only against keys of that id; one without against every key.
+    /// against the keys of that id and the keys without one; a token without a `kid`
+    /// against every key of the right type.
     #[serde(default)]
     pub kid: Option<String>,
     /// Pins the key to one algorithm. Default: every algorithm of the key's type

@@ -177,9 +177,12 @@ impl Runtime {
                 }
             }
         }
-        let authorization = req.header("authorization");
+        // Read once, and only when a method looks there.
+        let mut authorization: Option<Option<String>> = None;
+        let mut authorization = || authorization.get_or_insert_with(|| req.header("authorization")).clone();
         if let Some(basic) = &self.basic
-            && let Some(creds) = authorization.as_deref().and_then(|a| strip_scheme(a, "basic"))
+            && let Some(a) = authorization()
+            && let Some(creds) = strip_scheme(&a, "basic")
         {
             return match basic.verify(creds) {
                 Ok(c) => Outcome::Ok(c, Some(Source::Header("authorization".into()))),
@@ -195,7 +198,7 @@ impl Runtime {
             for s in &jwt.sources {
                 let token = match s {
                     Source::Header(h) if h == "authorization" => {
-                        authorization.as_deref().and_then(|a| strip_scheme(a, "bearer")).map(str::to_owned)
+                        authorization().and_then(|a| strip_scheme(&a, "bearer").map(str::to_owned))
                     }
                     Source::Header(_) => {
                         s.read(req).map(|v| strip_scheme(&v, "bearer").map(str::to_owned).unwrap_or(v))

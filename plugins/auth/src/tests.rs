@@ -645,9 +645,11 @@ fn remote_jwks_backs_off_when_fetches_fail() {
     assert!(!r.refresh(0), "first try, fails");
     assert!(!r.refresh(500), "too soon: not even tried");
     assert!(!r.refresh(1_000), "tried again after 1s, fails");
-    assert!(!r.refresh(2_500), "the wait doubled to 2s");
+    assert!(!r.refresh(2_500), "the wait doubled to 2s: not tried");
+    assert!(!r.refresh(3_000), "tried after 2s, fails");
+    assert!(!r.refresh(6_500), "the wait doubled to 4s: not tried");
     let logs = testing::logs();
-    assert_eq!(logs.iter().filter(|l| l.contains("fetching the JWKS")).count(), 2, "{logs:?}");
+    assert_eq!(logs.iter().filter(|l| l.contains("fetching the JWKS")).count(), 3, "{logs:?}");
 }
 
 // ---- fixtures for the end-to-end tests and benches ----

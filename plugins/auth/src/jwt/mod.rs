@@ -94,6 +94,8 @@ impl Jwt {
             parse_duration_ms(&c.jwks_min_refresh).map_err(|e| format!("jwt.jwks_min_refresh: {e}"))?;
         let remote = match &c.jwks_url {
             Some(url) if url.starts_with("http://") || url.starts_with("https://") => {
+                // Fetched by the first request that needs it: the host allows no
+                // outbound calls during `configure`.
                 Some(RemoteJwks::new(url.clone(), ttl, min_refresh))
             }
             Some(url) => return Err(format!("jwt.jwks_url: `{url}` is not an http:// or https:// URL")),

@@ -1,7 +1,11 @@
 //! A JWKS document fetched from a URL through the host's `http` capability, kept in
 //! the instance's memory. Fetched when first needed, again after the cache TTL, and
 //! when a token names an unknown `kid` — never more often than the minimum refresh
-//! interval, which doubles after every failed fetch (up to the TTL).
+//! interval, which doubles after every further failed fetch (up to the TTL).
+//!
+//! The host refuses outbound calls during `configure`, so the first fetch happens in
+//! the first request that needs the keys. A fetch runs inside that request's plugin
+//! deadline: give JWKS routes a `limits.deadline` above the `http` grant's timeout.
 
 use std::cell::RefCell;
 
@@ -53,7 +57,7 @@ impl RemoteJwks {
             if let Some(t) = s.attempted_ms {
                 let wait = self
                     .min_refresh_ms
-                    .saturating_mul(1u64 << s.failures.min(16))
+                    .saturating_mul(1u64 << s.failures.saturating_sub(1).min(16))
                     .min(self.ttl_ms.max(self.min_refresh_ms));
                 if now_ms.saturating_sub(t) < wait {
                     return false;
