@@ -1,6 +1,7 @@
 //! End-to-end tests: real gateways, real upstreams, real sockets on 127.0.0.1:0.
 //! One binary, many modules (one link, fast CI).
 
+mod builtin_ai;
 mod builtin_auth;
 mod builtin_cors;
 mod builtin_rate_limit;
@@ -10,6 +11,7 @@ mod harness;
 mod kv_redis;
 mod lifecycle;
 mod limits;
+mod llm_server;
 mod plugins;
 mod proxying;
 mod quickstart;

@@ -3,7 +3,8 @@
 //! A variable is `name` or `body.name.sub` (a field of the JSON request body, dotted
 //! into objects), `params.NAME` (a path parameter), `headers.NAME` (a request header),
 //! or `consumer` / `consumer.name` / `consumer.groups`. Strings render as they are,
-//! other JSON values as JSON.
+//! other JSON values as JSON. A missing value is an error naming the variable, unless
+//! the placeholder gives a default: `{{headers.x-tone|neutral}}`, `{{note|}}` (trimmed).
 
 use serde::{Deserialize, Deserializer};
 use serde_json::Value;
@@ -39,7 +40,7 @@ impl Var {
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Piece {
     Text(String),
-    Var(Var),
+    Var(Var, Option<String>),
 }
 
 /// A parsed template.
@@ -81,7 +82,12 @@ impl Template {
             }
             let after = &rest[start + 2..];
             let end = after.find("}}").ok_or_else(|| format!("unclosed `{{{{` in template `{s}`"))?;
-            pieces.push(Piece::Var(parse_var(after[..end].trim())?));
+            let inner = &after[..end];
+            let (name, default) = match inner.split_once('|') {
+                Some((n, d)) => (n, Some(d.trim().to_owned())),
+                None => (inner, None),
+            };
+            pieces.push(Piece::Var(parse_var(name.trim())?, default));
             rest = &after[end + 2..];
         }
         if !rest.is_empty() {
@@ -96,7 +102,10 @@ impl Template {
         for piece in &self.0 {
             match piece {
                 Piece::Text(t) => out.push_str(t),
-                Piece::Var(v) => out.push_str(&lookup(v).ok_or_else(|| v.clone())?),
+                Piece::Var(v, default) => match lookup(v).or_else(|| default.clone()) {
+                    Some(x) => out.push_str(&x),
+                    None => return Err(v.clone()),
+                },
             }
         }
         Ok(out)
@@ -141,10 +150,12 @@ mod tests {
 
     #[test]
     fn a_missing_variable_is_named() {
-        let t = Template::parse("{{text}} {{missing.field}}").unwrap();
+        let t = Template::parse("{{ opt | none }} {{text}} {{missing.field}}").unwrap();
         let body = serde_json::json!({"text": "a"});
         let err = t.render(&|v| if let Var::Body(p) = v { body_field(&body, p) } else { None }).unwrap_err();
         assert_eq!(err.display(), "missing.field");
+        let t = Template::parse("{{opt| none}}, {{headers.x|}}.").unwrap();
+        assert_eq!(t.render(&|_| None).unwrap(), "none, .");
     }
 
     #[test]

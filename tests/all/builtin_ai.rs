@@ -1,0 +1,593 @@
+//! The built-in `ai` plugin end to end: a real gateway in front of the test LLM server
+//! (`llm_server`), which speaks OpenAI, Anthropic and Gemini. Clients speak OpenAI's
+//! chat-completions format (plain and streamed) or call prompt-template routes.
+
+use std::io::{Read, Write};
+use std::time::Duration;
+
+use http::Request;
+use serde_json::{Value, json};
+use sluice::Gateway;
+use tempfile::TempDir;
+
+use crate::harness::{Client, Reply, dead_addr, full, gateway, url};
+use crate::llm_server::{LlmServer, PROMPT_TOKENS, answer_for};
+
+/// The gateway and the LLM server behind it.
+struct Ai {
+    gw: Gateway,
+    llm: LlmServer,
+    _dir: TempDir,
+}
+
+/// Models clients name (alias → provider): `gpt` (OpenAI), `claude` (Anthropic),
+/// `gemini` (Gemini), all served by the test server through the `llm` pool.
+fn providers() -> Value {
+    let price = json!({"input_per_1k": 1.0, "output_per_1k": 2.0});
+    json!([
+        {"name": "oa", "kind": "openai", "upstream": "llm", "api_key_secret": "oa-key",
+         "models": {"gpt": "gpt-test"}, "price": price},
+        {"name": "ant", "kind": "anthropic", "upstream": "llm", "api_key_secret": "ant-key",
+         "models": {"claude": "claude-test"}, "price": price},
+        {"name": "gem", "kind": "gemini", "upstream": "llm", "api_key_secret": "gem-key",
+         "models": {"gemini": "gemini-test"}, "price": price}
+    ])
+}
+
+fn chat_config() -> Value {
+    json!({"mode": "chat", "providers": providers()})
+}
+
+impl Ai {
+    /// A gateway whose `llm` pool has `targets` (the test server when empty) and these
+    /// routes: (name, match, plugin config).
+    async fn start(routes: &[(&str, &str, Value)]) -> Ai {
+        Self::start_with_targets(routes, &[]).await
+    }
+
+    async fn start_with_targets(
+        routes: &[(&str, &str, Value)],
+        extra_targets: &[std::net::SocketAddr],
+    ) -> Ai {
+        let llm = LlmServer::start().await;
+        let dir = tempfile::tempdir().unwrap();
+        let mut secrets = String::new();
+        for (name, value) in [("oa-key", "sk-openai"), ("ant-key", "sk-ant"), ("gem-key", "gem-key-1")] {
+            let path = dir.path().join(name);
+            std::fs::write(&path, format!("{value}\n")).unwrap();
+            secrets.push_str(&format!("{name}: {{ file: {:?} }}, ", path.display().to_string()));
+        }
+        let mut targets = String::new();
+        for t in extra_targets.iter().chain([&llm.addr()]) {
+            targets.push_str(&format!("      - address: {t}\n"));
+        }
+        let mut yaml = format!(
+            "version: 1\nadmin: {{ address: 127.0.0.1:0 }}\nlisteners:\n  - name: public\n    address: 127.0.0.1:0\n\
+             upstreams:\n  llm:\n    targets:\n{targets}    health: {{ passive: {{ failures: 0 }} }}\nroutes:\n"
+        );
+        for (name, matcher, config) in routes {
+            yaml.push_str(&format!(
+                "  - name: {name}\n    match: {matcher}\n    target: {{ upstream: llm }}\n    plugins:\n      - name: ai\n        config: {config}\n        grants: {{ kv: true, secrets: {{ {secrets} }} }}\n        limits: {{ deadline: 2s }}\n"
+            ));
+        }
+        let gw = gateway(&yaml).await;
+        Ai { gw, llm, _dir: dir }
+    }
+
+    fn url(&self, path: &str) -> String {
+        url(self.gw.addr("public"), path)
+    }
+
+    async fn post(&self, path: &str, body: &Value) -> Reply {
+        let req = Request::post(self.url(path))
+            .header("content-type", "application/json")
+            .header("authorization", "Bearer gateway-token")
+            .body(full(body.to_string()))
+            .unwrap();
+        Client::http1().send(req).await
+    }
+
+    async fn chat(&self, body: &Value) -> Reply {
+        self.post("/v1/chat/completions", body).await
+    }
+
+    async fn metrics(&self) -> String {
+        Client::http1().get(&url(self.gw.addr("admin"), "/metrics")).await.text()
+    }
+}
+
+/// The value of the `ai` plugin counter `name` whose labels include every `labels` pair.
+fn counter(metrics: &str, name: &str, labels: &[(&str, &str)]) -> u64 {
+    metrics
+        .lines()
+        .filter(|l| l.starts_with("sluice_plugin_custom_total{plugin=\"ai\""))
+        .filter(|l| l.contains(&format!("name=\"{name}\"")))
+        .filter(|l| labels.iter().all(|(k, v)| l.contains(&format!("{k}=\"{v}\""))))
+        .map(|l| l.rsplit(' ').next().unwrap().parse::<u64>().unwrap())
+        .sum()
+}
+
+fn messages(user: &str) -> Value {
+    json!([{"role": "system", "content": "You are terse."}, {"role": "user", "content": user}])
+}
+
+/// The `data:` payloads of an SSE body.
+fn sse(reply: &Reply) -> Vec<String> {
+    reply.text().split("\n\n").filter_map(|e| e.trim().strip_prefix("data: ").map(str::to_owned)).collect()
+}
+
+fn words(s: &str) -> u64 {
+    s.split_whitespace().count() as u64
+}
+
+#[tokio::test]
+async fn chat_completions_through_openai_anthropic_and_gemini() {
+    let ai = Ai::start(&[("chat", "{ path: /v1/chat/completions }", chat_config())]).await;
+    for model in ["gpt", "claude", "gemini"] {
+        let reply = ai
+            .chat(&json!({"model": model, "messages": messages("hello there"), "temperature": 0.3,
+                                    "max_tokens": 99, "stop": ["STOP"]}))
+            .await;
+        assert_eq!(reply.status, 200, "{model}: {}", reply.text());
+        assert_eq!(reply.header("content-type"), Some("application/json"));
+        let c = reply.json();
+        assert_eq!(c["object"], "chat.completion", "{model}: {c}");
+        assert_eq!(c["choices"][0]["message"]["role"], "assistant");
+        assert_eq!(c["choices"][0]["message"]["content"], answer_for("hello there"), "{model}");
+        assert_eq!(c["choices"][0]["finish_reason"], "stop", "{model}");
+        let out = words(&answer_for("hello there"));
+        assert_eq!(
+            c["usage"],
+            json!({"prompt_tokens": PROMPT_TOKENS, "completion_tokens": out, "total_tokens": PROMPT_TOKENS + out}),
+            "{model}"
+        );
+
+        let seen = ai.llm.last();
+        assert!(seen.headers.get("accept-encoding").is_none(), "{model}");
+        let auth = |h: &str| seen.headers.get(h).map(|v| v.to_str().unwrap().to_owned());
+        match model {
+            "gpt" => {
+                assert_eq!(seen.path, "/v1/chat/completions");
+                assert_eq!(
+                    auth("authorization").as_deref(),
+                    Some("Bearer sk-openai"),
+                    "the provider key replaces the client's"
+                );
+                assert_eq!(seen.body["model"], "gpt-test");
+                assert_eq!(seen.body["messages"], messages("hello there"));
+            }
+            "claude" => {
+                assert_eq!(seen.path, "/v1/messages");
+                assert_eq!(auth("x-api-key").as_deref(), Some("sk-ant"));
+                assert_eq!(auth("anthropic-version").as_deref(), Some("2023-06-01"));
+                assert_eq!(auth("authorization"), None, "the client's credentials never reach the provider");
+                assert_eq!(seen.body["model"], "claude-test");
+                assert_eq!(seen.body["system"], "You are terse.");
+                assert_eq!(
+                    seen.body["messages"],
+                    json!([{"role": "user", "content": [{"type": "text", "text": "hello there"}]}])
+                );
+                assert_eq!(seen.body["max_tokens"], 99);
+                assert_eq!(seen.body["stop_sequences"], json!(["STOP"]));
+                assert_eq!(seen.body["temperature"], 0.3);
+            }
+            _ => {
+                assert_eq!(seen.path, "/v1beta/models/gemini-test:generateContent");
+                assert_eq!(auth("x-goog-api-key").as_deref(), Some("gem-key-1"));
+                assert_eq!(auth("authorization"), None);
+                assert_eq!(seen.body["systemInstruction"], json!({"parts": [{"text": "You are terse."}]}));
+                assert_eq!(
+                    seen.body["contents"],
+                    json!([{"role": "user", "parts": [{"text": "hello there"}]}])
+                );
+                assert_eq!(seen.body["generationConfig"]["maxOutputTokens"], 99);
+                assert_eq!(seen.body["generationConfig"]["stopSequences"], json!(["STOP"]));
+            }
+        }
+    }
+
+    let models = Client::http1().get(&ai.url("/v1/models")).await;
+    assert_eq!(models.status, 404, "only the route's path is served");
+    let unknown = ai.chat(&json!({"model": "nope", "messages": messages("x")})).await;
+    assert_eq!(unknown.status, 404);
+    assert_eq!(unknown.json()["error"]["code"], "model_not_found");
+    let bad = ai.post("/v1/chat/completions", &json!({"model": "gpt"})).await;
+    assert_eq!(bad.status, 400);
+    assert_eq!(bad.json()["error"]["param"], "messages");
+}
+
+#[tokio::test]
+async fn streams_become_openai_chunks_with_usage_and_done() {
+    let ai = Ai::start(&[("stream", "{ path: /v1/chat/completions }", chat_config())]).await;
+    let text = "stream me please";
+    let out = words(&answer_for(text));
+    for model in ["gpt", "claude", "gemini"] {
+        let reply = ai
+            .chat(&json!({"model": model, "stream": true, "stream_options": {"include_usage": true}, "messages": messages(text)}))
+            .await;
+        assert_eq!(reply.status, 200, "{model}: {}", reply.text());
+        assert_eq!(reply.header("content-type"), Some("text/event-stream"), "{model}");
+        let events = sse(&reply);
+        assert_eq!(events.last().map(String::as_str), Some("[DONE]"), "{model}: {events:?}");
+        let chunks: Vec<Value> =
+            events[..events.len() - 1].iter().map(|e| serde_json::from_str(e).unwrap()).collect();
+        assert!(chunks.iter().all(|c| c["object"] == "chat.completion.chunk"), "{model}: {chunks:?}");
+        assert_eq!(chunks[0]["choices"][0]["delta"]["role"], "assistant", "{model}");
+        let content: String = chunks
+            .iter()
+            .filter_map(|c| c.pointer("/choices/0/delta/content").and_then(Value::as_str))
+            .collect();
+        assert_eq!(content, answer_for(text), "{model}");
+        let finish: Vec<&Value> = chunks
+            .iter()
+            .filter_map(|c| c.pointer("/choices/0/finish_reason"))
+            .filter(|f| !f.is_null())
+            .collect();
+        assert_eq!(finish, [&json!("stop")], "{model}");
+        let usage = chunks.last().unwrap();
+        assert_eq!(usage["choices"], json!([]), "{model}");
+        assert_eq!(usage["usage"]["prompt_tokens"], PROMPT_TOKENS, "{model}");
+        assert_eq!(usage["usage"]["completion_tokens"], out, "{model}");
+
+        let seen = ai.llm.last();
+        match model {
+            "gpt" => assert_eq!(seen.body["stream"], true),
+            "claude" => assert_eq!(seen.body["stream"], true),
+            _ => {
+                assert_eq!(seen.path, "/v1beta/models/gemini-test:streamGenerateContent");
+                assert_eq!(seen.query.as_deref(), Some("alt=sse"));
+            }
+        }
+    }
+
+    // Without include_usage there is no usage chunk, even though the gateway asked the
+    // OpenAI provider for one (it needs it for accounting).
+    let reply = ai.chat(&json!({"model": "gpt", "stream": true, "messages": messages(text)})).await;
+    assert_eq!(ai.llm.last().body["stream_options"]["include_usage"], true);
+    let events = sse(&reply);
+    assert!(events.iter().all(|e| !e.contains("\"usage\"")), "{events:?}");
+    assert_eq!(events.last().map(String::as_str), Some("[DONE]"));
+
+    // Streams are accounted too.
+    let metrics = ai.metrics().await;
+    for provider in ["oa", "ant", "gem"] {
+        let labels =
+            [("route", "stream"), ("provider", provider), ("type", "output"), ("source", "provider")];
+        assert!(counter(&metrics, "ai_tokens", &labels) >= out, "{provider}: {metrics}");
+    }
+}
+
+#[tokio::test]
+async fn tool_calls_and_results_translate_both_ways() {
+    let ai = Ai::start(&[("tools", "{ path: /v1/chat/completions }", chat_config())]).await;
+    let tools = json!([{"type": "function", "function": {"name": "get_weather", "description": "Weather by city",
+                        "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}}]);
+    for model in ["claude", "gemini", "gpt"] {
+        let reply = ai.chat(&json!({"model": model, "messages": messages("what is the weather?"), "tools": tools, "tool_choice": "auto"})).await;
+        assert_eq!(reply.status, 200, "{model}: {}", reply.text());
+        let c = reply.json();
+        assert_eq!(c["choices"][0]["finish_reason"], "tool_calls", "{model}: {c}");
+        let call = &c["choices"][0]["message"]["tool_calls"][0];
+        assert_eq!(call["type"], "function");
+        assert_eq!(call["function"]["name"], "get_weather", "{model}");
+        let args: Value = serde_json::from_str(call["function"]["arguments"].as_str().unwrap()).unwrap();
+        assert_eq!(args, json!({"city": "Paris"}), "{model}");
+        let seen = ai.llm.last();
+        match model {
+            "claude" => {
+                assert_eq!(seen.body["tools"][0]["name"], "get_weather");
+                assert_eq!(seen.body["tools"][0]["input_schema"]["required"], json!(["city"]));
+                assert_eq!(seen.body["tool_choice"], json!({"type": "auto"}));
+            }
+            "gemini" => {
+                assert_eq!(seen.body["tools"][0]["functionDeclarations"][0]["name"], "get_weather");
+                assert_eq!(seen.body["toolConfig"]["functionCallingConfig"]["mode"], "AUTO");
+            }
+            _ => assert_eq!(seen.body["tools"], tools),
+        }
+
+        // The tool's result goes back in the next turn.
+        let id = call["id"].as_str().unwrap();
+        let history = json!([
+            {"role": "user", "content": "what is the weather?"},
+            {"role": "assistant", "content": null, "tool_calls": [call]},
+            {"role": "tool", "tool_call_id": id, "content": "{\"sky\":\"clear\"}"},
+            {"role": "user", "content": "thanks"}
+        ]);
+        let reply = ai.chat(&json!({"model": model, "messages": history, "tools": tools})).await;
+        assert_eq!(reply.status, 200, "{model}: {}", reply.text());
+        let seen = ai.llm.last();
+        match model {
+            "claude" => {
+                assert_eq!(seen.body["messages"][1]["content"][0]["type"], "tool_use");
+                assert_eq!(seen.body["messages"][1]["content"][0]["input"], json!({"city": "Paris"}));
+                assert_eq!(seen.body["messages"][2]["content"][0]["type"], "tool_result");
+                assert_eq!(seen.body["messages"][2]["content"][0]["tool_use_id"], id);
+            }
+            "gemini" => {
+                assert_eq!(seen.body["contents"][1]["parts"][0]["functionCall"]["name"], "get_weather");
+                assert_eq!(seen.body["contents"][2]["parts"][0]["functionResponse"]["name"], "get_weather");
+                assert_eq!(
+                    seen.body["contents"][2]["parts"][0]["functionResponse"]["response"],
+                    json!({"sky": "clear"})
+                );
+            }
+            _ => assert_eq!(seen.body["messages"], history),
+        }
+    }
+
+    // Streamed tool calls from Anthropic arrive as OpenAI tool-call deltas.
+    let reply = ai
+        .chat(&json!({"model": "claude", "stream": true, "messages": messages("weather?"), "tools": tools}))
+        .await;
+    let events = sse(&reply);
+    let chunks: Vec<Value> = events.iter().filter_map(|e| serde_json::from_str(e).ok()).collect();
+    let calls: Vec<&Value> =
+        chunks.iter().filter_map(|c| c.pointer("/choices/0/delta/tool_calls/0")).collect();
+    assert_eq!(calls[0]["id"], "toolu_1", "{events:?}");
+    assert_eq!(calls[0]["function"]["name"], "get_weather");
+    let args: String =
+        calls.iter().filter_map(|c| c.pointer("/function/arguments").and_then(Value::as_str)).collect();
+    assert_eq!(args, "{\"city\":\"Paris\"}");
+    assert!(chunks.iter().any(|c| c.pointer("/choices/0/finish_reason") == Some(&json!("tool_calls"))));
+}
+
+#[tokio::test]
+async fn provider_errors_become_openai_errors_with_the_status() {
+    let ai = Ai::start(&[("errors", "{ path: /v1/chat/completions }", chat_config())]).await;
+    for (model, status) in [("gpt", 429), ("claude", 429), ("gemini", 400), ("claude", 500), ("gpt", 400)] {
+        for stream in [false, true] {
+            let reply = ai.chat(&json!({"model": model, "stream": stream, "messages": messages(&format!("ERROR {status}"))})).await;
+            assert_eq!(reply.status, status, "{model} {stream}: {}", reply.text());
+            assert_eq!(reply.header("content-type"), Some("application/json"));
+            let e = reply.json();
+            assert_eq!(e["error"]["message"], format!("test error {status}"), "{model}: {e}");
+            assert!(e["error"]["type"].is_string(), "{e}");
+        }
+    }
+    let e = ai.chat(&json!({"model": "claude", "messages": messages("ERROR 429")})).await.json();
+    assert_eq!(
+        (e["error"]["type"].as_str(), e["error"]["code"].as_str()),
+        (Some("rate_limit_error"), Some("rate_limit_exceeded"))
+    );
+}
+
+fn prompt_config(output: &str, user: &str, schema: Value, output_schema: Option<Value>) -> Value {
+    let mut prompt = json!({"model": "claude", "system": "Summarize in {{params.lang}}, tone {{headers.x-tone|neutral}}.",
+                            "user": user, "input_schema": schema, "output": output});
+    if let Some(s) = output_schema {
+        prompt["output_schema"] = s;
+    }
+    json!({"mode": "prompt", "providers": providers(), "prompt": prompt})
+}
+
+#[tokio::test]
+async fn prompt_template_routes_validate_render_and_shape_the_answer() {
+    let input = json!({"type": "object", "required": ["text"],
+                       "properties": {"text": {"type": "string", "minLength": 1}, "json": {"type": "string"}}});
+    let out_schema =
+        json!({"type": "object", "required": ["summary"], "properties": {"summary": {"type": "string"}}});
+    let ai = Ai::start(&[
+        (
+            "summarize",
+            "{ path: \"/api/summarize/{lang}\" }",
+            prompt_config("text", "Text: {{text}}", input.clone(), None),
+        ),
+        (
+            "summarize-json",
+            "{ path: \"/api/json/{lang}\" }",
+            prompt_config("json", "RAW {{json}}", input.clone(), Some(out_schema)),
+        ),
+        (
+            "summarize-full",
+            "{ path: \"/api/full/{lang}\" }",
+            prompt_config("openai", "{{text}}", input, None),
+        ),
+    ])
+    .await;
+    let req = Request::post(ai.url("/api/summarize/fr"))
+        .header("x-tone", "dry")
+        .body(full(json!({"text": "a long story"}).to_string()))
+        .unwrap();
+    let reply = Client::http1().send(req).await;
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    assert_eq!(reply.header("content-type"), Some("text/plain; charset=utf-8"));
+    assert_eq!(reply.text(), answer_for("Text: a long story"));
+    let seen = ai.llm.last();
+    assert_eq!(seen.path, "/v1/messages");
+    assert_eq!(seen.body["system"], "Summarize in fr, tone dry.");
+
+    // Invalid input: 400 naming the field, and the provider is not called.
+    let calls = ai.llm.seen().len();
+    for (body, field, message) in [
+        (json!({}), "text", "missing required field `text`"),
+        (json!({"text": 5}), "text", "field `text` must be of type string"),
+        (json!({"text": ""}), "text", "field `text` must have at least 1 characters"),
+    ] {
+        let reply = ai.post("/api/summarize/fr", &body).await;
+        assert_eq!(reply.status, 400, "{}", reply.text());
+        let e = reply.json();
+        assert_eq!(e["error"]["param"], field);
+        assert_eq!(e["error"]["message"], message);
+    }
+    assert_eq!(ai.post("/api/summarize/fr", &json!("not an object")).await.status, 400);
+    assert_eq!(ai.llm.seen().len(), calls);
+
+    // JSON output: parsed, validated against the output schema.
+    let ok = ai.post("/api/json/en", &json!({"text": "t", "json": "{\"summary\": \"short\"}"})).await;
+    assert_eq!(ok.status, 200, "{}", ok.text());
+    assert_eq!(ok.json(), json!({"summary": "short"}));
+    let wrong = ai.post("/api/json/en", &json!({"text": "t", "json": "{\"other\": 1}"})).await;
+    assert_eq!(wrong.status, 502, "{}", wrong.text());
+    assert!(
+        wrong.json()["error"]["message"].as_str().unwrap().contains("missing required field `summary`"),
+        "{}",
+        wrong.text()
+    );
+    let not_json = ai.post("/api/json/en", &json!({"text": "t", "json": "no json here"})).await;
+    assert_eq!(not_json.status, 502);
+    assert_eq!(not_json.json()["error"]["type"], "invalid_model_output");
+
+    // The full OpenAI completion.
+    let full_reply = ai.post("/api/full/en", &json!({"text": "x y"})).await;
+    assert_eq!(full_reply.json()["choices"][0]["message"]["content"], answer_for("x y"));
+    assert_eq!(full_reply.json()["usage"]["prompt_tokens"], PROMPT_TOKENS);
+}
+
+#[tokio::test]
+async fn usage_and_cost_are_counted_by_route_consumer_provider_and_model() {
+    let ai = Ai::start(&[("metered", "{ path: /v1/chat/completions }", chat_config())]).await;
+    let text = "one two three";
+    let out = words(&answer_for(text));
+    ai.chat(&json!({"model": "claude", "messages": messages(text)})).await;
+    ai.chat(&json!({"model": "claude", "stream": true, "messages": messages(text)})).await;
+    ai.chat(&json!({"model": "gemini", "messages": messages("NOUSAGE please")})).await;
+    let m = ai.metrics().await;
+    let base = [("route", "metered"), ("consumer", "anonymous"), ("provider", "ant"), ("model", "claude")];
+    let with = |extra: &[(&'static str, &'static str)]| -> Vec<(&str, &str)> {
+        base.iter().chain(extra).copied().collect()
+    };
+    assert_eq!(counter(&m, "ai_requests", &with(&[("status", "200")])), 2, "{m}");
+    assert_eq!(
+        counter(&m, "ai_tokens", &with(&[("type", "input"), ("source", "provider")])),
+        2 * PROMPT_TOKENS,
+        "{m}"
+    );
+    assert_eq!(
+        counter(&m, "ai_tokens", &with(&[("type", "output"), ("source", "provider")])),
+        2 * out,
+        "{m}"
+    );
+    // 1.0 per 1000 input tokens and 2.0 per 1000 output tokens, in millionths.
+    assert_eq!(counter(&m, "ai_cost_micros", &with(&[])), 2 * (PROMPT_TOKENS * 1000 + out * 2000), "{m}");
+    // Gemini gave no usage: estimated, and marked as such.
+    assert!(
+        counter(&m, "ai_tokens", &[("provider", "gem"), ("source", "estimate"), ("type", "output")]) > 0,
+        "{m}"
+    );
+}
+
+#[tokio::test]
+async fn an_exhausted_token_budget_is_a_429_before_the_provider_is_called() {
+    let mut config = chat_config();
+    config["budgets"] = json!({"tokens_per_minute": 20});
+    let ai = Ai::start(&[("budget", "{ path: /v1/chat/completions }", config)]).await;
+    // Each call uses 12 + 3 tokens; the budget is refused once 20 are used (a minute
+    // boundary in between only starts a fresh budget, hence the loop).
+    let mut refused = None;
+    for _ in 0..10 {
+        let reply = ai.chat(&json!({"model": "gpt", "messages": messages("a b")})).await;
+        if reply.status == 429 {
+            refused = Some(reply);
+            break;
+        }
+        assert_eq!(reply.status, 200, "{}", reply.text());
+    }
+    let reply = refused.expect("the budget ran out");
+    assert_eq!(reply.json()["error"]["code"], "budget_exceeded");
+    assert!(reply.header("retry-after").is_some());
+    let calls = ai.llm.seen().len();
+    let again = ai.chat(&json!({"model": "gpt", "messages": messages("a b")})).await;
+    if again.status == 429 {
+        assert_eq!(ai.llm.seen().len(), calls, "a refused call never reaches the provider");
+    }
+}
+
+#[tokio::test]
+async fn a_client_leaving_mid_stream_closes_the_provider_connection() {
+    let ai = Ai::start(&[("leave", "{ path: /v1/chat/completions }", chat_config())]).await;
+    for (i, model) in ["claude", "gpt", "gemini"].into_iter().enumerate() {
+        let body = json!({"model": model, "stream": true, "messages": messages("ENDLESS")}).to_string();
+        let addr = ai.gw.addr("public");
+        let disconnects = ai.llm.disconnects();
+        tokio::task::spawn_blocking(move || {
+            let mut s = std::net::TcpStream::connect(addr).unwrap();
+            s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+            write!(
+                s,
+                "POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
+                body.len()
+            )
+            .unwrap();
+            // Read until the translated stream has begun, then hang up.
+            let mut seen = Vec::new();
+            let mut buf = [0u8; 4096];
+            while !String::from_utf8_lossy(&seen).contains("more") {
+                let n = s.read(&mut buf).unwrap();
+                assert!(n > 0, "the stream ended early: {}", String::from_utf8_lossy(&seen));
+                seen.extend_from_slice(&buf[..n]);
+            }
+            assert!(String::from_utf8_lossy(&seen).contains("chat.completion.chunk"), "{model}");
+        })
+        .await
+        .unwrap();
+        // The gateway drops the upstream body, which the server sees as a closed stream.
+        let mut waited = 0;
+        while ai.llm.disconnects() == disconnects {
+            assert!(waited < 600, "{model}: the provider stream was never cancelled");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            waited += 1;
+        }
+        assert_eq!(ai.llm.disconnects(), i + 1);
+    }
+}
+
+#[tokio::test]
+async fn a_pool_of_provider_targets_covers_a_dead_one() {
+    // Connection failures are retried on another target of the pool, POST included,
+    // since nothing reached the dead one.
+    let dead = dead_addr().await;
+    let ai =
+        Ai::start_with_targets(&[("pool", "{ path: /v1/chat/completions }", chat_config())], &[dead]).await;
+    for _ in 0..4 {
+        let reply = ai.chat(&json!({"model": "claude", "messages": messages("hi")})).await;
+        assert_eq!(reply.status, 200, "{}", reply.text());
+        assert_eq!(reply.json()["choices"][0]["message"]["content"], answer_for("hi"));
+    }
+}
+
+#[tokio::test]
+async fn the_official_openai_python_client_works_against_the_gateway() {
+    let probe = std::process::Command::new("python3").args(["-c", "import openai"]).output();
+    if !probe.is_ok_and(|o| o.status.success()) {
+        println!("skipped: python3 with the `openai` package is not available (pip install openai)");
+        return;
+    }
+    let ai = Ai::start(&[("py", "{ path_prefix: /v1 }", chat_config())]).await;
+    let script = r#"
+import sys, openai
+client = openai.OpenAI(base_url=sys.argv[1], api_key="gateway-token", max_retries=0)
+for model in ["gpt", "claude", "gemini"]:
+    r = client.chat.completions.create(model=model, messages=[{"role": "system", "content": "terse"}, {"role": "user", "content": "py hello"}])
+    print(model, "plain", r.choices[0].message.content, r.choices[0].finish_reason, r.usage.total_tokens)
+    s = client.chat.completions.create(model=model, stream=True, stream_options={"include_usage": True},
+                                       messages=[{"role": "user", "content": "py stream"}])
+    text, usage = "", None
+    for chunk in s:
+        if chunk.choices and chunk.choices[0].delta.content:
+            text += chunk.choices[0].delta.content
+        if chunk.usage:
+            usage = chunk.usage.total_tokens
+    print(model, "stream", text, usage)
+try:
+    client.chat.completions.create(model="claude", messages=[{"role": "user", "content": "ERROR 429"}])
+except openai.RateLimitError as e:
+    print("error", e.status_code, e.body["message"])
+"#;
+    let base = ai.url("/v1");
+    let out = tokio::task::spawn_blocking(move || {
+        std::process::Command::new("python3").args(["-c", script, &base]).output().unwrap()
+    })
+    .await
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    let plain = answer_for("py hello");
+    let streamed = answer_for("py stream");
+    let total = |a: &str| PROMPT_TOKENS + words(a);
+    for model in ["gpt", "claude", "gemini"] {
+        assert!(stdout.contains(&format!("{model} plain {plain} stop {}", total(&plain))), "{stdout}");
+        assert!(stdout.contains(&format!("{model} stream {streamed} {}", total(&streamed))), "{stdout}");
+    }
+    assert!(stdout.contains("error 429 test error 429"), "{stdout}");
+}
