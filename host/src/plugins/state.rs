@@ -64,7 +64,10 @@ impl RequestContext {
 /// Access-log fields plugins attach to one request (`log.annotate`), shared by the
 /// request's phases and its streamed chunks: (plugin, key, value).
 #[derive(Debug, Clone, Default)]
-pub struct Annotations(Arc<std::sync::Mutex<Vec<(Arc<str>, String, String)>>>);
+pub struct Annotations(Arc<std::sync::Mutex<Vec<Annotation>>>);
+
+/// One annotation: (plugin, key, value).
+type Annotation = (Arc<str>, String, String);
 
 impl Annotations {
     /// Most keys kept per request.
