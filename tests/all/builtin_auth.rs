@@ -139,9 +139,13 @@ async fn api_keys_from_config_and_secrets_forward_the_consumer_upstream() {
     assert_eq!(from_secret.json()["headers"]["x-consumer"], "partner");
 
     let seen_before = up.request_count();
-    let bad = get(&gw, "/keys/a", &[("x-api-key", "billing-key-2")]).await;
+    let bad = get(&gw, "/keys/a", &[("x-api-key", "billing-key-2"), ("x-request-id", "auth-test-1")]).await;
     assert_unauthorized(&bad, "Key realm=\"sluice\"");
     assert_eq!(bad.json()["error"]["message"], "invalid api key");
+    // The plugin sees a request id the client sent (plugins run before the gateway
+    // adds its own to the request), and the gateway answers with the same.
+    assert_eq!(bad.json()["error"]["request_id"], "auth-test-1");
+    assert_eq!(bad.header("x-request-id"), Some("auth-test-1"));
     let missing = get(&gw, "/keys/a", &[]).await;
     assert_unauthorized(&missing, "Key realm=\"sluice\"");
     assert_eq!(missing.json()["error"]["message"], "missing credentials");
