@@ -13,6 +13,9 @@ use tempfile::TempDir;
 use crate::harness::{Client, Reply, dead_addr, full, gateway, url};
 use crate::llm_server::{LlmServer, PROMPT_TOKENS, answer_for};
 
+/// Stands for the test LLM server's base URL in plugin configs.
+const LLM_URL: &str = "http://llm.test";
+
 /// The gateway and the LLM server behind it.
 struct Ai {
     gw: Gateway,
@@ -61,13 +64,15 @@ impl Ai {
         for t in extra_targets.iter().chain([&llm.addr()]) {
             targets.push_str(&format!("      - address: {t}\n"));
         }
+        let llm_addr = llm.addr();
         let mut yaml = format!(
             "version: 1\nadmin: {{ address: 127.0.0.1:0 }}\nlisteners:\n  - name: public\n    address: 127.0.0.1:0\n\
              upstreams:\n  llm:\n    targets:\n{targets}    health: {{ passive: {{ failures: 0 }} }}\nroutes:\n"
         );
         for (name, matcher, config) in routes {
+            let config = config.to_string().replace(LLM_URL, &format!("http://{llm_addr}"));
             yaml.push_str(&format!(
-                "  - name: {name}\n    match: {matcher}\n    target: {{ upstream: llm }}\n    plugins:\n      - name: ai\n        config: {config}\n        grants: {{ kv: true, secrets: {{ {secrets} }} }}\n        limits: {{ deadline: 2s }}\n"
+                "  - name: {name}\n    match: {matcher}\n    target: {{ upstream: llm }}\n    plugins:\n      - name: ai\n        config: {config}\n        grants: {{ kv: true, http: {{ allow: [\"{llm_addr}\"] }}, secrets: {{ {secrets} }} }}\n        limits: {{ deadline: 2s }}\n"
             ));
         }
         let gw = gateway(&yaml).await;
@@ -544,6 +549,67 @@ async fn a_pool_of_provider_targets_covers_a_dead_one() {
         assert_eq!(reply.status, 200, "{}", reply.text());
         assert_eq!(reply.json()["choices"][0]["message"]["content"], answer_for("hi"));
     }
+}
+
+#[tokio::test]
+async fn a_failing_provider_falls_back_to_another_model() {
+    let mut config = chat_config();
+    config["fallbacks"] = json!({"claude": ["gemini", "gpt"]});
+    // Fallbacks are called directly at their provider's url (the `http` grant).
+    config["providers"][1]["url"] = json!(LLM_URL);
+    config["providers"][2]["url"] = json!(LLM_URL);
+    config["providers"][0]["url"] = json!(LLM_URL);
+    let ai = Ai::start(&[("fallback", "{ path: /v1/chat/completions }", config)]).await;
+
+    // Anthropic fails: Gemini answers.
+    let reply = ai.chat(&json!({"model": "claude", "messages": messages("FAIL anthropic 503")})).await;
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    assert_eq!(reply.json()["choices"][0]["message"]["content"], answer_for("FAIL anthropic 503"));
+    let paths: Vec<String> = ai.llm.seen().iter().map(|s| s.path.clone()).collect();
+    assert_eq!(paths, ["/v1/messages", "/v1beta/models/gemini-test:generateContent"]);
+
+    // Streamed: the fallback's answer arrives whole but as OpenAI chunks.
+    let reply = ai
+        .chat(&json!({"model": "claude", "stream": true, "stream_options": {"include_usage": true}, "messages": messages("FAIL anthropic 429")}))
+        .await;
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    assert_eq!(reply.header("content-type"), Some("text/event-stream"));
+    let events = sse(&reply);
+    assert_eq!(events.last().map(String::as_str), Some("[DONE]"));
+    let content: String = events
+        .iter()
+        .filter_map(|e| serde_json::from_str::<Value>(e).ok())
+        .filter_map(|c| c.pointer("/choices/0/delta/content").and_then(Value::as_str).map(str::to_owned))
+        .collect();
+    assert_eq!(content, answer_for("FAIL anthropic 429"));
+
+    // The first fallback fails too: the second answers.
+    let reply = ai.chat(&json!({"model": "claude", "messages": messages("FAIL anthropic,gemini 500")})).await;
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    assert_eq!(ai.llm.last().path, "/v1/chat/completions");
+    assert_eq!(ai.llm.last().headers["authorization"], "Bearer sk-openai");
+    // All fail: the first provider's error.
+    let reply =
+        ai.chat(&json!({"model": "claude", "messages": messages("FAIL anthropic,gemini,openai 529")})).await;
+    assert_eq!(reply.status, 503, "{}", reply.text());
+
+    // A status that is not a fallback status is the client's answer.
+    let reply = ai.chat(&json!({"model": "claude", "messages": messages("FAIL anthropic 400")})).await;
+    assert_eq!(reply.status, 400);
+    assert_eq!(reply.json()["error"]["message"], "test error 400");
+
+    // Accounting names the provider that answered.
+    let m = ai.metrics().await;
+    assert_eq!(
+        counter(&m, "ai_requests", &[("provider", "gem"), ("model", "gemini"), ("status", "200")]),
+        2,
+        "{m}"
+    );
+    assert_eq!(
+        counter(&m, "ai_requests", &[("provider", "oa"), ("model", "gpt"), ("status", "200")]),
+        1,
+        "{m}"
+    );
 }
 
 #[tokio::test]

@@ -6,6 +6,7 @@
 //! - the answer is `echo: <last user text>` (or `<answer>` for `RAW <answer>`); `usage` is 12 prompt tokens and one
 //!   completion token per word of the answer;
 //! - a last user text `ERROR <status>` answers that status with the provider's error body;
+//!   `FAIL <apis> <status>` does so only on the listed APIs (`openai,anthropic,gemini`);
 //! - a last user text containing `weather`, with tools offered, calls the first tool
 //!   with `{"city":"Paris"}`;
 //! - `NOUSAGE` leaves usage out; `ENDLESS` streams until the client goes away (the
@@ -127,6 +128,9 @@ async fn handle(state: Arc<State>, req: Request<Incoming>) -> Response<TestBody>
     if let Some(status) = text.strip_prefix("ERROR ").and_then(|s| s.trim().parse::<u16>().ok()) {
         return json_reply(status, error_body(api, status));
     }
+    if let Some(status) = failing_status(api, &text) {
+        return json_reply(status, error_body(api, status));
+    }
     let tool = has_tools(api, &body).then_some(()).filter(|_| text.contains("weather"));
     let answer = answer_for(&text);
     let usage = !text.contains("NOUSAGE");
@@ -139,6 +143,19 @@ async fn handle(state: Arc<State>, req: Request<Incoming>) -> Response<TestBody>
     }
     let (events, tail) = stream_events(api, &model, &answer, tool.is_some(), usage, &body);
     sse_reply(state, events, tail, text.contains("ENDLESS"), api)
+}
+
+/// `FAIL <apis> <status>`: that status from the listed APIs only (`anthropic,gemini`).
+fn failing_status(api: Api, text: &str) -> Option<u16> {
+    let mut words = text.strip_prefix("FAIL ")?.split_whitespace();
+    let which = words.next()?;
+    let status = words.next()?.parse().ok()?;
+    let name = match api {
+        Api::OpenAi => "openai",
+        Api::Anthropic => "anthropic",
+        Api::Gemini => "gemini",
+    };
+    which.split(',').any(|w| w == name).then_some(status)
 }
 
 fn last_user_text(api: Api, body: &Value) -> String {

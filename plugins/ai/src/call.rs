@@ -6,12 +6,14 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use sluice_plugin_sdk::{Request, clock, log, secrets};
 
-use crate::config::{AiConfig, Kind};
+use crate::config::{AiConfig, Kind, ProviderConfig};
 use crate::openai::{self, ApiError};
 use crate::{account, anthropic, gemini};
 
 /// The context key holding the [`Call`].
 pub const CONTEXT_KEY: &str = "call";
+/// The context key holding the client's chat request, kept when fallbacks may need it.
+pub const CHAT_KEY: &str = "chat";
 
 /// What the response phase needs to know about a call.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -72,52 +74,16 @@ pub fn prepare(cfg: &AiConfig, req: &mut Request<'_>, chat: &Value, alias: &str)
     }
     let provider = resolved.provider;
     let stream = chat.get("stream").and_then(Value::as_bool) == Some(true);
-    let (body, path) = match provider.kind {
-        Kind::Openai => (openai::to_provider(chat, resolved.model), "/chat/completions".to_owned()),
-        Kind::Anthropic => {
-            let body = anthropic::to_provider(chat, resolved.model, provider.default_max_tokens)
-                .map_err(|e| (e, None))?;
-            (body, "/messages".to_owned())
-        }
-        Kind::Gemini => {
-            (gemini::to_provider(chat).map_err(|e| (e, None))?, gemini::path(resolved.model, stream))
-        }
-    };
-    let key = match &provider.api_key_secret {
-        Some(name) => match secrets::get(name) {
-            Some(k) => Some(k),
-            None => {
-                log::error(&format!(
-                    "provider {}: the secret `{name}` is not granted (grants.secrets)",
-                    provider.name
-                ));
-                return Err((internal("the gateway's provider credentials are not configured"), None));
-            }
-        },
-        None => None,
-    };
+    let out = outgoing(provider, resolved.model, chat, stream).map_err(|e| (e, None))?;
     for h in STRIPPED {
         req.remove_header(h).map_err(io)?;
     }
-    let (auth_header, auth_value) = match (provider.kind, &key) {
-        (Kind::Openai, Some(k)) => ("authorization", Some(format!("Bearer {k}"))),
-        (Kind::Anthropic, k) => {
-            req.set_header("anthropic-version", &provider.anthropic_version).map_err(io)?;
-            ("x-api-key", k.clone())
-        }
-        (Kind::Gemini, k) => ("x-goog-api-key", k.clone()),
-        (Kind::Openai, None) => ("authorization", None),
-    };
-    if let Some(v) = auth_value {
-        req.set_header(auth_header, &v)
+    for (name, value) in &out.headers {
+        req.set_header(name, value)
             .map_err(|_| (internal("the provider's api key is not a valid header value"), None))?;
     }
-    req.set_header("content-type", "application/json").map_err(io)?;
-    if stream {
-        req.set_header("accept", "text/event-stream").map_err(io)?;
-    }
-    req.set_body(&serde_json::to_vec(&body).unwrap_or_default()).map_err(io)?;
-    req.set_path(&format!("{}{path}", provider.base_path())).map_err(io)?;
+    req.set_body(&out.body).map_err(io)?;
+    req.set_path(&out.path).map_err(io)?;
     req.set_upstream(&provider.upstream).map_err(|_| {
         log::error(&format!("provider {}: no upstream named `{}`", provider.name, provider.upstream));
         (internal("the gateway's provider upstream is not configured"), None)
@@ -137,11 +103,69 @@ pub fn prepare(cfg: &AiConfig, req: &mut Request<'_>, chat: &Value, alias: &str)
         created: now / 1000,
     };
     req.set_context(CONTEXT_KEY, &serde_json::to_string(&call).unwrap_or_default());
+    if cfg.fallbacks.contains_key(alias) {
+        req.set_context(CHAT_KEY, &chat.to_string());
+    }
     Ok(call)
 }
 
 fn io<E>(_: E) -> Refusal {
     (internal("the gateway could not build the provider request"), None)
+}
+
+/// A provider request: path and query (below the upstream), headers, body.
+#[derive(Debug)]
+pub struct Outgoing {
+    /// Path and query, like `/v1/messages`.
+    pub path: String,
+    /// Headers to set (content type, credentials, version).
+    pub headers: Vec<(&'static str, String)>,
+    /// The JSON body.
+    pub body: Vec<u8>,
+}
+
+/// The `provider`'s request for the OpenAI request `chat`, on its `model`.
+pub fn outgoing(
+    provider: &ProviderConfig,
+    model: &str,
+    chat: &Value,
+    stream: bool,
+) -> Result<Outgoing, ApiError> {
+    let (body, path) = match provider.kind {
+        Kind::Openai => (openai::to_provider(chat, model), "/chat/completions".to_owned()),
+        Kind::Anthropic => {
+            (anthropic::to_provider(chat, model, provider.default_max_tokens)?, "/messages".to_owned())
+        }
+        Kind::Gemini => (gemini::to_provider(chat)?, gemini::path(model, stream)),
+    };
+    let key = match &provider.api_key_secret {
+        Some(name) => match secrets::get(name) {
+            Some(k) => Some(k),
+            None => {
+                log::error(&format!(
+                    "provider {}: the secret `{name}` is not granted (grants.secrets)",
+                    provider.name
+                ));
+                return Err(internal("the gateway's provider credentials are not configured"));
+            }
+        },
+        None => None,
+    };
+    let mut headers = vec![("content-type", "application/json".to_owned())];
+    if stream {
+        headers.push(("accept", "text/event-stream".to_owned()));
+    }
+    match (provider.kind, key) {
+        (Kind::Openai, Some(k)) => headers.push(("authorization", format!("Bearer {k}"))),
+        (Kind::Openai, None) => {}
+        (Kind::Anthropic, k) => {
+            headers.push(("anthropic-version", provider.anthropic_version.clone()));
+            headers.extend(k.map(|k| ("x-api-key", k)));
+        }
+        (Kind::Gemini, k) => headers.extend(k.map(|k| ("x-goog-api-key", k))),
+    }
+    let body = serde_json::to_vec(&body).unwrap_or_default();
+    Ok(Outgoing { path: format!("{}{path}", provider.base_path()), headers, body })
 }
 
 /// Answers with a refusal.

@@ -34,7 +34,22 @@ pub struct AiConfig {
     /// The template, for `mode: prompt`.
     #[serde(default)]
     pub prompt: Option<PromptConfig>,
+    /// Model alias → the aliases tried in turn when its provider answers a status of
+    /// `fallback_on`. Fallback providers are called directly at their `url` (through
+    /// the plugin's `http` grant) and their answer is not streamed incrementally.
+    #[serde(default)]
+    pub fallbacks: BTreeMap<String, Vec<String>>,
+    /// Provider statuses that trigger a fallback.
+    #[serde(default = "default_fallback_on")]
+    pub fallback_on: Vec<u16>,
 }
+
+fn default_fallback_on() -> Vec<u16> {
+    DEFAULT_FALLBACK_ON.to_vec()
+}
+
+/// Default statuses that trigger a fallback: rate limited, overloaded, failed.
+pub const DEFAULT_FALLBACK_ON: &[u16] = &[429, 500, 502, 503, 504, 529];
 
 /// What the route is.
 #[derive(Debug, Deserialize, Default, Clone, Copy, PartialEq, Eq)]
@@ -94,6 +109,10 @@ pub struct ProviderConfig {
     /// Price per 1000 tokens, for the cost metrics and the daily cost budget.
     #[serde(default)]
     pub price: PriceConfig,
+    /// Base URL (`https://api.example.com`) for direct calls when the provider is a
+    /// fallback; its host must be in the plugin's `grants.http.allow`.
+    #[serde(default)]
+    pub url: Option<String>,
     /// `max_tokens` sent to Anthropic when the client gives none.
     #[serde(default = "default_max_tokens")]
     pub default_max_tokens: u64,
@@ -225,6 +244,27 @@ impl AiConfig {
             && b.cost_per_day.is_some_and(|c| c < 0.0)
         {
             return Err("budgets.cost_per_day: must not be negative".into());
+        }
+        for (alias, list) in &self.fallbacks {
+            if self.resolve(alias).is_none() {
+                return Err(format!("fallbacks: no provider has the model `{alias}`"));
+            }
+            for f in list {
+                let Some(r) = self.resolve(f) else {
+                    return Err(format!("fallbacks.{alias}: no provider has the model `{f}`"));
+                };
+                if !r
+                    .provider
+                    .url
+                    .as_deref()
+                    .is_some_and(|u| u.starts_with("http://") || u.starts_with("https://"))
+                {
+                    return Err(format!(
+                        "fallbacks.{alias}: provider `{}` needs a `url` (http:// or https://) to be a fallback",
+                        r.provider.name
+                    ));
+                }
+            }
         }
         match (self.mode, &self.prompt) {
             (Mode::Prompt, None) => Err("mode prompt needs a `prompt` section".into()),

@@ -20,6 +20,7 @@ mod account;
 mod anthropic;
 mod call;
 mod config;
+mod fallback;
 mod gemini;
 mod openai;
 mod response;
@@ -33,7 +34,7 @@ use std::cell::RefCell;
 use serde_json::{Value, json};
 use sluice_plugin_sdk::{Decision, Phases, Plugin, Request, Response, export, log};
 
-use crate::call::{CONTEXT_KEY, Call};
+use crate::call::{CHAT_KEY, CONTEXT_KEY, Call};
 use crate::config::{AiConfig, MAX_RESPONSE_BYTES, Mode};
 use crate::openai::{ApiError, Usage};
 use crate::response::Translated;
@@ -213,7 +214,15 @@ impl Ai {
     }
 
     fn chat_response(&self, resp: &mut Response<'_>, call: Call) -> Decision {
+        // A response whose client went away before its last chunk left its state
+        // here: account for what it used.
+        if let Some(Pending::Stream { call, stream, .. }) = self.pending.take() {
+            self.record(&call, stream.usage(), 499);
+        }
         let status = resp.status();
+        if let Some(r) = self.rescue(resp, &call, status) {
+            return self.chat_rescued(r);
+        }
         let kind = self.cfg.providers[call.provider].kind;
         let pending = if call.stream && status < 300 {
             let _ = resp.set_header("content-type", "text/event-stream");
@@ -226,12 +235,39 @@ impl Ai {
             let _ = resp.set_header("content-type", "application/json");
             Pending::Whole { call, status, body: Vec::new() }
         };
-        // A response whose client went away before its last chunk left its state
-        // here: account for what it used.
-        if let Some(Pending::Stream { call, stream, .. }) = self.pending.replace(Some(pending)) {
-            self.record(&call, stream.usage(), 499);
-        }
+        *self.pending.borrow_mut() = Some(pending);
         Decision::Continue
+    }
+
+    /// A fallback's answer, when the provider failed with a `fallback_on` status.
+    fn rescue(&self, resp: &Response<'_>, call: &Call, status: u16) -> Option<fallback::Rescued> {
+        if !self.cfg.fallback_on.contains(&status) || !self.cfg.fallbacks.contains_key(&call.alias) {
+            return None;
+        }
+        let chat: Value = serde_json::from_str(&resp.context(CHAT_KEY)?).ok()?;
+        let failed = &self.cfg.providers[call.provider];
+        log::warn(&format!("provider {} answered {status} for model {}", failed.name, call.alias));
+        let r = fallback::rescue(&self.cfg, call, &chat)?;
+        log::annotate("fallback_from", &call.alias);
+        Some(r)
+    }
+
+    /// Replaces a failed chat response with a fallback's answer (arrived whole).
+    fn chat_rescued(&self, r: fallback::Rescued) -> Decision {
+        let kind = self.cfg.providers[r.call.provider].kind;
+        if r.call.stream && r.status < 300 {
+            let c = &r.call;
+            let mut s = Stream::new(kind, &c.id, c.created, &c.alias, c.include_usage, c.prompt_chars);
+            let mut out = s.push(&r.body);
+            out.extend(s.finish());
+            self.record(c, s.usage(), r.status);
+            return Decision::respond(200, out)
+                .with_header("content-type", "text/event-stream")
+                .with_header("cache-control", "no-cache");
+        }
+        let out = self.whole(&r.call, r.status, &r.body);
+        Decision::respond(openai::client_status(r.status), out)
+            .with_header("content-type", "application/json")
     }
 
     /// The last chunk of a whole chat response: the translated body.
@@ -252,9 +288,11 @@ impl Ai {
 
     fn prompt_response(&self, resp: &mut Response<'_>, call: Call) -> Decision {
         let Some(p) = &self.cfg.prompt else { return Decision::Continue };
-        let status = resp.status();
+        let (call, status, body) = match self.rescue(resp, &call, resp.status()) {
+            Some(r) => (r.call, r.status, r.body),
+            None => (call, resp.status(), resp.body().unwrap_or_default()),
+        };
         let kind = self.cfg.providers[call.provider].kind;
-        let body = resp.body().unwrap_or_default();
         let (status, ctype, out) = match response::translate(kind, status, &body, &call) {
             Translated::Completion(c, usage) => {
                 self.record(&call, usage, status);

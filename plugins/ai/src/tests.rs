@@ -214,3 +214,33 @@ fn configs_are_checked_at_load() {
     );
     assert!(bad(json!({"providers": p, "extra": 1})).contains("extra"));
 }
+
+#[test]
+fn fallbacks_are_checked_at_load_and_a_failed_fallback_keeps_the_error() {
+    let providers = json!([
+        {"name": "a", "kind": "anthropic", "upstream": "u", "models": {"claude": "c"}},
+        {"name": "b", "kind": "openai", "upstream": "u", "models": {"gpt": "g"}}
+    ]);
+    let err = testing::configure::<Ai>(
+        &json!({"providers": providers, "fallbacks": {"claude": ["gpt"]}}).to_string(),
+    );
+    assert!(err.err().unwrap().contains("needs a `url`"));
+    let err = testing::configure::<Ai>(
+        &json!({"providers": providers, "fallbacks": {"claude": ["nope"]}}).to_string(),
+    );
+    assert!(err.err().unwrap().contains("nope"));
+
+    let mut providers = providers;
+    providers[1]["url"] = json!("http://127.0.0.1:9");
+    let ai: Ai =
+        testing::configure(&json!({"providers": providers, "fallbacks": {"claude": ["gpt"]}}).to_string())
+            .unwrap();
+    let mut req = chat("claude", false);
+    assert!(ai.on_request(&mut req.as_request()).is_continue());
+    assert!(req.context.contains_key("chat"), "the request is kept for the fallback");
+    // Native tests refuse outbound HTTP: the fallback fails and the error stays.
+    let (status, _, out) =
+        respond(&ai, &req, 503, r#"{"type":"error","error":{"type":"api_error","message":"down"}}"#, 4);
+    assert_eq!(status, 503);
+    assert_eq!(serde_json::from_slice::<Value>(&out).unwrap()["error"]["message"], "down");
+}
