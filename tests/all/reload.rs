@@ -2,12 +2,15 @@
 //! nothing live, listeners and certificates follow the config, nothing leaks.
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use http_body_util::BodyExt;
 use sluice::Gateway;
 use sluice::config::parse_str;
+
+use sluice_tests::plugins as wasm;
 
 use crate::harness::{Client, TestServer, url};
 
@@ -46,11 +49,14 @@ fn static_config(body: &str) -> String {
     )
 }
 
-/// Sends requests back to back until stopped; counts failures.
+/// Sends requests back to back until stopped; counts failures (any status but 200, or
+/// no response at all) and records the plugin versions it saw (`x-tagger`), in order,
+/// each time it changes.
 struct Load {
     stop: Arc<AtomicBool>,
     sent: Arc<AtomicUsize>,
     failed: Arc<AtomicUsize>,
+    versions: Arc<Mutex<Vec<String>>>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -59,28 +65,64 @@ impl Load {
         let stop = Arc::new(AtomicBool::new(false));
         let sent = Arc::new(AtomicUsize::new(0));
         let failed = Arc::new(AtomicUsize::new(0));
-        let (s, n, f) = (Arc::clone(&stop), Arc::clone(&sent), Arc::clone(&failed));
+        let versions = Arc::new(Mutex::new(Vec::<String>::new()));
+        let (s, n, f, v) = (Arc::clone(&stop), Arc::clone(&sent), Arc::clone(&failed), Arc::clone(&versions));
         let task = tokio::spawn(async move {
             let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
                 .build_http::<crate::harness::TestBody>();
             while !s.load(Ordering::SeqCst) {
                 let req = http::Request::get(url(addr, "/")).body(crate::harness::full("")).unwrap();
                 n.fetch_add(1, Ordering::SeqCst);
-                match client.request(req).await {
-                    Ok(r) if r.status() == 200 => {}
-                    _ => {
-                        f.fetch_add(1, Ordering::SeqCst);
+                let ok = match client.request(req).await {
+                    Ok(r) if r.status() == 200 => {
+                        if let Some(tag) = r.headers().get("x-tagger").and_then(|t| t.to_str().ok()) {
+                            let mut seen = v.lock().unwrap();
+                            if seen.last().map(String::as_str) != Some(tag) {
+                                seen.push(tag.to_owned());
+                            }
+                        }
+                        // The whole body, or it is not a success.
+                        r.into_body().collect().await.is_ok()
                     }
+                    _ => false,
+                };
+                if !ok {
+                    f.fetch_add(1, Ordering::SeqCst);
                 }
             }
         });
-        Load { stop, sent, failed, task }
+        Load { stop, sent, failed, versions, task }
     }
 
-    async fn finish(self) -> (usize, usize) {
+    /// Waits until the load has sent `n` more requests (at most 10 s).
+    async fn wait_for_requests(&self, n: usize) {
+        let target = self.sent.load(Ordering::SeqCst) + n;
+        for _ in 0..1000 {
+            if self.sent.load(Ordering::SeqCst) >= target {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!("the load stalled");
+    }
+
+    /// Waits until the load has seen plugin version `tag` (at most 10 s).
+    async fn wait_for_version(&self, tag: &str) {
+        for _ in 0..1000 {
+            if self.versions.lock().unwrap().iter().any(|v| v == tag) {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!("the load never saw {tag}");
+    }
+
+    /// Stops; returns (requests sent, failed, versions seen in order).
+    async fn finish(self) -> (usize, usize, Vec<String>) {
         self.stop.store(true, Ordering::SeqCst);
         self.task.await.unwrap();
-        (self.sent.load(Ordering::SeqCst), self.failed.load(Ordering::SeqCst))
+        let versions = self.versions.lock().unwrap().clone();
+        (self.sent.load(Ordering::SeqCst), self.failed.load(Ordering::SeqCst), versions)
     }
 }
 
@@ -110,12 +152,12 @@ async fn config_edit_is_served_with_zero_failed_requests() {
     let (gw, _watch) = start_watched(&path).await;
     let addr = gw.addr("public");
     let load = Load::start(addr);
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    load.wait_for_requests(10).await;
     write_atomic(&path, &static_config("v2"));
     wait_for_body(addr, "v2").await;
     write_atomic(&path, &static_config("v3"));
     wait_for_body(addr, "v3").await;
-    let (sent, failed) = load.finish().await;
+    let (sent, failed, _) = load.finish().await;
     assert!(sent > 10, "the load ran ({sent} requests)");
     assert_eq!(failed, 0, "{failed} of {sent} requests failed during reloads");
     assert_eq!(gw.reload_status().generation, 3);
@@ -279,4 +321,353 @@ impl<T: Send + Sync + 'static> IntoAny for std::sync::Weak<T> {
     fn into_any(self) -> Box<dyn Alive + Send> {
         Box::new(self)
     }
+}
+
+// --- Plugin components swapped in the watched plugins folder ---------------------------
+//
+// `tagger-v1` and `tagger-v2` are two builds of one plugin whose tags differ: the
+// response header `x-tagger`, the request header `x-tagger-request` and every response
+// chunk (`<tagger-vN:chunk>`) name the build that handled them.
+
+const V1: &str = "tagger-v1";
+const V2: &str = "tagger-v2";
+
+/// A config file beside a `plugins/` folder holding `tagger.wasm`, watched by a gateway
+/// with an admin listener. `rest` holds the upstreams (if any) and the `tagger` route.
+struct PluginSite {
+    dir: TempDir,
+    gw: Gateway,
+    _watch: sluice::reload::WatchHandle,
+}
+
+impl PluginSite {
+    async fn start(tag: &str, component: &str, rest: &str) -> PluginSite {
+        let dir = TempDir::new(tag);
+        std::fs::create_dir(dir.join("plugins")).unwrap();
+        std::fs::copy(component, dir.join("plugins/tagger.wasm")).unwrap();
+        let yaml = format!(
+            "version: 1\nlisteners:\n  - name: public\n    address: 127.0.0.1:0\nadmin:\n  address: 127.0.0.1:0\nplugins:\n  dir: plugins\n  cache_dir: cache\n{rest}"
+        );
+        let config = dir.join("sluice.yaml");
+        std::fs::write(&config, yaml).unwrap();
+        let (gw, watch) = start_watched(&config).await;
+        PluginSite { dir, gw, _watch: watch }
+    }
+
+    /// The echo route with `tagger` on it.
+    async fn echo(tag: &str, component: &str) -> PluginSite {
+        let route = "routes:\n  - name: r\n    match: { path_prefix: / }\n    target: { echo: {} }\n    plugins:\n      - name: tagger\n";
+        PluginSite::start(tag, component, route).await
+    }
+
+    fn plugin_path(&self) -> PathBuf {
+        self.dir.join("plugins/tagger.wasm")
+    }
+
+    /// Deploys `component` as `tagger.wasm` the way a deploy tool does: a temp file in
+    /// the same folder, renamed over the old one.
+    fn install(&self, component: &str) {
+        let tmp = self.dir.join("plugins/.tagger.wasm.tmp");
+        std::fs::copy(component, &tmp).unwrap();
+        std::fs::rename(&tmp, self.plugin_path()).unwrap();
+    }
+
+    /// Overwrites `tagger.wasm` in place with `bytes` (a careless `cp`, a broken upload).
+    fn overwrite(&self, bytes: &[u8]) {
+        std::fs::write(self.plugin_path(), bytes).unwrap();
+    }
+
+    async fn admin(&self, path: &str) -> crate::harness::Reply {
+        Client::http1().get(&url(self.gw.addr("admin"), path)).await
+    }
+}
+
+/// Splits a tagged body `<tagger-vN:chunk><tagger-vN:chunk>…` into the tag of each
+/// chunk and the chunks joined.
+fn untag(body: &str) -> (Vec<String>, String) {
+    let (mut tags, mut text) = (Vec::new(), String::new());
+    let mut rest = body;
+    while !rest.is_empty() {
+        let inner = rest.strip_prefix('<').unwrap_or_else(|| panic!("untagged bytes in {body:?}"));
+        let (tag, after) = inner.split_once(':').unwrap();
+        // (The chunks of these tests never contain `>`.)
+        let end = after.find('>').unwrap_or_else(|| panic!("unterminated chunk in {body:?}"));
+        tags.push(tag.to_owned());
+        text.push_str(&after[..end]);
+        rest = &after[end + 1..];
+    }
+    tags.dedup();
+    (tags, text)
+}
+
+/// Polls `GET /` until its `x-tagger` header is `want` (at most 10 s).
+async fn wait_for_tag(addr: std::net::SocketAddr, want: &str) {
+    let client = Client::http1();
+    let mut last = None;
+    for _ in 0..200 {
+        let reply = client.get(&url(addr, "/")).await;
+        if reply.header("x-tagger") == Some(want) {
+            return;
+        }
+        last = reply.header("x-tagger").map(str::to_owned);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("the gateway never served {want} (last seen: {last:?})");
+}
+
+/// Polls until the gateway serves generation `n` (at most 10 s).
+async fn wait_for_generation(gw: &Gateway, n: u64) {
+    for _ in 0..200 {
+        if gw.snapshot().generation >= n {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("generation {n} never came: {:?}", gw.reload_status());
+}
+
+/// Polls until the gateway has counted `n` failed reloads (at most 10 s).
+async fn wait_for_failures(gw: &Gateway, n: u64) -> sluice::gateway::ReloadStatus {
+    for _ in 0..200 {
+        let status = gw.reload_status();
+        if status.failures_total >= n {
+            return status;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("the reload never failed: {:?}", gw.reload_status());
+}
+
+#[tokio::test]
+async fn a_new_plugin_version_is_served_with_zero_failed_requests() {
+    let site = PluginSite::echo("reload-plugin", wasm::TAGGER_V1).await;
+    let addr = site.gw.addr("public");
+    let reply = Client::http1().get(&url(addr, "/")).await;
+    assert_eq!(reply.header("x-tagger"), Some(V1));
+    assert_eq!(untag(&reply.text()).0, [V1], "the response chunks are tagged too");
+
+    let load = Load::start(addr);
+    load.wait_for_requests(10).await;
+    site.install(wasm::TAGGER_V2);
+    wait_for_tag(addr, V2).await;
+    let reply = Client::http1().get(&url(addr, "/")).await;
+    let (tags, body) = untag(&reply.text());
+    assert_eq!(tags, [V2], "the response chunks are tagged by the new build");
+    let doc: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(doc["headers"]["x-tagger-request"], V2, "the request phase runs the new build: {body}");
+
+    // And back (the old build's compiled code comes from the cache).
+    load.wait_for_version(V2).await;
+    site.install(wasm::TAGGER_V1);
+    wait_for_tag(addr, V1).await;
+    load.wait_for_requests(10).await;
+
+    let (sent, failed, versions) = load.finish().await;
+    assert_eq!(failed, 0, "{failed} of {sent} requests failed while the plugin was swapped");
+    assert_eq!(versions, [V1, V2, V1], "one switch per deploy, never back and forth");
+    let status = site.gw.reload_status();
+    assert_eq!((status.generation, status.failures_total), (3, 0), "{status:?}");
+    site.gw.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_corrupt_plugin_keeps_the_old_snapshot_serving_until_fixed() {
+    let site = PluginSite::echo("reload-corrupt", wasm::TAGGER_V1).await;
+    let addr = site.gw.addr("public");
+    let load = Load::start(addr);
+    load.wait_for_requests(10).await;
+    let names_the_plugin = |err: &str| {
+        assert!(
+            err.contains("plugin tagger") && err.contains("tagger.wasm"),
+            "the error names the plugin: {err}"
+        )
+    };
+
+    // Garbage bytes where a component was.
+    site.overwrite(b"\0asm this is not a component, just bytes");
+    let status = wait_for_failures(&site.gw, 1).await;
+    names_the_plugin(status.last_error.as_deref().unwrap());
+    assert_eq!(
+        Client::http1().get(&url(addr, "/")).await.header("x-tagger"),
+        Some(V1),
+        "the old build serves"
+    );
+    let doc = site.admin("/-/status").await.json();
+    assert_eq!(doc["reload"]["failures_total"], 1, "{doc}");
+    assert_eq!(doc["generation"], 1, "{doc}");
+    names_the_plugin(doc["reload"]["last_error"].as_str().unwrap());
+    let metrics = site.admin("/metrics").await.text();
+    assert!(metrics.contains("\nsluice_reload_failures_total 1\n"), "{metrics}");
+    assert!(metrics.contains("\nsluice_reload_last_failed 1\n"), "{metrics}");
+
+    // A half-written copy of a real component (an interrupted upload).
+    let v2 = std::fs::read(wasm::TAGGER_V2).unwrap();
+    site.overwrite(&v2[..v2.len() / 2]);
+    let status = wait_for_failures(&site.gw, 2).await;
+    names_the_plugin(status.last_error.as_deref().unwrap());
+    assert_eq!(
+        Client::http1().get(&url(addr, "/")).await.header("x-tagger"),
+        Some(V1),
+        "the old build serves"
+    );
+    let metrics = site.admin("/metrics").await.text();
+    assert!(metrics.contains("\nsluice_reload_failures_total 2\n"), "{metrics}");
+
+    // The fixed file is picked up.
+    site.overwrite(&v2);
+    wait_for_tag(addr, V2).await;
+    let doc = site.admin("/-/status").await.json();
+    assert_eq!(doc["generation"], 2, "{doc}");
+    assert_eq!(doc["reload"]["last_error"], serde_json::Value::Null, "{doc}");
+    let metrics = site.admin("/metrics").await.text();
+    assert!(metrics.contains("\nsluice_reload_last_failed 0\n"), "{metrics}");
+
+    let (sent, failed, versions) = load.finish().await;
+    assert_eq!(failed, 0, "{failed} of {sent} requests failed while the plugin file was broken");
+    assert_eq!(versions, [V1, V2]);
+    site.gw.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_streamed_response_started_before_a_plugin_swap_finishes_on_the_old_version() {
+    // `/slow` streams five chunks: the first at once, the other four 200 ms apart once
+    // the test releases them (after the swap); any other path answers `fast` at once.
+    let (release, released) = tokio::sync::watch::channel(false);
+    let up = TestServer::start(move |req: http::Request<hyper::body::Incoming>| {
+        let released = released.clone();
+        async move {
+            if req.uri().path() != "/slow" {
+                return http::Response::new(crate::harness::full("fast"));
+            }
+            let chunks = futures_util::stream::unfold(1u8, move |i| {
+                let mut released = released.clone();
+                async move {
+                    match i {
+                        1 => {}
+                        2..=5 => {
+                            let _ = released.wait_for(|v| *v).await;
+                            tokio::time::sleep(Duration::from_millis(200)).await;
+                        }
+                        _ => return None,
+                    }
+                    let frame = http_body::Frame::data(bytes::Bytes::from(format!("c{i}")));
+                    Some((Ok::<_, Box<dyn std::error::Error + Send + Sync>>(frame), i + 1))
+                }
+            });
+            http::Response::new(http_body_util::StreamBody::new(chunks).boxed())
+        }
+    })
+    .await;
+    let site = PluginSite::start(
+        "reload-stream",
+        wasm::TAGGER_V1,
+        &format!(
+            "upstreams:\n  app:\n    targets: [{{ address: \"{}\" }}]\nroutes:\n  - name: r\n    match: {{ path_prefix: / }}\n    target: {{ upstream: app }}\n    plugins:\n      - name: tagger\n",
+            up.addr
+        ),
+    )
+    .await;
+    let addr = site.gw.addr("public");
+
+    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .build_http::<crate::harness::TestBody>();
+    let req = http::Request::get(url(addr, "/slow")).body(crate::harness::full("")).unwrap();
+    let resp = client.request(req).await.unwrap();
+    assert_eq!(resp.headers()["x-tagger"], V1);
+    let mut body = resp.into_body();
+    let mut received = Vec::new();
+    while !received.ends_with(b">") {
+        let frame = tokio::time::timeout(Duration::from_secs(10), body.frame()).await.expect("first chunk");
+        received.extend_from_slice(&frame.unwrap().unwrap().into_data().unwrap());
+    }
+    assert_eq!(received, format!("<{V1}:c1>").as_bytes());
+
+    // Swap the plugin while the response is still streaming; new requests see v2.
+    site.install(wasm::TAGGER_V2);
+    wait_for_tag(addr, V2).await;
+    assert_eq!(Client::http1().get(&url(addr, "/")).await.text(), format!("<{V2}:fast>"));
+
+    release.send(true).unwrap();
+    let rest = tokio::time::timeout(Duration::from_secs(10), body.collect()).await.unwrap().unwrap();
+    received.extend_from_slice(&rest.to_bytes());
+    let (tags, text) = untag(std::str::from_utf8(&received).unwrap());
+    assert_eq!(text, "c1c2c3c4c5", "the whole body arrived");
+    assert_eq!(tags, [V1], "every chunk went through the build the response started on");
+    site.gw.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_configmap_update_of_the_plugins_folder_is_picked_up() {
+    // A ConfigMap mounted as the plugins folder: tagger.wasm -> ..data/tagger.wasm,
+    // ..data -> ..v1. An update swaps ..data; the link tagger.wasm itself never changes.
+    let site = PluginSite::echo("reload-plugins-configmap", wasm::TAGGER_V1).await;
+    let addr = site.gw.addr("public");
+    let plugins = site.dir.join("plugins");
+    std::fs::create_dir(plugins.join("..v1")).unwrap();
+    std::fs::copy(wasm::TAGGER_V1, plugins.join("..v1/tagger.wasm")).unwrap();
+    std::os::unix::fs::symlink("..v1", plugins.join("..data")).unwrap();
+    std::os::unix::fs::symlink("..data/tagger.wasm", plugins.join(".tagger.wasm.link")).unwrap();
+    std::fs::rename(plugins.join(".tagger.wasm.link"), site.plugin_path()).unwrap();
+    // The same build behind a link: a reload, and v1 keeps serving.
+    wait_for_generation(&site.gw, 2).await;
+    assert_eq!(Client::http1().get(&url(addr, "/")).await.header("x-tagger"), Some(V1));
+    let load = Load::start(addr);
+    load.wait_for_requests(10).await;
+
+    std::fs::create_dir(plugins.join("..v2")).unwrap();
+    std::fs::copy(wasm::TAGGER_V2, plugins.join("..v2/tagger.wasm")).unwrap();
+    std::os::unix::fs::symlink("..v2", plugins.join("..data_tmp")).unwrap();
+    std::fs::rename(plugins.join("..data_tmp"), plugins.join("..data")).unwrap();
+    std::fs::remove_dir_all(plugins.join("..v1")).unwrap();
+    wait_for_tag(addr, V2).await;
+
+    let (sent, failed, versions) = load.finish().await;
+    assert_eq!(failed, 0, "{failed} of {sent} requests failed during the ConfigMap update");
+    assert_eq!(versions, [V1, V2]);
+    site.gw.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_same_size_replacement_that_kept_its_modification_time_is_noticed() {
+    // `cp -p`, `rsync -a` and `tar x` keep the source's modification time; a rebuilt
+    // component can have the same size. Here: same size, same mtime, other bytes.
+    let site = PluginSite::echo("reload-same-size", wasm::TAGGER_V1).await;
+    let path = site.plugin_path();
+    let meta = std::fs::metadata(&path).unwrap();
+    let mut bytes = std::fs::read(&path).unwrap();
+    bytes[8..].fill(0xff); // keeps the `\0asm` preamble, breaks everything after it
+    site.overwrite(&bytes);
+    std::fs::File::options().write(true).open(&path).unwrap().set_modified(meta.modified().unwrap()).unwrap();
+    assert_eq!(std::fs::metadata(&path).unwrap().len(), meta.len());
+    let status = wait_for_failures(&site.gw, 1).await;
+    assert!(status.last_error.as_deref().unwrap().contains("tagger.wasm"), "{status:?}");
+    site.gw.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_plugins_folder_created_after_the_start_is_watched() {
+    let dir = TempDir::new("reload-late-plugins");
+    let config = dir.join("sluice.yaml");
+    let head = "version: 1\nlisteners:\n  - name: public\n    address: 127.0.0.1:0\nplugins:\n  dir: plugins\n  cache_dir: cache\n";
+    std::fs::write(&config, format!("{head}routes:\n  - name: r\n    match: {{ path_prefix: / }}\n    target: {{ static: {{ body: none }} }}\n")).unwrap();
+    let (gw, _watch) = start_watched(&config).await;
+    let addr = gw.addr("public");
+    assert_eq!(Client::http1().get(&url(addr, "/")).await.text(), "none");
+
+    // The folder and a first plugin arrive, then the config that uses it.
+    std::fs::create_dir(dir.join("plugins")).unwrap();
+    std::fs::copy(wasm::TAGGER_V1, dir.join("plugins/tagger.wasm")).unwrap();
+    write_atomic(
+        &config,
+        &format!(
+            "{head}routes:\n  - name: r\n    match: {{ path_prefix: / }}\n    target: {{ echo: {{}} }}\n    plugins:\n      - name: tagger\n"
+        ),
+    );
+    wait_for_tag(addr, V1).await;
+
+    // A new build dropped into the folder, the config untouched.
+    std::fs::copy(wasm::TAGGER_V2, dir.join("plugins/.tagger.wasm.tmp")).unwrap();
+    std::fs::rename(dir.join("plugins/.tagger.wasm.tmp"), dir.join("plugins/tagger.wasm")).unwrap();
+    wait_for_tag(addr, V2).await;
+    gw.shutdown().await;
 }

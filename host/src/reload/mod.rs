@@ -13,9 +13,12 @@
 //! - Kubernetes ConfigMap updates, which swap a `..data` symlink in the same directory;
 //! - events that do not change the content (a `touch`, another file in the directory):
 //!   the content hash is compared with the last one loaded;
-//! - the plugins folder: it is watched too, and its `*.wasm` files (names, sizes,
-//!   modification times) are part of the content hash, so dropping in a new or changed
-//!   component reloads like a config edit.
+//! - the plugins folder: it is watched too — the one the serving config names, followed
+//!   when a reload names another or the folder appears after the start — and its
+//!   `*.wasm` files are part of the content hash (see
+//!   [`fingerprint`](crate::plugins::registry::fingerprint): links are followed, so a
+//!   ConfigMap-mounted plugins folder works like the config), so dropping in a new or
+//!   changed component reloads like a config edit.
 
 mod watch;
 

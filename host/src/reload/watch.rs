@@ -18,7 +18,6 @@ pub const STABLE_FOR: Duration = Duration::from_millis(100);
 /// Keeps the watcher alive; dropping it stops watching.
 #[derive(Debug)]
 pub struct WatchHandle {
-    _watcher: notify::RecommendedWatcher,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -43,17 +42,64 @@ pub fn watch_config(gateway: Gateway, path: &Path) -> notify::Result<WatchHandle
     })?;
     watcher.watch(&dir, RecursiveMode::NonRecursive)?;
     // The plugins folder too: a changed or new `NAME.wasm` reloads like a config edit.
-    let plugins = crate::plugins::registry::plugins_dir(&gateway.snapshot().config);
-    if plugins.is_dir()
-        && plugins != dir
-        && let Err(e) = watcher.watch(&plugins, RecursiveMode::NonRecursive)
-    {
-        warn!(plugins = %plugins.display(), error = %e, "cannot watch the plugins folder");
-    }
+    let mut plugins = PluginsWatch { watcher, config_dir: dir, watched: None };
+    plugins.follow(&gateway);
     let initial = content_hash(&path);
-    let task = tokio::spawn(reload_loop(gateway, path.clone(), rx, initial));
+    let task = tokio::spawn(reload_loop(gateway, path.clone(), rx, initial, plugins));
     info!(config = %path.display(), "watching the config file for changes");
-    Ok(WatchHandle { _watcher: watcher, task })
+    Ok(WatchHandle { task })
+}
+
+/// The watcher, and which plugins folder it watches besides the config's folder.
+struct PluginsWatch {
+    watcher: notify::RecommendedWatcher,
+    config_dir: PathBuf,
+    /// The folder watched, and its identity (a folder deleted and created again is
+    /// another one, which must be watched afresh).
+    watched: Option<(PathBuf, Option<(u64, u64)>)>,
+}
+
+impl PluginsWatch {
+    /// Watches the plugins folder of the config serving now, if that is not the folder
+    /// watched already: the config may have named another one since, or the folder may
+    /// not have existed before (created after the start, or deleted and created again).
+    /// True when it starts watching a folder: changes made before that sent no event.
+    fn follow(&mut self, gateway: &Gateway) -> bool {
+        let dir = crate::plugins::registry::plugins_dir(&gateway.snapshot().config);
+        let dir = std::path::absolute(&dir).unwrap_or(dir);
+        let want = (dir != self.config_dir && dir.is_dir()).then(|| {
+            let id = dir_identity(&dir);
+            (dir, id)
+        });
+        if want == self.watched {
+            return false;
+        }
+        if let Some((old, _)) = self.watched.take() {
+            let _ = self.watcher.unwatch(&old);
+        }
+        if let Some((dir, id)) = want {
+            match self.watcher.watch(&dir, RecursiveMode::NonRecursive) {
+                Ok(()) => {
+                    debug!(plugins = %dir.display(), "watching the plugins folder");
+                    self.watched = Some((dir, id));
+                    return true;
+                }
+                Err(e) => warn!(plugins = %dir.display(), error = %e, "cannot watch the plugins folder"),
+            }
+        }
+        false
+    }
+}
+
+#[cfg(unix)]
+fn dir_identity(dir: &Path) -> Option<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(dir).ok().map(|m| (m.dev(), m.ino()))
+}
+
+#[cfg(not(unix))]
+fn dir_identity(_dir: &Path) -> Option<(u64, u64)> {
+    None
 }
 
 fn content_hash(path: &Path) -> Option<u64> {
@@ -75,6 +121,7 @@ async fn reload_loop(
     path: PathBuf,
     mut events: mpsc::UnboundedReceiver<()>,
     mut last: Option<u64>,
+    mut plugins: PluginsWatch,
 ) {
     while events.recv().await.is_some() {
         loop {
@@ -95,6 +142,10 @@ async fn reload_loop(
             debug!(config = %path.display(), "config file still changing; waiting");
         }
         reload_if_changed(&gateway, &path, &mut last).await;
+        if plugins.follow(&gateway) {
+            // A component dropped in before the folder was watched sent no event.
+            reload_if_changed(&gateway, &path, &mut last).await;
+        }
     }
 }
 
