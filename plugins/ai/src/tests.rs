@@ -244,3 +244,28 @@ fn fallbacks_are_checked_at_load_and_a_failed_fallback_keeps_the_error() {
     assert_eq!(status, 503);
     assert_eq!(serde_json::from_slice::<Value>(&out).unwrap()["error"]["message"], "down");
 }
+
+#[test]
+fn the_schema_matches_the_config() {
+    let schema: Value = serde_json::from_str(include_str!("../schema.json")).unwrap();
+    let keys = |v: &Value| -> Vec<String> {
+        let mut k: Vec<String> = v.as_object().unwrap().keys().cloned().collect();
+        k.sort();
+        k
+    };
+    // A config using every field the schema lists is accepted.
+    let provider = json!({"name": "p", "kind": "openai", "upstream": "u", "api_key_secret": "k", "base_path": "/v1",
+        "url": "http://x", "models": {"m": "model", "n": "model-2"}, "price": {"input_per_1k": 1, "output_per_1k": 2},
+        "default_max_tokens": 10, "anthropic_version": "2023-06-01"});
+    let prompt = json!({"model": "m", "system": "s", "user": "{{text}}", "input_schema": {"type": "object"},
+        "output": "json", "output_schema": {"type": "object"}, "params": {"temperature": 0}});
+    let config = json!({"mode": "prompt", "providers": [provider], "default_model": "m",
+        "budgets": {"tokens_per_minute": 1, "cost_per_day": 1.0}, "prompt": prompt,
+        "fallbacks": {"m": ["n"]}, "fallback_on": [503]});
+    testing::set_secret("k", "v");
+    testing::configure::<Ai>(&config.to_string()).unwrap();
+    assert_eq!(keys(&schema["properties"]), keys(&config));
+    assert_eq!(keys(&schema["$defs"]["Provider"]["properties"]), keys(&provider));
+    assert_eq!(keys(&schema["$defs"]["Prompt"]["properties"]), keys(&prompt));
+    assert_eq!(keys(&schema["properties"]["budgets"]["properties"]), keys(&config["budgets"]));
+}
