@@ -71,8 +71,17 @@ impl Ai {
         );
         for (name, matcher, config) in routes {
             let config = config.to_string().replace(LLM_URL, &format!("http://{llm_addr}"));
+            // Routes named `auth-*` authenticate first: API keys `k-ann` and `k-bob` in
+            // `x-api-key` are the consumers `ann` and `bob`.
+            let auth = if name.starts_with("auth-") {
+                format!(
+                    "      - name: auth\n        config: {{ api_key: {{ keys: [{{ key: k-ann, consumer: ann }}, {{ key: k-bob, consumer: bob }}] }} }}\n        grants: {{ kv: true, http: {{ allow: [] }}, secrets: {{ {secrets} }} }}\n"
+                )
+            } else {
+                String::new()
+            };
             yaml.push_str(&format!(
-                "  - name: {name}\n    match: {matcher}\n    target: {{ upstream: llm }}\n    plugins:\n      - name: ai\n        config: {config}\n        grants: {{ kv: true, http: {{ allow: [\"{llm_addr}\"] }}, secrets: {{ {secrets} }} }}\n        limits: {{ deadline: 2s }}\n"
+                "  - name: {name}\n    match: {matcher}\n    target: {{ upstream: llm }}\n    plugins:\n{auth}      - name: ai\n        config: {config}\n        grants: {{ kv: true, http: {{ allow: [\"{llm_addr}\"] }}, secrets: {{ {secrets} }} }}\n        limits: {{ deadline: 2s }}\n"
             ));
         }
         let gw = gateway(&yaml).await;
@@ -496,6 +505,45 @@ async fn an_exhausted_token_budget_is_a_429_before_the_provider_is_called() {
     if again.status == 429 {
         assert_eq!(ai.llm.seen().len(), calls, "a refused call never reaches the provider");
     }
+}
+
+#[tokio::test]
+async fn budgets_and_metrics_are_per_consumer_behind_the_auth_plugin() {
+    let mut config = chat_config();
+    config["budgets"] = json!({"tokens_per_minute": 20});
+    let ai = Ai::start(&[("auth-budget", "{ path: /v1/chat/completions }", config)]).await;
+    let client = Client::http1();
+    let call = |key: &'static str| {
+        let req = Request::post(ai.url("/v1/chat/completions"))
+            .header("x-api-key", key)
+            .body(full(json!({"model": "claude", "messages": messages("a b")}).to_string()))
+            .unwrap();
+        client.send(req)
+    };
+    // ann uses up her budget (15 tokens a call, refused from 20 on; a minute boundary
+    // in between only starts a fresh budget, hence the loop).
+    let mut refused = false;
+    for _ in 0..10 {
+        let reply = call("k-ann").await;
+        if reply.status == 429 {
+            refused = true;
+            break;
+        }
+        assert_eq!(reply.status, 200, "{}", reply.text());
+    }
+    assert!(refused, "ann's budget ran out");
+    assert!(
+        ai.llm.last().headers.get("x-api-key").is_some_and(|k| k == "sk-ant"),
+        "the provider gets its own key"
+    );
+    // bob has his own.
+    let reply = call("k-bob").await;
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    let m = ai.metrics().await;
+    let ann = counter(&m, "ai_tokens", &[("route", "auth-budget"), ("consumer", "ann"), ("type", "input")]);
+    assert!(ann >= 2 * PROMPT_TOKENS, "{m}");
+    let bob = counter(&m, "ai_tokens", &[("route", "auth-budget"), ("consumer", "bob"), ("type", "input")]);
+    assert_eq!(bob, PROMPT_TOKENS, "{m}");
 }
 
 #[tokio::test]
