@@ -230,6 +230,47 @@ async fn keyed_by_a_header_each_value_has_a_budget_and_keyed_by_ip_everyone_here
     assert_eq!(tally(&all_at_once(5, make).await), (2, 3));
 }
 
+#[tokio::test]
+async fn behind_the_auth_plugin_each_api_key_consumer_has_its_own_budget() {
+    let up = TestServer::echo().await;
+    let s = Setup::new();
+    let routes = "  - name: rl_auth
+    match: { path_prefix: / }
+    target: { upstream: app }
+    plugins:
+      - name: auth
+        config:
+          api_key: { keys: [{ key: key-alice, consumer: alice }, { key: key-bob, consumer: bob }] }
+        grants:
+          http: { allow: [127.0.0.1] }
+          secrets: { unused: { file: SECRET } }
+      - name: rate-limit
+        config: { key: [consumer], limits: [{ name: per_hour, rate: 2, per: 1h }] }
+        grants: { kv: true }
+        limits: { deadline: 10s }
+";
+    // The component imports `http` (JWKS URLs) and `secrets`: grant both.
+    let secret = s.dir.path().join("unused.secret");
+    std::fs::write(&secret, "unused").unwrap();
+    let routes = routes.replace("SECRET", &secret.display().to_string());
+    let gw = s.start("", &format!("{}{routes}", upstream(up.addr))).await;
+    let target = url(gw.addr("public"), "/a");
+    let with_key = |k: &'static str| {
+        let target = target.clone();
+        move |_| Request::get(&target).header("x-api-key", k).body(full("")).unwrap()
+    };
+    let alice = all_at_once(6, with_key("key-alice")).await;
+    assert_eq!(tally(&alice), (2, 4));
+    let admitted = alice.iter().find(|r| r.status == 200).unwrap();
+    assert_eq!(admitted.json()["headers"]["x-consumer"], "alice", "auth ran first");
+    assert_eq!(tally(&all_at_once(6, with_key("key-bob")).await), (2, 4), "bob's budget is his own");
+    // A bad key is refused by auth before it is counted.
+    let bad = Client::http1().send(with_key("nope")(0)).await;
+    assert_eq!(bad.status, 401);
+    assert!(bad.header("ratelimit").is_none());
+    assert_eq!(up.request_count(), 4);
+}
+
 /// The Redis keys the plugin wrote (the gateway's default prefix).
 async fn redis_keys(redis: &RedisServer) -> Vec<String> {
     let mut conn =

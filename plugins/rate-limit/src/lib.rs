@@ -124,7 +124,8 @@ impl RateLimit {
                     (limit.gcra.interval_ns, limit.gcra.interval_ns)
                 }
                 Err(why) => {
-                    self.give_back(store, &taken, now);
+                    // No refunds: the store is failing, and more calls would only
+                    // push the request towards the plugin's deadline.
                     return self.kv_failed(req, &why, now);
                 }
             };

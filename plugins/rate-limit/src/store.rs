@@ -1,10 +1,18 @@
 //! The limits' state in the host kv store: one key per (scope, limit, client) holding
-//! the GCRA theoretical arrival time as decimal nanoseconds, changed only with
+//! the GCRA theoretical arrival time and the key's clock (`"TAT CLOCK"`, decimal
+//! nanoseconds), changed only with
 //! `compare-and-swap` (one atomic Lua script on Redis, one locked map shard in
 //! process). Every admission is one successful swap from the value it was computed
 //! on, so concurrent requests — in one gateway or in several sharing Redis — can never
 //! admit more than the limit: a lost swap means another request moved the TAT, and the
 //! verdict is computed again on the new value.
+//!
+//! The key's clock is the latest `now` any admission of this key used; a request uses
+//! `max(its now, the key's clock)`. Concurrent requests take their timestamps a little
+//! before their swaps (and gateways sharing Redis have skewed clocks): without it, a
+//! request stamped a millisecond before the one that filled a fresh bucket would see
+//! that bucket as a millisecond less refilled, and be refused one unit early. Time
+//! per key only moves forward, so the count is exact.
 //!
 //! Why not `increment`: an atomic add cannot express GCRA's `max(tat, now)` (an idle
 //! client's bucket refills), and a counter per fixed window admits up to twice the
@@ -85,21 +93,29 @@ pub enum Outcome {
     Contended,
 }
 
-/// A stored TAT; anything unreadable counts as no state (and is overwritten).
-fn parse(v: Option<&[u8]>) -> Option<u64> {
-    std::str::from_utf8(v?).ok()?.parse().ok()
+/// A stored `(TAT, clock)`; anything unreadable counts as no state (and is
+/// overwritten).
+fn parse(v: Option<&[u8]>) -> Option<(u64, u64)> {
+    let (tat, clock) = std::str::from_utf8(v?).ok()?.split_once(' ')?;
+    Some((tat.parse().ok()?, clock.parse().ok()?))
+}
+
+fn encode(tat: u64, clock: u64) -> String {
+    format!("{tat} {clock}")
 }
 
 /// Checks and counts one request at `now` against `gcra` under `key`.
 pub fn admit(store: &impl Store, gcra: &Gcra, key: &str, now: u64) -> Result<Outcome, String> {
     let mut current = store.get(key)?;
     for _ in 0..MAX_SWAPS {
-        match gcra.check(parse(current.as_deref()), now) {
+        let state = parse(current.as_deref());
+        let now = state.map_or(now, |(_, clock)| clock.max(now));
+        match gcra.check(state.map(|(tat, _)| tat), now) {
             Verdict::Refuse { retry_after_ns, reset_ns } => {
                 return Ok(Outcome::Refused { retry_after_ns, reset_ns });
             }
             Verdict::Admit { tat, remaining, reset_ns } => {
-                let new = tat.to_string();
+                let new = encode(tat, now);
                 if store.compare_and_swap(key, current.as_deref(), new.as_bytes(), ttl(reset_ns))? {
                     return Ok(Outcome::Admitted { remaining, reset_ns });
                 }
@@ -115,9 +131,10 @@ pub fn admit(store: &impl Store, gcra: &Gcra, key: &str, now: u64) -> Result<Out
 pub fn refund(store: &impl Store, gcra: &Gcra, key: &str, now: u64) {
     for _ in 0..MAX_REFUND_SWAPS {
         let Ok(current) = store.get(key) else { return };
-        let Some(stored) = parse(current.as_deref()) else { return };
-        let (tat, keep_ns) = gcra.refund(stored, now);
-        match store.compare_and_swap(key, current.as_deref(), tat.to_string().as_bytes(), ttl(keep_ns)) {
+        let Some((stored, clock)) = parse(current.as_deref()) else { return };
+        let (tat, keep_ns) = gcra.refund(stored, clock.max(now));
+        let new = encode(tat, clock.max(now));
+        match store.compare_and_swap(key, current.as_deref(), new.as_bytes(), ttl(keep_ns)) {
             Ok(false) => continue,
             Ok(true) | Err(_) => return,
         }
@@ -168,8 +185,8 @@ pub(crate) mod tests {
             let (n, by) = self.interfere.get();
             if n > 0 {
                 self.interfere.set((n - 1, by));
-                let cur = parse(map.get(key).map(Vec::as_slice)).unwrap_or(NOW);
-                map.insert(key.to_owned(), (cur + by).to_string().into_bytes());
+                let (tat, clock) = parse(map.get(key).map(Vec::as_slice)).unwrap_or((NOW, NOW));
+                map.insert(key.to_owned(), encode(tat + by, clock).into_bytes());
             }
             if map.get(key).map(Vec::as_slice) != expected {
                 return Ok(false);
@@ -233,6 +250,21 @@ pub(crate) mod tests {
         store.down.set(true);
         assert!(admit(&store, &g, "k", NOW).unwrap_err().contains("within 50ms"));
         refund(&store, &g, "k", NOW); // no panic, no effect
+    }
+
+    #[test]
+    fn a_request_stamped_before_the_one_that_filled_a_fresh_bucket_still_gets_its_unit() {
+        let store = TestStore::default();
+        let g = gcra(10, 3);
+        // The first admission is stamped 1ms after the two that follow it.
+        assert!(matches!(admit(&store, &g, "k", NOW + 1_000_000).unwrap(), Outcome::Admitted { .. }));
+        assert!(matches!(admit(&store, &g, "k", NOW).unwrap(), Outcome::Admitted { .. }));
+        assert!(matches!(admit(&store, &g, "k", NOW).unwrap(), Outcome::Admitted { remaining: 0, .. }));
+        assert!(matches!(admit(&store, &g, "k", NOW).unwrap(), Outcome::Refused { .. }));
+        assert_eq!(
+            parse(store.map.borrow().get("k").map(Vec::as_slice)),
+            Some((NOW + 1_000_000 + 3 * S / 10, NOW + 1_000_000))
+        );
     }
 
     #[test]

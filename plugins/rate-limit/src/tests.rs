@@ -152,7 +152,8 @@ fn several_limits_all_apply_and_a_refusal_gives_earlier_units_back() {
     // The per-second limit got its unit back: 3 of 5 left, not 2.
     let store_view = |name: &str| -> u64 {
         let key = kv_key("test", name, "127.0.0.1");
-        std::str::from_utf8(&store.map.borrow()[&key]).unwrap().parse().unwrap()
+        let value = String::from_utf8(store.map.borrow()[&key].clone()).unwrap();
+        value.split_once(' ').unwrap().0.parse().unwrap()
     };
     assert_eq!(store_view("per_second"), NOW + 2 * S / 5);
 }
