@@ -290,7 +290,7 @@ async fn on_redis_a_limit_admits_exactly_its_burst_of_concurrent_requests() {
     assert_eq!(tally(&all_at_once(60, |_| get(&target)).await), (15, 45));
     assert_eq!(up.request_count(), 15);
     let keys = redis_keys(&redis).await;
-    assert_eq!(keys, ["sluice:rate-limit\0rl_redis\0per_hour\0127.0.0.1"], "the state is in Redis");
+    assert_eq!(keys, ["sluice:rate-limit\u{0}rl_redis\u{0}per_hour\u{0}127.0.0.1"], "the state is in Redis");
     let mut conn =
         redis::Client::open(redis.url()).unwrap().get_multiplexed_async_connection().await.unwrap();
     let ttl: i64 = conn.pttl(&keys[0]).await.unwrap();
@@ -319,7 +319,7 @@ async fn two_gateways_sharing_redis_admit_one_limit_between_them() {
     let replies = all_at_once(80, |i| get(&targets[i % 2])).await;
     assert_eq!(tally(&replies), (20, 60), "20 in total across both gateways");
     assert_eq!(up.request_count(), 20);
-    assert_eq!(redis_keys(&redis).await, ["sluice:rate-limit\0shared_api\0per_hour\0127.0.0.1"]);
+    assert_eq!(redis_keys(&redis).await, ["sluice:rate-limit\u{0}shared_api\u{0}per_hour\u{0}127.0.0.1"]);
 }
 
 #[tokio::test]
