@@ -4,13 +4,17 @@
 
 use std::path::PathBuf;
 
-/// The built-in plugins: (plugin name, cargo package). The name is what routes list.
-const BUILTINS: &[(&str, &str)] = &[
-    ("ai", "sluice-plugin-ai"),
-    ("auth", "sluice-plugin-auth"),
-    ("cors", "sluice-plugin-cors"),
-    ("rate-limit", "sluice-plugin-rate-limit"),
-    ("transform", "sluice-plugin-transform"),
+/// The built-in plugins: (plugin name, cargo package, optional capabilities). The name
+/// is what routes list. Optional capabilities are imports the plugin uses only when
+/// its config asks (auth fetches a JWKS URL only when one is configured): a route need
+/// not grant them, and an ungranted call is refused when it is made instead of when
+/// the component is loaded.
+const BUILTINS: &[(&str, &str, &[&str])] = &[
+    ("ai", "sluice-plugin-ai", &["kv", "secrets", "http"]),
+    ("auth", "sluice-plugin-auth", &["http", "secrets"]),
+    ("cors", "sluice-plugin-cors", &[]),
+    ("rate-limit", "sluice-plugin-rate-limit", &[]),
+    ("transform", "sluice-plugin-transform", &[]),
 ];
 
 fn main() -> Result<(), String> {
@@ -24,13 +28,11 @@ fn main() -> Result<(), String> {
         println!("cargo:rerun-if-changed={}", root.join(watched).display());
     }
 
-    let packages: Vec<&str> = BUILTINS.iter().map(|(_, p)| *p).collect();
+    let packages: Vec<&str> = BUILTINS.iter().map(|(_, p, _)| *p).collect();
     sluice_plugin_sdk::build::cargo_build(&root.join("Cargo.toml"), &packages, &target_dir)?;
 
-    let mut code = String::from(
-        "/// The built-in plugins: name, component bytes, config schema.\npub const BUILTINS: &[(&str, &[u8], Option<&str>)] = &[\n",
-    );
-    for (name, _) in BUILTINS {
+    let mut code = String::from("/// The built-in plugins.\npub const BUILTINS: &[Builtin] = &[\n");
+    for (name, _, optional) in BUILTINS {
         let file = sluice_plugin_sdk::build::component_path(&target_dir, name);
         if !file.is_file() {
             return Err(format!("expected {} after building the built-in plugins", file.display()));
@@ -41,7 +43,10 @@ fn main() -> Result<(), String> {
         } else {
             "None".to_owned()
         };
-        code.push_str(&format!("    ({name:?}, include_bytes!({:?}), {schema}),\n", file.display().to_string()));
+        code.push_str(&format!(
+            "    Builtin {{ name: {name:?}, wasm: include_bytes!({:?}), schema: {schema}, optional: &{optional:?} }},\n",
+            file.display().to_string()
+        ));
     }
     code.push_str("];\n");
     std::fs::write(out.join("builtins.rs"), code).map_err(|e| e.to_string())

@@ -39,8 +39,9 @@ impl Setup {
     }
 
     /// A route `name` on `prefix` to the upstream `app` with `auth` configured by
-    /// `config` (JSON is YAML). The component imports `http` (JWKS URLs) and
-    /// `secrets`, so every route grants both.
+    /// `config` (JSON is YAML), granted `http` (JWKS URLs) and the `partner-key`
+    /// secret. (Both are optional capabilities of the built-in: a route that needs
+    /// neither grants neither, see `api_keys_need_no_grants`.)
     fn route(&self, name: &str, prefix: &str, config: &Value) -> String {
         format!(
             "  - name: {name}
@@ -367,4 +368,28 @@ async fn rfc7515_example_tokens_verify_through_the_gateway() {
             "Bearer realm=\"sluice\", error=\"invalid_token\"",
         );
     }
+}
+
+#[tokio::test]
+async fn api_keys_need_no_grants_and_an_ungranted_jwks_url_fails_the_request_not_the_load() {
+    let up = TestServer::echo().await;
+    let setup = Setup::new();
+    let plain = |name: &str, prefix: &str, config: &Value| {
+        format!(
+            "  - name: {name}\n    match: {{ path_prefix: {prefix} }}\n    target: {{ upstream: app }}\n    plugins:\n      - name: auth\n        config: {config}\n"
+        )
+    };
+    let keys = json!({ "api_key": { "keys": [{ "key": "k-0123456789", "consumer": "svc" }] } });
+    let jwks = json!({ "jwt": { "jwks_url": "http://127.0.0.1:9/jwks.json" } });
+    let gw = setup.start(up.addr, &[plain("keys", "/keys", &keys), plain("jwks", "/jwks", &jwks)]).await;
+
+    let ok = get(&gw, "/keys", &[("x-api-key", "k-0123456789")]).await;
+    assert_eq!(ok.status, 200, "{}", ok.text());
+    assert_eq!(ok.json()["headers"]["x-consumer"], "svc");
+    // The JWKS fetch is refused by the host when the request needs it (no `http`
+    // grant): the request gets an auth failure, the gateway keeps serving.
+    let token = "eyJhbGciOiJSUzI1NiIsImtpZCI6Im5vbmUifQ.eyJzdWIiOiJ4In0.c2ln";
+    let refused = bearer(&gw, "/jwks", token).await;
+    assert!(refused.status == 401 || refused.status == 503, "{} {}", refused.status, refused.text());
+    assert_eq!(up.request_count(), 1, "only the API-key request reached the upstream");
 }

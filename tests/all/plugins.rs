@@ -344,6 +344,29 @@ async fn concurrent_kv_increments_sum_exactly() {
 }
 
 #[tokio::test]
+async fn time_spent_waiting_on_the_host_does_not_count_against_the_deadline() {
+    // The outbound call takes 300 ms; the plugin's deadline is 50 ms of its own time.
+    let slow = TestServer::start(|_req: Request<hyper::body::Incoming>| async move {
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        Response::new(full("slow answer"))
+    })
+    .await;
+    let p = Plugins::with(&[("http-caller", wasm::HTTP_CALLER), ("looper", wasm::LOOPER)]);
+    let gw = p
+        .start(&format!(
+            "routes:\n  - name: call\n    match: {{ path_prefix: /call }}\n    target: {{ echo: {{}} }}\n    plugins:\n      - name: http-caller\n        config: {{ url: \"http://{}/x\" }}\n        grants: {{ http: {{ allow: [\"127.0.0.1\"], timeout: 5s }} }}\n        limits: {{ deadline: 50ms }}\n  - name: loop\n    match: {{ path_prefix: /loop }}\n    target: {{ echo: {{}} }}\n    plugins:\n      - name: looper\n        limits: {{ deadline: 50ms }}\n",
+            slow.addr
+        ))
+        .await;
+    let client = Client::http1();
+    let reply = client.get(&url(gw.addr("public"), "/call")).await;
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    assert_eq!(reply.text(), "slow answer");
+    let looped = client.get(&url(gw.addr("public"), "/loop")).await;
+    assert_eq!(looped.status, 503, "a plugin that only runs still hits its deadline: {}", looped.text());
+}
+
+#[tokio::test]
 async fn outbound_http_reaches_allowed_hosts_only() {
     let allowed = TestServer::named("from-allowed").await;
     let other = TestServer::named("from-other").await;

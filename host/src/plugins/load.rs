@@ -121,7 +121,8 @@ impl<'a> Loader<'a> {
             Some(Ok(pre)) => pre,
         };
         let grants = self.grants(at, p)?;
-        let refused = check_imports(pre.instance_pre().component(), &grants);
+        let optional = self.registry.get(name).map_or(&[][..], |s| s.optional_capabilities());
+        let refused = check_imports(pre.instance_pre().component(), &grants, optional);
         if !refused.is_empty() {
             let msg = format!("plugin {name} on route {route} {}", refused.join("; "));
             return Err(Problem::new(format!("{at}.grants"), msg));

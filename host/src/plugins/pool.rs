@@ -96,6 +96,7 @@ impl InstancePool {
     /// Gives a held instance a fresh per-call deadline (the chunk phase keeps one
     /// instance for a whole response).
     pub fn rearm(&self, inst: &mut Instance) {
+        inst.store.data_mut().host_wait = std::time::Duration::ZERO;
         inst.store.set_epoch_deadline(ticks_for(self.limits.deadline));
     }
 
@@ -116,6 +117,18 @@ impl InstancePool {
         let state = PluginState::new(Arc::clone(&self.env), route, self.limits.memory);
         let mut store = Store::new(self.pre.engine(), state);
         store.limiter(|s| &mut s.limiter);
+        // When a call reaches its deadline, the time it spent waiting on the host
+        // (outbound HTTP, Redis) since the last check is given back once; a call that
+        // only ran is stopped. So a JWKS fetch within its own timeout does not kill
+        // the plugin that asked for it, and a busy loop still dies on time.
+        store.epoch_deadline_callback(|mut ctx| {
+            let waited = std::mem::take(&mut ctx.data_mut().host_wait);
+            if waited.is_zero() {
+                Err(wasmtime::Trap::Interrupt.into())
+            } else {
+                Ok(wasmtime::UpdateDeadline::Continue(ticks_for(waited)))
+            }
+        });
         // The deadline must be set before instantiating: a deadline of 0 traps at once.
         store.set_epoch_deadline(ticks_for(self.limits.configure_deadline));
         let load = |e: wasmtime::Error, s: &Store<PluginState>| match PluginErrorKind::from_call(

@@ -42,22 +42,25 @@ pub enum PluginSource<'a> {
     /// A file in the plugins folder.
     File(&'a Path),
     /// A built-in plugin embedded in the binary.
-    Builtin {
-        /// Its name.
-        name: &'static str,
-        /// Its component.
-        wasm: &'static [u8],
-    },
+    Builtin(&'static super::builtin::Builtin),
 }
 
 impl PluginSource<'_> {
+    /// Capabilities the plugin may import without a grant (checked when called).
+    pub fn optional_capabilities(&self) -> &'static [&'static str] {
+        match self {
+            PluginSource::File(_) => &[],
+            PluginSource::Builtin(b) => b.optional,
+        }
+    }
+
     /// The component's bytes.
     pub fn read(&self) -> Result<std::borrow::Cow<'static, [u8]>, String> {
         match self {
             PluginSource::File(p) => {
                 std::fs::read(p).map(Into::into).map_err(|e| format!("cannot read {}: {e}", p.display()))
             }
-            PluginSource::Builtin { wasm, .. } => Ok((*wasm).into()),
+            PluginSource::Builtin(b) => Ok(b.wasm.into()),
         }
     }
 }
@@ -66,7 +69,7 @@ impl std::fmt::Display for PluginSource<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             PluginSource::File(p) => write!(f, "{}", p.display()),
-            PluginSource::Builtin { name, .. } => write!(f, "built-in plugin {name}"),
+            PluginSource::Builtin(b) => write!(f, "built-in plugin {}", b.name),
         }
     }
 }
@@ -120,8 +123,7 @@ impl Registry {
         if let Some(p) = self.plugins.get(name) {
             return Some(PluginSource::File(p));
         }
-        let builtin = super::builtin::names().find(|n| *n == name)?;
-        super::builtin::get(builtin).map(|wasm| PluginSource::Builtin { name: builtin, wasm })
+        super::builtin::get(name).map(PluginSource::Builtin)
     }
 
     /// The folder scanned.

@@ -214,6 +214,9 @@ pub struct PluginState {
     pub configuring: bool,
     /// The access-log annotations of the request being handled, during a call.
     pub annotations: Option<Annotations>,
+    /// Time the current call spent waiting on the host (outbound HTTP, Redis), not yet
+    /// added to its deadline: a deadline bounds the plugin's own running time.
+    pub host_wait: std::time::Duration,
     wasi: WasiCtx,
     table: ResourceTable,
     stderr: MemoryOutputPipe,
@@ -239,10 +242,22 @@ impl PluginState {
             limiter: MemoryLimiter { cap: memory_cap, exceeded: false },
             configuring: false,
             annotations: None,
+            host_wait: std::time::Duration::ZERO,
             wasi,
             table: ResourceTable::new(),
             stderr,
         }
+    }
+
+    /// Awaits a host operation the plugin waits on (an outbound HTTP call, a Redis
+    /// round trip). The time is given back to the call's deadline (see
+    /// [`super::pool`]): the deadline limits what the plugin runs, and the operation
+    /// has its own timeout.
+    pub async fn wait_on<T>(&mut self, op: impl std::future::Future<Output = T>) -> T {
+        let started = std::time::Instant::now();
+        let out = op.await;
+        self.host_wait += started.elapsed();
+        out
     }
 
     /// What the guest wrote to stderr (a panic message, usually), lossily decoded.

@@ -125,7 +125,7 @@ impl Host for PluginState {
             Ok(r) => r,
             Err(e) => return Ok(Err(e)),
         };
-        Ok(tokio::time::timeout(timeout, send(out)).await.unwrap_or(Err(HttpError::Timeout)))
+        Ok(self.wait_on(tokio::time::timeout(timeout, send(out))).await.unwrap_or(Err(HttpError::Timeout)))
     }
 }
 

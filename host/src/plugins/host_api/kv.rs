@@ -184,7 +184,7 @@ impl PluginState {
 impl Host for PluginState {
     async fn get(&mut self, key: String) -> wasmtime::Result<Result<Option<Vec<u8>>, KvError>> {
         let Some(kv) = self.env.grants.kv.clone() else { return Ok(Err(denied())) };
-        Ok(kv.get(self.kv_key(&key)).await)
+        Ok(self.wait_on(kv.get(self.kv_key(&key))).await)
     }
 
     async fn set(
@@ -194,12 +194,12 @@ impl Host for PluginState {
         ttl_ms: Option<u64>,
     ) -> wasmtime::Result<Result<(), KvError>> {
         let Some(kv) = self.env.grants.kv.clone() else { return Ok(Err(denied())) };
-        Ok(kv.set(self.kv_key(&key), value, ttl(ttl_ms)).await)
+        Ok(self.wait_on(kv.set(self.kv_key(&key), value, ttl(ttl_ms))).await)
     }
 
     async fn delete(&mut self, key: String) -> wasmtime::Result<Result<bool, KvError>> {
         let Some(kv) = self.env.grants.kv.clone() else { return Ok(Err(denied())) };
-        Ok(kv.delete(self.kv_key(&key)).await)
+        Ok(self.wait_on(kv.delete(self.kv_key(&key))).await)
     }
 
     async fn increment(
@@ -209,7 +209,7 @@ impl Host for PluginState {
         ttl_ms: Option<u64>,
     ) -> wasmtime::Result<Result<i64, KvError>> {
         let Some(kv) = self.env.grants.kv.clone() else { return Ok(Err(denied())) };
-        Ok(kv.increment(self.kv_key(&key), delta, ttl(ttl_ms)).await)
+        Ok(self.wait_on(kv.increment(self.kv_key(&key), delta, ttl(ttl_ms))).await)
     }
 
     async fn compare_and_swap(
@@ -220,7 +220,7 @@ impl Host for PluginState {
         ttl_ms: Option<u64>,
     ) -> wasmtime::Result<Result<bool, KvError>> {
         let Some(kv) = self.env.grants.kv.clone() else { return Ok(Err(denied())) };
-        Ok(kv.compare_and_swap(self.kv_key(&key), expected, new, ttl(ttl_ms)).await)
+        Ok(self.wait_on(kv.compare_and_swap(self.kv_key(&key), expected, new, ttl(ttl_ms))).await)
     }
 }
 

@@ -95,9 +95,10 @@ pub fn linker() -> &'static Linker<PluginState> {
 /// carry no authority (Rust std, Python and JS runtimes import them).
 const HARMLESS_WASI: &[&str] = &["wasi:cli/", "wasi:io/", "wasi:clocks/", "wasi:random/", "wasi:filesystem/"];
 
-/// Checks that `component` imports only interfaces that exist and are granted.
+/// Checks that `component` imports only interfaces that exist and are granted (or
+/// are among the `optional` capabilities, which are refused when called instead).
 /// Returns one message per refused import.
-pub fn check_imports(component: &Component, grants: &Grants) -> Vec<String> {
+pub fn check_imports(component: &Component, grants: &Grants, optional: &[&str]) -> Vec<String> {
     let ty = component.component_type();
     let mut refused = Vec::new();
     for (name, item) in ty.imports(engine()) {
@@ -121,8 +122,8 @@ pub fn check_imports(component: &Component, grants: &Grants) -> Vec<String> {
                 continue;
             }
         };
-        if !granted {
-            let cap = iface.trim_start_matches("sluice:plugin/");
+        let cap = iface.trim_start_matches("sluice:plugin/");
+        if !granted && !optional.contains(&cap) {
             let hint = match cap {
                 "http" => "grants: { http: { allow: [HOST] } }".to_owned(),
                 "secrets" => "grants: { secrets: { NAME: { env: VAR } } }".to_owned(),
