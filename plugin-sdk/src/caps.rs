@@ -46,7 +46,11 @@ pub mod clock {
         #[cfg(target_arch = "wasm32")]
         return crate::bindings::sluice::plugin::clock::now_ms();
         #[cfg(not(target_arch = "wasm32"))]
-        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+        crate::testing::CLOCK_MS.with(|c| c.get()).unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis() as u64)
+        })
     }
 
     /// A monotonic clock in nanoseconds.

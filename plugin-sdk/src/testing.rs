@@ -245,12 +245,20 @@ thread_local! {
     pub(crate) static KV: RefCell<HashMap<String, Vec<u8>>> = RefCell::new(HashMap::new());
     pub(crate) static SECRETS: RefCell<HashMap<String, String>> = RefCell::new(HashMap::new());
     pub(crate) static LOGS: RefCell<Vec<String>> = const { RefCell::new(Vec::new()) };
+    pub(crate) static CLOCK_MS: std::cell::Cell<Option<u64>> = const { std::cell::Cell::new(None) };
     pub(crate) static ANNOTATIONS: RefCell<Vec<(String, String)>> = const { RefCell::new(Vec::new()) };
     pub(crate) static COUNTERS: RefCell<Vec<Counted>> = const { RefCell::new(Vec::new()) };
 }
 
 /// One counter addition a plugin made: name, labels, value.
 pub type Counted = (String, Vec<(String, String)>, u64);
+
+/// Fixes `clock::now_ms()` at `ms` (milliseconds since the Unix epoch) in this test
+/// thread, or with `None` lets it follow the system clock again: expiry, windows and
+/// rate limits become deterministic.
+pub fn set_now_ms(ms: Option<u64>) {
+    CLOCK_MS.with(|c| c.set(ms));
+}
 
 /// Makes `secrets::get(name)` return `value` in this test thread.
 pub fn set_secret(name: &str, value: &str) {
