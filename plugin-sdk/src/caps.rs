@@ -216,3 +216,70 @@ pub mod metrics {
         let _ = (name, value);
     }
 }
+
+/// Signature checks and MACs computed natively by the host (always granted): use these
+/// instead of compiling RSA or elliptic-curve arithmetic into the plugin, which runs
+/// tens of times slower as Wasm. In native tests they run on the same library the host
+/// uses (`ring`).
+pub mod crypto {
+    pub use crate::bindings::sluice::plugin::crypto::{Hash, PublicKey, Scheme};
+
+    /// True if `signature` over `message` verifies with `key` under `scheme` (ECDSA
+    /// signatures in JWS's fixed `r || s` form).
+    pub fn verify(scheme: Scheme, key: &PublicKey, message: &[u8], signature: &[u8]) -> bool {
+        #[cfg(target_arch = "wasm32")]
+        return crate::bindings::sluice::plugin::crypto::verify(scheme, key, message, signature);
+        #[cfg(not(target_arch = "wasm32"))]
+        native::verify(scheme, key, message, signature)
+    }
+
+    /// The HMAC of `message` under `key`.
+    pub fn hmac(hash: Hash, key: &[u8], message: &[u8]) -> Vec<u8> {
+        #[cfg(target_arch = "wasm32")]
+        return crate::bindings::sluice::plugin::crypto::hmac(hash, key, message);
+        #[cfg(not(target_arch = "wasm32"))]
+        native::hmac(hash, key, message)
+    }
+
+    /// Compares two byte strings in time independent of where they differ (for MACs).
+    pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+        a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+    }
+
+    #[cfg(not(target_arch = "wasm32"))]
+    mod native {
+        use super::{Hash, PublicKey, Scheme};
+        use ring::signature::{self, RsaPublicKeyComponents, UnparsedPublicKey, VerificationAlgorithm};
+
+        pub fn verify(scheme: Scheme, key: &PublicKey, msg: &[u8], sig: &[u8]) -> bool {
+            let rsa = |alg: &'static signature::RsaParameters| match key {
+                PublicKey::Rsa((n, e)) => RsaPublicKeyComponents { n, e }.verify(alg, msg, sig).is_ok(),
+                _ => false,
+            };
+            let point = |alg: &'static dyn VerificationAlgorithm, raw: &[u8]| {
+                UnparsedPublicKey::new(alg, raw).verify(msg, sig).is_ok()
+            };
+            match (scheme, key) {
+                (Scheme::Rs256, _) => rsa(&signature::RSA_PKCS1_2048_8192_SHA256),
+                (Scheme::Rs384, _) => rsa(&signature::RSA_PKCS1_2048_8192_SHA384),
+                (Scheme::Rs512, _) => rsa(&signature::RSA_PKCS1_2048_8192_SHA512),
+                (Scheme::Ps256, _) => rsa(&signature::RSA_PSS_2048_8192_SHA256),
+                (Scheme::Ps384, _) => rsa(&signature::RSA_PSS_2048_8192_SHA384),
+                (Scheme::Ps512, _) => rsa(&signature::RSA_PSS_2048_8192_SHA512),
+                (Scheme::Es256, PublicKey::P256(p)) => point(&signature::ECDSA_P256_SHA256_FIXED, p),
+                (Scheme::Es384, PublicKey::P384(p)) => point(&signature::ECDSA_P384_SHA384_FIXED, p),
+                (Scheme::Eddsa, PublicKey::Ed25519(k)) => point(&signature::ED25519, k),
+                _ => false,
+            }
+        }
+
+        pub fn hmac(hash: Hash, key: &[u8], msg: &[u8]) -> Vec<u8> {
+            let alg = match hash {
+                Hash::Sha256 => ring::hmac::HMAC_SHA256,
+                Hash::Sha384 => ring::hmac::HMAC_SHA384,
+                Hash::Sha512 => ring::hmac::HMAC_SHA512,
+            };
+            ring::hmac::sign(&ring::hmac::Key::new(alg, key), msg).as_ref().to_vec()
+        }
+    }
+}

@@ -85,7 +85,7 @@ pub mod caps;
 #[cfg(feature = "build")]
 pub mod build;
 
-pub use caps::{clock, http, kv, log, metrics, secrets};
+pub use caps::{clock, crypto, http, kv, log, metrics, secrets};
 pub use decision::{Decision, Reply};
 pub use message::{Request, Response};
 pub use serde;

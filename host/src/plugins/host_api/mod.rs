@@ -8,6 +8,7 @@
 //! [`PluginState`](super::state::PluginState) holding the env.
 
 pub mod clock;
+pub mod crypto;
 pub mod http;
 pub mod kv;
 pub mod kv_redis;
@@ -109,7 +110,7 @@ pub fn check_imports(component: &Component, grants: &Grants, optional: &[&str]) 
         }
         let iface = name.split('@').next().unwrap_or(name);
         let granted = match iface {
-            "sluice:plugin/types" => true,
+            "sluice:plugin/types" | "sluice:plugin/crypto" => true,
             "sluice:plugin/log" => grants.log,
             "sluice:plugin/clock" => grants.clock,
             "sluice:plugin/metrics" => grants.metrics,

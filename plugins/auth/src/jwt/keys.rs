@@ -4,13 +4,11 @@
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use hmac::{Hmac, Mac};
-use p256::ecdsa::signature::Verifier;
 use rsa::pkcs1::DecodeRsaPublicKey;
 use rsa::pkcs8::DecodePublicKey;
 use rsa::traits::PublicKeyParts;
 use serde_json::Value;
-use sha2::{Digest, Sha256, Sha384, Sha512};
+use sluice_plugin_sdk::crypto::{self, Hash, PublicKey, Scheme};
 
 /// Smallest RSA modulus accepted (RFC 7518 §3.3).
 pub const MIN_RSA_BITS: usize = 2048;
@@ -115,6 +113,17 @@ impl KeyKind {
         }
     }
 
+    /// The key as the host's `crypto` import takes it (`None` for HMAC secrets).
+    fn public_key(&self) -> Option<PublicKey> {
+        match self {
+            KeyKind::Hmac(_) => None,
+            KeyKind::Rsa(k) => Some(PublicKey::Rsa((k.n().to_bytes_be(), k.e().to_bytes_be()))),
+            KeyKind::P256(k) => Some(PublicKey::P256(k.to_encoded_point(false).as_bytes().to_vec())),
+            KeyKind::P384(k) => Some(PublicKey::P384(k.to_encoded_point(false).as_bytes().to_vec())),
+            KeyKind::Ed25519(k) => Some(PublicKey::Ed25519(k.to_bytes().to_vec())),
+        }
+    }
+
     fn describe(&self) -> &'static str {
         match self {
             KeyKind::Hmac(_) => "an HMAC secret",
@@ -135,6 +144,8 @@ pub struct Key {
     pub alg: Option<Alg>,
     /// The key.
     pub kind: KeyKind,
+    /// The key in the form the host's `crypto` import verifies with.
+    public: Option<PublicKey>,
 }
 
 impl std::fmt::Debug for Key {
@@ -160,7 +171,8 @@ impl Key {
                 Some(parsed)
             }
         };
-        Ok(Key { kid, alg, kind })
+        let public = kind.public_key();
+        Ok(Key { kid, alg, kind, public })
     }
 
     /// True if this key may verify a token signed with `alg`.
@@ -174,48 +186,27 @@ impl Key {
         if !self.accepts(alg) {
             return false;
         }
-        match (&self.kind, alg) {
-            (KeyKind::Hmac(k), Alg::HS256) => hmac_ok::<Hmac<Sha256>>(k, msg, sig),
-            (KeyKind::Hmac(k), Alg::HS384) => hmac_ok::<Hmac<Sha384>>(k, msg, sig),
-            (KeyKind::Hmac(k), Alg::HS512) => hmac_ok::<Hmac<Sha512>>(k, msg, sig),
-            (KeyKind::Rsa(k), Alg::RS256) => {
-                k.verify(rsa::Pkcs1v15Sign::new::<Sha256>(), &Sha256::digest(msg), sig).is_ok()
-            }
-            (KeyKind::Rsa(k), Alg::RS384) => {
-                k.verify(rsa::Pkcs1v15Sign::new::<Sha384>(), &Sha384::digest(msg), sig).is_ok()
-            }
-            (KeyKind::Rsa(k), Alg::RS512) => {
-                k.verify(rsa::Pkcs1v15Sign::new::<Sha512>(), &Sha512::digest(msg), sig).is_ok()
-            }
-            (KeyKind::Rsa(k), Alg::PS256) => {
-                k.verify(rsa::Pss::new::<Sha256>(), &Sha256::digest(msg), sig).is_ok()
-            }
-            (KeyKind::Rsa(k), Alg::PS384) => {
-                k.verify(rsa::Pss::new::<Sha384>(), &Sha384::digest(msg), sig).is_ok()
-            }
-            (KeyKind::Rsa(k), Alg::PS512) => {
-                k.verify(rsa::Pss::new::<Sha512>(), &Sha512::digest(msg), sig).is_ok()
-            }
-            (KeyKind::P256(k), Alg::ES256) => p256::ecdsa::Signature::from_slice(sig)
-                .is_ok_and(|s| sig.len() == 64 && k.verify(msg, &s).is_ok()),
-            (KeyKind::P384(k), Alg::ES384) => p384::ecdsa::Signature::from_slice(sig)
-                .is_ok_and(|s| sig.len() == 96 && k.verify(msg, &s).is_ok()),
-            (KeyKind::Ed25519(k), Alg::EdDSA) => {
-                ed25519_dalek::Signature::from_slice(sig).is_ok_and(|s| k.verify_strict(msg, &s).is_ok())
-            }
+        // The arithmetic runs natively in the host (`crypto`): as Wasm, an RS256 check
+        // took about 1.5 ms and an ES256 one 2.3 ms; natively they take microseconds.
+        let hmac = |hash: Hash| match &self.kind {
+            KeyKind::Hmac(k) => crypto::constant_time_eq(&crypto::hmac(hash, k, msg), sig),
             _ => false,
-        }
-    }
-}
-
-fn hmac_ok<M: Mac + hmac::digest::KeyInit>(key: &[u8], msg: &[u8], sig: &[u8]) -> bool {
-    match <M as hmac::digest::KeyInit>::new_from_slice(key) {
-        Ok(mut mac) => {
-            mac.update(msg);
-            // Constant-time comparison.
-            mac.verify_slice(sig).is_ok()
-        }
-        Err(_) => false,
+        };
+        let scheme = match alg {
+            Alg::HS256 => return hmac(Hash::Sha256),
+            Alg::HS384 => return hmac(Hash::Sha384),
+            Alg::HS512 => return hmac(Hash::Sha512),
+            Alg::RS256 => Scheme::Rs256,
+            Alg::RS384 => Scheme::Rs384,
+            Alg::RS512 => Scheme::Rs512,
+            Alg::PS256 => Scheme::Ps256,
+            Alg::PS384 => Scheme::Ps384,
+            Alg::PS512 => Scheme::Ps512,
+            Alg::ES256 => Scheme::Es256,
+            Alg::ES384 => Scheme::Es384,
+            Alg::EdDSA => Scheme::Eddsa,
+        };
+        self.public.as_ref().is_some_and(|key| crypto::verify(scheme, key, msg, sig))
     }
 }
 
