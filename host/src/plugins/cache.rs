@@ -3,6 +3,13 @@
 //! loads the artifact in milliseconds instead of compiling again). The disk key also
 //! holds the engine's compatibility hash, so a new wasmtime or new engine settings
 //! never load stale code.
+//!
+//! The memory cache holds at most [`MEMORY_CACHE_ENTRIES`] components and forgets the
+//! least recently used one first: every deploy of a new plugin version adds an entry,
+//! and without a bound the compiled code of every version ever deployed would stay in
+//! memory for the life of the process. A build looks up every component it uses, so
+//! those of the serving config are always the most recently used; a snapshot still
+//! holding an evicted component keeps it alive until the snapshot is dropped.
 
 use std::collections::HashMap;
 use std::hash::{DefaultHasher, Hash, Hasher};
@@ -24,9 +31,46 @@ pub fn default_cache_dir() -> Option<PathBuf> {
     std::env::var_os("HOME").filter(|h| !h.is_empty()).map(|h| PathBuf::from(h).join(".cache").join("sluice"))
 }
 
-fn memory() -> &'static Mutex<HashMap<[u8; 32], Component>> {
-    static MEM: OnceLock<Mutex<HashMap<[u8; 32], Component>>> = OnceLock::new();
-    MEM.get_or_init(Default::default)
+/// How many compiled components the memory cache keeps.
+pub const MEMORY_CACHE_ENTRIES: usize = 64;
+
+fn memory() -> &'static Mutex<Lru<Component>> {
+    static MEM: OnceLock<Mutex<Lru<Component>>> = OnceLock::new();
+    MEM.get_or_init(|| Mutex::new(Lru::new(MEMORY_CACHE_ENTRIES)))
+}
+
+/// A map by content hash that keeps its `capacity` most recently used entries.
+#[derive(Debug)]
+struct Lru<V> {
+    capacity: usize,
+    clock: u64,
+    entries: HashMap<[u8; 32], (V, u64)>,
+}
+
+impl<V: Clone> Lru<V> {
+    fn new(capacity: usize) -> Self {
+        Lru { capacity: capacity.max(1), clock: 0, entries: HashMap::new() }
+    }
+
+    fn get(&mut self, key: &[u8; 32]) -> Option<V> {
+        self.clock += 1;
+        let (v, used) = self.entries.get_mut(key)?;
+        *used = self.clock;
+        Some(v.clone())
+    }
+
+    fn insert(&mut self, key: [u8; 32], value: V) {
+        self.clock += 1;
+        self.entries.insert(key, (value, self.clock));
+        while self.entries.len() > self.capacity {
+            // A linear scan: the cache is small and this runs once per compile.
+            let oldest = self.entries.iter().min_by_key(|(_, (_, used))| *used).map(|(k, _)| *k);
+            match oldest {
+                Some(k) => self.entries.remove(&k),
+                None => break,
+            };
+        }
+    }
 }
 
 fn engine_key() -> String {
@@ -45,7 +89,7 @@ pub fn load_component(source: PluginSource<'_>, cache_dir: Option<&Path>) -> Res
     let wasm = source.read()?;
     let hash: [u8; 32] = Sha256::digest(&wasm).into();
     if let Some(c) = memory().lock().unwrap_or_else(|p| p.into_inner()).get(&hash) {
-        return Ok(c.clone());
+        return Ok(c);
     }
     let artifact = cache_dir.map(|d| d.join(format!("{}-{}.cwasm", hex(&hash), engine_key())));
     let component = match artifact.as_deref().and_then(load_artifact) {
@@ -104,4 +148,42 @@ fn tempfile_in(dir: &Path) -> std::io::Result<(PathBuf, std::fs::File)> {
     let p = dir.join(name);
     let f = std::fs::OpenOptions::new().write(true).create_new(true).open(&p)?;
     Ok((p, f))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Lru;
+
+    fn key(n: u8) -> [u8; 32] {
+        [n; 32]
+    }
+
+    #[test]
+    fn the_memory_cache_keeps_the_most_recently_used_entries() {
+        let mut lru = Lru::new(3);
+        for n in 0..3 {
+            lru.insert(key(n), n);
+        }
+        // Entry 0 is used again (a reload that keeps that plugin): 1 is now the oldest.
+        assert_eq!(lru.get(&key(0)), Some(0));
+        lru.insert(key(3), 3);
+        assert_eq!(lru.entries.len(), 3);
+        assert_eq!(lru.get(&key(1)), None, "the least recently used entry went");
+        assert_eq!((lru.get(&key(0)), lru.get(&key(2)), lru.get(&key(3))), (Some(0), Some(2), Some(3)));
+    }
+
+    #[test]
+    fn deploying_many_versions_does_not_grow_the_memory_cache() {
+        // Every reload looks up the plugin that stays and compiles the new version of
+        // the one that changes.
+        let mut lru = Lru::new(4);
+        lru.insert(key(255), 255);
+        for version in 0..200u8 {
+            assert_eq!(lru.get(&key(255)), Some(255), "the unchanged plugin is never recompiled");
+            if lru.get(&key(version)).is_none() {
+                lru.insert(key(version), version);
+            }
+            assert!(lru.entries.len() <= 4);
+        }
+    }
 }
