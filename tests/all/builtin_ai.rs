@@ -482,28 +482,39 @@ async fn usage_and_cost_are_counted_by_route_consumer_provider_and_model() {
 }
 
 #[tokio::test]
-async fn an_exhausted_token_budget_is_a_429_before_the_provider_is_called() {
-    let mut config = chat_config();
-    config["budgets"] = json!({"tokens_per_minute": 20});
-    let ai = Ai::start(&[("budget", "{ path: /v1/chat/completions }", config)]).await;
-    // Each call uses 12 + 3 tokens; the budget is refused once 20 are used (a minute
-    // boundary in between only starts a fresh budget, hence the loop).
-    let mut refused = None;
-    for _ in 0..10 {
-        let reply = ai.chat(&json!({"model": "gpt", "messages": messages("a b")})).await;
-        if reply.status == 429 {
-            refused = Some(reply);
-            break;
+async fn an_exhausted_token_or_cost_budget_is_a_429_before_the_provider_is_called() {
+    // Each call uses 12 + 3 tokens, costing 0.012 + 0.006. Budgets are refused once
+    // used up (a minute or day boundary in between only starts a fresh budget, hence
+    // the loop).
+    for (route, budget, message) in [
+        (
+            "budget-tokens",
+            json!({"tokens_per_minute": 20}),
+            "the tokens per minute budget of this consumer is used up",
+        ),
+        ("budget-cost", json!({"cost_per_day": 0.03}), "the daily cost budget of this consumer is used up"),
+    ] {
+        let mut config = chat_config();
+        config["budgets"] = budget;
+        let ai = Ai::start(&[(route, "{ path: /v1/chat/completions }", config)]).await;
+        let mut refused = None;
+        for _ in 0..10 {
+            let reply = ai.chat(&json!({"model": "gpt", "messages": messages("a b")})).await;
+            if reply.status == 429 {
+                refused = Some(reply);
+                break;
+            }
+            assert_eq!(reply.status, 200, "{}", reply.text());
         }
-        assert_eq!(reply.status, 200, "{}", reply.text());
-    }
-    let reply = refused.expect("the budget ran out");
-    assert_eq!(reply.json()["error"]["code"], "budget_exceeded");
-    assert!(reply.header("retry-after").is_some());
-    let calls = ai.llm.seen().len();
-    let again = ai.chat(&json!({"model": "gpt", "messages": messages("a b")})).await;
-    if again.status == 429 {
-        assert_eq!(ai.llm.seen().len(), calls, "a refused call never reaches the provider");
+        let reply = refused.expect("the budget ran out");
+        assert_eq!(reply.json()["error"]["code"], "budget_exceeded");
+        assert_eq!(reply.json()["error"]["message"], message);
+        assert!(reply.header("retry-after").is_some());
+        let calls = ai.llm.seen().len();
+        let again = ai.chat(&json!({"model": "gpt", "messages": messages("a b")})).await;
+        if again.status == 429 {
+            assert_eq!(ai.llm.seen().len(), calls, "a refused call never reaches the provider");
+        }
     }
 }
 
@@ -704,4 +715,72 @@ except openai.RateLimitError as e:
         assert!(stdout.contains(&format!("{model} stream {streamed} {}", total(&streamed))), "{stdout}");
     }
     assert!(stdout.contains("error 429 test error 429"), "{stdout}");
+}
+
+/// P7 of BENCHMARKS.md, as a measurement (no assertion on time): a streamed
+/// completion through the `chat` route vs straight to the same LLM server, for an
+/// OpenAI provider (passthrough) and an Anthropic one (translated) — time to the first
+/// body byte and to the end of the stream. Run with
+/// `cargo test --release -p sluice-tests --test all p7 -- --ignored --nocapture`.
+#[tokio::test]
+#[ignore = "a measurement, not a test"]
+async fn p7_streamed_completion_overhead() {
+    use std::time::Instant;
+
+    use http_body_util::BodyExt;
+    use hyper_util::client::legacy::Client as HyperClient;
+    use hyper_util::rt::TokioExecutor;
+
+    let ai = Ai::start(&[("p7", "{ path: /v1/chat/completions }", chat_config())]).await;
+    let client: HyperClient<_, crate::harness::TestBody> =
+        HyperClient::builder(TokioExecutor::new()).build_http();
+    let text = "one two three four five six seven eight nine ten";
+    let through =
+        |model: &str| json!({"model": model, "stream": true, "messages": messages(text)}).to_string();
+    let openai_direct = json!({"model": "gpt-test", "stream": true, "stream_options": {"include_usage": true},
+                               "messages": messages(text)});
+    let anthropic_direct = json!({"model": "claude-test", "stream": true, "max_tokens": 4096, "system": "You are terse.",
+                                  "messages": [{"role": "user", "content": [{"type": "text", "text": text}]}]});
+    let gw = ai.url("/v1/chat/completions");
+    let cases = [
+        ("openai direct", url(ai.llm.addr(), "/v1/chat/completions"), openai_direct.to_string()),
+        ("openai via gateway", gw.clone(), through("gpt")),
+        ("anthropic direct", url(ai.llm.addr(), "/v1/messages"), anthropic_direct.to_string()),
+        ("anthropic via gateway (translated)", gw, through("claude")),
+    ];
+    let mut results: Vec<(&str, Vec<f64>, Vec<f64>)> =
+        cases.iter().map(|c| (c.0, Vec::new(), Vec::new())).collect();
+    let rounds = 2000;
+    for i in 0..rounds * cases.len() {
+        let slot = i % cases.len();
+        let (_, target, body) = &cases[slot];
+        let req = Request::post(target.as_str()).body(full(body.clone())).unwrap();
+        let started = Instant::now();
+        let resp = client.request(req).await.unwrap();
+        let mut body = resp.into_body();
+        let mut first = None;
+        while let Some(frame) = body.frame().await {
+            if frame.unwrap().data_ref().is_some_and(|d| !d.is_empty()) && first.is_none() {
+                first = Some(started.elapsed());
+            }
+        }
+        let total = started.elapsed();
+        if i >= 200 {
+            results[slot].1.push(first.unwrap().as_secs_f64() * 1e6);
+            results[slot].2.push(total.as_secs_f64() * 1e6);
+        }
+    }
+    let pct = |v: &mut Vec<f64>, p: f64| {
+        v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+        v[((v.len() - 1) as f64 * p) as usize]
+    };
+    for (name, ttfb, total) in &mut results {
+        println!(
+            "P7 {name}: first byte p50 {:.0} µs p99 {:.0} µs; whole stream p50 {:.0} µs p99 {:.0} µs",
+            pct(ttfb, 0.5),
+            pct(ttfb, 0.99),
+            pct(total, 0.5),
+            pct(total, 0.99)
+        );
+    }
 }
