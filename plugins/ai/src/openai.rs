@@ -23,13 +23,17 @@ impl Usage {
         Usage { input: input_chars.div_ceil(4), output: output_chars.div_ceil(4), estimated: true }
     }
 
-    /// The OpenAI `usage` object.
+    /// The OpenAI `usage` object (with `"estimated": true` for estimates).
     pub fn to_json(self) -> Value {
-        json!({
+        let mut u = json!({
             "prompt_tokens": self.input,
             "completion_tokens": self.output,
             "total_tokens": self.input + self.output,
-        })
+        });
+        if self.estimated {
+            u["estimated"] = Value::Bool(true);
+        }
+        u
     }
 }
 

@@ -53,7 +53,6 @@ pub fn translate(kind: Kind, status: u16, body: &[u8], call: &Call) -> Translate
     let mut completion = completion;
     if usage.estimated {
         completion["usage"] = usage.to_json();
-        completion["usage"]["estimated"] = Value::Bool(true);
     }
     Translated::Completion(completion, usage)
 }

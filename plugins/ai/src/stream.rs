@@ -82,6 +82,11 @@ impl Stream {
         out
     }
 
+    /// `include_usage` and the usage chunk not seen from the provider yet.
+    fn usage_chunk_due(&self) -> bool {
+        self.include_usage && (self.kind != Kind::Openai || self.usage.is_none())
+    }
+
     /// The usage: the provider's, else an estimate.
     pub fn usage(&self) -> Usage {
         self.usage.unwrap_or_else(|| Usage::estimate(self.prompt_chars, self.output_chars))
@@ -92,7 +97,7 @@ impl Stream {
             return;
         }
         self.done = true;
-        if self.include_usage && self.kind != Kind::Openai {
+        if self.usage_chunk_due() {
             openai::sse(out, &openai::usage_chunk(&self.id, self.created, &self.model, self.usage()));
         }
         out.extend_from_slice(openai::DONE);
@@ -131,9 +136,8 @@ impl Stream {
     /// asked for dropped unless the client asked for it too.
     fn openai_event(&mut self, e: Event, out: &mut Vec<u8>) {
         if e.data.trim() == "[DONE]" {
-            self.done = true;
-            out.extend_from_slice(openai::DONE);
-            return;
+            // An OpenAI-compatible server that sends no usage gets an estimated one.
+            return self.done(out);
         }
         let Ok(mut v) = serde_json::from_str::<Value>(&e.data) else { return };
         for c in v.get("choices").and_then(Value::as_array).into_iter().flatten() {
@@ -356,6 +360,17 @@ mod tests {
 
         let mut s = Stream::new(Kind::Openai, "x", 1, "m", true, 0);
         assert_eq!(run(&mut s, input).len(), 3, "kept when the client asked");
+
+        // A server without usage: the client who asked gets an estimate, marked.
+        let no_usage =
+            "data: {\"choices\":[{\"index\":0,\"delta\":{\"content\":\"abcdefgh\"}}]}\n\ndata: [DONE]\n\n";
+        let mut s = Stream::new(Kind::Openai, "x", 1, "m", true, 4);
+        let p = run(&mut s, no_usage);
+        assert_eq!(p.len(), 3, "{p:?}");
+        assert_eq!(
+            parse(&p[1])["usage"],
+            json!({"prompt_tokens": 1, "completion_tokens": 2, "total_tokens": 3, "estimated": true})
+        );
     }
 
     #[test]
