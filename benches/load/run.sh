@@ -2,6 +2,14 @@
 # benches/load/run.sh — the load bench (P1 of BENCHMARKS.md): Sluice with one route and
 # an empty plugin chain vs nginx `proxy_pass` (and HAProxy, when installed), side by
 # side in one run, on the same upstream (bench-upstream) with the same load generator.
+# P2 and P3 use two more peers that apply the same three policies — a JWT (HS256), a
+# rate limit per consumer and a header transform:
+#   sluice-chain  Sluice with the built-in auth + rate-limit + transform plugins
+#   nginx-lua     nginx with the Lua module doing the same (nginx-lua.conf.in)
+#   PEERS="sluice sluice-chain" benches/load/run.sh      # P2: the chain vs an empty chain
+#   PEERS="nginx-lua sluice-chain" benches/load/run.sh   # P3: vs nginx + Lua
+# With either of them, every peer's requests carry the same `Authorization: Bearer`
+# token (a far-future HS256 JWT made here with python3).
 #
 #   benches/load/run.sh                      # from anywhere inside the repository
 #   ROUNDS=3 DURATION=10 benches/load/run.sh # knobs are environment variables
@@ -22,6 +30,7 @@
 #
 # Needs: nginx, wrk, taskset (util-linux), curl; oha and python3 for open-loop latency.
 #   apt-get install -y nginx wrk curl python3 haproxy   (haproxy is optional)
+#   apt-get install -y libnginx-mod-http-lua lua-cjson   (the nginx-lua peer only)
 #   cargo install oha
 #
 # Knobs (environment):
@@ -37,7 +46,12 @@
 #   NICE=0                        e.g. -10 (root) gives the bench processes priority over
 #                                 other work on a shared machine; used for every peer alike
 #   PROXY_CPU=0 LOAD_CPU=1        cores for the proxy under test and for upstream + load
-#   BASE_PORT=19080               upstream BASE_PORT, nginx +1, sluice +2, haproxy +3
+#   BASE_PORT=19080               upstream BASE_PORT, nginx +1, sluice +2, haproxy +3,
+#                                 sluice-chain +4, nginx-lua +5
+#   RL_RATE=1000000               the rate limit of the policy peers (per second, burst
+#                                 the same): high, so every request is checked and passes
+#   JWT_CACHE=0                   sluice-chain's auth `jwt.cache_entries`: 0 verifies every
+#                                 token like nginx-lua; 1024 is the plugin's default
 #   OUT_DIR=…  SKIP_BUILD=1  KEEP_TMP=1  COMMIT=… (names the build when run outside git)
 set -euo pipefail
 
@@ -62,6 +76,11 @@ UPSTREAM_PORT=$BASE_PORT
 NGINX_PORT=$((BASE_PORT + 1))
 SLUICE_PORT=$((BASE_PORT + 2))
 HAPROXY_PORT=$((BASE_PORT + 3))
+SLUICE_CHAIN_PORT=$((BASE_PORT + 4))
+NGINX_LUA_PORT=$((BASE_PORT + 5))
+RL_RATE=${RL_RATE:-1000000}
+JWT_CACHE=${JWT_CACHE:-0}
+JWT_SECRET=bench-secret-0123456789abcdef0123
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 REPO=$(cd "$HERE/../.." && pwd)
@@ -105,11 +124,29 @@ fi
 read -r -a PEER_LIST <<<"$PEERS"
 for p in "${PEER_LIST[@]}"; do
     case $p in
-        nginx | sluice) ;;
+        nginx | sluice | sluice-chain) ;;
         haproxy) need haproxy "apt-get install -y haproxy" ;;
-        *) die "unknown peer '$p' (nginx, sluice, haproxy)" ;;
+        nginx-lua)
+            [[ -f /usr/lib/nginx/modules/ngx_http_lua_module.so ]] ||
+                die "nginx-lua needs the Lua module: apt-get install -y libnginx-mod-http-lua lua-cjson"
+            ;;
+        *) die "unknown peer '$p' (nginx, sluice, haproxy, sluice-chain, nginx-lua)" ;;
     esac
 done
+# The policy peers need a token; every peer gets the same request.
+AUTH=()
+if [[ " ${PEER_LIST[*]} " == *" sluice-chain "* || " ${PEER_LIST[*]} " == *" nginx-lua "* ]]; then
+    need python3 "apt-get install -y python3"
+    TOKEN=$(python3 - "$JWT_SECRET" <<'PY'
+import base64, hashlib, hmac, json, sys
+b = lambda d: base64.urlsafe_b64encode(json.dumps(d, separators=(",", ":")).encode()).rstrip(b"=")
+signing = b({"alg": "HS256", "typ": "JWT"}) + b"." + b({"sub": "bench-client", "exp": 4102444800})
+sig = base64.urlsafe_b64encode(hmac.new(sys.argv[1].encode(), signing, hashlib.sha256).digest()).rstrip(b"=")
+print((signing + b"." + sig).decode())
+PY
+    )
+    AUTH=(-H "Authorization: Bearer $TOKEN")
+fi
 BASELINE=${PEER_LIST[0]}
 
 OPEN_LOOP=1
@@ -123,7 +160,7 @@ elif ! command -v python3 >/dev/null 2>&1; then
 fi
 
 port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
-for port in "$UPSTREAM_PORT" "$NGINX_PORT" "$SLUICE_PORT" "$HAPROXY_PORT"; do
+for port in "$UPSTREAM_PORT" "$NGINX_PORT" "$SLUICE_PORT" "$HAPROXY_PORT" "$SLUICE_CHAIN_PORT" "$NGINX_LUA_PORT"; do
     ! port_open "$port" || die "port $port is in use; pick other ports with BASE_PORT=…"
 done
 
@@ -172,6 +209,8 @@ render() { # render TEMPLATE OUT
     sed -e "s|@TMP@|$TMP|g" -e "s|@UPSTREAM_PORT@|$UPSTREAM_PORT|g" \
         -e "s|@NGINX_PORT@|$NGINX_PORT|g" -e "s|@SLUICE_PORT@|$SLUICE_PORT|g" \
         -e "s|@HAPROXY_PORT@|$HAPROXY_PORT|g" \
+        -e "s|@SLUICE_CHAIN_PORT@|$SLUICE_CHAIN_PORT|g" -e "s|@NGINX_LUA_PORT@|$NGINX_LUA_PORT|g" \
+        -e "s|@JWT_SECRET@|$JWT_SECRET|g" -e "s|@RL_RATE@|$RL_RATE|g" -e "s|@JWT_CACHE@|$JWT_CACHE|g" \
         -e "s|@NGINX_ACCESS_LOG@|$NGINX_ACCESS_LOG|g" \
         -e "s|@SLUICE_ACCESS_LOG@|$SLUICE_ACCESS_LOG|g" "$1" >"$2"
 }
@@ -187,8 +226,11 @@ mkdir -p "$TMP"/nginx-{client-body,proxy,fastcgi,uwsgi,scgi}
 render "$HERE/nginx.conf.in" "$TMP/nginx.conf"
 render "$HERE/sluice.yaml.in" "$TMP/sluice.yaml"
 render "$HERE/haproxy.cfg.in" "$TMP/haproxy.cfg"
+render "$HERE/sluice-chain.yaml.in" "$TMP/sluice-chain.yaml"
+render "$HERE/nginx-lua.conf.in" "$TMP/nginx-lua.conf"
 
-declare -A PORT=([nginx]=$NGINX_PORT [sluice]=$SLUICE_PORT [haproxy]=$HAPROXY_PORT)
+declare -A PORT=([nginx]=$NGINX_PORT [sluice]=$SLUICE_PORT [haproxy]=$HAPROXY_PORT
+    [sluice-chain]=$SLUICE_CHAIN_PORT [nginx-lua]=$NGINX_LUA_PORT)
 declare -A MAIN_PID=()
 
 "${PRIO[@]}" taskset -c "$LOAD_CPU" "$UPSTREAM_BIN" --addr "127.0.0.1:$UPSTREAM_PORT" --threads 1 \
@@ -206,12 +248,19 @@ start_peer() {
             "${PRIO[@]}" taskset -c "$PROXY_CPU" nginx -p "$TMP" -c "$TMP/nginx.conf" \
                 -e "$TMP/nginx-error.log" >"$TMP/nginx.log" 2>&1 &
             ;;
-        sluice)
-            "$SLUICE_BIN" check "$TMP/sluice.yaml" >&2 || die "sluice rejected $TMP/sluice.yaml"
+        nginx-lua)
+            nginx -t -q -p "$TMP" -c "$TMP/nginx-lua.conf" -e "$TMP/nginx-lua-error.log" ||
+                die "nginx rejected $TMP/nginx-lua.conf"
+            "${PRIO[@]}" taskset -c "$PROXY_CPU" nginx -p "$TMP" -c "$TMP/nginx-lua.conf" \
+                -e "$TMP/nginx-lua-error.log" >"$TMP/nginx-lua.log" 2>&1 &
+            ;;
+        sluice | sluice-chain)
+            local conf=$TMP/$p.yaml
+            "$SLUICE_BIN" check "$conf" >&2 || die "sluice rejected $conf"
             local env=()
             if [[ -n $SLUICE_LOG ]]; then env=(env "SLUICE_LOG=$SLUICE_LOG"); else env=(env -u SLUICE_LOG); fi
             "${env[@]}" "${PRIO[@]}" taskset -c "$PROXY_CPU" "$SLUICE_BIN" run \
-                --config "$TMP/sluice.yaml" --workers 1 >"$TMP/sluice.log" 2>&1 &
+                --config "$conf" --workers 1 --no-watch >"$TMP/$p.log" 2>&1 &
             ;;
         haproxy)
             haproxy -c -q -f "$TMP/haproxy.cfg" || die "haproxy rejected $TMP/haproxy.cfg"
@@ -224,7 +273,7 @@ start_peer() {
     MAIN_PID[$p]=$pid
     wait_port "${PORT[$p]}" "$p" "$pid"
     local got
-    got=$(curl -sS --max-time 5 "http://127.0.0.1:${PORT[$p]}/bench") ||
+    got=$(curl -sS --max-time 5 "${AUTH[@]}" "http://127.0.0.1:${PORT[$p]}/bench") ||
         die "$p does not answer; see $TMP/$p.log"
     [[ $got == "$EXPECTED" ]] || die "$p answered '$got', not the upstream's body"
 }
@@ -236,7 +285,7 @@ ACCESS_LOG_SLUICE=$ACCESS_LOG
 cpu_ticks() {
     local p=$1 main=${MAIN_PID[$1]} pids total=0 pid t
     pids=$main
-    if [[ $p == nginx ]]; then pids="$main $(pgrep -P "$main" | tr '\n' ' ')"; fi
+    if [[ $p == nginx || $p == nginx-lua ]]; then pids="$main $(pgrep -P "$main" | tr '\n' ' ')"; fi
     for pid in $pids; do
         # Fields after "(comm) ": state is $1, utime $12, stime $13 (clock ticks).
         t=$(sed 's/^.*) //' "/proc/$pid/stat" 2>/dev/null | awk '{print $12 + $13}') || t=0
@@ -262,7 +311,7 @@ now() { date +%s.%N; }
 mkdir -p "$OUT_DIR"
 RAW=$OUT_DIR/raw
 mkdir -p "$RAW"
-cp "$TMP/nginx.conf" "$TMP/sluice.yaml" "$TMP/haproxy.cfg" "$OUT_DIR/"
+cp "$TMP/nginx.conf" "$TMP/sluice.yaml" "$TMP/haproxy.cfg" "$TMP/sluice-chain.yaml" "$TMP/nginx-lua.conf" "$OUT_DIR/"
 # peer round requests seconds ticks errors proxy-core-busy% other-on-proxy-core% load-core-busy%
 THRU=$OUT_DIR/throughput.tsv
 # peer round requests ticks p50 p90 p99 p999(ms) errors proxy-core-busy% other% load-core-busy%
@@ -274,7 +323,7 @@ LOAD_BEFORE=$(cut -d' ' -f1-3 /proc/loadavg)
 wrk_run() { # wrk_run PEER SECONDS OUTFILE [extra wrk args]
     local p=$1 secs=$2 out=$3
     shift 3
-    "${PRIO[@]}" taskset -c "$LOAD_CPU" wrk -t1 -c"$CONNS" -d"${secs}s" "$@" \
+    "${PRIO[@]}" taskset -c "$LOAD_CPU" wrk -t1 -c"$CONNS" -d"${secs}s" "${AUTH[@]}" "$@" \
         "http://127.0.0.1:${PORT[$p]}/bench" >"$out" 2>&1 || die "wrk failed against $p: $(cat "$out")"
 }
 wrk_errors() { # non-2xx + socket errors
@@ -329,7 +378,7 @@ for ((r = 1; r <= ROUNDS; r++)); do
         if ((OPEN_LOOP)); then
             out=$RAW/oha-$p-$r.json
             "${PRIO[@]}" taskset -c "$LOAD_CPU" oha -z "${LAT_DURATION}s" -w -c "$CONNS" -q "$RATE" \
-                --latency-correction --no-tui --output-format json --worker-threads 1 \
+                --latency-correction --no-tui --output-format json --worker-threads 1 "${AUTH[@]}" \
                 "http://127.0.0.1:${PORT[$p]}/bench" >"$out" 2>"$RAW/oha-$p-$r.err" ||
                 die "oha failed against $p: $(cat "$RAW/oha-$p-$r.err")"
             t1=$(cpu_ticks "$p")
