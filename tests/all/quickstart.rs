@@ -44,6 +44,29 @@ async fn quickstart_config_serves_alone() {
     assert_eq!(doc["headers"]["x-forwarded-for"], "127.0.0.1");
     assert_eq!(doc["headers"]["x-forwarded-proto"], "http");
 
+    // The built-in auth and rate-limit plugins on /api.
+    let anonymous = client.get(&url(addr, "/api/orders")).await;
+    assert_eq!(anonymous.status, 401);
+    assert!(anonymous.header("www-authenticate").is_some());
+    let with_key = |client: &Client| {
+        let req = http::Request::get(url(addr, "/api/orders"))
+            .header("x-api-key", "demo-key")
+            .body(crate::harness::full(""))
+            .unwrap();
+        let client = client.clone();
+        async move { client.send(req).await }
+    };
+    let ok = with_key(&client).await;
+    assert_eq!(ok.status, 200, "{}", ok.text());
+    assert_eq!(ok.json()["headers"]["x-consumer"], "demo");
+    assert!(ok.header("ratelimit").is_some_and(|v| v.starts_with("\"per_second\";r=")));
+    let statuses: Vec<u16> = futures_util::future::join_all((0..20).map(|_| with_key(&client)))
+        .await
+        .iter()
+        .map(|r| r.status.as_u16())
+        .collect();
+    assert!(statuses.contains(&429), "a burst past the limit is refused: {statuses:?}");
+
     let status = client.get(&url(gw.addr("admin"), "/-/status")).await;
     assert_eq!(status.json()["generation"], 1);
     let metrics = client.get(&url(gw.addr("admin"), "/metrics")).await;
