@@ -682,6 +682,7 @@ async fn the_official_openai_python_client_works_against_the_gateway() {
     let script = r#"
 import sys, openai
 client = openai.OpenAI(base_url=sys.argv[1], api_key="gateway-token", max_retries=0)
+print("models", ",".join(sorted(m.id for m in client.models.list())))
 for model in ["gpt", "claude", "gemini"]:
     r = client.chat.completions.create(model=model, messages=[{"role": "system", "content": "terse"}, {"role": "user", "content": "py hello"}])
     print(model, "plain", r.choices[0].message.content, r.choices[0].finish_reason, r.usage.total_tokens)
@@ -715,6 +716,7 @@ except openai.RateLimitError as e:
         assert!(stdout.contains(&format!("{model} stream {streamed} {}", total(&streamed))), "{stdout}");
     }
     assert!(stdout.contains("error 429 test error 429"), "{stdout}");
+    assert!(stdout.contains("models claude,gemini,gpt"), "{stdout}");
 }
 
 /// P7 of BENCHMARKS.md, as a measurement (no assertion on time): a streamed
