@@ -63,13 +63,14 @@ OUT_DIR=${OUT_DIR:-$TARGET_DIR/load-bench/p5-$STAMP}
 
 log() { printf '[p5] %s\n' "$*" >&2; }
 die() { printf '[p5] error: %s\n' "$*" >&2; exit 1; }
+# shellcheck source=common.sh
+source "$HERE/common.sh"
 
 for n in RATE CONNS DURATION ROUNDS WARMUP BASE_PORT PROXY_CPU LOAD_CPU; do
     [[ ${!n} =~ ^[0-9]+$ ]] || die "$n must be a whole number (got '${!n}')"
 done
 [[ $PERIOD =~ ^[0-9]*\.?[0-9]+$ ]] || die "PERIOD must be a number of seconds (got '$PERIOD')"
 [[ $NICE =~ ^-?[0-9]+$ ]] || die "NICE must be a whole number (got '$NICE')"
-need() { command -v "$1" >/dev/null 2>&1 || die "'$1' is not installed; install it with: $2"; }
 need cargo "https://rustup.rs"
 need oha "cargo install oha"
 need python3 "apt-get install -y python3"
@@ -78,7 +79,6 @@ need taskset "apt-get install -y util-linux"
 CPUS=$(nproc --all)
 ((PROXY_CPU < CPUS && LOAD_CPU < CPUS)) || die "PROXY_CPU/LOAD_CPU must be < $CPUS (cores here)"
 
-port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 for port in "$UPSTREAM_PORT" "$SLUICE_PORT" "$ADMIN_PORT"; do
     ! port_open "$port" || die "port $port is in use; pick other ports with BASE_PORT=…"
 done
@@ -98,34 +98,8 @@ UPSTREAM_BIN=$TARGET_DIR/release/bench-upstream
 [[ -f $WASM_DIR/tagger_v1.wasm && -f $WASM_DIR/tagger_v2.wasm ]] || die "tagger components missing in $WASM_DIR"
 
 # ---------------------------------------------------------------------- processes
-TMP=$(mktemp -d "${TMPDIR:-/tmp}/sluice-p5.XXXXXX")
-PIDS=()
-cleanup() {
-    local pid i
-    for pid in "${PIDS[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
-    for ((i = 0; i < 50; i++)); do
-        local alive=0
-        for pid in "${PIDS[@]}"; do kill -0 "$pid" 2>/dev/null && alive=1; done
-        ((alive)) || break
-        sleep 0.1
-    done
-    for pid in "${PIDS[@]}"; do kill -KILL "$pid" 2>/dev/null || true; done
-    if [[ $KEEP_TMP == 1 ]]; then log "kept $TMP"; else rm -rf "$TMP"; fi
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-PRIO=()
-if [[ $NICE != 0 ]]; then PRIO=(nice -n "$NICE"); fi
+start_tmp sluice-p5
 
-wait_port() { # wait_port PORT NAME PID
-    local i
-    for ((i = 0; i < 100; i++)); do
-        port_open "$1" && return 0
-        kill -0 "$3" 2>/dev/null || die "$2 exited at start; see $TMP/$2.log"
-        sleep 0.1
-    done
-    die "$2 did not listen on port $1 within 10 s; see $TMP/$2.log"
-}
 
 mkdir -p "$TMP/plugins" "$TMP/cache" "$OUT_DIR/raw"
 RAW=$OUT_DIR/raw

@@ -90,6 +90,8 @@ OUT_DIR=${OUT_DIR:-$TARGET_DIR/load-bench/$STAMP}
 
 log() { printf '[load-bench] %s\n' "$*" >&2; }
 die() { printf '[load-bench] error: %s\n' "$*" >&2; exit 1; }
+# shellcheck source=common.sh
+source "$HERE/common.sh"
 
 # ------------------------------------------------------------------------------ checks
 for n in ROUNDS DURATION WARMUP CONNS LAT_DURATION BASE_PORT PROXY_CPU LOAD_CPU; do
@@ -101,9 +103,6 @@ done
 [[ $ACCESS_LOG == on || $ACCESS_LOG == off ]] || die "ACCESS_LOG must be on or off"
 [[ $NICE =~ ^-?[0-9]+$ ]] || die "NICE must be a whole number (got '$NICE')"
 
-need() { # need TOOL HOW-TO-INSTALL
-    command -v "$1" >/dev/null 2>&1 || die "'$1' is not installed; install it with: $2"
-}
 need cargo "https://rustup.rs (the repository's rust-toolchain.toml picks the version)"
 need nginx "apt-get install -y nginx"
 need wrk "apt-get install -y wrk"
@@ -159,7 +158,6 @@ elif ! command -v python3 >/dev/null 2>&1; then
     log "latency will be CLOSED-LOOP wrk figures"
 fi
 
-port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 for port in "$UPSTREAM_PORT" "$NGINX_PORT" "$SLUICE_PORT" "$HAPROXY_PORT" "$SLUICE_CHAIN_PORT" "$NGINX_LUA_PORT"; do
     ! port_open "$port" || die "port $port is in use; pick other ports with BASE_PORT=…"
 done
@@ -174,36 +172,9 @@ UPSTREAM_BIN=$TARGET_DIR/release/bench-upstream
 [[ -x $SLUICE_BIN && -x $UPSTREAM_BIN ]] || die "binaries missing under $TARGET_DIR/release"
 
 # ---------------------------------------------------------------------- processes
-TMP=$(mktemp -d "${TMPDIR:-/tmp}/sluice-load.XXXXXX")
-PIDS=()
-cleanup() {
-    local pid i
-    for pid in "${PIDS[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
-    for ((i = 0; i < 50; i++)); do # at most 5 s for a graceful exit
-        local alive=0
-        for pid in "${PIDS[@]}"; do kill -0 "$pid" 2>/dev/null && alive=1; done
-        ((alive)) || break
-        sleep 0.1
-    done
-    for pid in "${PIDS[@]}"; do kill -KILL "$pid" 2>/dev/null || true; done
-    if [[ $KEEP_TMP == 1 ]]; then log "kept $TMP"; else rm -rf "$TMP"; fi
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
+start_tmp sluice-load
 
-# A prefix, not a function, so that `$!` is the pid of the program itself.
-PRIO=()
-if [[ $NICE != 0 ]]; then PRIO=(nice -n "$NICE"); fi
 
-wait_port() { # wait_port PORT NAME PID
-    local i
-    for ((i = 0; i < 100; i++)); do
-        port_open "$1" && return 0
-        kill -0 "$3" 2>/dev/null || die "$2 exited at start; see $TMP/$2.log"
-        sleep 0.1
-    done
-    die "$2 did not listen on port $1 within 10 s; see $TMP/$2.log"
-}
 
 render() { # render TEMPLATE OUT
     sed -e "s|@TMP@|$TMP|g" -e "s|@UPSTREAM_PORT@|$UPSTREAM_PORT|g" \
