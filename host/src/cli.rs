@@ -50,7 +50,7 @@ pub enum Command {
     /// Print the JSON Schema of the config file format (for editors and CI linting),
     /// or of a built-in plugin's `config:`.
     Schema {
-        /// A built-in plugin (`auth`, `cors`, `rate-limit`, `transform`) whose config
+        /// A built-in plugin (`ai`, `auth`, `cors`, `rate-limit`, `transform`) whose config
         /// schema to print instead.
         #[arg(long, value_name = "NAME")]
         plugin: Option<String>,
