@@ -575,3 +575,39 @@ async fn one_instance_serves_all_chunks_of_a_response_so_concurrent_streams_keep
         "{out}"
     );
 }
+
+#[tokio::test]
+async fn a_stream_the_client_abandons_still_gets_its_last_chunk_call() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let up = streaming_upstream().await;
+    let p = Plugins::with(&[("streamer", wasm::STREAMER)]);
+    let gw = p
+        .start(&format!(
+            "{}routes:\n  - name: app\n    match: {{ path_prefix: / }}\n    target: {{ upstream: app }}\n    plugins:\n      - name: streamer\n",
+            upstream(up.addr)
+        ))
+        .await;
+    let mut conn = tokio::net::TcpStream::connect(gw.addr("public")).await.unwrap();
+    conn.write_all(b"GET /s HTTP/1.1\r\nhost: x\r\nx-tag: gone\r\n\r\n").await.unwrap();
+    let mut seen = Vec::new();
+    let mut buf = [0u8; 1024];
+    while !String::from_utf8_lossy(&seen).contains("gone#0:a;") {
+        let n = conn.read(&mut buf).await.unwrap();
+        assert!(n > 0, "closed before the first chunk: {}", String::from_utf8_lossy(&seen));
+        seen.extend_from_slice(&buf[..n]);
+    }
+    drop(conn); // the client leaves after the first chunk
+
+    let stats = sluice::plugins::stats::stats_for("streamer");
+    let counted = || {
+        stats
+            .custom_labeled()
+            .into_iter()
+            .any(|((name, labels), v)| name == "chunks" && labels == ",tag=\"gone\"" && (1..3).contains(&v))
+    };
+    assert!(
+        wait_for(counted).await,
+        "the plugin's last call ran after the client left and counted the chunks it saw: {:?}",
+        stats.custom_labeled()
+    );
+}

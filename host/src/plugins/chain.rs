@@ -249,6 +249,7 @@ impl Chain {
                 held,
                 route: Arc::clone(&self.route),
                 annotations: ctx.annotations.clone(),
+                finished: false,
             };
             *resp.body_mut() = chunked(b, stream);
             resp.headers_mut().remove(CONTENT_LENGTH);
@@ -497,17 +498,40 @@ fn restore_response(resp: &mut Response<Body>, slot: ResponseSlot) {
 /// instance serving every chunk of this response — the one that ran its
 /// `on-response`, when it has that phase — so a plugin can keep per-stream state
 /// (an SSE line buffer, a translation in progress) between calls. After the last
-/// chunk the instances go back to their pools; a stream dropped early (the client
-/// went away) discards them, since their state is mid-stream.
+/// chunk the instances go back to their pools. A stream dropped early (the client
+/// went away) still gets its `last` call, in a task of its own, so a plugin can
+/// account for what was sent; its output goes nowhere.
 struct ChunkStream {
     entries: Arc<[Arc<ChainEntry>]>,
     held: Vec<Option<Instance>>,
     route: Arc<str>,
     annotations: Annotations,
+    finished: bool,
+}
+
+impl Drop for ChunkStream {
+    fn drop(&mut self) {
+        if self.finished {
+            return;
+        }
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else { return };
+        let mut rest = ChunkStream {
+            entries: Arc::clone(&self.entries),
+            held: std::mem::take(&mut self.held),
+            route: Arc::clone(&self.route),
+            annotations: self.annotations.clone(),
+            finished: false,
+        };
+        runtime.spawn(async move {
+            let _ = rest.transform(Bytes::new(), true).await;
+        });
+    }
 }
 
 impl ChunkStream {
     async fn transform(&mut self, mut data: Bytes, last: bool) -> Result<Bytes, PluginError> {
+        // Whatever happens now, this is the last call the stream makes.
+        self.finished |= last;
         for (k, entry) in self.entries.iter().enumerate() {
             let pool = &entry.pool;
             let err = |kind: PluginErrorKind| {
