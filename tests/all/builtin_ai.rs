@@ -660,12 +660,20 @@ async fn a_failing_provider_falls_back_to_another_model() {
     // Accounting names the provider that answered.
     let m = ai.metrics().await;
     assert_eq!(
-        counter(&m, "ai_requests", &[("provider", "gem"), ("model", "gemini"), ("status", "200")]),
+        counter(
+            &m,
+            "ai_requests",
+            &[("route", "fallback"), ("provider", "gem"), ("model", "gemini"), ("status", "200")]
+        ),
         2,
         "{m}"
     );
     assert_eq!(
-        counter(&m, "ai_requests", &[("provider", "oa"), ("model", "gpt"), ("status", "200")]),
+        counter(
+            &m,
+            "ai_requests",
+            &[("route", "fallback"), ("provider", "oa"), ("model", "gpt"), ("status", "200")]
+        ),
         1,
         "{m}"
     );
