@@ -176,3 +176,68 @@ async fn all_targets_down_gives_502_or_503() {
     assert!(reply.header("x-request-id").is_some());
     gw.shutdown().await;
 }
+
+/// Answers the first request for each path with `429` and `Retry-After: <last path
+/// segment>`, and later ones with `200` and the body it received.
+async fn once_too_many() -> (TestServer, Arc<std::sync::Mutex<Vec<(String, String)>>>) {
+    let seen: Arc<std::sync::Mutex<Vec<(String, String)>>> = Arc::default();
+    let log = Arc::clone(&seen);
+    let server = TestServer::start(move |req: http::Request<hyper::body::Incoming>| {
+        let log = Arc::clone(&log);
+        async move {
+            let path = req.uri().path().to_owned();
+            let body =
+                String::from_utf8(req.into_body().collect().await.unwrap().to_bytes().to_vec()).unwrap();
+            let first = {
+                let mut log = log.lock().unwrap();
+                let first = !log.iter().any(|(p, _)| *p == path);
+                log.push((path.clone(), body.clone()));
+                first
+            };
+            if first {
+                let secs = path.rsplit('/').next().unwrap().to_owned();
+                let mut r = Response::new(full("slow down"));
+                *r.status_mut() = StatusCode::TOO_MANY_REQUESTS;
+                r.headers_mut().insert("retry-after", secs.parse().unwrap());
+                return r;
+            }
+            Response::new(full(format!("ok: {body}")))
+        }
+    })
+    .await;
+    (server, seen)
+}
+
+#[tokio::test]
+async fn non_idempotent_retries_resend_the_body_and_honour_retry_after() {
+    let (up, seen) = once_too_many().await;
+    let target = format!("      - {{ address: \"{}\" }}\n", up.addr);
+    let replay =
+        "    retries: { attempts: 2, on_status: [429], non_idempotent: true, max_retry_after: 5s }\n";
+    let gw = gateway(&pool(&target, replay)).await;
+    let client = Client::http1();
+    let sent = |path: &str| {
+        seen.lock().unwrap().iter().filter(|(p, _)| p == path).map(|(_, b)| b.clone()).collect::<Vec<_>>()
+    };
+
+    // Retry-After: 0 and 1 are within max_retry_after: the POST is resent, body and all.
+    for path in ["/a/0", "/b/1"] {
+        let reply = client.post(&url(gw.addr("public"), path), "the prompt").await;
+        assert_eq!((reply.status.as_u16(), reply.text().as_str()), (200, "ok: the prompt"), "{path}");
+        assert_eq!(sent(path), ["the prompt", "the prompt"], "{path}: sent twice with its body");
+    }
+    // A longer Retry-After than max_retry_after: the 429 goes to the client.
+    let reply = client.post(&url(gw.addr("public"), "/c/60"), "x").await;
+    assert_eq!(reply.status, 429);
+    assert_eq!(reply.header("retry-after"), Some("60"));
+    assert_eq!(sent("/c/60").len(), 1);
+    gw.shutdown().await;
+
+    // Without non_idempotent a POST that was sent is never resent.
+    let plain = "    retries: { attempts: 2, on_status: [429] }\n";
+    let gw = gateway(&pool(&target, plain)).await;
+    let reply = Client::http1().post(&url(gw.addr("public"), "/d/0"), "once").await;
+    assert_eq!(reply.status, 429);
+    assert_eq!(sent("/d/0"), ["once"]);
+    gw.shutdown().await;
+}

@@ -46,6 +46,10 @@ pub const DEFAULT_RETRY_ATTEMPTS: u32 = 2;
 pub const DEFAULT_RETRY_BUDGET_PERCENT: u32 = 20;
 /// Default retries per second always allowed regardless of the budget.
 pub const DEFAULT_RETRY_MIN_PER_SECOND: u32 = 10;
+/// Default largest body kept to resend a non-idempotent request (`retries.non_idempotent`).
+pub const DEFAULT_RETRY_MAX_REPLAY_BODY: ByteSize = ByteSize::mib(1);
+/// Default longest `Retry-After` a status retry waits for.
+pub const DEFAULT_RETRY_MAX_RETRY_AFTER: ConfigDuration = ConfigDuration::secs(2);
 /// Default consecutive failures that eject a target (passive health).
 pub const DEFAULT_EJECT_AFTER_FAILURES: u32 = 5;
 /// Default time an ejected target stays out before it is tried again.
@@ -413,6 +417,21 @@ pub struct RetryConfig {
     /// (for example `[502, 503]`). Default: none.
     #[serde(default)]
     pub on_status: Vec<u16>,
+    /// Treat every method as safe to resend (for APIs where a repeated request does no
+    /// harm, like LLM providers answering `429`/`529`): a body of at most
+    /// `max_replay_body` is kept so a `POST` that was sent can be retried on
+    /// `on_status` or a broken connection. Default `false`.
+    #[serde(default)]
+    pub non_idempotent: bool,
+    /// Largest request body kept for resending with `non_idempotent` (a larger or
+    /// unknown-length body is sent once). Default `1MiB`.
+    #[serde(default)]
+    pub max_replay_body: Option<ByteSize>,
+    /// A status retry honours the response's `Retry-After` (seconds or an HTTP date),
+    /// waiting before the next attempt; a longer wait than this is not retried and the
+    /// response goes to the client. Default `2s`.
+    #[serde(default)]
+    pub max_retry_after: Option<ConfigDuration>,
 }
 
 /// Health checking.

@@ -196,7 +196,7 @@ impl Upstream {
         let s = &*self.shared;
         s.budget.record_request();
         let (parts, body) = req.into_parts();
-        let replay = (is_idempotent(&parts.method) && body.is_end_stream()).then(|| Head::of(&parts));
+        let (body, replay) = replayable(&s.settings.retry, &parts, body).await?;
         let mut req = Some(Request::from_parts(parts, body));
         let attempts = s.settings.retry.attempts.saturating_add(1);
         let mut tried: u128 = 0;
@@ -219,14 +219,20 @@ impl Upstream {
                     let resp = resp.map(|inner| body::boxed(Tracked { inner, in_flight: Some(in_flight) }));
                     let mut resp = resp;
                     resp.extensions_mut().insert(UpstreamTarget(Arc::clone(&target.address)));
-                    if may_retry
-                        && replay.is_some()
-                        && s.settings.retry.on_status.contains(&status)
-                        && s.budget.try_withdraw()
-                    {
-                        debug!(upstream = %s.name, target = %target.address, status = status.as_u16(), "retrying on status");
-                        last = Some(Ok(resp));
-                        continue;
+                    if may_retry && replay.is_some() && s.settings.retry.on_status.contains(&status) {
+                        // Honour the target's Retry-After, up to the configured wait; a
+                        // longer one goes to the client as it is.
+                        let wait = retry_after(resp.headers());
+                        if wait.is_none_or(|w| w <= s.settings.retry.max_retry_after)
+                            && s.budget.try_withdraw()
+                        {
+                            debug!(upstream = %s.name, target = %target.address, status = status.as_u16(), ?wait, "retrying on status");
+                            last = Some(Ok(resp));
+                            if let Some(wait) = wait.filter(|w| !w.is_zero()) {
+                                tokio::time::sleep(wait).await;
+                            }
+                            continue;
+                        }
                     }
                     return Ok(resp);
                 }
@@ -303,28 +309,64 @@ fn is_idempotent(m: &Method) -> bool {
     matches!(*m, Method::GET | Method::HEAD | Method::OPTIONS | Method::PUT | Method::DELETE | Method::TRACE)
 }
 
-/// The head of a body-less request, kept to rebuild it for a retry.
+/// Decides whether the request can be resent after it was written, and keeps what a
+/// resend needs: the head, and the body when `non_idempotent` allows replaying one
+/// of known length up to `max_replay_body` (read now, so it can be sent again).
+/// Nothing is kept when retries are off.
+async fn replayable(
+    retry: &settings::RetrySettings,
+    parts: &Parts,
+    body: Body,
+) -> Result<(Body, Option<Head>), ProxyError> {
+    if retry.attempts == 0 || !(retry.non_idempotent || is_idempotent(&parts.method)) {
+        return Ok((body, None));
+    }
+    if body.is_end_stream() {
+        return Ok((body, Some(Head::of(parts, Bytes::new()))));
+    }
+    let small = body.size_hint().exact().is_some_and(|n| n <= retry.max_replay_body);
+    if !(retry.non_idempotent && small) {
+        return Ok((body, None));
+    }
+    let bytes = http_body_util::BodyExt::collect(body).await.map_err(ProxyError::ClientBody)?.to_bytes();
+    Ok((body::full(bytes.clone()), Some(Head::of(parts, bytes))))
+}
+
+/// A `Retry-After` header as a wait: delay-seconds, or an HTTP date (0 if past).
+fn retry_after(headers: &http::HeaderMap) -> Option<std::time::Duration> {
+    let v = headers.get(http::header::RETRY_AFTER)?.to_str().ok()?.trim();
+    if let Ok(secs) = v.parse::<u64>() {
+        return Some(std::time::Duration::from_secs(secs));
+    }
+    let at = httpdate::parse_http_date(v).ok()?;
+    Some(at.duration_since(std::time::SystemTime::now()).unwrap_or_default())
+}
+
+/// The head of a request (and its body, when kept), to rebuild it for a retry.
 struct Head {
     method: Method,
     uri: http::Uri,
     version: http::Version,
     headers: http::HeaderMap,
     extensions: http::Extensions,
+    body: Bytes,
 }
 
 impl Head {
-    fn of(p: &Parts) -> Head {
+    fn of(p: &Parts, body: Bytes) -> Head {
         Head {
             method: p.method.clone(),
             uri: p.uri.clone(),
             version: p.version,
             headers: p.headers.clone(),
             extensions: p.extensions.clone(),
+            body,
         }
     }
 
     fn request(&self) -> Request<Body> {
-        let mut r = Request::new(body::empty());
+        let body = if self.body.is_empty() { body::empty() } else { body::full(self.body.clone()) };
+        let mut r = Request::new(body);
         *r.method_mut() = self.method.clone();
         *r.uri_mut() = self.uri.clone();
         *r.version_mut() = self.version;

@@ -12,8 +12,9 @@ use crate::config::{
     ActiveHealthConfig, BalanceConfig, DEFAULT_BREAKER_FAILURES, DEFAULT_BREAKER_OPEN_FOR,
     DEFAULT_CONNECT_TIMEOUT, DEFAULT_EJECT_AFTER_FAILURES, DEFAULT_EJECT_FOR, DEFAULT_HEALTH_INTERVAL,
     DEFAULT_HEALTH_THRESHOLD, DEFAULT_HEALTH_TIMEOUT, DEFAULT_MAX_IDLE_PER_TARGET, DEFAULT_REQUEST_TIMEOUT,
-    DEFAULT_RETRY_ATTEMPTS, DEFAULT_RETRY_BUDGET_PERCENT, DEFAULT_RETRY_MIN_PER_SECOND,
-    DEFAULT_UPSTREAM_IDLE_TIMEOUT, HttpVersion, Name, Problem, UpstreamConfig,
+    DEFAULT_RETRY_ATTEMPTS, DEFAULT_RETRY_BUDGET_PERCENT, DEFAULT_RETRY_MAX_REPLAY_BODY,
+    DEFAULT_RETRY_MAX_RETRY_AFTER, DEFAULT_RETRY_MIN_PER_SECOND, DEFAULT_UPSTREAM_IDLE_TIMEOUT, HttpVersion,
+    Name, Problem, UpstreamConfig,
 };
 
 /// The HTTP version spoken to the targets.
@@ -44,6 +45,11 @@ pub(crate) struct RetrySettings {
     pub budget_percent: u32,
     pub min_per_second: u32,
     pub on_status: Vec<StatusCode>,
+    /// Every method may be resent (with a kept body of at most `max_replay_body`).
+    pub non_idempotent: bool,
+    pub max_replay_body: u64,
+    /// Longest `Retry-After` a status retry waits for.
+    pub max_retry_after: Duration,
 }
 
 /// Passive health parameters; `failures == 0` disables ejection.
@@ -167,6 +173,9 @@ impl Settings {
             budget_percent: r.budget_percent.unwrap_or(DEFAULT_RETRY_BUDGET_PERCENT),
             min_per_second: r.min_per_second.unwrap_or(DEFAULT_RETRY_MIN_PER_SECOND),
             on_status,
+            non_idempotent: r.non_idempotent,
+            max_replay_body: r.max_replay_body.unwrap_or(DEFAULT_RETRY_MAX_REPLAY_BODY).bytes(),
+            max_retry_after: r.max_retry_after.unwrap_or(DEFAULT_RETRY_MAX_RETRY_AFTER).get(),
         };
         let p = &config.health.passive;
         let passive = PassiveSettings {
