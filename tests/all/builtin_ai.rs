@@ -65,9 +65,11 @@ impl Ai {
             targets.push_str(&format!("      - address: {t}\n"));
         }
         let llm_addr = llm.addr();
+        // `unreachable`: a pool whose only target refuses connections.
+        let dead = dead_addr().await;
         let mut yaml = format!(
             "version: 1\nadmin: {{ address: 127.0.0.1:0 }}\nlisteners:\n  - name: public\n    address: 127.0.0.1:0\n\
-             upstreams:\n  llm:\n    targets:\n{targets}    health: {{ passive: {{ failures: 0 }} }}\nroutes:\n"
+             upstreams:\n  llm:\n    targets:\n{targets}    health: {{ passive: {{ failures: 0 }} }}\n  unreachable:\n    targets:\n      - address: {dead}\n    retries: {{ attempts: 0 }}\nroutes:\n"
         );
         for (name, matcher, config) in routes {
             let config = config.to_string().replace(LLM_URL, &format!("http://{llm_addr}"));
@@ -608,6 +610,23 @@ async fn a_pool_of_provider_targets_covers_a_dead_one() {
         assert_eq!(reply.status, 200, "{}", reply.text());
         assert_eq!(reply.json()["choices"][0]["message"]["content"], answer_for("hi"));
     }
+}
+
+#[tokio::test]
+async fn an_unreachable_provider_pool_falls_back_to_another_model() {
+    // The gateway's own 502 goes through the response phase like a provider's answer.
+    let mut config = chat_config();
+    config["providers"][1]["upstream"] = json!("unreachable"); // `ant`, the `claude` alias
+    config["fallbacks"] = json!({"claude": ["gemini"]});
+    for i in 0..3 {
+        config["providers"][i]["url"] = json!(LLM_URL);
+    }
+    let ai = Ai::start(&[("down", "{ path: /v1/chat/completions }", config)]).await;
+    let reply = ai.chat(&json!({"model": "claude", "messages": messages("anyone there")})).await;
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    assert_eq!(reply.json()["choices"][0]["message"]["content"], answer_for("anyone there"));
+    let paths: Vec<String> = ai.llm.seen().iter().map(|s| s.path.clone()).collect();
+    assert_eq!(paths, ["/v1beta/models/gemini-test:generateContent"], "only the fallback was reached");
 }
 
 #[tokio::test]

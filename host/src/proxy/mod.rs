@@ -60,16 +60,7 @@ pub async fn handle(req: Request<Incoming>, conn: Arc<ConnInfo>, snapshot: Arc<S
     let result = serve(req, &conn, &snapshot, &id, &mut record).instrument(span).await;
     let mut resp = match result {
         Ok(r) => r,
-        Err(e) => {
-            match e.source_kind() {
-                ErrorSource::Client => debug!(request_id = ?id, error = %e, "rejected request"),
-                _ => {
-                    warn!(request_id = ?id, route = record.route_name(), error = %e, "request failed")
-                }
-            }
-            record.error = Some(e.code());
-            error_response(&e, &id)
-        }
+        Err(e) => failed(e, &id, &mut record),
     };
     resp.headers_mut().insert(conn.listener.request_id.header.clone(), id);
     record.status = resp.status();
@@ -127,9 +118,26 @@ async fn serve(
         return Ok(resp);
     }
     let req = req.map(PluginBody);
-    let mut resp = dispatch(req, conn, snapshot, route, &found.params, id, record).await?;
+    let mut resp = match dispatch(req, conn, snapshot, route, &found.params, id, record).await {
+        Ok(resp) => resp,
+        // An upstream failure is an answer like any other for the response phase:
+        // CORS and rate-limit headers go on the 502/504 too, and a plugin can replace
+        // it (the ai plugin falls back to another provider).
+        Err(e) if e.source_kind() == ErrorSource::Upstream => failed(e, id, record),
+        Err(e) => return Err(e),
+    };
     route.chain.on_response(&mut resp, &ctx).await.map_err(ProxyError::Plugin)?;
     Ok(resp)
+}
+
+/// The gateway's error response for `e`, logged and noted in the access record.
+fn failed(e: ProxyError, id: &HeaderValue, record: &mut AccessRecord) -> Response<Body> {
+    match e.source_kind() {
+        ErrorSource::Client => debug!(request_id = ?id, error = %e, "rejected request"),
+        _ => warn!(request_id = ?id, route = record.route_name(), error = %e, "request failed"),
+    }
+    record.error = Some(e.code());
+    error_response(&e, id)
 }
 
 /// Sends the request to the route's target (or to the upstream a plugin chose).
