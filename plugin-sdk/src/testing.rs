@@ -260,6 +260,18 @@ pub fn set_now_ms(ms: Option<u64>) {
     CLOCK_MS.with(|c| c.set(ms));
 }
 
+/// Checks `text` against the golden file at `path` (a config's JSON Schema, a
+/// fixture), or writes it there when `SLUICE_BLESS=1` is set.
+pub fn golden(path: impl AsRef<std::path::Path>, text: &str) {
+    let path = path.as_ref();
+    if std::env::var_os("SLUICE_BLESS").is_some_and(|v| v == "1") {
+        std::fs::write(path, text).unwrap_or_else(|e| panic!("cannot write {}: {e}", path.display()));
+        return;
+    }
+    let on_disk = std::fs::read_to_string(path).unwrap_or_default();
+    assert!(on_disk == text, "{} is stale: run the test with SLUICE_BLESS=1 to rewrite it", path.display());
+}
+
 /// Makes `secrets::get(name)` return `value` in this test thread.
 pub fn set_secret(name: &str, value: &str) {
     SECRETS.with(|s| s.borrow_mut().insert(name.to_owned(), value.to_owned()));
