@@ -87,7 +87,7 @@ fn benches(c: &mut Criterion) {
     g.bench_function("chain_of_3_request_and_response_phases", |b| {
         b.iter(|| {
             chains[2].on_request(&mut req, &mut ctx).now_or_never().unwrap().unwrap();
-            chains[2].on_response(&mut resp, &ctx).now_or_never().unwrap().unwrap();
+            chains[2].on_response(&mut resp, &mut ctx).now_or_never().unwrap().unwrap();
         })
     });
     let pool = Arc::clone(&chains[0].entries()[0].pool);

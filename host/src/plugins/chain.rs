@@ -32,8 +32,8 @@ use crate::config::OnErrorConfig;
 /// phase leaves for the response phase.
 #[derive(Debug, Clone, Default)]
 pub struct PluginCtx {
-    /// The request id, when the proxy assigned one.
-    pub request_id: Option<String>,
+    /// The request id, when the proxy assigned one (a cheap clone: shared bytes).
+    pub request_id: Option<HeaderValue>,
     /// The client's address.
     pub client_addr: Option<std::net::SocketAddr>,
     /// The path parameters the route captured.
@@ -215,7 +215,7 @@ impl Chain {
     ) -> Result<Option<(Response<Body>, usize)>, PluginError> {
         for &i in &self.request {
             let entry = &self.entries[i];
-            let span = tracing::debug_span!("plugin", plugin = %entry.pool.plugin(), route = %self.route, phase = "on-request", request_id = ctx.request_id.as_deref());
+            let span = tracing::debug_span!("plugin", plugin = %entry.pool.plugin(), route = %self.route, phase = "on-request", request_id = ctx.request_id.as_ref().and_then(|v| v.to_str().ok()));
             let step = self.request_step(entry, slot, &ctx.annotations).instrument(span).await;
             match step {
                 Ok(Step::Continue) => {}
@@ -228,15 +228,21 @@ impl Chain {
     }
 
     /// Runs the response phase (last plugin first).
+    /// The request's consumer and context move into the response phase (they are not
+    /// needed after it).
     pub fn on_response<'a>(
         &'a self,
         resp: &'a mut Response<Body>,
-        ctx: &'a PluginCtx,
+        ctx: &'a mut PluginCtx,
     ) -> BoxFuture<'a, Result<(), PluginError>> {
         Box::pin(self.response_phase(resp, ctx))
     }
 
-    async fn response_phase(&self, resp: &mut Response<Body>, ctx: &PluginCtx) -> Result<(), PluginError> {
+    async fn response_phase(
+        &self,
+        resp: &mut Response<Body>,
+        ctx: &mut PluginCtx,
+    ) -> Result<(), PluginError> {
         let mut held = Vec::new();
         held.resize_with(self.chunk.len(), || None);
         if !self.response.is_empty() {
@@ -263,7 +269,7 @@ impl Chain {
     async fn run_response_phase(
         &self,
         resp: &mut Response<Body>,
-        ctx: &PluginCtx,
+        ctx: &mut PluginCtx,
         before: Option<usize>,
         held: &mut [Option<Instance>],
     ) -> Result<(), PluginError> {
@@ -272,8 +278,8 @@ impl Chain {
         let mut slot = ResponseSlot {
             status: resp.status(),
             headers: std::mem::take(resp.headers_mut()),
-            consumer: ctx.consumer.clone(),
-            context: ctx.context.clone(),
+            consumer: ctx.consumer.take(),
+            context: std::mem::take(&mut ctx.context),
             ..ResponseSlot::default()
         };
         slot.headers.reserve(HEADER_HEADROOM);
@@ -288,7 +294,7 @@ impl Chain {
         }
         for i in order {
             let entry = &self.entries[i];
-            let span = tracing::debug_span!("plugin", plugin = %entry.pool.plugin(), route = %self.route, phase = "on-response", request_id = ctx.request_id.as_deref());
+            let span = tracing::debug_span!("plugin", plugin = %entry.pool.plugin(), route = %self.route, phase = "on-response", request_id = ctx.request_id.as_ref().and_then(|v| v.to_str().ok()));
             let pos = self.chunk_pos[i].filter(|_| !held.is_empty());
             let step =
                 self.response_step(entry, &mut slot, &ctx.annotations, pos.is_some()).instrument(span).await;

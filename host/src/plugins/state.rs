@@ -136,7 +136,7 @@ pub struct RequestSlot {
     /// The client's IP address.
     pub client_ip: Option<std::net::IpAddr>,
     /// The request id the gateway assigned (or accepted from the client).
-    pub request_id: Option<String>,
+    pub request_id: Option<http::HeaderValue>,
     /// The path parameters the route captured.
     pub params: crate::router::PathParams,
     /// The consumer set by an authentication plugin.

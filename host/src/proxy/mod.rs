@@ -105,9 +105,9 @@ async fn serve(
         return dispatch(req, conn, snapshot, route, &found.params, id, record).await;
     }
     let mut ctx = PluginCtx {
-        request_id: id.to_str().ok().map(str::to_owned),
+        request_id: Some(id.clone()),
         client_addr: Some(conn.peer),
-        params: found.params.clone(),
+        params: found.params,
         ..PluginCtx::default()
     };
     let mut req = req.map(body::boxed);
@@ -118,7 +118,7 @@ async fn serve(
         return Ok(resp);
     }
     let req = req.map(PluginBody);
-    let mut resp = match dispatch(req, conn, snapshot, route, &found.params, id, record).await {
+    let mut resp = match dispatch(req, conn, snapshot, route, &ctx.params, id, record).await {
         Ok(resp) => resp,
         // An upstream failure is an answer like any other for the response phase:
         // CORS and rate-limit headers go on the 502/504 too, and a plugin can replace
@@ -126,7 +126,7 @@ async fn serve(
         Err(e) if e.source_kind() == ErrorSource::Upstream => failed(e, id, record),
         Err(e) => return Err(e),
     };
-    route.chain.on_response(&mut resp, &ctx).await.map_err(ProxyError::Plugin)?;
+    route.chain.on_response(&mut resp, &mut ctx).await.map_err(ProxyError::Plugin)?;
     Ok(resp)
 }
 

@@ -181,7 +181,7 @@ impl HostRequest for PluginState {
     }
 
     fn request_id(&mut self, _: Resource<RequestHandle>) -> Res<String> {
-        Ok(self.req.request_id.clone().unwrap_or_default())
+        Ok(self.req.request_id.as_ref().and_then(|v| v.to_str().ok()).unwrap_or_default().to_owned())
     }
 
     fn path_params(&mut self, _: Resource<RequestHandle>) -> Res<Vec<(String, String)>> {
