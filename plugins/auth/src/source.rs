@@ -92,18 +92,7 @@ impl Source {
 
 /// Every `cookie` header (HTTP/2 clients may send one per cookie).
 fn cookie_headers(req: &Request<'_>) -> Vec<String> {
-    match req.header("cookie") {
-        None => Vec::new(),
-        Some(first) => {
-            let all: Vec<String> = req
-                .headers()
-                .into_iter()
-                .filter(|(k, _)| k == "cookie")
-                .filter_map(|(_, v)| String::from_utf8(v).ok())
-                .collect();
-            if all.is_empty() { vec![first] } else { all }
-        }
-    }
+    req.header_all("cookie").into_iter().filter_map(|v| String::from_utf8(v).ok()).collect()
 }
 
 /// Decodes `%XX` escapes and `+` (as a space); `None` for bad escapes or non-UTF-8.

@@ -333,7 +333,7 @@ impl Vars for ResponseVars<'_, '_> {
 
 impl Headers for Request<'_> {
     fn values(&self, name: &str) -> Vec<String> {
-        header_values(self.headers(), name)
+        header_values(self.header_all(name))
     }
     fn set(&mut self, name: &str, value: &str) -> bool {
         self.set_header(name, value).is_ok()
@@ -348,7 +348,7 @@ impl Headers for Request<'_> {
 
 impl Headers for Response<'_> {
     fn values(&self, name: &str) -> Vec<String> {
-        header_values(self.headers(), name)
+        header_values(self.header_all(name))
     }
     fn set(&mut self, name: &str, value: &str) -> bool {
         self.set_header(name, value).is_ok()
@@ -361,8 +361,8 @@ impl Headers for Response<'_> {
     }
 }
 
-fn header_values(all: Vec<(String, Vec<u8>)>, name: &str) -> Vec<String> {
-    all.into_iter().filter(|(k, _)| k == name).filter_map(|(_, v)| String::from_utf8(v).ok()).collect()
+fn header_values(all: Vec<Vec<u8>>) -> Vec<String> {
+    all.into_iter().filter_map(|v| String::from_utf8(v).ok()).collect()
 }
 
 export!(Transform);
