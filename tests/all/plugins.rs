@@ -64,15 +64,20 @@ fn upstream(addr: std::net::SocketAddr) -> String {
     format!("upstreams:\n  app:\n    targets:\n      - address: {addr}\n")
 }
 
+/// The upstream `app` on `addr` and one route `app` (every path) to it, whose chain is
+/// `plugins` (YAML list items, indented for the route's `plugins:` key).
+fn app_route(addr: std::net::SocketAddr, plugins: &str) -> String {
+    format!(
+        "{}routes:\n  - name: app\n    match: {{ path_prefix: / }}\n    target: {{ upstream: app }}\n    plugins:\n{plugins}",
+        upstream(addr)
+    )
+}
+
 #[tokio::test]
 async fn a_chain_changes_the_request_upstream_sees_and_the_response_client_sees() {
     let up = TestServer::echo().await;
     let p = Plugins::with(&[("header-adder", wasm::HEADER_ADDER)]);
-    let gw = p
-        .start(&format!(
-            "{}routes:\n  - name: app\n    match: {{ path_prefix: / }}\n    target: {{ upstream: app }}\n    plugins:\n      - name: header-adder\n        config: {{ request_header: x-added, response_header: x-added-resp, value: hello }}\n",
-            upstream(up.addr)
-        ))
+    let gw = p.start(&app_route(up.addr, "      - name: header-adder\n        config: { request_header: x-added, response_header: x-added-resp, value: hello }\n"))
         .await;
     let reply = Client::http1().get(&url(gw.addr("public"), "/a")).await;
     assert_eq!(reply.status, 200);
@@ -138,11 +143,7 @@ async fn consumer_client_ip_path_params_and_context_reach_later_plugins_and_the_
 async fn a_response_made_in_the_request_phase_unwinds_through_the_plugins_before_it() {
     let up = TestServer::echo().await;
     let p = Plugins::with(&[("recorder", wasm::RECORDER), ("responder", wasm::RESPONDER)]);
-    let gw = p
-        .start(&format!(
-            "{}routes:\n  - name: app\n    match: {{ path_prefix: / }}\n    target: {{ upstream: app }}\n    plugins:\n      - name: recorder\n        config: {{ name: before }}\n      - name: responder\n        config: {{ status: 401, body: denied }}\n      - name: recorder\n        config: {{ name: after }}\n",
-            upstream(up.addr)
-        ))
+    let gw = p.start(&app_route(up.addr, "      - name: recorder\n        config: { name: before }\n      - name: responder\n        config: { status: 401, body: denied }\n      - name: recorder\n        config: { name: after }\n"))
         .await;
     let reply = Client::http1().get(&url(gw.addr("public"), "/x")).await;
     assert_eq!(reply.status, 401);
@@ -159,11 +160,7 @@ async fn a_response_made_in_the_request_phase_unwinds_through_the_plugins_before
 async fn respond_short_circuits_the_chain_and_the_upstream() {
     let up = TestServer::echo().await;
     let p = Plugins::with(&[("responder", wasm::RESPONDER), ("header-adder", wasm::HEADER_ADDER)]);
-    let gw = p
-        .start(&format!(
-            "{}routes:\n  - name: app\n    match: {{ path_prefix: / }}\n    target: {{ upstream: app }}\n    plugins:\n      - name: responder\n        config: {{ status: 418, body: short }}\n      - name: header-adder\n        config: {{ request_header: x-a, response_header: x-b, value: v }}\n",
-            upstream(up.addr)
-        ))
+    let gw = p.start(&app_route(up.addr, "      - name: responder\n        config: { status: 418, body: short }\n      - name: header-adder\n        config: { request_header: x-a, response_header: x-b, value: v }\n"))
         .await;
     let reply = Client::http1().get(&url(gw.addr("public"), "/tea")).await;
     assert_eq!(reply.status, 418);
@@ -183,9 +180,9 @@ async fn phases_run_in_order_across_three_plugins_with_the_global_chain_first() 
     })
     .await;
     let p = Plugins::with(&[("recorder", wasm::RECORDER)]);
-    let rest = format!(
-        "{}routes:\n  - name: app\n    match: {{ path_prefix: / }}\n    target: {{ upstream: app }}\n    plugins:\n      - name: recorder\n        config: {{ name: b }}\n      - name: recorder\n        config: {{ name: c }}\n",
-        upstream(up.addr)
+    let rest = app_route(
+        up.addr,
+        "      - name: recorder\n        config: { name: b }\n      - name: recorder\n        config: { name: c }\n",
     );
     let yaml_global = "  global:\n    - name: recorder\n      config: { name: a }\n";
     let yaml = p.config(&rest).replacen("\nupstreams:", &format!("\n{yaml_global}upstreams:"), 1);
@@ -292,11 +289,7 @@ async fn memory_hogs_panics_and_garbage_fail_only_their_own_requests() {
 async fn fail_open_skips_the_failing_plugin() {
     let up = TestServer::echo().await;
     let p = Plugins::with(&[("panicker", wasm::PANICKER), ("header-adder", wasm::HEADER_ADDER)]);
-    let gw = p
-        .start(&format!(
-            "{}routes:\n  - name: app\n    match: {{ path_prefix: / }}\n    target: {{ upstream: app }}\n    plugins:\n      - name: panicker\n        on_error: fail_open\n      - name: header-adder\n        config: {{ request_header: x-after, response_header: x-b, value: \"yes\" }}\n",
-            upstream(up.addr)
-        ))
+    let gw = p.start(&app_route(up.addr, "      - name: panicker\n        on_error: fail_open\n      - name: header-adder\n        config: { request_header: x-after, response_header: x-b, value: \"yes\" }\n"))
         .await;
     let reply = Client::http1().get(&url(gw.addr("public"), "/")).await;
     assert_eq!(reply.status, 200);
@@ -393,10 +386,7 @@ async fn the_example_guard_plugin_blocks_a_path_and_tags_the_rest() {
     let up = TestServer::echo().await;
     let p = Plugins::with(&[("guard", wasm::GUARD)]);
     let gw = p
-        .start(&format!(
-            "{}routes:\n  - name: app\n    match: {{ path_prefix: / }}\n    target: {{ upstream: app }}\n    plugins:\n      - name: guard\n        config: {{ blocked_prefix: /admin }}\n",
-            upstream(up.addr)
-        ))
+        .start(&app_route(up.addr, "      - name: guard\n        config: { blocked_prefix: /admin }\n"))
         .await;
     let client = Client::http1();
     let blocked = client.get(&url(gw.addr("public"), "/admin/users")).await;
@@ -540,12 +530,7 @@ async fn streaming_upstream() -> TestServer {
 async fn one_instance_serves_all_chunks_of_a_response_so_concurrent_streams_keep_their_own_state() {
     let up = streaming_upstream().await;
     let p = Plugins::with(&[("streamer", wasm::STREAMER)]);
-    let gw = p
-        .start(&format!(
-            "{}routes:\n  - name: app\n    match: {{ path_prefix: / }}\n    target: {{ upstream: app }}\n    plugins:\n      - name: streamer\n",
-            upstream(up.addr)
-        ))
-        .await;
+    let gw = p.start(&app_route(up.addr, "      - name: streamer\n")).await;
     let addr = gw.addr("public");
     // Concurrent streams interleave their chunk calls; with one instance per
     // response each still numbers its own chunks 0, 1, 2.
@@ -581,12 +566,7 @@ async fn a_stream_the_client_abandons_still_gets_its_last_chunk_call() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let up = streaming_upstream().await;
     let p = Plugins::with(&[("streamer", wasm::STREAMER)]);
-    let gw = p
-        .start(&format!(
-            "{}routes:\n  - name: app\n    match: {{ path_prefix: / }}\n    target: {{ upstream: app }}\n    plugins:\n      - name: streamer\n",
-            upstream(up.addr)
-        ))
-        .await;
+    let gw = p.start(&app_route(up.addr, "      - name: streamer\n")).await;
     let mut conn = tokio::net::TcpStream::connect(gw.addr("public")).await.unwrap();
     conn.write_all(b"GET /s HTTP/1.1\r\nhost: x\r\nx-tag: gone\r\n\r\n").await.unwrap();
     let mut seen = Vec::new();
