@@ -87,7 +87,7 @@ pub mod build;
 
 pub use caps::{clock, crypto, http, kv, log, metrics, secrets};
 pub use decision::{Decision, Reply};
-pub use message::{Request, Response};
+pub use message::{Headers, Request, Response};
 pub use serde;
 pub use serde_json;
 

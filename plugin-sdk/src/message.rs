@@ -348,3 +348,37 @@ impl<'a> Response<'a> {
         }
     }
 }
+
+/// The header operations requests and responses share, for code that edits either one
+/// (`&mut dyn Headers`). Each method is the type's own method of the same name.
+pub trait Headers {
+    /// Every value of a header, in order, as raw bytes.
+    fn header_all(&self, name: &str) -> Vec<Vec<u8>>;
+    /// Replaces all values of a header with one value.
+    fn set_header(&mut self, name: &str, value: &str) -> Result<(), HeaderError>;
+    /// Adds a value to a header, keeping the existing ones.
+    fn append_header(&mut self, name: &str, value: &str) -> Result<(), HeaderError>;
+    /// Removes every value of a header.
+    fn remove_header(&mut self, name: &str) -> Result<(), HeaderError>;
+}
+
+macro_rules! headers_by_inherent_methods {
+    ($t:ident) => {
+        impl Headers for $t<'_> {
+            fn header_all(&self, name: &str) -> Vec<Vec<u8>> {
+                $t::header_all(self, name)
+            }
+            fn set_header(&mut self, name: &str, value: &str) -> Result<(), HeaderError> {
+                $t::set_header(self, name, value)
+            }
+            fn append_header(&mut self, name: &str, value: &str) -> Result<(), HeaderError> {
+                $t::append_header(self, name, value)
+            }
+            fn remove_header(&mut self, name: &str) -> Result<(), HeaderError> {
+                $t::remove_header(self, name)
+            }
+        }
+    };
+}
+headers_by_inherent_methods!(Request);
+headers_by_inherent_methods!(Response);

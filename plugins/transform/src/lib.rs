@@ -31,7 +31,7 @@ use serde_json::Value;
 use sluice_plugin_sdk::{Consumer, Decision, Phases, Plugin, Request, Response, export, log};
 
 pub use config::TransformConfig;
-use rules::{BodyRules, HeaderRules, Headers, PathRules, QueryRules};
+use rules::{BodyRules, HeaderRules, PathRules, QueryRules};
 use template::{Source, Vars};
 
 /// The `transform` plugin: its config and the rules compiled from it by `init`.
@@ -329,40 +329,6 @@ impl Vars for ResponseVars<'_, '_> {
             other => serde_json::from_str(&self.resp.context(&other.key())?).ok(),
         }
     }
-}
-
-impl Headers for Request<'_> {
-    fn values(&self, name: &str) -> Vec<String> {
-        header_values(self.header_all(name))
-    }
-    fn set(&mut self, name: &str, value: &str) -> bool {
-        self.set_header(name, value).is_ok()
-    }
-    fn append(&mut self, name: &str, value: &str) -> bool {
-        self.append_header(name, value).is_ok()
-    }
-    fn remove(&mut self, name: &str) {
-        let _ = self.remove_header(name);
-    }
-}
-
-impl Headers for Response<'_> {
-    fn values(&self, name: &str) -> Vec<String> {
-        header_values(self.header_all(name))
-    }
-    fn set(&mut self, name: &str, value: &str) -> bool {
-        self.set_header(name, value).is_ok()
-    }
-    fn append(&mut self, name: &str, value: &str) -> bool {
-        self.append_header(name, value).is_ok()
-    }
-    fn remove(&mut self, name: &str) {
-        let _ = self.remove_header(name);
-    }
-}
-
-fn header_values(all: Vec<Vec<u8>>) -> Vec<String> {
-    all.into_iter().filter_map(|v| String::from_utf8(v).ok()).collect()
 }
 
 export!(Transform);

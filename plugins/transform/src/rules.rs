@@ -3,7 +3,7 @@
 
 use regex_lite::Regex;
 use serde_json::Value;
-use sluice_plugin_sdk::log;
+use sluice_plugin_sdk::{Headers, log};
 
 use crate::config::{BodyConfig, HeadersConfig, PathConfig, QueryConfig, SetConfig, ValueType};
 use crate::pointer::Pointer;
@@ -28,18 +28,6 @@ fn header_name(field: &str, name: &str) -> Result<String, String> {
 
 fn template(field: &str, s: &str, response: bool) -> Result<Template, String> {
     Template::parse(s, response).map_err(|e| format!("{field}: {e}"))
-}
-
-/// Header access shared by requests and responses.
-pub trait Headers {
-    /// Every UTF-8 value of `name`.
-    fn values(&self, name: &str) -> Vec<String>;
-    /// Replaces `name`'s values.
-    fn set(&mut self, name: &str, value: &str) -> bool;
-    /// Appends a value.
-    fn append(&mut self, name: &str, value: &str) -> bool;
-    /// Removes every value.
-    fn remove(&mut self, name: &str);
 }
 
 /// Compiled header changes.
@@ -97,21 +85,23 @@ impl HeaderRules {
     /// not valid header values (line breaks) are skipped with a warning.
     pub fn apply(&self, h: &mut dyn Headers, rendered: &RenderedHeaders) {
         for (from, to) in &self.rename {
-            let values = h.values(from);
+            let values: Vec<String> =
+                h.header_all(from).into_iter().filter_map(|v| String::from_utf8(v).ok()).collect();
             if values.is_empty() {
                 continue;
             }
-            h.remove(from);
-            h.remove(to);
+            let _ = h.remove_header(from);
+            let _ = h.remove_header(to);
             for v in values {
-                h.append(to, &v);
+                let _ = h.append_header(to, &v);
             }
         }
         for name in &self.remove {
-            h.remove(name);
+            let _ = h.remove_header(name);
         }
         for (name, value, append) in rendered {
-            let ok = if *append { h.append(name, value) } else { h.set(name, value) };
+            let done = if *append { h.append_header(name, value) } else { h.set_header(name, value) };
+            let ok = done.is_ok();
             if !ok {
                 log::warn(&format!(
                     "transform: header `{name}` skipped: its rendered value is not a valid header value"
