@@ -150,12 +150,13 @@ impl Chain {
         &self.entries
     }
 
-    /// Runs the request phase. `Some(response)`: a plugin answered; skip the upstream.
+    /// Runs the request phase. `Some(response)`: a plugin answered (and the plugins
+    /// before it ran their response phase on the answer); skip the upstream. The
+    /// consumer and context the plugins set are left in `ctx` for the response phase
+    /// and the access log.
     ///
     /// (A boxed future rather than an `async fn`: the concrete future type trips the
     /// compiler's higher-ranked `Send` inference inside hyper's service.)
-    /// The consumer and context the plugins set are left in `ctx` for the response
-    /// phase and the access log.
     pub fn on_request<'a>(
         &'a self,
         req: &'a mut Request<Body>,
