@@ -38,7 +38,7 @@ fn chains(routes: &[(&str, Value)]) -> Vec<Arc<Chain>> {
     }
     let dir = tempfile::tempdir().unwrap();
     let loaded = sluice::config::parse_str("bench", &yaml, dir.path().to_owned()).unwrap();
-    sluice::plugins::build_chains(&loaded).unwrap_or_else(|p| panic!("{p:?}"))
+    sluice::plugins::build_chains(&loaded, &Default::default()).unwrap_or_else(|p| panic!("{p:?}"))
 }
 
 /// A typical request (8 headers) with `extra` headers.

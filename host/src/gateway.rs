@@ -27,6 +27,7 @@ use tokio::task::JoinHandle;
 use tracing::{info, warn};
 
 use crate::config::{self, ConfigError, LoadedConfig, Name};
+use crate::plugins::LoadOptions;
 use crate::snapshot::{Snapshot, SnapshotCell};
 
 /// Why a gateway could not start, or a reload was refused.
@@ -83,6 +84,7 @@ impl ConfigSource {
 pub struct GatewayBuilder {
     config: Option<LoadedConfig>,
     source: Option<ConfigSource>,
+    load_options: LoadOptions,
 }
 
 impl GatewayBuilder {
@@ -108,6 +110,14 @@ impl GatewayBuilder {
         Ok(self)
     }
 
+    /// How plugins see the world in every generation this gateway builds: by default
+    /// the real clock and the configured `plugins.kv` store. The offline plugin
+    /// harness (`sluice plugin test`) fixes the clock and gives the run its own store.
+    pub fn load_options(mut self, options: LoadOptions) -> Self {
+        self.load_options = options;
+        self
+    }
+
     /// Builds the first snapshot, binds every listener and starts serving.
     pub async fn start(self) -> Result<Gateway, StartError> {
         let source = self.source.unwrap_or(ConfigSource::Quickstart);
@@ -115,7 +125,8 @@ impl GatewayBuilder {
             Some(c) => c,
             None => source.load()?,
         };
-        let snapshot = build_off_thread(loaded, 1).await?;
+        let load_options = self.load_options;
+        let snapshot = build_off_thread(loaded, 1, load_options.clone()).await?;
         let (shutdown, _) = watch::channel(false);
         let inner = Arc::new(Inner {
             cell: Arc::new(ArcSwap::from_pointee(snapshot)),
@@ -125,6 +136,7 @@ impl GatewayBuilder {
             status: Mutex::new(ReloadStatus { generation: 1, ..ReloadStatus::default() }),
             shutdown,
             admin: Mutex::new(None),
+            load_options,
         });
         let gw = Gateway { inner };
         let snapshot = gw.inner.cell.load_full();
@@ -181,6 +193,7 @@ struct Inner {
     status: Mutex<ReloadStatus>,
     shutdown: watch::Sender<bool>,
     admin: Mutex<Option<JoinHandle<()>>>,
+    load_options: LoadOptions,
 }
 
 #[derive(Debug)]
@@ -266,7 +279,7 @@ impl Gateway {
     pub async fn reload(&self, config: LoadedConfig) -> Result<u64, StartError> {
         let mut running = self.inner.listeners.lock().await;
         let generation = self.inner.cell.load().generation + 1;
-        let snapshot = match build_off_thread(config, generation).await {
+        let snapshot = match build_off_thread(config, generation, self.inner.load_options.clone()).await {
             Ok(s) => s,
             Err(e) => {
                 self.record_failure(&e.to_string());
@@ -406,8 +419,12 @@ impl Gateway {
 
 /// Builds a snapshot on the blocking pool: compiling plugins and loading certificates
 /// must not stall the threads serving requests.
-async fn build_off_thread(config: LoadedConfig, generation: u64) -> Result<Snapshot, ConfigError> {
-    match tokio::task::spawn_blocking(move || Snapshot::build(config, generation)).await {
+async fn build_off_thread(
+    config: LoadedConfig,
+    generation: u64,
+    options: LoadOptions,
+) -> Result<Snapshot, ConfigError> {
+    match tokio::task::spawn_blocking(move || Snapshot::build_with(config, generation, &options)).await {
         Ok(r) => r,
         Err(e) => Err(ConfigError::whole_file("<snapshot build>", format!("snapshot build panicked: {e}"))),
     }

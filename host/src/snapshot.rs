@@ -10,6 +10,7 @@ use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 
 use crate::config::{LoadedConfig, Name, Problem, RouteTargetConfig};
 use crate::listener::ListenerSpec;
+use crate::plugins::LoadOptions;
 use crate::router::Router;
 use crate::upstream::Upstream;
 
@@ -98,6 +99,15 @@ impl Snapshot {
 
     /// Builds a snapshot, collecting every problem (with its location) on failure.
     pub fn build(config: LoadedConfig, generation: u64) -> Result<Snapshot, crate::config::ConfigError> {
+        Self::build_with(config, generation, &LoadOptions::default())
+    }
+
+    /// [`Snapshot::build`] with plugins loaded under `options` (clock and kv store).
+    pub fn build_with(
+        config: LoadedConfig,
+        generation: u64,
+        options: &LoadOptions,
+    ) -> Result<Snapshot, crate::config::ConfigError> {
         let mut problems = Vec::new();
         let cfg = &config.config;
 
@@ -111,7 +121,7 @@ impl Snapshot {
             }
         }
 
-        let chains = crate::plugins::build_chains(&config).unwrap_or_else(|p| {
+        let chains = crate::plugins::build_chains(&config, options).unwrap_or_else(|p| {
             problems.extend(p);
             Vec::new()
         });

@@ -14,7 +14,8 @@ use super::cache::{default_cache_dir, load_component};
 use super::chain::{Chain, ChainEntry};
 use super::error::{Phase, PluginError, PluginErrorKind};
 use super::host_api::{
-    Grants, HostEnv, HttpGrant, InProcessKv, KvStore, RedisKv, RedisSettings, check_imports, linker,
+    Grants, HostEnv, HttpGrant, InProcessKv, KvStore, PluginClock, RedisKv, RedisSettings, check_imports,
+    linker,
 };
 use super::limits::Limits;
 use super::pool::InstancePool;
@@ -30,15 +31,33 @@ use crate::config::{
 /// The route name used for global entries while loading.
 pub const GLOBAL_ROUTE: &str = "*";
 
+/// How the plugins of a generation see the world. The default is the gateway's: the
+/// system clock and the store `plugins.kv` configures. The offline harness
+/// (`sluice plugin test`) fixes the clock and gives each run a store of its own, so a
+/// run is reproducible.
+#[derive(Clone, Default)]
+pub struct LoadOptions {
+    /// What the `clock` import reads.
+    pub clock: PluginClock,
+    /// The kv store to use instead of `plugins.kv`'s.
+    pub kv: Option<Arc<dyn KvStore>>,
+}
+
+impl std::fmt::Debug for LoadOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LoadOptions").field("clock", &self.clock).field("kv", &self.kv.is_some()).finish()
+    }
+}
+
 /// Builds one chain per route of `loaded` (in route order), or every problem found.
-pub fn build_chains(loaded: &LoadedConfig) -> Result<Vec<Arc<Chain>>, Vec<Problem>> {
+pub fn build_chains(loaded: &LoadedConfig, options: &LoadOptions) -> Result<Vec<Arc<Chain>>, Vec<Problem>> {
     let cfg = &loaded.config;
     let any = !cfg.plugins.global.is_empty() || cfg.routes.iter().any(|r| !r.plugins.is_empty());
     if !any {
         // No plugins: never touch the engine.
         return Ok(cfg.routes.iter().map(|r| Arc::new(Chain::new(r.name.as_str(), Vec::new()))).collect());
     }
-    let mut loader = Loader::new(loaded)?;
+    let mut loader = Loader::new(loaded, options)?;
     let mut problems = Vec::new();
     let mut global = Vec::new();
     for (j, p) in cfg.plugins.global.iter().enumerate() {
@@ -63,6 +82,7 @@ pub fn build_chains(loaded: &LoadedConfig) -> Result<Vec<Arc<Chain>>, Vec<Proble
 
 struct Loader<'a> {
     loaded: &'a LoadedConfig,
+    options: &'a LoadOptions,
     registry: Registry,
     cache_dir: Option<PathBuf>,
     upstreams: Arc<HashSet<String>>,
@@ -72,7 +92,7 @@ struct Loader<'a> {
 }
 
 impl<'a> Loader<'a> {
-    fn new(loaded: &'a LoadedConfig) -> Result<Self, Vec<Problem>> {
+    fn new(loaded: &'a LoadedConfig, options: &'a LoadOptions) -> Result<Self, Vec<Problem>> {
         let pc = &loaded.config.plugins;
         let dir = loaded.resolve_path(pc.dir.as_deref().unwrap_or(DEFAULT_PLUGINS_DIR));
         let registry = Registry::scan(&dir).map_err(|m| vec![Problem::new("plugins.dir", m)])?;
@@ -82,7 +102,7 @@ impl<'a> Loader<'a> {
             None => default_cache_dir(),
         };
         let upstreams = Arc::new(loaded.config.upstreams.keys().map(|k| k.to_string()).collect());
-        Ok(Self { loaded, registry, cache_dir, upstreams, compiled: HashMap::new(), kv: OnceCell::new() })
+        Ok(Self { loaded, options, registry, cache_dir, upstreams, compiled: HashMap::new(), kv: OnceCell::new() })
     }
 
     fn compile(&mut self, name: &str) -> Option<Result<PluginPre<PluginState>, String>> {
@@ -144,6 +164,7 @@ impl<'a> Loader<'a> {
             grants,
             upstreams: Arc::clone(&self.upstreams),
             stats: stats_for(name),
+            clock: self.options.clock,
         });
         let config_json = p.config.as_ref().map_or_else(|| "{}".to_owned(), |v| v.to_string());
         match InstancePool::new(pre, env, config_json, limits, Arc::from(route)) {
@@ -186,6 +207,9 @@ impl<'a> Loader<'a> {
     /// The store of `plugins.kv`: the process-wide in-process store, or Redis (sharing
     /// a live connection with the same settings, so reloads do not reconnect).
     fn open_kv(&self) -> Result<Arc<dyn KvStore>, Problem> {
+        if let Some(kv) = &self.options.kv {
+            return Ok(Arc::clone(kv));
+        }
         let kv = &self.loaded.config.plugins.kv;
         match kv.backend {
             KvBackendConfig::InProcess => Ok(InProcessKv::global()),

@@ -35,5 +35,5 @@ pub mod stats;
 pub use chain::{Chain, ChainEntry, PluginBody, PluginBodyError, PluginCtx, UpstreamOverride};
 pub use engine::engine;
 pub use error::{Phase, PluginError, PluginErrorKind};
-pub use load::build_chains;
+pub use load::{LoadOptions, build_chains};
 pub use state::{Annotations, Consumer, RequestContext};

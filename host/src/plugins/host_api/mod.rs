@@ -27,6 +27,7 @@ use super::bindings::Plugin;
 use super::engine::engine;
 use super::state::PluginState;
 use super::stats::PluginStats;
+pub use clock::PluginClock;
 pub use http::HttpGrant;
 pub use kv::{InProcessKv, KvStore};
 pub use kv_redis::{RedisKv, RedisSettings};
@@ -78,6 +79,8 @@ pub struct HostEnv {
     pub upstreams: Arc<HashSet<String>>,
     /// Its metrics.
     pub stats: Arc<PluginStats>,
+    /// What its `clock` import reads.
+    pub clock: PluginClock,
 }
 
 /// The linker with WASI p2 (no authority) and every `sluice:plugin` interface.
