@@ -1,6 +1,8 @@
 //! Compiles the built-in plugins (`plugins/*`, members of this workspace) to
 //! `wasm32-wasip2` components and embeds them: `$OUT_DIR/builtins.rs` holds
 //! `BUILTINS`, each name with its component's bytes (see `plugins::builtin`).
+//! Also embeds the example plugin projects `examples/plugins/tally/<lang>/` as the
+//! templates of `sluice plugin new` (`$OUT_DIR/templates.rs`, see `devkit::scaffold`).
 
 use std::path::PathBuf;
 
@@ -49,5 +51,63 @@ fn main() -> Result<(), String> {
         ));
     }
     code.push_str("];\n");
-    std::fs::write(out.join("builtins.rs"), code).map_err(|e| e.to_string())
+    std::fs::write(out.join("builtins.rs"), code).map_err(|e| e.to_string())?;
+    templates(&root.join("examples/plugins/tally"), &out)
+}
+
+/// Folders and files of an example project that are build output or installed
+/// tooling, never part of a template.
+const NOT_TEMPLATE: &[&str] =
+    &["build", "target", "node_modules", "gen", "__pycache__", ".zig-cache", "zig-cache", "zig-out"];
+
+/// Writes `$OUT_DIR/templates.rs`: `TEMPLATES`, every file of every
+/// `examples/plugins/tally/<lang>/` project as (language, relative path, bytes).
+/// Symlinks are skipped: the one the examples have (`wit/deps/sluice-plugin`, the
+/// host's WIT) is written by the scaffolder itself.
+fn templates(examples: &std::path::Path, out: &std::path::Path) -> Result<(), String> {
+    println!("cargo:rerun-if-changed={}", examples.display());
+    let mut files = Vec::new();
+    if examples.is_dir() {
+        for lang in std::fs::read_dir(examples).map_err(|e| e.to_string())?.flatten() {
+            if lang.file_type().map_err(|e| e.to_string())?.is_dir() {
+                let name = lang.file_name().to_string_lossy().into_owned();
+                collect(&lang.path(), &lang.path(), &name, &mut files)?;
+            }
+        }
+    }
+    files.sort();
+    let mut code = String::from(
+        "/// The `sluice plugin new` templates: (language, path, contents).\npub const TEMPLATES: &[(&str, &str, &[u8])] = &[\n",
+    );
+    for (lang, rel, path) in files {
+        code.push_str(&format!(
+            "    ({lang:?}, {rel:?}, include_bytes!({:?})),\n",
+            path.display().to_string()
+        ));
+    }
+    code.push_str("];\n");
+    std::fs::write(out.join("templates.rs"), code).map_err(|e| e.to_string())
+}
+
+fn collect(
+    base: &std::path::Path,
+    dir: &std::path::Path,
+    lang: &str,
+    files: &mut Vec<(String, String, PathBuf)>,
+) -> Result<(), String> {
+    for entry in std::fs::read_dir(dir).map_err(|e| e.to_string())?.flatten() {
+        let ty = entry.file_type().map_err(|e| e.to_string())?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if ty.is_symlink() || NOT_TEMPLATE.contains(&name.as_str()) || name.ends_with(".wasm") {
+            continue;
+        }
+        if ty.is_dir() {
+            collect(base, &entry.path(), lang, files)?;
+        } else {
+            let rel =
+                entry.path().strip_prefix(base).map_err(|e| e.to_string())?.to_string_lossy().into_owned();
+            files.push((lang.to_owned(), rel, entry.path()));
+        }
+    }
+    Ok(())
 }

@@ -1,4 +1,5 @@
-//! The command line: `sluice run`, `sluice check`, `sluice schema`.
+//! The command line: `sluice run`, `sluice check`, `sluice schema`, and the plugin
+//! author's `sluice plugin …` (in [`crate::devkit::command`]).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -17,7 +18,7 @@ use crate::snapshot::Snapshot;
     name = "sluice",
     version,
     propagate_version = true,
-    after_help = "Examples:\n  sluice                          serve the quick-start config on 127.0.0.1:8080\n  sluice run --config gw.yaml     serve your config\n  sluice check gw.yaml            validate a config, list every problem\n  sluice schema > sluice.schema.json\n  sluice schema --plugin auth     the auth plugin's config schema"
+    after_help = "Examples:\n  sluice                          serve the quick-start config on 127.0.0.1:8080\n  sluice run --config gw.yaml     serve your config\n  sluice check gw.yaml            validate a config, list every problem\n  sluice schema > sluice.schema.json\n  sluice schema --plugin auth     the auth plugin's config schema\n  sluice plugin new quota --lang python\n  sluice plugin test quota.wasm --config c.json --request req.yaml --expect req.expected.json"
 )]
 pub struct Cli {
     /// What to do (default: `run`).
@@ -55,6 +56,13 @@ pub enum Command {
         #[arg(long, value_name = "NAME")]
         plugin: Option<String>,
     },
+    /// Write and test plugins: scaffold a project, run a plugin offline against a
+    /// request file, check a component, print the WIT.
+    Plugin {
+        /// What to do.
+        #[command(subcommand)]
+        command: crate::devkit::command::PluginCommand,
+    },
 }
 
 /// Runs the command line; returns the process exit code.
@@ -63,6 +71,7 @@ pub fn main() -> ExitCode {
     match cli.command.unwrap_or(Command::Run { config: None, workers: None, no_watch: false }) {
         Command::Run { config, workers, no_watch } => run(config, workers, !no_watch),
         Command::Check { file } => check(&file),
+        Command::Plugin { command } => crate::devkit::command::run(command),
         Command::Schema { plugin: None } => {
             println!("{:#}", config::json_schema());
             ExitCode::SUCCESS

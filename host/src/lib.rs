@@ -16,6 +16,7 @@
 pub mod body;
 pub mod cli;
 pub mod config;
+pub mod devkit;
 pub mod error;
 pub mod gateway;
 pub mod listener;

@@ -96,7 +96,8 @@ pub fn load_component(source: PluginSource<'_>, cache_dir: Option<&Path>) -> Res
         Some(c) => c,
         None => {
             let started = std::time::Instant::now();
-            let c = Component::new(engine(), &wasm).map_err(|e| format!("{source}: {e:#}"))?;
+            let c = Component::new(engine(), &wasm)
+                .map_err(|e| super::compat::explain_compile_error(&wasm, &source, &e))?;
             tracing::info!(plugin = %source, took_ms = started.elapsed().as_millis() as u64, "compiled plugin");
             if let Some(a) = &artifact {
                 store_artifact(&c, a);

@@ -12,6 +12,7 @@ use std::time::Duration;
 use super::bindings::PluginPre;
 use super::cache::{default_cache_dir, load_component};
 use super::chain::{Chain, ChainEntry};
+use super::compat;
 use super::error::{Phase, PluginError, PluginErrorKind};
 use super::host_api::{
     Grants, HostEnv, HttpGrant, InProcessKv, KvStore, PluginClock, RedisKv, RedisSettings, check_imports,
@@ -102,7 +103,15 @@ impl<'a> Loader<'a> {
             None => default_cache_dir(),
         };
         let upstreams = Arc::new(loaded.config.upstreams.keys().map(|k| k.to_string()).collect());
-        Ok(Self { loaded, options, registry, cache_dir, upstreams, compiled: HashMap::new(), kv: OnceCell::new() })
+        Ok(Self {
+            loaded,
+            options,
+            registry,
+            cache_dir,
+            upstreams,
+            compiled: HashMap::new(),
+            kv: OnceCell::new(),
+        })
     }
 
     fn compile(&mut self, name: &str) -> Option<Result<PluginPre<PluginState>, String>> {
@@ -111,8 +120,12 @@ impl<'a> Loader<'a> {
         }
         let source = self.registry.get(name)?;
         let pre = load_component(source, self.cache_dir.as_deref()).and_then(|c| {
-            // Refuse ungranted imports before linking, so the message is about grants.
-            let pre = linker().instantiate_pre(&c).map_err(|e| format!("cannot be linked: {e:#}"))?;
+            // The world and its version first, so a plugin author reads what to fix
+            // rather than a linker error.
+            compat::check(&c)?;
+            let pre = linker()
+                .instantiate_pre(&c)
+                .map_err(|e| compat::explain_link_error(&c, &format!("{e:#}")))?;
             PluginPre::new(pre).map_err(|e| format!("does not implement the sluice:plugin world: {e:#}"))
         });
         self.compiled.insert(name.to_owned(), pre.clone());

@@ -22,6 +22,7 @@ pub mod bindings;
 pub mod builtin;
 pub mod cache;
 pub mod chain;
+pub mod compat;
 pub mod engine;
 pub mod error;
 pub mod host_api;

@@ -1,0 +1,159 @@
+//! `sluice plugin …`: the plugin author's commands.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use clap::Subcommand;
+
+use super::{harness, scaffold};
+use crate::plugins::compat;
+
+/// Commands for writing, building and testing plugins.
+#[derive(Debug, Subcommand)]
+pub enum PluginCommand {
+    /// Create a plugin project: source, WIT, build script and a test, from the
+    /// example of that language.
+    New {
+        /// The plugin's name (lowercase letters, digits, `-`); also the folder's,
+        /// unless `--dir` is given.
+        name: String,
+        /// Language: rust, python, js, c or zig.
+        #[arg(long, short)]
+        lang: String,
+        /// Where to create the project. Default: `./NAME`.
+        #[arg(long, value_name = "DIR")]
+        dir: Option<PathBuf>,
+        /// The Rust SDK (`plugin-sdk` of a Sluice checkout). Default: the one this
+        /// binary was built from.
+        #[arg(long, value_name = "PATH")]
+        sdk: Option<PathBuf>,
+    },
+    /// Run a plugin's phases against a request described in a file, offline: the
+    /// real gateway on loopback with a recording upstream, a fixed clock and a fresh
+    /// in-memory kv. Prints the decision, the request the upstream got and the
+    /// response the client got (JSON).
+    Test {
+        /// The plugin component, or the name of a built-in plugin (`auth`).
+        plugin: PathBuf,
+        /// The plugin's config (YAML or JSON). Default `{}`.
+        #[arg(long, value_name = "FILE")]
+        config: Option<PathBuf>,
+        /// The request (YAML): method, path, headers, body, and optionally the
+        /// upstream's recorded response, the clock, grants and secrets.
+        #[arg(long, value_name = "FILE")]
+        request: PathBuf,
+        /// Compare the outcome with this golden file and fail on a difference (the
+        /// file is written when it does not exist yet).
+        #[arg(long, value_name = "FILE")]
+        expect: Option<PathBuf>,
+        /// Rewrite the `--expect` file with this run's outcome.
+        #[arg(long, requires = "expect", env = "SLUICE_BLESS", value_parser = clap::builder::BoolishValueParser::new())]
+        bless: bool,
+    },
+    /// Check that a component is a plugin this gateway can load, and list the
+    /// grants its imports need.
+    Check {
+        /// The plugin component.
+        plugin: PathBuf,
+    },
+    /// Print the WIT plugins are written against (or write it into a folder).
+    Wit {
+        /// Write `plugin.wit` into this folder instead of printing it.
+        #[arg(long, value_name = "DIR")]
+        out: Option<PathBuf>,
+    },
+}
+
+/// Runs a `sluice plugin` command.
+pub fn run(cmd: PluginCommand) -> ExitCode {
+    let result = match cmd {
+        PluginCommand::New { name, lang, dir, sdk } => new(name, lang, dir, sdk),
+        PluginCommand::Test { plugin, config, request, expect, bless } => {
+            test(&plugin, config.as_deref(), &request, expect.as_deref(), bless)
+        }
+        PluginCommand::Check { plugin } => check(&plugin),
+        PluginCommand::Wit { out: None } => {
+            print!("{}", compat::WIT);
+            Ok(ExitCode::SUCCESS)
+        }
+        PluginCommand::Wit { out: Some(dir) } => write_wit(&dir),
+    };
+    result.unwrap_or_else(|e| {
+        eprintln!("error: {e:#}");
+        ExitCode::FAILURE
+    })
+}
+
+fn new(name: String, lang: String, dir: Option<PathBuf>, sdk: Option<PathBuf>) -> anyhow::Result<ExitCode> {
+    let dir = dir.unwrap_or_else(|| PathBuf::from(&name));
+    let files = scaffold::scaffold(&scaffold::Scaffold { name: name.clone(), lang, dir: dir.clone(), sdk })?;
+    println!("created {} ({} files):", dir.display(), files.len());
+    for f in &files {
+        println!("  {}", f.display());
+    }
+    println!(
+        "next: cd {} && ./test.sh   (builds {name}.wasm into build/ and runs its fixtures; see README.md)",
+        dir.display()
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+fn test(
+    plugin: &Path,
+    config: Option<&Path>,
+    request: &Path,
+    expect: Option<&Path>,
+    bless: bool,
+) -> anyhow::Result<ExitCode> {
+    let config = match config {
+        Some(path) => harness::read_config(path)?,
+        None => serde_json::json!({}),
+    };
+    let fixture = harness::read_fixture(request)?;
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let outcome = runtime.block_on(harness::run(plugin, &config, &fixture))?;
+    println!("{}", serde_json::to_string_pretty(&outcome)?);
+    let Some(expect) = expect else { return Ok(ExitCode::SUCCESS) };
+    match harness::check_golden(&outcome, expect, bless)? {
+        None => {
+            eprintln!("ok: {} matches {}", request.display(), expect.display());
+            Ok(ExitCode::SUCCESS)
+        }
+        Some(diff) => {
+            eprintln!(
+                "{} differs from {} (- expected, + this run; rerun with --bless to accept):\n{diff}",
+                request.display(),
+                expect.display()
+            );
+            Ok(ExitCode::FAILURE)
+        }
+    }
+}
+
+fn check(plugin: &Path) -> anyhow::Result<ExitCode> {
+    use crate::plugins::registry::PluginSource;
+    let component = crate::plugins::cache::load_component(
+        PluginSource::File(plugin),
+        crate::plugins::cache::default_cache_dir().as_deref(),
+    )
+    .map_err(anyhow::Error::msg)?;
+    let caps = compat::check_links(&component).map_err(|e| anyhow::anyhow!("{}: {e}", plugin.display()))?;
+    println!("{}: ok, a {}/plugin@{} component", plugin.display(), compat::PACKAGE, compat::WIT_VERSION);
+    let grants: Vec<&str> =
+        caps.iter().copied().filter(|c| !compat::GRANTED_BY_DEFAULT.contains(c)).collect();
+    println!("  imports: {}", if caps.is_empty() { "types only".to_owned() } else { caps.join(", ") });
+    if grants.is_empty() {
+        println!("  grants a route must give it: none");
+    } else {
+        println!("  grants a route must give it: {}", grants.join(", "));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn write_wit(dir: &Path) -> anyhow::Result<ExitCode> {
+    std::fs::create_dir_all(dir)?;
+    let file = dir.join("plugin.wit");
+    std::fs::write(&file, compat::WIT)?;
+    println!("wrote {}", file.display());
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,6 @@
+//! Tools for plugin authors, behind `sluice plugin …`: the offline test [`harness`]
+//! and the project scaffolder ([`scaffold`]). None of it is on the request path.
+
+pub mod command;
+pub mod harness;
+pub mod scaffold;
