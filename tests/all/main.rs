@@ -7,6 +7,7 @@ mod builtin_cors;
 mod builtin_rate_limit;
 mod builtin_transform;
 mod config_ui;
+mod devkit;
 mod harness;
 mod kv_redis;
 mod lifecycle;

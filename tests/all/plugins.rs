@@ -12,12 +12,12 @@ use tempfile::TempDir;
 use crate::harness::{Client, TestServer, full, url};
 
 /// A plugins folder holding `(name, component path)` pairs, and a compile cache.
-struct Plugins {
+pub(crate) struct Plugins {
     dir: TempDir,
 }
 
 impl Plugins {
-    fn with(list: &[(&str, &str)]) -> Plugins {
+    pub(crate) fn with(list: &[(&str, &str)]) -> Plugins {
         let dir = tempfile::tempdir().unwrap();
         std::fs::create_dir(dir.path().join("plugins")).unwrap();
         for (name, path) in list {
@@ -26,12 +26,12 @@ impl Plugins {
         Plugins { dir }
     }
 
-    fn path(&self) -> &Path {
+    pub(crate) fn path(&self) -> &Path {
         self.dir.path()
     }
 
     /// A config with one listener, the plugins section, and `rest` (upstreams, routes).
-    fn config(&self, rest: &str) -> String {
+    pub(crate) fn config(&self, rest: &str) -> String {
         format!(
             "version: 1\nlisteners:\n  - name: public\n    address: 127.0.0.1:0\nplugins:\n  dir: {}\n  cache_dir: {}\n{rest}",
             self.path().join("plugins").display(),
@@ -39,7 +39,7 @@ impl Plugins {
         )
     }
 
-    async fn start(&self, rest: &str) -> Gateway {
+    pub(crate) async fn start(&self, rest: &str) -> Gateway {
         let yaml = self.config(rest);
         match Gateway::builder().config_yaml(&yaml) {
             Ok(b) => b.start().await.unwrap_or_else(|e| panic!("gateway failed to start: {e}")),
@@ -48,7 +48,7 @@ impl Plugins {
     }
 
     /// Starts a gateway that must fail to load; returns the error text.
-    async fn rejected(&self, rest: &str) -> String {
+    pub(crate) async fn rejected(&self, rest: &str) -> String {
         let yaml = self.config(rest);
         match Gateway::builder().config_yaml(&yaml) {
             Ok(b) => match b.start().await {
@@ -60,13 +60,13 @@ impl Plugins {
     }
 }
 
-fn upstream(addr: std::net::SocketAddr) -> String {
+pub(crate) fn upstream(addr: std::net::SocketAddr) -> String {
     format!("upstreams:\n  app:\n    targets:\n      - address: {addr}\n")
 }
 
 /// The upstream `app` on `addr` and one route `app` (every path) to it, whose chain is
 /// `plugins` (YAML list items, indented for the route's `plugins:` key).
-fn app_route(addr: std::net::SocketAddr, plugins: &str) -> String {
+pub(crate) fn app_route(addr: std::net::SocketAddr, plugins: &str) -> String {
     format!(
         "{}routes:\n  - name: app\n    match: {{ path_prefix: / }}\n    target: {{ upstream: app }}\n    plugins:\n{plugins}",
         upstream(addr)

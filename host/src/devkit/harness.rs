@@ -170,7 +170,12 @@ pub struct SeenResponse {
 /// Reads a `--request` file.
 pub fn read_fixture(path: &Path) -> Result<Fixture> {
     let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
-    serde_saphyr::from_str(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))
+    parse_fixture(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))
+}
+
+/// Parses a fixture's YAML (or JSON) text.
+pub fn parse_fixture(text: &str) -> Result<Fixture> {
+    serde_saphyr::from_str(text).map_err(|e| anyhow::anyhow!("{e}"))
 }
 
 /// Reads a plugin's `--config` file (YAML or JSON) into the JSON its `configure` gets.
