@@ -65,7 +65,9 @@ const NOT_TEMPLATE: &[&str] =
 /// Symlinks are skipped: the one the examples have (`wit/deps/sluice-plugin`, the
 /// host's WIT) is written by the scaffolder itself.
 fn templates(examples: &std::path::Path, out: &std::path::Path) -> Result<(), String> {
-    println!("cargo:rerun-if-changed={}", examples.display());
+    // Watch the template files one by one: watching the folder would rebuild the
+    // gateway whenever an example is built in place (build/, target/, node_modules/).
+    // A file added to an example is picked up at the next change of any other.
     let mut files = Vec::new();
     if examples.is_dir() {
         for lang in std::fs::read_dir(examples).map_err(|e| e.to_string())?.flatten() {
@@ -80,6 +82,7 @@ fn templates(examples: &std::path::Path, out: &std::path::Path) -> Result<(), St
         "/// The `sluice plugin new` templates: (language, path, contents).\npub const TEMPLATES: &[(&str, &str, &[u8])] = &[\n",
     );
     for (lang, rel, path) in files {
+        println!("cargo:rerun-if-changed={}", path.display());
         code.push_str(&format!(
             "    ({lang:?}, {rel:?}, include_bytes!({:?})),\n",
             path.display().to_string()
