@@ -27,14 +27,19 @@ pub fn c_bindings(wit_dir: &Path, world: Option<&str>) -> anyhow::Result<Vec<(St
         );
     }
     let mut resolve = Resolve::default();
-    let (package, _sources) = resolve.push_dir(wit_dir).with_context(|| {
-        format!(
-            "reading the WIT in {} (a `use` or `import` of `sluice:plugin` needs that package in \
-             {}/deps/, e.g. `sluice plugin wit --out {}/deps/sluice-plugin`)",
-            wit_dir.display(),
-            wit_dir.display(),
-            wit_dir.display()
-        )
+    let (package, _sources) = resolve.push_dir(wit_dir).map_err(|e| {
+        let cause = format!("{e:#}");
+        // A missing or dangling `deps/sluice-plugin` is the usual cause: say where it goes.
+        let hint = if cause.contains("sluice:plugin") || cause.contains("deps") {
+            format!(
+                "\n(the gateway's WIT belongs in {0}/deps/sluice-plugin: `sluice plugin wit --out \
+                 {0}/deps/sluice-plugin`, or a symlink to a Sluice checkout's wit/)",
+                wit_dir.display()
+            )
+        } else {
+            String::new()
+        };
+        anyhow::anyhow!("reading the WIT in {}: {cause}{hint}", wit_dir.display())
     })?;
     let world_id = resolve.select_world(&[package], world).with_context(|| match world {
         Some(name) => format!("no world `{name}` in the WIT package of {}", wit_dir.display()),
@@ -104,7 +109,15 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         std::fs::copy(example_wit().join("world.wit"), dir.path().join("world.wit")).unwrap();
         let err = format!("{:#}", c_bindings(dir.path(), None).unwrap_err());
-        assert!(err.contains("deps/sluice-plugin"), "{err}");
+        assert!(err.contains("package 'sluice:plugin@0.1.0' not found"), "{err}");
+        assert!(err.contains("deps/sluice-plugin`"), "{err}");
+        // A dangling symlink, as in a project moved away from its checkout.
+        std::fs::create_dir(dir.path().join("deps")).unwrap();
+        #[cfg(unix)]
+        std::os::unix::fs::symlink(dir.path().join("nowhere"), dir.path().join("deps/sluice-plugin"))
+            .unwrap();
+        let err = format!("{:#}", c_bindings(dir.path(), None).unwrap_err());
+        assert!(err.contains("deps/sluice-plugin`"), "{err}");
         let err = format!("{:#}", c_bindings(&dir.path().join("absent"), None).unwrap_err());
         assert!(err.contains("is not a folder"), "{err}");
     }
