@@ -3,7 +3,8 @@
 //!
 //! The C bindings of `wit/` (`gen/plugin.h`, `gen/plugin.c`), generated at build
 //! time by `sluice plugin bindgen --lang c`, do the canonical ABI; this file defines
-//! the `exports_plugin_*` functions they call. Memory rules of those bindings:
+//! the `exports_plugin_*` functions they call. `build.sh` translates `plugin.h` to the
+//! module `plugin` (`zig translate-c`). Memory rules of those bindings:
 //! - arguments an export receives (the config string, a chunk) are ours to free;
 //! - strings and lists an export returns are freed by the bindings with C `free`
 //!   after the call, so they come from C `malloc` (never Zig allocators or statics);
@@ -11,9 +12,7 @@
 //! - the borrowed request/response handles are dropped by the bindings.
 
 const std = @import("std");
-const c = @cImport({
-    @cInclude("plugin.h");
-});
+const c = @import("plugin");
 
 /// A panic traps (the gateway reports the plugin's fault) instead of printing to a
 /// stderr the gateway does not show: no WASI output code is linked in.
