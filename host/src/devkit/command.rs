@@ -5,6 +5,8 @@ use std::process::ExitCode;
 
 use clap::Subcommand;
 
+use anyhow::{Context, bail};
+
 use super::{harness, scaffold};
 use crate::plugins::compat;
 
@@ -56,6 +58,31 @@ pub enum PluginCommand {
         /// The plugin component.
         plugin: PathBuf,
     },
+    /// Generate bindings for a world of a WIT folder (C: a header, its `.c` and the
+    /// `<world>_component_type.o` to link in).
+    Bindgen {
+        /// Language of the bindings: c.
+        #[arg(long, short)]
+        lang: String,
+        /// The WIT folder (with the host's WIT in `deps/`). Default `wit`.
+        #[arg(long, value_name = "DIR", default_value = "wit")]
+        wit: PathBuf,
+        /// The world. Default: the folder's only world.
+        #[arg(long, value_name = "NAME")]
+        world: Option<String>,
+        /// Where to write the files.
+        #[arg(long, value_name = "DIR")]
+        out: PathBuf,
+    },
+    /// Turn a core Wasm module (wasm32-wasi, reactor, linked with the bindings'
+    /// component-type object) into the component the gateway loads.
+    Componentize {
+        /// The core module.
+        module: PathBuf,
+        /// The component to write.
+        #[arg(short, long, value_name = "FILE")]
+        output: PathBuf,
+    },
     /// Print the WIT plugins are written against (or write it into a folder).
     Wit {
         /// Write `plugin.wit` into this folder instead of printing it.
@@ -72,6 +99,8 @@ pub fn run(cmd: PluginCommand) -> ExitCode {
             test(&plugin, config.as_deref(), &request, expect.as_deref(), bless)
         }
         PluginCommand::Check { plugin } => check(&plugin),
+        PluginCommand::Bindgen { lang, wit, world, out } => bindgen(&lang, &wit, world.as_deref(), &out),
+        PluginCommand::Componentize { module, output } => componentize(&module, &output),
         PluginCommand::Wit { out: None } => {
             print!("{}", compat::WIT);
             Ok(ExitCode::SUCCESS)
@@ -147,6 +176,30 @@ fn check(plugin: &Path) -> anyhow::Result<ExitCode> {
     } else {
         println!("  grants a route must give it: {}", grants.join(", "));
     }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn bindgen(lang: &str, wit: &Path, world: Option<&str>, out: &Path) -> anyhow::Result<ExitCode> {
+    if lang != "c" {
+        bail!(
+            "no `{lang}` bindings here: `sluice plugin bindgen` writes C (Rust uses the SDK, Python and JS toolchains generate their own)"
+        );
+    }
+    let files = super::bindgen::c_bindings(wit, world)?;
+    std::fs::create_dir_all(out).with_context(|| format!("cannot create {}", out.display()))?;
+    for (name, contents) in &files {
+        let path = out.join(name);
+        std::fs::write(&path, contents).with_context(|| format!("cannot write {}", path.display()))?;
+        println!("wrote {}", path.display());
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn componentize(module: &Path, output: &Path) -> anyhow::Result<ExitCode> {
+    let core = std::fs::read(module).with_context(|| format!("cannot read {}", module.display()))?;
+    let component = super::componentize::componentize(&core).with_context(|| module.display().to_string())?;
+    std::fs::write(output, &component).with_context(|| format!("cannot write {}", output.display()))?;
+    println!("wrote {} ({} bytes)", output.display(), component.len());
     Ok(ExitCode::SUCCESS)
 }
 

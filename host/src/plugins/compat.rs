@@ -130,6 +130,20 @@ pub fn check_links(component: &Component) -> Result<Vec<&'static str>, String> {
         .map_err(|e| explain_link_error(component, &format!("{e:#}")))?;
     super::bindings::PluginPre::new(pre)
         .map_err(|e| format!("does not implement the {PACKAGE} world: {e:#}"))?;
+    // With every capability granted, what is still refused no grant provides.
+    let everything = super::host_api::Grants {
+        kv: Some(super::host_api::InProcessKv::global()),
+        http: Some(super::host_api::HttpGrant {
+            allow: Vec::new(),
+            timeout: std::time::Duration::from_secs(1),
+        }),
+        secrets: [(String::new(), String::new())].into(),
+        ..Default::default()
+    };
+    let refused = super::host_api::check_imports(component, &everything, &[]);
+    if !refused.is_empty() {
+        return Err(refused.join("; "));
+    }
     let ty = component.component_type();
     let mut caps: Vec<&'static str> = ty
         .imports(engine())

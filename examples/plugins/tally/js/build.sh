@@ -7,15 +7,11 @@ cd "$(dirname "$0")"
 # The project's own jco first: package.json's `overrides` pin the WASI shim jco runs
 # its tools on to 0.25.0, the last that lets them read files (with 0.26, which a plain
 # `npm install -g @bytecodealliance/jco@1.35.0` brings, `jco componentize` fails with
-# "failed to get path metadata").
-if [ -x node_modules/.bin/jco ]; then
-    jco=node_modules/.bin/jco
-elif command -v jco >/dev/null; then
-    jco=jco
-else
-    echo "jco not found: run npm install" >&2
-    exit 1
+# "failed to get path metadata"), so the build installs and uses the project's own.
+if [ ! -x node_modules/.bin/jco ]; then
+    npm install --no-audit --no-fund --loglevel=error
 fi
+jco=node_modules/.bin/jco
 out="${OUT:-build}"
 mkdir -p "$out"
 "$jco" componentize index.js --wit wit --world-name plugin -d http -d fetch-event -o "$out/tally.wasm"

@@ -6,5 +6,5 @@ cd "$(dirname "$0")"
 
 out="${OUT:-build}"
 mkdir -p "$out"
-componentize-py -d wit -w plugin componentize --stub-wasi app -o "$out/tally.wasm"
+componentize-py -d wit -w plugin componentize app -o "$out/tally.wasm"
 echo "built $out/tally.wasm"

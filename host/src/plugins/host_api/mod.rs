@@ -96,8 +96,11 @@ pub fn linker() -> &'static Linker<PluginState> {
 }
 
 /// WASI interfaces a plugin may import: with nothing preopened and no network they
-/// carry no authority (Rust std, Python and JS runtimes import them).
-const HARMLESS_WASI: &[&str] = &["wasi:cli/", "wasi:io/", "wasi:clocks/", "wasi:random/", "wasi:filesystem/"];
+/// carry no authority (Rust std, Python and JS runtimes import them). Sockets are
+/// linked but every TCP, UDP and name-lookup call is refused (`PluginState::new`):
+/// the Python runtime imports them whether or not the plugin uses them.
+const HARMLESS_WASI: &[&str] =
+    &["wasi:cli/", "wasi:io/", "wasi:clocks/", "wasi:random/", "wasi:filesystem/", "wasi:sockets/"];
 
 /// Checks that `component` imports only interfaces that exist and are granted (or
 /// are among the `optional` capabilities, which are refused when called instead).

@@ -1,5 +1,9 @@
 //! The `sluice` binary itself: `check`, `schema`, `--version`, and `run` serving a
-//! config and stopping cleanly on SIGTERM.
+//! config and stopping cleanly on SIGTERM; the plugin author's `sluice plugin …`
+//! commands, and the example plugin in every language built from source.
+
+mod languages;
+mod plugin_commands;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
@@ -141,9 +145,15 @@ impl Drop for Running {
 
 /// One HTTP/1.1 exchange on a fresh connection; returns the whole response text.
 fn http(addr: &str, method: &str, path: &str) -> String {
+    http_with(addr, method, path, &[])
+}
+
+/// [`http`] with extra request headers.
+fn http_with(addr: &str, method: &str, path: &str, headers: &[(&str, &str)]) -> String {
     let mut s = TcpStream::connect(addr).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    write!(s, "{method} {path} HTTP/1.1\r\nhost: x\r\ncontent-length: 0\r\nconnection: close\r\n\r\n")
+    let extra: String = headers.iter().map(|(k, v)| format!("{k}: {v}\r\n")).collect();
+    write!(s, "{method} {path} HTTP/1.1\r\nhost: x\r\n{extra}content-length: 0\r\nconnection: close\r\n\r\n")
         .unwrap();
     let mut reply = String::new();
     s.read_to_string(&mut reply).unwrap();

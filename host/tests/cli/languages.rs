@@ -1,0 +1,152 @@
+//! The example plugin ("tally": require a header, count calls per value in `kv`,
+//! report the count on the response) in every language, exactly as an author gets
+//! it: `sluice plugin new NAME --lang L` writes the project from
+//! `examples/plugins/tally/<L>/`, its own `./test.sh` builds it from source and checks
+//! its harness fixtures, and the component is then served by `sluice run`.
+//!
+//! A language whose toolchain is not installed is skipped with a line on the test
+//! output (written past the test harness's capture, so it shows without
+//! `--nocapture`); with `SLUICE_REQUIRE_TOOLCHAINS=1` (as `.ci/run` sets) a missing
+//! toolchain fails instead.
+
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use super::{BIN, Running, http_with};
+
+/// Whether `program args…` runs and succeeds.
+fn runs(program: &str, args: &[&str]) -> bool {
+    Command::new(program).args(args).output().is_ok_and(|o| o.status.success())
+}
+
+/// `None` when the language's toolchain is here, else why not.
+fn missing_toolchain(lang: &str) -> Option<String> {
+    let (ok, what) = match lang {
+        "rust" => (runs("cargo", &["--version"]), "cargo with the wasm32-wasip2 target"),
+        "python" => {
+            (runs("componentize-py", &["--version"]), "componentize-py (pip install componentize-py==0.25.1)")
+        }
+        "js" => (runs("npm", &["--version"]), "Node.js and npm (the build installs jco into the project)"),
+        "c" => (
+            runs("clang-19", &["--version"]) && Path::new("/usr/lib/wasm32-wasi/libc.a").is_file(),
+            "clang-19 and wasi-libc (apt-get install clang-19 lld-19 libclang-rt-19-dev-wasm32 wasi-libc)",
+        ),
+        "zig" => (runs("python3", &["-m", "ziglang", "version"]), "zig (pip install ziglang==0.17.1)"),
+        other => panic!("no toolchain check for {other}"),
+    };
+    (!ok).then(|| format!("{what} is not installed"))
+}
+
+/// Builds and serves the example in `lang`; returns without testing (and says so on
+/// the test output) when its toolchain is missing and not required.
+fn example(lang: &str) {
+    if let Some(why) = missing_toolchain(lang) {
+        assert!(std::env::var_os("SLUICE_REQUIRE_TOOLCHAINS").is_none(), "{lang}: {why}");
+        let _ = writeln!(std::io::stderr(), "SKIPPED the {lang} example plugin: {why}");
+        return;
+    }
+    let work = tempfile::tempdir().unwrap();
+    let name = format!("calls-{lang}");
+    let project = work.path().join(&name);
+
+    // Scaffold the project from the example.
+    let out = Command::new(BIN)
+        .args(["plugin", "new", &name, "--lang", lang, "--dir"])
+        .arg(&project)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "plugin new: {}", String::from_utf8_lossy(&out.stderr));
+
+    // Its own test: the build from source, then the harness fixtures.
+    let out = Command::new(project.join("test.sh"))
+        .env("SLUICE", BIN)
+        .env("CARGO_TARGET_DIR", shared_rust_target())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{lang}: ./test.sh failed\n--- stdout\n{}\n--- stderr\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let build = project.join("build");
+    let wasm = build.join(format!("{name}.wasm"));
+    assert!(wasm.is_file(), "{lang}: no {}", wasm.display());
+
+    // `sluice plugin check` names the one grant it needs.
+    let out = Command::new(BIN).args(["plugin", "check"]).arg(&wasm).output().unwrap();
+    let report = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{lang}: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(report.contains("grants a route must give it: kv"), "{lang}: {report}");
+
+    // Served by the gateway.
+    let config = gateway_config(work.path(), &build, &name, "x-team");
+    let gw = Running::start(&config, &[], false);
+    let missing = http_with(&gw.public, "GET", "/orders", &[]);
+    assert!(missing.starts_with("HTTP/1.1 400"), "{lang}: {missing}");
+    assert!(missing.ends_with(r#"{"error":"missing x-team header"}"#), "{lang}: {missing}");
+    for (team, expected) in [("blue", "1"), ("blue", "2"), ("red", "1")] {
+        let reply = http_with(&gw.public, "GET", "/orders", &[("x-team", team)]);
+        assert!(reply.starts_with("HTTP/1.1 200"), "{lang}: {reply}");
+        let calls = header(&reply, "x-calls");
+        assert_eq!(calls.as_deref(), Some(expected), "{lang}, team {team}: {reply}");
+    }
+    drop(gw);
+
+    // A config the plugin rejects is a config error naming the field.
+    let bad = gateway_config(work.path(), &build, &name, "");
+    let out = Command::new(BIN).arg("check").arg(&bad).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{lang}: an empty header name was accepted");
+    assert!(err.contains("`header` must be a non-empty string"), "{lang}: {err}");
+}
+
+/// One target folder for every Rust plugin build of the test run.
+fn shared_rust_target() -> PathBuf {
+    Path::new(env!("CARGO_TARGET_TMPDIR")).join("example-plugins")
+}
+
+fn gateway_config(dir: &Path, plugins: &Path, name: &str, header: &str) -> PathBuf {
+    let file = dir.join(format!("gateway-{}.yaml", if header.is_empty() { "bad" } else { "ok" }));
+    let yaml = format!(
+        "version: 1\nlisteners:\n  - name: public\n    address: 127.0.0.1:0\nplugins:\n  dir: {}\nroutes:\n  - name: orders\n    match: {{ path_prefix: / }}\n    target: {{ echo: {{}} }}\n    plugins:\n      - name: {name}\n        grants: {{ kv: true }}\n        config: {{ header: {header:?} }}\n",
+        plugins.display()
+    );
+    std::fs::write(&file, yaml).unwrap();
+    file
+}
+
+/// A response header's value from raw HTTP/1.1 response text.
+fn header(reply: &str, name: &str) -> Option<String> {
+    let head = reply.split("\r\n\r\n").next()?;
+    head.lines().skip(1).find_map(|l| {
+        let (k, v) = l.split_once(':')?;
+        k.trim().eq_ignore_ascii_case(name).then(|| v.trim().to_owned())
+    })
+}
+
+#[test]
+fn rust_example_plugin() {
+    example("rust");
+}
+
+#[test]
+fn python_example_plugin() {
+    example("python");
+}
+
+#[test]
+fn js_example_plugin() {
+    example("js");
+}
+
+#[test]
+fn c_example_plugin() {
+    example("c");
+}
+
+#[test]
+fn zig_example_plugin() {
+    example("zig");
+}
