@@ -9,7 +9,7 @@ cd "$(dirname "$0")"
 # `npm install -g @bytecodealliance/jco@1.35.0` brings, `jco componentize` fails with
 # "failed to get path metadata"), so the build installs and uses the project's own.
 if [ ! -x node_modules/.bin/jco ]; then
-    npm install --no-audit --no-fund --loglevel=error
+    npm install --prefer-offline --no-audit --no-fund --loglevel=error
 fi
 jco=node_modules/.bin/jco
 out="${OUT:-build}"
