@@ -35,7 +35,12 @@ const OUTER_ONLY: &[&str] = &[
 
 /// Builds `packages` of the cargo workspace or package at `manifest` (every member
 /// when `packages` is empty) to `wasm32-wasip2` components, in release mode and
-/// optimised for size, into `target_dir`.
+/// optimised for speed (`opt-level = 3`), into `target_dir`.
+///
+/// Speed, not size: a guest's code runs on every request, while its size costs only
+/// compile time at load. Measured on the P2 chain (auth JWT HS256 + rate-limit +
+/// transform, both phases): 26.6 µs at `opt-level = "s"`, 21.8 µs at 3; the
+/// components grow by 13–18%.
 pub fn cargo_build(manifest: &Path, packages: &[&str], target_dir: &Path) -> Result<(), String> {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let mut cmd = Command::new(cargo);
@@ -47,8 +52,8 @@ pub fn cargo_build(manifest: &Path, packages: &[&str], target_dir: &Path) -> Res
         cmd.args(["-p", p]);
     }
     cmd.env("CARGO_TARGET_DIR", target_dir)
-        // Size-optimised, stripped guests, whatever the workspace's release profile.
-        .env("CARGO_PROFILE_RELEASE_OPT_LEVEL", "s")
+        // Speed-optimised, stripped guests, whatever the workspace's release profile.
+        .env("CARGO_PROFILE_RELEASE_OPT_LEVEL", "3")
         .env("CARGO_PROFILE_RELEASE_DEBUG", "false")
         .env("CARGO_PROFILE_RELEASE_STRIP", "true");
     for var in OUTER_ONLY {
