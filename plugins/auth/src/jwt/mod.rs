@@ -1,18 +1,21 @@
 //! JWT (JWS compact serialization) verification: size and encoding checks, the
 //! header's `alg` against the key's type, the signature, then the claims. Verified
-//! tokens are remembered (by SHA-256) until they expire, as Envoy's `jwt_authn` does.
+//! tokens are remembered until they expire, as Envoy's `jwt_authn` does: looked up by
+//! a randomly keyed SipHash and confirmed by a constant-time comparison of the whole
+//! token (SHA-256 in Wasm cost more than checking an HS256 signature on the host).
 
 pub mod keys;
 mod remote;
 
 use std::cell::RefCell;
 use std::collections::HashMap;
+use std::hash::{BuildHasher, RandomState};
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde_json::{Map, Value};
-use sha2::{Digest, Sha256};
 use sluice_plugin_sdk::Consumer;
+use sluice_plugin_sdk::crypto::constant_time_eq;
 
 use crate::config::{JwtConfig, parse_duration_ms};
 use crate::source::Source;
@@ -36,10 +39,12 @@ pub struct Jwt {
     cache: RefCell<TokenCache>,
 }
 
-/// Verified tokens by SHA-256, with what must be re-checked on every use.
+/// Verified tokens by keyed hash (the token itself is kept and compared in constant
+/// time), with what must be re-checked on every use.
 struct TokenCache {
     max: usize,
-    entries: HashMap<[u8; 32], Verified>,
+    hasher: RandomState,
+    entries: HashMap<u64, (Box<str>, Verified)>,
 }
 
 #[derive(Clone)]
@@ -50,19 +55,22 @@ struct Verified {
 }
 
 impl TokenCache {
-    fn get(&self, digest: &[u8; 32]) -> Option<Verified> {
-        self.entries.get(digest).cloned()
+    /// The cache key of `token` (`None` when the cache is off: no hashing at all).
+    fn key(&self, token: &str) -> Option<u64> {
+        (self.max > 0).then(|| self.hasher.hash_one(token))
     }
 
-    fn insert(&mut self, digest: [u8; 32], v: Verified) {
-        if self.max == 0 {
-            return;
-        }
+    fn get(&self, key: u64, token: &str) -> Option<Verified> {
+        let (cached, v) = self.entries.get(&key)?;
+        constant_time_eq(cached.as_bytes(), token.as_bytes()).then(|| v.clone())
+    }
+
+    fn insert(&mut self, key: u64, token: &str, v: Verified) {
         if self.entries.len() >= self.max {
             // Simple and bounded: start over. Clients re-sending tokens refill it.
             self.entries.clear();
         }
-        self.entries.insert(digest, v);
+        self.entries.insert(key, (token.into(), v));
     }
 }
 
@@ -136,7 +144,11 @@ impl Jwt {
             max_token_bytes: c.max_token_bytes,
             consumer_claim: c.consumer_claim.clone(),
             groups_claim: c.groups_claim.clone(),
-            cache: RefCell::new(TokenCache { max: c.cache_entries, entries: HashMap::new() }),
+            cache: RefCell::new(TokenCache {
+                max: c.cache_entries,
+                hasher: RandomState::new(),
+                entries: HashMap::new(),
+            }),
         })
     }
 
@@ -147,8 +159,8 @@ impl Jwt {
             return Err(format!("token is larger than {} bytes", self.max_token_bytes));
         }
         let now = i64::try_from(now_ms / 1000).unwrap_or(i64::MAX);
-        let digest: [u8; 32] = Sha256::digest(token.as_bytes()).into();
-        if let Some(v) = self.cache.borrow().get(&digest) {
+        let key = self.cache.borrow().key(token);
+        if let Some(v) = key.and_then(|k| self.cache.borrow().get(k, token)) {
             self.check_times(v.exp, v.nbf, now)?;
             return Ok(v.consumer);
         }
@@ -169,7 +181,9 @@ impl Jwt {
         let signed = &token.as_bytes()[..h.len() + 1 + p.len()];
         self.check_signature(alg, kid, signed, &sig, now_ms)?;
         let v = self.check_claims(&claims, now)?;
-        self.cache.borrow_mut().insert(digest, v.clone());
+        if let Some(k) = key {
+            self.cache.borrow_mut().insert(k, token, v.clone());
+        }
         Ok(v.consumer)
     }
 
