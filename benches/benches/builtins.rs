@@ -29,8 +29,24 @@ fn token(name: &str) -> String {
 
 /// One chain per `(name, plugins)` route; the built-ins need no plugins folder.
 fn chains(routes: &[(&str, Value)]) -> Vec<Arc<Chain>> {
-    let mut yaml = "version: 1\nlisteners:\n  - name: public\n    address: 127.0.0.1:0\nplugins:\n  cache_dir: \"\"\nroutes:\n".to_owned();
+    let mut yaml =
+        "version: 1\nlisteners:\n  - name: public\n    address: 127.0.0.1:0\nplugins:\n  cache_dir: \"\"\n"
+            .to_owned();
+    // A/B of plugin builds without rebuilding the host: components in this folder
+    // (`auth.wasm`, `rate-limit.wasm`, …) take precedence over the built-in ones.
+    if let Some(dir) = std::env::var_os("SLUICE_BENCH_PLUGINS") {
+        yaml.push_str(&format!("  dir: {:?}\n", dir.to_string_lossy()));
+    }
+    yaml.push_str("routes:\n");
     for (name, plugins) in routes {
+        let mut plugins = plugins.clone();
+        if std::env::var_os("SLUICE_BENCH_PLUGINS").is_some() {
+            // A component from the folder gets no built-in's optional capabilities:
+            // grant the ones `auth` imports (unused by these configs).
+            for p in plugins.as_array_mut().into_iter().flatten().filter(|p| p["name"] == "auth") {
+                p["grants"] = json!({ "http": { "allow": ["jwks.invalid"] }, "secrets": { "unused": { "env": "PATH" } } });
+            }
+        }
         // JSON is YAML.
         yaml.push_str(&format!(
             "  - name: {name}\n    match: {{ path_prefix: /{name} }}\n    target: {{ echo: {{}} }}\n    plugins: {plugins}\n"

@@ -26,7 +26,8 @@ fn chains(routes: &str) -> (tempfile::TempDir, Vec<Arc<Chain>>) {
         plugins.display()
     );
     let loaded = sluice::config::parse_str("bench", &yaml, dir.path().to_owned()).unwrap();
-    let chains = sluice::plugins::build_chains(&loaded, &Default::default()).unwrap_or_else(|p| panic!("{p:?}"));
+    let chains =
+        sluice::plugins::build_chains(&loaded, &Default::default()).unwrap_or_else(|p| panic!("{p:?}"));
     (dir, chains)
 }
 
