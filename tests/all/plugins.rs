@@ -286,6 +286,23 @@ async fn memory_hogs_panics_and_garbage_fail_only_their_own_requests() {
 }
 
 #[tokio::test]
+async fn an_instance_whose_memory_keeps_growing_is_retired_before_it_fails_a_request() {
+    // 512 KiB leaked per request against an 8 MiB cap: without retiring the instance
+    // at three quarters of its cap, about the 14th request would fail at the cap.
+    let p = Plugins::with(&[("memory-hog", wasm::MEMORY_HOG)]);
+    let gw = p
+        .start(
+            "routes:\n  - name: leak\n    match: { path_prefix: / }\n    target: { echo: {} }\n    plugins:\n      - name: memory-hog\n        config: { leak_kib: 512 }\n        limits: { memory: 8MiB }\n",
+        )
+        .await;
+    let client = Client::http1();
+    for i in 0..60 {
+        let reply = client.get(&url(gw.addr("public"), "/leak")).await;
+        assert_eq!(reply.status, 200, "request {i}: {}", reply.text());
+    }
+}
+
+#[tokio::test]
 async fn fail_open_skips_the_failing_plugin() {
     let up = TestServer::echo().await;
     let p = Plugins::with(&[("panicker", wasm::PANICKER), ("header-adder", wasm::HEADER_ADDER)]);

@@ -102,6 +102,10 @@ impl InstancePool {
 
     /// Returns a healthy instance for reuse (dropped if enough are idle).
     pub fn checkin(&self, inst: Instance) {
+        if inst.store.data().limiter.nearly_full() {
+            // Retired: the next checkout instantiates a fresh one.
+            return;
+        }
         let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
         if idle.len() < self.limits.max_idle {
             idle.push(inst);
@@ -159,6 +163,8 @@ impl InstancePool {
             Ok(i) => i,
             Err(e) => return Err(load(e, &store)),
         };
+        let limiter = &mut store.data_mut().limiter;
+        limiter.baseline = limiter.size;
         Ok((Instance { store, plugin }, info.phases))
     }
 }

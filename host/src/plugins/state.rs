@@ -172,6 +172,24 @@ pub struct MemoryLimiter {
     pub cap: usize,
     /// Set when a growth past the cap was refused.
     pub exceeded: bool,
+    /// The largest size a linear memory has grown to, in bytes.
+    pub size: usize,
+    /// `size` when the instance was ready (instantiated and configured).
+    pub baseline: usize,
+}
+
+impl MemoryLimiter {
+    /// A fresh limiter for `cap` bytes.
+    pub fn new(cap: usize) -> Self {
+        Self { cap, exceeded: false, size: 0, baseline: 0 }
+    }
+
+    /// Whether the instance has grown, since it was ready, past three quarters of its
+    /// cap: the pool retires it then rather than let a slowly growing heap (a
+    /// garbage-collected runtime's, a leak) fail a request at the cap.
+    pub fn nearly_full(&self) -> bool {
+        self.size > self.cap / 4 * 3 && self.size > self.baseline
+    }
 }
 
 impl wasmtime::ResourceLimiter for MemoryLimiter {
@@ -185,6 +203,7 @@ impl wasmtime::ResourceLimiter for MemoryLimiter {
             self.exceeded = true;
             return Ok(false);
         }
+        self.size = self.size.max(desired);
         Ok(true)
     }
 
@@ -239,7 +258,7 @@ impl PluginState {
             route,
             req: RequestSlot::default(),
             resp: ResponseSlot::default(),
-            limiter: MemoryLimiter { cap: memory_cap, exceeded: false },
+            limiter: MemoryLimiter::new(memory_cap),
             configuring: false,
             annotations: None,
             host_wait: std::time::Duration::ZERO,
