@@ -33,7 +33,8 @@ pub enum PluginCommand {
     /// Run a plugin's phases against a request described in a file, offline: the
     /// real gateway on loopback with a recording upstream, a fixed clock and a fresh
     /// in-memory kv. Prints the decision, the request the upstream got and the
-    /// response the client got (JSON).
+    /// response the client got (JSON) on stdout, and the plugin's log lines and the
+    /// gateway's warnings on stderr (`SLUICE_LOG` filters them).
     Test {
         /// The plugin component, or the name of a built-in plugin (`auth`).
         plugin: PathBuf,
@@ -139,6 +140,16 @@ fn test(
         None => serde_json::json!({}),
     };
     let fixture = harness::read_fixture(request)?;
+    // The plugin's own log lines, and the gateway's warnings (a plugin fault names
+    // its cause there), on stderr; the outcome stays alone on stdout.
+    let filter = tracing_subscriber::EnvFilter::try_from_env("SLUICE_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,sluice::plugin=trace"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .compact()
+        .try_init();
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     let outcome = runtime.block_on(harness::run(plugin, &config, &fixture))?;
     println!("{}", serde_json::to_string_pretty(&outcome)?);

@@ -132,3 +132,35 @@ fn check_and_componentize_explain_files_that_are_not_plugins() {
     assert!(!out.status.success());
     assert!(stderr(&out).contains("component-type"), "{}", stderr(&out));
 }
+
+#[test]
+fn test_shows_the_plugins_log_lines_on_stderr() {
+    // The built-in `ai` logs an error when its provider names an upstream the config
+    // does not have (the harness's only upstream is its recorder).
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("ai.yaml");
+    std::fs::write(
+        &config,
+        "providers: [{ name: main, kind: openai, upstream: nowhere, models: { fast: gpt-4o-mini } }]\n",
+    )
+    .unwrap();
+    let request = dir.path().join("chat.yaml");
+    std::fs::write(
+        &request,
+        "method: POST\npath: /v1/chat/completions\nheaders: { content-type: application/json }\nbody: '{\"model\": \"fast\", \"messages\": [{\"role\": \"user\", \"content\": \"hi\"}]}'\n",
+    )
+    .unwrap();
+    let out = Command::new(BIN)
+        .args(["plugin", "test", "ai", "--config"])
+        .arg(&config)
+        .arg("--request")
+        .arg(&request)
+        .env_remove("SLUICE_LOG")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let outcome: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(outcome["decision"], "respond", "{outcome}");
+    let err = stderr(&out);
+    assert!(err.contains("provider main: no upstream named `nowhere`"), "{err}");
+}
