@@ -179,8 +179,9 @@ fn check(plugin: &Path) -> anyhow::Result<ExitCode> {
     .map_err(anyhow::Error::msg)?;
     let caps = compat::check_links(&component).map_err(|e| anyhow::anyhow!("{}: {e}", plugin.display()))?;
     println!("{}: ok, a {}/plugin@{} component", plugin.display(), compat::PACKAGE, compat::WIT_VERSION);
-    let grants: Vec<&str> =
-        caps.iter().copied().filter(|c| !compat::GRANTED_BY_DEFAULT.contains(c)).collect();
+    // What a route's `grants:` must add to what every plugin has by default.
+    let defaults = crate::plugins::host_api::Grants::default();
+    let grants: Vec<&str> = caps.iter().copied().filter(|c| !defaults.has(c)).collect();
     println!("  imports: {}", if caps.is_empty() { "types only".to_owned() } else { caps.join(", ") });
     if grants.is_empty() {
         println!("  grants a route must give it: none");

@@ -14,7 +14,9 @@
 use wasmtime::component::Component;
 use wasmtime::component::types::ComponentItem;
 
+use super::bindings::PluginPre;
 use super::engine::engine;
+use super::state::PluginState;
 
 /// The host's WIT: the contract plugins compile against (`sluice plugin wit`).
 pub const WIT: &str = include_str!("../../../wit/plugin.wit");
@@ -118,43 +120,22 @@ pub fn check(component: &Component) -> Result<(), String> {
     if problems.is_empty() { Ok(()) } else { Err(problems.join("; ")) }
 }
 
-/// Capabilities a route grants unless told otherwise.
-pub const GRANTED_BY_DEFAULT: &[&str] = &["log", "clock", "metrics"];
-
-/// [`check`], then links the component as the gateway would; returns the
-/// capabilities (`sluice:plugin` interfaces other than `types` and `crypto`) it imports.
-pub fn check_links(component: &Component) -> Result<Vec<&'static str>, String> {
+/// [`check`], then links the component as the gateway does: the pre-instantiated
+/// plugin, or what is wrong.
+pub fn link(component: &Component) -> Result<PluginPre<PluginState>, String> {
     check(component)?;
     let pre = super::host_api::linker()
         .instantiate_pre(component)
         .map_err(|e| explain_link_error(component, &format!("{e:#}")))?;
-    super::bindings::PluginPre::new(pre)
-        .map_err(|e| format!("does not implement the {PACKAGE} world: {e:#}"))?;
-    // With every capability granted, what is still refused no grant provides.
-    let everything = super::host_api::Grants {
-        kv: Some(super::host_api::InProcessKv::global()),
-        http: Some(super::host_api::HttpGrant {
-            allow: Vec::new(),
-            timeout: std::time::Duration::from_secs(1),
-        }),
-        secrets: [(String::new(), String::new())].into(),
-        ..Default::default()
-    };
-    let refused = super::host_api::check_imports(component, &everything, &[]);
-    if !refused.is_empty() {
-        return Err(refused.join("; "));
-    }
-    let ty = component.component_type();
-    let mut caps: Vec<&'static str> = ty
-        .imports(engine())
-        .filter_map(|(name, _)| {
-            let iface = name.strip_prefix(PACKAGE)?.strip_prefix('/')?.split('@').next()?;
-            INTERFACES.iter().copied().find(|i| *i == iface && !matches!(*i, "types" | "crypto"))
-        })
-        .collect();
-    caps.sort_unstable();
-    caps.dedup();
-    Ok(caps)
+    PluginPre::new(pre).map_err(|e| format!("does not implement the {PACKAGE} world: {e:#}"))
+}
+
+/// [`link`], and then the capabilities the component imports (what a route may have
+/// to grant), or every import sluice does not provide.
+pub fn check_links(component: &Component) -> Result<Vec<&'static str>, String> {
+    link(component)?;
+    let (caps, unprovided) = super::host_api::imported_capabilities(component);
+    if unprovided.is_empty() { Ok(caps) } else { Err(unprovided.join("; ")) }
 }
 
 /// Explains why `wasm` (from `source`) did not compile as a component: most often

@@ -16,7 +16,6 @@ use super::compat;
 use super::error::{Phase, PluginError, PluginErrorKind};
 use super::host_api::{
     Grants, HostEnv, HttpGrant, InProcessKv, KvStore, PluginClock, RedisKv, RedisSettings, check_imports,
-    linker,
 };
 use super::limits::Limits;
 use super::pool::InstancePool;
@@ -119,15 +118,9 @@ impl<'a> Loader<'a> {
             return Some(c.clone());
         }
         let source = self.registry.get(name)?;
-        let pre = load_component(source, self.cache_dir.as_deref()).and_then(|c| {
-            // The world and its version first, so a plugin author reads what to fix
-            // rather than a linker error.
-            compat::check(&c)?;
-            let pre = linker()
-                .instantiate_pre(&c)
-                .map_err(|e| compat::explain_link_error(&c, &format!("{e:#}")))?;
-            PluginPre::new(pre).map_err(|e| format!("does not implement the sluice:plugin world: {e:#}"))
-        });
+        // The world and its version are checked before linking, so a plugin author
+        // reads what to fix rather than a linker error.
+        let pre = load_component(source, self.cache_dir.as_deref()).and_then(|c| compat::link(&c));
         self.compiled.insert(name.to_owned(), pre.clone());
         Some(pre)
     }

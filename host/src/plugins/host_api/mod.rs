@@ -102,35 +102,68 @@ pub fn linker() -> &'static Linker<PluginState> {
 const HARMLESS_WASI: &[&str] =
     &["wasi:cli/", "wasi:io/", "wasi:clocks/", "wasi:random/", "wasi:filesystem/", "wasi:sockets/"];
 
-/// Checks that `component` imports only interfaces that exist and are granted (or
-/// are among the `optional` capabilities, which are refused when called instead).
-/// Returns one message per refused import.
-pub fn check_imports(component: &Component, grants: &Grants, optional: &[&str]) -> Vec<String> {
-    let ty = component.component_type();
-    let mut refused = Vec::new();
-    for (name, item) in ty.imports(engine()) {
+/// The capability the import `name` (an interface, `pkg:name/iface@version`) needs:
+/// `Ok(None)` for what every plugin has (`types`, `crypto`, harmless WASI),
+/// `Ok(Some(cap))` for a capability a route grants, `Err(message)` for an interface
+/// sluice does not provide.
+pub fn import_capability(name: &str) -> Result<Option<&'static str>, String> {
+    let iface = name.split('@').next().unwrap_or(name);
+    match iface {
+        "sluice:plugin/types" | "sluice:plugin/crypto" => Ok(None),
+        "sluice:plugin/log" => Ok(Some("log")),
+        "sluice:plugin/clock" => Ok(Some("clock")),
+        "sluice:plugin/metrics" => Ok(Some("metrics")),
+        "sluice:plugin/kv" => Ok(Some("kv")),
+        "sluice:plugin/http" => Ok(Some("http")),
+        "sluice:plugin/secrets" => Ok(Some("secrets")),
+        other if HARMLESS_WASI.iter().any(|p| other.starts_with(p)) => Ok(None),
+        other => Err(format!("imports `{other}`, which sluice does not provide to plugins")),
+    }
+}
+
+/// The capabilities `component` imports (sorted, once each), and one message per
+/// import sluice does not provide.
+pub fn imported_capabilities(component: &Component) -> (Vec<&'static str>, Vec<String>) {
+    let (mut caps, mut unprovided) = (Vec::new(), Vec::new());
+    for (name, item) in component.component_type().imports(engine()) {
         // Type imports (the world's `use` of `request` and `response`) carry no
         // capability; instances and functions do.
         if matches!(item.ty, ComponentItem::Type(_) | ComponentItem::Resource(_)) {
             continue;
         }
-        let iface = name.split('@').next().unwrap_or(name);
-        let granted = match iface {
-            "sluice:plugin/types" | "sluice:plugin/crypto" => true,
-            "sluice:plugin/log" => grants.log,
-            "sluice:plugin/clock" => grants.clock,
-            "sluice:plugin/metrics" => grants.metrics,
-            "sluice:plugin/kv" => grants.kv.is_some(),
-            "sluice:plugin/http" => grants.http.is_some(),
-            "sluice:plugin/secrets" => !grants.secrets.is_empty(),
-            other if HARMLESS_WASI.iter().any(|p| other.starts_with(p)) => true,
-            other => {
-                refused.push(format!("imports `{other}`, which sluice does not provide to plugins"));
-                continue;
-            }
-        };
-        let cap = iface.trim_start_matches("sluice:plugin/");
-        if !granted && !optional.contains(&cap) {
+        match import_capability(name) {
+            Ok(Some(cap)) => caps.push(cap),
+            Ok(None) => {}
+            Err(message) => unprovided.push(message),
+        }
+    }
+    caps.sort_unstable();
+    caps.dedup();
+    (caps, unprovided)
+}
+
+impl Grants {
+    /// Whether the capability `cap` (as [`import_capability`] names it) is granted.
+    pub fn has(&self, cap: &str) -> bool {
+        match cap {
+            "log" => self.log,
+            "clock" => self.clock,
+            "metrics" => self.metrics,
+            "kv" => self.kv.is_some(),
+            "http" => self.http.is_some(),
+            "secrets" => !self.secrets.is_empty(),
+            _ => false,
+        }
+    }
+}
+
+/// Checks that `component` imports only interfaces that exist and are granted (or
+/// are among the `optional` capabilities, which are refused when called instead).
+/// Returns one message per refused import.
+pub fn check_imports(component: &Component, grants: &Grants, optional: &[&str]) -> Vec<String> {
+    let (caps, mut refused) = imported_capabilities(component);
+    for cap in caps {
+        if !grants.has(cap) && !optional.contains(&cap) {
             let hint = match cap {
                 "http" => "grants: { http: { allow: [HOST] } }".to_owned(),
                 "secrets" => "grants: { secrets: { NAME: { env: VAR } } }".to_owned(),
