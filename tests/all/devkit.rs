@@ -133,7 +133,7 @@ fn component_for(wit: &str, world: &str) -> Vec<u8> {
         wit_component::StringEncoding::UTF8,
     )
     .unwrap();
-    wit_component::ComponentEncoder::default().module(&module).unwrap().validate(true).encode().unwrap()
+    sluice::devkit::componentize::componentize(&module).unwrap()
 }
 
 /// The host's WIT at another version, with `extra` added to the `clock` interface.
