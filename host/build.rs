@@ -61,9 +61,10 @@ const NOT_TEMPLATE: &[&str] =
     &["build", "target", "node_modules", "gen", "__pycache__", ".zig-cache", "zig-cache", "zig-out"];
 
 /// Writes `$OUT_DIR/templates.rs`: `TEMPLATES`, every file of every
-/// `examples/plugins/tally/<lang>/` project as (language, relative path, bytes).
-/// Symlinks are skipped: the one the examples have (`wit/deps/sluice-plugin`, the
-/// host's WIT) is written by the scaffolder itself.
+/// `examples/plugins/tally/<lang>/` project (a folder with a `build.sh`) as
+/// (language, relative path, bytes). Symlinks are followed: the examples share
+/// their test and fixtures (`../test.sh`, `../test/`) and the host's WIT
+/// (`wit/deps/sluice-plugin`) through them, and a scaffolded project gets copies.
 fn templates(examples: &std::path::Path, out: &std::path::Path) -> Result<(), String> {
     // Watch the template files one by one: watching the folder would rebuild the
     // gateway whenever an example is built in place (build/, target/, node_modules/).
@@ -71,7 +72,7 @@ fn templates(examples: &std::path::Path, out: &std::path::Path) -> Result<(), St
     let mut files = Vec::new();
     if examples.is_dir() {
         for lang in std::fs::read_dir(examples).map_err(|e| e.to_string())?.flatten() {
-            if lang.file_type().map_err(|e| e.to_string())?.is_dir() {
+            if lang.path().join("build.sh").is_file() {
                 let name = lang.file_name().to_string_lossy().into_owned();
                 collect(&lang.path(), &lang.path(), &name, &mut files)?;
             }
@@ -99,9 +100,10 @@ fn collect(
     files: &mut Vec<(String, String, PathBuf)>,
 ) -> Result<(), String> {
     for entry in std::fs::read_dir(dir).map_err(|e| e.to_string())?.flatten() {
-        let ty = entry.file_type().map_err(|e| e.to_string())?;
+        // Through symlinks: what they point at is the template's content.
+        let ty = std::fs::metadata(entry.path()).map_err(|e| format!("{}: {e}", entry.path().display()))?;
         let name = entry.file_name().to_string_lossy().into_owned();
-        if ty.is_symlink() || NOT_TEMPLATE.contains(&name.as_str()) || name.ends_with(".wasm") {
+        if NOT_TEMPLATE.contains(&name.as_str()) || name.ends_with(".wasm") {
             continue;
         }
         if ty.is_dir() {

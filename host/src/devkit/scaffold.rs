@@ -6,8 +6,6 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
 
-use crate::plugins::compat::WIT as PLUGIN_WIT;
-
 include!(concat!(env!("OUT_DIR"), "/templates.rs"));
 
 /// The name the templates use for the plugin: every occurrence becomes the new name.
@@ -16,7 +14,8 @@ const TEMPLATE_NAME: &str = "tally";
 /// Where the Rust template finds the SDK, relative to the example project.
 const TEMPLATE_SDK_PATH: &str = "path = \"../../../../plugin-sdk\"";
 
-/// Where the WIT goes in projects that keep a `wit/` folder.
+/// Where projects that keep a `wit/` folder have the host's WIT (the examples link
+/// it to the repository's `wit/`; a scaffolded project gets a copy).
 pub const WIT_DEPS_PATH: &str = "wit/deps/sluice-plugin/plugin.wit";
 
 /// The languages `sluice plugin new` knows, in the order the help lists them.
@@ -66,10 +65,8 @@ pub fn scaffold(s: &Scaffold) -> Result<Vec<PathBuf>> {
     }
     let sdk = if s.lang == "rust" { Some(sdk_path(s.sdk.as_deref())?) } else { None };
     let mut written = Vec::new();
-    let mut has_wit = false;
     for (_, rel, contents) in files {
         let rel = PathBuf::from(rel.replace(TEMPLATE_NAME, &s.name));
-        has_wit |= rel.starts_with("wit");
         let contents = match std::str::from_utf8(contents) {
             Ok(text) => {
                 let mut text = text.replace(TEMPLATE_NAME, &s.name);
@@ -82,11 +79,6 @@ pub fn scaffold(s: &Scaffold) -> Result<Vec<PathBuf>> {
             Err(_) => contents.to_vec(),
         };
         write(&s.dir, &rel, &contents)?;
-        written.push(rel);
-    }
-    if has_wit {
-        let rel = PathBuf::from(WIT_DEPS_PATH);
-        write(&s.dir, &rel, PLUGIN_WIT.as_bytes())?;
         written.push(rel);
     }
     Ok(written)
@@ -121,6 +113,7 @@ fn sdk_path(given: Option<&Path>) -> Result<PathBuf> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::plugins::compat::WIT as PLUGIN_WIT;
 
     #[test]
     fn names_are_checked() {
