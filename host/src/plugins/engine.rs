@@ -4,11 +4,14 @@
 //! Every plugin call sets a deadline in epoch ticks ([`ticks_for`]); the ticker bumps
 //! the epoch every [`EPOCH_TICK`], so a call that runs past its deadline traps with
 //! `Trap::Interrupt` no matter what the guest does.
+//!
+//! `SLUICE_PERFMAP=1` in the environment makes the engine write `/tmp/perf-PID.map`,
+//! so `perf report` names plugin functions (for profiling; off by default).
 
 use std::sync::OnceLock;
 use std::time::Duration;
 
-use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
+use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, ProfilingStrategy};
 
 use crate::config::MAX_PLUGIN_MEMORY;
 
@@ -80,5 +83,8 @@ fn engine_config() -> Config {
         .memory_guard_size(MEMORY_GUARD)
         .parallel_compilation(true)
         .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+    if std::env::var_os("SLUICE_PERFMAP").is_some_and(|v| v == "1") {
+        config.profiler(ProfilingStrategy::PerfMap);
+    }
     config
 }
