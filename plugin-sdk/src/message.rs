@@ -224,6 +224,40 @@ impl<'a> Request<'a> {
             }
         }
     }
+
+    /// Sets a header on this request's response without a response phase: the
+    /// gateway applies it when the response phase reaches this plugin (just before
+    /// its [`Plugin::on_response`](crate::Plugin::on_response), if it has one), to the
+    /// upstream's response or to a later plugin's answer. A plugin whose response work
+    /// is known now can leave [`Phases::RESPONSE`](crate::Phases::RESPONSE) out of its
+    /// phases and save a call per request.
+    pub fn set_response_header(&mut self, name: &str, value: &str) -> Result<(), HeaderError> {
+        self.edit_response_header(wit::HeaderOp::Set, name, value)
+    }
+
+    /// Like [`Request::set_response_header`], but adds the value after the
+    /// response's existing values of the header.
+    pub fn append_response_header(&mut self, name: &str, value: &str) -> Result<(), HeaderError> {
+        self.edit_response_header(wit::HeaderOp::Append, name, value)
+    }
+
+    /// Like [`Request::set_response_header`], but removes the header from the
+    /// response.
+    pub fn remove_response_header(&mut self, name: &str) -> Result<(), HeaderError> {
+        self.edit_response_header(wit::HeaderOp::Remove, name, "")
+    }
+
+    fn edit_response_header(
+        &mut self,
+        op: wit::HeaderOp,
+        name: &str,
+        value: &str,
+    ) -> Result<(), HeaderError> {
+        match &mut self.0 {
+            Req::Host(r) => r.edit_response_header(op, name, value),
+            Req::Fake(f) => f.edit_response_header(op, name, value),
+        }
+    }
 }
 
 enum Resp<'a> {

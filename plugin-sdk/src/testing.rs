@@ -128,6 +128,21 @@ pub struct FakeRequest {
     pub consumer: Option<Consumer>,
     /// Values the plugin stored with `set_context`.
     pub context: HashMap<String, String>,
+    /// Response-header changes the plugin made with
+    /// [`Request::set_response_header`](crate::Request::set_response_header) and its
+    /// siblings, in order. [`FakeRequest::response`] applies them.
+    pub response_edits: Vec<ResponseEdit>,
+}
+
+/// A response-header change made in the request phase.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ResponseEdit {
+    /// Set the header (lower-cased name) to the value.
+    Set(String, String),
+    /// Add the value after the header's existing values.
+    Append(String, String),
+    /// Remove the header.
+    Remove(String),
 }
 
 impl FakeRequest {
@@ -170,14 +185,50 @@ impl FakeRequest {
     }
 
     /// A [`FakeResponse`] with `status` that carries this request's consumer and
-    /// context into the response phase, as the gateway does.
+    /// context into the response phase, with this request's response edits applied,
+    /// as the gateway does.
     pub fn response(&self, status: u16) -> FakeResponse {
-        FakeResponse {
+        let mut resp = FakeResponse {
             status,
             consumer: self.consumer.clone(),
             context: self.context.clone(),
             ..FakeResponse::default()
+        };
+        self.apply_response_edits(&mut resp);
+        resp
+    }
+
+    /// Applies this request's response edits to `resp` (an upstream response built
+    /// with [`FakeResponse::new`]), as the gateway does before the plugin's response
+    /// phase.
+    pub fn apply_response_edits(&self, resp: &mut FakeResponse) {
+        for edit in &self.response_edits {
+            // Checked when they were made.
+            let _ = match edit {
+                ResponseEdit::Set(n, v) => resp.headers.set(n, v, false),
+                ResponseEdit::Append(n, v) => resp.headers.set(n, v, true),
+                ResponseEdit::Remove(n) => resp.headers.remove(n),
+            };
         }
+    }
+
+    pub(crate) fn edit_response_header(
+        &mut self,
+        op: crate::bindings::sluice::plugin::types::HeaderOp,
+        name: &str,
+        value: &str,
+    ) -> Result<(), HeaderError> {
+        use crate::bindings::sluice::plugin::types::HeaderOp;
+        let name = FakeHeaders::check(name)?;
+        if op != HeaderOp::Remove && !valid_value(value) {
+            return Err(HeaderError::InvalidValue);
+        }
+        self.response_edits.push(match op {
+            HeaderOp::Set => ResponseEdit::Set(name, value.to_owned()),
+            HeaderOp::Append => ResponseEdit::Append(name, value.to_owned()),
+            HeaderOp::Remove => ResponseEdit::Remove(name),
+        });
+        Ok(())
     }
 
     /// Adds a header (panics on an invalid one: it is a test).

@@ -160,7 +160,7 @@ async fn wrong_world_and_wrong_version_components_get_the_documented_errors() {
     // Built for the next incompatible version.
     let err = load_error(&component_for(&wit_at("0.2.0", ""), "plugin")).await;
     assert!(
-        err.contains("targets sluice:plugin@0.2.0, but this gateway implements sluice:plugin@0.1.0")
+        err.contains("targets sluice:plugin@0.2.0, but this gateway implements sluice:plugin@0.1.1")
             && err.contains("sluice plugin wit"),
         "{err}"
     );
@@ -168,12 +168,12 @@ async fn wrong_world_and_wrong_version_components_get_the_documented_errors() {
     // Some other world altogether.
     let other = "package acme:proxy@1.0.0;\nworld handler { export handle: func(path: string) -> u16; }\n";
     let err = load_error(&component_for(other, "handler")).await;
-    assert!(err.contains("does not implement the world sluice:plugin/plugin@0.1.0"), "{err}");
+    assert!(err.contains("does not implement the world sluice:plugin/plugin@0.1.1"), "{err}");
     assert!(err.contains("it exports `handle`") && err.contains("Missing: `info`, `configure`"), "{err}");
 
     // A newer compatible version that uses a function this gateway lacks.
     let err = load_error(&component_for(&wit_at("0.1.9", "now-us: func() -> u64;"), "plugin")).await;
-    assert!(err.contains("was built against sluice:plugin@0.1.9, newer than this gateway's 0.1.0"), "{err}");
+    assert!(err.contains("was built against sluice:plugin@0.1.9, newer than this gateway's 0.1.1"), "{err}");
 
     // A newer compatible version using nothing new links: what stops this one is
     // only that its route does not grant the capabilities it imports.

@@ -171,6 +171,76 @@ async fn respond_short_circuits_the_chain_and_the_upstream() {
 }
 
 #[tokio::test]
+async fn response_edits_from_the_request_phase_apply_in_each_plugins_place_in_the_response_order() {
+    let up = TestServer::start(|_req: Request<hyper::body::Incoming>| async move {
+        Response::builder()
+            .header("server", "up")
+            .header("x-list", "up")
+            .header("x-order", "up")
+            .body(full("ok"))
+            .unwrap()
+    })
+    .await;
+    let p = Plugins::with(&[
+        ("a", wasm::RESPONSE_EDITOR),
+        ("b", wasm::RESPONSE_EDITOR),
+        ("header-adder", wasm::HEADER_ADDER),
+    ]);
+    let chain = |b_answers: &str| {
+        format!(
+            "      - name: a
+        config: {{ edits: [[set, x-order, a], [append, x-list, a], [remove, server, '']] }}
+      - name: b
+        config: {{ edits: [[set, x-order, b], [append, x-list, b], [set, x-b, '1']]{b_answers} }}
+      - name: header-adder
+        config: {{ request_header: x-c, response_header: x-order, value: c }}
+"
+        )
+    };
+    let gw = p.start(&app_route(up.addr, &chain(""))).await;
+    let reply = Client::http1().get(&url(gw.addr("public"), "/")).await;
+    assert_eq!(reply.status, 200);
+    // Last plugin first: header-adder's on-response, then b's edits, then a's.
+    assert_eq!(reply.header("x-order"), Some("a"));
+    let list: Vec<&str> = reply.headers.get_all("x-list").iter().map(|v| v.to_str().unwrap()).collect();
+    assert_eq!(list, ["up", "b", "a"]);
+    assert_eq!(reply.header("server"), None, "a removed the upstream's header");
+    assert_eq!(reply.header("x-b"), Some("1"));
+
+    // b answers: the plugins before it edit its answer; its own edits and the
+    // plugins after it do not run.
+    let gw = p.start(&app_route(up.addr, &chain(", respond: 418"))).await;
+    let reply = Client::http1().get(&url(gw.addr("public"), "/")).await;
+    assert_eq!(reply.status, 418);
+    assert_eq!(reply.header("x-order"), Some("a"));
+    let list: Vec<&str> = reply.headers.get_all("x-list").iter().map(|v| v.to_str().unwrap()).collect();
+    assert_eq!(list, ["a"]);
+    assert_eq!(reply.header("x-b"), None);
+    assert_eq!(up.request_count(), 1, "the answered request never went upstream");
+}
+
+#[tokio::test]
+async fn a_response_edit_with_a_bad_or_gateway_managed_header_is_an_error_the_plugin_handles() {
+    let up = TestServer::echo().await;
+    let p = Plugins::with(&[("editor", wasm::RESPONSE_EDITOR)]);
+    for (edit, error) in [
+        ("[set, 'bad name', v]", "set bad name: invalid-name"),
+        ("[append, x-ok, \"line\\nbreak\"]", "append x-ok: invalid-value"),
+        ("[remove, content-length, '']", "remove content-length: forbidden"),
+    ] {
+        let gw = p
+            .start(&app_route(
+                up.addr,
+                &format!("      - name: editor\n        config: {{ edits: [{edit}] }}\n"),
+            ))
+            .await;
+        let reply = Client::http1().get(&url(gw.addr("public"), "/")).await;
+        assert_eq!((reply.status.as_u16(), reply.text().as_str()), (500, error), "{edit}");
+    }
+    assert_eq!(up.request_count(), 0);
+}
+
+#[tokio::test]
 async fn phases_run_in_order_across_three_plugins_with_the_global_chain_first() {
     // The upstream reports the order it saw in a header of its own.
     let up = TestServer::start(|req: Request<hyper::body::Incoming>| async move {

@@ -23,7 +23,8 @@ use super::error::{Phase, PluginError, PluginErrorKind};
 use super::limits::HEADER_HEADROOM;
 use super::pool::{Instance, InstancePool};
 use super::state::{
-    Annotations, Consumer, REQUEST_REP, RESPONSE_REP, RequestContext, RequestSlot, ResponseSlot,
+    Annotations, Consumer, REQUEST_REP, RESPONSE_REP, RequestContext, RequestSlot, ResponseEdits,
+    ResponseSlot,
 };
 use crate::body::{self, Body};
 use crate::config::OnErrorConfig;
@@ -44,6 +45,9 @@ pub struct PluginCtx {
     pub context: RequestContext,
     /// Fields plugins attach to the request's access-log line (`log.annotate`).
     pub annotations: Annotations,
+    /// Response-header changes plugins made in the request phase, for the response
+    /// phase to apply.
+    pub response_edits: ResponseEdits,
 }
 
 /// An upstream chosen by a plugin with `set-upstream`, left in the request's
@@ -97,8 +101,8 @@ pub struct Chain {
     entries: Vec<Arc<ChainEntry>>,
     /// Indexes of the entries with a request phase, in order.
     request: Vec<usize>,
-    /// Indexes of the entries with a response phase, in reverse order.
-    response: Vec<usize>,
+    /// True when an entry has a response phase.
+    response: bool,
     /// Entries with a chunk phase, in reverse order.
     chunk: Arc<[Arc<ChainEntry>]>,
     /// Per entry, its position in `chunk` (if it has a chunk phase): the instance
@@ -118,7 +122,7 @@ impl Chain {
     pub fn new(route: &str, entries: Vec<Arc<ChainEntry>>) -> Chain {
         let has = |e: &ChainEntry, p: Phases| e.pool.phases.contains(p);
         let request = (0..entries.len()).filter(|i| has(&entries[*i], Phases::REQUEST)).collect();
-        let response = (0..entries.len()).rev().filter(|i| has(&entries[*i], Phases::RESPONSE)).collect();
+        let response = entries.iter().any(|e| has(e, Phases::RESPONSE));
         let chunk_idx: Vec<usize> =
             (0..entries.len()).rev().filter(|i| has(&entries[*i], Phases::RESPONSE_CHUNK)).collect();
         let mut chunk_pos = vec![None; entries.len()];
@@ -182,6 +186,7 @@ impl Chain {
             params: std::mem::take(&mut ctx.params),
             consumer: ctx.consumer.take(),
             context: std::mem::take(&mut ctx.context),
+            response_edits: std::mem::take(&mut ctx.response_edits),
             ..RequestSlot::default()
         };
         slot.headers.reserve(HEADER_HEADROOM);
@@ -216,6 +221,7 @@ impl Chain {
     ) -> Result<Option<(Response<Body>, usize)>, PluginError> {
         for &i in &self.request {
             let entry = &self.entries[i];
+            slot.entry = i;
             let span = tracing::debug_span!("plugin", plugin = %entry.pool.plugin(), route = %self.route, phase = "on-request", request_id = ctx.request_id.as_ref().and_then(|v| v.to_str().ok()));
             let step = self.request_step(entry, slot, &ctx.annotations).instrument(span).await;
             match step {
@@ -246,7 +252,7 @@ impl Chain {
     ) -> Result<(), PluginError> {
         let mut held = Vec::new();
         held.resize_with(self.chunk.len(), || None);
-        if !self.response.is_empty() {
+        if self.response || !ctx.response_edits.is_empty() {
             self.run_response_phase(resp, ctx, None, &mut held).await?;
         }
         if !self.chunk.is_empty() {
@@ -264,9 +270,11 @@ impl Chain {
         Ok(())
     }
 
-    /// Runs `on-response` last plugin first — with `before`, only for the entries
-    /// before that one. Instances of entries that also have a chunk phase are kept in
-    /// `held` (when it is not empty) for the chunks of this response.
+    /// Runs the response phase last plugin first — with `before`, only for the
+    /// entries before that one: each plugin's response edits from the request phase,
+    /// then its `on-response` if it has one. Instances of entries that also have a
+    /// chunk phase are kept in `held` (when it is not empty) for the chunks of this
+    /// response.
     async fn run_response_phase(
         &self,
         resp: &mut Response<Body>,
@@ -274,7 +282,12 @@ impl Chain {
         before: Option<usize>,
         held: &mut [Option<Instance>],
     ) -> Result<(), PluginError> {
-        let mut order = self.response.iter().copied().filter(|i| before.is_none_or(|b| *i < b)).peekable();
+        let edits = std::mem::take(&mut ctx.response_edits);
+        let calls = |i: usize| self.entries[i].pool.phases.contains(Phases::RESPONSE);
+        let mut order = (0..self.entries.len())
+            .rev()
+            .filter(|&i| before.is_none_or(|b| i < b) && (calls(i) || edits.has(i)))
+            .peekable();
         let Some(&first) = order.peek() else { return Ok(()) };
         let mut slot = ResponseSlot {
             status: resp.status(),
@@ -294,6 +307,10 @@ impl Chain {
             }
         }
         for i in order {
+            edits.apply(i, &mut slot.headers);
+            if !calls(i) {
+                continue;
+            }
             let entry = &self.entries[i];
             let span = tracing::debug_span!("plugin", plugin = %entry.pool.plugin(), route = %self.route, phase = "on-response", request_id = ctx.request_id.as_ref().and_then(|v| v.to_str().ok()));
             let pos = self.chunk_pos[i].filter(|_| !held.is_empty());
@@ -472,6 +489,7 @@ async fn buffer(mut b: Body, limit: u64) -> Result<Bytes, PluginErrorKind> {
 
 fn restore_request(req: &mut Request<Body>, slot: RequestSlot, ctx: &mut PluginCtx) {
     ctx.params = slot.params;
+    ctx.response_edits = slot.response_edits;
     ctx.consumer = slot.consumer;
     ctx.context = slot.context;
     *req.method_mut() = slot.method;

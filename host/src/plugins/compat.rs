@@ -22,7 +22,7 @@ use super::state::PluginState;
 pub const WIT: &str = include_str!("../../../wit/plugin.wit");
 
 /// The version of the `sluice:plugin` package this gateway implements.
-pub const WIT_VERSION: &str = "0.1.0";
+pub const WIT_VERSION: &str = "0.1.1";
 
 /// The package's name.
 pub const PACKAGE: &str = "sluice:plugin";

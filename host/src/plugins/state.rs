@@ -10,6 +10,7 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
+use http::header::{HeaderName, HeaderValue};
 use http::{HeaderMap, Method, StatusCode, Uri};
 use wasmtime::component::ResourceTable;
 use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
@@ -143,6 +144,68 @@ pub struct RequestSlot {
     pub consumer: Option<Consumer>,
     /// Values plugins stored for the rest of the request.
     pub context: RequestContext,
+    /// The chain position of the plugin being called (tags its response edits).
+    pub entry: usize,
+    /// Response-header changes plugins made in the request phase.
+    pub response_edits: ResponseEdits,
+}
+
+/// One change to a response header, made by a plugin in the request phase
+/// (`request.edit-response-header`) and applied by the gateway in the response phase.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HeaderEdit {
+    /// Replace every value of the header.
+    Set(HeaderName, HeaderValue),
+    /// Add a value after the existing ones.
+    Append(HeaderName, HeaderValue),
+    /// Remove every value.
+    Remove(HeaderName),
+}
+
+impl HeaderEdit {
+    /// Applies the change to `headers`.
+    pub fn apply(&self, headers: &mut HeaderMap) {
+        match self {
+            HeaderEdit::Set(n, v) => {
+                headers.insert(n.clone(), v.clone());
+            }
+            HeaderEdit::Append(n, v) => {
+                headers.append(n.clone(), v.clone());
+            }
+            HeaderEdit::Remove(n) => {
+                headers.remove(n);
+            }
+        }
+    }
+}
+
+/// The response-header changes of one request, each with the chain position of the
+/// plugin that made it, in the order they were made.
+#[derive(Debug, Clone, Default)]
+pub struct ResponseEdits(Vec<(usize, HeaderEdit)>);
+
+impl ResponseEdits {
+    /// Records `edit`, made by the plugin at chain position `entry`.
+    pub fn push(&mut self, entry: usize, edit: HeaderEdit) {
+        self.0.push((entry, edit));
+    }
+
+    /// True when no plugin made a change.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// True when the plugin at `entry` made a change.
+    pub fn has(&self, entry: usize) -> bool {
+        self.0.iter().any(|(e, _)| *e == entry)
+    }
+
+    /// Applies the changes of the plugin at `entry` to `headers`.
+    pub fn apply(&self, entry: usize, headers: &mut HeaderMap) {
+        for (_, edit) in self.0.iter().filter(|(e, _)| *e == entry) {
+            edit.apply(headers);
+        }
+    }
 }
 
 /// The response as a plugin sees it during one call.

@@ -19,9 +19,9 @@
 //!
 //! One request: build each limit's client key → for each limit in order, read its TAT
 //! and compare-and-swap the new one ([`store::admit`]) → the first refusal answers
-//! `429` and gives the earlier limits their unit back → otherwise the `RateLimit` value
-//! goes into the request's context and the response phase adds it to the upstream's
-//! response.
+//! `429` and gives the earlier limits their unit back → otherwise the `RateLimit-Policy`
+//! and `RateLimit` values become response-header edits, which the gateway applies to
+//! the response itself: the plugin has no response phase to call.
 
 mod config;
 mod gcra;
@@ -32,14 +32,12 @@ mod tests;
 
 use std::cell::Cell;
 
-use sluice_plugin_sdk::{Decision, Phases, Plugin, Request, Response, clock, export, log, metrics};
+use sluice_plugin_sdk::{Decision, Phases, Plugin, Request, clock, export, log, metrics};
 
 use config::{Compiled, KeyPart, KeySpec};
 pub use config::{Config, KeyPartConfig, KvErrorPolicyConfig, LimitConfig};
 use store::{HostKv, Outcome, Store};
 
-/// The context key holding the request's `RateLimit` value for the response phase.
-const CONTEXT_KEY: &str = "ratelimit";
 /// Stands for an absent key part when there is no usable fallback.
 const ABSENT: &str = "-";
 /// Separates the parts of a kv key (never in header values, IPs or paths).
@@ -66,11 +64,8 @@ impl From<Config> for RateLimit {
 }
 
 impl Plugin for RateLimit {
-    const PHASES: Phases = Phases::REQUEST.union(Phases::RESPONSE);
-
-    fn phases(&self) -> Phases {
-        if self.config.headers { Phases::REQUEST | Phases::RESPONSE } else { Phases::REQUEST }
-    }
+    // The headers are response edits made in the request phase.
+    const PHASES: Phases = Phases::REQUEST;
 
     fn init(&mut self) -> Result<(), String> {
         self.compiled = self.config.compile()?;
@@ -79,15 +74,6 @@ impl Plugin for RateLimit {
 
     fn on_request(&self, req: &mut Request<'_>) -> Decision {
         self.check(req, &HostKv, now_ns())
-    }
-
-    fn on_response(&self, resp: &mut Response<'_>) -> Decision {
-        // Names and numbers only: these values are always valid header values.
-        let _ = resp.append_header(headers::POLICY, &self.compiled.policy_header);
-        if let Some(state) = resp.context(CONTEXT_KEY) {
-            let _ = resp.append_header(headers::STATE, &state);
-        }
-        Decision::Continue
     }
 }
 
@@ -144,9 +130,17 @@ impl RateLimit {
             return answer;
         }
         if self.config.headers {
-            req.set_context(CONTEXT_KEY, &state);
+            self.policy_header(req);
+            // Names and numbers only: always a valid header value.
+            let _ = req.append_response_header(headers::STATE, &state);
         }
         Decision::Continue
+    }
+
+    /// Puts `RateLimit-Policy` on the response.
+    fn policy_header(&self, req: &mut Request<'_>) {
+        // Names and numbers only: always a valid header value.
+        let _ = req.append_response_header(headers::POLICY, &self.compiled.policy_header);
     }
 
     /// Gives back the units a request took from earlier limits.
@@ -157,7 +151,7 @@ impl RateLimit {
     }
 
     /// The kv store failed: apply `on_kv_error`.
-    fn kv_failed(&self, req: &Request<'_>, why: &str, now: u64) -> Decision {
+    fn kv_failed(&self, req: &mut Request<'_>, why: &str, now: u64) -> Decision {
         metrics::counter_add("kv_errors", 1);
         let now_ms = now / 1_000_000;
         let policy = self.config.on_kv_error;
@@ -170,7 +164,13 @@ impl RateLimit {
             log::warn(&format!("rate limit state unavailable, {action}: {why}"));
         }
         match policy {
-            KvErrorPolicyConfig::FailOpen => Decision::Continue,
+            KvErrorPolicyConfig::FailOpen => {
+                if self.config.headers {
+                    // The policy still holds; the state is unknown.
+                    self.policy_header(req);
+                }
+                Decision::Continue
+            }
             KvErrorPolicyConfig::FailClosed => {
                 let request_id = req.header(headers::REQUEST_ID).unwrap_or_default();
                 let answer = headers::unavailable(&request_id);

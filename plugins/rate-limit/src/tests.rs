@@ -37,12 +37,12 @@ fn header<'a>(d: &'a Decision, name: &str) -> Option<&'a str> {
 #[test]
 fn admits_exactly_the_burst_then_answers_429_with_retry_after_and_headers() {
     let rl = plugin(r#"{"limits": [{"name": "per_hour", "rate": 3, "per": "1h"}]}"#);
+    assert_eq!(rl.phases(), Phases::REQUEST, "the headers need no response-phase call");
     for left in [2, 1, 0] {
         let mut req = FakeRequest::new("GET", "/a");
         assert!(rl.on_request(&mut req.as_request()).is_continue());
-        // The response phase puts the headers on the upstream's response.
-        let mut resp = req.response(200);
-        assert!(rl.on_response(&mut resp.as_response()).is_continue());
+        // The gateway puts the headers on the upstream's response: no response phase.
+        let resp = req.response(200);
         assert_eq!(resp.header("ratelimit-policy").as_deref(), Some(r#""per_hour";q=3;w=3600"#));
         let expected_t = (3 - left) * 1200;
         assert_eq!(resp.header("ratelimit"), Some(format!("\"per_hour\";r={left};t={expected_t}")));
@@ -141,7 +141,7 @@ fn several_limits_all_apply_and_a_refusal_gives_earlier_units_back() {
     let mut req = FakeRequest::new("GET", "/");
     assert!(rl.check(&mut req.as_request(), &store, NOW).is_continue());
     assert_eq!(
-        req.context.get(CONTEXT_KEY).map(String::as_str),
+        req.response(200).header("ratelimit").as_deref(),
         Some(r#""per_second";r=4;t=1, "per_day";r=1;t=43200"#)
     );
     assert!(rl.check(&mut FakeRequest::new("GET", "/").as_request(), &store, NOW).is_continue());
@@ -180,7 +180,9 @@ fn an_unreachable_store_fails_open_or_closed_as_configured() {
     let open = plugin(r#"{"limits": [{"name": "l", "rate": 1, "per": "1s"}]}"#);
     let mut req = FakeRequest::new("GET", "/");
     assert!(open.check(&mut req.as_request(), &store, NOW).is_continue());
-    assert!(req.context.is_empty(), "no RateLimit state to report");
+    let resp = req.response(200);
+    assert_eq!(resp.header("ratelimit"), None, "no RateLimit state to report");
+    assert_eq!(resp.header("ratelimit-policy").as_deref(), Some(r#""l";q=1;w=1"#), "the policy holds");
     assert!(testing::logs().iter().any(|l| l.contains("fail_open") && l.contains("within 50ms")));
 
     let closed =
@@ -195,11 +197,10 @@ fn an_unreachable_store_fails_open_or_closed_as_configured() {
 #[test]
 fn headers_can_be_turned_off() {
     let rl = plugin(r#"{"headers": false, "limits": [{"name": "l", "rate": 1, "per": "1h"}]}"#);
-    assert_eq!(rl.phases(), Phases::REQUEST, "no response phase to pay for");
     let store = TestStore::default();
     let mut req = FakeRequest::new("GET", "/");
     assert!(rl.check(&mut req.as_request(), &store, NOW).is_continue());
-    assert!(req.context.is_empty());
+    assert!(req.response_edits.is_empty());
     let d = rl.check(&mut FakeRequest::new("GET", "/").as_request(), &store, NOW);
     assert_eq!(d.status(), Some(429));
     assert!(header(&d, "retry-after").is_some());

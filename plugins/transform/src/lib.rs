@@ -16,7 +16,10 @@
 //!
 //! The phases it declares follow its config: body phases (which make the gateway
 //! buffer bodies) only when body rules exist, the response phase only when response
-//! rules exist. `config` holds the serde types, `rules` their compiled form,
+//! rules need the response. Response header rules that only set, add or remove
+//! headers with values known in the request phase (fixed text, request data) become
+//! response-header edits made in the request phase, which the gateway applies itself:
+//! no response-phase call. `config` holds the serde types, `rules` their compiled form,
 //! `template` the placeholder language and `pointer` JSON pointers.
 
 mod config;
@@ -28,7 +31,9 @@ use std::cell::OnceCell;
 use std::collections::BTreeMap;
 
 use serde_json::Value;
-use sluice_plugin_sdk::{Consumer, Decision, Phases, Plugin, Request, Response, export, log};
+use sluice_plugin_sdk::{
+    Consumer, Decision, HeaderError, Headers, Phases, Plugin, Request, Response, export, log,
+};
 
 pub use config::TransformConfig;
 use rules::{BodyRules, HeaderRules, PathRules, QueryRules};
@@ -54,6 +59,9 @@ struct Compiled {
     status: BTreeMap<u16, u16>,
     /// Request data the response rules read: captured in the request phase.
     captures: Vec<Source>,
+    /// The response rules are only header rules the request phase can render: they
+    /// are made as response-header edits, and there is no response phase.
+    early_response: bool,
 }
 
 impl Compiled {
@@ -83,6 +91,13 @@ impl Compiled {
                 compiled.captures.push(source.clone());
             }
         }
+        compiled.early_response = !compiled.resp_headers.is_empty()
+            && compiled.resp_body.is_empty()
+            && compiled.status.is_empty()
+            && compiled.resp_headers.known_in_request_phase();
+        if compiled.early_response {
+            compiled.captures.clear();
+        }
         Ok(compiled)
     }
 
@@ -102,13 +117,13 @@ impl Plugin for Transform {
     fn phases(&self) -> Phases {
         let c = &self.compiled;
         let mut phases = Phases::empty();
-        if c.has_request_rules() || !c.captures.is_empty() {
+        if c.has_request_rules() || !c.captures.is_empty() || c.early_response {
             phases |= Phases::REQUEST;
         }
         if !c.req_body.is_empty() {
             phases |= Phases::REQUEST_BODY;
         }
-        if c.has_response_rules() {
+        if c.has_response_rules() && !c.early_response {
             phases |= Phases::RESPONSE;
         }
         if !c.resp_body.is_empty() {
@@ -124,7 +139,7 @@ impl Plugin for Transform {
 
     fn on_request(&self, req: &mut Request<'_>) -> Decision {
         let c = &self.compiled;
-        let (headers, query, body, captured) = {
+        let (headers, query, body, captured, early) = {
             let vars = RequestVars::new(req);
             let body = match c.req_body.render(&vars) {
                 Ok(b) => b,
@@ -132,7 +147,8 @@ impl Plugin for Transform {
             };
             let captured: Vec<(String, Value)> =
                 c.captures.iter().filter_map(|s| Some((s.key(), vars.get(s)?))).collect();
-            (c.req_headers.render(&vars), c.query.render(&vars), body, captured)
+            let early = c.early_response.then(|| c.resp_headers.render(&vars));
+            (c.req_headers.render(&vars), c.query.render(&vars), body, captured, early)
         };
         for (key, value) in captured {
             req.set_context(&key, &value.to_string());
@@ -147,6 +163,9 @@ impl Plugin for Transform {
             );
         }
         c.req_headers.apply(req, &headers);
+        if let Some(rendered) = early {
+            c.resp_headers.apply(&mut EarlyResponse(req), &rendered);
+        }
         if !c.path.is_empty() || !c.query.is_empty() {
             let path = req.path();
             let old_query = req.query();
@@ -314,6 +333,26 @@ impl Vars for RequestVars<'_, '_> {
 
 /// Response data for templates; request data comes from the values the request
 /// phase captured.
+/// The response's headers as seen from the request phase: changes become
+/// response-header edits; there is nothing to read yet (used only for rules that
+/// read no response header).
+struct EarlyResponse<'r, 'a>(&'r mut Request<'a>);
+
+impl Headers for EarlyResponse<'_, '_> {
+    fn header_all(&self, _: &str) -> Vec<Vec<u8>> {
+        Vec::new()
+    }
+    fn set_header(&mut self, name: &str, value: &str) -> Result<(), HeaderError> {
+        self.0.set_response_header(name, value)
+    }
+    fn append_header(&mut self, name: &str, value: &str) -> Result<(), HeaderError> {
+        self.0.append_response_header(name, value)
+    }
+    fn remove_header(&mut self, name: &str) -> Result<(), HeaderError> {
+        self.0.remove_response_header(name)
+    }
+}
+
 struct ResponseVars<'r, 'a> {
     resp: &'r Response<'a>,
     status: u16,

@@ -69,6 +69,13 @@ impl HeaderRules {
         self.rename.is_empty() && self.remove.is_empty() && self.set.is_empty() && self.add.is_empty()
     }
 
+    /// True when the rules can run before the response exists: no renames (they
+    /// read the response's headers) and no template reads the response or the
+    /// consumer (which later plugins may still change).
+    pub fn known_in_request_phase(&self) -> bool {
+        self.rename.is_empty() && self.templates().flat_map(Template::sources).all(|s| !s.in_response())
+    }
+
     /// Every template.
     pub fn templates(&self) -> impl Iterator<Item = &Template> {
         self.set.iter().chain(&self.add).map(|(_, t)| t)

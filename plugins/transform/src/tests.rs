@@ -177,6 +177,38 @@ fn phases_follow_the_config() {
     assert_eq!(body.phases(), Phases::REQUEST | Phases::REQUEST_BODY);
     let status = plugin(json!({"response": {"status": {"500": 503}}}));
     assert_eq!(status.phases(), Phases::RESPONSE);
+    // Header rules that need the response (a rename, `{{status}}`) or the final
+    // consumer keep the response phase.
+    for headers in [
+        json!({"rename": {"a": "b"}}),
+        json!({"set": {"x-s": "{{status}}"}}),
+        json!({"set": {"x-u": "{{consumer.name}}"}}),
+    ] {
+        let t = plugin(json!({"response": {"headers": headers}}));
+        assert_eq!(t.phases(), Phases::RESPONSE, "{headers}");
+    }
+}
+
+#[test]
+fn response_headers_known_in_the_request_phase_are_response_edits_without_a_response_phase() {
+    let t = plugin(json!({"response": {"headers": {
+        "set": {"x-gateway": "sluice", "x-path": "{{path}}"},
+        "add": {"vary": "x-tenant"},
+        "remove": ["server"],
+    }}}));
+    assert_eq!(t.phases(), Phases::REQUEST, "no response-phase call");
+    let mut req = FakeRequest::new("GET", "/things");
+    assert!(t.on_request(&mut req.as_request()).is_continue());
+    assert!(req.headers.get("x-gateway").is_none(), "the request is untouched");
+    let mut resp = FakeResponse::new(200)
+        .with_header("server", "up")
+        .with_header("vary", "accept")
+        .with_header("x-gateway", "old");
+    req.apply_response_edits(&mut resp);
+    assert_eq!(resp.header("server"), None);
+    assert_eq!(resp.headers.get_all("vary"), ["accept", "x-tenant"]);
+    assert_eq!(resp.headers.get_all("x-gateway"), ["sluice"]);
+    assert_eq!(resp.header("x-path").as_deref(), Some("/things"));
 }
 
 #[test]

@@ -10,10 +10,10 @@ use http::{HeaderMap, StatusCode, Uri};
 use wasmtime::component::Resource;
 
 use crate::plugins::bindings::sluice::plugin::types::{
-    Consumer as WitConsumer, Host, HostRequest, HostResponse,
+    Consumer as WitConsumer, HeaderOp, Host, HostRequest, HostResponse,
 };
 use crate::plugins::bindings::{BodyError, HeaderError, PathError, StatusError, UpstreamError};
-use crate::plugins::state::{Consumer, PluginState, RequestHandle, ResponseHandle};
+use crate::plugins::state::{Consumer, HeaderEdit, PluginState, RequestHandle, ResponseHandle};
 
 type Res<T> = wasmtime::Result<T>;
 
@@ -67,6 +67,17 @@ fn remove(headers: &mut HeaderMap, name: &str) -> Result<(), HeaderError> {
     let name = writable_name(name)?;
     headers.remove(name);
     Ok(())
+}
+
+/// A checked response-header change (the same rules as `response.set-header`).
+fn response_edit(op: HeaderOp, name: &str, value: &str) -> Result<HeaderEdit, HeaderError> {
+    let name = writable_name(name)?;
+    let value = || HeaderValue::from_str(value).map_err(|_| HeaderError::InvalidValue);
+    Ok(match op {
+        HeaderOp::Set => HeaderEdit::Set(name, value()?),
+        HeaderOp::Append => HeaderEdit::Append(name, value()?),
+        HeaderOp::Remove => HeaderEdit::Remove(name),
+    })
 }
 
 fn to_wit(c: &Option<Consumer>) -> Option<WitConsumer> {
@@ -204,6 +215,16 @@ impl HostRequest for PluginState {
     fn set_context(&mut self, _: Resource<RequestHandle>, key: String, value: String) -> Res<()> {
         self.req.context.set(&self.env.plugin, key, value);
         Ok(())
+    }
+
+    fn edit_response_header(
+        &mut self,
+        _: Resource<RequestHandle>,
+        op: HeaderOp,
+        name: String,
+        value: String,
+    ) -> Res<Result<(), HeaderError>> {
+        Ok(response_edit(op, &name, &value).map(|edit| self.req.response_edits.push(self.req.entry, edit)))
     }
 
     fn drop(&mut self, _: Resource<RequestHandle>) -> Res<()> {
