@@ -118,11 +118,6 @@ impl Plugin for Auth {
 
 impl Runtime {
     fn on_request(&self, req: &mut Request<'_>) -> Decision {
-        if let Some(f) = &self.forward {
-            // Whatever the client claims about itself is not forwarded.
-            let _ = req.remove_header(&f.consumer_header);
-            let _ = req.remove_header(&f.groups_header);
-        }
         let consumer = match self.authenticate(req) {
             Outcome::Ok(consumer, source) => {
                 if self.hide_credentials
@@ -156,8 +151,12 @@ impl Runtime {
             return reply::error(req, 403, "forbidden", "consumer is not allowed on this route", &[]);
         }
         if let Some(f) = &self.forward {
+            // Replaces whatever the client claimed about itself (a request that gets
+            // no consumer is answered here and never goes upstream).
             let _ = req.set_header(&f.consumer_header, &consumer.name);
-            if !consumer.groups.is_empty() {
+            if consumer.groups.is_empty() {
+                let _ = req.remove_header(&f.groups_header);
+            } else {
                 let _ = req.set_header(&f.groups_header, &consumer.groups.join(","));
             }
         }

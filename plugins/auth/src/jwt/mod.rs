@@ -5,6 +5,7 @@
 //! token (SHA-256 in Wasm cost more than checking an HS256 signature on the host).
 
 pub mod keys;
+mod object;
 mod remote;
 
 use std::cell::RefCell;
@@ -13,13 +14,14 @@ use std::hash::{BuildHasher, RandomState};
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use serde_json::{Map, Value};
+use serde_json::Value;
 use sluice_plugin_sdk::Consumer;
 use sluice_plugin_sdk::crypto::constant_time_eq;
 
 use crate::config::{JwtConfig, parse_duration_ms};
 use crate::source::Source;
 use keys::{Alg, Key};
+use object::{NotAnObject, Object};
 pub use remote::RemoteJwks;
 
 /// A configured JWT verifier.
@@ -37,7 +39,13 @@ pub struct Jwt {
     consumer_claim: String,
     groups_claim: Option<String>,
     cache: RefCell<TokenCache>,
+    /// The last few header segments read and what they said: tokens from one issuer
+    /// share their header, so it is decoded once.
+    headers: RefCell<Vec<(Box<str>, Alg, Option<Box<str>>)>>,
 }
+
+/// Header segments remembered by [`Jwt::header`].
+const HEADER_MEMO: usize = 4;
 
 /// Verified tokens by keyed hash (the token itself is kept and compared in constant
 /// time), with what must be re-checked on every use.
@@ -149,6 +157,7 @@ impl Jwt {
                 hasher: RandomState::new(),
                 entries: HashMap::new(),
             }),
+            headers: RefCell::new(Vec::with_capacity(HEADER_MEMO)),
         })
     }
 
@@ -169,17 +178,12 @@ impl Jwt {
         else {
             return Err("token is not a JWS in compact form (header.payload.signature)".into());
         };
-        let header = decode_object(h).map_err(|e| format!("header {e}"))?;
-        let alg = self.alg(&header)?;
-        let claims = decode_object(p).map_err(|e| format!("payload {e}"))?;
+        let (alg, kid) = self.header(h)?;
+        let payload = URL_SAFE_NO_PAD.decode(p).map_err(|_| "payload is not base64url")?;
+        let claims = Object::parse(&payload).map_err(|e| format!("payload {}", not_object(e)))?;
         let sig = URL_SAFE_NO_PAD.decode(s).map_err(|_| "signature is not base64url")?;
-        let kid = match header.get("kid") {
-            None => None,
-            Some(Value::String(k)) => Some(k.as_str()),
-            Some(_) => return Err("kid is not a string".into()),
-        };
         let signed = &token.as_bytes()[..h.len() + 1 + p.len()];
-        self.check_signature(alg, kid, signed, &sig, now_ms)?;
+        self.check_signature(alg, kid.as_deref(), signed, &sig, now_ms)?;
         let v = self.check_claims(&claims, now)?;
         if let Some(k) = key {
             self.cache.borrow_mut().insert(k, token, v.clone());
@@ -187,8 +191,27 @@ impl Jwt {
         Ok(v.consumer)
     }
 
-    fn alg(&self, header: &Map<String, Value>) -> Result<Alg, String> {
-        let name = header.get("alg").and_then(Value::as_str).ok_or("header has no alg")?;
+    /// The algorithm and key id of header segment `h`, remembered for the next
+    /// tokens with the same segment.
+    fn header(&self, h: &str) -> Result<(Alg, Option<Box<str>>), String> {
+        if let Some((_, alg, kid)) = self.headers.borrow().iter().find(|(seg, _, _)| &**seg == h) {
+            return Ok((*alg, kid.clone()));
+        }
+        let bytes = URL_SAFE_NO_PAD.decode(h).map_err(|_| "header is not base64url")?;
+        let header = Object::parse(&bytes).map_err(|e| format!("header {}", not_object(e)))?;
+        let alg = self.alg(&header)?;
+        let kid = header.str("kid").map_err(|()| "kid is not a string")?.map(Box::from);
+        let mut memo = self.headers.borrow_mut();
+        if memo.len() == HEADER_MEMO {
+            memo.remove(0);
+        }
+        memo.push((h.into(), alg, kid.clone()));
+        Ok((alg, kid))
+    }
+
+    fn alg(&self, header: &Object<'_>) -> Result<Alg, String> {
+        let name = header.str("alg").ok().flatten().ok_or("header has no alg")?;
+        let name = name.as_ref();
         if name.eq_ignore_ascii_case("none") {
             return Err("unsigned tokens (alg none) are not accepted".into());
         }
@@ -197,7 +220,7 @@ impl Jwt {
             return Err(format!("algorithm {name} is not accepted"));
         }
         // RFC 7515 §4.1.11: extensions we do not understand must be refused.
-        if header.contains_key("crit") {
+        if header.contains("crit") {
             return Err("critical header extensions are not supported".into());
         }
         Ok(alg)
@@ -267,9 +290,9 @@ impl Jwt {
         Ok(())
     }
 
-    fn check_claims(&self, claims: &Map<String, Value>, now: i64) -> Result<Verified, String> {
+    fn check_claims(&self, claims: &Object<'_>, now: i64) -> Result<Verified, String> {
         for c in &self.required_claims {
-            if !claims.contains_key(c) {
+            if !claims.contains(c) {
                 return Err(format!("token has no {c} claim"));
             }
         }
@@ -280,14 +303,14 @@ impl Jwt {
         }
         self.check_times(exp, nbf, now)?;
         if let Some(issuers) = &self.issuer {
-            let iss = claims.get("iss").and_then(Value::as_str);
-            if !iss.is_some_and(|i| issuers.iter().any(|x| x == i)) {
+            let iss = claims.str("iss").ok().flatten();
+            if !iss.is_some_and(|i| issuers.iter().any(|x| *x == i)) {
                 return Err("issuer not accepted".into());
             }
         }
         if let Some(audiences) = &self.audience {
-            let ok = match claims.get("aud") {
-                Some(Value::String(a)) => audiences.contains(a),
+            let ok = match claims.get::<Value>("aud") {
+                Some(Value::String(a)) => audiences.contains(&a),
                 Some(Value::Array(list)) => {
                     list.iter().filter_map(Value::as_str).any(|a| audiences.iter().any(|x| x == a))
                 }
@@ -297,12 +320,19 @@ impl Jwt {
                 return Err("audience not accepted".into());
             }
         }
-        let name = match claims.get(&self.consumer_claim) {
-            Some(Value::String(s)) if !s.is_empty() => s.clone(),
-            Some(Value::Number(n)) => n.to_string(),
-            _ => return Err(format!("token has no {} claim naming the consumer", self.consumer_claim)),
+        let raw = claims.raw(&self.consumer_claim);
+        let name = match raw.and_then(object::string) {
+            Some(s) if !s.is_empty() => s.into_owned(),
+            Some(_) => String::new(),
+            None => match raw.and_then(|r| serde_json::from_str::<serde_json::Number>(r.get()).ok()) {
+                Some(n) => n.to_string(),
+                None => String::new(),
+            },
         };
-        let groups = match self.groups_claim.as_ref().and_then(|g| claims.get(g)) {
+        if name.is_empty() {
+            return Err(format!("token has no {} claim naming the consumer", self.consumer_claim));
+        }
+        let groups = match self.groups_claim.as_ref().and_then(|g| claims.get::<Value>(g)) {
             Some(Value::Array(list)) => list.iter().filter_map(Value::as_str).map(str::to_owned).collect(),
             Some(Value::String(s)) => s.split_whitespace().map(str::to_owned).collect(),
             _ => Vec::new(),
@@ -340,22 +370,20 @@ fn inline_key(k: &crate::config::JwtKeyConfig) -> Result<Key, String> {
     Key::new(k.kid.clone(), k.alg.as_deref(), kind).map_err(|e| format!("alg: {e}"))
 }
 
-fn decode_object(part: &str) -> Result<Map<String, Value>, &'static str> {
-    let bytes = URL_SAFE_NO_PAD.decode(part).map_err(|_| "is not base64url")?;
-    match serde_json::from_slice(&bytes) {
-        Ok(Value::Object(m)) => Ok(m),
-        Ok(_) => Err("is not a JSON object"),
-        Err(_) => Err("is not JSON"),
+fn not_object(e: NotAnObject) -> &'static str {
+    match e {
+        NotAnObject::NotJson => "is not JSON",
+        NotAnObject::NotObject => "is not a JSON object",
     }
 }
 
-fn numeric_date(claims: &Map<String, Value>, name: &str) -> Result<Option<i64>, String> {
-    match claims.get(name) {
-        None => Ok(None),
-        Some(Value::Number(n)) => match n.as_i64().or_else(|| n.as_f64().map(|f| f as i64)) {
+fn numeric_date(claims: &Object<'_>, name: &str) -> Result<Option<i64>, String> {
+    let Some(raw) = claims.raw(name) else { return Ok(None) };
+    match serde_json::from_str::<serde_json::Number>(raw.get()) {
+        Ok(n) => match n.as_i64().or_else(|| n.as_f64().map(|f| f as i64)) {
             Some(t) => Ok(Some(t)),
             None => Err(format!("{name} is not a number")),
         },
-        Some(_) => Err(format!("{name} is not a number")),
+        Err(_) => Err(format!("{name} is not a number")),
     }
 }
