@@ -41,8 +41,11 @@ pub struct Jwt {
     cache: RefCell<TokenCache>,
     /// The last few header segments read and what they said: tokens from one issuer
     /// share their header, so it is decoded once.
-    headers: RefCell<Vec<(Box<str>, Alg, Option<Box<str>>)>>,
+    headers: RefCell<Vec<HeaderMemo>>,
 }
+
+/// A header segment, its algorithm and its key id.
+type HeaderMemo = (Box<str>, Alg, Option<Box<str>>);
 
 /// Header segments remembered by [`Jwt::header`].
 const HEADER_MEMO: usize = 4;
