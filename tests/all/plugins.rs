@@ -682,14 +682,15 @@ async fn a_stream_the_client_abandons_still_gets_its_last_chunk_call() {
 #[tokio::test]
 async fn an_upstream_failure_goes_through_the_response_phase() {
     let dead = crate::harness::dead_addr().await;
-    let p = Plugins::with(&[("recorder", wasm::RECORDER)]);
+    let p = Plugins::with(&[("recorder", wasm::RECORDER), ("editor", wasm::RESPONSE_EDITOR)]);
     let gw = p
         .start(&format!(
-            "upstreams:\n  app:\n    targets:\n      - address: {dead}\n    retries: {{ attempts: 0 }}\nroutes:\n  - name: app\n    match: {{ path_prefix: / }}\n    target: {{ upstream: app }}\n    plugins:\n      - name: recorder\n        config: {{ name: r }}\n"
+            "upstreams:\n  app:\n    targets:\n      - address: {dead}\n    retries: {{ attempts: 0 }}\nroutes:\n  - name: app\n    match: {{ path_prefix: / }}\n    target: {{ upstream: app }}\n    plugins:\n      - name: editor\n        config: {{ edits: [[set, x-edited, '1']] }}\n      - name: recorder\n        config: {{ name: r }}\n"
         ))
         .await;
     let reply = Client::http1().get(&url(gw.addr("public"), "/x")).await;
     assert_eq!(reply.status, 502);
     assert_eq!(reply.json()["error"]["code"], "upstream_connect_failed");
     assert_eq!(reply.header("x-order"), Some("r"), "the plugin's response phase saw the gateway's 502");
+    assert_eq!(reply.header("x-edited"), Some("1"), "response edits land on the gateway's 502 too");
 }
