@@ -282,13 +282,11 @@ impl Chain {
         before: Option<usize>,
         held: &mut [Option<Instance>],
     ) -> Result<(), PluginError> {
-        let edits = std::mem::take(&mut ctx.response_edits);
+        let mut edits = std::mem::take(&mut ctx.response_edits);
         let calls = |i: usize| self.entries[i].pool.phases.contains(Phases::RESPONSE);
-        let mut order = (0..self.entries.len())
-            .rev()
-            .filter(|&i| before.is_none_or(|b| i < b) && (calls(i) || edits.has(i)))
-            .peekable();
-        let Some(&first) = order.peek() else { return Ok(()) };
+        // The last entry (before `before`) that has something to do starts the phase.
+        let end = before.unwrap_or(self.entries.len());
+        let Some(first) = (0..end).rev().find(|&i| calls(i) || edits.has(i)) else { return Ok(()) };
         let mut slot = ResponseSlot {
             status: resp.status(),
             headers: std::mem::take(resp.headers_mut()),
@@ -306,7 +304,7 @@ impl Chain {
                 }
             }
         }
-        for i in order {
+        for i in (0..=first).rev() {
             edits.apply(i, &mut slot.headers);
             if !calls(i) {
                 continue;

@@ -164,13 +164,13 @@ pub enum HeaderEdit {
 
 impl HeaderEdit {
     /// Applies the change to `headers`.
-    pub fn apply(&self, headers: &mut HeaderMap) {
+    pub fn apply(self, headers: &mut HeaderMap) {
         match self {
             HeaderEdit::Set(n, v) => {
-                headers.insert(n.clone(), v.clone());
+                headers.insert(n, v);
             }
             HeaderEdit::Append(n, v) => {
-                headers.append(n.clone(), v.clone());
+                headers.append(n, v);
             }
             HeaderEdit::Remove(n) => {
                 headers.remove(n);
@@ -200,9 +200,9 @@ impl ResponseEdits {
         self.0.iter().any(|(e, _)| *e == entry)
     }
 
-    /// Applies the changes of the plugin at `entry` to `headers`.
-    pub fn apply(&self, entry: usize, headers: &mut HeaderMap) {
-        for (_, edit) in self.0.iter().filter(|(e, _)| *e == entry) {
+    /// Applies the changes of the plugin at `entry` to `headers` (and forgets them).
+    pub fn apply(&mut self, entry: usize, headers: &mut HeaderMap) {
+        for (_, edit) in self.0.extract_if(.., |(e, _)| *e == entry) {
             edit.apply(headers);
         }
     }

@@ -52,25 +52,9 @@ fn list(headers: &HeaderMap) -> Vec<(String, Vec<u8>)> {
     headers.iter().map(|(k, v)| (k.as_str().to_owned(), v.as_bytes().to_vec())).collect()
 }
 
-fn set(headers: &mut HeaderMap, name: &str, value: &str, append: bool) -> Result<(), HeaderError> {
-    let name = writable_name(name)?;
-    let value = HeaderValue::from_str(value).map_err(|_| HeaderError::InvalidValue)?;
-    if append {
-        headers.append(name, value);
-    } else {
-        headers.insert(name, value);
-    }
-    Ok(())
-}
-
-fn remove(headers: &mut HeaderMap, name: &str) -> Result<(), HeaderError> {
-    let name = writable_name(name)?;
-    headers.remove(name);
-    Ok(())
-}
-
-/// A checked response-header change (the same rules as `response.set-header`).
-fn response_edit(op: HeaderOp, name: &str, value: &str) -> Result<HeaderEdit, HeaderError> {
+/// A checked header change: every header method (and `edit-response-header`) goes
+/// through here, whether the change is applied at once or later.
+fn header_edit(op: HeaderOp, name: &str, value: &str) -> Result<HeaderEdit, HeaderError> {
     let name = writable_name(name)?;
     let value = || HeaderValue::from_str(value).map_err(|_| HeaderError::InvalidValue);
     Ok(match op {
@@ -78,6 +62,11 @@ fn response_edit(op: HeaderOp, name: &str, value: &str) -> Result<HeaderEdit, He
         HeaderOp::Append => HeaderEdit::Append(name, value()?),
         HeaderOp::Remove => HeaderEdit::Remove(name),
     })
+}
+
+/// Checks and applies one change to `headers` now.
+fn edit(headers: &mut HeaderMap, op: HeaderOp, name: &str, value: &str) -> Result<(), HeaderError> {
+    header_edit(op, name, value).map(|e| e.apply(headers))
 }
 
 fn to_wit(c: &Option<Consumer>) -> Option<WitConsumer> {
@@ -128,7 +117,7 @@ impl HostRequest for PluginState {
         name: String,
         value: String,
     ) -> Res<Result<(), HeaderError>> {
-        Ok(set(&mut self.req.headers, &name, &value, false))
+        Ok(edit(&mut self.req.headers, HeaderOp::Set, &name, &value))
     }
 
     fn append_header(
@@ -137,11 +126,11 @@ impl HostRequest for PluginState {
         name: String,
         value: String,
     ) -> Res<Result<(), HeaderError>> {
-        Ok(set(&mut self.req.headers, &name, &value, true))
+        Ok(edit(&mut self.req.headers, HeaderOp::Append, &name, &value))
     }
 
     fn remove_header(&mut self, _: Resource<RequestHandle>, name: String) -> Res<Result<(), HeaderError>> {
-        Ok(remove(&mut self.req.headers, &name))
+        Ok(edit(&mut self.req.headers, HeaderOp::Remove, &name, ""))
     }
 
     fn set_path(&mut self, _: Resource<RequestHandle>, path_and_query: String) -> Res<Result<(), PathError>> {
@@ -224,7 +213,7 @@ impl HostRequest for PluginState {
         name: String,
         value: String,
     ) -> Res<Result<(), HeaderError>> {
-        Ok(response_edit(op, &name, &value).map(|edit| self.req.response_edits.push(self.req.entry, edit)))
+        Ok(header_edit(op, &name, &value).map(|edit| self.req.response_edits.push(self.req.entry, edit)))
     }
 
     fn drop(&mut self, _: Resource<RequestHandle>) -> Res<()> {
@@ -270,7 +259,7 @@ impl HostResponse for PluginState {
         name: String,
         value: String,
     ) -> Res<Result<(), HeaderError>> {
-        Ok(set(&mut self.resp.headers, &name, &value, false))
+        Ok(edit(&mut self.resp.headers, HeaderOp::Set, &name, &value))
     }
 
     fn append_header(
@@ -279,11 +268,11 @@ impl HostResponse for PluginState {
         name: String,
         value: String,
     ) -> Res<Result<(), HeaderError>> {
-        Ok(set(&mut self.resp.headers, &name, &value, true))
+        Ok(edit(&mut self.resp.headers, HeaderOp::Append, &name, &value))
     }
 
     fn remove_header(&mut self, _: Resource<ResponseHandle>, name: String) -> Res<Result<(), HeaderError>> {
-        Ok(remove(&mut self.resp.headers, &name))
+        Ok(edit(&mut self.resp.headers, HeaderOp::Remove, &name, ""))
     }
 
     fn body(&mut self, _: Resource<ResponseHandle>) -> Res<Result<Vec<u8>, BodyError>> {
