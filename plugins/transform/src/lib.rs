@@ -85,18 +85,18 @@ impl Compiled {
             }
             compiled.status.insert(from_code, *to);
         }
-        let resp_templates = compiled.resp_headers.templates().chain(compiled.resp_body.templates());
-        for source in resp_templates.flat_map(|t| t.sources()) {
-            if !source.in_response() && !compiled.captures.contains(source) {
-                compiled.captures.push(source.clone());
-            }
-        }
         compiled.early_response = !compiled.resp_headers.is_empty()
             && compiled.resp_body.is_empty()
             && compiled.status.is_empty()
             && compiled.resp_headers.known_in_request_phase();
-        if compiled.early_response {
-            compiled.captures.clear();
+        if !compiled.early_response {
+            // The response phase renders them: capture the request data they read.
+            let resp_templates = compiled.resp_headers.templates().chain(compiled.resp_body.templates());
+            for source in resp_templates.flat_map(|t| t.sources()) {
+                if !source.in_response() && !compiled.captures.contains(source) {
+                    compiled.captures.push(source.clone());
+                }
+            }
         }
         Ok(compiled)
     }
