@@ -323,14 +323,12 @@ impl Jwt {
                 return Err("audience not accepted".into());
             }
         }
-        let raw = claims.raw(&self.consumer_claim);
-        let name = match raw.and_then(object::string) {
-            Some(s) if !s.is_empty() => s.into_owned(),
-            Some(_) => String::new(),
-            None => match raw.and_then(|r| serde_json::from_str::<serde_json::Number>(r.get()).ok()) {
-                Some(n) => n.to_string(),
-                None => String::new(),
-            },
+        let name = match claims.str(&self.consumer_claim) {
+            Ok(Some(s)) => s.into_owned(),
+            _ => claims
+                .get::<serde_json::Number>(&self.consumer_claim)
+                .map(|n| n.to_string())
+                .unwrap_or_default(),
         };
         if name.is_empty() {
             return Err(format!("token has no {} claim naming the consumer", self.consumer_claim));
@@ -381,12 +379,12 @@ fn not_object(e: NotAnObject) -> &'static str {
 }
 
 fn numeric_date(claims: &Object<'_>, name: &str) -> Result<Option<i64>, String> {
-    let Some(raw) = claims.raw(name) else { return Ok(None) };
-    match serde_json::from_str::<serde_json::Number>(raw.get()) {
-        Ok(n) => match n.as_i64().or_else(|| n.as_f64().map(|f| f as i64)) {
-            Some(t) => Ok(Some(t)),
-            None => Err(format!("{name} is not a number")),
-        },
-        Err(_) => Err(format!("{name} is not a number")),
+    if !claims.contains(name) {
+        return Ok(None);
+    }
+    let n = claims.get::<serde_json::Number>(name);
+    match n.and_then(|n| n.as_i64().or_else(|| n.as_f64().map(|f| f as i64))) {
+        Some(t) => Ok(Some(t)),
+        None => Err(format!("{name} is not a number")),
     }
 }

@@ -35,7 +35,7 @@ impl<'a> Object<'a> {
 
     /// The raw value of member `name` (the last one, if it repeats, as
     /// `serde_json` maps do).
-    pub fn raw(&self, name: &str) -> Option<&'a RawValue> {
+    fn raw(&self, name: &str) -> Option<&'a RawValue> {
         self.0.iter().rev().find(|(k, _)| k.0 == name).map(|(_, v)| *v)
     }
 
@@ -59,7 +59,7 @@ impl<'a> Object<'a> {
 }
 
 /// `raw` as a string, if it is one.
-pub fn string(raw: &RawValue) -> Option<Cow<'_, str>> {
+fn string(raw: &RawValue) -> Option<Cow<'_, str>> {
     serde_json::from_str::<Str<'_>>(raw.get()).ok().map(|s| s.0)
 }
 
