@@ -20,6 +20,12 @@ const BUILTINS: &[(&str, &str, &[&str])] = &[
 ];
 
 fn main() -> Result<(), String> {
+    // A missing wasm32-wasip2 target is added with rustup; when it cannot be, the
+    // build stops with one line naming the command (not rustc's E0463 on `core`).
+    if let Err(line) = sluice_plugin_sdk::build::ensure_target() {
+        println!("cargo::error={line}");
+        return Ok(());
+    }
     let manifest = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").map_err(|e| e.to_string())?);
     let root = manifest.parent().ok_or("host/ has a parent")?.to_owned();
     let out = PathBuf::from(std::env::var("OUT_DIR").map_err(|e| e.to_string())?);

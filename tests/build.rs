@@ -8,6 +8,11 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result, bail};
 
 fn main() -> Result<()> {
+    // As in host/build.rs: add a missing wasm32-wasip2 target, or stop with one line.
+    if let Err(line) = sluice_plugin_sdk::build::ensure_target() {
+        println!("cargo::error={line}");
+        return Ok(());
+    }
     let manifest = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR")?);
     let root = manifest.parent().context("tests/ has a parent")?.to_owned();
     let out = PathBuf::from(std::env::var("OUT_DIR")?);

@@ -2,7 +2,8 @@
 //! tests of the Redis kv backend (and everything built on it, like rate limits).
 //!
 //! ```no_run
-//! let mut redis = sluice_tests::RedisServer::start();
+//! // Skips the test (see `sluice_tests::have`) when redis-server is not installed.
+//! let Some(mut redis) = sluice_tests::RedisServer::start_or_skip() else { return };
 //! let url = redis.url(); // redis://127.0.0.1:PORT/0, for `plugins.kv.url`
 //! redis.stop(); // Redis is down: connections are refused
 //! redis.restart(); // up again on the same port, empty
@@ -10,7 +11,8 @@
 //! ```
 //!
 //! The server keeps nothing on disk (`--save '' --appendonly no`), so a restart starts
-//! empty. `redis-server` must be on `PATH` (`.ci/run` installs it).
+//! empty. `redis-server` is looked up on `PATH` (`.ci/run` installs it); without it
+//! the tests that need it are skipped with the install command.
 
 use std::io::{Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
@@ -30,6 +32,13 @@ pub struct RedisServer {
 }
 
 impl RedisServer {
+    /// [`start`](Self::start)s a server, or returns `None` after printing the skip
+    /// line when `redis-server` is not installed (see [`crate::have`]).
+    pub fn start_or_skip() -> Option<RedisServer> {
+        let present = crate::runs("redis-server", &["--version"]);
+        crate::have(present, "redis-server", "apt-get install -y redis-server").then(RedisServer::start)
+    }
+
     /// Starts a server on a free port and waits until it answers `PING`.
     ///
     /// Panics if `redis-server` is not installed or does not come up.

@@ -82,7 +82,7 @@ pub mod testing;
 
 pub mod caps;
 
-#[cfg(feature = "build")]
+#[cfg(any(feature = "build", test))]
 pub mod build;
 
 pub use caps::{clock, crypto, http, kv, log, metrics, secrets};

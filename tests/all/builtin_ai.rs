@@ -700,9 +700,8 @@ async fn a_failing_provider_falls_back_to_another_model() {
 
 #[tokio::test]
 async fn the_official_openai_python_client_works_against_the_gateway() {
-    let probe = std::process::Command::new("python3").args(["-c", "import openai"]).output();
-    if !probe.is_ok_and(|o| o.status.success()) {
-        println!("skipped: python3 with the `openai` package is not available (pip install openai)");
+    let present = sluice_tests::runs("python3", &["-c", "import openai"]);
+    if !sluice_tests::have(present, "python3 with the `openai` package", "pip install openai==3.54.0") {
         return;
     }
     let ai = Ai::start(&[("py", "{ path_prefix: /v1 }", chat_config())]).await;

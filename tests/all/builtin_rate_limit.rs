@@ -281,7 +281,7 @@ async fn redis_keys(redis: &RedisServer) -> Vec<String> {
 
 #[tokio::test]
 async fn on_redis_a_limit_admits_exactly_its_burst_of_concurrent_requests() {
-    let redis = RedisServer::start();
+    let Some(redis) = RedisServer::start_or_skip() else { return };
     let up = TestServer::named("app").await;
     let s = Setup::new();
     let routes = limited_route("rl_redis", "/", "{ limits: [{ name: per_hour, rate: 15, per: 1h }] }");
@@ -299,7 +299,7 @@ async fn on_redis_a_limit_admits_exactly_its_burst_of_concurrent_requests() {
 
 #[tokio::test]
 async fn two_gateways_sharing_redis_admit_one_limit_between_them() {
-    let redis = RedisServer::start();
+    let Some(redis) = RedisServer::start_or_skip() else { return };
     let up = TestServer::named("app").await;
     let s = Setup::new();
     // Both gateways share the budget through `scope` (and one Redis); the second
@@ -324,7 +324,7 @@ async fn two_gateways_sharing_redis_admit_one_limit_between_them() {
 
 #[tokio::test]
 async fn with_redis_stopped_fail_open_lets_requests_through_and_fail_closed_refuses_them() {
-    let mut redis = RedisServer::start();
+    let Some(mut redis) = RedisServer::start_or_skip() else { return };
     let up = TestServer::named("app").await;
     let s = Setup::new();
     let routes = format!(

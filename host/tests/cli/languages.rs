@@ -20,30 +20,40 @@ fn runs(program: &str, args: &[&str]) -> bool {
     Command::new(program).args(args).output().is_ok_and(|o| o.status.success())
 }
 
-/// `None` when the language's toolchain is here, else why not.
-fn missing_toolchain(lang: &str) -> Option<String> {
-    let (ok, what) = match lang {
-        "rust" => (runs("cargo", &["--version"]), "cargo with the wasm32-wasip2 target"),
-        "python" => {
-            (runs("componentize-py", &["--version"]), "componentize-py (pip install componentize-py==0.25.1)")
-        }
-        "js" => (runs("npm", &["--version"]), "Node.js and npm (the build installs jco into the project)"),
+/// `None` when the language's toolchain is here, else what is missing and the
+/// command that installs it.
+fn missing_toolchain(lang: &str) -> Option<(&'static str, &'static str)> {
+    let (ok, what, install) = match lang {
+        "rust" => (runs("cargo", &["--version"]), "cargo", "rustup (the build adds the wasm32-wasip2 target)"),
+        "python" => (runs("componentize-py", &["--version"]), "componentize-py", "pip install componentize-py==0.25.1"),
+        "js" => (
+            runs("npm", &["--version"]),
+            "Node.js and npm (the build installs jco into the project)",
+            "apt-get install -y nodejs npm",
+        ),
         "c" => (
             runs("clang-19", &["--version"]) && Path::new("/usr/lib/wasm32-wasi/libc.a").is_file(),
-            "clang-19 and wasi-libc (apt-get install clang-19 lld-19 libclang-rt-19-dev-wasm32 wasi-libc)",
+            "clang-19 and wasi-libc",
+            "apt-get install -y clang-19 lld-19 libclang-rt-19-dev-wasm32 wasi-libc",
         ),
-        "zig" => (runs("python3", &["-m", "ziglang", "version"]), "zig (pip install ziglang==0.17.1)"),
+        "zig" => (runs("python3", &["-m", "ziglang", "version"]), "zig", "pip install ziglang==0.17.1"),
         other => panic!("no toolchain check for {other}"),
     };
-    (!ok).then(|| format!("{what} is not installed"))
+    (!ok).then_some((what, install))
 }
 
 /// Builds and serves the example in `lang`; returns without testing (and says so on
 /// the test output) when its toolchain is missing and not required.
 fn example(lang: &str) {
-    if let Some(why) = missing_toolchain(lang) {
-        assert!(std::env::var_os("SLUICE_REQUIRE_TOOLCHAINS").is_none(), "{lang}: {why}");
-        let _ = writeln!(std::io::stderr(), "SKIPPED the {lang} example plugin: {why}");
+    if let Some((what, install)) = missing_toolchain(lang) {
+        assert!(
+            std::env::var_os("SLUICE_REQUIRE_TOOLCHAINS").is_none(),
+            "{lang}: {what} is not installed; install it with: {install}"
+        );
+        let _ = writeln!(
+            std::io::stderr(),
+            "SKIPPED the {lang} example plugin: {what} is not installed; install it with: {install}"
+        );
         return;
     }
     let work = tempfile::tempdir().unwrap();
