@@ -24,7 +24,8 @@ pub fn have(present: bool, what: &str, install: &str) -> bool {
         "{test}: {what} is not installed and {REQUIRE_VAR} is set; install it with: {install}"
     );
     use std::io::Write as _;
-    let _ = writeln!(std::io::stderr(), "SKIPPED {test}: {what} is not installed; install it with: {install}");
+    let _ =
+        writeln!(std::io::stderr(), "SKIPPED {test}: {what} is not installed; install it with: {install}");
     false
 }
 

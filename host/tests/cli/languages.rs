@@ -24,8 +24,14 @@ fn runs(program: &str, args: &[&str]) -> bool {
 /// command that installs it.
 fn missing_toolchain(lang: &str) -> Option<(&'static str, &'static str)> {
     let (ok, what, install) = match lang {
-        "rust" => (runs("cargo", &["--version"]), "cargo", "rustup (the build adds the wasm32-wasip2 target)"),
-        "python" => (runs("componentize-py", &["--version"]), "componentize-py", "pip install componentize-py==0.25.1"),
+        "rust" => {
+            (runs("cargo", &["--version"]), "cargo", "rustup (the build adds the wasm32-wasip2 target)")
+        }
+        "python" => (
+            runs("componentize-py", &["--version"]),
+            "componentize-py",
+            "pip install componentize-py==0.25.1",
+        ),
         "js" => (
             runs("npm", &["--version"]),
             "Node.js and npm (the build installs jco into the project)",
