@@ -28,6 +28,7 @@ impl Table {
             target: RouteTargetConfig::Echo(EchoConfig::default()),
             listeners: Vec::new(),
             plugins: Vec::new(),
+            upgrades: Vec::new(),
         });
     }
 

@@ -28,3 +28,54 @@ where
 {
     body.map_err(Into::into).boxed_unsync()
 }
+
+/// How far the client's request body has come, shared between the body as it
+/// streams and whoever must judge a failure while it streams (the upstream pool: a
+/// timeout or error while the gateway was waiting on the client is the client's
+/// fault, not the target's). Put in the request's extensions as
+/// `Arc<ClientBodyState>` when the request has a body.
+#[derive(Debug, Default)]
+pub struct ClientBodyState(std::sync::atomic::AtomicU8);
+
+/// A [`ClientBodyState`]'s value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum BodyProgress {
+    /// The last piece asked for arrived (or none was asked for yet).
+    Flowing = 0,
+    /// The gateway asked for the next piece and the client has not sent it.
+    WaitingOnClient = 1,
+    /// The body ended.
+    Done = 2,
+    /// The body was larger than the listener allows.
+    TooLarge = 3,
+    /// The body came too slowly.
+    TooSlow = 4,
+    /// Reading it failed (the client went away, bad framing).
+    Failed = 5,
+}
+
+impl ClientBodyState {
+    /// The current progress.
+    pub fn get(&self) -> BodyProgress {
+        match self.0.load(std::sync::atomic::Ordering::Acquire) {
+            0 => BodyProgress::Flowing,
+            1 => BodyProgress::WaitingOnClient,
+            2 => BodyProgress::Done,
+            3 => BodyProgress::TooLarge,
+            4 => BodyProgress::TooSlow,
+            _ => BodyProgress::Failed,
+        }
+    }
+
+    /// Records progress.
+    pub fn set(&self, p: BodyProgress) {
+        self.0.store(p as u8, std::sync::atomic::Ordering::Release);
+    }
+
+    /// Whether a failure now is the client's doing: its body failed, or the gateway
+    /// was waiting for more of it.
+    pub fn client_at_fault(&self) -> bool {
+        !matches!(self.get(), BodyProgress::Flowing | BodyProgress::Done)
+    }
+}

@@ -47,6 +47,17 @@ pub enum ProxyError {
     /// The request is malformed in a way hyper let through.
     #[error("bad request: {0}")]
     BadRequest(&'static str),
+    /// The client sent its body too slowly: a gap longer than the listener's
+    /// `body_read_timeout`, or a rate under its `min_body_rate`.
+    #[error("the request body arrived too slowly ({0})")]
+    BodyTimeout(&'static str),
+    /// The upstream switched protocols (`101`) for a request whose upgrade the route
+    /// does not allow.
+    #[error("upstream {target} switched protocols without an allowed upgrade")]
+    UnexpectedUpgrade {
+        /// The target address.
+        target: String,
+    },
     /// Reading the client's body failed (client went away, bad chunking).
     #[error("reading the request body failed: {0}")]
     ClientBody(#[source] BoxError),
@@ -109,8 +120,10 @@ impl ProxyError {
             | Self::HeadersTooLarge { .. }
             | Self::BodyTooLarge { .. }
             | Self::BadRequest(_)
+            | Self::BodyTimeout(_)
             | Self::ClientBody(_) => ErrorSource::Client,
             Self::NoAvailableTarget { .. }
+            | Self::UnexpectedUpgrade { .. }
             | Self::Connect { .. }
             | Self::ConnectTimeout { .. }
             | Self::UpstreamTimeout { .. }
@@ -139,6 +152,8 @@ impl ProxyError {
             Self::HeadersTooLarge { .. } => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             Self::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Self::BadRequest(_) | Self::ClientBody(_) => StatusCode::BAD_REQUEST,
+            Self::BodyTimeout(_) => StatusCode::REQUEST_TIMEOUT,
+            Self::UnexpectedUpgrade { .. } => StatusCode::BAD_GATEWAY,
             Self::NoAvailableTarget { .. } => StatusCode::SERVICE_UNAVAILABLE,
             Self::Connect { .. } | Self::Upstream { .. } => StatusCode::BAD_GATEWAY,
             Self::ConnectTimeout { .. } | Self::UpstreamTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
@@ -156,6 +171,8 @@ impl ProxyError {
             Self::BodyTooLarge { .. } => "body_too_large",
             Self::BadRequest(_) => "bad_request",
             Self::ClientBody(_) => "bad_request_body",
+            Self::BodyTimeout(_) => "body_timeout",
+            Self::UnexpectedUpgrade { .. } => "upstream_unexpected_upgrade",
             Self::NoAvailableTarget { .. } => "upstream_unavailable",
             Self::Connect { .. } => "upstream_connect_failed",
             Self::ConnectTimeout { .. } => "upstream_connect_timeout",
@@ -185,13 +202,11 @@ impl ProxyError {
     }
 }
 
-/// The JSON error response every gateway-generated error uses:
-/// `{"error": {"status": 502, "code": "upstream_failed", "message": "…", "request_id": "…"}}`.
-pub fn error_response(err: &ProxyError, request_id: &http::HeaderValue) -> http::Response<crate::body::Body> {
-    let status = err.status();
+/// The JSON body of [`error_response`], newline-terminated.
+pub fn error_json(err: &ProxyError, request_id: &http::HeaderValue) -> Vec<u8> {
     let body = serde_json::json!({
         "error": {
-            "status": status.as_u16(),
+            "status": err.status().as_u16(),
             "code": err.code(),
             "message": err.public_message(),
             "request_id": request_id.to_str().unwrap_or_default(),
@@ -199,12 +214,23 @@ pub fn error_response(err: &ProxyError, request_id: &http::HeaderValue) -> http:
     });
     let mut bytes = serde_json::to_vec(&body).unwrap_or_default();
     bytes.push(b'\n');
+    bytes
+}
+
+/// The JSON error response every gateway-generated error uses:
+/// `{"error": {"status": 502, "code": "upstream_failed", "message": "…", "request_id": "…"}}`.
+pub fn error_response(err: &ProxyError, request_id: &http::HeaderValue) -> http::Response<crate::body::Body> {
+    let status = err.status();
+    let bytes = error_json(err, request_id);
     let mut resp = http::Response::new(crate::body::full(bytes));
     *resp.status_mut() = status;
     resp.headers_mut().insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static("application/json"));
     if matches!(
         err,
-        ProxyError::BodyTooLarge { .. } | ProxyError::HeadersTooLarge { .. } | ProxyError::UriTooLong { .. }
+        ProxyError::BodyTooLarge { .. }
+            | ProxyError::HeadersTooLarge { .. }
+            | ProxyError::UriTooLong { .. }
+            | ProxyError::BodyTimeout(_)
     ) {
         resp.headers_mut().insert(http::header::CONNECTION, http::HeaderValue::from_static("close"));
     }

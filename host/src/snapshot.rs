@@ -40,6 +40,8 @@ pub struct Route {
     pub target: Target,
     /// Its plugin chain (the global chain first); empty when it has no plugins.
     pub chain: Arc<crate::plugins::Chain>,
+    /// Protocols an `Upgrade` may switch to, lowercase.
+    pub upgrades: Box<[Box<str>]>,
 }
 
 /// Where a route's requests go.
@@ -151,7 +153,8 @@ impl Snapshot {
                 },
             };
             let chain = chains.get(i).cloned().unwrap_or_default();
-            routes.push(Route { name: r.name.clone(), target, chain });
+            let upgrades = r.upgrades.iter().map(|u| u.to_ascii_lowercase().into_boxed_str()).collect();
+            routes.push(Route { name: r.name.clone(), target, chain, upgrades });
         }
 
         let mut listeners = Vec::new();

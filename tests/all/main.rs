@@ -9,6 +9,7 @@ mod builtin_transform;
 mod config_ui;
 mod devkit;
 mod harness;
+mod hostile;
 mod kv_redis;
 mod lifecycle;
 mod limits;

@@ -24,6 +24,10 @@ pub const DEFAULT_MAX_BODY_BYTES: ByteSize = ByteSize::mib(10);
 pub const DEFAULT_MAX_URI_BYTES: ByteSize = ByteSize::kib(8);
 /// Default time a client has to send a complete request head.
 pub const DEFAULT_HEADER_READ_TIMEOUT: ConfigDuration = ConfigDuration::secs(10);
+/// Default longest wait for the next piece of a request body the gateway asked for.
+pub const DEFAULT_BODY_READ_TIMEOUT: ConfigDuration = ConfigDuration::secs(15);
+/// Default lowest average rate of a request body, over the time spent waiting for it.
+pub const DEFAULT_MIN_BODY_RATE: ByteSize = ByteSize::kib(1);
 /// Default time an idle keep-alive client connection is kept open.
 pub const DEFAULT_CLIENT_IDLE_TIMEOUT: ConfigDuration = ConfigDuration::secs(60);
 /// Default cap on concurrent client connections per listener.
@@ -176,6 +180,65 @@ pub struct ListenerConfig {
     /// Request id generation and propagation.
     #[serde(default)]
     pub request_id: RequestIdConfig,
+    /// How request paths are normalised before routing (and forwarded so).
+    #[serde(default)]
+    pub paths: PathsConfig,
+    /// What happens to request headers whose name has an underscore (`x_user`), which
+    /// some servers read as the dashed name (`x-user`) and so can smuggle a header
+    /// past rules about it. Default `drop`.
+    #[serde(default)]
+    pub underscore_headers: UnderscoreHeaders,
+}
+
+/// Path normalisation of a listener. The normalised path is what routes match and
+/// what the upstream receives, so a rule about `/private` cannot be walked around
+/// with `/public/../private`, `//private` or `%2e%2e`.
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PathsConfig {
+    /// Remove `.` and `..` segments (RFC 3986 §5.2.4, never above the root) and decode
+    /// percent-escapes of unreserved characters (`%7E` → `~`, `%2e` → `.`); other
+    /// escapes are kept, with uppercase hex. Default `true`.
+    #[serde(default = "default_true")]
+    pub normalize: bool,
+    /// Merge runs of slashes: `//a///b` → `/a/b`. Default `true`.
+    #[serde(default = "default_true")]
+    pub merge_slashes: bool,
+    /// Encoded slashes and backslashes (`%2F`, `%5C`) in a path, and raw backslashes:
+    /// `reject` them with `400` (default), or `keep` them as escapes that no route
+    /// treats as a segment boundary.
+    #[serde(default)]
+    pub encoded_slashes: EncodedSlashes,
+}
+
+impl Default for PathsConfig {
+    fn default() -> Self {
+        Self { normalize: true, merge_slashes: true, encoded_slashes: EncodedSlashes::Reject }
+    }
+}
+
+/// What to do with encoded slashes in request paths.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum EncodedSlashes {
+    /// Answer `400`.
+    #[default]
+    Reject,
+    /// Keep them encoded (uppercase hex); they never split a segment.
+    Keep,
+}
+
+/// What to do with request headers whose name has an underscore.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum UnderscoreHeaders {
+    /// Remove them before routing: neither plugins nor the upstream see them.
+    #[default]
+    Drop,
+    /// Answer `400`.
+    Reject,
+    /// Keep them.
+    Allow,
 }
 
 /// An HTTP version.
@@ -244,6 +307,17 @@ pub struct LimitsConfig {
     /// disconnected. Default `10s`.
     #[serde(default)]
     pub header_read_timeout: Option<ConfigDuration>,
+    /// Longest wait for the next piece of a request body once the gateway asked for
+    /// it (time spent waiting on the upstream does not count). Slower → `408`, and the
+    /// upstream's health is not charged for it. Default `15s`.
+    #[serde(default)]
+    pub body_read_timeout: Option<ConfigDuration>,
+    /// Lowest average rate of a request body, counted over the time the gateway
+    /// spent waiting for the client, once that time passes `body_read_timeout`; a
+    /// client dripping bytes slower is answered `408`. `0` turns it off. Default
+    /// `1KiB` (per second).
+    #[serde(default)]
+    pub min_body_rate: Option<ByteSize>,
     /// Idle keep-alive connections are closed after this long. Default `60s`.
     #[serde(default)]
     pub idle_timeout: Option<ConfigDuration>,
@@ -517,6 +591,16 @@ pub struct RouteConfig {
     /// phase (first to last) and before them in the response phase (last to first).
     #[serde(default)]
     pub plugins: Vec<PluginRefConfig>,
+    /// Protocols an HTTP/1.1 `Upgrade` may switch to on this route (compared
+    /// case-insensitively). Any other upgrade is ignored, as RFC 9110 §7.8 allows: the
+    /// request is forwarded without `Upgrade`, and an upstream that switches anyway
+    /// gets `502`. Default `[websocket]`; `h2c` is only tunnelled when listed.
+    #[serde(default = "default_upgrades")]
+    pub upgrades: Vec<String>,
+}
+
+fn default_upgrades() -> Vec<String> {
+    vec!["websocket".to_owned()]
 }
 
 /// Request matching. All given conditions must hold. Exactly one of `path` and

@@ -149,6 +149,7 @@ impl Validator {
         }
         self.nonzero(&format!("{lpath}.header_read_timeout"), limits.header_read_timeout);
         self.nonzero(&format!("{lpath}.idle_timeout"), limits.idle_timeout);
+        self.nonzero(&format!("{lpath}.body_read_timeout"), limits.body_read_timeout);
         if limits.max_connections == Some(0) {
             self.push(format!("{lpath}.max_connections"), "must be at least 1");
         }
@@ -245,6 +246,14 @@ impl Validator {
             && !config.upstreams.contains_key(u)
         {
             self.push(format!("{path}.target.upstream"), unknown_upstream(u, &config.upstreams));
+        }
+        for (j, u) in r.upgrades.iter().enumerate() {
+            if !is_token(u) {
+                self.push(
+                    format!("{path}.upgrades[{j}]"),
+                    format!("`{u}` is not a protocol name (like `websocket`)"),
+                );
+            }
         }
         self.matcher(&format!("{path}.match"), &r.matcher);
     }
@@ -392,7 +401,7 @@ routes: [{ name: r, match: { path_prefix: / }, target: { echo: {} } }]
         let yaml = format!(
             "{BASE}upstreams: {{ api: {{ targets: [{{ address: 'h:1' }}] }} }}
 routes:
-  - {{ name: r, match: {{ path: / }}, target: {{ upstream: nope }}, listeners: [a, b] }}
+  - {{ name: r, match: {{ path: / }}, target: {{ upstream: nope }}, listeners: [a, b], upgrades: [websocket, 'h2 c'] }}
   - {{ name: r, match: {{ path: /x, path_prefix: /x }}, target: {{ upstream: api }} }}
   - {{ name: s, match: {{ methods: [GET, get, 'G T'], hosts: ['*.ok.example', 'a..b'], headers: {{ 'x y': '*' }} }}, target: {{ echo: {{}} }} }}
 "
@@ -404,6 +413,7 @@ routes:
             [
                 "routes[0].listeners[1]",
                 "routes[0].target.upstream",
+                "routes[0].upgrades[1]",
                 "routes[1].name",
                 "routes[1].match.path_prefix",
                 "routes[2].match",
@@ -415,7 +425,7 @@ routes:
         );
         assert_eq!(got[0].1, "unknown listener `b`: known names are a");
         assert_eq!(got[1].1, "unknown upstream `nope`: known names are api");
-        assert!(got[5].1.contains("write `GET`"), "{}", got[5].1);
+        assert!(got[6].1.contains("write `GET`"), "{}", got[6].1);
         for (_, m) in &got {
             assert!(!m.ends_with('.') && m.starts_with(|c: char| !c.is_uppercase()), "{m}");
         }

@@ -7,6 +7,7 @@
 //! current at that moment. On shutdown it stops accepting and lets in-flight requests
 //! finish (graceful drain).
 
+mod canned;
 mod serve;
 mod spec;
 mod tls;

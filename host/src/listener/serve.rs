@@ -16,6 +16,7 @@ use tokio::task::JoinSet;
 use tracing::{debug, warn};
 
 use super::ListenerSpec;
+use super::canned::CannedErrors;
 use crate::config::Name;
 use crate::snapshot::SnapshotCell;
 
@@ -113,7 +114,7 @@ async fn serve_connection(
             let h2 = tls_stream.get_ref().1.alpn_protocol() == Some(b"h2");
             let info = Arc::new(ConnInfo { listener: Arc::clone(&spec), peer, local, tls: true });
             let mode = if h2 { Mode::Http2 } else { Mode::Http1 };
-            serve_http(TokioIo::new(tls_stream), info, mode, cell, shutdown).await;
+            serve_http(canned(TokioIo::new(tls_stream), &spec), info, mode, cell, shutdown).await;
         }
         None => {
             let mode = match (spec.http1, spec.http2) {
@@ -122,9 +123,20 @@ async fn serve_connection(
                 _ => Mode::Http1,
             };
             let info = Arc::new(ConnInfo { listener: Arc::clone(&spec), peer, local, tls: false });
-            serve_http(TokioIo::new(stream), info, mode, cell, shutdown).await;
+            serve_http(canned(TokioIo::new(stream), &spec), info, mode, cell, shutdown).await;
         }
     }
+}
+
+/// The connection, with the HTTP/1 parser's empty error answers given JSON bodies.
+fn canned<I>(io: I, spec: &ListenerSpec) -> CannedErrors<I> {
+    let limits = &spec.limits;
+    CannedErrors::new(
+        io,
+        spec.request_id.header.clone(),
+        limits.max_uri_bytes as u64,
+        limits.max_header_bytes as u64,
+    )
 }
 
 #[derive(Clone, Copy)]
@@ -172,7 +184,12 @@ async fn serve_http<I>(
     builder
         .http2()
         .timer(TokioTimer::new())
-        .max_header_list_size(u32::try_from(limits.max_header_bytes).unwrap_or(u32::MAX))
+        // Room above the listener's limit (h2 counts 32 bytes more per header than
+        // the proxy does), so an oversized head reaches the proxy's own check and
+        // gets its JSON 431 instead of the HTTP/2 layer's empty one.
+        .max_header_list_size(
+            u32::try_from(limits.max_header_bytes.saturating_mul(2) + 16 * 1024).unwrap_or(u32::MAX),
+        )
         .max_concurrent_streams(256);
     let builder = match mode {
         Mode::Http1 => builder.http1_only(),

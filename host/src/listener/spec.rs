@@ -8,9 +8,10 @@ use std::time::Duration;
 use http::HeaderName;
 
 use crate::config::{
-    DEFAULT_CLIENT_IDLE_TIMEOUT, DEFAULT_HEADER_READ_TIMEOUT, DEFAULT_MAX_BODY_BYTES,
-    DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_HEADER_BYTES, DEFAULT_MAX_URI_BYTES, DEFAULT_REQUEST_ID_HEADER,
-    ForwardedConfig, HttpVersion, ListenerConfig, LoadedConfig, Name, Problem,
+    DEFAULT_BODY_READ_TIMEOUT, DEFAULT_CLIENT_IDLE_TIMEOUT, DEFAULT_HEADER_READ_TIMEOUT,
+    DEFAULT_MAX_BODY_BYTES, DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_HEADER_BYTES, DEFAULT_MAX_URI_BYTES,
+    DEFAULT_MIN_BODY_RATE, DEFAULT_REQUEST_ID_HEADER, ForwardedConfig, HttpVersion, ListenerConfig,
+    LoadedConfig, Name, PathsConfig, Problem, UnderscoreHeaders,
 };
 
 /// A listener's resolved settings.
@@ -32,6 +33,10 @@ pub struct ListenerSpec {
     pub forwarded: ForwardedConfig,
     /// Request id settings.
     pub request_id: RequestIdSpec,
+    /// Path normalisation before routing.
+    pub paths: PathsConfig,
+    /// What to do with underscored header names.
+    pub underscore_headers: UnderscoreHeaders,
 }
 
 /// Limits with defaults applied.
@@ -45,6 +50,10 @@ pub struct Limits {
     pub max_uri_bytes: usize,
     /// Time allowed to receive a request head.
     pub header_read_timeout: Duration,
+    /// Longest wait for the next piece of a request body.
+    pub body_read_timeout: Duration,
+    /// Lowest average body rate in bytes per second of waiting (0: off).
+    pub min_body_rate: u64,
     /// Idle keep-alive connections close after this.
     pub idle_timeout: Duration,
     /// Concurrent connections.
@@ -84,6 +93,8 @@ impl ListenerSpec {
             max_body_bytes: l.max_body_bytes.unwrap_or(DEFAULT_MAX_BODY_BYTES).bytes(),
             max_uri_bytes: l.max_uri_bytes.unwrap_or(DEFAULT_MAX_URI_BYTES).bytes() as usize,
             header_read_timeout: l.header_read_timeout.unwrap_or(DEFAULT_HEADER_READ_TIMEOUT).get(),
+            body_read_timeout: l.body_read_timeout.unwrap_or(DEFAULT_BODY_READ_TIMEOUT).get(),
+            min_body_rate: l.min_body_rate.unwrap_or(DEFAULT_MIN_BODY_RATE).bytes(),
             idle_timeout: l.idle_timeout.unwrap_or(DEFAULT_CLIENT_IDLE_TIMEOUT).get(),
             max_connections: l.max_connections.unwrap_or(DEFAULT_MAX_CONNECTIONS).max(1),
         };
@@ -120,6 +131,8 @@ impl ListenerSpec {
             limits,
             forwarded: config.forwarded.clone(),
             request_id: RequestIdSpec { header, trust_incoming: config.request_id.trust_incoming },
+            paths: config.paths.clone(),
+            underscore_headers: config.underscore_headers,
         })
     }
 }

@@ -48,11 +48,30 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
     }
     // `Proxy-Authorization` is consumed by a proxy; we are the gateway, not the
     // client's forward proxy, so it is passed along like any end-to-end header.
+    // `HTTP2-Settings` belongs to an h2c upgrade (RFC 7540 §3.2.1): only an upgrade
+    // the route allows keeps it.
+    if !upgrade {
+        headers.remove(HTTP2_SETTINGS);
+    }
     if upgrade {
         headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
     } else {
         headers.remove(header::UPGRADE);
     }
+}
+
+const HTTP2_SETTINGS: HeaderName = HeaderName::from_static("http2-settings");
+
+/// Whether every protocol the request's `Upgrade` offers is in `allowed` (lowercase
+/// names, compared without a `/version` suffix: `websocket`, `h2c`).
+pub fn upgrade_allowed(headers: &HeaderMap, allowed: &[Box<str>]) -> bool {
+    let mut offered = headers
+        .get_all(header::UPGRADE)
+        .iter()
+        .flat_map(|v| v.to_str().map_or_else(|_| vec![""], |s| s.split(',').collect()))
+        .map(|p| p.trim().split('/').next().unwrap_or_default())
+        .peekable();
+    offered.peek().is_some() && offered.all(|p| allowed.iter().any(|a| a.eq_ignore_ascii_case(p)))
 }
 
 /// Whether a request asks for a protocol upgrade (HTTP/1.1 `Connection: upgrade`).
@@ -184,6 +203,24 @@ mod tests {
         strip_hop_by_hop(&mut h, true);
         assert_eq!(h.get(header::UPGRADE).unwrap(), "websocket");
         assert_eq!(h.get(header::CONNECTION).unwrap(), "upgrade");
+    }
+
+    #[test]
+    fn only_listed_upgrades_are_allowed_and_h2c_settings_never_leak() {
+        let allowed: Vec<Box<str>> = vec!["websocket".into()];
+        let mut h = HeaderMap::new();
+        h.insert(header::CONNECTION, HeaderValue::from_static("Upgrade, HTTP2-Settings"));
+        h.insert(header::UPGRADE, HeaderValue::from_static("h2c"));
+        h.insert("http2-settings", HeaderValue::from_static("AAMAAABkAAQAAP__"));
+        assert!(wants_upgrade(&h) && !upgrade_allowed(&h, &allowed));
+        h.insert(header::UPGRADE, HeaderValue::from_static("WebSocket"));
+        assert!(upgrade_allowed(&h, &allowed));
+        h.insert(header::UPGRADE, HeaderValue::from_static("websocket, h2c"));
+        assert!(!upgrade_allowed(&h, &allowed));
+        let mut plain = HeaderMap::new();
+        plain.insert("http2-settings", HeaderValue::from_static("AAMAAABkAAQAAP__"));
+        strip_hop_by_hop(&mut plain, false);
+        assert!(plain.is_empty());
     }
 
     #[test]

@@ -2,30 +2,31 @@
 //! target and back, and is the only place where errors become responses.
 //!
 //! ```text
-//! handle ─ request id ─ limits (414, 431, 413) ─ router ─┬─ static  → response
-//!                                                       ├─ echo    → response
-//!                                                       └─ upstream: strip hop-by-hop,
-//!                       add forwarding headers, stream body (limited) → Upstream::forward
+//! handle ─ request id ─ limits (414, 431, 413) ─ edge (authority, path, header
+//!          names: 400) ─ client body (size and pace: 413, 408) ─ router ─┬─ static → response
+//!                                                                      ├─ echo   → response
+//!                                                                      └─ upstream: strip
+//!          hop-by-hop, allowed upgrades only, add forwarding headers → Upstream::forward
 //!        ─ response: strip hop-by-hop, request id ─ access log when the body ends
 //! ```
 //!
 //! The plugin chain (request phase after routing, response phase before the response
 //! leaves) slots in here.
 
+mod client_body;
 mod echo;
+pub mod edge;
 pub mod headers;
-mod limit;
 mod upgrade;
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 use http::{HeaderValue, Request, Response, StatusCode, header};
 use hyper::body::Incoming;
 use tracing::{Instrument, debug, debug_span, warn};
 
-use crate::body::{self, Body};
+use crate::body::{self, Body, BodyProgress, ClientBodyState};
 use crate::error::{ErrorSource, ProxyError, error_response};
 use crate::listener::ConnInfo;
 use crate::observability::access::{AccessRecord, Logged};
@@ -73,7 +74,7 @@ pub async fn handle(req: Request<Incoming>, conn: Arc<ConnInfo>, snapshot: Arc<S
 }
 
 async fn serve(
-    req: Request<Incoming>,
+    mut req: Request<Incoming>,
     conn: &ConnInfo,
     snapshot: &Snapshot,
     id: &HeaderValue,
@@ -93,6 +94,16 @@ async fn serve(
     {
         return Err(ProxyError::BodyTooLarge { limit: limits.max_body_bytes });
     }
+    edge::admit(&mut req, &conn.listener)?;
+    // The body's size and pace are watched from here on, whoever reads it (a plugin
+    // buffering it, the echo target, the upstream pool).
+    let state = (!http_body::Body::is_end_stream(req.body())).then(|| {
+        let state = Arc::new(ClientBodyState::default());
+        req.extensions_mut().insert(Arc::clone(&state));
+        state
+    });
+    let req = req.map(|b| client_body::ClientBody::new(b, limits, state.clone()));
+    let blame = |e: ProxyError| blame_body(e, state.as_deref(), limits);
 
     let router = snapshot.routers.get(&conn.listener.name).ok_or(ProxyError::NoRoute)?;
     let host = headers::request_host(req.uri(), req.headers());
@@ -102,7 +113,7 @@ async fn serve(
     record.route = Some(found.route);
 
     if route.chain.is_empty() {
-        return dispatch(req, conn, snapshot, route, &found.params, id, record).await;
+        return dispatch(req, conn, snapshot, route, &found.params, id, record).await.map_err(blame);
     }
     let mut ctx = PluginCtx {
         request_id: Some(id.clone()),
@@ -114,11 +125,11 @@ async fn serve(
     record.annotations = Some(ctx.annotations.clone());
     let answered = route.chain.on_request(&mut req, &mut ctx).await;
     record.consumer = ctx.consumer.as_ref().map(|c| c.name.clone());
-    if let Some(resp) = answered.map_err(ProxyError::Plugin)? {
+    if let Some(resp) = answered.map_err(|e| blame(ProxyError::Plugin(e)))? {
         return Ok(resp);
     }
     let req = req.map(PluginBody);
-    let mut resp = match dispatch(req, conn, snapshot, route, &ctx.params, id, record).await {
+    let mut resp = match dispatch(req, conn, snapshot, route, &ctx.params, id, record).await.map_err(blame) {
         Ok(resp) => resp,
         // An upstream failure is an answer like any other for the response phase:
         // CORS and rate-limit headers go on the 502/504 too, and a plugin can replace
@@ -128,6 +139,24 @@ async fn serve(
     };
     route.chain.on_response(&mut resp, &mut ctx).await.map_err(ProxyError::Plugin)?;
     Ok(resp)
+}
+
+/// The client's own error when its body failed or was being waited for (too large,
+/// too slow, broken), whatever error that surfaced as further along; else `e`.
+fn blame_body(
+    e: ProxyError,
+    state: Option<&ClientBodyState>,
+    limits: &crate::listener::Limits,
+) -> ProxyError {
+    let Some(state) = state else { return e };
+    match (state.get(), &e) {
+        (BodyProgress::TooLarge, _) => ProxyError::BodyTooLarge { limit: limits.max_body_bytes },
+        (BodyProgress::TooSlow, _) => ProxyError::BodyTimeout("slower than the listener's body limits allow"),
+        (BodyProgress::WaitingOnClient, ProxyError::UpstreamTimeout { .. }) => {
+            ProxyError::BodyTimeout("the upstream's timeout passed while waiting for the body")
+        }
+        _ => e,
+    }
 }
 
 /// The gateway's error response for `e`, logged and noted in the access record.
@@ -152,13 +181,13 @@ async fn dispatch<B>(
 ) -> Result<Response<Body>, ProxyError>
 where
     B: http_body::Body<Data = bytes::Bytes> + Send + 'static,
-    B::Error: std::error::Error + Send + Sync + 'static,
+    B::Error: Into<body::BoxError>,
 {
     if let Some(chosen) = req.extensions().get::<UpstreamOverride>()
         && let Some(upstream) = snapshot.upstreams.get(chosen.0.as_str())
     {
         let upstream = Arc::clone(upstream);
-        return forward(req, conn, &upstream, id, record).await;
+        return forward(req, conn, &upstream, &route.upgrades, id, record).await;
     }
     match &route.target {
         Target::Static(s) => Ok(static_response(s)),
@@ -166,7 +195,7 @@ where
             echo::respond(req, *status, route.name.as_str(), params, conn.listener.limits.max_body_bytes)
                 .await
         }
-        Target::Upstream(upstream) => forward(req, conn, upstream, id, record).await,
+        Target::Upstream(upstream) => forward(req, conn, upstream, &route.upgrades, id, record).await,
     }
 }
 
@@ -193,56 +222,50 @@ async fn forward<B>(
     mut req: Request<B>,
     conn: &ConnInfo,
     upstream: &Upstream,
+    upgrades: &[Box<str>],
     id: &HeaderValue,
     record: &mut AccessRecord,
 ) -> Result<Response<Body>, ProxyError>
 where
     B: http_body::Body<Data = bytes::Bytes> + Send + 'static,
-    B::Error: std::error::Error + Send + Sync + 'static,
+    B::Error: Into<body::BoxError>,
 {
-    let upgrade = req.version() == http::Version::HTTP_11 && headers::wants_upgrade(req.headers());
+    // Only upgrades the route allows are passed on; others are ignored (RFC 9110
+    // §7.8): the request goes on without `Upgrade`.
+    let upgrade = req.version() == http::Version::HTTP_11
+        && headers::wants_upgrade(req.headers())
+        && headers::upgrade_allowed(req.headers(), upgrades);
     let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
-    let host = headers::request_host(req.uri(), req.headers()).map(str::to_owned);
     let (mut parts, incoming) = req.into_parts();
 
     headers::strip_hop_by_hop(&mut parts.headers, upgrade);
     // hyper answered any `Expect: 100-continue` towards the client when we first read
     // the body; the upstream must not wait for one.
     parts.headers.remove(header::EXPECT);
-    if !parts.headers.contains_key(header::HOST)
-        && let Some(authority) = parts.uri.authority()
-        && let Ok(v) = HeaderValue::from_str(authority.as_str())
-    {
-        parts.headers.insert(header::HOST, v);
-    }
+    // The edge left one validated authority in `Host`; it is also what the
+    // forwarding headers name, port included.
+    let host = parts.headers.get(header::HOST).and_then(|h| h.to_str().ok()).map(str::to_owned);
     headers::add_forwarded(&mut parts.headers, conn, host.as_deref());
     parts.headers.insert(conn.listener.request_id.header.clone(), id.clone());
 
-    let exceeded = Arc::new(AtomicBool::new(false));
-    let body = if incoming.is_end_stream() {
-        body::empty()
-    } else {
-        body::boxed(limit::LimitedBody::new(
-            incoming,
-            conn.listener.limits.max_body_bytes,
-            Arc::clone(&exceeded),
-        ))
-    };
-    let result = upstream.forward(Request::from_parts(parts, body)).await;
-    let mut resp = match result {
-        Ok(r) => r,
-        Err(_) if exceeded.load(Ordering::Acquire) => {
-            return Err(ProxyError::BodyTooLarge { limit: conn.listener.limits.max_body_bytes });
-        }
-        Err(e) => return Err(e),
-    };
+    let body = if incoming.is_end_stream() { body::empty() } else { body::boxed(incoming) };
+    let mut resp = upstream.forward(Request::from_parts(parts, body)).await?;
     record.upstream = resp.extensions().get::<UpstreamTarget>().map(|t| Arc::clone(&t.0));
+    // The client gets an HTTP/1.1 (or HTTP/2) response whatever the upstream spoke.
+    if resp.version() == http::Version::HTTP_10 {
+        *resp.version_mut() = http::Version::HTTP_11;
+    }
 
     match client_upgrade {
         Some(client) if resp.status() == StatusCode::SWITCHING_PROTOCOLS => {
             let upstream_side = hyper::upgrade::on(&mut resp);
             tokio::spawn(upgrade::tunnel(client, upstream_side));
             headers::strip_hop_by_hop(resp.headers_mut(), true);
+        }
+        // A switch nobody asked for (or the route does not allow) opens no tunnel.
+        _ if resp.status() == StatusCode::SWITCHING_PROTOCOLS => {
+            let target = record.upstream.as_deref().map_or_else(String::new, str::to_owned);
+            return Err(ProxyError::UnexpectedUpgrade { target });
         }
         _ => headers::strip_hop_by_hop(resp.headers_mut(), false),
     }

@@ -11,8 +11,8 @@
 //!   (`api.example.com`) or a wildcard `*.example.com`, which matches exactly one
 //!   extra, non-empty label in front (`a.example.com`, but neither `example.com` nor
 //!   `a.b.example.com`). An empty list matches any host, including a request without
-//!   one. Nothing else is normalized: a trailing dot (`example.com.`) is part of the
-//!   name. Non-ASCII names must be written in their `xn--` form; `*` alone is rejected
+//!   one. The edge already dropped a trailing dot (`example.com.` is `example.com`).
+//!   Non-ASCII names must be written in their `xn--` form; `*` alone is rejected
 //!   (leave the list empty instead).
 //! - **`methods`**: the request's method is one of those listed, compared exactly
 //!   (methods are case-sensitive; `get` in config is rejected). `HEAD` is not implied
@@ -29,12 +29,14 @@
 //!   case-insensitive) and one of its values equals `value` exactly (case-sensitive);
 //!   the value `"*"` only requires the header to be present.
 //!
-//! Paths are matched **raw**: the request path without its query, exactly as the client
-//! sent it. Nothing is decoded or normalized — `%2F` is not `/`, `%7E` is not `~`,
-//! `//` and `/./` are kept, and case matters. Write config paths the way clients send
-//! them (percent-encoded); characters that never appear unencoded in a request path
-//! (spaces, non-ASCII, `?`, `#`) are rejected at load rather than never matching. A
-//! request path that does not start with `/` (such as `OPTIONS *`) matches no route.
+//! Paths are matched as the edge left them (`proxy::edge`): dot segments removed,
+//! slashes merged and escapes of unreserved characters decoded, as the listener's
+//! `paths` settings say; nothing else is decoded — `%20` is not a space, and case
+//! matters. Hosts arrive validated, without a trailing dot. Write config paths the way
+//! clients send them (percent-encoded); characters that never appear unencoded in a
+//! request path (spaces, non-ASCII, `?`, `#`) are rejected at load rather than never
+//! matching. A request path that does not start with `/` (such as `OPTIONS *`) matches
+//! no route.
 //!
 //! # Precedence
 //!

@@ -19,6 +19,7 @@ fn route(name: &str) -> R {
         target: RouteTargetConfig::Echo(EchoConfig::default()),
         listeners: Vec::new(),
         plugins: Vec::new(),
+        upgrades: Vec::new(),
     })
 }
 

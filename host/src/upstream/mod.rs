@@ -195,6 +195,9 @@ impl Upstream {
     pub async fn forward(&self, req: Request<Body>) -> Result<Response<Body>, ProxyError> {
         let s = &*self.shared;
         s.budget.record_request();
+        // Set by the proxy when the request has a body: a failure while the gateway
+        // waits on the client's body is not the target's fault.
+        let body_state = req.extensions().get::<Arc<crate::body::ClientBodyState>>().cloned();
         let (parts, body) = req.into_parts();
         let (body, replay) = replayable(&s.settings.retry, &parts, body).await?;
         let mut req = Some(Request::from_parts(parts, body));
@@ -238,7 +241,8 @@ impl Upstream {
                 }
                 Err(SendError { error, request }) => {
                     let client_fault =
-                        matches!(error, ProxyError::ClientBody(_) | ProxyError::BodyTooLarge { .. });
+                        matches!(error, ProxyError::ClientBody(_) | ProxyError::BodyTooLarge { .. })
+                            || body_state.as_ref().is_some_and(|b| b.client_at_fault());
                     if client_fault {
                         outcome.abandon();
                         return Err(error);

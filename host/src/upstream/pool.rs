@@ -29,6 +29,13 @@ use super::settings::{PoolSettings, Protocol};
 use crate::body::Body;
 use crate::error::ProxyError;
 
+/// The most an HTTP/1 upstream connection buffers of a response before the client
+/// has taken it. hyper's default (~400 KiB) let every slow-reading client pin a read
+/// buffer that large (measured ~350 KB of RSS per slow reader); a response body now
+/// moves in pieces of at most this size, each handed on only when the client side
+/// has room for it.
+const UPSTREAM_READ_BUFFER: usize = 32 * 1024;
+
 /// A failed send: the error, and the request when it certainly was not sent.
 pub(crate) struct SendError {
     pub error: ProxyError,
@@ -286,8 +293,11 @@ impl Pool {
         let after = self.settings.connect_timeout;
         let connect = async {
             let io = self.connect_io().await?;
-            let (sender, conn) =
-                http1::Builder::new().handshake(TokioIo::new(io)).await.map_err(|e| self.connect_error(e))?;
+            let (sender, conn) = http1::Builder::new()
+                .max_buf_size(UPSTREAM_READ_BUFFER)
+                .handshake(TokioIo::new(io))
+                .await
+                .map_err(|e| self.connect_error(e))?;
             let address = Arc::clone(&self.address);
             tokio::spawn(async move {
                 if let Err(e) = conn.with_upgrades().await {
