@@ -27,6 +27,9 @@ for f in "$rustlib"/*; do
   if [ -f "$f" ]; then cp --remove-destination "$(readlink -f "$sysroot/lib/rustlib/$(basename "$f")")" "$f"; fi
 done
 grep -v '^rust-std-wasm32-wasip2$' "$sysroot/lib/rustlib/components" > "$rustlib/components" || true
+# rustup's own record of the installed components, in blank-line separated blocks.
+awk 'BEGIN { RS = ""; ORS = "\n\n" } !/target = "wasm32-wasip2"/' \
+  "$sysroot/lib/rustlib/multirust-config.toml" > "$rustlib/multirust-config.toml"
 export RUSTUP_HOME="$bare_home"
 if RUSTUP_HOME="$bare_home" rustup target list --installed | grep -q wasm32-wasip2; then
   echo "fresh-machine: the bare toolchain still has wasm32-wasip2" >&2
