@@ -1,6 +1,12 @@
-//! What a phase returns.
+//! What a phase returns, and how a phase fails ([`Decision::fault`]).
 
 use crate::bindings::sluice::plugin::types as wit;
+
+/// How a fault's panic message starts, so [`testing::catch_fault`] tells a fault from
+/// any other panic.
+///
+/// [`testing::catch_fault`]: crate::testing::catch_fault
+pub(crate) const FAULT_PREFIX: &str = "plugin fault: ";
 
 /// What the gateway does after a phase.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -41,6 +47,35 @@ impl Decision {
             r.headers.push((name.into(), value.into()));
         }
         self
+    }
+
+    /// Fails the call as a **plugin fault** instead of deciding anything: the gateway
+    /// applies the entry's `on_error` policy (`fail_closed`, the default: the client
+    /// gets the gateway's `500` JSON error; `fail_open`: the plugin is skipped),
+    /// logs `message` naming the plugin and route, and replaces the instance.
+    ///
+    /// Use it when the plugin cannot do what its config promises — typically when the
+    /// host refused a change the plugin relies on (a header an authentication plugin
+    /// must set, a status a translation must give). Going on would send a request or
+    /// response that is silently wrong; a fault is loud and follows the operator's
+    /// policy. Changes the plugin made before the fault are not undone.
+    ///
+    /// ```no_run
+    /// # use sluice_plugin_sdk::{Decision, Request};
+    /// fn tag(req: &mut Request<'_>, value: &str) -> Decision {
+    ///     if let Err(e) = req.set_header("x-tag", value) {
+    ///         return Decision::fault(format_args!("x-tag not set: {e}"));
+    ///     }
+    ///     Decision::Continue
+    /// }
+    /// ```
+    ///
+    /// It never returns: a fault is a panic with a recognizable message (in Wasm, a
+    /// trap), typed as a decision so that `return Decision::fault(…)` reads like the
+    /// other answers. Native unit tests catch it with
+    /// [`testing::catch_fault`](crate::testing::catch_fault).
+    pub fn fault(message: impl std::fmt::Display) -> Decision {
+        panic!("{FAULT_PREFIX}{message}")
     }
 
     /// True for `Continue`.

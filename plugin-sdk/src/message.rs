@@ -1,5 +1,10 @@
 //! [`Request`] and [`Response`]: named accessors over the gateway's request and
 //! response (or over fakes from [`testing`](crate::testing) in native unit tests).
+//!
+//! Every change can be refused (an invalid header name or value, a gateway-managed
+//! header, a body that was not buffered) and says so in a `Result`. Handle it: a
+//! change the plugin relies on that did not happen is a plugin fault
+//! ([`Decision::fault`](crate::Decision::fault)), not something to drop with `let _`.
 
 use crate::bindings::sluice::plugin::types as wit;
 use crate::testing::{FakeRequest, FakeResponse};
@@ -72,6 +77,7 @@ impl<'a> Request<'a> {
     }
 
     /// Replaces a header's values with `value`.
+    #[must_use = "a refused change must be handled (`Decision::fault` if the plugin cannot go on)"]
     pub fn set_header(&mut self, name: &str, value: &str) -> Result<(), HeaderError> {
         match &mut self.0 {
             Req::Host(r) => r.set_header(name, value),
@@ -80,6 +86,7 @@ impl<'a> Request<'a> {
     }
 
     /// Adds a value to a header.
+    #[must_use = "a refused change must be handled (`Decision::fault` if the plugin cannot go on)"]
     pub fn append_header(&mut self, name: &str, value: &str) -> Result<(), HeaderError> {
         match &mut self.0 {
             Req::Host(r) => r.append_header(name, value),
@@ -88,6 +95,7 @@ impl<'a> Request<'a> {
     }
 
     /// Removes a header.
+    #[must_use = "a refused change must be handled (`Decision::fault` if the plugin cannot go on)"]
     pub fn remove_header(&mut self, name: &str) -> Result<(), HeaderError> {
         match &mut self.0 {
             Req::Host(r) => r.remove_header(name),
@@ -96,6 +104,7 @@ impl<'a> Request<'a> {
     }
 
     /// Replaces the path and query sent upstream.
+    #[must_use = "a refused change must be handled (`Decision::fault` if the plugin cannot go on)"]
     pub fn set_path(&mut self, path_and_query: &str) -> Result<(), PathError> {
         match &mut self.0 {
             Req::Host(r) => r.set_path(path_and_query),
@@ -123,6 +132,7 @@ impl<'a> Request<'a> {
     }
 
     /// Replaces the body (needs [`Phases::REQUEST_BODY`](crate::Phases::REQUEST_BODY)).
+    #[must_use = "a refused change must be handled (`Decision::fault` if the plugin cannot go on)"]
     pub fn set_body(&mut self, body: &[u8]) -> Result<(), BodyError> {
         match &mut self.0 {
             Req::Host(r) => r.set_body(body),
@@ -134,6 +144,7 @@ impl<'a> Request<'a> {
     }
 
     /// Sends the request to another upstream pool of the gateway's config.
+    #[must_use = "a refused change must be handled (`Decision::fault` if the plugin cannot go on)"]
     pub fn set_upstream(&mut self, name: &str) -> Result<(), UpstreamError> {
         match &mut self.0 {
             Req::Host(r) => r.set_upstream(name),
@@ -231,18 +242,21 @@ impl<'a> Request<'a> {
     /// upstream's response or to a later plugin's answer. A plugin whose response work
     /// is known now can leave [`Phases::RESPONSE`](crate::Phases::RESPONSE) out of its
     /// phases and save a call per request.
+    #[must_use = "a refused change must be handled (`Decision::fault` if the plugin cannot go on)"]
     pub fn set_response_header(&mut self, name: &str, value: &str) -> Result<(), HeaderError> {
         self.edit_response_header(wit::HeaderOp::Set, name, value)
     }
 
     /// Like [`Request::set_response_header`], but adds the value after the
     /// response's existing values of the header.
+    #[must_use = "a refused change must be handled (`Decision::fault` if the plugin cannot go on)"]
     pub fn append_response_header(&mut self, name: &str, value: &str) -> Result<(), HeaderError> {
         self.edit_response_header(wit::HeaderOp::Append, name, value)
     }
 
     /// Like [`Request::set_response_header`], but removes the header from the
     /// response.
+    #[must_use = "a refused change must be handled (`Decision::fault` if the plugin cannot go on)"]
     pub fn remove_response_header(&mut self, name: &str) -> Result<(), HeaderError> {
         self.edit_response_header(wit::HeaderOp::Remove, name, "")
     }
@@ -286,6 +300,7 @@ impl<'a> Response<'a> {
     }
 
     /// Replaces the status code.
+    #[must_use = "a refused change must be handled (`Decision::fault` if the plugin cannot go on)"]
     pub fn set_status(&mut self, status: u16) -> Result<(), StatusError> {
         match &mut self.0 {
             Resp::Host(r) => r.set_status(status),
@@ -316,6 +331,7 @@ impl<'a> Response<'a> {
     }
 
     /// Replaces a header's values with `value`.
+    #[must_use = "a refused change must be handled (`Decision::fault` if the plugin cannot go on)"]
     pub fn set_header(&mut self, name: &str, value: &str) -> Result<(), HeaderError> {
         match &mut self.0 {
             Resp::Host(r) => r.set_header(name, value),
@@ -324,6 +340,7 @@ impl<'a> Response<'a> {
     }
 
     /// Adds a value to a header.
+    #[must_use = "a refused change must be handled (`Decision::fault` if the plugin cannot go on)"]
     pub fn append_header(&mut self, name: &str, value: &str) -> Result<(), HeaderError> {
         match &mut self.0 {
             Resp::Host(r) => r.append_header(name, value),
@@ -332,6 +349,7 @@ impl<'a> Response<'a> {
     }
 
     /// Removes a header.
+    #[must_use = "a refused change must be handled (`Decision::fault` if the plugin cannot go on)"]
     pub fn remove_header(&mut self, name: &str) -> Result<(), HeaderError> {
         match &mut self.0 {
             Resp::Host(r) => r.remove_header(name),
@@ -348,6 +366,7 @@ impl<'a> Response<'a> {
     }
 
     /// Replaces the body (needs [`Phases::RESPONSE_BODY`](crate::Phases::RESPONSE_BODY)).
+    #[must_use = "a refused change must be handled (`Decision::fault` if the plugin cannot go on)"]
     pub fn set_body(&mut self, body: &[u8]) -> Result<(), BodyError> {
         match &mut self.0 {
             Resp::Host(r) => r.set_body(body),
@@ -389,10 +408,13 @@ pub trait Headers {
     /// Every value of a header, in order, as raw bytes.
     fn header_all(&self, name: &str) -> Vec<Vec<u8>>;
     /// Replaces all values of a header with one value.
+    #[must_use = "a refused change must be handled (`Decision::fault` if the plugin cannot go on)"]
     fn set_header(&mut self, name: &str, value: &str) -> Result<(), HeaderError>;
     /// Adds a value to a header, keeping the existing ones.
+    #[must_use = "a refused change must be handled (`Decision::fault` if the plugin cannot go on)"]
     fn append_header(&mut self, name: &str, value: &str) -> Result<(), HeaderError>;
     /// Removes every value of a header.
+    #[must_use = "a refused change must be handled (`Decision::fault` if the plugin cannot go on)"]
     fn remove_header(&mut self, name: &str) -> Result<(), HeaderError>;
 }
 

@@ -311,6 +311,32 @@ pub fn set_now_ms(ms: Option<u64>) {
     CLOCK_MS.with(|c| c.set(ms));
 }
 
+/// Runs `phase` (a call of one of the plugin's phases) and returns what it returned,
+/// or `Err` with the message of the plugin fault it raised with
+/// [`Decision::fault`](crate::Decision::fault). Any other panic goes on unwinding.
+///
+/// ```
+/// use sluice_plugin_sdk::Decision;
+/// use sluice_plugin_sdk::testing::catch_fault;
+///
+/// assert_eq!(catch_fault(|| Decision::fault("no header")), Err::<Decision, _>("no header".into()));
+/// assert_eq!(catch_fault(|| 7), Ok(7));
+/// ```
+pub fn catch_fault<R>(phase: impl FnOnce() -> R) -> Result<R, String> {
+    let payload = match std::panic::catch_unwind(std::panic::AssertUnwindSafe(phase)) {
+        Ok(r) => return Ok(r),
+        Err(payload) => payload,
+    };
+    let fault = payload
+        .downcast_ref::<String>()
+        .and_then(|m| m.strip_prefix(crate::decision::FAULT_PREFIX))
+        .map(str::to_owned);
+    match fault {
+        Some(message) => Err(message),
+        None => std::panic::resume_unwind(payload),
+    }
+}
+
 /// Checks `text` against the golden file at `path` (a config's JSON Schema, a
 /// fixture), or writes it there when `SLUICE_BLESS=1` is set.
 pub fn golden(path: impl AsRef<std::path::Path>, text: &str) {
