@@ -15,6 +15,8 @@
 //! The response body goes through `on-response-chunk` (chat mode; never buffered
 //! when streamed) or is buffered for `on-response` (prompt mode). A chat response's
 //! translation state lives in this instance from its `on-response` to its last chunk.
+//! A change the host refuses is a plugin fault (the route's `on_error` applies).
+#![deny(clippy::let_underscore_must_use)]
 
 mod account;
 mod anthropic;
@@ -224,15 +226,28 @@ impl Ai {
             return self.chat_rescued(r);
         }
         let kind = self.cfg.providers[call.provider].kind;
+        // The names and values below are constants and the status is the upstream's
+        // own (or 503): the host refuses none of them. Should it ever, the client
+        // would get a translated body under the provider's headers: a fault instead.
         let pending = if call.stream && status < 300 {
-            let _ = resp.set_header("content-type", "text/event-stream");
-            let _ = resp.set_header("cache-control", "no-cache");
+            for (name, value) in [("content-type", "text/event-stream"), ("cache-control", "no-cache")] {
+                if let Err(e) = resp.set_header(name, value) {
+                    return Decision::fault(format_args!("could not set the response header `{name}`: {e}"));
+                }
+            }
             let s =
                 Stream::new(kind, &call.id, call.created, &call.alias, call.include_usage, call.prompt_chars);
             Pending::Stream { call, status, stream: Box::new(s) }
         } else {
-            let _ = resp.set_status(openai::client_status(status));
-            let _ = resp.set_header("content-type", "application/json");
+            let client_status = openai::client_status(status);
+            if let Err(e) = resp.set_status(client_status) {
+                return Decision::fault(format_args!("could not set the status {client_status}: {e}"));
+            }
+            if let Err(e) = resp.set_header("content-type", "application/json") {
+                return Decision::fault(format_args!(
+                    "could not set the response header `content-type`: {e}"
+                ));
+            }
             Pending::Whole { call, status, body: Vec::new() }
         };
         *self.pending.borrow_mut() = Some(pending);
@@ -303,10 +318,17 @@ impl Ai {
                 (e.status, "application/json", serde_json::to_vec(&e.to_json()).unwrap_or_default())
             }
         };
-        let _ = resp.set_status(status);
-        let _ = resp.set_header("content-type", ctype);
-        if resp.set_body(&out).is_err() {
-            log::error("the response body could not be replaced");
+        // The status is the provider's or one of our errors', the content type a
+        // constant, and the body was buffered (a declared phase): none is refused.
+        // Should one be, the client would get a half-translated answer: a fault.
+        if let Err(e) = resp.set_status(status) {
+            return Decision::fault(format_args!("could not set the status {status}: {e}"));
+        }
+        if let Err(e) = resp.set_header("content-type", ctype) {
+            return Decision::fault(format_args!("could not set the response header `content-type`: {e}"));
+        }
+        if let Err(e) = resp.set_body(&out) {
+            return Decision::fault(format_args!("could not replace the response body: {e}"));
         }
         Decision::Continue
     }

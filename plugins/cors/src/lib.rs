@@ -25,6 +25,10 @@
 //!   (all but `allow_origins: ["*"]` without credentials), so caches keep them apart.
 //! - An arbitrary origin is never reflected together with credentials: `*` combined
 //!   with `allow_credentials: true` is rejected when the config is loaded.
+//! - A response header the host refuses is a plugin fault (the route's `on_error`
+//!   applies). None can be: the names are constants, the values validated tokens or
+//!   copies of the request's own valid headers.
+#![deny(clippy::let_underscore_must_use)]
 
 mod origin;
 
@@ -196,23 +200,32 @@ impl Plugin for Cors {
     }
 
     fn on_response(&self, resp: &mut Response<'_>) -> Decision {
-        let c = &self.compiled;
-        if c.varies(self.config.allow_credentials) {
-            add_vary(resp, "Origin");
+        match self.decorate(resp) {
+            Ok(()) => Decision::Continue,
+            Err(fault) => Decision::fault(fault),
         }
-        let Some(origin) = resp.context(ORIGIN_KEY) else { return Decision::Continue };
-        let _ = resp.set_header("access-control-allow-origin", self.allow_origin_value(&origin));
-        if self.config.allow_credentials {
-            let _ = resp.set_header("access-control-allow-credentials", "true");
-        }
-        if let Some(expose) = &c.expose_value {
-            let _ = resp.set_header("access-control-expose-headers", expose);
-        }
-        Decision::Continue
     }
 }
 
 impl Cors {
+    /// Adds the CORS headers of an actual request's response. `Err` (a plugin fault)
+    /// when the host refuses one.
+    fn decorate(&self, resp: &mut Response<'_>) -> Result<(), String> {
+        let c = &self.compiled;
+        if c.varies(self.config.allow_credentials) {
+            add_vary(resp, "Origin")?;
+        }
+        let Some(origin) = resp.context(ORIGIN_KEY) else { return Ok(()) };
+        set(resp, "access-control-allow-origin", self.allow_origin_value(&origin))?;
+        if self.config.allow_credentials {
+            set(resp, "access-control-allow-credentials", "true")?;
+        }
+        if let Some(expose) = &c.expose_value {
+            set(resp, "access-control-expose-headers", expose)?;
+        }
+        Ok(())
+    }
+
     /// `*` for any origin without credentials, else the request's origin.
     fn allow_origin_value<'o>(&self, origin: &'o str) -> &'o str {
         if self.compiled.any_origin && !self.config.allow_credentials { "*" } else { origin }
@@ -275,19 +288,18 @@ fn forbidden(req: &Request<'_>, message: &str) -> Decision {
     Decision::respond(403, bytes).with_header("content-type", "application/json")
 }
 
+/// Sets a response header; `Err` with the fault's message when the host refuses.
+fn set(resp: &mut Response<'_>, name: &str, value: &str) -> Result<(), String> {
+    resp.set_header(name, value).map_err(|e| format!("could not set the response header `{name}`: {e}"))
+}
+
 /// Adds `token` to the response's `Vary` unless it (or `*`) is already there.
-fn add_vary(resp: &mut Response<'_>, token: &str) {
+fn add_vary(resp: &mut Response<'_>, token: &str) -> Result<(), String> {
     match resp.header("vary") {
-        None => {
-            let _ = resp.set_header("vary", token);
-        }
-        Some(v) if v.split(',').any(|t| t.trim() == "*" || t.trim().eq_ignore_ascii_case(token)) => {}
-        Some(v) if v.trim().is_empty() => {
-            let _ = resp.set_header("vary", token);
-        }
-        Some(v) => {
-            let _ = resp.set_header("vary", &format!("{v}, {token}"));
-        }
+        None => set(resp, "vary", token),
+        Some(v) if v.split(',').any(|t| t.trim() == "*" || t.trim().eq_ignore_ascii_case(token)) => Ok(()),
+        Some(v) if v.trim().is_empty() => set(resp, "vary", token),
+        Some(v) => set(resp, "vary", &format!("{v}, {token}")),
     }
 }
 

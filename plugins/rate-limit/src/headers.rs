@@ -33,6 +33,7 @@ pub fn policy(limits: &[Limit]) -> String {
             out.push_str(", ");
         }
         // Names are checked to be [A-Za-z0-9_.-]: no escaping needed in an sf-string.
+        #[expect(clippy::let_underscore_must_use, reason = "writing to a String cannot fail")]
         let _ = write!(out, "\"{}\";q={};w={}", l.name, l.gcra.rate, l.gcra.per_secs);
     }
     out
@@ -43,6 +44,7 @@ pub fn push_state(out: &mut String, name: &str, remaining: u64, reset_ns: u64) {
     if !out.is_empty() {
         out.push_str(", ");
     }
+    #[expect(clippy::let_underscore_must_use, reason = "writing to a String cannot fail")]
     let _ = write!(out, "\"{name}\";r={remaining};t={}", ceil_secs(reset_ns));
 }
 

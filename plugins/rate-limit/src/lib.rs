@@ -21,7 +21,10 @@
 //! and compare-and-swap the new one ([`store::admit`]) → the first refusal answers
 //! `429` and gives the earlier limits their unit back → otherwise the `RateLimit-Policy`
 //! and `RateLimit` values become response-header edits, which the gateway applies to
-//! the response itself: the plugin has no response phase to call.
+//! the response itself: the plugin has no response phase to call. An edit the host
+//! refuses is a plugin fault (the route's `on_error` applies); none can be, the values
+//! being names and numbers only.
+#![deny(clippy::let_underscore_must_use)]
 
 mod config;
 mod gcra;
@@ -129,18 +132,25 @@ impl RateLimit {
             }
             return answer;
         }
-        if self.config.headers {
-            self.policy_header(req);
-            // Names and numbers only: always a valid header value.
-            let _ = req.append_response_header(headers::STATE, &state);
+        if self.config.headers
+            && let Err(fault) = self.rate_headers(req, Some(&state))
+        {
+            return Decision::fault(fault);
         }
         Decision::Continue
     }
 
-    /// Puts `RateLimit-Policy` on the response.
-    fn policy_header(&self, req: &mut Request<'_>) {
-        // Names and numbers only: always a valid header value.
-        let _ = req.append_response_header(headers::POLICY, &self.compiled.policy_header);
+    /// Puts `RateLimit-Policy` on the response, and `RateLimit` with `state` when it is
+    /// known. `Err` with the fault's message when the host refuses.
+    fn rate_headers(&self, req: &mut Request<'_>, state: Option<&str>) -> Result<(), String> {
+        let policy = Some(self.compiled.policy_header.as_str());
+        for (name, value) in [(headers::POLICY, policy), (headers::STATE, state)] {
+            if let Some(value) = value {
+                req.append_response_header(name, value)
+                    .map_err(|e| format!("could not add the response header `{name}`: {e}"))?;
+            }
+        }
+        Ok(())
     }
 
     /// Gives back the units a request took from earlier limits.
@@ -165,9 +175,11 @@ impl RateLimit {
         }
         match policy {
             KvErrorPolicyConfig::FailOpen => {
-                if self.config.headers {
-                    // The policy still holds; the state is unknown.
-                    self.policy_header(req);
+                // The policy still holds; the state is unknown.
+                if self.config.headers
+                    && let Err(fault) = self.rate_headers(req, None)
+                {
+                    return Decision::fault(fault);
                 }
                 Decision::Continue
             }

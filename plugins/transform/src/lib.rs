@@ -21,6 +21,11 @@
 //! response-header edits made in the request phase, which the gateway applies itself:
 //! no response-phase call. `config` holds the serde types, `rules` their compiled form,
 //! `template` the placeholder language and `pointer` JSON pointers.
+//!
+//! A change the host refuses that a rule relies on (a header removal or rename, a
+//! status, a body) is a plugin fault, so the route's `on_error` applies: a half-applied
+//! transform — a field meant to be replaced or removed that stays — never goes on.
+#![deny(clippy::let_underscore_must_use)]
 
 mod config;
 mod pointer;
@@ -153,18 +158,26 @@ impl Plugin for Transform {
         for (key, value) in captured {
             req.set_context(&key, &value.to_string());
         }
-        if !c.req_body.is_empty()
-            && let Err(e) = request_body(req, &c.req_body, body)
-        {
-            return bad_request(
-                req,
-                "invalid_json_body",
-                &format!("the request body is not valid JSON: {e}"),
-            );
+        if !c.req_body.is_empty() {
+            match request_body(req, &c.req_body, body) {
+                Ok(()) => {}
+                Err(BodyFailure::Malformed(e)) => {
+                    return bad_request(
+                        req,
+                        "invalid_json_body",
+                        &format!("the request body is not valid JSON: {e}"),
+                    );
+                }
+                Err(BodyFailure::Fault(fault)) => return Decision::fault(fault),
+            }
         }
-        c.req_headers.apply(req, &headers);
-        if let Some(rendered) = early {
-            c.resp_headers.apply(&mut EarlyResponse(req), &rendered);
+        if let Err(fault) = c.req_headers.apply(req, &headers) {
+            return Decision::fault(fault);
+        }
+        if let Some(rendered) = early
+            && let Err(fault) = c.resp_headers.apply(&mut EarlyResponse(req), &rendered)
+        {
+            return Decision::fault(fault);
         }
         if !c.path.is_empty() || !c.query.is_empty() {
             let path = req.path();
@@ -202,12 +215,19 @@ impl Plugin for Transform {
             });
             (c.resp_headers.render(&vars), body)
         };
-        if !c.resp_body.is_empty() {
-            response_body(resp, &c.resp_body, body);
+        if !c.resp_body.is_empty()
+            && let Err(fault) = response_body(resp, &c.resp_body, body)
+        {
+            return Decision::fault(fault);
         }
-        c.resp_headers.apply(resp, &headers);
-        if let Some(to) = c.status.get(&status) {
-            let _ = resp.set_status(*to);
+        if let Err(fault) = c.resp_headers.apply(resp, &headers) {
+            return Decision::fault(fault);
+        }
+        // Statuses are checked at load (100 to 999): the host refuses none.
+        if let Some(to) = c.status.get(&status)
+            && let Err(e) = resp.set_status(*to)
+        {
+            return Decision::fault(format_args!("could not set the status {to}: {e}"));
         }
         Decision::Continue
     }
@@ -223,13 +243,20 @@ fn is_plain_json(content_type: Option<String>, encoding: Option<String>) -> bool
     mime == "application/json" || (mime.starts_with("application/") && mime.ends_with("+json"))
 }
 
-/// Applies body rules to a JSON request body. Non-JSON and empty bodies pass; a
-/// malformed JSON body is an error.
+/// Why request body rules could not be applied.
+enum BodyFailure {
+    /// The client's JSON body is malformed: `400`.
+    Malformed(String),
+    /// The host refused the new body: a plugin fault.
+    Fault(String),
+}
+
+/// Applies body rules to a JSON request body. Non-JSON and empty bodies pass.
 fn request_body(
     req: &mut Request<'_>,
     rules: &BodyRules,
     rendered: rules::RenderedBody,
-) -> Result<(), String> {
+) -> Result<(), BodyFailure> {
     if !is_plain_json(req.header("content-type"), req.header("content-encoding")) {
         return Ok(());
     }
@@ -243,31 +270,39 @@ fn request_body(
     if body.is_empty() {
         return Ok(());
     }
-    let mut doc: Value = serde_json::from_slice(&body).map_err(|e| e.to_string())?;
+    let malformed = |e: serde_json::Error| BodyFailure::Malformed(e.to_string());
+    let mut doc: Value = serde_json::from_slice(&body).map_err(malformed)?;
     rules.apply(&mut doc, rendered);
-    let bytes = serde_json::to_vec(&doc).map_err(|e| e.to_string())?;
-    if let Err(e) = req.set_body(&bytes) {
-        log::warn(&format!("transform: could not replace the request body ({e:?})"));
-    }
-    Ok(())
+    let bytes = serde_json::to_vec(&doc).map_err(malformed)?;
+    // The body was read, so it is buffered and can be replaced: should the host
+    // refuse anyway, the upstream must not get the body the rules were to change.
+    req.set_body(&bytes).map_err(|e| BodyFailure::Fault(format!("could not replace the request body: {e}")))
 }
 
-/// Applies body rules to a JSON response body; anything else passes untouched.
-fn response_body(resp: &mut Response<'_>, rules: &BodyRules, rendered: rules::RenderedBody) {
+/// Applies body rules to a JSON response body; anything else passes untouched. `Err`
+/// with the message of a plugin fault when the host refuses the new body (it was
+/// read, so it is buffered: it does not): the client must not get the body the
+/// rules were to change.
+fn response_body(
+    resp: &mut Response<'_>,
+    rules: &BodyRules,
+    rendered: rules::RenderedBody,
+) -> Result<(), String> {
     if !is_plain_json(resp.header("content-type"), resp.header("content-encoding")) {
-        return;
+        return Ok(());
     }
-    let Ok(body) = resp.body() else { return };
+    let Ok(body) = resp.body() else { return Ok(()) };
     if body.is_empty() {
-        return;
+        return Ok(());
     }
     let Ok(mut doc) = serde_json::from_slice::<Value>(&body) else {
         log::warn("transform: the upstream's JSON response body is malformed; passed untouched");
-        return;
+        return Ok(());
     };
     rules.apply(&mut doc, rendered);
-    if let Ok(bytes) = serde_json::to_vec(&doc) {
-        let _ = resp.set_body(&bytes);
+    match serde_json::to_vec(&doc) {
+        Ok(bytes) => resp.set_body(&bytes).map_err(|e| format!("could not replace the response body: {e}")),
+        Err(e) => Err(format!("could not serialize the response body: {e}")),
     }
 }
 

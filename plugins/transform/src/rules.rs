@@ -3,15 +3,24 @@
 
 use regex_lite::Regex;
 use serde_json::Value;
-use sluice_plugin_sdk::{Headers, log};
+use sluice_plugin_sdk::{HeaderError, Headers, log};
 
 use crate::config::{BodyConfig, HeadersConfig, PathConfig, QueryConfig, SetConfig, ValueType};
 use crate::pointer::Pointer;
 use crate::template::{Template, Vars, text};
 
-/// Headers the gateway manages: plugins cannot change them.
-const MANAGED: &[&str] =
-    &["connection", "transfer-encoding", "content-length", "te", "trailer", "keep-alive", "upgrade"];
+/// Headers the gateway manages: plugins cannot change them (the host's list: a rule
+/// on one of them would be refused on every request).
+const MANAGED: &[&str] = &[
+    "connection",
+    "transfer-encoding",
+    "content-length",
+    "te",
+    "trailer",
+    "keep-alive",
+    "proxy-connection",
+    "upgrade",
+];
 
 fn header_name(field: &str, name: &str) -> Result<String, String> {
     let valid = !name.is_empty()
@@ -88,23 +97,28 @@ impl HeaderRules {
         set.chain(add).filter_map(|(n, t, append)| Some((n.clone(), t.render_text(vars)?, append))).collect()
     }
 
-    /// Applies the rules with the values of [`HeaderRules::render`]. Values that are
-    /// not valid header values (line breaks) are skipped with a warning.
-    pub fn apply(&self, h: &mut dyn Headers, rendered: &RenderedHeaders) {
+    /// Applies the rules with the values of [`HeaderRules::render`]. Rendered values
+    /// that are not valid header values (line breaks from request data) are skipped
+    /// with a warning. A rename or removal the host refuses — names are checked at
+    /// load, renamed values are the header's own, so none is — is `Err` with the
+    /// message of a plugin fault: the headers would be half changed.
+    pub fn apply(&self, h: &mut dyn Headers, rendered: &RenderedHeaders) -> Result<(), String> {
+        let refused =
+            |op: &str, name: &str, e: HeaderError| format!("could not {op} the header `{name}`: {e}");
         for (from, to) in &self.rename {
             let values: Vec<String> =
                 h.header_all(from).into_iter().filter_map(|v| String::from_utf8(v).ok()).collect();
             if values.is_empty() {
                 continue;
             }
-            let _ = h.remove_header(from);
-            let _ = h.remove_header(to);
+            h.remove_header(from).map_err(|e| refused("remove", from, e))?;
+            h.remove_header(to).map_err(|e| refused("remove", to, e))?;
             for v in values {
-                let _ = h.append_header(to, &v);
+                h.append_header(to, &v).map_err(|e| refused("add to", to, e))?;
             }
         }
         for name in &self.remove {
-            let _ = h.remove_header(name);
+            h.remove_header(name).map_err(|e| refused("remove", name, e))?;
         }
         for (name, value, append) in rendered {
             let done = if *append { h.append_header(name, value) } else { h.set_header(name, value) };
@@ -115,6 +129,7 @@ impl HeaderRules {
                 ));
             }
         }
+        Ok(())
     }
 }
 

@@ -229,6 +229,11 @@ fn invalid_configs_name_the_field() {
         ),
         (json!({"request": {"headers": {"set": {"bad header": "x"}}}}), "request.headers.set.bad header"),
         (json!({"request": {"headers": {"remove": ["content-length"]}}}), "managed by the gateway"),
+        // The host refuses it on every request: refused at load, not a fault per request.
+        (
+            json!({"response": {"headers": {"remove": ["Proxy-Connection"]}}}),
+            "response.headers.remove: `Proxy-Connection` is managed by the gateway",
+        ),
         (json!({"response": {"status": {"abc": 200}}}), "response.status: `abc`"),
         (json!({"response": {"status": {"404": 42}}}), "response.status.404"),
         (json!({"request": {"headers": {"set": {"x-a": "{{nope}}"}}}}), "unknown placeholder"),
