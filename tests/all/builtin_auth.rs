@@ -8,11 +8,12 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
 use http::{Request, Response};
+use hyper::body::Incoming;
 use serde_json::{Value, json};
 use sluice::Gateway;
 use tempfile::TempDir;
 
-use crate::harness::{Client, Reply, TestServer, full, url};
+use crate::harness::{Client, Reply, TestServer, echo_json, full, url};
 
 const TOKENS: &str = include_str!("../../plugins/auth/tests-data/tokens.json");
 const RSA1_PUB: &str = include_str!("../../plugins/auth/tests-data/rsa1.pub.pem");
@@ -392,4 +393,220 @@ async fn api_keys_need_no_grants_and_an_ungranted_jwks_url_fails_the_request_not
     let refused = bearer(&gw, "/jwks", token).await;
     assert!(refused.status == 401 || refused.status == 503, "{} {}", refused.status, refused.text());
     assert_eq!(up.request_count(), 1, "only the API-key request reached the upstream");
+}
+
+/// An upstream that keeps the headers of every request it gets and answers like
+/// [`TestServer::echo`].
+async fn recording_upstream() -> (TestServer, Arc<Mutex<Vec<http::HeaderMap>>>) {
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let record = Arc::clone(&seen);
+    let server = TestServer::start(move |req: Request<Incoming>| {
+        record.lock().unwrap().push(req.headers().clone());
+        echo_json(req)
+    })
+    .await;
+    (server, seen)
+}
+
+/// The values of `name` in `headers`.
+fn values(headers: &http::HeaderMap, name: &str) -> Vec<String> {
+    headers.get_all(name).iter().map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned()).collect()
+}
+
+/// What the client claims about itself, in the headers the plugin forwards.
+const FORGED: [(&str, &str); 2] = [("x-consumer", "admin"), ("x-consumer-groups", "admins")];
+
+#[tokio::test]
+async fn control_characters_in_the_consumer_or_a_group_get_401_and_forged_identity_never_reaches_the_upstream()
+ {
+    let (up, seen) = recording_upstream().await;
+    let s = Setup::new();
+    let mut by_user = jwt_config();
+    by_user["jwt"]["consumer_claim"] = json!("user");
+    let mut anonymous = jwt_config();
+    anonymous["anonymous"] = json!("guest");
+    let gw = s
+        .start(
+            up.addr,
+            &[
+                s.route("sub", "/sub", &jwt_config()),
+                s.route("user", "/user", &by_user),
+                s.route("anon", "/anon", &anonymous),
+            ],
+        )
+        .await;
+    let tokens: Value = serde_json::from_str(TOKENS).unwrap();
+    // `sub_cr`, `user_lf`, `groups_nul`, …: CR, LF, NUL, DEL and U+0001 in the `sub`
+    // claim, in the custom consumer claim `user`, and in a group; validly signed.
+    let control = tokens["control_characters"].as_object().unwrap();
+    assert_eq!(control.len(), 15);
+    for (name, t) in control {
+        let (place, _) = name.split_once('_').unwrap();
+        let path = if place == "user" { "/user" } else { "/sub" };
+        let auth = format!("Bearer {}", t.as_str().unwrap());
+        let reply = get(&gw, path, &[("authorization", &auth), FORGED[0], FORGED[1]]).await;
+        assert_unauthorized(&reply, "Bearer realm=\"sluice\", error=\"invalid_token\", error_description=\"");
+        let message = reply.json()["error"]["message"].as_str().unwrap().to_owned();
+        let expected = format!("invalid token: the {place} claim contains the control character U+");
+        assert!(message.starts_with(&expected), "{name}: {message}");
+    }
+    assert_eq!(up.request_count(), 0, "no token with a control character reached the upstream");
+
+    // A valid token, an anonymous request and a refused token, each with the forged
+    // headers: the upstream sees only the identity the plugin established.
+    let auth = format!("Bearer {}", token("rs256"));
+    let ok = get(&gw, "/sub", &[("authorization", &auth), FORGED[0], FORGED[1]]).await;
+    assert_eq!(ok.status, 200, "{}", ok.text());
+    let guest = get(&gw, "/anon", FORGED.as_slice()).await;
+    assert_eq!(guest.status, 200, "{}", guest.text());
+    let tampered = format!("Bearer {}", token("tampered"));
+    let refused = get(&gw, "/anon", &[("authorization", &tampered), FORGED[0], FORGED[1]]).await;
+    assert_unauthorized(&refused, "Bearer realm=\"sluice\", error=\"invalid_token\"");
+
+    let seen = seen.lock().unwrap();
+    assert_eq!(seen.len(), 2, "only the valid and the anonymous request went upstream");
+    assert_eq!(values(&seen[0], "x-consumer"), ["alice"]);
+    assert_eq!(values(&seen[0], "x-consumer-groups"), ["staff"]);
+    assert_eq!(values(&seen[1], "x-consumer"), ["guest"]);
+    assert_eq!(
+        values(&seen[1], "x-consumer-groups"),
+        Vec::<String>::new(),
+        "the anonymous consumer has none"
+    );
+}
+
+/// The error a gateway with `routes` fails to load with.
+async fn load_error(s: &Setup, up: &TestServer, routes: &[String]) -> String {
+    // DEL is not a printable YAML character: write it as a JSON escape.
+    let yaml = s.yaml(up.addr, routes).replace('\u{7f}', "\\u007f");
+    match Gateway::builder().config_yaml(&yaml) {
+        Ok(b) => match b.start().await {
+            Ok(_) => panic!("the config was accepted:\n{yaml}"),
+            Err(e) => e.to_string(),
+        },
+        Err(e) => e.to_string(),
+    }
+}
+
+#[tokio::test]
+async fn consumer_names_and_groups_with_control_characters_fail_the_load() {
+    let up = TestServer::echo().await;
+    let s = Setup::new();
+    let hash = token("bcrypt_hash_of_s3cret");
+    for ch in ['\r', '\n', '\0', '\u{7f}', '\u{1}'] {
+        let bad = format!("ops{ch}admin");
+        let cases = [
+            (json!({"api_key": {"keys": [{"key": "k", "consumer": bad}]}}), "api_key.keys[0].consumer"),
+            (
+                json!({"api_key": {"keys": [{"key": "k", "consumer": "c", "groups": [bad]}]}}),
+                "api_key.keys[0].groups[0]",
+            ),
+            (
+                json!({"basic": {"users": [{"username": bad, "password_hash": hash}]}}),
+                "basic.users[0].username",
+            ),
+            (json!({"api_key": {"keys": [{"key": "k", "consumer": "c"}]}, "anonymous": bad}), "anonymous"),
+        ];
+        for (config, field) in cases {
+            let err = load_error(&s, &up, &[s.route("bad", "/", &config)]).await;
+            let expected = format!("{field}: {bad:?} contains the control character U+{:04X}", u32::from(ch));
+            assert!(err.contains(&expected), "`{err}` lacks `{expected}`");
+        }
+    }
+}
+
+/// Base64url without padding (JWK members).
+fn b64url(bytes: &[u8]) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    let mut out = String::new();
+    for chunk in bytes.chunks(3) {
+        let n = chunk.iter().enumerate().fold(0u32, |n, (i, b)| n | u32::from(*b) << (16 - 8 * i));
+        for i in 0..=chunk.len() {
+            out.push(char::from(ALPHABET[(n >> (18 - 6 * i) & 63) as usize]));
+        }
+    }
+    out
+}
+
+/// An RSA JWK whose modulus has exactly `bits` bits. Never used to verify anything:
+/// the point is whether the key loads.
+fn rsa_jwk_of(bits: usize) -> Value {
+    let mut n = vec![0u8; bits.div_ceil(8)];
+    n[0] = 1 << ((bits - 1) % 8);
+    *n.last_mut().unwrap() |= 1;
+    json!({"kty": "RSA", "e": "AQAB", "n": b64url(&n)})
+}
+
+#[tokio::test]
+async fn rsa_keys_of_2041_to_2047_bits_fail_the_load_naming_their_size_and_2048_bits_load() {
+    assert_eq!(b64url(b"\xfb\xff\x01ab"), "-_8BYWI");
+    let up = TestServer::echo().await;
+    let s = Setup::new();
+    for bits in 2040..=2047 {
+        let config = json!({"jwt": {"keys": [{"jwk": rsa_jwk_of(bits)}]}});
+        let err = load_error(&s, &up, &[s.route("small", "/", &config)]).await;
+        let expected = format!("jwt.keys[0]: jwk RSA key of {bits} bits is too short (at least 2048)");
+        assert!(err.contains(&expected), "{bits}: `{err}` lacks `{expected}`");
+    }
+    let config = json!({"jwt": {"keys": [{"jwk": rsa_jwk_of(2048)}]}});
+    let gw = s.start(up.addr, &[s.route("big-enough", "/", &config)]).await;
+    assert_unauthorized(&get(&gw, "/", &[]).await, "Bearer realm=\"sluice\"");
+}
+
+/// The fixtures' `rsa-1` JWK with `extra` members instead of `"use": "sig"`.
+fn rsa1_jwk(extra: Value) -> Value {
+    let jwks: Value = serde_json::from_str(JWKS_1).unwrap();
+    let mut jwk = jwks["keys"][0].clone();
+    jwk.as_object_mut().unwrap().remove("use");
+    for (k, v) in extra.as_object().unwrap() {
+        jwk[k] = v.clone();
+    }
+    jwk
+}
+
+#[tokio::test]
+async fn encryption_keys_never_verify_tokens() {
+    let up = TestServer::echo().await;
+    let s = Setup::new();
+    // A configured encryption key fails the load, naming it.
+    for (extra, why) in
+        [(json!({"use": "enc"}), "use enc"), (json!({"key_ops": ["encrypt"]}), "key_ops without verify")]
+    {
+        let config = json!({"jwt": {"keys": [{"jwk": rsa1_jwk(extra)}]}});
+        let err = load_error(&s, &up, &[s.route("enc", "/", &config)]).await;
+        let expected = format!("jwt.keys[0]: jwk (kid rsa-1) is not a signature-verification key ({why})");
+        assert!(err.contains(&expected), "`{err}` lacks `{expected}`");
+    }
+    // A JWKS of encryption keys only fails the load, saying so.
+    let only_enc =
+        json!({"keys": [rsa1_jwk(json!({"use": "enc"})), rsa1_jwk(json!({"use": "enc", "kid": "b"}))]});
+    let err = load_error(&s, &up, &[s.route("enc", "/", &json!({"jwt": {"jwks": only_enc}}))]).await;
+    assert!(
+        err.contains("jwt.jwks: the JWKS has no signature-verification keys (2 keys skipped: use enc)"),
+        "{err}"
+    );
+
+    // In a JWKS, inline or fetched, a key whose key_ops lack `verify` is skipped: a
+    // token it would verify is refused, the JWKS's signature key still works.
+    let mut jwks: Value = serde_json::from_str(JWKS_2).unwrap();
+    jwks["keys"][0] = rsa1_jwk(json!({"key_ops": ["encrypt"]}));
+    let served = Arc::new(Mutex::new(jwks.to_string()));
+    let idp = jwks_server(&served).await;
+    let inline = json!({"jwt": {"jwks": jwks}});
+    let fetched = json!({"jwt": {"jwks_url": url(idp.addr, "/jwks.json")}});
+    let gw = s
+        .start(up.addr, &[s.route("inline", "/inline", &inline), s.route("fetched", "/fetched", &fetched)])
+        .await;
+    for path in ["/inline", "/fetched"] {
+        let refused = bearer(&gw, path, &token("rs256")).await;
+        assert_unauthorized(&refused, "Bearer realm=\"sluice\", error=\"invalid_token\"");
+        assert_eq!(
+            refused.json()["error"]["message"],
+            "invalid token: no RS256 key with kid rsa-1",
+            "{path}"
+        );
+        let ok = bearer(&gw, path, &token("rs256_rsa2")).await;
+        assert_eq!(ok.status, 200, "{path}: {}", ok.text());
+    }
+    assert_eq!(up.request_count(), 2, "only the rsa-2 tokens reached the upstream");
 }

@@ -9,6 +9,7 @@ use sluice_plugin_sdk::Consumer;
 use subtle::ConstantTimeEq;
 
 use crate::config::ApiKeyConfig;
+use crate::identity;
 use crate::source::Source;
 
 /// Configured API keys.
@@ -50,6 +51,7 @@ impl ApiKeys {
                 return Err(format!("{at}.consumer: must not be empty"));
             }
             let consumer = Consumer { name: k.consumer.clone(), groups: k.groups.clone() };
+            identity::check_consumer_config(&format!("{at}.consumer"), &format!("{at}.groups"), &consumer)?;
             if by_digest.insert(digest, consumer).is_some() {
                 return Err(format!("{at}: the same key is listed twice"));
             }

@@ -11,6 +11,7 @@ use sha2::{Digest, Sha256};
 use sluice_plugin_sdk::Consumer;
 
 use crate::config::BasicConfig;
+use crate::identity;
 
 /// A stored password hash.
 enum PasswordHash {
@@ -67,6 +68,7 @@ impl Basic {
                 ));
             };
             let consumer = Consumer { name: u.username.clone(), groups: u.groups.clone() };
+            identity::check_consumer_config(&format!("{at}.username"), &format!("{at}.groups"), &consumer)?;
             if users.insert(u.username.clone(), User { hash, consumer }).is_some() {
                 return Err(format!("{at}.username: `{}` is listed twice", u.username));
             }

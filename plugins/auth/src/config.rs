@@ -48,8 +48,9 @@ pub struct AuthConfig {
     #[serde(default)]
     pub jwt: Option<JwtConfig>,
     /// Consumer name given to requests that carry no credential at all, instead of
-    /// answering `401`. Requests with an invalid credential are still refused.
-    /// Default: none (credentials are required).
+    /// answering `401`. Requests with an invalid credential are still refused. No
+    /// control characters (it is forwarded in a header). Default: none (credentials
+    /// are required).
     #[serde(default)]
     pub anonymous: Option<String>,
     /// Only these consumers (by name or group) may pass; the others get `403`.
@@ -60,8 +61,9 @@ pub struct AuthConfig {
     #[serde(default)]
     pub deny: Option<RuleConfig>,
     /// Headers the consumer is forwarded upstream in. Whatever the client sent in
-    /// these headers is always removed first, so they cannot be forged. `null`
-    /// forwards nothing (and removes nothing). Default `x-consumer` and
+    /// these headers is always removed first, before anything is decided, so they
+    /// cannot be forged; a forwarded header the gateway refuses is a plugin fault.
+    /// `null` forwards nothing (and removes nothing). Default `x-consumer` and
     /// `x-consumer-groups`.
     #[serde(default = "default_forward")]
     pub forward: Option<ForwardConfig>,
@@ -83,7 +85,9 @@ fn default_forward() -> Option<ForwardConfig> {
     Some(ForwardConfig::default())
 }
 
-/// Headers the consumer is forwarded in.
+/// Headers the consumer is forwarded in: two distinct header names, neither managed
+/// by the gateway (`connection`, `content-length`, …) nor one a credential is read
+/// from.
 #[derive(Debug, Clone, Deserialize)]
 #[cfg_attr(test, derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
@@ -172,9 +176,9 @@ pub struct ApiKeyEntryConfig {
     /// holding the key.
     #[serde(default)]
     pub secret: Option<String>,
-    /// The consumer's name.
+    /// The consumer's name (no control characters).
     pub consumer: String,
-    /// The consumer's groups.
+    /// The consumer's groups (no control characters).
     #[serde(default)]
     pub groups: Vec<String>,
 }
@@ -197,13 +201,14 @@ pub struct BasicConfig {
 #[cfg_attr(test, derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct BasicUserConfig {
-    /// The user name (also the consumer's name).
+    /// The user name (also the consumer's name): not empty, no `:` and no control
+    /// characters.
     pub username: String,
     /// The password's hash: bcrypt (`$2b$...`, `$2a$`, `$2y$`) or an argon2 PHC string
     /// (`$argon2id$...`). Plaintext passwords are not accepted. Cost matters: every
     /// first check of a credential runs the hash inside the plugin's deadline.
     pub password_hash: String,
-    /// The consumer's groups.
+    /// The consumer's groups (no control characters).
     #[serde(default)]
     pub groups: Vec<String>,
 }
@@ -224,7 +229,9 @@ pub struct JwtConfig {
     /// Verification keys given inline.
     #[serde(default)]
     pub keys: Vec<JwtKeyConfig>,
-    /// A JWKS document (`{"keys": [...]}`) given inline.
+    /// A JWKS document (`{"keys": [...]}`) given inline. Its encryption keys (`use`
+    /// other than `sig`, `key_ops` without `verify`) are skipped; one left with no
+    /// signature key is an error.
     #[serde(default)]
     #[cfg_attr(test, schemars(with = "Option<serde_json::Map<String, Value>>"))]
     pub jwks: Option<Value>,
@@ -263,11 +270,13 @@ pub struct JwtConfig {
     /// Largest token accepted, in bytes. Default `8192`.
     #[serde(default = "default_max_token_bytes")]
     pub max_token_bytes: usize,
-    /// Claim naming the consumer (a string). Default `sub`.
+    /// Claim naming the consumer (a string or a number). A token whose consumer has a
+    /// control character is refused. Default `sub`.
     #[serde(default = "default_consumer_claim")]
     pub consumer_claim: String,
     /// Claim holding the consumer's groups: a list of strings or a space-separated
-    /// string (like OAuth's `scope`). Default: none.
+    /// string (like OAuth's `scope`). A token with a group that has a control
+    /// character is refused. Default: none.
     #[serde(default)]
     pub groups_claim: Option<String>,
     /// Verified tokens remembered per instance (keyed by the token's SHA-256, until it
@@ -315,10 +324,13 @@ pub struct JwtKeyConfig {
     #[serde(default)]
     pub alg: Option<String>,
     /// A PEM public key: `PUBLIC KEY` (SPKI: RSA, P-256, P-384, Ed25519) or
-    /// `RSA PUBLIC KEY` (PKCS#1).
+    /// `RSA PUBLIC KEY` (PKCS#1). RSA moduli need at least 2048 bits.
     #[serde(default)]
     pub pem: Option<String>,
-    /// A public JWK (`kty` `RSA`, `EC`, `OKP`) or a symmetric one (`oct`).
+    /// A public JWK (`kty` `RSA`, `EC`, `OKP`) or a symmetric one (`oct`), for
+    /// signatures: a `use` other than `sig`, or `key_ops` without `verify`, is an
+    /// error. A private JWK (with `d`) works, with a warning: only its public part
+    /// is used.
     #[serde(default)]
     #[cfg_attr(test, schemars(with = "Option<serde_json::Map<String, Value>>"))]
     pub jwk: Option<Value>,

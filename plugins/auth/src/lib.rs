@@ -15,11 +15,14 @@
 //!
 //! Answers: `401` with a `WWW-Authenticate` challenge for a missing or invalid
 //! credential, `403` for a consumer the rules refuse; both with the gateway's JSON
-//! error body.
+//! error body. A change the host refuses (a forwarded header, hiding the credential)
+//! is a plugin fault, so the route's `on_error` policy applies.
+#![deny(clippy::let_underscore_must_use)]
 
 pub mod apikey;
 pub mod basic;
 pub mod config;
+pub mod identity;
 pub mod jwt;
 mod reply;
 pub mod source;
@@ -28,7 +31,8 @@ use sluice_plugin_sdk::{Consumer, Decision, Phases, Plugin, Request, export};
 
 use crate::apikey::ApiKeys;
 use crate::basic::Basic;
-use crate::config::{AuthConfig, ForwardConfig, RuleConfig};
+use crate::config::{AuthConfig, RuleConfig};
+use crate::identity::Forward;
 use crate::jwt::Jwt;
 use crate::reply::Challenge;
 use crate::source::Source;
@@ -55,7 +59,7 @@ struct Runtime {
     anonymous: Option<Consumer>,
     allow: Option<RuleConfig>,
     deny: Option<RuleConfig>,
-    forward: Option<ForwardConfig>,
+    forward: Option<Forward>,
     hide_credentials: bool,
     realm: String,
 }
@@ -81,27 +85,31 @@ impl Plugin for Auth {
         if c.realm.contains(['"', '\\']) || c.realm.chars().any(char::is_control) {
             return Err("realm: must not contain quotes, backslashes or control characters".into());
         }
-        if let Some(f) = &c.forward {
-            for (field, h) in
-                [("forward.consumer_header", &f.consumer_header), ("forward.groups_header", &f.groups_header)]
-            {
-                Source::from_config(&config::SourceConfig::Header(h.clone()))
-                    .map_err(|e| format!("{field}: {e}"))?;
-            }
-        }
         let anonymous = match &c.anonymous {
             Some(a) if a.is_empty() => return Err("anonymous: must not be empty".into()),
-            Some(a) => Some(Consumer { name: a.clone(), groups: Vec::new() }),
+            Some(a) => {
+                identity::check_config("anonymous", a)?;
+                Some(Consumer { name: a.clone(), groups: Vec::new() })
+            }
+            None => None,
+        };
+        let api_key = c.api_key.as_ref().map(ApiKeys::new).transpose()?;
+        let basic = c.basic.as_ref().map(Basic::new).transpose()?;
+        let jwt = c.jwt.as_ref().map(Jwt::new).transpose()?;
+        let forward = match &c.forward {
+            Some(f) => {
+                Some(Forward::new(f, &credential_headers(api_key.as_ref(), basic.is_some(), jwt.as_ref()))?)
+            }
             None => None,
         };
         self.rt = Some(Runtime {
-            api_key: c.api_key.as_ref().map(ApiKeys::new).transpose()?,
-            basic: c.basic.as_ref().map(Basic::new).transpose()?,
-            jwt: c.jwt.as_ref().map(Jwt::new).transpose()?,
+            api_key,
+            basic,
+            jwt,
             anonymous,
             allow: c.allow.clone(),
             deny: c.deny.clone(),
-            forward: c.forward.clone(),
+            forward,
             hide_credentials: c.hide_credentials,
             realm: c.realm.clone(),
         });
@@ -112,18 +120,49 @@ impl Plugin for Auth {
         let Some(rt) = &self.rt else {
             return reply::error(req, 500, "internal_error", "auth plugin is not configured", &[]);
         };
-        rt.on_request(req)
+        match rt.on_request(req) {
+            Ok(d) => d,
+            Err(fault) => Decision::fault(fault),
+        }
     }
 }
 
+/// The headers the configured methods read credentials from, with the field that
+/// names each.
+fn credential_headers(api_key: Option<&ApiKeys>, basic: bool, jwt: Option<&Jwt>) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    let mut add = |sources: &[Source], field: &str| {
+        for (i, s) in sources.iter().enumerate() {
+            match s {
+                Source::Header(h) => out.push((h.clone(), format!("{field}[{i}]"))),
+                Source::Cookie(_) => out.push(("cookie".to_owned(), format!("{field}[{i}]"))),
+                Source::Query(_) => {}
+            }
+        }
+    };
+    add(api_key.map_or(&[], |k| &k.sources), "api_key.sources");
+    add(jwt.map_or(&[], |j| &j.sources), "jwt.sources");
+    if basic {
+        out.push(("authorization".to_owned(), "basic".to_owned()));
+    }
+    out
+}
+
 impl Runtime {
-    fn on_request(&self, req: &mut Request<'_>) -> Decision {
+    /// The decision for `req`, or `Err` with a plugin fault: a change the host refused.
+    fn on_request(&self, req: &mut Request<'_>) -> Result<Decision, String> {
+        // Whatever the client claimed about itself goes first, before anything is
+        // decided: then no path — anonymous, refused, or a fault below — can let it
+        // through to the upstream.
+        if let Some(f) = &self.forward {
+            f.clear(req)?;
+        }
         let consumer = match self.authenticate(req) {
             Outcome::Ok(consumer, source) => {
                 if self.hide_credentials
                     && let Some(s) = source
                 {
-                    s.remove(req);
+                    s.remove(req)?;
                 }
                 consumer
             }
@@ -131,37 +170,30 @@ impl Runtime {
                 Some(a) => a.clone(),
                 None => {
                     let challenges = self.challenges();
-                    return reply::error(req, 401, "unauthorized", "missing credentials", &challenges);
+                    return Ok(reply::error(req, 401, "unauthorized", "missing credentials", &challenges));
                 }
             },
             Outcome::Refused(ch) => {
                 let message = ch.message();
                 let challenge = ch.header(&self.realm);
-                return reply::error(req, 401, "unauthorized", &message, &[challenge]);
+                return Ok(reply::error(req, 401, "unauthorized", &message, &[challenge]));
             }
         };
         if let Some(rule) = &self.deny
             && matches(rule, &consumer)
         {
-            return reply::error(req, 403, "forbidden", "consumer is not allowed on this route", &[]);
+            return Ok(reply::error(req, 403, "forbidden", "consumer is not allowed on this route", &[]));
         }
         if let Some(rule) = &self.allow
             && !matches(rule, &consumer)
         {
-            return reply::error(req, 403, "forbidden", "consumer is not allowed on this route", &[]);
+            return Ok(reply::error(req, 403, "forbidden", "consumer is not allowed on this route", &[]));
         }
         if let Some(f) = &self.forward {
-            // Replaces whatever the client claimed about itself (a request that gets
-            // no consumer is answered here and never goes upstream).
-            let _ = req.set_header(&f.consumer_header, &consumer.name);
-            if consumer.groups.is_empty() {
-                let _ = req.remove_header(&f.groups_header);
-            } else {
-                let _ = req.set_header(&f.groups_header, &consumer.groups.join(","));
-            }
+            f.write(req, &consumer)?;
         }
         req.set_consumer(Some(consumer));
-        Decision::Continue
+        Ok(Decision::Continue)
     }
 
     /// The first configured method whose credential the request carries decides.

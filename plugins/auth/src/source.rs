@@ -4,6 +4,7 @@
 use sluice_plugin_sdk::Request;
 
 use crate::config::SourceConfig;
+use crate::identity;
 
 /// A credential's location.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -24,12 +25,7 @@ impl Source {
             SourceConfig::Query(n) => (n, Source::Query),
             SourceConfig::Cookie(n) => (n, Source::Cookie),
         };
-        let valid = !name.is_empty()
-            && name.bytes().all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b));
-        if !valid {
-            return Err(format!("`{name}` is not a valid name"));
-        }
-        Ok(make(name.to_ascii_lowercase()))
+        check_name(name).map(make)
     }
 
     /// The raw value at this location, if present.
@@ -52,14 +48,13 @@ impl Source {
         }
     }
 
-    /// Removes the credential from the request.
-    pub fn remove(&self, req: &mut Request<'_>) {
+    /// Removes the credential from the request. `Err` (a plugin fault) when the host
+    /// refuses the change: the operator asked that the credential not go upstream.
+    pub fn remove(&self, req: &mut Request<'_>) -> Result<(), String> {
         match self {
-            Source::Header(h) => {
-                let _ = req.remove_header(h);
-            }
+            Source::Header(h) => req.remove_header(h).map_err(|e| identity::refused("remove", h, e)),
             Source::Query(q) => {
-                let Some(query) = req.query() else { return };
+                let Some(query) = req.query() else { return Ok(()) };
                 let kept: Vec<&str> = query
                     .split('&')
                     .filter(|pair| {
@@ -69,7 +64,7 @@ impl Source {
                     .collect();
                 let path = req.path();
                 let target = if kept.is_empty() { path } else { format!("{path}?{}", kept.join("&")) };
-                let _ = req.set_path(&target);
+                req.set_path(&target).map_err(|_| format!("could not remove the query parameter `{q}`"))
             }
             Source::Cookie(c) => {
                 let headers = cookie_headers(req);
@@ -80,14 +75,26 @@ impl Source {
                     .filter(|kv| !kv.is_empty() && kv.split_once('=').is_none_or(|(k, _)| k.trim() != c))
                     .map(str::to_owned)
                     .collect();
-                let _ = if kept.is_empty() {
-                    req.remove_header("cookie")
+                if kept.is_empty() {
+                    req.remove_header("cookie").map_err(|e| identity::refused("remove", "cookie", e))
                 } else {
                     req.set_header("cookie", &kept.join("; "))
-                };
+                        .map_err(|e| identity::refused("set", "cookie", e))
+                }
             }
         }
     }
+}
+
+/// `name` lower-cased, if it is a valid header, parameter or cookie name (an HTTP
+/// token).
+pub fn check_name(name: &str) -> Result<String, String> {
+    let valid = !name.is_empty()
+        && name.bytes().all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b));
+    if !valid {
+        return Err(format!("`{name}` is not a valid name"));
+    }
+    Ok(name.to_ascii_lowercase())
 }
 
 /// Every `cookie` header (HTTP/2 clients may send one per cookie).
@@ -131,19 +138,19 @@ mod tests {
         let q = Source::Query("api_key".into());
         let mut req = FakeRequest::new("GET", "/x?a=1&api_key=k%2By&b=2");
         assert_eq!(q.read(&req.as_request()).as_deref(), Some("k+y"));
-        q.remove(&mut req.as_request());
+        q.remove(&mut req.as_request()).unwrap();
         assert_eq!(req.query.as_deref(), Some("a=1&b=2"));
 
         let c = Source::Cookie("sid".into());
         let mut req = FakeRequest::new("GET", "/").with_header("cookie", "a=1; sid=abc; b=2");
         assert_eq!(c.read(&req.as_request()).as_deref(), Some("abc"));
-        c.remove(&mut req.as_request());
+        c.remove(&mut req.as_request()).unwrap();
         assert_eq!(req.header("cookie").as_deref(), Some("a=1; b=2"));
 
         let h = Source::Header("x-api-key".into());
         let mut req = FakeRequest::new("GET", "/").with_header("X-Api-Key", "k");
         assert_eq!(h.read(&req.as_request()).as_deref(), Some("k"));
-        h.remove(&mut req.as_request());
+        h.remove(&mut req.as_request()).unwrap();
         assert_eq!(req.header("x-api-key"), None);
     }
 

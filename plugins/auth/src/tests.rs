@@ -652,6 +652,314 @@ fn remote_jwks_backs_off_when_fetches_fail() {
     assert_eq!(logs.iter().filter(|l| l.contains("fetching the JWKS")).count(), 3, "{logs:?}");
 }
 
+// ---- identity: consumer names, groups and the forwarded headers ----
+
+/// CR, LF, NUL, DEL and another C0 control character.
+const CONTROLS: [(&str, char); 5] =
+    [("cr", '\r'), ("lf", '\n'), ("nul", '\0'), ("del", '\u{7f}'), ("soh", '\u{1}')];
+
+/// A request with `token` and forged identity headers.
+fn forged(token: &str) -> FakeRequest {
+    FakeRequest::new("GET", "/api")
+        .with_header("authorization", &format!("Bearer {token}"))
+        .with_header("x-consumer", "admin")
+        .with_header("x-consumer-groups", "admins")
+}
+
+#[test]
+fn control_characters_in_the_consumer_or_a_group_refuse_the_token_and_forged_headers_go() {
+    set_now(NOW);
+    let p = jwt_plugin(json!({}));
+    let custom = jwt_plugin(json!({"consumer_claim": "user"}));
+    let rs = || sign::rs("rsa1.key", "RS256");
+    let h = json!({"alg": "RS256", "kid": "rsa-1"});
+    for (label, ch) in CONTROLS {
+        let mut in_sub = claims(&format!("admin{ch}x-evil: 1"));
+        in_sub["groups"] = json!(["staff"]);
+        let mut in_claim = claims("alice");
+        in_claim["user"] = json!(format!("bob{ch}"));
+        let mut in_group = claims("alice");
+        in_group["groups"] = json!(["staff", format!("admins{ch}")]);
+        let hex = format!("U+{:04X}", u32::from(ch));
+        for (plugin, c, claim) in [(&p, in_sub, "sub"), (&custom, in_claim, "user"), (&p, in_group, "groups")]
+        {
+            let mut req = forged(&sign::jws(&h, &c, rs()));
+            let d = plugin.on_request(&mut req.as_request());
+            assert_invalid_token(&d, &format!("the {claim} claim contains the control character {hex}"));
+            assert_eq!(req.header("x-consumer"), None, "{label} in {claim}: the forged header was removed");
+            assert_eq!(req.header("x-consumer-groups"), None, "{label} in {claim}");
+            assert!(req.consumer.is_none(), "{label} in {claim}");
+        }
+    }
+    // The same claims without control characters pass, and only the token's identity
+    // is forwarded: the client's copies are gone.
+    let mut c = claims("alice");
+    c["user"] = json!("bob");
+    let mut req = forged(&sign::jws(&h, &c, rs()));
+    assert!(custom.on_request(&mut req.as_request()).is_continue());
+    assert_eq!(req.headers.get_all("x-consumer"), ["bob"]);
+    assert_eq!(req.headers.get_all("x-consumer-groups"), ["staff"]);
+}
+
+#[test]
+fn config_refuses_consumer_names_and_groups_with_control_characters() {
+    let hash = bcrypt::hash_with_salt("pw", 4, [7; 16]).unwrap().to_string();
+    for (label, ch) in CONTROLS {
+        let bad = format!("ops{ch}");
+        let hex = format!("U+{:04X}", u32::from(ch));
+        let cases = [
+            (json!({"api_key": {"keys": [{"key": "k", "consumer": bad}]}}), "api_key.keys[0].consumer"),
+            (
+                json!({"api_key": {"keys": [{"key": "k", "consumer": "c", "groups": ["a", bad]}]}}),
+                "api_key.keys[0].groups[1]",
+            ),
+            (
+                json!({"basic": {"users": [{"username": bad, "password_hash": hash}]}}),
+                "basic.users[0].username",
+            ),
+            (
+                json!({"basic": {"users": [{"username": "u", "password_hash": hash, "groups": [bad]}]}}),
+                "basic.users[0].groups[0]",
+            ),
+            (json!({"jwt": {"keys": [{"secret": HMAC_SECRET}]}, "anonymous": bad}), "anonymous"),
+        ];
+        for (config, field) in cases {
+            let e = config_error(config);
+            let needle = format!("{field}: {bad:?} contains the control character {hex}");
+            assert!(e.contains(&needle), "{label}: `{e}` lacks `{needle}`");
+        }
+    }
+}
+
+#[test]
+fn forged_identity_headers_are_removed_on_every_path() {
+    let keys = json!({"keys": [
+        {"key": "k-alice", "consumer": "alice", "groups": ["staff"]},
+        {"key": "k-bob", "consumer": "bob", "groups": ["suspended"]},
+        {"key": "k-carol", "consumer": "carol"},
+    ]});
+    let p = plugin(json!({"api_key": keys, "anonymous": "guest", "deny": {"groups": ["suspended"]}}));
+    let strict = plugin(json!({"api_key": keys}));
+    let run = |p: &Auth, key: Option<&str>| {
+        let mut req = FakeRequest::new("GET", "/")
+            .with_header("x-consumer", "admin")
+            .with_header("x-consumer-groups", "admins");
+        if let Some(k) = key {
+            req = req.with_header("x-api-key", k);
+        }
+        let d = p.on_request(&mut req.as_request());
+        let seen = |h: &str| req.headers.get_all(h).into_iter().map(str::to_owned).collect::<Vec<_>>();
+        (d.status().unwrap_or(200), seen("x-consumer"), seen("x-consumer-groups"))
+    };
+    let none: Vec<String> = Vec::new();
+    assert_eq!(run(&p, Some("k-alice")), (200, vec!["alice".into()], vec!["staff".into()]));
+    assert_eq!(
+        run(&p, Some("k-carol")),
+        (200, vec!["carol".into()], none.clone()),
+        "no groups: none forwarded"
+    );
+    assert_eq!(run(&p, None), (200, vec!["guest".into()], none.clone()), "anonymous");
+    assert_eq!(run(&p, Some("wrong")), (401, none.clone(), none.clone()), "refused credential");
+    assert_eq!(run(&p, Some("k-bob")), (403, none.clone(), none.clone()), "denied");
+    assert_eq!(run(&strict, None), (401, none.clone(), none.clone()), "missing credential");
+
+    // Custom headers: those are cleared, the defaults are the client's business.
+    let p =
+        plugin(json!({"api_key": keys, "forward": {"consumer_header": "x-who", "groups_header": "x-roles"}}));
+    let mut req = FakeRequest::new("GET", "/")
+        .with_header("x-api-key", "k-carol")
+        .with_header("x-who", "admin")
+        .with_header("x-roles", "admins")
+        .with_header("x-consumer", "kept");
+    assert!(p.on_request(&mut req.as_request()).is_continue());
+    assert_eq!(req.headers.get_all("x-who"), ["carol"]);
+    assert_eq!(req.header("x-roles"), None);
+    assert_eq!(req.header("x-consumer").as_deref(), Some("kept"));
+    // `forward: null` forwards and removes nothing.
+    let p = plugin(json!({"api_key": keys, "forward": null}));
+    let mut req =
+        FakeRequest::new("GET", "/").with_header("x-api-key", "k-carol").with_header("x-consumer", "x");
+    assert!(p.on_request(&mut req.as_request()).is_continue());
+    assert_eq!(req.header("x-consumer").as_deref(), Some("x"));
+    assert_eq!(req.consumer.unwrap().name, "carol");
+}
+
+#[test]
+fn a_forwarded_header_the_host_refuses_is_a_fault_and_the_forged_copy_is_still_gone() {
+    let mut p = plugin(json!({"api_key": {"keys": [{"key": "k", "consumer": "c"}]}, "anonymous": "guest"}));
+    // Names are checked at load, so only a runtime changed behind the checks' back
+    // can make the host refuse a forwarded header.
+    p.rt.as_mut().unwrap().anonymous =
+        Some(sluice_plugin_sdk::Consumer { name: "gu\r\nest".into(), groups: vec![] });
+    let mut req = FakeRequest::new("GET", "/")
+        .with_header("x-consumer", "admin")
+        .with_header("x-consumer-groups", "admins");
+    let fault = testing::catch_fault(|| p.on_request(&mut req.as_request())).unwrap_err();
+    assert_eq!(fault, "could not set the header `x-consumer` (invalid value)");
+    assert_eq!(req.header("x-consumer"), None, "removed before the fault");
+    assert_eq!(req.header("x-consumer-groups"), None);
+    assert!(req.consumer.is_none(), "no consumer after a fault");
+}
+
+#[test]
+fn forwarded_headers_are_checked_at_load() {
+    let keys = json!({"keys": [{"key": "k", "consumer": "c"}]});
+    let cases = [
+        (
+            json!({"api_key": keys, "forward": {"consumer_header": "connection"}}),
+            "forward.consumer_header: `connection` is managed by the gateway",
+        ),
+        (
+            json!({"jwt": {"keys": [{"secret": HMAC_SECRET}]}, "forward": {"groups_header": "Authorization"}}),
+            "forward.groups_header: `authorization` is where credentials are read (jwt.sources[0])",
+        ),
+        (
+            json!({"api_key": keys, "forward": {"consumer_header": "x-api-key"}}),
+            "forward.consumer_header: `x-api-key` is where credentials are read (api_key.sources[0])",
+        ),
+        (
+            json!({"api_key": keys, "forward": {"consumer_header": "x-id", "groups_header": "X-Id"}}),
+            "forward.groups_header: `x-id` is also forward.consumer_header",
+        ),
+        (json!({"api_key": keys, "forward": {"consumer_header": "x y"}}), "forward.consumer_header: `x y`"),
+    ];
+    for (config, needle) in cases {
+        let e = config_error(config.clone());
+        assert!(e.contains(needle), "{config}: `{e}` lacks `{needle}`");
+    }
+}
+
+// ---- keys: size and purpose ----
+
+/// An RSA modulus of exactly `bits` bits (odd, as a modulus is), big-endian, with
+/// `zeros` leading zero bytes.
+fn modulus(bits: usize, zeros: usize) -> Vec<u8> {
+    let mut n = vec![0u8; zeros + bits.div_ceil(8)];
+    n[zeros] = 1 << ((bits - 1) % 8);
+    *n.last_mut().unwrap() |= 1;
+    n
+}
+
+#[test]
+fn rsa_keys_are_measured_in_bits() {
+    use rsa::pkcs1::EncodeRsaPublicKey;
+    for bits in 2040..=2047 {
+        for zeros in [0, 2] {
+            let jwk = json!({"kty": "RSA", "e": "AQAB", "n": b64(&modulus(bits, zeros))});
+            let e = config_error(json!({"jwt": {"keys": [{"jwk": jwk}]}}));
+            let needle = format!("jwt.keys[0]: jwk RSA key of {bits} bits is too short (at least 2048)");
+            assert!(e.contains(&needle), "`{e}` lacks `{needle}`");
+        }
+        let n = rsa::BigUint::from_bytes_be(&modulus(bits, 0));
+        let pem = rsa::RsaPublicKey::new(n, rsa::BigUint::from(65537u32))
+            .unwrap()
+            .to_pkcs1_pem(rsa::pkcs8::LineEnding::LF)
+            .unwrap();
+        let e = config_error(json!({"jwt": {"keys": [{"pem": pem}]}}));
+        assert!(e.contains(&format!("pem RSA key of {bits} bits is too short")), "{e}");
+    }
+    for bits in [2048, 2049, 3072, 4096] {
+        let jwk = json!({"kty": "RSA", "e": "AQAB", "n": b64(&modulus(bits, 1))});
+        plugin(json!({"jwt": {"keys": [{"jwk": jwk}]}}));
+    }
+}
+
+/// The `rsa-1` JWK of the fixtures with `extra` members.
+fn rsa1_jwk(extra: Value) -> Value {
+    let mut jwk = rsa_jwk("rsa1.pub.pem", "rsa-1");
+    jwk.as_object_mut().unwrap().remove("use");
+    for (k, v) in extra.as_object().unwrap() {
+        jwk[k] = v.clone();
+    }
+    jwk
+}
+
+#[test]
+fn encryption_keys_never_verify() {
+    set_now(NOW);
+    let token =
+        sign::jws(&json!({"alg": "RS256", "kid": "rsa-1"}), &claims("a"), sign::rs("rsa1.key", "RS256"));
+    // Configured keys: refused at load, naming the key.
+    for (extra, why) in [
+        (json!({"use": "enc"}), "use enc"),
+        (json!({"key_ops": ["encrypt"]}), "key_ops without verify"),
+        (json!({"key_ops": ["wrapKey", "sign"]}), "key_ops without verify"),
+        (json!({"key_ops": "verify"}), "`key_ops` not a list of strings"),
+    ] {
+        let e = config_error(json!({"jwt": {"keys": [{"jwk": rsa1_jwk(extra)}]}}));
+        let needle = format!("jwt.keys[0]: jwk (kid rsa-1) is not a signature-verification key ({why})");
+        assert!(e.contains(&needle), "`{e}` lacks `{needle}`");
+    }
+    for extra in [json!({"use": "sig"}), json!({"key_ops": ["verify"]}), json!({})] {
+        let p = plugin(json!({"jwt": {"keys": [{"jwk": rsa1_jwk(extra)}]}}));
+        assert!(bearer(&p, &token).0.is_continue());
+    }
+    // A JWKS: encryption keys are skipped; the signature keys still work.
+    let jwks = |k1: Value| json!({"keys": [k1, rsa_jwk("rsa2.pub.pem", "rsa-2")]});
+    let rsa2 =
+        sign::jws(&json!({"alg": "RS256", "kid": "rsa-2"}), &claims("a"), sign::rs("rsa2.key", "RS256"));
+    for extra in [json!({"use": "enc"}), json!({"key_ops": ["encrypt"]})] {
+        let p = plugin(json!({"jwt": {"jwks": jwks(rsa1_jwk(extra))}}));
+        assert_invalid_token(&bearer(&p, &token).0, "no RS256 key with kid rsa-1");
+        assert!(bearer(&p, &rsa2).0.is_continue());
+        let no_kid = sign::jws(&json!({"alg": "RS256"}), &claims("a"), sign::rs("rsa1.key", "RS256"));
+        assert_invalid_token(&bearer(&p, &no_kid).0, "signature verification failed");
+    }
+}
+
+#[test]
+fn a_jwks_without_signature_keys_says_so() {
+    let enc = |kid: &str| rsa1_jwk(json!({"use": "enc", "kid": kid}));
+    let ops = rsa1_jwk(json!({"key_ops": ["encrypt", "wrapKey"]}));
+    let cases = [
+        (
+            json!({"keys": []}),
+            "jwt.jwks: the JWKS has no signature-verification keys (its `keys` list is empty)",
+        ),
+        (
+            json!({"keys": [enc("a"), enc("b")]}),
+            "jwt.jwks: the JWKS has no signature-verification keys (2 keys skipped: use enc)",
+        ),
+        (
+            json!({"keys": [ops.clone()]}),
+            "jwt.jwks: the JWKS has no signature-verification keys (1 key skipped: key_ops without verify)",
+        ),
+        (
+            json!({"keys": [enc("a"), ops, enc("b")]}),
+            "jwt.jwks: the JWKS has no signature-verification keys (3 keys skipped: 2 use enc, 1 key_ops without verify)",
+        ),
+    ];
+    for (jwks, expected) in cases {
+        assert_eq!(config_error(json!({"jwt": {"jwks": jwks}})), expected);
+    }
+    // As fetched from a JWKS URL (no `oct` keys there): the fetch's error.
+    let doc = json!({"keys": [enc("a"), {"kty": "oct", "k": b64(HMAC_SECRET.as_bytes())}]});
+    let found = crate::jwt::keys::from_jwks(&doc, false).unwrap();
+    assert!(found.keys.is_empty());
+    assert_eq!(
+        found.no_keys(),
+        "the JWKS has no signature-verification keys (2 keys skipped: 1 use enc, 1 invalid)"
+    );
+}
+
+#[test]
+fn private_jwks_and_unverifiable_algorithms_are_warned_about_at_load() {
+    let private = json!({"kty": "RSA", "kid": "p", "n": RFC_RSA_N, "e": "AQAB", "d": "c2VjcmV0"});
+    plugin(json!({"jwt": {"keys": [{"jwk": private}], "algorithms": ["RS256", "ES384", "HS256"]}}));
+    plugin(json!({"jwt": {"jwks": {"keys": [private]}, "algorithms": ["ES256"]}}));
+    // A JWKS URL's keys are not known at load: no warning about algorithms.
+    plugin(json!({"jwt": {"jwks_url": "https://idp.test/jwks", "algorithms": ["ES256"]}}));
+    let logs: Vec<String> =
+        testing::logs().iter().filter_map(|l| l.split_once(": ")).map(|(_, m)| m.to_owned()).collect();
+    let expected = [
+        "jwt.keys[0]: the JWK is a private key (it has `d`); only its public part is used: configure the public key and keep the private one out of the gateway's config",
+        "jwt.algorithms: no configured key verifies ES384, HS256: tokens signed with them will be refused",
+        "jwt.jwks: keys[0] is a private key (it has `d`); only its public part is used: configure the public key and keep the private one out of the gateway's config",
+        "jwt.algorithms: no configured key verifies ES256: every token will be refused",
+    ];
+    assert_eq!(logs, expected);
+}
+
 // ---- fixtures for the end-to-end tests and benches ----
 
 /// The fixture tokens (far-future `exp`) and JWKS documents, rewritten with
@@ -688,6 +996,22 @@ fn fixtures() {
     }
     let p = plugin(json!({"jwt": {"keys": [{"kid": "rsa-1", "pem": data("rsa1.pub.pem")}]}}));
     assert!(bearer(&p, tokens["ps256"].as_str().unwrap()).0.is_continue());
+    // Valid signatures over a consumer or group with a control character.
+    let rsa1 = |consumer_claim: &str| {
+        plugin(json!({"jwt": {
+            "keys": [{"kid": "rsa-1", "pem": data("rsa1.pub.pem")}],
+            "consumer_claim": consumer_claim,
+            "groups_claim": "groups",
+        }}))
+    };
+    let (by_sub, by_user) = (rsa1("sub"), rsa1("user"));
+    let control = tokens["control_characters"].as_object().unwrap();
+    assert_eq!(control.len(), 3 * CONTROLS.len());
+    for (name, t) in control {
+        let (place, _) = name.split_once('_').unwrap();
+        let p = if place == "user" { &by_user } else { &by_sub };
+        assert_invalid_token(&bearer(p, t.as_str().unwrap()).0, &format!("the {place} claim contains"));
+    }
     let hash = tokens["bcrypt_hash_of_s3cret"].as_str().unwrap();
     assert!(bcrypt::verify("s3cret", hash).unwrap());
 }
@@ -726,8 +1050,20 @@ fn write_fixtures(dir: &std::path::Path) {
         t["sub"] = json!("admin");
         t
     };
+    let mut control = serde_json::Map::new();
+    for (label, ch) in CONTROLS {
+        let mut in_sub = c.clone();
+        in_sub["sub"] = json!(format!("admin{ch}x-evil: 1"));
+        let mut in_user = c.clone();
+        in_user["user"] = json!(format!("bob{ch}"));
+        let mut in_groups = c.clone();
+        in_groups["groups"] = json!(["staff", format!("admins{ch}")]);
+        for (place, claims) in [("sub", in_sub), ("user", in_user), ("groups", in_groups)] {
+            control.insert(format!("{place}_{label}"), json!(sign::jws(&h1, &claims, rs("rsa1.key"))));
+        }
+    }
     let tokens = json!({
-        "_comment": "Test tokens for plugins/auth (unit, e2e, benches). Keys: tests-data/*.key (test-only). exp 2100-01-01, iss https://issuer.test, aud sluice-tests. Regenerate: SLUICE_BLESS=1 cargo test -p sluice-plugin-auth fixtures",
+        "_comment": "Test tokens for plugins/auth (unit, e2e, benches). Keys: tests-data/*.key (test-only). exp 2100-01-01, iss https://issuer.test, aud sluice-tests. control_characters: rsa-1 tokens whose sub, user (a custom consumer claim) or groups has CR, LF, NUL, DEL or U+0001. Regenerate: SLUICE_BLESS=1 cargo test -p sluice-plugin-auth fixtures",
         "rs256": valid,
         "es256": sign::jws(&json!({"alg": "ES256", "kid": "ec-1", "typ": "JWT"}), &c, sign::es256),
         "ps256": sign::jws(&json!({"alg": "PS256", "kid": "rsa-1"}), &c, sign::rs("rsa1.key", "PS256")),
@@ -742,6 +1078,7 @@ fn write_fixtures(dir: &std::path::Path) {
         "alg_none": format!("{}.{}.", b64(json!({"alg": "none"}).to_string().as_bytes()), parts[1]),
         "hs256_with_rsa_public_key": sign::jws(&json!({"alg": "HS256", "kid": "rsa-1"}), &c, sign::hs256(data("rsa1.pub.pem").as_bytes())),
         "bcrypt_hash_of_s3cret": bcrypt::hash_with_salt("s3cret", 4, [42; 16]).unwrap().to_string(),
+        "control_characters": control,
     });
     std::fs::write(dir.join("tokens.json"), pretty(&tokens)).unwrap();
 }

@@ -211,7 +211,9 @@ impl Key {
 }
 
 fn check_rsa(k: rsa::RsaPublicKey) -> Result<KeyKind, String> {
-    let bits = k.size() * 8;
+    // The modulus's length in bits from its highest set bit: a 2041-bit modulus
+    // takes 256 bytes, and counting bytes would round it up to 2048.
+    let bits = k.n().bits();
     if bits < MIN_RSA_BITS {
         return Err(format!("RSA key of {bits} bits is too short (at least {MIN_RSA_BITS})"));
     }
@@ -274,9 +276,41 @@ fn fixed<const N: usize>(v: Vec<u8>, name: &str) -> Result<[u8; N], String> {
     v.try_into().map_err(|v: Vec<u8>| format!("`{name}` is {} bytes, expected {N}", v.len()))
 }
 
-/// A JWK. Private members (`d`, ...) are ignored; `oct` keys only when `allow_oct`.
+/// Why a JWK is not for verifying signatures, if it is not: its `use` (RFC 7517
+/// §4.2) is not `sig`, or its `key_ops` (§4.3) do not include `verify`. The reason
+/// reads like `use enc` or `key_ops without verify`.
+pub fn not_for_verification(jwk: &Value) -> Option<String> {
+    if let Some(u) = jwk.get("use") {
+        match u.as_str() {
+            Some("sig") => {}
+            Some(other) => return Some(format!("use {other}")),
+            None => return Some("`use` not a string".into()),
+        }
+    }
+    if let Some(ops) = jwk.get("key_ops") {
+        let Some(ops) = ops.as_array().filter(|ops| ops.iter().all(Value::is_string)) else {
+            return Some("`key_ops` not a list of strings".into());
+        };
+        if !ops.iter().any(|op| op == "verify") {
+            return Some("key_ops without verify".into());
+        }
+    }
+    None
+}
+
+/// True for a private JWK (it has the private exponent or scalar `d`).
+pub fn is_private(jwk: &Value) -> bool {
+    jwk.get("d").is_some()
+}
+
+/// A JWK for verifying signatures: one whose `use` or `key_ops` says otherwise (an
+/// encryption key) is refused. Private members (`d`, ...) are ignored; `oct` keys
+/// only when `allow_oct`.
 pub fn from_jwk(jwk: &Value, allow_oct: bool) -> Result<Key, String> {
     let obj = jwk.as_object().ok_or("is not a JSON object")?;
+    if let Some(why) = not_for_verification(jwk) {
+        return Err(format!("is not a signature-verification key ({why})"));
+    }
     let kid = obj.get("kid").and_then(Value::as_str).map(str::to_owned);
     let alg = obj.get("alg").and_then(Value::as_str);
     let kind = match member(obj, "kty")? {
@@ -322,19 +356,67 @@ pub fn from_jwk(jwk: &Value, allow_oct: bool) -> Result<Key, String> {
     Key::new(kid, alg, kind)
 }
 
-/// The usable keys of a JWKS document, and a message for each skipped one.
-pub fn from_jwks(doc: &Value, allow_oct: bool) -> Result<(Vec<Key>, Vec<String>), String> {
+/// A JWKS document's keys, sorted out.
+#[derive(Debug, Default)]
+pub struct JwksKeys {
+    /// The signature-verification keys.
+    pub keys: Vec<Key>,
+    /// Keys skipped because they are not for verifying signatures (encryption keys),
+    /// each as its reason (`use enc`, `key_ops without verify`).
+    pub not_for_verification: Vec<String>,
+    /// Keys that could not be read, each as `keys[i] <why>`.
+    pub invalid: Vec<String>,
+    /// Private keys (only their public part is used), each as `keys[i]`.
+    pub private: Vec<String>,
+}
+
+impl JwksKeys {
+    /// Why the document gave no key, for when [`JwksKeys::keys`] is empty.
+    pub fn no_keys(&self) -> String {
+        let mut reasons: Vec<(&str, usize)> = Vec::new();
+        let skipped = self.not_for_verification.iter().map(String::as_str);
+        for reason in skipped.chain(self.invalid.iter().map(|_| "invalid")) {
+            match reasons.iter_mut().find(|(r, _)| *r == reason) {
+                Some((_, n)) => *n += 1,
+                None => reasons.push((reason, 1)),
+            }
+        }
+        let total: usize = reasons.iter().map(|(_, n)| n).sum();
+        let detail = match reasons.as_slice() {
+            [] => "its `keys` list is empty".to_owned(),
+            [(reason, _)] => format!("{total} {} skipped: {reason}", plural(total, "key")),
+            _ => {
+                let each: Vec<String> = reasons.iter().map(|(r, n)| format!("{n} {r}")).collect();
+                format!("{total} {} skipped: {}", plural(total, "key"), each.join(", "))
+            }
+        };
+        format!("the JWKS has no signature-verification keys ({detail})")
+    }
+}
+
+fn plural(n: usize, word: &str) -> String {
+    if n == 1 { word.to_owned() } else { format!("{word}s") }
+}
+
+/// The keys of a JWKS document: encryption keys (`use` other than `sig`, `key_ops`
+/// without `verify`) are skipped, never used to verify signatures.
+pub fn from_jwks(doc: &Value, allow_oct: bool) -> Result<JwksKeys, String> {
     let keys = doc.get("keys").and_then(Value::as_array).ok_or("has no `keys` list")?;
-    let (mut ok, mut skipped) = (Vec::new(), Vec::new());
+    let mut out = JwksKeys::default();
     for (i, k) in keys.iter().enumerate() {
-        // Encryption keys are not for us.
-        if k.get("use").and_then(Value::as_str).is_some_and(|u| u != "sig") {
+        if let Some(why) = not_for_verification(k) {
+            out.not_for_verification.push(why);
             continue;
         }
         match from_jwk(k, allow_oct) {
-            Ok(key) => ok.push(key),
-            Err(e) => skipped.push(format!("keys[{i}] {e}")),
+            Ok(key) => {
+                if is_private(k) {
+                    out.private.push(format!("keys[{i}]"));
+                }
+                out.keys.push(key);
+            }
+            Err(e) => out.invalid.push(format!("keys[{i}] {e}")),
         }
     }
-    Ok((ok, skipped))
+    Ok(out)
 }

@@ -15,10 +15,11 @@ use std::hash::{BuildHasher, RandomState};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde_json::Value;
-use sluice_plugin_sdk::Consumer;
 use sluice_plugin_sdk::crypto::constant_time_eq;
+use sluice_plugin_sdk::{Consumer, log};
 
 use crate::config::{JwtConfig, parse_duration_ms};
+use crate::identity;
 use crate::source::Source;
 use keys::{Alg, Key};
 use object::{NotAnObject, Object};
@@ -100,13 +101,28 @@ impl Jwt {
         let mut keys = Vec::new();
         for (i, k) in c.keys.iter().enumerate() {
             keys.push(inline_key(k).map_err(|e| format!("jwt.keys[{i}]: {e}"))?);
+            if k.jwk.as_ref().is_some_and(keys::is_private) {
+                log::warn(&format!(
+                    "jwt.keys[{i}]: the JWK is a private key (it has `d`); only its public part is used: \
+                     configure the public key and keep the private one out of the gateway's config"
+                ));
+            }
         }
         if let Some(doc) = &c.jwks {
-            let (found, skipped) = keys::from_jwks(doc, true).map_err(|e| format!("jwt.jwks: {e}"))?;
-            if let Some(s) = skipped.first() {
+            let found = keys::from_jwks(doc, true).map_err(|e| format!("jwt.jwks: {e}"))?;
+            if let Some(s) = found.invalid.first() {
                 return Err(format!("jwt.jwks: {s}"));
             }
-            keys.extend(found);
+            if found.keys.is_empty() {
+                return Err(format!("jwt.jwks: {}", found.no_keys()));
+            }
+            for k in &found.private {
+                log::warn(&format!(
+                    "jwt.jwks: {k} is a private key (it has `d`); only its public part is used: \
+                     configure the public key and keep the private one out of the gateway's config"
+                ));
+            }
+            keys.extend(found.keys);
         }
         let ttl = parse_duration_ms(&c.jwks_cache_ttl).map_err(|e| format!("jwt.jwks_cache_ttl: {e}"))?;
         let min_refresh =
@@ -139,6 +155,11 @@ impl Jwt {
                 Some(algs)
             }
         };
+        if let Some(algs) = &algorithms
+            && remote.is_none()
+        {
+            warn_unverifiable(algs, &keys);
+        }
         let leeway = parse_duration_ms(&c.leeway).map_err(|e| format!("jwt.leeway: {e}"))?;
         if c.max_token_bytes == 0 {
             return Err("jwt.max_token_bytes: must be positive".into());
@@ -333,11 +354,20 @@ impl Jwt {
         if name.is_empty() {
             return Err(format!("token has no {} claim naming the consumer", self.consumer_claim));
         }
-        let groups = match self.groups_claim.as_ref().and_then(|g| claims.get::<Value>(g)) {
+        // Refused, not encoded: a name or group that cannot be forwarded as it is
+        // must not become an identity at all.
+        if let Some(why) = identity::unfit(&name) {
+            return Err(format!("the {} claim {why}", self.consumer_claim));
+        }
+        let groups: Vec<String> = match self.groups_claim.as_ref().and_then(|g| claims.get::<Value>(g)) {
             Some(Value::Array(list)) => list.iter().filter_map(Value::as_str).map(str::to_owned).collect(),
             Some(Value::String(s)) => s.split_whitespace().map(str::to_owned).collect(),
             _ => Vec::new(),
         };
+        if let Some(why) = groups.iter().find_map(|g| identity::unfit(g)) {
+            let claim = self.groups_claim.as_deref().unwrap_or_default();
+            return Err(format!("the {claim} claim {why}"));
+        }
         Ok(Verified { consumer: Consumer { name, groups }, exp, nbf })
     }
 }
@@ -352,7 +382,11 @@ fn inline_key(k: &crate::config::JwtKeyConfig) -> Result<Key, String> {
         return Key::new(k.kid.clone(), k.alg.as_deref(), kind).map_err(|e| format!("alg: {e}"));
     }
     if let Some(jwk) = &k.jwk {
-        let mut key = keys::from_jwk(jwk, true).map_err(|e| format!("jwk {e}"))?;
+        let kid = k.kid.as_deref().or_else(|| jwk.get("kid").and_then(Value::as_str));
+        let mut key = keys::from_jwk(jwk, true).map_err(|e| match kid {
+            Some(kid) => format!("jwk (kid {kid}) {e}"),
+            None => format!("jwk {e}"),
+        })?;
         if k.kid.is_some() {
             key.kid = k.kid.clone();
         }
@@ -369,6 +403,25 @@ fn inline_key(k: &crate::config::JwtKeyConfig) -> Result<Key, String> {
     };
     let kind = keys::hmac_secret(secret.as_bytes()).map_err(|e| format!("secret: {e}"))?;
     Key::new(k.kid.clone(), k.alg.as_deref(), kind).map_err(|e| format!("alg: {e}"))
+}
+
+/// Warns about algorithms of the `algorithms` list no configured key verifies
+/// (without a JWKS URL, the keys are all known at load).
+fn warn_unverifiable(algorithms: &[Alg], keys: &[Key]) {
+    let unverifiable: Vec<&str> =
+        algorithms.iter().filter(|a| !keys.iter().any(|k| k.accepts(**a))).map(|a| a.name()).collect();
+    if unverifiable.is_empty() {
+        return;
+    }
+    let consequence = if unverifiable.len() == algorithms.len() {
+        "every token will be refused"
+    } else {
+        "tokens signed with them will be refused"
+    };
+    log::warn(&format!(
+        "jwt.algorithms: no configured key verifies {}: {consequence}",
+        unverifiable.join(", ")
+    ));
 }
 
 fn not_object(e: NotAnObject) -> &'static str {

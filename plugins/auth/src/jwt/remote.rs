@@ -89,13 +89,20 @@ impl RemoteJwks {
         }
         let doc: serde_json::Value =
             serde_json::from_slice(&resp.body).map_err(|e| format!("not JSON: {e}"))?;
-        let (keys, skipped) = keys::from_jwks(&doc, false)?;
-        for s in skipped {
+        let found = keys::from_jwks(&doc, false)?;
+        for s in &found.invalid {
             log::warn(&format!("JWKS at {}: skipped {s}", self.url));
         }
-        if keys.is_empty() {
-            return Err("no usable keys".into());
+        for k in &found.private {
+            log::warn(&format!(
+                "JWKS at {}: {k} is a private key (it has `d`); only its public part is used, \
+                 but the identity provider is publishing a private key",
+                self.url
+            ));
         }
-        Ok(keys)
+        if found.keys.is_empty() {
+            return Err(found.no_keys());
+        }
+        Ok(found.keys)
     }
 }
