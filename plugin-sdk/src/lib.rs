@@ -36,8 +36,10 @@
 //!         if req.path().starts_with(&self.blocked_prefix) {
 //!             return Decision::respond(403, "blocked by policy").with_header("content-type", "text/plain");
 //!         }
-//!         // Only fails for invalid names or values; ours is valid.
-//!         let _ = req.set_header(&self.header, "1");
+//!         // A write the gateway refuses is a fault, never silently skipped.
+//!         if let Err(e) = req.set_header(&self.header, "1") {
+//!             return Decision::fault(format_args!("{} not set: {e}", self.header));
+//!         }
 //!         Decision::Continue
 //!     }
 //! }

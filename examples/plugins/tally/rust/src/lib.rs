@@ -70,8 +70,10 @@ impl Plugin for Counter {
 
     fn on_response(&self, resp: &mut Response<'_>) -> Decision {
         if let Some(calls) = resp.context(CALLS) {
-            // Only fails for an invalid header value, and a count is always valid.
-            let _ = resp.set_header("x-calls", &calls);
+            // A write the gateway refuses is a fault, never silently skipped.
+            if let Err(e) = resp.set_header("x-calls", &calls) {
+                return Decision::fault(format_args!("x-calls not set: {e}"));
+            }
         }
         Decision::Continue
     }
