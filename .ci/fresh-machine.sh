@@ -79,7 +79,7 @@ grep -E 'warning: .*installing the wasm32-wasip2 target' "$log" || {
   exit 1
 }
 case "$served" in
-  *'"path":"/echo/x"'*) echo "GET /echo/x answered: $served" ;;
+  *'"path": "/echo/x"'*) echo "GET /echo/x answered: $(tr -d ' \n' <<<"$served")" ;;
   *)
     echo "fresh-machine: cargo run --release did not serve GET /echo/x" >&2
     tail -40 "$log" >&2
