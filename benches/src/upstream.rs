@@ -6,8 +6,11 @@
 //! the same instance, so its cost cancels out of the ratios.
 //!
 //! ```text
-//! bench-upstream [--addr 127.0.0.1:9000] [--threads 1]
+//! bench-upstream [--addr 127.0.0.1:9000] [--threads 1] [--body-bytes N]
 //! ```
+//!
+//! `--body-bytes N` answers with an `N`-byte body instead of the small fixed one (the
+//! slow-reader memory bench streams large responses to clients that do not read).
 //!
 //! `--threads 1` (the default) runs a single-threaded runtime; more threads use the
 //! multi-threaded one. A request body, when there is one, is read and discarded so
@@ -33,16 +36,18 @@ const BODY: &[u8] = b"hello from bench-upstream\n";
 
 const USAGE: &str = "usage: bench-upstream [--addr HOST:PORT] [--threads N]\n\
 \n  --addr HOST:PORT   address to listen on (default 127.0.0.1:9000)\
-\n  --threads N        runtime worker threads (default 1)";
+\n  --threads N        runtime worker threads (default 1)\
+\n  --body-bytes N     answer with an N-byte body (default: a 26-byte greeting)";
 
 #[derive(Debug)]
 struct Args {
     addr: SocketAddr,
     threads: usize,
+    body: Bytes,
 }
 
 fn parse_args() -> anyhow::Result<Args> {
-    let mut args = Args { addr: "127.0.0.1:9000".parse()?, threads: 1 };
+    let mut args = Args { addr: "127.0.0.1:9000".parse()?, threads: 1, body: Bytes::from_static(BODY) };
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
         let (flag, inline) = match arg.split_once('=') {
@@ -64,6 +69,11 @@ fn parse_args() -> anyhow::Result<Args> {
                     bail!("--threads must be at least 1");
                 }
             }
+            "--body-bytes" => {
+                let v = value("--body-bytes")?;
+                let n: usize = v.parse().with_context(|| format!("invalid --body-bytes {v:?}"))?;
+                args.body = Bytes::from(vec![b'x'; n]);
+            }
             "-h" | "--help" => {
                 println!("{USAGE}");
                 std::process::exit(0);
@@ -74,17 +84,17 @@ fn parse_args() -> anyhow::Result<Args> {
     Ok(args)
 }
 
-async fn answer(req: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infallible> {
+async fn answer(req: Request<Incoming>, body: Bytes) -> Result<Response<Full<Bytes>>, Infallible> {
     if !req.body().is_end_stream() {
         // Read and drop the body so the connection can carry the next request.
         let _ = req.into_body().collect().await;
     }
-    let mut resp = Response::new(Full::new(Bytes::from_static(BODY)));
+    let mut resp = Response::new(Full::new(body));
     resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
     Ok(resp)
 }
 
-async fn serve(addr: SocketAddr) -> anyhow::Result<()> {
+async fn serve(addr: SocketAddr, body: Bytes) -> anyhow::Result<()> {
     let listener = TcpListener::bind(addr).await.with_context(|| format!("cannot listen on {addr}"))?;
     println!("listening on {}", listener.local_addr()?);
     loop {
@@ -98,10 +108,11 @@ async fn serve(addr: SocketAddr) -> anyhow::Result<()> {
             }
         };
         let _ = stream.set_nodelay(true);
+        let body = body.clone();
         tokio::spawn(async move {
             let _ = http1::Builder::new()
                 .keep_alive(true)
-                .serve_connection(TokioIo::new(stream), service_fn(answer))
+                .serve_connection(TokioIo::new(stream), service_fn(move |req| answer(req, body.clone())))
                 .await;
         });
     }
@@ -127,7 +138,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match rt.block_on(serve(args.addr)) {
+    match rt.block_on(serve(args.addr, args.body)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("bench-upstream: {e:#}");
