@@ -89,7 +89,7 @@ pub mod build;
 
 pub use caps::{clock, crypto, http, kv, log, metrics, secrets};
 pub use decision::{Decision, Reply};
-pub use message::{Headers, Request, Response};
+pub use message::{Headers, MANAGED_HEADERS, Request, Response, is_header_name, is_managed_header};
 pub use serde;
 pub use serde_json;
 

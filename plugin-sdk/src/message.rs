@@ -10,6 +10,29 @@ use crate::bindings::sluice::plugin::types as wit;
 use crate::testing::{FakeRequest, FakeResponse};
 use crate::{BodyError, Consumer, HeaderError, PathError, StatusError, UpstreamError};
 
+/// Headers the gateway manages itself (framing and connection headers): a plugin's
+/// change to one of them is always refused.
+pub const MANAGED_HEADERS: &[&str] = &[
+    "connection",
+    "transfer-encoding",
+    "content-length",
+    "te",
+    "trailer",
+    "keep-alive",
+    "proxy-connection",
+    "upgrade",
+];
+
+/// Whether `name` is a valid header name (an RFC 9110 token).
+pub fn is_header_name(name: &str) -> bool {
+    !name.is_empty() && name.bytes().all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+}
+
+/// Whether `name` is one of the [`MANAGED_HEADERS`] (any case).
+pub fn is_managed_header(name: &str) -> bool {
+    MANAGED_HEADERS.iter().any(|m| m.eq_ignore_ascii_case(name))
+}
+
 enum Req<'a> {
     Host(&'a wit::Request),
     Fake(&'a mut FakeRequest),

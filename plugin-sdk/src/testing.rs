@@ -37,24 +37,9 @@ pub fn configure<P: Plugin>(config_json: &str) -> Result<P, String> {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct FakeHeaders(Vec<(String, String)>);
 
-fn valid_name(n: &str) -> bool {
-    !n.is_empty() && n.bytes().all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
-}
-
 fn valid_value(v: &str) -> bool {
     v.bytes().all(|b| b == b'\t' || (b >= 0x20 && b != 0x7f))
 }
-
-const FORBIDDEN: &[&str] = &[
-    "connection",
-    "transfer-encoding",
-    "content-length",
-    "te",
-    "trailer",
-    "keep-alive",
-    "proxy-connection",
-    "upgrade",
-];
 
 impl FakeHeaders {
     /// The first value of `name`.
@@ -72,11 +57,11 @@ impl FakeHeaders {
     }
 
     fn check(name: &str) -> Result<String, HeaderError> {
-        if !valid_name(name) {
+        if !crate::is_header_name(name) {
             return Err(HeaderError::InvalidName);
         }
         let lower = name.to_ascii_lowercase();
-        if FORBIDDEN.contains(&lower.as_str()) {
+        if crate::is_managed_header(&lower) {
             return Err(HeaderError::Forbidden);
         }
         Ok(lower)

@@ -15,19 +15,6 @@ use sluice_plugin_sdk::{Consumer, HeaderError, Request};
 use crate::config::ForwardConfig;
 use crate::source;
 
-/// Headers the gateway manages, which a plugin can never set: forwarding the consumer
-/// in one of them would always fail.
-const GATEWAY_MANAGED: &[&str] = &[
-    "connection",
-    "content-length",
-    "keep-alive",
-    "proxy-connection",
-    "te",
-    "trailer",
-    "transfer-encoding",
-    "upgrade",
-];
-
 /// Why `value` cannot be a consumer's name or group (`contains the control character
 /// U+000A`), or `None` when it can.
 pub fn unfit(value: &str) -> Option<String> {
@@ -70,7 +57,7 @@ impl Forward {
     pub fn new(c: &ForwardConfig, credentials: &[(String, String)]) -> Result<Forward, String> {
         let check = |field: &str, h: &str| {
             let name = source::check_name(h).map_err(|e| format!("{field}: {e}"))?;
-            if GATEWAY_MANAGED.contains(&name.as_str()) {
+            if sluice_plugin_sdk::is_managed_header(&name) {
                 return Err(format!("{field}: `{name}` is managed by the gateway; plugins cannot set it"));
             }
             if let Some((_, at)) = credentials.iter().find(|(header, _)| *header == name) {

@@ -89,9 +89,7 @@ impl Source {
 /// `name` lower-cased, if it is a valid header, parameter or cookie name (an HTTP
 /// token).
 pub fn check_name(name: &str) -> Result<String, String> {
-    let valid = !name.is_empty()
-        && name.bytes().all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b));
-    if !valid {
+    if !sluice_plugin_sdk::is_header_name(name) {
         return Err(format!("`{name}` is not a valid name"));
     }
     Ok(name.to_ascii_lowercase())

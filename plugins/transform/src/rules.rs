@@ -9,27 +9,12 @@ use crate::config::{BodyConfig, HeadersConfig, PathConfig, QueryConfig, SetConfi
 use crate::pointer::Pointer;
 use crate::template::{Template, Vars, text};
 
-/// Headers the gateway manages: plugins cannot change them (the host's list: a rule
-/// on one of them would be refused on every request).
-const MANAGED: &[&str] = &[
-    "connection",
-    "transfer-encoding",
-    "content-length",
-    "te",
-    "trailer",
-    "keep-alive",
-    "proxy-connection",
-    "upgrade",
-];
-
 fn header_name(field: &str, name: &str) -> Result<String, String> {
-    let valid = !name.is_empty()
-        && name.bytes().all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b));
-    if !valid {
+    if !sluice_plugin_sdk::is_header_name(name) {
         return Err(format!("{field}: `{name}` is not a valid header name"));
     }
     let lower = name.to_ascii_lowercase();
-    if MANAGED.contains(&lower.as_str()) {
+    if sluice_plugin_sdk::is_managed_header(&lower) {
         return Err(format!("{field}: `{name}` is managed by the gateway and cannot be changed"));
     }
     Ok(lower)
