@@ -55,6 +55,8 @@
 #   JWT_CACHE=0                   sluice-chain's auth `jwt.cache_entries`: 0 verifies every
 #                                 token like nginx-lua; 1024 is the plugin's default
 #   OUT_DIR=…  SKIP_BUILD=1  KEEP_TMP=1  COMMIT=… (names the build when run outside git)
+#   SLUICE_BIN=…                  the sluice binary to run (default target/release/sluice),
+#                                 for A/B runs of two builds
 set -euo pipefail
 
 # ---------------------------------------------------------------------------- settings
@@ -171,7 +173,7 @@ if [[ $SKIP_BUILD != 1 ]]; then
     log "building (release): sluice, bench-upstream"
     (cd "$REPO" && cargo build --release -p sluice -p sluice-benches) >&2
 fi
-SLUICE_BIN=$TARGET_DIR/release/sluice
+SLUICE_BIN=${SLUICE_BIN:-$TARGET_DIR/release/sluice}
 UPSTREAM_BIN=$TARGET_DIR/release/bench-upstream
 [[ -x $SLUICE_BIN && -x $UPSTREAM_BIN ]] || die "binaries missing under $TARGET_DIR/release"
 

@@ -176,3 +176,57 @@ async fn certificates_rotate_on_reload_without_dropping_connections() {
     gw.shutdown().await;
     let _ = std::fs::remove_dir_all(dir);
 }
+
+/// Over TLS too, the absolute-form target's authority routes the request and is the
+/// `Host` passed on, and HTTP/2's `:authority` may not be contradicted by `host`.
+#[tokio::test]
+async fn over_tls_one_authority_routes_and_is_forwarded() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let dir = temp_dir("tls-authority");
+    let cert = make_cert(&dir, "a", &["a.test"]);
+    let yaml = format!(
+        r#"version: 1
+listeners:
+  - name: tls
+    address: 127.0.0.1:0
+    tls:
+      certificates:
+        - {{ hosts: [a.test], cert: "{}", key: "{}" }}
+routes:
+  - name: vhost
+    match: {{ hosts: [vhost.test], path_prefix: / }}
+    target: {{ static: {{ status: 403, body: "vhost denied" }} }}
+  - name: echo
+    match: {{ path_prefix: / }}
+    target: {{ echo: {{}} }}
+"#,
+        cert.cert_path.display(),
+        cert.key_path.display(),
+    );
+    let gw = gateway(&yaml).await;
+    let addr = gw.addr("tls");
+
+    let mut stream = tls_connect(addr, "a.test", &[&cert], &[b"http/1.1"]).await;
+    stream
+        .write_all(b"GET https://plain.example/x HTTP/1.1\r\nHost: vhost.test\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut got = Vec::new();
+    let _ = stream.read_to_end(&mut got).await;
+    let text = String::from_utf8_lossy(&got);
+    assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+    let body: serde_json::Value = serde_json::from_str(text.split("\r\n\r\n").nth(1).unwrap()).unwrap();
+    assert_eq!(body["headers"]["host"], "plain.example", "{body}");
+
+    let stream = tls_connect(addr, "a.test", &[&cert], &[b"h2"]).await;
+    let (mut send, conn) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream)).await.unwrap();
+    tokio::spawn(conn);
+    let req = Request::get("https://plain.example/x").header("host", "vhost.test").body(full("")).unwrap();
+    let resp = send.send_request(req).await.unwrap();
+    assert_eq!(resp.status(), 400);
+    let req = Request::get("https://vhost.test/x").body(full("")).unwrap();
+    assert_eq!(send.send_request(req).await.unwrap().status(), 403);
+    gw.shutdown().await;
+    let _ = std::fs::remove_dir_all(dir);
+}
