@@ -65,7 +65,7 @@ log="$work/run.log"
 run_bare cargo run --release >"$log" 2>&1 &
 gateway=$!
 served=""
-for _ in $(seq 1 1800); do
+for _ in $(seq 1 2400); do
   if ! kill -0 "$gateway" 2>/dev/null; then break; fi
   if served=$(curl -sf --max-time 2 http://127.0.0.1:8080/echo/x 2>/dev/null); then break; fi
   sleep 1
