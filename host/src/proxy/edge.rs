@@ -59,8 +59,11 @@ fn authority<B>(req: &mut Request<B>) -> Result<(), ProxyError> {
     if let Some(v) = value {
         req.headers_mut().insert(header::HOST, v);
     }
-    if req.uri().authority().is_some() {
-        let pq = req.uri().path_and_query().cloned().unwrap_or_else(|| PathAndQuery::from_static("/"));
+    // Origin form from here on. (An authority-form target, CONNECT's, has no path and
+    // is left alone: it matches no route.)
+    if req.uri().authority().is_some()
+        && let Some(pq) = req.uri().path_and_query().cloned()
+    {
         *req.uri_mut() = Uri::from(pq);
     }
     Ok(())
