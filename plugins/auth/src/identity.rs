@@ -13,7 +13,6 @@
 use sluice_plugin_sdk::{Consumer, HeaderError, Request};
 
 use crate::config::ForwardConfig;
-use crate::source;
 
 /// Why `value` cannot be a consumer's name or group (`contains the control character
 /// U+000A`), or `None` when it can.
@@ -56,7 +55,10 @@ impl Forward {
     /// since the client's copies are removed before credentials are read.
     pub fn new(c: &ForwardConfig, credentials: &[(String, String)]) -> Result<Forward, String> {
         let check = |field: &str, h: &str| {
-            let name = source::check_name(h).map_err(|e| format!("{field}: {e}"))?;
+            if !sluice_plugin_sdk::is_header_name(h) {
+                return Err(format!("{field}: `{h}` is not a valid name"));
+            }
+            let name = h.to_ascii_lowercase();
             if sluice_plugin_sdk::is_managed_header(&name) {
                 return Err(format!("{field}: `{name}` is managed by the gateway; plugins cannot set it"));
             }
