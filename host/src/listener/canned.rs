@@ -127,8 +127,10 @@ impl<I: Write + Unpin> Write for CannedErrors<I> {
         if this.drain(cx)?.is_pending() {
             return Poll::Pending;
         }
-        let non_empty: Vec<&io::IoSlice<'_>> = bufs.iter().filter(|b| !b.is_empty()).collect();
-        if let [only] = non_empty.as_slice()
+        // A parser error answer is one non-empty slice (looked at without allocating:
+        // this runs on every vectored write of the connection).
+        let mut non_empty = bufs.iter().filter(|b| !b.is_empty());
+        if let (Some(only), None) = (non_empty.next(), non_empty.next())
             && only.len() < 512
             && let Some(replacement) = this.replacement(only)
         {
