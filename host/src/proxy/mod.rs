@@ -244,8 +244,8 @@ where
     parts.headers.remove(header::EXPECT);
     // The edge left one validated authority in `Host`; it is also what the
     // forwarding headers name, port included.
-    let host = parts.headers.get(header::HOST).and_then(|h| h.to_str().ok()).map(str::to_owned);
-    headers::add_forwarded(&mut parts.headers, conn, host.as_deref());
+    let host = parts.headers.get(header::HOST).cloned();
+    headers::add_forwarded(&mut parts.headers, conn, host.as_ref().and_then(|h| h.to_str().ok()));
     parts.headers.insert(conn.listener.request_id.header.clone(), id.clone());
 
     let body = if incoming.is_end_stream() { body::empty() } else { body::boxed(incoming) };
