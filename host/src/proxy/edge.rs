@@ -14,6 +14,7 @@
 //!   listener says.
 
 use std::borrow::Cow;
+use std::fmt::Write as _;
 
 use http::header::{self, HeaderValue};
 use http::uri::{PathAndQuery, Uri};
@@ -213,7 +214,7 @@ fn decode_unreserved(path: &str, slashes: EncodedSlashes) -> Result<String, Prox
                 } else if (byte == b'/' || byte == b'\\') && slashes == EncodedSlashes::Reject {
                     return Err(ProxyError::BadRequest("encoded slash or backslash in the path"));
                 } else {
-                    out.push_str(&format!("%{byte:02X}"));
+                    let _ = write!(out, "%{byte:02X}");
                 }
                 i += 3;
             }

@@ -65,13 +65,18 @@ const HTTP2_SETTINGS: HeaderName = HeaderName::from_static("http2-settings");
 /// Whether every protocol the request's `Upgrade` offers is in `allowed` (lowercase
 /// names, compared without a `/version` suffix: `websocket`, `h2c`).
 pub fn upgrade_allowed(headers: &HeaderMap, allowed: &[Box<str>]) -> bool {
-    let mut offered = headers
-        .get_all(header::UPGRADE)
-        .iter()
-        .flat_map(|v| v.to_str().map_or_else(|_| vec![""], |s| s.split(',').collect()))
-        .map(|p| p.trim().split('/').next().unwrap_or_default())
-        .peekable();
-    offered.peek().is_some() && offered.all(|p| allowed.iter().any(|a| a.eq_ignore_ascii_case(p)))
+    let mut offered = false;
+    for value in headers.get_all(header::UPGRADE) {
+        let Ok(value) = value.to_str() else { return false };
+        for protocol in value.split(',') {
+            let name = protocol.trim().split('/').next().unwrap_or_default();
+            if !allowed.iter().any(|a| a.eq_ignore_ascii_case(name)) {
+                return false;
+            }
+            offered = true;
+        }
+    }
+    offered
 }
 
 /// Whether a request asks for a protocol upgrade (HTTP/1.1 `Connection: upgrade`).
