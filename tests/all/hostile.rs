@@ -65,6 +65,15 @@ async fn raw(addr: SocketAddr, request: &[u8]) -> Raw {
     read_response(&mut s).await
 }
 
+/// A gateway whose one route answers with the echo target (which reads the body),
+/// on a listener with these `limits`.
+async fn echo_gateway(limits: &str) -> sluice::Gateway {
+    gateway(&config(&format!(
+        "    limits: {limits}\nroutes:\n  - name: echo\n    match: {{ path_prefix: / }}\n    target: {{ echo: {{}} }}\n"
+    )))
+    .await
+}
+
 /// A host-routed config: `vhost.test` has its own route that answers 403 (as an auth
 /// plugin would), every other host goes to the echo upstream.
 fn vhosts(upstream: SocketAddr) -> String {
@@ -421,10 +430,7 @@ async fn slow_bodies_time_out_as_the_clients_fault_and_never_switch_the_upstream
 /// reads it) is cut off at the body timeout too.
 #[tokio::test]
 async fn a_body_that_stops_mid_way_is_closed_within_the_body_timeout() {
-    let gw = gateway(&config(
-        "    limits: { body_read_timeout: 300ms }\nroutes:\n  - name: echo\n    match: { path_prefix: / }\n    target: { echo: {} }\n",
-    ))
-    .await;
+    let gw = echo_gateway("{ body_read_timeout: 300ms }").await;
     let started = Instant::now();
     let mut s = TcpStream::connect(gw.addr("public")).await.unwrap();
     s.write_all(b"POST /e HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n")
@@ -444,10 +450,7 @@ async fn a_body_that_stops_mid_way_is_closed_within_the_body_timeout() {
 /// grace (the body timeout) has passed, though no single gap is long.
 #[tokio::test]
 async fn a_body_below_the_minimum_rate_is_cut_off() {
-    let gw = gateway(&config(
-        "    limits: { body_read_timeout: 500ms, min_body_rate: 1KiB }\nroutes:\n  - name: echo\n    match: { path_prefix: / }\n    target: { echo: {} }\n",
-    ))
-    .await;
+    let gw = echo_gateway("{ body_read_timeout: 500ms, min_body_rate: 1KiB }").await;
     let mut s = TcpStream::connect(gw.addr("public")).await.unwrap();
     s.write_all(b"POST /e HTTP/1.1\r\nHost: t\r\nContent-Length: 100000\r\n\r\n").await.unwrap();
     let started = Instant::now();
@@ -475,10 +478,7 @@ async fn a_body_below_the_minimum_rate_is_cut_off() {
 /// layer's empty one.
 #[tokio::test]
 async fn oversized_http2_heads_get_the_json_error() {
-    let gw = gateway(&config(
-        "    limits: { max_header_bytes: 8KiB }\nroutes:\n  - name: echo\n    match: { path_prefix: / }\n    target: { echo: {} }\n",
-    ))
-    .await;
+    let gw = echo_gateway("{ max_header_bytes: 8KiB }").await;
     let client = Client::h2c();
     let req = http::Request::get(url(gw.addr("public"), "/"))
         .header("x-big", "a".repeat(12 * 1024))
@@ -494,10 +494,7 @@ async fn oversized_http2_heads_get_the_json_error() {
 /// gateway's JSON error body too, not an empty one.
 #[tokio::test]
 async fn parser_errors_carry_the_json_error_body() {
-    let gw = gateway(&config(
-        "routes:\n  - name: echo\n    match: { path_prefix: / }\n    target: { echo: {} }\n",
-    ))
-    .await;
+    let gw = echo_gateway("{}").await;
     for request in [
         &b"G(T / HTTP/1.1\r\nHost: t\r\n\r\n"[..],
         b"GET /a\x01b HTTP/1.1\r\nHost: t\r\n\r\n",
