@@ -105,6 +105,11 @@ async fn counts_land_in_redis_and_two_gateways_share_them() {
         seen.push(ok_count(&count(&b).await));
     }
     assert_eq!(seen, vec![1, 2, 3, 4, 5, 6], "both gateways count on one counter");
+    // Each Redis round trip waits: the plugin takes the asynchronous call path.
+    for gw in [&a, &b] {
+        let paths: Vec<_> = gw.snapshot().routes[0].chain.entries().iter().map(|e| e.pool.path()).collect();
+        assert_eq!(paths, [sluice::plugins::pool::CallPath::Async]);
+    }
     let mut conn = inspect(&redis).await;
     let stored: String = conn.get(redis_key("shared")).await.unwrap();
     assert_eq!(stored, "6");

@@ -424,6 +424,92 @@ async fn concurrent_kv_increments_sum_exactly() {
 }
 
 #[tokio::test]
+async fn plugins_that_cannot_wait_are_called_without_a_fiber_and_only_those_that_can_on_one() {
+    use sluice::plugins::Phase;
+    use sluice::plugins::pool::CallPath;
+    use sluice::plugins::stats::stats_for;
+    // Copies under names of their own: a plugin's stats are process-wide, so these
+    // count only this test's calls.
+    let allowed = TestServer::named("from-allowed").await;
+    let p = Plugins::with(&[
+        ("path-sync-headers", wasm::HEADER_ADDER),
+        ("path-sync-kv", wasm::KV_COUNTER),
+        ("path-sync-http-ungranted", wasm::GUARD),
+        ("path-async-http", wasm::HTTP_CALLER),
+    ]);
+    let gw = p
+        .start(&format!(
+            "routes:
+  - name: sync
+    match: {{ path_prefix: /sync }}
+    target: {{ echo: {{}} }}
+    plugins:
+      - name: path-sync-headers
+        config: {{ request_header: x-a, response_header: x-b, value: v }}
+      - name: path-sync-http-ungranted
+        config: {{ blocked_prefix: /admin }}
+      - name: path-sync-kv
+        config: {{ key: path-{} }}
+        grants: {{ kv: true }}
+  - name: auth
+    match: {{ path_prefix: /auth }}
+    target: {{ echo: {{}} }}
+    plugins:
+      - name: auth
+        config: {{ jwt: {{ keys: [{{ alg: HS256, secret: path-test-secret-of-at-least-32-bytes }}] }} }}
+  - name: async
+    match: {{ path_prefix: /async }}
+    target: {{ echo: {{}} }}
+    plugins:
+      - name: path-async-http
+        config: {{ url: \"http://{}/x\" }}
+        grants: {{ http: {{ allow: [\"{}\"], timeout: 5s }} }}
+",
+            std::process::id(),
+            allowed.addr,
+            allowed.addr
+        ))
+        .await;
+    let paths: Vec<(String, Vec<CallPath>)> = gw
+        .snapshot()
+        .routes
+        .iter()
+        .map(|r| (r.name.to_string(), r.chain.entries().iter().map(|e| e.pool.path()).collect()))
+        .collect();
+    let sync = vec![CallPath::Sync; 3];
+    assert_eq!(
+        paths,
+        [
+            ("sync".to_owned(), sync),
+            // The built-in auth imports `http` (for JWKS) but is not granted it here.
+            ("auth".to_owned(), vec![CallPath::Sync]),
+            ("async".to_owned(), vec![CallPath::Async]),
+        ]
+    );
+    let client = Client::http1();
+    for n in 1..=3 {
+        let r = client.get(&url(gw.addr("public"), "/sync")).await;
+        assert_eq!(r.status, 200, "{}", r.text());
+        assert_eq!(r.text(), n.to_string(), "the in-process kv counts on the synchronous path");
+        assert_eq!(r.headers["x-b"], "v");
+        let r = client.get(&url(gw.addr("public"), "/async")).await;
+        assert_eq!(r.status, 200, "{}", r.text());
+        assert_eq!(r.text(), "from-allowed");
+    }
+    for name in ["path-sync-headers", "path-sync-kv", "path-sync-http-ungranted"] {
+        let stats = stats_for(name);
+        assert!(stats.calls(Phase::Request) >= 3, "{name} ran");
+        assert_eq!(stats.async_calls(), 0, "{name} imports nothing that can wait, yet was called on a fiber");
+    }
+    let http = stats_for("path-async-http");
+    assert!(http.calls(Phase::Request) >= 3);
+    assert!(
+        http.async_calls() >= http.calls(Phase::Request),
+        "a plugin granted `http` is called on the asynchronous path"
+    );
+}
+
+#[tokio::test]
 async fn time_spent_waiting_on_the_host_does_not_count_against_the_deadline() {
     // The outbound call takes 300 ms; the plugin's deadline is 50 ms of its own time.
     let slow = TestServer::start(|_req: Request<hyper::body::Incoming>| async move {

@@ -16,16 +16,12 @@ use http::header::{CONTENT_LENGTH, HeaderName, HeaderValue, TRANSFER_ENCODING};
 use http::{Request, Response, StatusCode};
 use http_body_util::BodyExt;
 use tracing::Instrument;
-use wasmtime::component::Resource;
 
 use super::bindings::{Decision, Phases, ResponseSpec};
 use super::error::{Phase, PluginError, PluginErrorKind};
 use super::limits::HEADER_HEADROOM;
 use super::pool::{Instance, InstancePool};
-use super::state::{
-    Annotations, Consumer, REQUEST_REP, RESPONSE_REP, RequestContext, RequestSlot, ResponseEdits,
-    ResponseSlot,
-};
+use super::state::{Annotations, Consumer, RequestContext, RequestSlot, ResponseEdits, ResponseSlot};
 use crate::body::{self, Body};
 use crate::config::OnErrorConfig;
 
@@ -421,7 +417,7 @@ async fn request_call(
     let state = inst.store.data_mut();
     std::mem::swap(&mut state.req, slot);
     state.req.body_allowed = entry.pool.phases.contains(Phases::REQUEST_BODY);
-    let r = inst.plugin.call_on_request(&mut inst.store, Resource::new_borrow(REQUEST_REP)).await;
+    let r = inst.on_request().await;
     std::mem::swap(&mut inst.store.data_mut().req, slot);
     let r = match r {
         Ok(d) => decide(d),
@@ -438,7 +434,7 @@ async fn response_call(
     let state = inst.store.data_mut();
     std::mem::swap(&mut state.resp, slot);
     state.resp.body_allowed = entry.pool.phases.contains(Phases::RESPONSE_BODY);
-    let r = inst.plugin.call_on_response(&mut inst.store, Resource::new_borrow(RESPONSE_REP)).await;
+    let r = inst.on_response().await;
     std::mem::swap(&mut inst.store.data_mut().resp, slot);
     let r = match r {
         Ok(d) => decide(d),
@@ -582,7 +578,7 @@ impl ChunkStream {
             };
             inst.store.data_mut().annotations = Some(self.annotations.clone());
             let started = Instant::now();
-            let r = inst.plugin.call_on_response_chunk(&mut inst.store, &data, last).await;
+            let r = inst.on_response_chunk(&data, last).await;
             pool.env().stats.record_call(Phase::ResponseChunk, started.elapsed());
             inst.store.data_mut().annotations = None;
             match r {

@@ -14,7 +14,7 @@
 use wasmtime::component::Component;
 use wasmtime::component::types::ComponentItem;
 
-use super::bindings::PluginPre;
+use super::bindings::{PluginPre, sync};
 use super::engine::engine;
 use super::state::PluginState;
 
@@ -120,14 +120,38 @@ pub fn check(component: &Component) -> Result<(), String> {
     if problems.is_empty() { Ok(()) } else { Err(problems.join("; ")) }
 }
 
+/// A component linked for the gateway's two call paths (see [`super::bindings`]).
+#[derive(Clone)]
+pub struct Linked {
+    /// The asynchronous path: every plugin links here.
+    pub async_pre: PluginPre<PluginState>,
+    /// The synchronous path, when the component links there too (a component that
+    /// imports more of WASI than the sandbox's non-waiting subset does not).
+    pub sync_pre: Option<sync::PluginPre<PluginState>>,
+}
+
+impl Linked {
+    /// The component.
+    pub fn component(&self) -> &Component {
+        self.async_pre.instance_pre().component()
+    }
+}
+
 /// [`check`], then links the component as the gateway does: the pre-instantiated
 /// plugin, or what is wrong.
-pub fn link(component: &Component) -> Result<PluginPre<PluginState>, String> {
+pub fn link(component: &Component) -> Result<Linked, String> {
     check(component)?;
     let pre = super::host_api::linker()
         .instantiate_pre(component)
         .map_err(|e| explain_link_error(component, &format!("{e:#}")))?;
-    PluginPre::new(pre).map_err(|e| format!("does not implement the {PACKAGE} world: {e:#}"))
+    let async_pre =
+        PluginPre::new(pre).map_err(|e| format!("does not implement the {PACKAGE} world: {e:#}"))?;
+    let sync_pre = super::host_api::sync_linker()
+        .instantiate_pre(component)
+        .and_then(sync::PluginPre::new)
+        .inspect_err(|e| tracing::debug!(error = %format!("{e:#}"), "the plugin cannot take the synchronous call path"))
+        .ok();
+    Ok(Linked { async_pre, sync_pre })
 }
 
 /// [`link`], and then the capabilities the component imports (what a route may have

@@ -9,18 +9,17 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::bindings::PluginPre;
 use super::cache::{default_cache_dir, load_component};
 use super::chain::{Chain, ChainEntry};
 use super::compat;
 use super::error::{Phase, PluginError, PluginErrorKind};
 use super::host_api::{
     Grants, HostEnv, HttpGrant, InProcessKv, KvStore, PluginClock, RedisKv, RedisSettings, check_imports,
+    sync_blocker,
 };
 use super::limits::Limits;
-use super::pool::InstancePool;
+use super::pool::{InstancePool, Pre};
 use super::registry::Registry;
-use super::state::PluginState;
 use super::stats::stats_for;
 use crate::config::{
     DEFAULT_KV_CONNECT_TIMEOUT, DEFAULT_KV_KEY_PREFIX, DEFAULT_KV_REDIS_URL, DEFAULT_KV_TIMEOUT,
@@ -86,7 +85,7 @@ struct Loader<'a> {
     registry: Registry,
     cache_dir: Option<PathBuf>,
     upstreams: Arc<HashSet<String>>,
-    compiled: HashMap<String, Result<PluginPre<PluginState>, String>>,
+    compiled: HashMap<String, Result<compat::Linked, String>>,
     /// The kv store of this generation, opened when the first plugin granted `kv` is loaded.
     kv: OnceCell<Result<Arc<dyn KvStore>, Problem>>,
 }
@@ -113,7 +112,7 @@ impl<'a> Loader<'a> {
         })
     }
 
-    fn compile(&mut self, name: &str) -> Option<Result<PluginPre<PluginState>, String>> {
+    fn compile(&mut self, name: &str) -> Option<Result<compat::Linked, String>> {
         if let Some(c) = self.compiled.get(name) {
             return Some(c.clone());
         }
@@ -148,7 +147,7 @@ impl<'a> Loader<'a> {
         };
         let grants = self.grants(at, p)?;
         let optional = self.registry.get(name).map_or(&[][..], |s| s.optional_capabilities());
-        let refused = check_imports(pre.instance_pre().component(), &grants, optional);
+        let refused = check_imports(pre.component(), &grants, optional);
         if !refused.is_empty() {
             let msg = format!("plugin {name} on route {route} {}", refused.join("; "));
             return Err(Problem::new(format!("{at}.grants"), msg));
@@ -173,6 +172,15 @@ impl<'a> Loader<'a> {
             clock: self.options.clock,
         });
         let config_json = p.config.as_ref().map_or_else(|| "{}".to_owned(), |v| v.to_string());
+        let blocker = sync_blocker(pre.component(), &env.grants);
+        let pre = match (pre.sync_pre, blocker) {
+            (Some(sync), None) => Pre::Sync(sync),
+            (_, why) => {
+                let why = why.as_deref().unwrap_or("it imports WASI beyond the non-waiting subset");
+                tracing::debug!(plugin = name, route, "asynchronous call path: {why}");
+                Pre::Async(pre.async_pre)
+            }
+        };
         match InstancePool::new(pre, env, config_json, limits, Arc::from(route)) {
             Ok(pool) => Ok(Arc::new(ChainEntry { pool: Arc::new(pool), on_error: p.on_error })),
             Err(kind @ PluginErrorKind::Config(_)) => {

@@ -11,25 +11,123 @@ use std::sync::{Arc, Mutex};
 
 use futures_util::FutureExt;
 use wasmtime::Store;
+use wasmtime::component::Resource;
 
-use super::bindings::{Phases, Plugin, PluginPre};
+use super::bindings::sluice::plugin::types::{Decision, PluginInfo};
+use super::bindings::{Phases, Plugin, PluginPre, sync};
 use super::engine::ticks_for;
 use super::error::PluginErrorKind;
 use super::host_api::HostEnv;
 use super::limits::Limits;
 use super::state::PluginState;
 
+/// How an entry's exports are called (see [`super::bindings`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CallPath {
+    /// A plain call on the caller's stack: nothing the plugin imports can wait.
+    Sync,
+    /// `call_async` on a fiber: the plugin may wait (granted `http`, Redis kv, a timer).
+    Async,
+}
+
+impl CallPath {
+    /// `sync` or `async`.
+    pub fn label(self) -> &'static str {
+        match self {
+            CallPath::Sync => "sync",
+            CallPath::Async => "async",
+        }
+    }
+}
+
+/// The pre-instantiated component of an entry, for the path it takes.
+#[derive(Clone)]
+pub enum Pre {
+    /// Synchronous exports.
+    Sync(sync::PluginPre<PluginState>),
+    /// Asynchronous exports.
+    Async(PluginPre<PluginState>),
+}
+
+impl Pre {
+    /// The path its instances are called on.
+    pub fn path(&self) -> CallPath {
+        match self {
+            Pre::Sync(_) => CallPath::Sync,
+            Pre::Async(_) => CallPath::Async,
+        }
+    }
+
+    async fn instantiate(&self, store: &mut Store<PluginState>) -> wasmtime::Result<Exports> {
+        Ok(match self {
+            Pre::Sync(pre) => Exports::Sync(pre.instantiate(store)?),
+            Pre::Async(pre) => Exports::Async(pre.instantiate_async(store).await?),
+        })
+    }
+}
+
+enum Exports {
+    Sync(sync::Plugin),
+    Async(Plugin),
+}
+
 /// One instantiated, configured plugin instance and its store.
 pub struct Instance {
     /// The store (request/response slots, limits, grants).
     pub store: Store<PluginState>,
-    /// The typed exports.
-    pub plugin: Plugin,
+    exports: Exports,
+}
+
+/// Calls an export on the instance's path: `$call` with a plain call, or awaited
+/// on a fiber (counted, so a test can tell the paths apart).
+macro_rules! call {
+    ($inst:expr, $call:ident ( $($arg:expr),* )) => {
+        match &$inst.exports {
+            Exports::Sync(p) => p.$call(&mut $inst.store, $($arg),*),
+            Exports::Async(p) => {
+                $inst.store.data().env.stats.record_async_call();
+                p.$call(&mut $inst.store, $($arg),*).await
+            }
+        }
+    };
+}
+
+impl Instance {
+    /// The path this instance is called on.
+    pub fn path(&self) -> CallPath {
+        match self.exports {
+            Exports::Sync(_) => CallPath::Sync,
+            Exports::Async(_) => CallPath::Async,
+        }
+    }
+
+    /// `on-request` with the store's request slot.
+    pub async fn on_request(&mut self) -> wasmtime::Result<Decision> {
+        call!(self, call_on_request(Resource::new_borrow(super::state::REQUEST_REP)))
+    }
+
+    /// `on-response` with the store's response slot.
+    pub async fn on_response(&mut self) -> wasmtime::Result<Decision> {
+        call!(self, call_on_response(Resource::new_borrow(super::state::RESPONSE_REP)))
+    }
+
+    /// `on-response-chunk`.
+    pub async fn on_response_chunk(&mut self, chunk: &[u8], last: bool) -> wasmtime::Result<Vec<u8>> {
+        call!(self, call_on_response_chunk(chunk, last))
+    }
+
+    async fn configure(&mut self, config: &str) -> wasmtime::Result<Result<(), String>> {
+        call!(self, call_configure(config))
+    }
+
+    async fn info(&mut self) -> wasmtime::Result<PluginInfo> {
+        call!(self, call_info())
+    }
 }
 
 /// The warm instances of one plugin entry (one plugin with one config).
 pub struct InstancePool {
-    pre: PluginPre<PluginState>,
+    pre: Pre,
     env: Arc<HostEnv>,
     config_json: String,
     /// The entry's limits.
@@ -45,6 +143,7 @@ impl std::fmt::Debug for InstancePool {
             .field("plugin", &self.env.plugin)
             .field("limits", &self.limits)
             .field("phases", &self.phases)
+            .field("path", &self.pre.path())
             .finish_non_exhaustive()
     }
 }
@@ -53,7 +152,7 @@ impl InstancePool {
     /// Creates the pool and its first instance: `info`, then `configure` with
     /// `config_json`. Runs synchronously: nothing a plugin may do at load waits.
     pub fn new(
-        pre: PluginPre<PluginState>,
+        pre: Pre,
         env: Arc<HostEnv>,
         config_json: String,
         limits: Limits,
@@ -72,6 +171,11 @@ impl InstancePool {
     /// The plugin's name.
     pub fn plugin(&self) -> &Arc<str> {
         &self.env.plugin
+    }
+
+    /// The path its instances are called on.
+    pub fn path(&self) -> CallPath {
+        self.pre.path()
     }
 
     /// The entry's host environment.
@@ -119,7 +223,7 @@ impl InstancePool {
 
     async fn instantiate(&self, route: Arc<str>) -> Result<(Instance, Phases), PluginErrorKind> {
         let state = PluginState::new(Arc::clone(&self.env), route, self.limits.memory);
-        let mut store = Store::new(self.pre.engine(), state);
+        let mut store = Store::new(super::engine::engine(), state);
         store.limiter(|s| &mut s.limiter);
         // When a call reaches its deadline, the time it spent waiting on the host
         // (outbound HTTP, Redis) since the last check is given back once; a call that
@@ -143,28 +247,29 @@ impl InstancePool {
             PluginErrorKind::Trap(m) => PluginErrorKind::Load(m),
             other => other,
         };
-        let plugin = match self.pre.instantiate_async(&mut store).await {
+        let exports = match self.pre.instantiate(&mut store).await {
             Ok(p) => p,
             Err(e) => return Err(load(e, &store)),
         };
-        store.data_mut().configuring = true;
+        let mut inst = Instance { store, exports };
+        inst.store.data_mut().configuring = true;
         let started = std::time::Instant::now();
-        let configured = plugin.call_configure(&mut store, &self.config_json).await;
+        let configured = inst.configure(&self.config_json).await;
         self.env.stats.record_call(super::error::Phase::Configure, started.elapsed());
-        store.data_mut().configuring = false;
+        inst.store.data_mut().configuring = false;
         match configured {
             Ok(Ok(())) => {}
             Ok(Err(msg)) => return Err(PluginErrorKind::Config(msg)),
-            Err(e) => return Err(load(e, &store)),
+            Err(e) => return Err(load(e, &inst.store)),
         }
         // After `configure`, so the phases can depend on the config (a transform with
         // no body rules does not make the gateway buffer bodies).
-        let info = match plugin.call_info(&mut store).await {
+        let info = match inst.info().await {
             Ok(i) => i,
-            Err(e) => return Err(load(e, &store)),
+            Err(e) => return Err(load(e, &inst.store)),
         };
-        let limiter = &mut store.data_mut().limiter;
+        let limiter = &mut inst.store.data_mut().limiter;
         limiter.baseline = limiter.size;
-        Ok((Instance { store, plugin }, info.phases))
+        Ok((inst, info.phases))
     }
 }

@@ -342,6 +342,11 @@ impl PluginState {
         out
     }
 
+    /// The store's resource table (WASI's streams and pollables live there).
+    pub fn table(&mut self) -> &mut ResourceTable {
+        &mut self.table
+    }
+
     /// What the guest wrote to stderr (a panic message, usually), lossily decoded.
     pub fn stderr(&self) -> String {
         String::from_utf8_lossy(&self.stderr.contents()).trim_end().to_owned()

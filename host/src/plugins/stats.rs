@@ -64,6 +64,8 @@ pub struct PluginStats {
     /// New labeled series refused because the plugin had [`MAX_LABELED_SERIES`].
     dropped_series: AtomicU64,
     histograms: Mutex<HashMap<String, CustomHistogram>>,
+    /// Phase calls made on the asynchronous path (on a fiber).
+    async_calls: AtomicU64,
 }
 
 /// Most labeled counter series one plugin may create (a cardinality guard).
@@ -97,6 +99,17 @@ impl PluginStats {
     pub fn record_call(&self, phase: Phase, took: Duration) {
         self.calls[phase as usize].fetch_add(1, Relaxed);
         self.latency.record(took);
+    }
+
+    /// Counts a phase call made on the asynchronous path.
+    pub fn record_async_call(&self) {
+        self.async_calls.fetch_add(1, Relaxed);
+    }
+
+    /// Phase calls made on the asynchronous path so far (`configure` and `info`
+    /// included).
+    pub fn async_calls(&self) -> u64 {
+        self.async_calls.load(Relaxed)
     }
 
     /// Counts a fault.
@@ -205,6 +218,14 @@ pub fn write_prometheus(out: &mut String) {
             let _ =
                 writeln!(out, "sluice_plugin_calls_total{{plugin=\"{name}\",phase=\"{p}\"}} {}", s.calls(p));
         }
+    }
+    let _ = writeln!(
+        out,
+        "# HELP sluice_plugin_async_calls_total Plugin calls made on the asynchronous path (on a fiber: plugins that may wait)."
+    );
+    let _ = writeln!(out, "# TYPE sluice_plugin_async_calls_total counter");
+    for (name, s) in &all {
+        let _ = writeln!(out, "sluice_plugin_async_calls_total{{plugin=\"{name}\"}} {}", s.async_calls());
     }
     let _ = writeln!(out, "# HELP sluice_plugin_errors_total Plugin faults by kind.");
     let _ = writeln!(out, "# TYPE sluice_plugin_errors_total counter");

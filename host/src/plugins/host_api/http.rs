@@ -12,7 +12,11 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 
 use crate::plugins::bindings::sluice::plugin::http::{Host, HttpError, IncomingResponse, OutgoingRequest};
+use crate::plugins::bindings::sync::sluice::plugin::http as sync_http;
 use crate::plugins::state::PluginState;
+
+/// Why a plugin's call was refused when it has no `http` grant.
+const NOT_GRANTED: &str = "outbound http is not granted to this plugin";
 
 /// Largest response body a plugin's outbound call may receive.
 pub const MAX_OUTBOUND_RESPONSE_BYTES: usize = 10 << 20;
@@ -99,7 +103,7 @@ async fn send(req: http::Request<Full<Bytes>>) -> Result<IncomingResponse, HttpE
 impl Host for PluginState {
     async fn send(&mut self, req: OutgoingRequest) -> wasmtime::Result<Result<IncomingResponse, HttpError>> {
         let Some(grant) = self.env.grants.http.clone() else {
-            return Ok(Err(HttpError::NotAllowed("outbound http is not granted to this plugin".into())));
+            return Ok(Err(HttpError::NotAllowed(NOT_GRANTED.into())));
         };
         if self.configuring {
             return Ok(Err(HttpError::NotAllowed("outbound http is not available during configure".into())));
@@ -126,6 +130,23 @@ impl Host for PluginState {
             Err(e) => return Ok(Err(e)),
         };
         Ok(self.wait_on(tokio::time::timeout(timeout, send(out))).await.unwrap_or(Err(HttpError::Timeout)))
+    }
+}
+
+/// `http` on the synchronous call path: only plugins that are not granted `http`
+/// take it (see [`super::sync_eligible`]), so a call is refused as it would be on
+/// the asynchronous path.
+impl sync_http::Host for PluginState {
+    fn send(
+        &mut self,
+        _: sync_http::OutgoingRequest,
+    ) -> wasmtime::Result<Result<sync_http::IncomingResponse, sync_http::HttpError>> {
+        let why = if self.env.grants.http.is_some() {
+            "outbound http needs the asynchronous call path"
+        } else {
+            NOT_GRANTED
+        };
+        Ok(Err(sync_http::HttpError::NotAllowed(why.into())))
     }
 }
 

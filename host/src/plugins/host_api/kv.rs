@@ -40,6 +40,11 @@ pub trait KvStore: Send + Sync + 'static {
         new: Vec<u8>,
         ttl: Option<Duration>,
     ) -> KvFuture<'_, bool>;
+    /// The store as an [`InProcessKv`], when it is one: its operations never wait, so
+    /// plugins using it can take the synchronous call path.
+    fn in_process(&self) -> Option<&InProcessKv> {
+        None
+    }
 }
 
 struct Entry {
@@ -92,10 +97,13 @@ impl InProcessKv {
         Arc::clone(KV.get_or_init(Default::default))
     }
 
-    fn with<T>(&self, key: &str, f: impl FnOnce(&mut Shard, Instant) -> T) -> T {
+    fn lock(&self, key: &str) -> std::sync::MutexGuard<'_, Shard> {
         let i = (self.hasher.hash_one(key) as usize) % self.shards.len();
-        let mut shard = self.shards[i].lock().unwrap_or_else(|p| p.into_inner());
-        f(&mut shard, Instant::now())
+        self.shards[i].lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn with<T>(&self, key: &str, f: impl FnOnce(&mut Shard, Instant) -> T) -> T {
+        f(&mut self.lock(key), Instant::now())
     }
 }
 
@@ -103,44 +111,87 @@ fn expiry(now: Instant, ttl: Option<Duration>) -> Option<Instant> {
     ttl.map(|t| now + t)
 }
 
-impl KvStore for InProcessKv {
-    fn get(&self, key: String) -> KvFuture<'_, Option<Vec<u8>>> {
-        let v = self.with(&key, |s, now| s.live(&key, now).map(|e| e.value.clone()));
-        Box::pin(async move { Ok(v) })
+/// The store's operations, done at once: the synchronous call path uses them
+/// directly, the [`KvStore`] impl wraps them in ready futures.
+impl InProcessKv {
+    /// The value of `key`, if present and not expired.
+    pub fn get_now(&self, key: &str) -> Option<Vec<u8>> {
+        self.with(key, |s, now| s.live(key, now).map(|e| e.value.clone()))
     }
 
-    fn set(&self, key: String, value: Vec<u8>, ttl: Option<Duration>) -> KvFuture<'_, ()> {
-        self.with(&key, |s, now| {
-            s.ops = s.ops.wrapping_add(1);
-            s.map.insert(key.clone(), Entry { value, expires: expiry(now, ttl) });
-        });
-        Box::pin(async { Ok(()) })
+    /// Stores `value` under `key`, expiring after `ttl` if given.
+    pub fn set_now(&self, key: String, value: Vec<u8>, ttl: Option<Duration>) {
+        let mut shard = self.lock(&key);
+        shard.ops = shard.ops.wrapping_add(1);
+        shard.map.insert(key, Entry { value, expires: expiry(Instant::now(), ttl) });
     }
 
-    fn delete(&self, key: String) -> KvFuture<'_, bool> {
-        let had = self.with(&key, |s, now| s.live(&key, now).is_some() && s.map.remove(&key).is_some());
-        Box::pin(async move { Ok(had) })
+    /// Removes `key`; true if it was present.
+    pub fn delete_now(&self, key: &str) -> bool {
+        self.with(key, |s, now| s.live(key, now).is_some() && s.map.remove(key).is_some())
     }
 
-    fn increment(&self, key: String, delta: i64, ttl: Option<Duration>) -> KvFuture<'_, i64> {
-        let r = self.with(&key, |s, now| match s.live(&key, now) {
+    /// Adds `delta` to the decimal integer at `key` (absent: 0); `ttl` applies when the
+    /// key is created.
+    pub fn increment_now(&self, key: &str, delta: i64, ttl: Option<Duration>) -> Result<i64, KvError> {
+        self.with(key, |s, now| match s.live(key, now) {
             Some(e) => {
                 let n: i64 = std::str::from_utf8(&e.value)
                     .ok()
                     .and_then(|t| t.trim().parse().ok())
                     .ok_or(KvError::NotANumber)?;
                 let n = n.saturating_add(delta);
-                e.value = n.to_string().into_bytes();
+                e.value.clear();
+                // Writing a number into a Vec cannot fail.
+                std::io::Write::write_fmt(&mut e.value, format_args!("{n}"))
+                    .map_err(|_| KvError::NotANumber)?;
                 Ok(n)
             }
             None => {
-                s.map.insert(
-                    key.clone(),
-                    Entry { value: delta.to_string().into_bytes(), expires: expiry(now, ttl) },
-                );
+                let value = delta.to_string().into_bytes();
+                s.map.insert(key.to_owned(), Entry { value, expires: expiry(now, ttl) });
                 Ok(delta)
             }
-        });
+        })
+    }
+
+    /// Replaces the value of `key` with `new` if it equals `expected` (`None`: absent).
+    pub fn compare_and_swap_now(
+        &self,
+        key: &str,
+        expected: Option<&[u8]>,
+        new: Vec<u8>,
+        ttl: Option<Duration>,
+    ) -> bool {
+        self.with(key, |s, now| {
+            let current = s.live(key, now).map(|e| e.value.as_slice());
+            if current != expected {
+                return false;
+            }
+            s.map.insert(key.to_owned(), Entry { value: new, expires: expiry(now, ttl) });
+            true
+        })
+    }
+}
+
+impl KvStore for InProcessKv {
+    fn get(&self, key: String) -> KvFuture<'_, Option<Vec<u8>>> {
+        let v = self.get_now(&key);
+        Box::pin(async move { Ok(v) })
+    }
+
+    fn set(&self, key: String, value: Vec<u8>, ttl: Option<Duration>) -> KvFuture<'_, ()> {
+        self.set_now(key, value, ttl);
+        Box::pin(async { Ok(()) })
+    }
+
+    fn delete(&self, key: String) -> KvFuture<'_, bool> {
+        let had = self.delete_now(&key);
+        Box::pin(async move { Ok(had) })
+    }
+
+    fn increment(&self, key: String, delta: i64, ttl: Option<Duration>) -> KvFuture<'_, i64> {
+        let r = self.increment_now(&key, delta, ttl);
         Box::pin(async move { r })
     }
 
@@ -151,15 +202,12 @@ impl KvStore for InProcessKv {
         new: Vec<u8>,
         ttl: Option<Duration>,
     ) -> KvFuture<'_, bool> {
-        let swapped = self.with(&key, |s, now| {
-            let current = s.live(&key, now).map(|e| e.value.as_slice());
-            if current != expected.as_deref() {
-                return false;
-            }
-            s.map.insert(key.clone(), Entry { value: new, expires: expiry(now, ttl) });
-            true
-        });
+        let swapped = self.compare_and_swap_now(&key, expected.as_deref(), new, ttl);
         Box::pin(async move { Ok(swapped) })
+    }
+
+    fn in_process(&self) -> Option<&InProcessKv> {
+        Some(self)
     }
 }
 
@@ -221,6 +269,78 @@ impl Host for PluginState {
     ) -> wasmtime::Result<Result<bool, KvError>> {
         let Some(kv) = self.env.grants.kv.clone() else { return Ok(Err(denied())) };
         Ok(self.wait_on(kv.compare_and_swap(self.kv_key(&key), expected, new, ttl(ttl_ms))).await)
+    }
+}
+
+/// `kv` on the synchronous call path, which only plugins whose store is the
+/// in-process one take (see [`super::sync_eligible`]).
+mod sync_path {
+    use std::time::Duration;
+
+    use super::{InProcessKv, KvError, PluginState, ttl};
+    use crate::plugins::bindings::sync::sluice::plugin::kv::{Host, KvError as SyncKvError};
+
+    fn to_sync(e: KvError) -> SyncKvError {
+        match e {
+            KvError::Unavailable(m) => SyncKvError::Unavailable(m),
+            KvError::NotANumber => SyncKvError::NotANumber,
+        }
+    }
+
+    impl PluginState {
+        /// The in-process store and this plugin's key for `key`, or why there is none.
+        fn in_process_kv(&self, key: &str) -> Result<(&InProcessKv, String), SyncKvError> {
+            match self.env.grants.kv.as_deref() {
+                None => Err(to_sync(super::denied())),
+                Some(kv) => match kv.in_process() {
+                    Some(kv) => Ok((kv, self.kv_key(key))),
+                    None => Err(SyncKvError::Unavailable(
+                        "this plugin's kv store needs the asynchronous call path".into(),
+                    )),
+                },
+            }
+        }
+    }
+
+    impl Host for PluginState {
+        fn get(&mut self, key: String) -> wasmtime::Result<Result<Option<Vec<u8>>, SyncKvError>> {
+            Ok(self.in_process_kv(&key).map(|(kv, k)| kv.get_now(&k)))
+        }
+
+        fn set(
+            &mut self,
+            key: String,
+            value: Vec<u8>,
+            ttl_ms: Option<u64>,
+        ) -> wasmtime::Result<Result<(), SyncKvError>> {
+            Ok(self.in_process_kv(&key).map(|(kv, k)| kv.set_now(k, value, ttl(ttl_ms))))
+        }
+
+        fn delete(&mut self, key: String) -> wasmtime::Result<Result<bool, SyncKvError>> {
+            Ok(self.in_process_kv(&key).map(|(kv, k)| kv.delete_now(&k)))
+        }
+
+        fn increment(
+            &mut self,
+            key: String,
+            delta: i64,
+            ttl_ms: Option<u64>,
+        ) -> wasmtime::Result<Result<i64, SyncKvError>> {
+            let ttl: Option<Duration> = ttl(ttl_ms);
+            Ok(self.in_process_kv(&key).and_then(|(kv, k)| kv.increment_now(&k, delta, ttl).map_err(to_sync)))
+        }
+
+        fn compare_and_swap(
+            &mut self,
+            key: String,
+            expected: Option<Vec<u8>>,
+            new: Vec<u8>,
+            ttl_ms: Option<u64>,
+        ) -> wasmtime::Result<Result<bool, SyncKvError>> {
+            Ok(self
+                .in_process_kv(&key)
+                .map(|(kv, k)| kv.compare_and_swap_now(&k, expected.as_deref(), new, ttl(ttl_ms))))
+        }
     }
 }
 

@@ -16,6 +16,7 @@ pub mod log;
 pub mod metrics;
 pub mod secrets;
 pub mod types;
+pub mod wasi;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, OnceLock};
@@ -23,7 +24,7 @@ use std::sync::{Arc, OnceLock};
 use wasmtime::component::types::ComponentItem;
 use wasmtime::component::{Component, HasSelf, Linker};
 
-use super::bindings::Plugin;
+use super::bindings::{Plugin, sync};
 use super::engine::engine;
 use super::state::PluginState;
 use super::stats::PluginStats;
@@ -83,7 +84,8 @@ pub struct HostEnv {
     pub clock: PluginClock,
 }
 
-/// The linker with WASI p2 (no authority) and every `sluice:plugin` interface.
+/// The asynchronous path's linker: WASI p2 (no authority) and every `sluice:plugin`
+/// interface, `http.send` and `kv` as async host functions.
 pub fn linker() -> &'static Linker<PluginState> {
     static LINKER: OnceLock<Linker<PluginState>> = OnceLock::new();
     LINKER.get_or_init(|| {
@@ -93,6 +95,48 @@ pub fn linker() -> &'static Linker<PluginState> {
             .expect("linking the plugin world");
         linker
     })
+}
+
+/// The synchronous path's linker: the same WASI p2 sandbox with `wasi:io` that never
+/// waits ([`wasi`]), and every `sluice:plugin` interface as a synchronous host
+/// function. A component instantiated through it has no async import, so its
+/// exports are called without a fiber.
+pub fn sync_linker() -> &'static Linker<PluginState> {
+    static LINKER: OnceLock<Linker<PluginState>> = OnceLock::new();
+    LINKER.get_or_init(|| {
+        use wasmtime_wasi::p2::bindings::sync::io::{poll, streams};
+        let mut linker = Linker::new(engine());
+        wasmtime_wasi::p2::add_to_linker_sync(&mut linker).expect("linking WASI p2");
+        // wasmtime-wasi's synchronous streams and pollables block on the tokio
+        // runtime; these never wait.
+        linker.allow_shadowing(true);
+        fn io(s: &mut PluginState) -> wasi::NonBlockingIo<'_> {
+            wasi::NonBlockingIo(s.table())
+        }
+        poll::add_to_linker::<_, wasi::NonBlocking>(&mut linker, io).expect("linking wasi:io/poll");
+        streams::add_to_linker::<_, wasi::NonBlocking>(&mut linker, io).expect("linking wasi:io/streams");
+        linker.allow_shadowing(false);
+        sync::Plugin::add_to_linker::<_, HasSelf<PluginState>>(&mut linker, |s| s)
+            .expect("linking the plugin world");
+        linker
+    })
+}
+
+/// Why the entry of `component` with `grants` cannot take the synchronous call
+/// path, or `None` when nothing it imports can wait: no timer or socket, no
+/// granted `http`, and no kv but the in-process one.
+pub fn sync_blocker(component: &Component, grants: &Grants) -> Option<String> {
+    if let Some(why) = wasi::sync_blocker(component) {
+        return Some(why);
+    }
+    let (caps, _) = imported_capabilities(component);
+    if caps.contains(&"http") && grants.http.is_some() {
+        return Some("it is granted `http` (outbound calls wait on the network)".into());
+    }
+    if caps.contains(&"kv") && grants.kv.as_deref().is_some_and(|kv| kv.in_process().is_none()) {
+        return Some("its kv store is Redis (each operation waits on the network)".into());
+    }
+    None
 }
 
 /// WASI interfaces a plugin may import: with nothing preopened and no network they
