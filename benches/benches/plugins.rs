@@ -2,6 +2,12 @@
 //! (10 headers, 1 KiB body), instance checkout/return and fresh instantiation, and a
 //! 3-plugin chain — all on warm, configured instances, driven without a runtime (the
 //! chain never waits for these plugins, so each future completes on its first poll).
+//!
+//! The `crossing` group takes one call apart: the export call alone (a plugin that
+//! returns at once, called straight on an instance), plus one host call that reads a
+//! header, plus one that sets a header, and then the same plugin through the chain
+//! (checkout, slot moves, deadline, stats). The differences are the cost of each
+//! crossing.
 
 use std::hint::black_box;
 use std::sync::Arc;
@@ -71,6 +77,8 @@ fn benches(c: &mut Criterion) {
             route("three", &[CHECK, CHECK, CHECK]),
             route("both", &[ADDER, ADDER, ADDER]),
             route("fresh", &["{ name: header-check, limits: { max_idle: 0 } }"]),
+            route("noop", &["{ name: header-check, config: { mode: noop } }"]),
+            route("read", &["{ name: header-check, config: { mode: read } }"]),
         ]
         .concat(),
     );
@@ -103,6 +111,27 @@ fn benches(c: &mut Criterion) {
     fresh.checkout(&route).now_or_never().unwrap().unwrap();
     g.bench_function("fresh_instance_instantiate_and_configure", |b| {
         b.iter(|| black_box(fresh.checkout(&route).now_or_never().unwrap().unwrap()))
+    });
+    g.finish();
+
+    let mut g = c.benchmark_group("crossing");
+    for (name, chain) in
+        [("export_call", &chains[4]), ("plus_header_read", &chains[5]), ("plus_header_set", &chains[0])]
+    {
+        let pool = Arc::clone(&chain.entries()[0].pool);
+        let mut inst = pool.checkout(&route).now_or_never().unwrap().unwrap();
+        inst.store.data_mut().req.headers = typical_request().headers().clone();
+        // With a fresh deadline per call, as the chain gives it.
+        g.bench_function(name, |b| {
+            b.iter(|| {
+                pool.rearm(&mut inst);
+                black_box(inst.on_request().now_or_never().unwrap().unwrap())
+            })
+        });
+        pool.checkin(inst);
+    }
+    g.bench_function("plus_chain_bookkeeping", |b| {
+        b.iter(|| black_box(chains[0].on_request(&mut req, &mut ctx).now_or_never().unwrap().unwrap()))
     });
     g.finish();
 }

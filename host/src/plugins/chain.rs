@@ -11,6 +11,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::Bytes;
+use futures_util::FutureExt;
 use futures_util::future::BoxFuture;
 use http::header::{CONTENT_LENGTH, HeaderName, HeaderValue, TRANSFER_ENCODING};
 use http::{Request, Response, StatusCode};
@@ -20,7 +21,7 @@ use tracing::Instrument;
 use super::bindings::{Decision, Phases, ResponseSpec};
 use super::error::{Phase, PluginError, PluginErrorKind};
 use super::limits::HEADER_HEADROOM;
-use super::pool::{Instance, InstancePool};
+use super::pool::{CallPath, Instance, InstancePool};
 use super::state::{Annotations, Consumer, RequestContext, RequestSlot, ResponseEdits, ResponseSlot};
 use crate::body::{self, Body};
 use crate::config::OnErrorConfig;
@@ -219,7 +220,13 @@ impl Chain {
             let entry = &self.entries[i];
             slot.entry = i;
             let span = tracing::debug_span!("plugin", plugin = %entry.pool.plugin(), route = %self.route, phase = "on-request", request_id = ctx.request_id.as_ref().and_then(|v| v.to_str().ok()));
-            let step = self.request_step(entry, slot, &ctx.annotations).instrument(span).await;
+            let step = self.request_step(entry, slot, &ctx.annotations);
+            let step = match entry.pool.path() {
+                // Completes on its first poll: run it here, outside this future's state.
+                CallPath::Sync if span.is_disabled() => now(step),
+                CallPath::Sync => span.in_scope(|| now(step)),
+                CallPath::Async => Box::pin(step).instrument(span).await,
+            };
             match step {
                 Ok(Step::Continue) => {}
                 Ok(Step::Respond(resp)) => return Ok(Some((resp, i))),
@@ -308,8 +315,12 @@ impl Chain {
             let entry = &self.entries[i];
             let span = tracing::debug_span!("plugin", plugin = %entry.pool.plugin(), route = %self.route, phase = "on-response", request_id = ctx.request_id.as_ref().and_then(|v| v.to_str().ok()));
             let pos = self.chunk_pos[i].filter(|_| !held.is_empty());
-            let step =
-                self.response_step(entry, &mut slot, &ctx.annotations, pos.is_some()).instrument(span).await;
+            let step = self.response_step(entry, &mut slot, &ctx.annotations, pos.is_some());
+            let step = match entry.pool.path() {
+                CallPath::Sync if span.is_disabled() => now(step),
+                CallPath::Sync => span.in_scope(|| now(step)),
+                CallPath::Async => Box::pin(step).instrument(span).await,
+            };
             let step = step.map(|(step, kept)| {
                 if let (Some(pos), Some(inst)) = (pos, kept) {
                     held[pos] = Some(inst);
@@ -402,6 +413,12 @@ impl Chain {
         tracing::warn!(plugin = %plugin, route = %self.route, phase = %phase, kind = err.kind.label(), fail_open = entry.on_error == OnErrorConfig::FailOpen, error = %err, "plugin failed");
         err
     }
+}
+
+/// The result of a step on the synchronous path, which never waits (its instance
+/// is instantiated synchronously too), so its future completes on the first poll.
+fn now<T>(step: impl std::future::Future<Output = T>) -> T {
+    step.now_or_never().expect("a plugin on the synchronous call path never waits")
 }
 
 enum CallFault {
