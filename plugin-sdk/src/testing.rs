@@ -222,6 +222,13 @@ impl FakeRequest {
         self
     }
 
+    /// Sets the request's id (what `Request::request_id` returns; the gateway's is
+    /// generated or taken from the client, under the listener's id header).
+    pub fn with_request_id(mut self, id: &str) -> Self {
+        self.request_id = id.to_owned();
+        self
+    }
+
     /// Sets the body.
     pub fn with_body(mut self, body: impl Into<Vec<u8>>) -> Self {
         self.body = body.into();

@@ -144,8 +144,8 @@ async fn api_keys_from_config_and_secrets_forward_the_consumer_upstream() {
     let bad = get(&gw, "/keys/a", &[("x-api-key", "billing-key-2"), ("x-request-id", "auth-test-1")]).await;
     assert_unauthorized(&bad, "Key realm=\"sluice\"");
     assert_eq!(bad.json()["error"]["message"], "invalid api key");
-    // The plugin sees a request id the client sent (plugins run before the gateway
-    // adds its own to the request), and the gateway answers with the same.
+    // The plugin reports the request's id — here the client's, which the listener
+    // trusts by default — and the gateway answers with the same.
     assert_eq!(bad.json()["error"]["request_id"], "auth-test-1");
     assert_eq!(bad.header("x-request-id"), Some("auth-test-1"));
     let missing = get(&gw, "/keys/a", &[]).await;
@@ -609,4 +609,43 @@ async fn encryption_keys_never_verify_tokens() {
         assert_eq!(ok.status, 200, "{path}: {}", ok.text());
     }
     assert_eq!(up.request_count(), 2, "only the rsa-2 tokens reached the upstream");
+}
+
+#[tokio::test]
+async fn error_answers_of_auth_and_rate_limit_carry_the_gateways_request_id() {
+    // The listener sends its ids in `x-trace-id` and never trusts the client's: the
+    // `x-request-id` a client sends is just another header, and must not be what the
+    // plugins' error bodies report.
+    let yaml = "version: 1
+listeners:
+  - name: public
+    address: 127.0.0.1:0
+    request_id: { header: x-trace-id, trust_incoming: false }
+routes:
+  - name: keys
+    match: { path_prefix: /keys }
+    target: { echo: {} }
+    plugins:
+      - name: auth
+        config: { api_key: { keys: [{ key: right-key, consumer: c }] } }
+  - name: limited
+    match: { path_prefix: /limited }
+    target: { echo: {} }
+    plugins:
+      - name: rate-limit
+        grants: { kv: true }
+        config: { key: [ip], limits: [{ name: tiny, rate: 1, per: 1h }] }
+";
+    let gw = Gateway::builder().config_yaml(yaml).unwrap().start().await.unwrap();
+    let sent = [("x-request-id", "from-the-client"), ("x-api-key", "wrong-key")];
+    let refused = get(&gw, "/keys/a", &sent).await;
+    assert_eq!(refused.status, 401, "{}", refused.text());
+    let limited = [get(&gw, "/limited", &sent).await, get(&gw, "/limited", &sent).await];
+    assert_eq!(limited[0].status, 200);
+    assert_eq!(limited[1].status, 429, "{}", limited[1].text());
+    for r in [&refused, &limited[1]] {
+        let id = r.header("x-trace-id").expect("the gateway's id header");
+        assert_eq!(id.len(), 32, "generated, not the client's");
+        assert_eq!(r.json()["error"]["request_id"], id, "{}", r.text());
+    }
 }

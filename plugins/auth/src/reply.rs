@@ -4,9 +4,6 @@
 
 use sluice_plugin_sdk::{Decision, Request};
 
-/// The request id header the gateway sets before plugins run.
-const REQUEST_ID_HEADER: &str = "x-request-id";
-
 /// Why a presented credential was refused, per method.
 pub enum Challenge {
     /// A bad API key.
@@ -42,7 +39,10 @@ impl Challenge {
 /// A JSON error answer with `WWW-Authenticate` challenges (one header each).
 pub fn error(req: &Request<'_>, status: u16, code: &str, message: &str, challenges: &[String]) -> Decision {
     let mut error = serde_json::json!({ "status": status, "code": code, "message": message });
-    if let Some(id) = req.header(REQUEST_ID_HEADER) {
+    // The id the gateway gave the request (generated, or the client's when trusted),
+    // under whatever header the listener uses.
+    let id = req.request_id();
+    if !id.is_empty() {
         error["request_id"] = serde_json::Value::String(id);
     }
     sluice_plugin_sdk::metrics::counter_add(if status == 401 { "unauthorized" } else { "forbidden" }, 1);

@@ -445,11 +445,11 @@ fn missing_credentials_get_every_challenge() {
     let (r, body) = reply_of(&d);
     assert_eq!(
         body,
-        json!({"error": {"status": 401, "code": "unauthorized", "message": "missing credentials"}})
+        json!({"error": {"status": 401, "code": "unauthorized", "message": "missing credentials", "request_id": "test-request-id"}})
     );
     assert!(r.headers.contains(&("content-type".into(), "application/json".into())));
-    // The gateway's request id is echoed when present.
-    let mut req = FakeRequest::new("GET", "/").with_header("x-request-id", "rid-1");
+    // The gateway's request id is echoed, not a header the client sent.
+    let mut req = FakeRequest::new("GET", "/").with_header("x-request-id", "from-the-client").with_request_id("rid-1");
     let (_, body) = reply_of(&p.on_request(&mut req.as_request()));
     assert_eq!(body["error"]["request_id"], "rid-1");
 }

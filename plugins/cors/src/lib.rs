@@ -280,7 +280,7 @@ fn forbidden(req: &Request<'_>, message: &str) -> Decision {
             "status": 403,
             "code": "cors_preflight_refused",
             "message": format!("CORS preflight refused: {message}"),
-            "request_id": req.header("x-request-id").unwrap_or_default(),
+            "request_id": req.request_id(),
         }
     });
     let mut bytes = serde_json::to_vec(&body).unwrap_or_default();

@@ -65,17 +65,19 @@ fn an_allowed_preflight_is_answered_with_204_and_the_cors_headers() {
 #[test]
 fn a_refused_preflight_gets_403_without_cors_headers() {
     let cors = app();
-    for (mut req, why) in [
+    for (req, why) in [
         (preflight("https://evil.com", "GET", None), "origin `https://evil.com`"),
         (preflight("https://example.org", "GET", None), "origin `https://example.org`"),
         (preflight("https://app.example.com", "DELETE", None), "method `DELETE`"),
         (preflight("https://app.example.com", "GET", Some("x-token, x-other")), "header `x-other`"),
     ] {
+        let mut req = req.with_header("x-request-id", "from-the-client").with_request_id("rid-9");
         let r = reply(cors.on_request(&mut req.as_request()));
         assert_eq!(r.status, 403);
         assert_eq!(header(&r, "access-control-allow-origin"), None);
         let body: Value = serde_json::from_slice(&r.body).unwrap();
         assert_eq!(body["error"]["code"], "cors_preflight_refused");
+        assert_eq!(body["error"]["request_id"], "rid-9", "the gateway's id, not a client header");
         assert!(body["error"]["message"].as_str().unwrap().contains(why), "{body}");
     }
 }

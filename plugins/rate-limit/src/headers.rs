@@ -22,8 +22,6 @@ use crate::gcra::ceil_secs;
 pub const POLICY: &str = "ratelimit-policy";
 /// See [`POLICY`].
 pub const STATE: &str = "ratelimit";
-/// The request header whose value the error body reports as `request_id`.
-pub const REQUEST_ID: &str = "x-request-id";
 
 /// The `RateLimit-Policy` value of `limits`.
 pub fn policy(limits: &[Limit]) -> String {

@@ -121,7 +121,7 @@ impl RateLimit {
             self.give_back(store, &taken, now);
             metrics::counter_add("rejected", 1);
             let (retry_after_ns, reset_ns) = refused;
-            let request_id = req.header(headers::REQUEST_ID).unwrap_or_default();
+            let request_id = req.request_id();
             let mut answer = headers::too_many(&limit.name, retry_after_ns, &request_id);
             if self.config.headers {
                 let mut refusal = String::new();
@@ -184,7 +184,7 @@ impl RateLimit {
                 Decision::Continue
             }
             KvErrorPolicyConfig::FailClosed => {
-                let request_id = req.header(headers::REQUEST_ID).unwrap_or_default();
+                let request_id = req.request_id();
                 let answer = headers::unavailable(&request_id);
                 if self.config.headers {
                     answer.with_header(headers::POLICY, self.compiled.policy_header.clone())

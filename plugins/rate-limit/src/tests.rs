@@ -47,7 +47,8 @@ fn admits_exactly_the_burst_then_answers_429_with_retry_after_and_headers() {
         let expected_t = (3 - left) * 1200;
         assert_eq!(resp.header("ratelimit"), Some(format!("\"per_hour\";r={left};t={expected_t}")));
     }
-    let mut req = FakeRequest::new("GET", "/a").with_header("x-request-id", "req-7");
+    let mut req =
+        FakeRequest::new("GET", "/a").with_header("x-request-id", "from-the-client").with_request_id("req-7");
     let d = rl.on_request(&mut req.as_request());
     assert_eq!(d.status(), Some(429));
     let retry: u64 = header(&d, "retry-after").unwrap().parse().unwrap();

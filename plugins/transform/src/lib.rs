@@ -313,7 +313,7 @@ fn bad_request(req: &Request<'_>, code: &str, message: &str) -> Decision {
             "status": 400,
             "code": code,
             "message": message,
-            "request_id": req.header("x-request-id").unwrap_or_default(),
+            "request_id": req.request_id(),
         }
     });
     let mut bytes = serde_json::to_vec(&body).unwrap_or_default();

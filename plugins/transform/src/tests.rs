@@ -106,7 +106,8 @@ fn malformed_json_gets_a_400_in_the_gateway_shape_and_other_bodies_pass() {
     let t = plugin(json!({"request": {"body": {"remove": ["/a"]}}}));
     let mut req = FakeRequest::new("POST", "/")
         .with_header("content-type", "application/json")
-        .with_header("x-request-id", "rid-1")
+        .with_header("x-request-id", "from-the-client")
+        .with_request_id("rid-1")
         .with_body("{not json");
     let decision = t.on_request(&mut req.as_request());
     assert_eq!(decision.status(), Some(400));
