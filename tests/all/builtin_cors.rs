@@ -179,3 +179,48 @@ async fn star_with_credentials_is_refused_at_load() {
     assert!(err.contains("routes[0].plugins[0].config"), "{err}");
     assert!(err.contains("`*` cannot be combined with allow_credentials"), "{err}");
 }
+
+#[tokio::test]
+async fn an_answer_from_a_plugin_behind_cors_keeps_the_consumer_in_the_access_log() {
+    // auth sets the consumer, rate-limit then answers 429, and that answer goes back
+    // through cors's response phase: the access log must still name the consumer.
+    let (log, _guard) = crate::harness::AccessLog::capture();
+    let yaml = "version: 1
+listeners:
+  - name: public
+    address: 127.0.0.1:0
+routes:
+  - name: consumer-kept
+    match: { path_prefix: / }
+    target: { echo: {} }
+    plugins:
+      - name: cors
+        config: { allow_origins: [\"https://app.example.com\"] }
+      - name: auth
+        config: { api_key: { keys: [{ key: right-key, consumer: billing }] } }
+      - name: rate-limit
+        grants: { kv: true }
+        config: { key: [consumer], limits: [{ name: tiny, rate: 1, per: 1h }] }
+";
+    let gw = sluice::Gateway::builder().config_yaml(yaml).unwrap().start().await.unwrap();
+    let client = crate::harness::Client::http1();
+    let send = || {
+        let req = http::Request::get(crate::harness::url(gw.addr("public"), "/x"))
+            .header("origin", "https://app.example.com")
+            .header("x-api-key", "right-key")
+            .body(crate::harness::full(""))
+            .unwrap();
+        client.send(req)
+    };
+    let (first, second) = (send().await, send().await);
+    assert_eq!(first.status, 200, "{}", first.text());
+    assert_eq!(second.status, 429, "{}", second.text());
+    assert_eq!(second.header("access-control-allow-origin"), Some("https://app.example.com"));
+    // The line is written when the response body ends; the client has read it.
+    let lines: Vec<_> = log.lines().into_iter().filter(|l| l["route"] == "consumer-kept").collect();
+    let statuses: Vec<&str> = lines.iter().map(|l| l["status"].as_str()).collect();
+    assert_eq!(statuses, ["200", "429"], "{lines:?}");
+    for line in &lines {
+        assert_eq!(line["consumer"], "billing", "{line:?}");
+    }
+}

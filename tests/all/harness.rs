@@ -226,3 +226,47 @@ impl Client {
 pub fn url(addr: SocketAddr, path: &str) -> String {
     format!("http://{addr}{path}")
 }
+
+/// The access-log lines (`sluice::access` events) of the gateways running on this
+/// thread, as field maps, while the guard lives. A `#[tokio::test]` runs the gateway
+/// on the test's own thread, so a thread-scoped subscriber sees exactly that test's
+/// lines.
+#[derive(Clone, Default)]
+pub struct AccessLog(std::sync::Arc<std::sync::Mutex<Vec<std::collections::BTreeMap<String, String>>>>);
+
+impl AccessLog {
+    /// Starts capturing; capture stops when the guard is dropped.
+    pub fn capture() -> (AccessLog, tracing::subscriber::DefaultGuard) {
+        use tracing_subscriber::layer::SubscriberExt;
+        let log = AccessLog::default();
+        let subscriber = tracing_subscriber::registry().with(log.clone());
+        (log, tracing::subscriber::set_default(subscriber))
+    }
+
+    /// The lines so far.
+    pub fn lines(&self) -> Vec<std::collections::BTreeMap<String, String>> {
+        self.0.lock().unwrap().clone()
+    }
+}
+
+struct Fields(std::collections::BTreeMap<String, String>);
+
+impl tracing::field::Visit for Fields {
+    fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn std::fmt::Debug) {
+        self.0.insert(field.name().to_owned(), format!("{value:?}"));
+    }
+
+    fn record_str(&mut self, field: &tracing::field::Field, value: &str) {
+        self.0.insert(field.name().to_owned(), value.to_owned());
+    }
+}
+
+impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for AccessLog {
+    fn on_event(&self, event: &tracing::Event<'_>, _: tracing_subscriber::layer::Context<'_, S>) {
+        if event.metadata().target() == "sluice::access" {
+            let mut fields = Fields(Default::default());
+            event.record(&mut fields);
+            self.0.lock().unwrap().push(fields.0);
+        }
+    }
+}

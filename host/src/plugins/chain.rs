@@ -238,8 +238,8 @@ impl Chain {
     }
 
     /// Runs the response phase (last plugin first).
-    /// The request's consumer and context move into the response phase (they are not
-    /// needed after it).
+    /// The request's consumer and context are lent to the response phase and given
+    /// back to `ctx` afterwards (the access log reads the consumer).
     pub fn on_response<'a>(
         &'a self,
         resp: &'a mut Response<Body>,
@@ -302,7 +302,7 @@ impl Chain {
             match buffer(std::mem::replace(resp.body_mut(), body::empty()), limit).await {
                 Ok(b) => slot.body = Some(b),
                 Err(kind) => {
-                    restore_response(resp, slot);
+                    restore_response(resp, slot, ctx);
                     return Err(self.error(&self.entries[first], Phase::Response, kind));
                 }
             }
@@ -330,17 +330,18 @@ impl Chain {
             match step {
                 Ok(Step::Continue) => {}
                 Ok(Step::Respond(r)) => {
+                    give_back(ctx, &mut slot);
                     *resp = r;
                     return Ok(());
                 }
                 Err(e) if entry.on_error == OnErrorConfig::FailOpen && e.kind.is_fault() => {}
                 Err(e) => {
-                    restore_response(resp, slot);
+                    restore_response(resp, slot, ctx);
                     return Err(e);
                 }
             }
         }
-        restore_response(resp, slot);
+        restore_response(resp, slot, ctx);
         Ok(())
     }
 
@@ -518,7 +519,15 @@ fn restore_request(req: &mut Request<Body>, slot: RequestSlot, ctx: &mut PluginC
     }
 }
 
-fn restore_response(resp: &mut Response<Body>, slot: ResponseSlot) {
+/// Gives the consumer and context back to `ctx` after a response phase: the access
+/// log (and, for an answer made in the request phase, the proxy) still reads them.
+fn give_back(ctx: &mut PluginCtx, slot: &mut ResponseSlot) {
+    ctx.consumer = slot.consumer.take();
+    ctx.context = std::mem::take(&mut slot.context);
+}
+
+fn restore_response(resp: &mut Response<Body>, mut slot: ResponseSlot, ctx: &mut PluginCtx) {
+    give_back(ctx, &mut slot);
     *resp.status_mut() = slot.status;
     *resp.headers_mut() = slot.headers;
     if let Some(b) = slot.body {

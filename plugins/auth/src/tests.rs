@@ -449,7 +449,8 @@ fn missing_credentials_get_every_challenge() {
     );
     assert!(r.headers.contains(&("content-type".into(), "application/json".into())));
     // The gateway's request id is echoed, not a header the client sent.
-    let mut req = FakeRequest::new("GET", "/").with_header("x-request-id", "from-the-client").with_request_id("rid-1");
+    let mut req =
+        FakeRequest::new("GET", "/").with_header("x-request-id", "from-the-client").with_request_id("rid-1");
     let (_, body) = reply_of(&p.on_request(&mut req.as_request()));
     assert_eq!(body["error"]["request_id"], "rid-1");
 }
