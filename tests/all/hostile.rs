@@ -507,3 +507,41 @@ async fn parser_errors_carry_the_json_error_body() {
     }
     gw.shutdown().await;
 }
+
+/// A request the client abandons (an HTTP/2 `RST_STREAM`) while the gateway waits on
+/// a hung upstream no longer counts as in flight, so the connection's idle timeout
+/// still closes it.
+#[tokio::test]
+async fn a_reset_stream_does_not_keep_its_connection_open_forever() {
+    let hung = TestServer::start(|_req: http::Request<hyper::body::Incoming>| async move {
+        std::future::pending::<()>().await;
+        http::Response::new(crate::harness::full(""))
+    })
+    .await;
+    let gw = gateway(&format!(
+        "version: 1\nlisteners:\n  - name: public\n    address: 127.0.0.1:0\n    limits: {{ idle_timeout: 300ms }}\nupstreams:\n  hung:\n    targets: [{{ address: \"{}\" }}]\n    timeouts: {{ request: 1h }}\nroutes:\n  - name: hung\n    match: {{ path_prefix: / }}\n    target: {{ upstream: hung }}\n",
+        hung.addr
+    ))
+    .await;
+    let (mut sender, conn) = h2_to(gw.addr("public")).await;
+    let conn = tokio::spawn(conn);
+    let req = http::Request::get(format!("http://localhost:{}/x", gw.addr("public").port()))
+        .body(crate::harness::full(""))
+        .unwrap();
+    let pending = sender.send_request(req);
+    // The request reaches the upstream, then the client gives up on it: dropping the
+    // response future resets the stream.
+    for _ in 0..200 {
+        if hung.request_count() == 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(hung.request_count(), 1, "the request reached the upstream");
+    drop(pending);
+    // A liveness bound, not a timing assertion: the server closes the idle connection
+    // (idle_timeout 300ms) well within it, or never does.
+    let closed = tokio::time::timeout(Duration::from_secs(20), conn).await;
+    assert!(closed.is_ok(), "the gateway never closed the connection after the stream was reset");
+    gw.shutdown().await;
+}

@@ -153,6 +153,26 @@ struct Activity {
     last_ms: AtomicU64,
 }
 
+/// One request in flight on a connection: counted while it lives. The count drops
+/// when the request's future does, however it ends — answered, or dropped because the
+/// client reset the HTTP/2 stream or went away — so the idle timeout keeps working.
+struct InFlight(Arc<Activity>);
+
+impl InFlight {
+    fn start(activity: &Arc<Activity>) -> InFlight {
+        activity.in_flight.fetch_add(1, Ordering::Relaxed);
+        activity.touch();
+        InFlight(Arc::clone(activity))
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
+        self.0.touch();
+    }
+}
+
 impl Activity {
     fn touch(&self) {
         self.last_ms.store(self.started.elapsed().as_millis() as u64, Ordering::Relaxed);
@@ -207,13 +227,10 @@ async fn serve_http<I>(
         service_fn(move |req: hyper::Request<Incoming>| {
             let snapshot = cell.load_full();
             let info = Arc::clone(&info);
-            let activity = Arc::clone(&activity);
-            activity.in_flight.fetch_add(1, Ordering::Relaxed);
-            activity.touch();
+            let in_flight = InFlight::start(&activity);
             async move {
                 let resp = crate::proxy::handle(req, info, snapshot).await;
-                activity.in_flight.fetch_sub(1, Ordering::Relaxed);
-                activity.touch();
+                drop(in_flight);
                 Ok::<_, Infallible>(resp)
             }
         })
