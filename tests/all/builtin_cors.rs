@@ -224,3 +224,44 @@ routes:
         assert_eq!(line["consumer"], "billing", "{line:?}");
     }
 }
+
+#[tokio::test]
+async fn the_gateways_error_answers_to_a_failed_request_phase_carry_the_cors_headers() {
+    // A browser reads an error only if it carries CORS headers: a plugin that panics
+    // (500), runs past its deadline (503) or gets a body too large to buffer (413)
+    // behind cors gets the gateway's JSON error with cors's headers on it.
+    use sluice_tests::plugins as wasm;
+    let p = crate::plugins::Plugins::with(&[
+        ("panicker", wasm::PANICKER),
+        ("looper", wasm::LOOPER),
+        ("body-upper", wasm::BODY_UPPER),
+    ]);
+    let route = |name: &str, plugin: &str| {
+        format!(
+            "  - name: {name}\n    match: {{ path_prefix: /{name} }}\n    target: {{ echo: {{}} }}\n    plugins:\n      - name: cors\n        config: {{ allow_origins: [\"https://app.example.com\"] }}\n      - {plugin}\n"
+        )
+    };
+    let gw = p
+        .start(&format!(
+            "routes:\n{}{}{}",
+            route("panics", "name: panicker"),
+            route("loops", "{ name: looper, limits: { deadline: 20ms } }"),
+            route("buffers", "{ name: body-upper, limits: { max_body: 16B } }"),
+        ))
+        .await;
+    let client = crate::harness::Client::http1();
+    for (path, status, code) in [
+        ("/panics", 500, "plugin_failed"),
+        ("/loops", 503, "plugin_timeout"),
+        ("/buffers", 413, "body_too_large"),
+    ] {
+        let req = http::Request::post(crate::harness::url(gw.addr("public"), path))
+            .header("origin", "https://app.example.com")
+            .body(crate::harness::full("a body longer than sixteen bytes"))
+            .unwrap();
+        let r = client.send(req).await;
+        assert_eq!(r.status, status, "{path}: {}", r.text());
+        assert_eq!(r.json()["error"]["code"], code, "{path}: {}", r.text());
+        assert_eq!(r.header("access-control-allow-origin"), Some("https://app.example.com"), "{path}");
+    }
+}

@@ -3,9 +3,11 @@
 //! Request phase first → last; response phase last → first (like middleware); a
 //! `respond` decision short-circuits the rest of the phase (and, in the request
 //! phase, the upstream). A fault follows the entry's `on_error` policy: fail closed
-//! (the error goes back to the proxy, which answers with [`PluginError::to_response`])
-//! or fail open (the plugin is skipped; changes it made before failing are kept).
-//! Bodies are buffered only when a plugin of the chain declared a body phase.
+//! (the error goes back to the proxy, whose error answer then goes through the
+//! response phase of the plugins before the failure, [`Chain::on_error_answer`]) or
+//! fail open (the plugin is skipped; changes it made before failing are kept).
+//! Bodies are buffered only when a plugin of the chain declared a body phase, and only
+//! once the request phase reaches the first such plugin.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -45,6 +47,10 @@ pub struct PluginCtx {
     /// Response-header changes plugins made in the request phase, for the response
     /// phase to apply.
     pub response_edits: ResponseEdits,
+    /// Where the request phase failed (the chain position of the plugin, or of the
+    /// first body plugin when buffering failed): the plugins before it still run their
+    /// response phase on the error answer ([`Chain::on_error_answer`]).
+    pub failed_at: Option<usize>,
 }
 
 /// An upstream chosen by a plugin with `set-upstream`, left in the request's
@@ -187,17 +193,19 @@ impl Chain {
             ..RequestSlot::default()
         };
         slot.headers.reserve(HEADER_HEADROOM);
-        if let Some(limit) = self.request_body {
-            match buffer(std::mem::replace(req.body_mut(), body::empty()), limit).await {
-                Ok(b) => slot.body = Some(b),
-                Err(kind) => {
-                    restore_request(req, slot, ctx);
-                    return Err(self.error(&self.entries[self.request[0]], Phase::Request, kind));
-                }
-            }
-        }
-        let result = self.run_request(&mut slot, ctx).await;
+        // Buffered when the first plugin that reads it is reached: the plugins before
+        // it (authentication, say) can refuse the request before its body is read.
+        let mut unread =
+            self.request_body.map(|limit| (std::mem::replace(req.body_mut(), body::empty()), limit));
+        let result = self.run_request(&mut slot, ctx, &mut unread).await;
         restore_request(req, slot, ctx);
+        if let Some((b, _)) = unread {
+            *req.body_mut() = b;
+        }
+        let result = result.map_err(|(e, at)| {
+            ctx.failed_at = Some(at);
+            e
+        });
         match result? {
             None => Ok(None),
             Some((mut resp, answered_by)) => {
@@ -210,14 +218,24 @@ impl Chain {
         }
     }
 
-    /// The request phase; `Some((response, i))` when entry `i` answered.
+    /// The request phase; `Some((response, i))` when entry `i` answered, `Err((e, i))`
+    /// when entry `i` failed closed.
     async fn run_request(
         &self,
         slot: &mut RequestSlot,
         ctx: &PluginCtx,
-    ) -> Result<Option<(Response<Body>, usize)>, PluginError> {
+        unread: &mut Option<(Body, u64)>,
+    ) -> Result<Option<(Response<Body>, usize)>, (PluginError, usize)> {
         for &i in &self.request {
             let entry = &self.entries[i];
+            if entry.pool.phases.contains(Phases::REQUEST_BODY)
+                && let Some((b, limit)) = unread.take()
+            {
+                match buffer(b, limit).await {
+                    Ok(b) => slot.body = Some(b),
+                    Err(kind) => return Err((self.error(entry, Phase::Request, kind), i)),
+                }
+            }
             slot.entry = i;
             let span = tracing::debug_span!("plugin", plugin = %entry.pool.plugin(), route = %self.route, phase = "on-request", request_id = ctx.request_id.as_ref().and_then(|v| v.to_str().ok()));
             let step = self.request_step(entry, slot, &ctx.annotations);
@@ -231,10 +249,27 @@ impl Chain {
                 Ok(Step::Continue) => {}
                 Ok(Step::Respond(resp)) => return Ok(Some((resp, i))),
                 Err(e) if entry.on_error == OnErrorConfig::FailOpen && e.kind.is_fault() => {}
-                Err(e) => return Err(e),
+                Err(e) => return Err((e, i)),
             }
         }
         Ok(None)
+    }
+
+    /// Runs the response phase of the plugins before the one whose request phase
+    /// failed (see [`PluginCtx::failed_at`]) on the gateway's error answer, as for a
+    /// plugin's own answer: a CORS plugin's headers reach the browser on a 500 too. A
+    /// fault in this unwinding keeps the error answer as it is.
+    pub fn on_error_answer<'a>(
+        &'a self,
+        resp: &'a mut Response<Body>,
+        ctx: &'a mut PluginCtx,
+    ) -> BoxFuture<'a, ()> {
+        Box::pin(async move {
+            if let Some(at) = ctx.failed_at.take() {
+                // A fault here was logged where it happened; the first error stands.
+                let _logged = self.run_response_phase(resp, ctx, Some(at), &mut []).await;
+            }
+        })
     }
 
     /// Runs the response phase (last plugin first).

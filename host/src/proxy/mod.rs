@@ -125,8 +125,17 @@ async fn serve(
     record.annotations = Some(ctx.annotations.clone());
     let answered = route.chain.on_request(&mut req, &mut ctx).await;
     record.consumer = ctx.consumer.as_ref().map(|c| c.name.clone());
-    if let Some(resp) = answered.map_err(|e| blame(ProxyError::Plugin(e)))? {
-        return Ok(resp);
+    match answered {
+        Ok(Some(resp)) => return Ok(resp),
+        Ok(None) => {}
+        Err(e) => {
+            // The gateway's answer to a failed request phase (a plugin fault, a body
+            // too large or too slow to buffer) goes back through the response phase of
+            // the plugins before the failure, like a plugin's own answer.
+            let mut resp = failed(blame(ProxyError::Plugin(e)), id, record);
+            route.chain.on_error_answer(&mut resp, &mut ctx).await;
+            return Ok(resp);
+        }
     }
     let req = req.map(PluginBody);
     let mut resp = match dispatch(req, conn, snapshot, route, &ctx.params, id, record).await.map_err(blame) {
@@ -161,8 +170,10 @@ fn blame_body(
 
 /// The gateway's error response for `e`, logged and noted in the access record.
 fn failed(e: ProxyError, id: &HeaderValue, record: &mut AccessRecord) -> Response<Body> {
-    match e.source_kind() {
-        ErrorSource::Client => debug!(request_id = ?id, error = %e, "rejected request"),
+    match (e.source_kind(), &e) {
+        (ErrorSource::Client, _) => debug!(request_id = ?id, error = %e, "rejected request"),
+        // The chain logged the plugin's fault where it happened, with its details.
+        (_, ProxyError::Plugin(_)) => debug!(request_id = ?id, error = %e, "request failed in a plugin"),
         _ => warn!(request_id = ?id, route = record.route_name(), error = %e, "request failed"),
     }
     record.error = Some(e.code());
