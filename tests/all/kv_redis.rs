@@ -286,3 +286,18 @@ async fn reloads_keep_one_redis_connection() {
     }
     assert_eq!(clients(&mut conn).await, before, "no connection was opened (or leaked) by a reload");
 }
+
+#[tokio::test]
+async fn configure_may_wait_on_redis_like_any_call() {
+    // `start_at` makes the plugin's `configure` set the counter in Redis: a load-time
+    // call that waits on the network.
+    let Some(redis) = RedisServer::start_or_skip() else { return };
+    let c = Counter::new();
+    let gw = c.start(&redis.url(), "seeded", ", start_at: 41").await;
+    assert_eq!(ok_count(&count(&gw).await), 42, "configure's write landed before the first request");
+    let stored: String = inspect(&redis).await.get(redis_key("seeded")).await.unwrap();
+    assert_eq!(stored, "42");
+    // A reload builds the chain again, configure included.
+    gw.reload_from_source().await.unwrap();
+    assert_eq!(ok_count(&count(&gw).await), 42, "the reload's configure set the counter back");
+}

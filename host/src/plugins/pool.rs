@@ -148,9 +148,38 @@ impl std::fmt::Debug for InstancePool {
     }
 }
 
+/// Runs a load-time future from synchronous code: at once when it does not wait (the
+/// synchronous path, the in-process kv), else to completion on the current tokio
+/// runtime from a thread of its own (so the caller may be anywhere, even inside an
+/// async task), or on a runtime of its own when there is none (`sluice check`).
+fn finish_load<F>(load: F) -> Result<(Instance, Phases), PluginErrorKind>
+where
+    F: std::future::Future<Output = Result<(Instance, Phases), PluginErrorKind>> + Send,
+{
+    let mut load = std::pin::pin!(load);
+    if let Some(done) = load.as_mut().now_or_never() {
+        return done;
+    }
+    let unfinished =
+        |e: &dyn std::fmt::Display| PluginErrorKind::Load(format!("loading could not finish: {e}"));
+    match tokio::runtime::Handle::try_current() {
+        Ok(handle) => std::thread::scope(|s| {
+            s.spawn(|| handle.block_on(load))
+                .join()
+                .unwrap_or_else(|_| Err(unfinished(&"the loading thread panicked")))
+        }),
+        Err(_) => match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+            Ok(rt) => rt.block_on(load),
+            Err(e) => Err(unfinished(&e)),
+        },
+    }
+}
+
 impl InstancePool {
-    /// Creates the pool and its first instance: `info`, then `configure` with
-    /// `config_json`. Runs synchronously: nothing a plugin may do at load waits.
+    /// Creates the pool and its first instance: `configure` with `config_json`, then
+    /// `info`. Runs synchronously (the snapshot is built on a blocking thread); a
+    /// `configure` that waits (a Redis-backed kv call) is driven to completion on the
+    /// gateway's runtime, within the configure deadline.
     pub fn new(
         pre: Pre,
         env: Arc<HostEnv>,
@@ -160,9 +189,7 @@ impl InstancePool {
     ) -> Result<InstancePool, PluginErrorKind> {
         let mut pool =
             InstancePool { pre, env, config_json, limits, phases: Phases::empty(), idle: Mutex::default() };
-        let (instance, phases) = pool.instantiate(route).now_or_never().unwrap_or_else(|| {
-            Err(PluginErrorKind::Load("loading did not complete without waiting".into()))
-        })?;
+        let (instance, phases) = finish_load(pool.instantiate(route))?;
         pool.phases = phases;
         pool.idle.get_mut().unwrap_or_else(|p| p.into_inner()).push(instance);
         Ok(pool)
