@@ -226,3 +226,53 @@ async fn upstream_connections_are_kept_alive_and_reused() {
     assert_eq!(up.connections.load(std::sync::atomic::Ordering::SeqCst), 1, "one pooled upstream connection");
     gw.shutdown().await;
 }
+
+#[tokio::test]
+async fn plugins_see_the_request_the_upstream_gets() {
+    // The edge's work (request id, hop-by-hop headers, forwarding headers) is done
+    // before the chain: a transform copying what it sees into new headers reports the
+    // gateway's id, the gateway's X-Forwarded-For, and no hop-by-hop header.
+    let up = TestServer::echo().await;
+    let gw = gateway(&format!(
+        "version: 1
+listeners:
+  - name: public
+    address: 127.0.0.1:0
+    request_id: {{ trust_incoming: false }}
+upstreams:
+  app:
+    targets: [{{ address: \"{}\" }}]
+routes:
+  - name: app
+    match: {{ path_prefix: / }}
+    target: {{ upstream: app }}
+    plugins:
+      - name: transform
+        config:
+          request:
+            headers:
+              set:
+                x-seen-id: \"{{{{header.x-request-id|none}}}}\"
+                x-seen-xff: \"{{{{header.x-forwarded-for|none}}}}\"
+                x-seen-hop: \"{{{{header.x-drop-me|none}}}}\"
+",
+        up.addr
+    ))
+    .await;
+    let req = Request::get(url(gw.addr("public"), "/x"))
+        .header("x-request-id", "from-the-client")
+        .header("x-forwarded-for", "6.6.6.6")
+        .header("connection", "x-drop-me")
+        .header("x-drop-me", "1")
+        .body(full(""))
+        .unwrap();
+    let reply = Client::http1().send(req).await;
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    let id = reply.header("x-request-id").expect("the gateway's id").to_owned();
+    assert_ne!(id, "from-the-client");
+    let h = &reply.json()["headers"];
+    assert_eq!(h["x-seen-id"], id.as_str(), "the plugin saw the gateway's id");
+    assert_eq!(h["x-seen-xff"], "127.0.0.1", "the plugin saw the gateway's X-Forwarded-For");
+    assert_eq!(h["x-seen-hop"], "none", "the plugin did not see a hop-by-hop header");
+    assert_eq!(h["x-request-id"], id.as_str());
+}

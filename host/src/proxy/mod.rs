@@ -3,15 +3,17 @@
 //!
 //! ```text
 //! handle ─ request id ─ limits (414, 431, 413) ─ edge (authority, path, header
-//!          names: 400) ─ client body (size and pace: 413, 408) ─ router ─┬─ static → response
-//!                                                                      ├─ echo   → response
-//!                                                                      └─ upstream: strip
-//!          hop-by-hop, allowed upgrades only, add forwarding headers → Upstream::forward
-//!        ─ response: strip hop-by-hop, request id ─ access log when the body ends
+//!          names: 400) ─ client body (size and pace: 413, 408) ─ router ─ prepare
+//!          (allowed upgrades only, strip hop-by-hop, forwarding headers, request id
+//!          header) ─ [chain: request phase] ─┬─ static → response
+//!                                            ├─ echo   → response
+//!                                            └─ upstream → Upstream::forward
+//!        ─ [chain: response phase] ─ response: strip hop-by-hop, request id
+//!        ─ access log when the body ends
 //! ```
 //!
-//! The plugin chain (request phase after routing, response phase before the response
-//! leaves) slots in here.
+//! Plugins see the request as the target will get it: the edge's work is done once,
+//! before the chain.
 
 mod client_body;
 mod echo;
@@ -111,9 +113,13 @@ async fn serve(
         router.find(host, req.method(), req.uri().path(), req.headers()).ok_or(ProxyError::NoRoute)?;
     let route = &snapshot.routes[found.route];
     record.route = Some(found.route);
+    let mut req = req;
+    let client_upgrade = prepare(&mut req, conn, route, id);
 
     if route.chain.is_empty() {
-        return dispatch(req, conn, snapshot, route, &found.params, id, record).await.map_err(blame);
+        return dispatch(req, conn, snapshot, route, &found.params, client_upgrade, record)
+            .await
+            .map_err(blame);
     }
     let mut ctx = PluginCtx {
         request_id: Some(id.clone()),
@@ -138,7 +144,10 @@ async fn serve(
         }
     }
     let req = req.map(PluginBody);
-    let mut resp = match dispatch(req, conn, snapshot, route, &ctx.params, id, record).await.map_err(blame) {
+    let mut resp = match dispatch(req, conn, snapshot, route, &ctx.params, client_upgrade, record)
+        .await
+        .map_err(blame)
+    {
         Ok(resp) => resp,
         // An upstream failure is an answer like any other for the response phase:
         // CORS and rate-limit headers go on the 502/504 too, and a plugin can replace
@@ -180,6 +189,33 @@ fn failed(e: ProxyError, id: &HeaderValue, record: &mut AccessRecord) -> Respons
     error_response(&e, id)
 }
 
+/// The edge's work on a routed request, done once before the chain so plugins see the
+/// request the target will get: only an upgrade the route allows goes on (its
+/// `OnUpgrade` is returned; any other loses `Upgrade`, RFC 9110 §7.8), hop-by-hop
+/// headers go, `Expect` goes (hyper answered any `100-continue` towards the client when
+/// the body was first read; the upstream must not wait for one), and the forwarding
+/// headers and the request id header are set.
+fn prepare<B>(
+    req: &mut Request<B>,
+    conn: &ConnInfo,
+    route: &Route,
+    id: &HeaderValue,
+) -> Option<hyper::upgrade::OnUpgrade> {
+    let upgrade = req.version() == http::Version::HTTP_11
+        && headers::wants_upgrade(req.headers())
+        && headers::upgrade_allowed(req.headers(), &route.upgrades);
+    let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut *req));
+    let h = req.headers_mut();
+    headers::strip_hop_by_hop(h, upgrade);
+    h.remove(header::EXPECT);
+    // The edge left one validated authority in `Host`; it is also what the
+    // forwarding headers name, port included.
+    let host = h.get(header::HOST).cloned();
+    headers::add_forwarded(h, conn, host.as_ref().and_then(|v| v.to_str().ok()));
+    h.insert(conn.listener.request_id.header.clone(), id.clone());
+    client_upgrade
+}
+
 /// Sends the request to the route's target (or to the upstream a plugin chose).
 async fn dispatch<B>(
     req: Request<B>,
@@ -187,7 +223,7 @@ async fn dispatch<B>(
     snapshot: &Snapshot,
     route: &Route,
     params: &crate::router::PathParams,
-    id: &HeaderValue,
+    client_upgrade: Option<hyper::upgrade::OnUpgrade>,
     record: &mut AccessRecord,
 ) -> Result<Response<Body>, ProxyError>
 where
@@ -198,7 +234,7 @@ where
         && let Some(upstream) = snapshot.upstreams.get(chosen.0.as_str())
     {
         let upstream = Arc::clone(upstream);
-        return forward(req, conn, &upstream, &route.upgrades, id, record).await;
+        return forward(req, &upstream, client_upgrade, record).await;
     }
     match &route.target {
         Target::Static(s) => Ok(static_response(s)),
@@ -206,7 +242,7 @@ where
             echo::respond(req, *status, route.name.as_str(), params, conn.listener.limits.max_body_bytes)
                 .await
         }
-        Target::Upstream(upstream) => forward(req, conn, upstream, &route.upgrades, id, record).await,
+        Target::Upstream(upstream) => forward(req, upstream, client_upgrade, record).await,
     }
 }
 
@@ -230,35 +266,17 @@ fn static_response(s: &StaticResponse) -> Response<Body> {
 }
 
 async fn forward<B>(
-    mut req: Request<B>,
-    conn: &ConnInfo,
+    req: Request<B>,
     upstream: &Upstream,
-    upgrades: &[Box<str>],
-    id: &HeaderValue,
+    client_upgrade: Option<hyper::upgrade::OnUpgrade>,
     record: &mut AccessRecord,
 ) -> Result<Response<Body>, ProxyError>
 where
     B: http_body::Body<Data = bytes::Bytes> + Send + 'static,
     B::Error: Into<body::BoxError>,
 {
-    // Only upgrades the route allows are passed on; others are ignored (RFC 9110
-    // §7.8): the request goes on without `Upgrade`.
-    let upgrade = req.version() == http::Version::HTTP_11
-        && headers::wants_upgrade(req.headers())
-        && headers::upgrade_allowed(req.headers(), upgrades);
-    let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
-    let (mut parts, incoming) = req.into_parts();
-
-    headers::strip_hop_by_hop(&mut parts.headers, upgrade);
-    // hyper answered any `Expect: 100-continue` towards the client when we first read
-    // the body; the upstream must not wait for one.
-    parts.headers.remove(header::EXPECT);
-    // The edge left one validated authority in `Host`; it is also what the
-    // forwarding headers name, port included.
-    let host = parts.headers.get(header::HOST).cloned();
-    headers::add_forwarded(&mut parts.headers, conn, host.as_ref().and_then(|h| h.to_str().ok()));
-    parts.headers.insert(conn.listener.request_id.header.clone(), id.clone());
-
+    // The request's headers were prepared before the chain ([`prepare`]).
+    let (parts, incoming) = req.into_parts();
     let body = if incoming.is_end_stream() { body::empty() } else { body::boxed(incoming) };
     let mut resp = upstream.forward(Request::from_parts(parts, body)).await?;
     record.upstream = resp.extensions().get::<UpstreamTarget>().map(|t| Arc::clone(&t.0));
