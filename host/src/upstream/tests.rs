@@ -594,11 +594,10 @@ async fn slow_upstream_is_a_request_timeout() {
         "{{ targets: [{{ address: '{}' }}], timeouts: {{ request: 100ms }}, retries: {{ attempts: 0 }} }}",
         slow.address()
     ));
-    let started = std::time::Instant::now();
+    // The upstream answers after 5 s: only the 100 ms timeout makes this an error.
     let err = up.forward(get("/")).await.unwrap_err();
     assert!(matches!(err, ProxyError::UpstreamTimeout { .. }), "{err}");
     assert_eq!(err.status(), StatusCode::GATEWAY_TIMEOUT);
-    assert!(started.elapsed() < Duration::from_secs(2));
 }
 
 // ---------- health and breaker ----------
