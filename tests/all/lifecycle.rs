@@ -46,6 +46,11 @@ async fn idle_keepalive_connections_are_closed() {
     let mut buf = [0u8; 1024];
     let n = s.read(&mut buf).await.unwrap();
     assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"));
+    // The connection is kept alive: a second request on it is answered (a gateway
+    // that closed after each response would pass the idle check below for nothing).
+    s.write_all(b"GET / HTTP/1.1\r\nhost: t\r\n\r\n").await.unwrap();
+    let n = s.read(&mut buf).await.unwrap();
+    assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"), "keep-alive: {n} bytes");
     // Stay idle: the gateway closes the keep-alive connection.
     let closed = tokio::time::timeout(Duration::from_secs(10), s.read(&mut buf)).await;
     assert!(matches!(closed, Ok(Ok(0)) | Ok(Err(_))), "idle connection was not closed: {closed:?}");

@@ -63,6 +63,63 @@ fn fastrand_u64() -> u64 {
 
 /// Connects with TLS, SNI `sni`, trusting only `roots`; returns the negotiated ALPN
 /// protocol and the peer's leaf certificate.
+/// Accepts any certificate (signatures still checked), so a test can look at which one
+/// the server presented for a name it has no certificate for.
+#[derive(Debug)]
+struct AnyCertificate(Arc<rustls::crypto::CryptoProvider>);
+
+impl rustls::client::danger::ServerCertVerifier for AnyCertificate {
+    fn verify_server_cert(
+        &self,
+        _: &rustls_pki_types::CertificateDer<'_>,
+        _: &[rustls_pki_types::CertificateDer<'_>],
+        _: &ServerName<'_>,
+        _: &[u8],
+        _: rustls_pki_types::UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        Ok(rustls::client::danger::ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls_pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.0.signature_verification_algorithms)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls_pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.0.signature_verification_algorithms)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
+}
+
+/// The end-entity certificate (DER) the server at `addr` presents for `sni`.
+async fn presented_certificate(addr: std::net::SocketAddr, sni: &'static str) -> Vec<u8> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let cfg = rustls::ClientConfig::builder_with_provider(Arc::clone(&provider))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(AnyCertificate(provider)))
+        .with_no_client_auth();
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let stream = tokio_rustls::TlsConnector::from(Arc::new(cfg))
+        .connect(ServerName::try_from(sni).unwrap(), tcp)
+        .await
+        .expect("tls handshake");
+    stream.get_ref().1.peer_certificates().expect("a certificate")[0].to_vec()
+}
+
 async fn tls_connect(
     addr: std::net::SocketAddr,
     sni: &'static str,
@@ -142,8 +199,14 @@ routes:
     assert_eq!(resp.status(), 200);
     assert_eq!(resp.version(), http::Version::HTTP_2);
 
-    // Unknown SNI gets the first (default) certificate.
-    let _ = tls_connect(addr, "a.test", &[&a], &[]).await;
+    // An unknown SNI gets the first (default) certificate: a's.
+    let a_der = rustls_pki_types::CertificateDer::from_pem_slice(a.cert_pem.as_bytes()).unwrap();
+    assert_eq!(presented_certificate(addr, "unknown.test").await, a_der.to_vec());
+    assert_ne!(
+        presented_certificate(addr, "x.b.test").await,
+        a_der.to_vec(),
+        "the check can tell them apart"
+    );
     gw.shutdown().await;
     let _ = std::fs::remove_dir_all(dir);
 }
