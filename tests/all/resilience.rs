@@ -37,9 +37,17 @@ async fn weighted_round_robin_splits_traffic() {
 
 #[tokio::test]
 async fn least_outstanding_avoids_the_busy_target() {
-    let slow = TestServer::start(|_req| async {
-        tokio::time::sleep(Duration::from_millis(400)).await;
-        Response::new(full("slow"))
+    // The "slow" target holds every request until released.
+    let release = Arc::new(tokio::sync::Notify::new());
+    let slow = TestServer::start({
+        let release = Arc::clone(&release);
+        move |_req| {
+            let release = Arc::clone(&release);
+            async move {
+                release.notified().await;
+                Response::new(full("slow"))
+            }
+        }
     })
     .await;
     let fast = TestServer::named("fast").await;
@@ -47,19 +55,30 @@ async fn least_outstanding_avoids_the_busy_target() {
         format!("      - {{ address: \"{}\" }}\n      - {{ address: \"{}\" }}\n", slow.addr, fast.addr);
     let gw = gateway(&pool(&targets, "    balance: least_outstanding\n")).await;
     let addr = gw.addr("public");
-    // Occupy one target with a long request, then send more: they avoid the busy one.
-    let first = tokio::spawn(async move { Client::http1().get(&url(addr, "/")).await.text() });
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    // Occupy the slow target: send requests one by one until one is held there (with
+    // both idle, the balancer may pick either).
+    let mut held = None;
+    for _ in 0..10 {
+        let task = tokio::spawn(async move { Client::http1().get(&url(addr, "/")).await.text() });
+        while slow.request_count() == 0 && !task.is_finished() {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        if slow.request_count() == 1 {
+            held = Some(task);
+            break;
+        }
+        assert_eq!(task.await.unwrap(), "fast");
+    }
+    let held = held.expect("a request reached the slow target");
+    // With one request outstanding there, every new one goes to the idle target.
     let client = Client::http1();
-    let mut texts = Vec::new();
     for _ in 0..5 {
-        texts.push(client.get(&url(addr, "/")).await.text());
+        assert_eq!(client.get(&url(addr, "/")).await.text(), "fast");
     }
-    let first = first.await.unwrap();
-    let busy = if first == "slow" { "slow" } else { "fast" };
-    if busy == "slow" {
-        assert!(texts.iter().all(|t| t == "fast"), "{texts:?}");
-    }
+    assert_eq!(slow.request_count(), 1, "nothing else was sent to the busy target");
+    // A stored permit if the handler is not waiting yet.
+    release.notify_one();
+    assert_eq!(held.await.unwrap(), "slow");
     gw.shutdown().await;
 }
 
