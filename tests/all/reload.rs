@@ -678,3 +678,63 @@ async fn a_plugins_folder_created_after_the_start_is_watched() {
     wait_for_tag(addr, V2).await;
     gw.shutdown().await;
 }
+
+#[tokio::test]
+async fn the_admin_api_answers_health_status_reload_and_wrong_methods() {
+    let dir = TempDir::new("admin-api");
+    let config = dir.join("sluice.yaml");
+    let yaml = |body: &str| {
+        format!(
+            "version: 1\nlisteners:\n  - name: public\n    address: 127.0.0.1:0\nadmin:\n  address: 127.0.0.1:0\nroutes:\n  - name: r\n    match: {{ path_prefix: / }}\n    target: {{ static: {{ body: {body} }} }}\n"
+        )
+    };
+    std::fs::write(&config, yaml("one")).unwrap();
+    let gw = Gateway::builder().config_file(&config).unwrap().start().await.unwrap();
+    let (admin, public) = (gw.addr("admin"), gw.addr("public"));
+    let client = Client::http1();
+
+    let health = client.get(&url(admin, "/-/health")).await;
+    assert_eq!((health.status.as_u16(), health.text().as_str()), (200, "ok\n"));
+    let status = client.get(&url(admin, "/-/status")).await.json();
+    assert_eq!(status["routes"], serde_json::json!(["r"]));
+    assert_eq!(status["listeners"]["public"], public.to_string());
+    assert_eq!(status["reload"]["reloads_total"], 0);
+    assert_eq!(status["config"], config.display().to_string());
+    let first = status["generation"].as_u64().unwrap();
+
+    // Wrong method on a known path, and an unknown path.
+    let put = client
+        .send(http::Request::put(url(admin, "/-/health")).body(crate::harness::full("")).unwrap())
+        .await;
+    assert_eq!(put.status, 405);
+    assert_eq!(client.get(&url(admin, "/-/reload")).await.status, 405, "reload is POST only");
+    assert_eq!(client.get(&url(admin, "/nope")).await.status, 404);
+
+    // A broken file: 422 naming the problem, and the old config keeps serving.
+    std::fs::write(&config, "version: 1\nlisteners: 7\n").unwrap();
+    let refused = client.post(&url(admin, "/-/reload"), "").await;
+    assert_eq!(refused.status, 422, "{}", refused.text());
+    assert!(refused.json()["error"].as_str().unwrap().contains("listeners"), "{}", refused.text());
+    assert_eq!(refused.json()["generation"].as_u64(), Some(first));
+    assert_eq!(client.get(&url(public, "/")).await.text(), "one");
+    let status = client.get(&url(admin, "/-/status")).await.json();
+    assert_eq!(status["reload"]["failures_total"], 1, "{}", status["reload"]);
+    assert!(status["reload"]["last_error"].as_str().unwrap().contains("listeners"), "{}", status["reload"]);
+
+    // A good file: 200 with the new generation, served at once.
+    std::fs::write(&config, yaml("two")).unwrap();
+    let done = client.post(&url(admin, "/-/reload"), "").await;
+    assert_eq!(done.status, 200, "{}", done.text());
+    assert_eq!(done.json()["generation"].as_u64(), Some(first + 1));
+    assert_eq!(client.get(&url(public, "/")).await.text(), "two");
+    let status = client.get(&url(admin, "/-/status")).await.json();
+    assert_eq!(status["generation"].as_u64(), Some(first + 1));
+    assert_eq!(status["reload"]["failures_total"], 1);
+    assert_eq!(status["reload"]["reloads_total"], 1, "{}", status["reload"]);
+    assert!(
+        status["reload"]["last_error"].is_null(),
+        "a success clears the last error: {}",
+        status["reload"]
+    );
+    gw.shutdown().await;
+}
