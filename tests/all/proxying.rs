@@ -276,3 +276,45 @@ routes:
     assert_eq!(h["x-seen-hop"], "none", "the plugin did not see a hop-by-hop header");
     assert_eq!(h["x-request-id"], id.as_str());
 }
+
+#[tokio::test]
+async fn the_access_log_has_one_line_per_request_with_its_facts_and_none_when_disabled() {
+    let up = TestServer::echo().await;
+    let yaml = |enabled: bool| {
+        format!(
+            "version: 1\nserver:\n  access_log: {{ enabled: {enabled} }}\nlisteners:\n  - name: public\n    address: 127.0.0.1:0\nupstreams:\n  app:\n    targets: [{{ address: \"{}\" }}]\nroutes:\n  - name: logged-{enabled}\n    match: {{ path_prefix: /a }}\n    target: {{ upstream: app }}\n",
+            up.addr
+        )
+    };
+    let (log, _guard) = crate::harness::AccessLog::capture();
+    let gw = gateway(&yaml(true)).await;
+    let client = Client::http1();
+    let ok = client.post(&url(gw.addr("public"), "/a/b?q=1"), "hello").await;
+    assert_eq!(ok.status, 200);
+    let missing = client.get(&url(gw.addr("public"), "/nowhere")).await;
+    assert_eq!(missing.status, 404);
+    let lines = log.lines();
+    assert_eq!(lines.len(), 2, "{lines:?}");
+    let (a, b) = (&lines[0], &lines[1]);
+    assert_eq!(a["method"], "POST");
+    assert_eq!(a["path"], "/a/b", "the path without the query");
+    assert_eq!(a["status"], "200");
+    assert_eq!(a["route"], "logged-true");
+    assert_eq!(a["upstream"], up.addr.to_string());
+    assert_eq!(a["consumer"], "-");
+    assert_eq!(a["error"], "-");
+    assert_eq!(a["completed"], "true");
+    assert_eq!(a["listener"], "public");
+    assert_eq!(a["client"], "127.0.0.1");
+    assert_eq!(a["request_id"], ok.header("x-request-id").unwrap());
+    assert_eq!(a["bytes_out"], ok.body.len().to_string());
+    assert_eq!(b["status"], "404");
+    assert_eq!(b["route"], "-");
+    assert_eq!(b["error"], "no_route");
+    gw.shutdown().await;
+
+    let quiet = gateway(&yaml(false)).await;
+    assert_eq!(client.get(&url(quiet.addr("public"), "/a")).await.status, 200);
+    assert_eq!(log.lines().len(), 2, "access_log.enabled: false writes no line");
+    quiet.shutdown().await;
+}
