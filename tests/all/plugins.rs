@@ -387,6 +387,39 @@ async fn fail_open_skips_the_failing_plugin() {
 }
 
 #[tokio::test]
+async fn fail_open_also_covers_deadlines_memory_caps_and_global_plugins() {
+    let up = TestServer::echo().await;
+    let p = Plugins::with(&[
+        ("open-looper", wasm::LOOPER),
+        ("open-hog", wasm::MEMORY_HOG),
+        ("open-global-panicker", wasm::PANICKER),
+        ("header-adder", wasm::HEADER_ADDER),
+    ]);
+    let after = "      - name: header-adder\n        config: { request_header: x-after, response_header: x-b, value: \"yes\" }\n";
+    let gw = p
+        .start(&format!(
+            "  global:\n    - name: open-global-panicker\n      on_error: fail_open\n{}routes:\n  - name: deadline\n    match: {{ path_prefix: /deadline }}\n    target: {{ upstream: app }}\n    plugins:\n      - name: open-looper\n        on_error: fail_open\n        limits: {{ deadline: 20ms }}\n{after}  - name: memory\n    match: {{ path_prefix: /memory }}\n    target: {{ upstream: app }}\n    plugins:\n      - name: open-hog\n        on_error: fail_open\n        limits: {{ memory: 4MiB }}\n{after}",
+            upstream(up.addr)
+        ))
+        .await;
+    let client = Client::http1();
+    for path in ["/deadline", "/memory"] {
+        let reply = client.get(&url(gw.addr("public"), path)).await;
+        assert_eq!(reply.status, 200, "{path}: {}", reply.text());
+        assert_eq!(reply.json()["headers"]["x-after"], "yes", "{path}: the next plugin still ran");
+    }
+    assert_eq!(up.request_count(), 2);
+    let stats = sluice::plugins::stats::stats_for;
+    assert_eq!(stats("open-looper").errors_of("deadline"), 1);
+    assert_eq!(stats("open-hog").errors_of("memory"), 1);
+    assert_eq!(
+        stats("open-global-panicker").errors_of("trap"),
+        2,
+        "the global plugin failed open on both routes"
+    );
+}
+
+#[tokio::test]
 async fn an_ungranted_import_is_refused_at_load() {
     let p = Plugins::with(&[("kv-counter", wasm::KV_COUNTER)]);
     let err = p
