@@ -735,6 +735,62 @@ async fn streaming_upstream() -> TestServer {
 }
 
 #[tokio::test]
+async fn faults_in_the_response_and_chunk_phases_follow_the_entrys_policy() {
+    let up = streaming_upstream().await;
+    let p = Plugins::with(&[("resp-panicker", wasm::PANICKER), ("chunk-panicker", wasm::PANICKER)]);
+    let route = |name: &str, plugin: &str, extra: &str| {
+        format!(
+            "  - name: {name}\n    match: {{ path_prefix: /{name} }}\n    target: {{ upstream: app }}\n    plugins:\n      - name: {plugin}\n{extra}"
+        )
+    };
+    let open = "        on_error: fail_open\n";
+    let gw = p
+        .start(&format!(
+            "{}routes:\n{}{}{}{}",
+            upstream(up.addr),
+            route("resp-closed", "resp-panicker", "        config: { in: response }\n"),
+            route("resp-open", "resp-panicker", &format!("        config: {{ in: response }}\n{open}")),
+            route("chunk-closed", "chunk-panicker", "        config: { in: chunk }\n"),
+            route("chunk-open", "chunk-panicker", &format!("        config: {{ in: chunk }}\n{open}")),
+        ))
+        .await;
+    let client = Client::http1();
+    let at = |path: &str| url(gw.addr("public"), path);
+
+    // The response phase failing closed replaces the upstream's answer with the
+    // gateway's 500; failing open lets it through.
+    let closed = client.get(&at("/resp-closed")).await;
+    assert_eq!(closed.status, 500, "{}", closed.text());
+    assert_eq!(closed.json()["error"]["code"], "plugin_failed");
+    let opened = client.get(&at("/resp-open")).await;
+    assert_eq!((opened.status.as_u16(), opened.text().as_str()), (200, "abc"));
+
+    // Mid-stream the head is already sent: failing closed cuts the body short (the
+    // client sees an error, not a complete body); failing open passes the chunk on.
+    let resp = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .build_http::<crate::harness::TestBody>()
+        .get(at("/chunk-closed").parse().unwrap())
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let body = tokio::time::timeout(
+        std::time::Duration::from_secs(20),
+        http_body_util::BodyExt::collect(resp.into_body()),
+    )
+    .await
+    .expect("the cut stream ends");
+    assert!(body.is_err(), "a stream whose chunk plugin failed closed must not look complete");
+    let opened = client.get(&at("/chunk-open")).await;
+    assert_eq!((opened.status.as_u16(), opened.text().as_str()), (200, "abc"));
+
+    // Each failure counted once, and the gateway goes on serving.
+    let stats = sluice::plugins::stats::stats_for;
+    assert_eq!(stats("resp-panicker").errors_of("trap"), 2);
+    assert_eq!(stats("chunk-panicker").errors_of("trap"), 2);
+    assert_eq!(client.get(&at("/resp-open")).await.text(), "abc");
+}
+
+#[tokio::test]
 async fn one_instance_serves_all_chunks_of_a_response_so_concurrent_streams_keep_their_own_state() {
     let up = streaming_upstream().await;
     let p = Plugins::with(&[("streamer", wasm::STREAMER)]);
