@@ -738,3 +738,29 @@ async fn the_admin_api_answers_health_status_reload_and_wrong_methods() {
     );
     gw.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_reload_whose_new_listener_cannot_bind_changes_nothing() {
+    // The port is taken by someone else.
+    let squatter = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let taken = squatter.local_addr().unwrap();
+    let one = static_config("x");
+    let two = static_config("y").replace(
+        "listeners:\n  - name: public\n    address: 127.0.0.1:0\n",
+        &format!(
+            "listeners:\n  - name: public\n    address: 127.0.0.1:0\n  - name: extra\n    address: {taken}\n"
+        ),
+    );
+    let gw = Gateway::builder().config_yaml(&one).unwrap().start().await.unwrap();
+    let generation = gw.snapshot().generation;
+    let err = gw.reload(parse_str("two", &two, ".".into()).unwrap()).await.unwrap_err().to_string();
+    assert!(
+        err.contains(&format!("listener extra cannot bind {taken}")),
+        "the error names the listener and its address: {err}"
+    );
+    assert_eq!(gw.snapshot().generation, generation, "the old generation stays");
+    assert!(gw.try_addr("extra").is_none());
+    assert_eq!(Client::http1().get(&url(gw.addr("public"), "/")).await.text(), "x", "the old config serves");
+    drop(squatter);
+    gw.shutdown().await;
+}
