@@ -544,3 +544,30 @@ async fn a_reset_stream_does_not_keep_its_connection_open_forever() {
     assert!(closed.is_ok(), "the gateway never closed the connection after the stream was reset");
     gw.shutdown().await;
 }
+
+/// A client that asks before sending (`Expect: 100-continue`) a body over the limit
+/// gets the 413 straight away, never a `100 Continue`, and sends nothing more.
+#[tokio::test]
+async fn an_oversized_body_announced_with_expect_continue_is_refused_before_it_is_sent() {
+    let gw = echo_gateway("{ max_body_bytes: 1KiB }").await;
+    let r = raw(
+        gw.addr("public"),
+        b"POST /e HTTP/1.1\r\nHost: t\r\nContent-Length: 1000000\r\nExpect: 100-continue\r\n\r\n",
+    )
+    .await;
+    assert_eq!(r.status, 413, "{}{}", r.head, r.body);
+    assert!(!r.head.contains("100 continue"), "no 100 Continue before the refusal: {}", r.head);
+    assert_eq!(r.json()["error"]["code"], "body_too_large");
+    // Within the limit, the same question gets its 100 Continue and the body is read.
+    let mut s = TcpStream::connect(gw.addr("public")).await.unwrap();
+    s.write_all(b"POST /e HTTP/1.1\r\nHost: t\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\n")
+        .await
+        .unwrap();
+    let mut buf = [0u8; 64];
+    let n = tokio::time::timeout(Duration::from_secs(10), s.read(&mut buf)).await.unwrap().unwrap();
+    assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 100 Continue"), "{:?}", &buf[..n]);
+    s.write_all(b"hello").await.unwrap();
+    let r = read_response(&mut s).await;
+    assert_eq!(r.status, 200, "{}{}", r.head, r.body);
+    gw.shutdown().await;
+}
