@@ -293,3 +293,39 @@ routes:
     gw.shutdown().await;
     let _ = std::fs::remove_dir_all(dir);
 }
+
+#[tokio::test]
+async fn a_tls_min_version_of_1_3_refuses_tls_1_2_clients() {
+    let dir = temp_dir("tls-min-version");
+    let a = make_cert(&dir, "a", &["a.test"]);
+    let gw = gateway(&format!(
+        "version: 1\nlisteners:\n  - name: tls\n    address: 127.0.0.1:0\n    tls:\n      min_version: \"1.3\"\n      certificates:\n        - {{ hosts: [a.test], cert: \"{}\", key: \"{}\" }}\nroutes:\n  - name: ok\n    match: {{ path_prefix: / }}\n    target: {{ static: {{ body: ok }} }}\n",
+        a.cert_path.display(),
+        a.key_path.display()
+    ))
+    .await;
+    let handshake = |versions: &'static [&'static rustls::SupportedProtocolVersion]| {
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(rustls_pki_types::CertificateDer::from_pem_slice(a.cert_pem.as_bytes()).unwrap()).unwrap();
+        let cfg =
+            rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+                .with_protocol_versions(versions)
+                .unwrap()
+                .with_root_certificates(roots)
+                .with_no_client_auth();
+        let addr = gw.addr("tls");
+        async move {
+            let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+            tokio_rustls::TlsConnector::from(Arc::new(cfg))
+                .connect(ServerName::try_from("a.test").unwrap(), tcp)
+                .await
+        }
+    };
+    static TLS12_ONLY: &[&rustls::SupportedProtocolVersion] = &[&rustls::version::TLS12];
+    static TLS13_ONLY: &[&rustls::SupportedProtocolVersion] = &[&rustls::version::TLS13];
+    assert!(handshake(TLS12_ONLY).await.is_err(), "a TLS 1.2-only client is refused");
+    let ok = handshake(TLS13_ONLY).await.expect("TLS 1.3 is accepted");
+    assert_eq!(ok.get_ref().1.protocol_version(), Some(rustls::ProtocolVersion::TLSv1_3));
+    gw.shutdown().await;
+    let _ = std::fs::remove_dir_all(dir);
+}
