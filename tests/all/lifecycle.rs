@@ -56,3 +56,50 @@ async fn idle_keepalive_connections_are_closed() {
     assert!(matches!(closed, Ok(Ok(0)) | Ok(Err(_))), "idle connection was not closed: {closed:?}");
     gw.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_listener_speaks_only_the_protocols_it_lists() {
+    // hyper-util's auto builder sniffs the protocol whatever it is told, so before
+    // the listener used hyper's single-protocol connections an `http1` listener
+    // answered the HTTP/2 preface.
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = |protocols: &str| {
+        config(&format!(
+            "    protocols: [{protocols}]\nroutes:\n  - name: ok\n    match: {{ path: / }}\n    target: {{ static: {{ body: ok }} }}\n"
+        ))
+    };
+    // What the server sends back to `bytes` on a fresh connection, until it closes or
+    // goes quiet.
+    async fn answer(addr: std::net::SocketAddr, bytes: &[u8]) -> Vec<u8> {
+        let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+        s.write_all(bytes).await.unwrap();
+        let mut got = Vec::new();
+        let mut buf = [0u8; 1024];
+        while let Ok(Ok(n)) = tokio::time::timeout(Duration::from_millis(500), s.read(&mut buf)).await {
+            if n == 0 {
+                break;
+            }
+            got.extend_from_slice(&buf[..n]);
+        }
+        got
+    }
+    const H1: &[u8] = b"GET / HTTP/1.1\r\nhost: t\r\n\r\n";
+    // The HTTP/2 connection preface and an empty SETTINGS frame (prior knowledge).
+    const H2: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x00\x04\x00\x00\x00\x00\x00";
+    // A server that speaks HTTP/2 answers the preface with its own SETTINGS frame.
+    let is_h2_settings = |b: &[u8]| b.len() >= 9 && b[3] == 0x04;
+
+    let h1_only = gateway(&listener("http1")).await;
+    assert!(answer(h1_only.addr("public"), H1).await.starts_with(b"HTTP/1.1 200"));
+    let got = answer(h1_only.addr("public"), H2).await;
+    assert!(!is_h2_settings(&got), "an http1 listener speaks no HTTP/2");
+    h1_only.shutdown().await;
+
+    let h2_only = gateway(&listener("http2")).await;
+    assert!(is_h2_settings(&answer(h2_only.addr("public"), H2).await));
+    assert!(
+        !answer(h2_only.addr("public"), H1).await.starts_with(b"HTTP/1.1"),
+        "an http2 listener speaks no HTTP/1.1"
+    );
+    h2_only.shutdown().await;
+}

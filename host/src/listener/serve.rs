@@ -7,6 +7,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use hyper::body::Incoming;
+use hyper::server::conn::{http1, http2};
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
@@ -113,7 +114,10 @@ async fn serve_connection(
             };
             let h2 = tls_stream.get_ref().1.alpn_protocol() == Some(b"h2");
             let info = Arc::new(ConnInfo { listener: Arc::clone(&spec), peer, local, tls: true });
-            let mode = if h2 { Mode::Http2 } else { Mode::Http1 };
+            // HTTP/2 when ALPN chose it, or when the listener speaks nothing else
+            // (a client that negotiated no protocol gets HTTP/2, not a version the
+            // listener does not list).
+            let mode = if h2 || !spec.http1 { Mode::Http2 } else { Mode::Http1 };
             serve_http(canned(TokioIo::new(tls_stream), &spec), info, mode, cell, shutdown).await;
         }
         None => {
@@ -194,29 +198,6 @@ async fn serve_http<I>(
 {
     let limits = info.listener.limits.clone();
     let peer = info.peer;
-    let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder
-        .http1()
-        .timer(TokioTimer::new())
-        .header_read_timeout(limits.header_read_timeout)
-        .max_buf_size((limits.max_header_bytes + 1024).max(8192))
-        .keep_alive(true);
-    builder
-        .http2()
-        .timer(TokioTimer::new())
-        // Room above the listener's limit (h2 counts 32 bytes more per header than
-        // the proxy does), so an oversized head reaches the proxy's own check and
-        // gets its JSON 431 instead of the HTTP/2 layer's empty one.
-        .max_header_list_size(
-            u32::try_from(limits.max_header_bytes.saturating_mul(2) + 16 * 1024).unwrap_or(u32::MAX),
-        )
-        .max_concurrent_streams(256);
-    let builder = match mode {
-        Mode::Http1 => builder.http1_only(),
-        Mode::Http2 => builder.http2_only(),
-        Mode::Auto => builder,
-    };
-
     let activity = Arc::new(Activity {
         started: Instant::now(),
         in_flight: AtomicUsize::new(0),
@@ -235,8 +216,84 @@ async fn serve_http<I>(
             }
         })
     };
-    let conn = builder.serve_connection_with_upgrades(io, svc);
-    tokio::pin!(conn);
+    // One protocol only: hyper's own connection for it. (hyper-util's auto builder
+    // sniffs the protocol in `serve_connection_with_upgrades` whatever `http1_only`
+    // says, so an HTTP/1-only listener would still speak h2c.)
+    match mode {
+        Mode::Http1 => {
+            let conn = http1_builder(&limits).serve_connection(io, svc).with_upgrades();
+            tokio::pin!(conn);
+            drive(conn, |c| c.graceful_shutdown(), &activity, &limits, peer, &mut shutdown).await;
+        }
+        Mode::Http2 => {
+            let conn = http2_builder(&limits).serve_connection(io, svc);
+            tokio::pin!(conn);
+            drive(conn, |c| c.graceful_shutdown(), &activity, &limits, peer, &mut shutdown).await;
+        }
+        Mode::Auto => {
+            let mut builder = auto::Builder::new(TokioExecutor::new());
+            http1_settings!(builder.http1(), limits);
+            http2_settings!(builder.http2(), limits);
+            let conn = builder.serve_connection_with_upgrades(io, svc);
+            tokio::pin!(conn);
+            drive(conn, |c| c.graceful_shutdown(), &activity, &limits, peer, &mut shutdown).await;
+        }
+    }
+}
+
+/// The HTTP/1.1 settings of a listener's connections, on hyper's builder or the auto
+/// builder's (same methods, different types).
+macro_rules! http1_settings {
+    ($builder:expr, $limits:expr) => {
+        $builder
+            .timer(TokioTimer::new())
+            .header_read_timeout($limits.header_read_timeout)
+            .max_buf_size(($limits.max_header_bytes + 1024).max(8192))
+            .keep_alive(true)
+    };
+}
+
+/// The HTTP/2 settings of a listener's connections (see [`http1_settings`]).
+macro_rules! http2_settings {
+    ($builder:expr, $limits:expr) => {
+        $builder
+            .timer(TokioTimer::new())
+            // Room above the listener's limit (h2 counts 32 bytes more per header than
+            // the proxy does), so an oversized head reaches the proxy's own check and
+            // gets its JSON 431 instead of the HTTP/2 layer's empty one.
+            .max_header_list_size(
+                u32::try_from($limits.max_header_bytes.saturating_mul(2) + 16 * 1024).unwrap_or(u32::MAX),
+            )
+            .max_concurrent_streams(256)
+    };
+}
+use {http1_settings, http2_settings};
+
+fn http1_builder(limits: &super::Limits) -> http1::Builder {
+    let mut b = http1::Builder::new();
+    http1_settings!(b, limits);
+    b
+}
+
+fn http2_builder(limits: &super::Limits) -> http2::Builder<TokioExecutor> {
+    let mut b = http2::Builder::new(TokioExecutor::new());
+    http2_settings!(b, limits);
+    b
+}
+
+/// Runs a connection to its end: asked to finish gracefully on shutdown, or once it
+/// has been idle (no request in flight) for the listener's idle timeout.
+async fn drive<C, E>(
+    mut conn: std::pin::Pin<&mut C>,
+    graceful: impl Fn(std::pin::Pin<&mut C>),
+    activity: &Activity,
+    limits: &super::Limits,
+    peer: SocketAddr,
+    shutdown: &mut watch::Receiver<bool>,
+) where
+    C: std::future::Future<Output = Result<(), E>>,
+    E: std::fmt::Display,
+{
     let tick = (limits.idle_timeout / 4).clamp(Duration::from_millis(50), Duration::from_secs(5));
     let mut ticker = tokio::time::interval(tick);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -251,12 +308,12 @@ async fn serve_http<I>(
             }
             _ = shutdown.changed(), if !closing => {
                 closing = true;
-                conn.as_mut().graceful_shutdown();
+                graceful(conn.as_mut());
             }
             _ = ticker.tick(), if !closing => {
                 if activity.in_flight.load(Ordering::Relaxed) == 0 && activity.idle_for() >= limits.idle_timeout {
                     closing = true;
-                    conn.as_mut().graceful_shutdown();
+                    graceful(conn.as_mut());
                 }
             }
         }
