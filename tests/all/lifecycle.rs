@@ -103,3 +103,32 @@ async fn a_listener_speaks_only_the_protocols_it_lists() {
     );
     h2_only.shutdown().await;
 }
+
+#[tokio::test]
+async fn past_max_connections_a_client_waits_until_a_connection_closes() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let gw = gateway(&config(
+        "    limits: { max_connections: 1 }\nroutes:\n  - name: ok\n    match: { path: / }\n    target: { static: { body: ok } }\n",
+    ))
+    .await;
+    let addr = gw.addr("public");
+    const GET: &[u8] = b"GET / HTTP/1.1\r\nhost: t\r\n\r\n";
+    async fn answered(s: &mut tokio::net::TcpStream, within: Duration) -> bool {
+        let mut buf = [0u8; 256];
+        matches!(tokio::time::timeout(within, s.read(&mut buf)).await, Ok(Ok(n)) if n > 0 && buf.starts_with(b"HTTP/1.1 200"))
+    }
+    // A holds the one connection (keep-alive).
+    let mut a = tokio::net::TcpStream::connect(addr).await.unwrap();
+    a.write_all(GET).await.unwrap();
+    assert!(answered(&mut a, Duration::from_secs(10)).await);
+    // B gets into the kernel's backlog, but is not served while A is open — A is.
+    let mut b = tokio::net::TcpStream::connect(addr).await.unwrap();
+    b.write_all(GET).await.unwrap();
+    a.write_all(GET).await.unwrap();
+    assert!(answered(&mut a, Duration::from_secs(10)).await, "A keeps being served");
+    assert!(!answered(&mut b, Duration::from_millis(300)).await, "B was served past max_connections");
+    // A goes away: B is accepted and answered.
+    drop(a);
+    assert!(answered(&mut b, Duration::from_secs(10)).await, "B is served once a connection is free");
+    gw.shutdown().await;
+}
