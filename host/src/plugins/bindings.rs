@@ -7,7 +7,7 @@
 //! - The synchronous path ([`sync`]): exports are plain `call`s on the caller's stack
 //!   (no fiber), and every import is a host function that returns at once. A plugin
 //!   is put on this path when nothing it imports can wait (see
-//!   [`super::host_api::sync_eligible`]): most plugins, and every built-in but `ai`.
+//!   [`super::host_api::sync_blocker`]): most plugins, and every built-in but `ai`.
 //!
 //! Every import other than `kv` and `http` is the same synchronous host function on
 //! both paths: the [`sync`] world reuses this module's interfaces. Imports return

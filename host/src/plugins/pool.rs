@@ -30,16 +30,6 @@ pub enum CallPath {
     Async,
 }
 
-impl CallPath {
-    /// `sync` or `async`.
-    pub fn label(self) -> &'static str {
-        match self {
-            CallPath::Sync => "sync",
-            CallPath::Async => "async",
-        }
-    }
-}
-
 /// The pre-instantiated component of an entry, for the path it takes.
 #[derive(Clone)]
 pub enum Pre {
@@ -93,14 +83,6 @@ macro_rules! call {
 }
 
 impl Instance {
-    /// The path this instance is called on.
-    pub fn path(&self) -> CallPath {
-        match self.exports {
-            Exports::Sync(_) => CallPath::Sync,
-            Exports::Async(_) => CallPath::Async,
-        }
-    }
-
     /// `on-request` with the store's request slot.
     pub async fn on_request(&mut self) -> wasmtime::Result<Decision> {
         call!(self, call_on_request(Resource::new_borrow(super::state::REQUEST_REP)))

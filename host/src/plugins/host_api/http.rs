@@ -134,7 +134,7 @@ impl Host for PluginState {
 }
 
 /// `http` on the synchronous call path: only plugins that are not granted `http`
-/// take it (see [`super::sync_eligible`]), so a call is refused as it would be on
+/// take it (see [`super::sync_blocker`]), so a call is refused as it would be on
 /// the asynchronous path.
 impl sync_http::Host for PluginState {
     fn send(

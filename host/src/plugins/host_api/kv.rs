@@ -273,10 +273,8 @@ impl Host for PluginState {
 }
 
 /// `kv` on the synchronous call path, which only plugins whose store is the
-/// in-process one take (see [`super::sync_eligible`]).
+/// in-process one take (see [`super::sync_blocker`]).
 mod sync_path {
-    use std::time::Duration;
-
     use super::{InProcessKv, KvError, PluginState, ttl};
     use crate::plugins::bindings::sync::sluice::plugin::kv::{Host, KvError as SyncKvError};
 
@@ -326,8 +324,9 @@ mod sync_path {
             delta: i64,
             ttl_ms: Option<u64>,
         ) -> wasmtime::Result<Result<i64, SyncKvError>> {
-            let ttl: Option<Duration> = ttl(ttl_ms);
-            Ok(self.in_process_kv(&key).and_then(|(kv, k)| kv.increment_now(&k, delta, ttl).map_err(to_sync)))
+            Ok(self
+                .in_process_kv(&key)
+                .and_then(|(kv, k)| kv.increment_now(&k, delta, ttl(ttl_ms)).map_err(to_sync)))
         }
 
         fn compare_and_swap(
