@@ -125,9 +125,10 @@ pub fn check(component: &Component) -> Result<(), String> {
 pub struct Linked {
     /// The asynchronous path: every plugin links here.
     pub async_pre: PluginPre<PluginState>,
-    /// The synchronous path, when the component links there too (a component that
-    /// imports more of WASI than the sandbox's non-waiting subset does not).
-    pub sync_pre: Option<sync::PluginPre<PluginState>>,
+    /// The synchronous path, or why the component cannot take it (it imports a
+    /// timer or sockets, or does not link there). Whether an entry of it does also
+    /// depends on its grants ([`super::host_api::sync_blocker`]).
+    pub sync_pre: Result<sync::PluginPre<PluginState>, String>,
 }
 
 impl Linked {
@@ -146,11 +147,13 @@ pub fn link(component: &Component) -> Result<Linked, String> {
         .map_err(|e| explain_link_error(component, &format!("{e:#}")))?;
     let async_pre =
         PluginPre::new(pre).map_err(|e| format!("does not implement the {PACKAGE} world: {e:#}"))?;
-    let sync_pre = super::host_api::sync_linker()
-        .instantiate_pre(component)
-        .and_then(sync::PluginPre::new)
-        .inspect_err(|e| tracing::debug!(error = %format!("{e:#}"), "the plugin cannot take the synchronous call path"))
-        .ok();
+    let sync_pre = match super::host_api::wasi::sync_blocker(component) {
+        Some(why) => Err(why),
+        None => super::host_api::sync_linker()
+            .instantiate_pre(component)
+            .and_then(sync::PluginPre::new)
+            .map_err(|e| format!("it does not link without waiting imports: {e:#}")),
+    };
     Ok(Linked { async_pre, sync_pre })
 }
 

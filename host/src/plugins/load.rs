@@ -174,9 +174,8 @@ impl<'a> Loader<'a> {
         let config_json = p.config.as_ref().map_or_else(|| "{}".to_owned(), |v| v.to_string());
         let blocker = sync_blocker(pre.component(), &env.grants);
         let pre = match (pre.sync_pre, blocker) {
-            (Some(sync), None) => Pre::Sync(sync),
-            (_, why) => {
-                let why = why.as_deref().unwrap_or("it imports WASI beyond the non-waiting subset");
+            (Ok(sync), None) => Pre::Sync(sync),
+            (Err(why), _) | (Ok(_), Some(why)) => {
                 tracing::debug!(plugin = name, route, "asynchronous call path: {why}");
                 Pre::Async(pre.async_pre)
             }

@@ -122,13 +122,10 @@ pub fn sync_linker() -> &'static Linker<PluginState> {
     })
 }
 
-/// Why the entry of `component` with `grants` cannot take the synchronous call
-/// path, or `None` when nothing it imports can wait: no timer or socket, no
-/// granted `http`, and no kv but the in-process one.
+/// Why an entry of `component` with `grants` cannot take the synchronous call path
+/// although the component itself could ([`super::compat::Linked::sync_pre`]): it is
+/// granted `http`, or its kv store is Redis. `None`: nothing it may call waits.
 pub fn sync_blocker(component: &Component, grants: &Grants) -> Option<String> {
-    if let Some(why) = wasi::sync_blocker(component) {
-        return Some(why);
-    }
     let (caps, _) = imported_capabilities(component);
     if caps.contains(&"http") && grants.http.is_some() {
         return Some("it is granted `http` (outbound calls wait on the network)".into());

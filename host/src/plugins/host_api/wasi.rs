@@ -175,7 +175,7 @@ impl poll::HostPollable for NonBlockingIo<'_> {
 /// Why `component` cannot take the synchronous path, judged from its WASI imports
 /// alone: it imports a timer subscription (it may sleep) or sockets. `None`: nothing
 /// in its WASI imports can wait. (Whether `http` and `kv` can wait depends on the
-/// entry's grants; see [`super::sync_eligible`].)
+/// entry's grants; see [`super::sync_blocker`].)
 pub fn sync_blocker(component: &Component) -> Option<String> {
     for (name, item) in component.component_type().imports(engine()) {
         let iface = name.split('@').next().unwrap_or(name);
