@@ -120,6 +120,20 @@ enum Step {
     Respond(Response<Body>),
 }
 
+/// Runs one plugin step (`$step`, a future) of `$entry` in `$span`. On the
+/// synchronous path the step completes on its first poll, so it is polled once right
+/// here, where it stays out of the phase future's state (a helper `async fn` would put
+/// it back in, hence a macro); on the asynchronous path it is boxed and awaited.
+macro_rules! run_step {
+    ($entry:expr, $span:ident, $step:expr) => {
+        match $entry.pool.path() {
+            CallPath::Sync if $span.is_disabled() => now($step),
+            CallPath::Sync => $span.in_scope(|| now($step)),
+            CallPath::Async => Box::pin($step).instrument($span).await,
+        }
+    };
+}
+
 impl Chain {
     /// A chain of `entries` (global entries first) for `route`.
     pub fn new(route: &str, entries: Vec<Arc<ChainEntry>>) -> Chain {
@@ -238,13 +252,7 @@ impl Chain {
             }
             slot.entry = i;
             let span = tracing::debug_span!("plugin", plugin = %entry.pool.plugin(), route = %self.route, phase = "on-request", request_id = ctx.request_id.as_ref().and_then(|v| v.to_str().ok()));
-            let step = self.request_step(entry, slot, &ctx.annotations);
-            let step = match entry.pool.path() {
-                // Completes on its first poll: run it here, outside this future's state.
-                CallPath::Sync if span.is_disabled() => now(step),
-                CallPath::Sync => span.in_scope(|| now(step)),
-                CallPath::Async => Box::pin(step).instrument(span).await,
-            };
+            let step = run_step!(entry, span, self.request_step(entry, slot, &ctx.annotations));
             match step {
                 Ok(Step::Continue) => {}
                 Ok(Step::Respond(resp)) => return Ok(Some((resp, i))),
@@ -350,12 +358,8 @@ impl Chain {
             let entry = &self.entries[i];
             let span = tracing::debug_span!("plugin", plugin = %entry.pool.plugin(), route = %self.route, phase = "on-response", request_id = ctx.request_id.as_ref().and_then(|v| v.to_str().ok()));
             let pos = self.chunk_pos[i].filter(|_| !held.is_empty());
-            let step = self.response_step(entry, &mut slot, &ctx.annotations, pos.is_some());
-            let step = match entry.pool.path() {
-                CallPath::Sync if span.is_disabled() => now(step),
-                CallPath::Sync => span.in_scope(|| now(step)),
-                CallPath::Async => Box::pin(step).instrument(span).await,
-            };
+            let step =
+                run_step!(entry, span, self.response_step(entry, &mut slot, &ctx.annotations, pos.is_some()));
             let step = step.map(|(step, kept)| {
                 if let (Some(pos), Some(inst)) = (pos, kept) {
                     held[pos] = Some(inst);
