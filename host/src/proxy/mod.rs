@@ -104,7 +104,7 @@ async fn serve(
         req.extensions_mut().insert(Arc::clone(&state));
         state
     });
-    let req = req.map(|b| client_body::ClientBody::new(b, limits, state.clone()));
+    let mut req = req.map(|b| client_body::ClientBody::new(b, limits, state.clone()));
     let blame = |e: ProxyError| blame_body(e, state.as_deref(), limits);
 
     let router = snapshot.routers.get(&conn.listener.name).ok_or(ProxyError::NoRoute)?;
@@ -113,7 +113,6 @@ async fn serve(
         router.find(host, req.method(), req.uri().path(), req.headers()).ok_or(ProxyError::NoRoute)?;
     let route = &snapshot.routes[found.route];
     record.route = Some(found.route);
-    let mut req = req;
     let client_upgrade = prepare(&mut req, conn, route, id);
 
     if route.chain.is_empty() {
