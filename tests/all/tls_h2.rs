@@ -61,8 +61,6 @@ fn fastrand_u64() -> u64 {
     RandomState::new().hash_one(std::time::SystemTime::now())
 }
 
-/// Connects with TLS, SNI `sni`, trusting only `roots`; returns the negotiated ALPN
-/// protocol and the peer's leaf certificate.
 /// Accepts any certificate (signatures still checked), so a test can look at which one
 /// the server presented for a name it has no certificate for.
 #[derive(Debug)]
@@ -103,6 +101,34 @@ impl rustls::client::danger::ServerCertVerifier for AnyCertificate {
     }
 }
 
+type TlsClient = tokio_rustls::client::TlsStream<tokio::net::TcpStream>;
+
+/// A client config offering TLS `versions` and trusting only `roots`.
+fn trusting(
+    roots: &[&TestCert],
+    versions: &[&'static rustls::SupportedProtocolVersion],
+) -> rustls::ClientConfig {
+    let mut store = rustls::RootCertStore::empty();
+    for c in roots {
+        store.add(rustls_pki_types::CertificateDer::from_pem_slice(c.cert_pem.as_bytes()).unwrap()).unwrap();
+    }
+    rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        .with_protocol_versions(versions)
+        .unwrap()
+        .with_root_certificates(store)
+        .with_no_client_auth()
+}
+
+/// A TLS handshake with the server at `addr` as `sni`, with `cfg`.
+async fn handshake(
+    addr: std::net::SocketAddr,
+    sni: &'static str,
+    cfg: rustls::ClientConfig,
+) -> std::io::Result<TlsClient> {
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    tokio_rustls::TlsConnector::from(Arc::new(cfg)).connect(ServerName::try_from(sni).unwrap(), tcp).await
+}
+
 /// The end-entity certificate (DER) the server at `addr` presents for `sni`.
 async fn presented_certificate(addr: std::net::SocketAddr, sni: &'static str) -> Vec<u8> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
@@ -112,39 +138,41 @@ async fn presented_certificate(addr: std::net::SocketAddr, sni: &'static str) ->
         .dangerous()
         .with_custom_certificate_verifier(Arc::new(AnyCertificate(provider)))
         .with_no_client_auth();
-    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
-    let stream = tokio_rustls::TlsConnector::from(Arc::new(cfg))
-        .connect(ServerName::try_from(sni).unwrap(), tcp)
-        .await
-        .expect("tls handshake");
+    let stream = handshake(addr, sni, cfg).await.expect("tls handshake");
     stream.get_ref().1.peer_certificates().expect("a certificate")[0].to_vec()
 }
 
+/// Connects with TLS, SNI `sni`, trusting only `roots`, offering `alpn`.
 async fn tls_connect(
     addr: std::net::SocketAddr,
     sni: &'static str,
     roots: &[&TestCert],
     alpn: &[&[u8]],
-) -> tokio_rustls::client::TlsStream<tokio::net::TcpStream> {
-    let mut store = rustls::RootCertStore::empty();
-    for c in roots {
-        let der = rustls_pki_types::CertificateDer::from_pem_slice(c.cert_pem.as_bytes()).unwrap();
-        store.add(der).unwrap();
-    }
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut cfg = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_root_certificates(store)
-        .with_no_client_auth();
+) -> TlsClient {
+    let mut cfg = trusting(roots, rustls::DEFAULT_VERSIONS);
     cfg.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
-    let connector = tokio_rustls::TlsConnector::from(Arc::new(cfg));
-    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
-    connector
-        .connect(ServerName::try_from(sni).unwrap(), tcp)
-        .await
-        .expect("tls handshake with a verified certificate")
+    handshake(addr, sni, cfg).await.expect("tls handshake with a verified certificate")
 }
+
+/// A config with one TLS listener `tls`: `certs` as (YAML list of hosts, certificate),
+/// `tls_extra` lines in its `tls:` block, then `routes` (a `routes:` section).
+fn tls_config(certs: &[(&str, &TestCert)], tls_extra: &str, routes: &str) -> String {
+    let mut yaml = format!(
+        "version: 1\nlisteners:\n  - name: tls\n    address: 127.0.0.1:0\n    tls:\n{tls_extra}      certificates:\n"
+    );
+    for (hosts, c) in certs {
+        yaml.push_str(&format!(
+            "        - {{ hosts: {hosts}, cert: \"{}\", key: \"{}\" }}\n",
+            c.cert_path.display(),
+            c.key_path.display()
+        ));
+    }
+    yaml + routes
+}
+
+/// A route answering `ok` to everything.
+const OK_ROUTE: &str =
+    "routes:\n  - name: ok\n    match: { path_prefix: / }\n    target: { static: { body: ok } }\n";
 
 use rustls_pki_types::pem::PemObject;
 
@@ -153,24 +181,10 @@ async fn tls_termination_picks_certificate_by_sni() {
     let dir = temp_dir("tls");
     let a = make_cert(&dir, "a", &["a.test"]);
     let b = make_cert(&dir, "b", &["*.b.test"]);
-    let yaml = format!(
-        r#"version: 1
-listeners:
-  - name: tls
-    address: 127.0.0.1:0
-    tls:
-      certificates:
-        - {{ hosts: [a.test], cert: "{}", key: "{}" }}
-        - {{ hosts: ["*.b.test"], cert: "{}", key: "{}" }}
-routes:
-  - name: echo
-    match: {{ path_prefix: / }}
-    target: {{ echo: {{}} }}
-"#,
-        a.cert_path.display(),
-        a.key_path.display(),
-        b.cert_path.display(),
-        b.key_path.display()
+    let yaml = tls_config(
+        &[("[a.test]", &a), ("[\"*.b.test\"]", &b)],
+        "",
+        "routes:\n  - name: echo\n    match: { path_prefix: / }\n    target: { echo: {} }\n",
     );
     let gw = gateway(&yaml).await;
     let addr = gw.addr("tls");
@@ -216,13 +230,7 @@ async fn certificates_rotate_on_reload_without_dropping_connections() {
     let dir = temp_dir("tls-rotate");
     let old = make_cert(&dir, "old", &["a.test"]);
     let new = make_cert(&dir, "new", &["a.test"]);
-    let yaml = |c: &TestCert| {
-        format!(
-            "version: 1\nlisteners:\n  - name: tls\n    address: 127.0.0.1:0\n    tls:\n      certificates:\n        - {{ hosts: [a.test], cert: \"{}\", key: \"{}\" }}\nroutes:\n  - name: ok\n    match: {{ path_prefix: / }}\n    target: {{ static: {{ body: ok }} }}\n",
-            c.cert_path.display(),
-            c.key_path.display()
-        )
-    };
+    let yaml = |c: &TestCert| tls_config(&[("[a.test]", c)], "", OK_ROUTE);
     let gw = gateway(&yaml(&old)).await;
     let addr = gw.addr("tls");
     let stream = tls_connect(addr, "a.test", &[&old], &[b"http/1.1"]).await;
@@ -247,24 +255,17 @@ async fn over_tls_one_authority_routes_and_is_forwarded() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let dir = temp_dir("tls-authority");
     let cert = make_cert(&dir, "a", &["a.test"]);
-    let yaml = format!(
-        r#"version: 1
-listeners:
-  - name: tls
-    address: 127.0.0.1:0
-    tls:
-      certificates:
-        - {{ hosts: [a.test], cert: "{}", key: "{}" }}
-routes:
+    let yaml = tls_config(
+        &[("[a.test]", &cert)],
+        "",
+        r#"routes:
   - name: vhost
-    match: {{ hosts: [vhost.test], path_prefix: / }}
-    target: {{ static: {{ status: 403, body: "vhost denied" }} }}
+    match: { hosts: [vhost.test], path_prefix: / }
+    target: { static: { status: 403, body: "vhost denied" } }
   - name: echo
-    match: {{ path_prefix: / }}
-    target: {{ echo: {{}} }}
+    match: { path_prefix: / }
+    target: { echo: {} }
 "#,
-        cert.cert_path.display(),
-        cert.key_path.display(),
     );
     let gw = gateway(&yaml).await;
     let addr = gw.addr("tls");
@@ -298,33 +299,11 @@ routes:
 async fn a_tls_min_version_of_1_3_refuses_tls_1_2_clients() {
     let dir = temp_dir("tls-min-version");
     let a = make_cert(&dir, "a", &["a.test"]);
-    let gw = gateway(&format!(
-        "version: 1\nlisteners:\n  - name: tls\n    address: 127.0.0.1:0\n    tls:\n      min_version: \"1.3\"\n      certificates:\n        - {{ hosts: [a.test], cert: \"{}\", key: \"{}\" }}\nroutes:\n  - name: ok\n    match: {{ path_prefix: / }}\n    target: {{ static: {{ body: ok }} }}\n",
-        a.cert_path.display(),
-        a.key_path.display()
-    ))
-    .await;
-    let handshake = |versions: &'static [&'static rustls::SupportedProtocolVersion]| {
-        let mut roots = rustls::RootCertStore::empty();
-        roots.add(rustls_pki_types::CertificateDer::from_pem_slice(a.cert_pem.as_bytes()).unwrap()).unwrap();
-        let cfg =
-            rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-                .with_protocol_versions(versions)
-                .unwrap()
-                .with_root_certificates(roots)
-                .with_no_client_auth();
-        let addr = gw.addr("tls");
-        async move {
-            let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
-            tokio_rustls::TlsConnector::from(Arc::new(cfg))
-                .connect(ServerName::try_from("a.test").unwrap(), tcp)
-                .await
-        }
-    };
-    static TLS12_ONLY: &[&rustls::SupportedProtocolVersion] = &[&rustls::version::TLS12];
-    static TLS13_ONLY: &[&rustls::SupportedProtocolVersion] = &[&rustls::version::TLS13];
-    assert!(handshake(TLS12_ONLY).await.is_err(), "a TLS 1.2-only client is refused");
-    let ok = handshake(TLS13_ONLY).await.expect("TLS 1.3 is accepted");
+    let gw = gateway(&tls_config(&[("[a.test]", &a)], "      min_version: \"1.3\"\n", OK_ROUTE)).await;
+    let tls12 = handshake(gw.addr("tls"), "a.test", trusting(&[&a], &[&rustls::version::TLS12])).await;
+    assert!(tls12.is_err(), "a TLS 1.2-only client is refused");
+    let tls13 = handshake(gw.addr("tls"), "a.test", trusting(&[&a], &[&rustls::version::TLS13])).await;
+    let ok = tls13.expect("TLS 1.3 is accepted");
     assert_eq!(ok.get_ref().1.protocol_version(), Some(rustls::ProtocolVersion::TLSv1_3));
     gw.shutdown().await;
     let _ = std::fs::remove_dir_all(dir);
