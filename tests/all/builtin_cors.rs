@@ -202,13 +202,13 @@ routes:
         grants: { kv: true }
         config: { key: [consumer], limits: [{ name: tiny, rate: 1, per: 1h }] }
 ";
-    let gw = sluice::Gateway::builder().config_yaml(yaml).unwrap().start().await.unwrap();
-    let client = crate::harness::Client::http1();
+    let gw = Gateway::builder().config_yaml(yaml).unwrap().start().await.unwrap();
+    let client = Client::http1();
     let send = || {
-        let req = http::Request::get(crate::harness::url(gw.addr("public"), "/x"))
+        let req = http::Request::get(url(gw.addr("public"), "/x"))
             .header("origin", "https://app.example.com")
             .header("x-api-key", "right-key")
-            .body(crate::harness::full(""))
+            .body(full(""))
             .unwrap();
         client.send(req)
     };
@@ -249,15 +249,15 @@ async fn the_gateways_error_answers_to_a_failed_request_phase_carry_the_cors_hea
             route("buffers", "{ name: body-upper, limits: { max_body: 16B } }"),
         ))
         .await;
-    let client = crate::harness::Client::http1();
+    let client = Client::http1();
     for (path, status, code) in [
         ("/panics", 500, "plugin_failed"),
         ("/loops", 503, "plugin_timeout"),
         ("/buffers", 413, "body_too_large"),
     ] {
-        let req = http::Request::post(crate::harness::url(gw.addr("public"), path))
+        let req = http::Request::post(url(gw.addr("public"), path))
             .header("origin", "https://app.example.com")
-            .body(crate::harness::full("a body longer than sixteen bytes"))
+            .body(full("a body longer than sixteen bytes"))
             .unwrap();
         let r = client.send(req).await;
         assert_eq!(r.status, status, "{path}: {}", r.text());
