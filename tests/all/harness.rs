@@ -227,25 +227,43 @@ pub fn url(addr: SocketAddr, path: &str) -> String {
     format!("http://{addr}{path}")
 }
 
-/// The access-log lines (`sluice::access` events) of the gateways running on this
-/// thread, as field maps, while the guard lives. A `#[tokio::test]` runs the gateway
-/// on the test's own thread, so a thread-scoped subscriber sees exactly that test's
-/// lines.
+/// One access-log line: its fields by name.
+pub type AccessLine = std::collections::BTreeMap<String, String>;
+
+/// The access-log lines (`sluice::access` events) of every gateway of this test
+/// binary, as field maps. One global subscriber, installed on first use: a scoped
+/// (per-thread) one misses events whose callsite another test's thread hit first
+/// (tracing caches each callsite's interest). Tests pick their own lines by route
+/// name or request id.
 #[derive(Clone, Default)]
-pub struct AccessLog(std::sync::Arc<std::sync::Mutex<Vec<std::collections::BTreeMap<String, String>>>>);
+pub struct AccessLog(std::sync::Arc<std::sync::Mutex<Vec<AccessLine>>>);
 
 impl AccessLog {
-    /// Starts capturing; capture stops when the guard is dropped.
-    pub fn capture() -> (AccessLog, tracing::subscriber::DefaultGuard) {
-        use tracing_subscriber::layer::SubscriberExt;
-        let log = AccessLog::default();
-        let subscriber = tracing_subscriber::registry().with(log.clone());
-        (log, tracing::subscriber::set_default(subscriber))
+    /// The binary's access log.
+    pub fn get() -> AccessLog {
+        static LOG: std::sync::OnceLock<AccessLog> = std::sync::OnceLock::new();
+        LOG.get_or_init(|| {
+            use tracing_subscriber::layer::SubscriberExt;
+            let log = AccessLog::default();
+            tracing::subscriber::set_global_default(tracing_subscriber::registry().with(log.clone()))
+                .expect("no other global subscriber in the tests");
+            log
+        })
+        .clone()
     }
 
-    /// The lines so far.
-    pub fn lines(&self) -> Vec<std::collections::BTreeMap<String, String>> {
-        self.0.lock().unwrap().clone()
+    /// The lines `keep` selects, once there are `n` of them: a line is written when
+    /// its response body ends, which may be just after the client read it. Bounded
+    /// (10 s) so a missing line fails the test instead of hanging it.
+    pub async fn wait_for(&self, n: usize, keep: impl Fn(&AccessLine) -> bool) -> Vec<AccessLine> {
+        for _ in 0..1000 {
+            let lines: Vec<AccessLine> = self.0.lock().unwrap().iter().filter(|l| keep(l)).cloned().collect();
+            if lines.len() >= n {
+                return lines;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        self.0.lock().unwrap().iter().filter(|l| keep(l)).cloned().collect()
     }
 }
 
@@ -261,9 +279,25 @@ impl tracing::field::Visit for Fields {
     }
 }
 
+/// Only the access log: every other span and event stays disabled, as in a gateway
+/// at the default log level.
+const ACCESS_TARGET: &str = "sluice::access";
+
 impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for AccessLog {
+    fn register_callsite(&self, meta: &'static tracing::Metadata<'static>) -> tracing::subscriber::Interest {
+        if meta.target() == ACCESS_TARGET {
+            tracing::subscriber::Interest::always()
+        } else {
+            tracing::subscriber::Interest::never()
+        }
+    }
+
+    fn enabled(&self, meta: &tracing::Metadata<'_>, _: tracing_subscriber::layer::Context<'_, S>) -> bool {
+        meta.target() == ACCESS_TARGET
+    }
+
     fn on_event(&self, event: &tracing::Event<'_>, _: tracing_subscriber::layer::Context<'_, S>) {
-        if event.metadata().target() == "sluice::access" {
+        if event.metadata().target() == ACCESS_TARGET {
             let mut fields = Fields(Default::default());
             event.record(&mut fields);
             self.0.lock().unwrap().push(fields.0);

@@ -286,15 +286,17 @@ async fn the_access_log_has_one_line_per_request_with_its_facts_and_none_when_di
             up.addr
         )
     };
-    let (log, _guard) = crate::harness::AccessLog::capture();
+    let log = crate::harness::AccessLog::get();
     let gw = gateway(&yaml(true)).await;
     let client = Client::http1();
     let ok = client.post(&url(gw.addr("public"), "/a/b?q=1"), "hello").await;
     assert_eq!(ok.status, 200);
     let missing = client.get(&url(gw.addr("public"), "/nowhere")).await;
     assert_eq!(missing.status, 404);
-    let lines = log.lines();
-    assert_eq!(lines.len(), 2, "{lines:?}");
+    let ids =
+        [ok.header("x-request-id").unwrap().to_owned(), missing.header("x-request-id").unwrap().to_owned()];
+    let lines = log.wait_for(2, |l| ids.contains(&l["request_id"])).await;
+    assert_eq!(lines.len(), 2, "one line per request: {lines:?}");
     let (a, b) = (&lines[0], &lines[1]);
     assert_eq!(a["method"], "POST");
     assert_eq!(a["path"], "/a/b", "the path without the query");
@@ -315,6 +317,8 @@ async fn the_access_log_has_one_line_per_request_with_its_facts_and_none_when_di
 
     let quiet = gateway(&yaml(false)).await;
     assert_eq!(client.get(&url(quiet.addr("public"), "/a")).await.status, 200);
-    assert_eq!(log.lines().len(), 2, "access_log.enabled: false writes no line");
+    // Once it has shut down, any line it would write is written.
     quiet.shutdown().await;
+    let quiet_lines = log.wait_for(0, |l| l["route"] == "logged-false").await;
+    assert!(quiet_lines.is_empty(), "access_log.enabled: false writes no line: {quiet_lines:?}");
 }
