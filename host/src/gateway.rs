@@ -151,6 +151,7 @@ impl GatewayBuilder {
         for up in snapshot.upstreams.values() {
             up.start_health_checks();
         }
+        tokio::spawn(sweep_plugin_pools(Arc::downgrade(&gw.inner)));
         if let Some(admin) = &snapshot.config.config.admin {
             let address = admin.address.map(|a| a.0).unwrap_or_else(|| {
                 config::DEFAULT_ADMIN_ADDRESS.parse().expect("the default admin address parses")
@@ -419,6 +420,30 @@ impl Gateway {
 
 /// Builds a snapshot on the blocking pool: compiling plugins and loading certificates
 /// must not stall the threads serving requests.
+/// How often the current snapshot's plugin pools are swept (each pool acts on its
+/// own `limits.idle_timeout`).
+const SWEEP_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Gives back the plugin instances a burst left idle, until the gateway is shut down
+/// or dropped.
+async fn sweep_plugin_pools(gw: std::sync::Weak<Inner>) {
+    let mut tick = tokio::time::interval(SWEEP_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let Some(inner) = gw.upgrade() else { return };
+        if *inner.shutdown.borrow() {
+            return;
+        }
+        let snapshot = inner.cell.load_full();
+        drop(inner);
+        let now = std::time::Instant::now();
+        for pool in snapshot.plugin_pools() {
+            pool.sweep(now);
+        }
+    }
+}
+
 async fn build_off_thread(
     config: LoadedConfig,
     generation: u64,

@@ -94,6 +94,20 @@ impl Snapshot {
         self.listeners.iter().find(|l| &l.name == name).cloned()
     }
 
+    /// Every plugin entry's instance pool, once each (a global entry is shared by
+    /// every route's chain), in config order.
+    pub fn plugin_pools(&self) -> Vec<Arc<crate::plugins::pool::InstancePool>> {
+        let mut pools: Vec<Arc<crate::plugins::pool::InstancePool>> = Vec::new();
+        for route in &self.routes {
+            for entry in route.chain.entries() {
+                if !pools.iter().any(|p| Arc::ptr_eq(p, &entry.pool)) {
+                    pools.push(Arc::clone(&entry.pool));
+                }
+            }
+        }
+        pools
+    }
+
     /// How long in-flight requests may take to finish on shutdown.
     pub fn grace_period(&self) -> std::time::Duration {
         self.config.config.server.grace_period.unwrap_or(crate::config::DEFAULT_GRACE_PERIOD).get()

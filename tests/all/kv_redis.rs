@@ -10,6 +10,7 @@ use redis::AsyncCommands;
 use sluice::Gateway;
 use sluice::plugins::bindings::sluice::plugin::kv::KvError;
 use sluice::plugins::host_api::{KvStore, RedisKv, RedisSettings};
+use sluice::plugins::pool::Made;
 use sluice_tests::RedisServer;
 use sluice_tests::plugins as wasm;
 use tempfile::TempDir;
@@ -304,4 +305,104 @@ async fn configure_may_wait_on_redis_like_any_call() {
     // A reload builds the chain again, configure included.
     gw.reload_from_source().await.unwrap();
     assert_eq!(ok_count(&count(&gw).await), 42, "the reload's configure set the counter back");
+}
+
+/// A TCP relay to `127.0.0.1:port` that passes on what the client sends `delay`
+/// after it arrived, in order and without the delays adding up: a Redis that
+/// answers every command (pipelined or not) in `delay`.
+async fn slow_relay(port: u16, delay: Duration) -> std::net::SocketAddr {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((client, _)) = listener.accept().await {
+            let Ok(server) = tokio::net::TcpStream::connect(("127.0.0.1", port)).await else { continue };
+            let (mut from_client, mut to_client) = client.into_split();
+            let (mut from_server, mut to_server) = server.into_split();
+            let (line, mut held) = tokio::sync::mpsc::unbounded_channel::<(tokio::time::Instant, Vec<u8>)>();
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 64 * 1024];
+                while let Ok(n @ 1..) = from_client.read(&mut buf).await {
+                    if line.send((tokio::time::Instant::now() + delay, buf[..n].to_vec())).is_err() {
+                        break;
+                    }
+                }
+            });
+            tokio::spawn(async move {
+                while let Some((at, bytes)) = held.recv().await {
+                    tokio::time::sleep_until(at).await;
+                    if to_server.write_all(&bytes).await.is_err() {
+                        break;
+                    }
+                }
+            });
+            tokio::spawn(async move {
+                let _ = tokio::io::copy(&mut from_server, &mut to_client).await;
+            });
+        }
+    });
+    addr
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redis_answering_in_200ms_under_500_concurrent_requests_costs_no_5xx_and_no_configure_after_warm_up()
+ {
+    const CONCURRENT: usize = 500;
+    let Some(redis) = RedisServer::start_or_skip() else { return };
+    let relay = slow_relay(redis.port(), Duration::from_millis(200)).await;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("plugins")).unwrap();
+    std::fs::copy(wasm::KV_COUNTER, dir.path().join("plugins/kv-slow.wasm")).unwrap();
+    let yaml = format!(
+        "version: 1
+listeners:
+  - name: public
+    address: 127.0.0.1:0
+plugins:
+  dir: {}
+  cache_dir: {}
+  kv: {{ backend: redis, url: 'redis://{relay}', timeout: 20s }}
+routes:
+  - name: count
+    match: {{ path_prefix: / }}
+    target: {{ echo: {{}} }}
+    plugins:
+      - name: kv-slow
+        config: {{ key: slow }}
+        grants: {{ kv: true }}
+        limits: {{ warm: {CONCURRENT} }}
+",
+        dir.path().join("plugins").display(),
+        dir.path().join("cache").display(),
+    );
+    let gw = Gateway::builder().config_yaml(&yaml).unwrap().start().await.unwrap();
+    let stats = sluice::plugins::stats::stats_for("kv-slow");
+    let configured = || stats.calls(sluice::plugins::Phase::Configure);
+    let client = Client::http1();
+    let target = url(gw.addr("public"), "/");
+    let wave = || {
+        let calls: Vec<_> = (0..CONCURRENT)
+            .map(|_| {
+                let (client, target) = (client.clone(), target.clone());
+                tokio::spawn(async move { client.get(&target).await })
+            })
+            .collect();
+        async move {
+            let mut counts = Vec::new();
+            for call in calls {
+                counts.push(ok_count(&call.await.unwrap()));
+            }
+            counts
+        }
+    };
+    // Prewarmed to the expected concurrency: however the waves overlap, every
+    // request waiting on Redis holds an instance made at load.
+    assert_eq!(configured(), CONCURRENT as u64);
+    let mut counts = wave().await;
+    counts.extend(wave().await);
+    assert_eq!(configured(), CONCURRENT as u64, "configure ran on the request path");
+    assert_eq!(stats.made(Made::Request), 0);
+    counts.sort_unstable();
+    assert_eq!(counts, (1..=2 * CONCURRENT as i64).collect::<Vec<_>>(), "no 5xx, every increment once");
+    assert!(stats.errors().iter().all(|(_, n)| *n == 0), "{:?}", stats.errors());
 }

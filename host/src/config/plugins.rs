@@ -21,8 +21,12 @@ pub const DEFAULT_PLUGIN_MEMORY: ByteSize = ByteSize::mib(32);
 pub const MAX_PLUGIN_MEMORY: ByteSize = ByteSize::mib(256);
 /// Default cap on a body buffered for plugins that declared a body phase.
 pub const DEFAULT_PLUGIN_MAX_BODY: ByteSize = ByteSize::mib(10);
-/// Default cap on the warm instances kept per plugin entry.
-pub const DEFAULT_PLUGIN_MAX_IDLE: usize = 16;
+/// Default cap on the instances of one plugin entry, idle and in use.
+pub const DEFAULT_PLUGIN_MAX_INSTANCES: usize = 1000;
+/// Default number of instances made at load and kept however quiet the entry is.
+pub const DEFAULT_PLUGIN_WARM: usize = 1;
+/// Default time idle instances beyond `warm` may go unneeded before they are dropped.
+pub const DEFAULT_PLUGIN_IDLE_TIMEOUT: ConfigDuration = ConfigDuration::secs(60);
 /// Default timeout of an outbound HTTP call made by a plugin.
 pub const DEFAULT_PLUGIN_HTTP_TIMEOUT: ConfigDuration = ConfigDuration::secs(5);
 
@@ -60,9 +64,10 @@ pub struct PluginRefConfig {
     /// plugin that rejects it rejects the whole config.
     #[serde(default)]
     pub config: Option<serde_json::Value>,
-    /// What a failing plugin (trap, deadline, memory cap, bad return) does to the
-    /// request: `fail_closed` (default) answers `500` (`503` for a deadline) with
-    /// a JSON error; `fail_open` skips the plugin and goes on.
+    /// What a failing plugin (trap, deadline, memory cap, bad return, no instance
+    /// free) does to the request: `fail_closed` (default) answers `500` (`503` for
+    /// a deadline or `plugin_busy`) with a JSON error; `fail_open` skips the plugin
+    /// and goes on.
     #[serde(default)]
     pub on_error: OnErrorConfig,
     /// Capabilities the plugin may import. A component that imports an ungranted
@@ -158,7 +163,24 @@ pub struct PluginLimitsConfig {
     /// Largest body buffered for a plugin that declared a body phase. Default `10MiB`.
     #[serde(default)]
     pub max_body: Option<ByteSize>,
-    /// Warm, configured instances kept for reuse. Default `16`.
+    /// Most instances of this entry at once, idle and in use (a streamed response
+    /// holds one for its whole life). A call that finds all of them in use waits
+    /// for one, up to `deadline`, then fails with `503 plugin_busy` under the
+    /// entry's `on_error` policy. Default `1000`, at most the engine's slots
+    /// (`10000` for the whole process).
+    #[serde(default)]
+    pub max_instances: Option<usize>,
+    /// Instances made and configured at load, so the first burst of traffic does
+    /// not run `configure` on the request path; they are kept however quiet the
+    /// entry is. `0` lets even the first (load-time) instance be swept. Default `1`.
+    #[serde(default)]
+    pub warm: Option<usize>,
+    /// Most idle instances kept; an instance returned past it is dropped (`0` makes
+    /// every call use a fresh instance). Default: `max_instances`.
     #[serde(default)]
     pub max_idle: Option<usize>,
+    /// Idle instances beyond `warm` that no call needed for this long are dropped,
+    /// so a burst's instances do not hold memory forever. Default `60s`.
+    #[serde(default)]
+    pub idle_timeout: Option<ConfigDuration>,
 }

@@ -204,6 +204,39 @@ pub fn metrics(gw: &Gateway) -> String {
         "1 when the target's circuit is open or half-open.",
         &open,
     );
+    let (mut instances, mut bound) = (Vec::new(), Vec::new());
+    for pool in snap.plugin_pools() {
+        let labels = format!("plugin=\"{}\",route=\"{}\",entry=\"{}\"", pool.plugin(), pool.route, pool.at);
+        let (live, idle) = (pool.live(), pool.idle());
+        instances.push((format!("{{{labels},state=\"idle\"}}"), idle as f64));
+        instances.push((format!("{{{labels},state=\"busy\"}}"), live.saturating_sub(idle) as f64));
+        bound.push((format!("{{{labels}}}"), pool.limits.max_instances as f64));
+    }
+    metric(
+        "sluice_plugin_instances",
+        "gauge",
+        "Instances of each plugin entry of the current config: idle (warm) or busy (in a call or holding a stream).",
+        &instances,
+    );
+    metric("sluice_plugin_instances_max", "gauge", "Each plugin entry's limits.max_instances.", &bound);
+    if let Some(m) = crate::plugins::engine::created().and_then(|e| e.pooling_allocator_metrics()) {
+        use crate::plugins::engine::{POOL_COMPONENT_INSTANCES, POOL_MEMORIES, POOL_STACKS};
+        let kinds = [
+            ("component_instances", m.component_instances() as f64, POOL_COMPONENT_INSTANCES),
+            ("memories", m.memories() as f64, POOL_MEMORIES),
+            ("stacks", m.stacks() as f64, POOL_STACKS),
+        ];
+        let used: Vec<_> = kinds.iter().map(|(k, n, _)| (format!("{{kind=\"{k}\"}}"), *n)).collect();
+        let total: Vec<_> =
+            kinds.iter().map(|(k, _, t)| (format!("{{kind=\"{k}\"}}"), f64::from(*t))).collect();
+        metric(
+            "sluice_plugin_engine_slots_in_use",
+            "gauge",
+            "Slots of the process-wide plugin engine in use (every snapshot's instances).",
+            &used,
+        );
+        metric("sluice_plugin_engine_slots", "gauge", "Slots of the process-wide plugin engine.", &total);
+    }
     crate::plugins::stats::write_prometheus(&mut out);
     out
 }

@@ -125,11 +125,14 @@ enum Step {
 /// here, where it stays out of the phase future's state (a helper `async fn` would put
 /// it back in, hence a macro); on the asynchronous path it is boxed and awaited.
 macro_rules! run_step {
-    ($entry:expr, $span:ident, $step:expr) => {
-        match $entry.pool.path() {
-            CallPath::Sync if $span.is_disabled() => now($step),
-            CallPath::Sync => $span.in_scope(|| now($step)),
-            CallPath::Async => Box::pin($step).instrument($span).await,
+    ($chain:ident, $entry:expr, $phase:expr, $span:ident, |$inst:ident| $step:expr) => {
+        match $chain.checkout($entry, $phase).await {
+            Err(e) => Err(e),
+            Ok($inst) => match $entry.pool.path() {
+                CallPath::Sync if $span.is_disabled() => now($step),
+                CallPath::Sync => $span.in_scope(|| now($step)),
+                CallPath::Async => Box::pin($step).instrument($span).await,
+            },
         }
     };
 }
@@ -252,7 +255,12 @@ impl Chain {
             }
             slot.entry = i;
             let span = tracing::debug_span!("plugin", plugin = %entry.pool.plugin(), route = %self.route, phase = "on-request", request_id = ctx.request_id.as_ref().and_then(|v| v.to_str().ok()));
-            let step = run_step!(entry, span, self.request_step(entry, slot, &ctx.annotations));
+            let step = run_step!(self, entry, Phase::Request, span, |inst| self.request_step(
+                entry,
+                inst,
+                slot,
+                &ctx.annotations
+            ));
             match step {
                 Ok(Step::Continue) => {}
                 Ok(Step::Respond(resp)) => return Ok(Some((resp, i))),
@@ -297,7 +305,7 @@ impl Chain {
         ctx: &mut PluginCtx,
     ) -> Result<(), PluginError> {
         let mut held = Vec::new();
-        held.resize_with(self.chunk.len(), || None);
+        held.resize_with(self.chunk.len(), || Held::Nothing);
         if self.response || !ctx.response_edits.is_empty() {
             self.run_response_phase(resp, ctx, None, &mut held).await?;
         }
@@ -326,7 +334,7 @@ impl Chain {
         resp: &mut Response<Body>,
         ctx: &mut PluginCtx,
         before: Option<usize>,
-        held: &mut [Option<Instance>],
+        held: &mut [Held],
     ) -> Result<(), PluginError> {
         let mut edits = std::mem::take(&mut ctx.response_edits);
         let calls = |i: usize| self.entries[i].pool.phases.contains(Phases::RESPONSE);
@@ -358,11 +366,16 @@ impl Chain {
             let entry = &self.entries[i];
             let span = tracing::debug_span!("plugin", plugin = %entry.pool.plugin(), route = %self.route, phase = "on-response", request_id = ctx.request_id.as_ref().and_then(|v| v.to_str().ok()));
             let pos = self.chunk_pos[i].filter(|_| !held.is_empty());
-            let step =
-                run_step!(entry, span, self.response_step(entry, &mut slot, &ctx.annotations, pos.is_some()));
+            let step = run_step!(self, entry, Phase::Response, span, |inst| self.response_step(
+                entry,
+                inst,
+                &mut slot,
+                &ctx.annotations,
+                pos.is_some()
+            ));
             let step = step.map(|(step, kept)| {
                 if let (Some(pos), Some(inst)) = (pos, kept) {
-                    held[pos] = Some(inst);
+                    held[pos] = Held::Instance(inst);
                 }
                 step
             });
@@ -373,7 +386,12 @@ impl Chain {
                     *resp = r;
                     return Ok(());
                 }
-                Err(e) if entry.on_error == OnErrorConfig::FailOpen && e.kind.is_fault() => {}
+                Err(e) if entry.on_error == OnErrorConfig::FailOpen && e.kind.is_fault() => {
+                    // Skipped for this response: its chunks are not its to see.
+                    if let Some(pos) = pos {
+                        held[pos] = Held::Skipped;
+                    }
+                }
                 Err(e) => {
                     restore_response(resp, slot, ctx);
                     return Err(e);
@@ -384,14 +402,24 @@ impl Chain {
         Ok(())
     }
 
+    /// An instance of `entry`: at once when one is idle (or can be made without
+    /// waiting), else after waiting in a boxed future, so the phase's own future
+    /// stays small.
+    async fn checkout(&self, entry: &ChainEntry, phase: Phase) -> Result<Instance, PluginError> {
+        let got = match entry.pool.checkout_now(&self.route) {
+            Some(got) => got,
+            None => Box::pin(entry.pool.checkout(&self.route)).await,
+        };
+        got.map_err(|k| self.error(entry, phase, k))
+    }
+
     async fn request_step(
         &self,
         entry: &ChainEntry,
+        mut inst: Instance,
         slot: &mut RequestSlot,
         annotations: &Annotations,
     ) -> Result<Step, PluginError> {
-        let pool = &entry.pool;
-        let mut inst = pool.checkout(&self.route).await.map_err(|k| self.error(entry, Phase::Request, k))?;
         inst.store.data_mut().annotations = Some(annotations.clone());
         let started = Instant::now();
         let (inst, result) = request_call(inst, slot, entry).await;
@@ -402,12 +430,11 @@ impl Chain {
     async fn response_step(
         &self,
         entry: &ChainEntry,
+        mut inst: Instance,
         slot: &mut ResponseSlot,
         annotations: &Annotations,
         keep: bool,
     ) -> Result<(Step, Option<Instance>), PluginError> {
-        let pool = &entry.pool;
-        let mut inst = pool.checkout(&self.route).await.map_err(|k| self.error(entry, Phase::Response, k))?;
         inst.store.data_mut().annotations = Some(annotations.clone());
         let started = Instant::now();
         let (inst, result) = response_call(inst, slot, entry).await;
@@ -578,6 +605,17 @@ fn restore_response(resp: &mut Response<Body>, mut slot: ResponseSlot, ctx: &mut
     }
 }
 
+/// What a chunk entry has for the response being streamed.
+enum Held {
+    /// No instance yet: the first chunk checks one out.
+    Nothing,
+    /// The instance that ran its `on-response` (or an earlier chunk).
+    Instance(Instance),
+    /// It failed open in this response (or found no instance): the rest of the
+    /// stream passes it by, as a fresh instance would not have the stream's state.
+    Skipped,
+}
+
 /// The chunk phase of one response: per chunk entry (reverse chain order), the
 /// instance serving every chunk of this response — the one that ran its
 /// `on-response`, when it has that phase — so a plugin can keep per-stream state
@@ -587,7 +625,7 @@ fn restore_response(resp: &mut Response<Body>, mut slot: ResponseSlot, ctx: &mut
 /// account for what was sent; its output goes nowhere.
 struct ChunkStream {
     entries: Arc<[Arc<ChainEntry>]>,
-    held: Vec<Option<Instance>>,
+    held: Vec<Held>,
     route: Arc<str>,
     annotations: Annotations,
     finished: bool,
@@ -604,7 +642,10 @@ impl Drop for ChunkStream {
             held: std::mem::take(&mut self.held),
             route: Arc::clone(&self.route),
             annotations: self.annotations.clone(),
-            finished: false,
+            // Already on its last call: if the runtime is shutting down, the task is
+            // dropped unrun, and must not spawn itself again (that recursed until the
+            // stack overflowed).
+            finished: true,
         };
         runtime.spawn(async move {
             let _ = rest.transform(Bytes::new(), true).await;
@@ -627,18 +668,23 @@ impl ChunkStream {
                     kind,
                 }
             };
-            let mut inst = match self.held[k].take() {
-                Some(mut inst) => {
+            let mut inst = match std::mem::replace(&mut self.held[k], Held::Nothing) {
+                Held::Instance(mut inst) => {
                     pool.rearm(&mut inst);
                     inst
                 }
-                None => match pool.checkout(&self.route).await {
+                Held::Skipped => {
+                    self.held[k] = Held::Skipped;
+                    continue;
+                }
+                Held::Nothing => match pool.checkout(&self.route).await {
                     Ok(i) => i,
-                    Err(k) if entry.on_error == OnErrorConfig::FailOpen => {
-                        err(k);
+                    Err(kind) if entry.on_error == OnErrorConfig::FailOpen => {
+                        err(kind);
+                        self.held[k] = Held::Skipped;
                         continue;
                     }
-                    Err(k) => return Err(err(k)),
+                    Err(kind) => return Err(err(kind)),
                 },
             };
             inst.store.data_mut().annotations = Some(self.annotations.clone());
@@ -651,7 +697,7 @@ impl ChunkStream {
                     if last {
                         pool.checkin(inst);
                     } else {
-                        self.held[k] = Some(inst);
+                        self.held[k] = Held::Instance(inst);
                     }
                     data = Bytes::from(out);
                 }
@@ -661,6 +707,8 @@ impl ChunkStream {
                     if entry.on_error != OnErrorConfig::FailOpen {
                         return Err(e);
                     }
+                    // Its state for this stream died with the instance.
+                    self.held[k] = Held::Skipped;
                 }
             }
         }

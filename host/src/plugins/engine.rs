@@ -17,16 +17,22 @@ use crate::config::MAX_PLUGIN_MEMORY;
 
 /// How often the epoch advances: the granularity of plugin deadlines.
 pub const EPOCH_TICK: Duration = Duration::from_millis(2);
-/// Component instances alive at once (warm instances of every plugin entry).
-pub const POOL_COMPONENT_INSTANCES: u32 = 1000;
-/// Core instances alive at once (a Rust component has a few per component instance).
-pub const POOL_CORE_INSTANCES: u32 = 5000;
-/// Linear memories alive at once.
-pub const POOL_MEMORIES: u32 = 1000;
+/// Component instances alive at once, for the whole process: every entry's
+/// instances, the snapshots still draining included. Each entry has its own bound
+/// below this (`limits.max_instances`).
+pub const POOL_COMPONENT_INSTANCES: u32 = 10_000;
+/// Core instances alive at once (a Rust component has a few per component instance,
+/// an interpreter-based one a dozen).
+pub const POOL_CORE_INSTANCES: u32 = 60_000;
+/// Linear memories alive at once. Each reserves address space only (the memory cap
+/// plus guards, ~320 MiB): 10,000 of them are ~3 TiB of the 128 TiB a process has,
+/// and none of it is resident until a plugin touches it.
+pub const POOL_MEMORIES: u32 = 10_000;
 /// Tables alive at once.
-pub const POOL_TABLES: u32 = 2000;
-/// Fiber stacks for calls running at once (each async call needs one).
-pub const POOL_STACKS: u32 = 1000;
+pub const POOL_TABLES: u32 = 20_000;
+/// Fiber stacks for calls running at once (each call on the asynchronous path that
+/// is waiting or running holds one).
+pub const POOL_STACKS: u32 = 4_000;
 /// Guard region after each linear memory.
 pub const MEMORY_GUARD: u64 = 32 << 20;
 /// Largest core instance metadata (interpreted runtimes such as Python need more
@@ -34,6 +40,11 @@ pub const MEMORY_GUARD: u64 = 32 << 20;
 pub const MAX_CORE_INSTANCE_SIZE: usize = 10 << 20;
 
 static ENGINE: OnceLock<Engine> = OnceLock::new();
+
+/// The engine when it has been created (a config without plugins never creates it).
+pub fn created() -> Option<&'static Engine> {
+    ENGINE.get()
+}
 
 /// The process's engine, created (with its epoch ticker) on first use.
 pub fn engine() -> &'static Engine {

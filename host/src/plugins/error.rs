@@ -72,12 +72,16 @@ pub enum PluginErrorKind {
     /// Reading a body to buffer for the plugin failed.
     #[error("reading the body failed: {0}")]
     Body(String),
+    /// No instance came free in time: the entry is at `limits.max_instances` (or the
+    /// process at its engine-wide instance slots).
+    #[error("is at capacity: {0}")]
+    Busy(String),
 }
 
 impl PluginErrorKind {
     /// Metric labels, indexed by [`PluginErrorKind::index`].
-    pub const LABELS: [&'static str; 8] =
-        ["trap", "deadline", "memory", "bad_return", "config", "load", "body_too_large", "body"];
+    pub const LABELS: [&'static str; 9] =
+        ["trap", "deadline", "memory", "bad_return", "config", "load", "body_too_large", "body", "busy"];
 
     /// Index into [`PluginErrorKind::LABELS`].
     pub fn index(&self) -> usize {
@@ -90,6 +94,7 @@ impl PluginErrorKind {
             Self::Load(_) => 5,
             Self::BodyTooLarge(_) => 6,
             Self::Body(_) => 7,
+            Self::Busy(_) => 8,
         }
     }
 
@@ -139,7 +144,7 @@ impl PluginError {
     /// The status the client gets: this is the one place plugin faults become statuses.
     pub fn status(&self) -> StatusCode {
         match &self.kind {
-            PluginErrorKind::Deadline(_) => StatusCode::SERVICE_UNAVAILABLE,
+            PluginErrorKind::Deadline(_) | PluginErrorKind::Busy(_) => StatusCode::SERVICE_UNAVAILABLE,
             PluginErrorKind::BodyTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             PluginErrorKind::Body(_) if self.phase == Phase::Request => StatusCode::BAD_REQUEST,
             PluginErrorKind::Body(_) => StatusCode::BAD_GATEWAY,
@@ -151,6 +156,7 @@ impl PluginError {
     pub fn code(&self) -> &'static str {
         match &self.kind {
             PluginErrorKind::Deadline(_) => "plugin_timeout",
+            PluginErrorKind::Busy(_) => "plugin_busy",
             PluginErrorKind::BodyTooLarge(_) => "body_too_large",
             PluginErrorKind::Body(_) => "bad_body",
             _ => "plugin_failed",
@@ -161,6 +167,7 @@ impl PluginError {
     pub fn public_message(&self) -> String {
         match &self.kind {
             PluginErrorKind::Deadline(_) => "a gateway plugin timed out".to_owned(),
+            PluginErrorKind::Busy(_) => "a gateway plugin is at capacity".to_owned(),
             PluginErrorKind::BodyTooLarge(n) => format!("body is larger than {n} bytes"),
             PluginErrorKind::Body(_) => "the body could not be read".to_owned(),
             _ => "a gateway plugin failed".to_owned(),

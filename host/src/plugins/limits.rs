@@ -4,8 +4,9 @@
 use std::time::Duration;
 
 use crate::config::{
-    DEFAULT_PLUGIN_CONFIGURE_DEADLINE, DEFAULT_PLUGIN_DEADLINE, DEFAULT_PLUGIN_MAX_BODY,
-    DEFAULT_PLUGIN_MAX_IDLE, DEFAULT_PLUGIN_MEMORY, PluginLimitsConfig,
+    DEFAULT_PLUGIN_CONFIGURE_DEADLINE, DEFAULT_PLUGIN_DEADLINE, DEFAULT_PLUGIN_IDLE_TIMEOUT,
+    DEFAULT_PLUGIN_MAX_BODY, DEFAULT_PLUGIN_MAX_INSTANCES, DEFAULT_PLUGIN_MEMORY, DEFAULT_PLUGIN_WARM,
+    PluginLimitsConfig,
 };
 
 /// Most table elements an instance may have.
@@ -25,8 +26,14 @@ pub struct Limits {
     pub memory: usize,
     /// Largest body buffered for a body phase.
     pub max_body: u64,
-    /// Warm instances kept.
+    /// Instances at once, idle and in use.
+    pub max_instances: usize,
+    /// Instances made at load and never swept.
+    pub warm: usize,
+    /// Idle instances kept.
     pub max_idle: usize,
+    /// How long idle instances beyond `warm` may go unneeded before they are dropped.
+    pub idle_timeout: Duration,
 }
 
 impl Default for Limits {
@@ -38,6 +45,7 @@ impl Default for Limits {
 impl Limits {
     /// Resolves `c`, applying defaults.
     pub fn from_config(c: &PluginLimitsConfig) -> Self {
+        let max_instances = c.max_instances.unwrap_or(DEFAULT_PLUGIN_MAX_INSTANCES).max(1);
         Self {
             deadline: c.deadline.unwrap_or(DEFAULT_PLUGIN_DEADLINE).get(),
             configure_deadline: DEFAULT_PLUGIN_CONFIGURE_DEADLINE
@@ -45,7 +53,10 @@ impl Limits {
                 .max(c.deadline.map_or(Duration::ZERO, |d| d.get())),
             memory: c.memory.unwrap_or(DEFAULT_PLUGIN_MEMORY).bytes() as usize,
             max_body: c.max_body.unwrap_or(DEFAULT_PLUGIN_MAX_BODY).bytes(),
-            max_idle: c.max_idle.unwrap_or(DEFAULT_PLUGIN_MAX_IDLE),
+            max_instances,
+            warm: c.warm.unwrap_or(DEFAULT_PLUGIN_WARM),
+            max_idle: c.max_idle.unwrap_or(max_instances),
+            idle_timeout: c.idle_timeout.unwrap_or(DEFAULT_PLUGIN_IDLE_TIMEOUT).get(),
         }
     }
 }

@@ -12,6 +12,7 @@ use std::time::Duration;
 use super::cache::{default_cache_dir, load_component};
 use super::chain::{Chain, ChainEntry};
 use super::compat;
+use super::engine::POOL_COMPONENT_INSTANCES;
 use super::error::{Phase, PluginError, PluginErrorKind};
 use super::host_api::{
     Grants, HostEnv, HttpGrant, InProcessKv, KvStore, PluginClock, RedisKv, RedisSettings, check_imports,
@@ -163,7 +164,23 @@ impl<'a> Loader<'a> {
         if p.limits.deadline.is_some_and(|d| d.get().is_zero()) {
             return Err(Problem::new(format!("{at}.limits.deadline"), "must be more than 0ms"));
         }
+        if p.limits.idle_timeout.is_some_and(|d| d.get().is_zero()) {
+            return Err(Problem::new(format!("{at}.limits.idle_timeout"), "must be more than 0ms"));
+        }
         let limits = Limits::from_config(&p.limits);
+        let slots = POOL_COMPONENT_INSTANCES as usize;
+        if p.limits.max_instances == Some(0) || limits.max_instances > slots {
+            return Err(Problem::new(
+                format!("{at}.limits.max_instances"),
+                format!("must be between 1 and {slots} (the process's plugin instance slots)"),
+            ));
+        }
+        if limits.warm > limits.max_instances {
+            return Err(Problem::new(
+                format!("{at}.limits.warm"),
+                format!("must be at most limits.max_instances ({})", limits.max_instances),
+            ));
+        }
         let env = Arc::new(HostEnv {
             plugin: Arc::from(name),
             grants,
@@ -180,7 +197,7 @@ impl<'a> Loader<'a> {
                 Pre::Async(pre.async_pre)
             }
         };
-        match InstancePool::new(pre, env, config_json, limits, Arc::from(route)) {
+        match InstancePool::new(pre, env, config_json, limits, Arc::from(route), Arc::from(at)) {
             Ok(pool) => Ok(Arc::new(ChainEntry { pool: Arc::new(pool), on_error: p.on_error })),
             Err(kind @ PluginErrorKind::Config(_)) => {
                 Err(Problem::new(format!("{at}.config"), fail(kind, Phase::Configure)))

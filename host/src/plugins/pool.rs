@@ -4,12 +4,25 @@
 //! instance that faulted is dropped, never returned.
 //!
 //! Recipe: [`InstancePool::new`] at snapshot build (instantiates and configures the
-//! first instance, so a bad config fails the build) → [`InstancePool::checkout`] per
-//! call → [`InstancePool::checkin`] when the call succeeded.
+//! first instance and the `warm` ones, so a bad config fails the build) →
+//! [`InstancePool::checkout_now`], else [`InstancePool::checkout`], per call →
+//! [`InstancePool::checkin`] when the call succeeded → [`InstancePool::sweep`] now
+//! and then, to give back what a burst left idle.
+//!
+//! An entry never has more than `limits.max_instances` instances, idle and in use:
+//! a call that finds none free waits for one (within its deadline) rather than
+//! instantiating without bound, and healthy instances stay warm after a burst (up
+//! to `limits.max_idle`, until `limits.idle_timeout` shows they are not needed), so
+//! a steady load never pays for `configure` on the request path.
 
+use std::collections::VecDeque;
+use std::sync::atomic::AtomicUsize;
+use std::sync::atomic::Ordering::{AcqRel, Acquire};
 use std::sync::{Arc, Mutex};
+use std::time::Instant;
 
 use futures_util::FutureExt;
+use tokio::sync::Notify;
 use wasmtime::Store;
 use wasmtime::component::Resource;
 
@@ -66,6 +79,9 @@ pub struct Instance {
     /// The store (request/response slots, limits, grants).
     pub store: Store<PluginState>,
     exports: Exports,
+    /// Given back after the store is dropped (fields drop in order), so a waiter
+    /// woken by it finds the engine's slot free too.
+    _place: Place,
 }
 
 /// Calls an export on the instance's path: `$call` with a plain call, or awaited
@@ -107,7 +123,8 @@ impl Instance {
     }
 }
 
-/// The warm instances of one plugin entry (one plugin with one config).
+/// The warm instances of one plugin entry (one plugin with one config), and the
+/// bound on how many it may have at once.
 pub struct InstancePool {
     pre: Pre,
     env: Arc<HostEnv>,
@@ -116,13 +133,57 @@ pub struct InstancePool {
     pub limits: Limits,
     /// The phases the plugin declared.
     pub phases: Phases,
-    idle: Mutex<Vec<Instance>>,
+    /// Where the entry is in the config (`routes[0].plugins[1]`), for metrics.
+    pub at: Arc<str>,
+    /// The route the entry was loaded for (`*` for a global entry).
+    pub route: Arc<str>,
+    idle: Mutex<Idle>,
+    live: Arc<Live>,
+}
+
+/// Idle instances, most recently returned last (checkout takes from the end, so
+/// the same few instances stay hot and the ones at the front are the long unused).
+struct Idle {
+    stack: VecDeque<Instance>,
+    /// The fewest instances idle since the last sweep: that many were not needed
+    /// for a whole sweep interval.
+    low: usize,
+    last_sweep: Instant,
+}
+
+/// How many instances an entry has (idle and in use), shared with each of them:
+/// an instance gives its place back when dropped, however its life ends (returned
+/// past the idle cap, retired, faulted, dropped with an abandoned stream), and wakes
+/// a caller waiting for one.
+#[derive(Default)]
+struct Live {
+    count: AtomicUsize,
+    freed: Notify,
+}
+
+impl Live {
+    /// Takes a place when fewer than `max` are taken.
+    fn reserve(self: &Arc<Self>, max: usize) -> Option<Place> {
+        self.count.fetch_update(AcqRel, Acquire, |n| (n < max).then_some(n + 1)).ok()?;
+        Some(Place(Arc::clone(self)))
+    }
+}
+
+/// One taken place of an entry's bound.
+struct Place(Arc<Live>);
+
+impl Drop for Place {
+    fn drop(&mut self) {
+        self.0.count.fetch_sub(1, AcqRel);
+        self.0.freed.notify_one();
+    }
 }
 
 impl std::fmt::Debug for InstancePool {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("InstancePool")
             .field("plugin", &self.env.plugin)
+            .field("at", &self.at)
             .field("limits", &self.limits)
             .field("phases", &self.phases)
             .field("path", &self.pre.path())
@@ -134,9 +195,10 @@ impl std::fmt::Debug for InstancePool {
 /// synchronous path, the in-process kv), else to completion on the current tokio
 /// runtime from a thread of its own (so the caller may be anywhere, even inside an
 /// async task), or on a runtime of its own when there is none (`sluice check`).
-fn finish_load<F>(load: F) -> Result<(Instance, Phases), PluginErrorKind>
+fn finish_load<F, T>(load: F) -> Result<T, PluginErrorKind>
 where
-    F: std::future::Future<Output = Result<(Instance, Phases), PluginErrorKind>> + Send,
+    F: std::future::Future<Output = Result<T, PluginErrorKind>> + Send,
+    T: Send,
 {
     let mut load = std::pin::pin!(load);
     if let Some(done) = load.as_mut().now_or_never() {
@@ -157,23 +219,55 @@ where
     }
 }
 
+/// Where an instance was made: counted, so an operator (and a test) can tell
+/// warm-up from churn.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Made {
+    /// When the config was loaded (the first instance and the `warm` ones).
+    Load = 0,
+    /// On the request path: a call found no idle instance and the bound had room.
+    Request = 1,
+}
+
 impl InstancePool {
-    /// Creates the pool and its first instance: `configure` with `config_json`, then
-    /// `info`. Runs synchronously (the snapshot is built on a blocking thread); a
-    /// `configure` that waits (a Redis-backed kv call) is driven to completion on the
-    /// gateway's runtime, within the configure deadline.
+    /// Creates the pool and its first `max(1, limits.warm)` instances: each is
+    /// instantiated, given `configure` with `config_json`, then asked for `info`.
+    /// Runs synchronously (the snapshot is built on a blocking thread); a `configure`
+    /// that waits (a Redis-backed kv call) is driven to completion on the gateway's
+    /// runtime, within the configure deadline. `at` names the entry in the config.
     pub fn new(
         pre: Pre,
         env: Arc<HostEnv>,
         config_json: String,
         limits: Limits,
         route: Arc<str>,
+        at: Arc<str>,
     ) -> Result<InstancePool, PluginErrorKind> {
-        let mut pool =
-            InstancePool { pre, env, config_json, limits, phases: Phases::empty(), idle: Mutex::default() };
-        let (instance, phases) = finish_load(pool.instantiate(route))?;
-        pool.phases = phases;
-        pool.idle.get_mut().unwrap_or_else(|p| p.into_inner()).push(instance);
+        let idle = Idle { stack: VecDeque::new(), low: 0, last_sweep: Instant::now() };
+        let mut pool = InstancePool {
+            pre,
+            env,
+            config_json,
+            limits,
+            phases: Phases::empty(),
+            at,
+            route,
+            idle: Mutex::new(idle),
+            live: Arc::default(),
+        };
+        let mut warm = Vec::with_capacity(limits.warm.max(1));
+        for _ in 0..limits.warm.max(1) {
+            let place = pool.live.reserve(limits.max_instances.max(1)).ok_or_else(|| {
+                PluginErrorKind::Load("limits.warm is larger than limits.max_instances".into())
+            })?;
+            let (instance, phases) = finish_load(pool.instantiate(Arc::clone(&pool.route), place))?;
+            pool.env.stats.record_made(Made::Load);
+            pool.phases = phases;
+            warm.push(instance);
+        }
+        let idle = pool.idle.get_mut().unwrap_or_else(|p| p.into_inner());
+        idle.stack.extend(warm);
+        idle.low = idle.stack.len();
         Ok(pool)
     }
 
@@ -192,18 +286,72 @@ impl InstancePool {
         &self.env
     }
 
-    /// A warm instance, or a new one.
+    /// An instance without waiting: an idle one, or a new one when the bound has
+    /// room and the entry is on the synchronous path (instantiating does not wait
+    /// there). `None` when the caller must go through [`InstancePool::checkout`].
+    pub fn checkout_now(&self, route: &Arc<str>) -> Option<Result<Instance, PluginErrorKind>> {
+        if let Some(inst) = self.take_idle() {
+            return Some(Ok(self.ready(inst, route)));
+        }
+        if self.pre.path() == CallPath::Async {
+            return None;
+        }
+        let place = self.live.reserve(self.limits.max_instances)?;
+        let made = self.make(route, place).now_or_never()?;
+        Some(made.map(|inst| self.ready(inst, route)))
+    }
+
+    /// A warm instance, else a new one while the entry has fewer than
+    /// `limits.max_instances`, else the first one returned within the entry's call
+    /// deadline; past it the call fails with [`PluginErrorKind::Busy`].
     pub async fn checkout(&self, route: &Arc<str>) -> Result<Instance, PluginErrorKind> {
-        let warm = self.idle.lock().unwrap_or_else(|p| p.into_inner()).pop();
-        let mut inst = match warm {
-            Some(i) => i,
-            None => self.instantiate(Arc::clone(route)).await?.0,
-        };
+        let until = tokio::time::Instant::now() + self.limits.deadline;
+        let mut waited = false;
+        loop {
+            // Registered before looking, so a return in between is not missed.
+            let freed = self.live.freed.notified();
+            let mut freed = std::pin::pin!(freed);
+            freed.as_mut().enable();
+            if let Some(inst) = self.take_idle() {
+                return Ok(self.ready(inst, route));
+            }
+            if let Some(place) = self.live.reserve(self.limits.max_instances) {
+                return self.make(route, place).await.map(|inst| self.ready(inst, route));
+            }
+            if !waited {
+                waited = true;
+                self.env.stats.record_checkout_wait();
+            }
+            if tokio::time::timeout_at(until, freed).await.is_err() {
+                return Err(PluginErrorKind::Busy(format!(
+                    "all {} instances (limits.max_instances) stayed in use for {:?} (limits.deadline)",
+                    self.limits.max_instances, self.limits.deadline
+                )));
+            }
+        }
+    }
+
+    fn take_idle(&self) -> Option<Instance> {
+        let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+        let inst = idle.stack.pop_back();
+        idle.low = idle.low.min(idle.stack.len());
+        inst
+    }
+
+    async fn make(&self, route: &Arc<str>, place: Place) -> Result<Instance, PluginErrorKind> {
+        let made = self.instantiate(Arc::clone(route), place).await.map(|(inst, _)| inst);
+        if made.is_ok() {
+            self.env.stats.record_made(Made::Request);
+        }
+        made
+    }
+
+    fn ready(&self, mut inst: Instance, route: &Arc<str>) -> Instance {
         if !Arc::ptr_eq(&inst.store.data().route, route) {
             inst.store.data_mut().route = Arc::clone(route);
         }
         self.rearm(&mut inst);
-        Ok(inst)
+        inst
     }
 
     /// Gives a held instance a fresh per-call deadline (the chunk phase keeps one
@@ -213,24 +361,54 @@ impl InstancePool {
         inst.store.set_epoch_deadline(ticks_for(self.limits.deadline));
     }
 
-    /// Returns a healthy instance for reuse (dropped if enough are idle).
+    /// Returns a healthy instance for reuse. It is dropped instead when its memory
+    /// is nearly full (the next checkout makes a fresh one) or `limits.max_idle` are
+    /// idle already; either way its place goes to a waiting caller.
     pub fn checkin(&self, inst: Instance) {
         if inst.store.data().limiter.nearly_full() {
-            // Retired: the next checkout instantiates a fresh one.
             return;
         }
         let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
-        if idle.len() < self.limits.max_idle {
-            idle.push(inst);
+        if idle.stack.len() >= self.limits.max_idle {
+            drop(idle);
+            return;
         }
+        idle.stack.push_back(inst);
+        drop(idle);
+        self.live.freed.notify_one();
     }
 
-    /// Warm instances right now.
+    /// Drops the idle instances, beyond `limits.warm`, that no call needed since
+    /// the last sweep, once `limits.idle_timeout` has passed since then. Called
+    /// every second or so by the gateway; cheap when there is nothing to do.
+    pub fn sweep(&self, now: Instant) {
+        let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+        if now.saturating_duration_since(idle.last_sweep) < self.limits.idle_timeout {
+            return;
+        }
+        let unused = idle.low.min(idle.stack.len()).saturating_sub(self.limits.warm);
+        let dropped: Vec<Instance> = idle.stack.drain(..unused).collect();
+        idle.low = idle.stack.len();
+        idle.last_sweep = now;
+        drop(idle);
+        drop(dropped);
+    }
+
+    /// Idle instances right now.
     pub fn idle(&self) -> usize {
-        self.idle.lock().unwrap_or_else(|p| p.into_inner()).len()
+        self.idle.lock().unwrap_or_else(|p| p.into_inner()).stack.len()
     }
 
-    async fn instantiate(&self, route: Arc<str>) -> Result<(Instance, Phases), PluginErrorKind> {
+    /// Instances right now, idle and in use.
+    pub fn live(&self) -> usize {
+        self.live.count.load(Acquire)
+    }
+
+    async fn instantiate(
+        &self,
+        route: Arc<str>,
+        place: Place,
+    ) -> Result<(Instance, Phases), PluginErrorKind> {
         let state = PluginState::new(Arc::clone(&self.env), route, self.limits.memory);
         let mut store = Store::new(super::engine::engine(), state);
         store.limiter(|s| &mut s.limiter);
@@ -248,19 +426,22 @@ impl InstancePool {
         });
         // The deadline must be set before instantiating: a deadline of 0 traps at once.
         store.set_epoch_deadline(ticks_for(self.limits.configure_deadline));
-        let load = |e: wasmtime::Error, s: &Store<PluginState>| match PluginErrorKind::from_call(
-            e,
-            s.data(),
-            self.limits.configure_deadline,
-        ) {
-            PluginErrorKind::Trap(m) => PluginErrorKind::Load(m),
-            other => other,
+        let load = |e: wasmtime::Error, s: &Store<PluginState>| {
+            if let Some(full) = e.downcast_ref::<wasmtime::PoolConcurrencyLimitError>() {
+                return PluginErrorKind::Busy(format!(
+                    "the process's plugin instance slots are all in use ({full})"
+                ));
+            }
+            match PluginErrorKind::from_call(e, s.data(), self.limits.configure_deadline) {
+                PluginErrorKind::Trap(m) => PluginErrorKind::Load(m),
+                other => other,
+            }
         };
         let exports = match self.pre.instantiate(&mut store).await {
             Ok(p) => p,
             Err(e) => return Err(load(e, &store)),
         };
-        let mut inst = Instance { store, exports };
+        let mut inst = Instance { store, exports, _place: place };
         inst.store.data_mut().configuring = true;
         let started = std::time::Instant::now();
         let configured = inst.configure(&self.config_json).await;

@@ -8,6 +8,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use super::error::{Phase, PluginErrorKind};
+use super::pool::Made;
 
 /// Upper bounds (µs) of the latency histogram's buckets; one more bucket holds the rest.
 pub const LATENCY_BUCKETS_US: [u64; 14] =
@@ -66,6 +67,10 @@ pub struct PluginStats {
     histograms: Mutex<HashMap<String, CustomHistogram>>,
     /// Phase calls made on the asynchronous path (on a fiber).
     async_calls: AtomicU64,
+    /// Instances made, by [`Made`].
+    made: [AtomicU64; 2],
+    /// Checkouts that found every instance in use and waited.
+    checkout_waits: AtomicU64,
 }
 
 /// Most labeled counter series one plugin may create (a cardinality guard).
@@ -110,6 +115,26 @@ impl PluginStats {
     /// included).
     pub fn async_calls(&self) -> u64 {
         self.async_calls.load(Relaxed)
+    }
+
+    /// Counts an instance made at load or on the request path.
+    pub fn record_made(&self, at: Made) {
+        self.made[at as usize].fetch_add(1, Relaxed);
+    }
+
+    /// Instances made so far at load or on the request path.
+    pub fn made(&self, at: Made) -> u64 {
+        self.made[at as usize].load(Relaxed)
+    }
+
+    /// Counts a checkout that had to wait for an instance.
+    pub fn record_checkout_wait(&self) {
+        self.checkout_waits.fetch_add(1, Relaxed);
+    }
+
+    /// Checkouts that waited so far.
+    pub fn checkout_waits(&self) -> u64 {
+        self.checkout_waits.load(Relaxed)
     }
 
     /// Counts a fault.
@@ -226,6 +251,27 @@ pub fn write_prometheus(out: &mut String) {
     let _ = writeln!(out, "# TYPE sluice_plugin_async_calls_total counter");
     for (name, s) in &all {
         let _ = writeln!(out, "sluice_plugin_async_calls_total{{plugin=\"{name}\"}} {}", s.async_calls());
+    }
+    let _ = writeln!(
+        out,
+        "# HELP sluice_plugin_instances_made_total Plugin instances instantiated and configured, at load or on the request path (a call found none idle)."
+    );
+    let _ = writeln!(out, "# TYPE sluice_plugin_instances_made_total counter");
+    for (name, s) in &all {
+        for (at, label) in [(Made::Load, "load"), (Made::Request, "request")] {
+            let n = s.made(at);
+            let _ =
+                writeln!(out, "sluice_plugin_instances_made_total{{plugin=\"{name}\",at=\"{label}\"}} {n}");
+        }
+    }
+    let _ = writeln!(
+        out,
+        "# HELP sluice_plugin_checkout_waits_total Calls that found every instance of their entry in use (limits.max_instances) and waited for one."
+    );
+    let _ = writeln!(out, "# TYPE sluice_plugin_checkout_waits_total counter");
+    for (name, s) in &all {
+        let _ =
+            writeln!(out, "sluice_plugin_checkout_waits_total{{plugin=\"{name}\"}} {}", s.checkout_waits());
     }
     let _ = writeln!(out, "# HELP sluice_plugin_errors_total Plugin faults by kind.");
     let _ = writeln!(out, "# TYPE sluice_plugin_errors_total counter");
