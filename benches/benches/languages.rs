@@ -58,7 +58,7 @@ fn benches(c: &mut Criterion) {
         let pool = Arc::clone(&fresh.entries()[0].pool);
         let route: Arc<str> = Arc::from("r");
         g.bench_function(format!("{lang}/fresh_instance"), |b| {
-            b.iter(|| black_box(pool.checkout(&route).now_or_never().unwrap().unwrap()))
+            b.iter(|| black_box(pool.checkout_now(&route).unwrap().unwrap()))
         });
 
         let mut ctx = PluginCtx::default();

@@ -103,14 +103,14 @@ fn benches(c: &mut Criterion) {
     let route: Arc<str> = Arc::from("one");
     g.bench_function("instance_checkout_and_return", |b| {
         b.iter(|| {
-            let inst = pool.checkout(&route).now_or_never().unwrap().unwrap();
+            let inst = pool.checkout_now(&route).unwrap().unwrap();
             pool.checkin(black_box(inst));
         })
     });
     let fresh = Arc::clone(&chains[3].entries()[0].pool);
-    fresh.checkout(&route).now_or_never().unwrap().unwrap();
+    fresh.checkout_now(&route).unwrap().unwrap();
     g.bench_function("fresh_instance_instantiate_and_configure", |b| {
-        b.iter(|| black_box(fresh.checkout(&route).now_or_never().unwrap().unwrap()))
+        b.iter(|| black_box(fresh.checkout_now(&route).unwrap().unwrap()))
     });
     g.finish();
 
@@ -119,7 +119,7 @@ fn benches(c: &mut Criterion) {
         [("export_call", &chains[4]), ("plus_header_read", &chains[5]), ("plus_header_set", &chains[0])]
     {
         let pool = Arc::clone(&chain.entries()[0].pool);
-        let mut inst = pool.checkout(&route).now_or_never().unwrap().unwrap();
+        let mut inst = pool.checkout_now(&route).unwrap().unwrap();
         inst.store.data_mut().req.headers = typical_request().headers().clone();
         // With a fresh deadline per call, as the chain gives it.
         g.bench_function(name, |b| {

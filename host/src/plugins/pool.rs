@@ -17,7 +17,7 @@
 
 use std::collections::VecDeque;
 use std::sync::atomic::AtomicUsize;
-use std::sync::atomic::Ordering::{AcqRel, Acquire};
+use std::sync::atomic::Ordering::SeqCst;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
@@ -159,13 +159,40 @@ struct Idle {
 struct Live {
     count: AtomicUsize,
     freed: Notify,
+    /// Callers waiting on `freed`: a check-in with nobody waiting skips the wake-up
+    /// (an atomic read instead of a compare-and-swap on every call).
+    waiting: AtomicUsize,
 }
 
 impl Live {
     /// Takes a place when fewer than `max` are taken.
     fn reserve(self: &Arc<Self>, max: usize) -> Option<Place> {
-        self.count.fetch_update(AcqRel, Acquire, |n| (n < max).then_some(n + 1)).ok()?;
+        self.count.fetch_update(SeqCst, SeqCst, |n| (n < max).then_some(n + 1)).ok()?;
         Some(Place(Arc::clone(self)))
+    }
+
+    /// Wakes one waiting caller, if any: an instance was returned or a place freed.
+    fn wake(&self) {
+        if self.waiting.load(SeqCst) > 0 {
+            self.freed.notify_one();
+        }
+    }
+}
+
+/// A caller counted in [`Live::waiting`] for as long as it exists (however its
+/// future ends: served, timed out or cancelled).
+struct Waiting<'a>(&'a Live);
+
+impl<'a> Waiting<'a> {
+    fn new(live: &'a Live) -> Self {
+        live.waiting.fetch_add(1, SeqCst);
+        Waiting(live)
+    }
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.0.waiting.fetch_sub(1, SeqCst);
     }
 }
 
@@ -174,8 +201,8 @@ struct Place(Arc<Live>);
 
 impl Drop for Place {
     fn drop(&mut self) {
-        self.0.count.fetch_sub(1, AcqRel);
-        self.0.freed.notify_one();
+        self.0.count.fetch_sub(1, SeqCst);
+        self.0.wake();
     }
 }
 
@@ -305,8 +332,14 @@ impl InstancePool {
     /// `limits.max_instances`, else the first one returned within the entry's call
     /// deadline; past it the call fails with [`PluginErrorKind::Busy`].
     pub async fn checkout(&self, route: &Arc<str>) -> Result<Instance, PluginErrorKind> {
+        if let Some(inst) = self.take_idle() {
+            return Ok(self.ready(inst, route));
+        }
         let until = tokio::time::Instant::now() + self.limits.deadline;
         let mut waited = false;
+        // Counted before looking, so a check-in (or a drop) that skips the wake-up
+        // because nobody waited happened before this look, which then sees it.
+        let _waiting = Waiting::new(&self.live);
         loop {
             // Registered before looking, so a return in between is not missed.
             let freed = self.live.freed.notified();
@@ -375,7 +408,7 @@ impl InstancePool {
         }
         idle.stack.push_back(inst);
         drop(idle);
-        self.live.freed.notify_one();
+        self.live.wake();
     }
 
     /// Drops the idle instances, beyond `limits.warm`, that no call needed since
@@ -401,7 +434,7 @@ impl InstancePool {
 
     /// Instances right now, idle and in use.
     pub fn live(&self) -> usize {
-        self.live.count.load(Acquire)
+        self.live.count.load(SeqCst)
     }
 
     async fn instantiate(
