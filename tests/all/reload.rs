@@ -764,3 +764,35 @@ async fn a_reload_whose_new_listener_cannot_bind_changes_nothing() {
     drop(squatter);
     gw.shutdown().await;
 }
+
+#[tokio::test]
+async fn files_written_beside_the_config_and_the_plugins_do_not_hold_back_a_plugin_swap() {
+    let site = PluginSite::echo("reload-noise", wasm::TAGGER_V1).await;
+    let addr = site.gw.addr("public");
+    wait_for_tag(addr, V1).await;
+    // A log beside the config and a scratch file among the plugins, written every
+    // 20 ms (faster than the debounce) for as long as the swap takes: only events on
+    // the config and on `*.wasm` may count, or the debounce never ends.
+    let stop = Arc::new(AtomicBool::new(false));
+    let noise = {
+        let (log, scratch, stop) =
+            (site.dir.join("access.log"), site.dir.join("plugins/notes.txt"), Arc::clone(&stop));
+        std::thread::spawn(move || {
+            use std::io::Write;
+            let mut file = std::fs::OpenOptions::new().create(true).append(true).open(log).unwrap();
+            let mut n = 0u64;
+            while !stop.load(Ordering::SeqCst) {
+                writeln!(file, "line {n}").unwrap();
+                std::fs::write(&scratch, n.to_string()).unwrap();
+                n += 1;
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            n
+        })
+    };
+    site.install(wasm::TAGGER_V2);
+    wait_for_tag(addr, V2).await;
+    stop.store(true, Ordering::SeqCst);
+    assert!(noise.join().unwrap() > 0, "the noise was written");
+    assert_eq!(site.gw.reload_status().failures_total, 0);
+}

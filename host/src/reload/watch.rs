@@ -1,4 +1,10 @@
 //! The config file watcher.
+//!
+//! It watches the config's folder and the plugins folder, but only some events count:
+//! those on the config file, on a Kubernetes ConfigMap's `..data` link (an update
+//! swaps it), on the plugins folder itself, and on `*.wasm` files (or `..data`) in it.
+//! Anything else written there — a log file, an editor's swap file — neither starts
+//! nor prolongs the debounce, so it cannot delay or block a reload.
 
 use std::hash::{DefaultHasher, Hash, Hasher};
 use std::path::{Path, PathBuf};
@@ -34,10 +40,15 @@ pub fn watch_config(gateway: Gateway, path: &Path) -> notify::Result<WatchHandle
     let dir = path.parent().map(Path::to_owned).unwrap_or_else(|| PathBuf::from("."));
     let (tx, rx) = mpsc::unbounded_channel();
     let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
-        if let Ok(e) = event
-            && !e.kind.is_access()
-        {
-            let _ = tx.send(());
+        match event {
+            Ok(e) if !e.kind.is_access() => {
+                let _ = tx.send(e.paths);
+            }
+            Ok(_) => {}
+            // The kernel's queue overflowed (or similar): events were lost, so look.
+            Err(_) => {
+                let _ = tx.send(Vec::new());
+            }
         }
     })?;
     watcher.watch(&dir, RecursiveMode::NonRecursive)?;
@@ -116,18 +127,50 @@ fn content_hash(path: &Path) -> Option<u64> {
     Some(h.finish())
 }
 
+/// Whether an event on `paths` can change what the gateway serves (see the module
+/// docs). An event without paths (lost events) counts.
+fn counts(paths: &[PathBuf], config: &Path, plugins_dir: &Path) -> bool {
+    let config_dir = config.parent();
+    paths.is_empty()
+        || paths.iter().any(|p| {
+            let (parent, name) = (p.parent(), p.file_name());
+            let named = |n: &str| name.is_some_and(|x| x == n);
+            p == config
+                || p == plugins_dir
+                || (parent == config_dir && named("..data"))
+                || (parent == Some(plugins_dir)
+                    && (named("..data") || p.extension().is_some_and(|e| e == "wasm")))
+        })
+}
+
+/// The next event that counts; `None` when the watcher is gone.
+async fn next_counted(
+    events: &mut mpsc::UnboundedReceiver<Vec<PathBuf>>,
+    gateway: &Gateway,
+    config: &Path,
+) -> Option<()> {
+    loop {
+        let paths = events.recv().await?;
+        let dir = crate::plugins::registry::plugins_dir(&gateway.snapshot().config);
+        let dir = std::path::absolute(&dir).unwrap_or(dir);
+        if counts(&paths, config, &dir) {
+            return Some(());
+        }
+    }
+}
+
 async fn reload_loop(
     gateway: Gateway,
     path: PathBuf,
-    mut events: mpsc::UnboundedReceiver<()>,
+    mut events: mpsc::UnboundedReceiver<Vec<PathBuf>>,
     mut last: Option<u64>,
     mut plugins: PluginsWatch,
 ) {
-    while events.recv().await.is_some() {
+    while next_counted(&mut events, &gateway, &path).await.is_some() {
         loop {
-            // Debounce: wait for a quiet period.
+            // Debounce: wait for a quiet period of the events that count.
             loop {
-                match tokio::time::timeout(DEBOUNCE, events.recv()).await {
+                match tokio::time::timeout(DEBOUNCE, next_counted(&mut events, &gateway, &path)).await {
                     Ok(Some(())) => continue,
                     Ok(None) => return,
                     Err(_) => break,
@@ -163,5 +206,38 @@ async fn reload_if_changed(gateway: &Gateway, path: &Path, last: &mut Option<u64
     match gateway.reload_from_source().await {
         Ok(generation) => info!(generation, config = %path.display(), "reloaded after a file change"),
         Err(e) => warn!(config = %path.display(), error = %e, "config change rejected"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::{Path, PathBuf};
+
+    use super::counts;
+
+    #[test]
+    fn only_the_config_its_configmap_link_and_plugin_components_count() {
+        let config = Path::new("/etc/sluice/sluice.yaml");
+        let plugins = Path::new("/etc/sluice/plugins");
+        let yes = |p: &str| counts(&[PathBuf::from(p)], config, plugins);
+        assert!(yes("/etc/sluice/sluice.yaml"));
+        assert!(yes("/etc/sluice/..data"));
+        assert!(yes("/etc/sluice/plugins"));
+        assert!(yes("/etc/sluice/plugins/auth.wasm"));
+        assert!(yes("/etc/sluice/plugins/..data"));
+        assert!(!yes("/etc/sluice/access.log"));
+        assert!(!yes("/etc/sluice/.sluice.yaml.swp"));
+        assert!(!yes("/etc/sluice/..data_tmp"));
+        assert!(!yes("/etc/sluice/plugins/.auth.wasm.tmp"));
+        assert!(!yes("/etc/sluice/plugins/notes.txt"));
+        assert!(!yes("/etc/sluice/other/x.wasm"));
+        // A rename names both ends: it counts if either does.
+        let rename =
+            [PathBuf::from("/etc/sluice/plugins/.a.tmp"), PathBuf::from("/etc/sluice/plugins/a.wasm")];
+        assert!(counts(&rename, config, plugins));
+        // Lost events (a queue overflow) count: the loop then looks for itself.
+        assert!(counts(&[], config, plugins));
+        // Plugins beside the config.
+        assert!(counts(&[PathBuf::from("/etc/sluice/a.wasm")], config, Path::new("/etc/sluice")));
     }
 }
