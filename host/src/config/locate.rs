@@ -225,7 +225,7 @@ pub fn deserialize(text: &str, source: &SourceMap) -> Result<Config, Vec<Problem
                 Some(s) => s,
                 None => continue,
             };
-            let isolated = isolate(text, *start, *end);
+            let isolated = isolate(text, *start, flow_end(text, *start, *end));
             let result = match item {
                 Section::Listener => check::<ListenerConfig>(&isolated),
                 Section::Upstream => check::<UpstreamConfig>(&isolated),
@@ -263,6 +263,20 @@ fn path_section(path: &str) -> Option<Section> {
         (!name.is_empty() && !name.contains(['.', '['])).then_some(Section::Upstream)
     } else {
         None
+    }
+}
+
+/// The end of a node's span, past its closing bracket when it is a flow collection
+/// (`{ … }`, `[ … ]`): the parser marks the end of those at the bracket itself, and
+/// a node isolated without it reads as an unclosed bracket.
+fn flow_end(text: &str, start: Location, end: Location) -> Location {
+    let char_at =
+        |at: Location| text.lines().nth(at.line.checked_sub(1)?)?.chars().nth(at.column.checked_sub(1)?);
+    match (char_at(start), char_at(end)) {
+        (Some('{'), Some('}')) | (Some('['), Some(']')) => {
+            Location { line: end.line, column: end.column + 1 }
+        }
+        _ => end,
     }
 }
 
@@ -458,5 +472,15 @@ routes:
         let got: Vec<_> = problems.iter().map(|p| (p.path.as_str(), p.location)).collect();
         assert!(got.contains(&("routes[0].extra", at(7, 5))), "{got:?}");
         assert!(got.contains(&("routes[1].match.methods", at(9, 32))), "{got:?}");
+    }
+
+    #[test]
+    fn flow_style_items_are_read_whole_and_report_only_real_problems() {
+        let text = "version: 1\nlisteners: [{ name: public, address: 127.0.0.1:8080 }]\nroutes: [{ name: r, match: { path_prefix: / }, target: { echo: {} } }, { name: s, match: { path_prefix: /s }, target: { echo: {} }, tyop: 1 }]\n";
+        let problems = deserialize(text, &SourceMap::parse(text).unwrap()).unwrap_err();
+        let got: Vec<_> = problems.iter().map(|p| (p.path.as_str(), p.message.as_str())).collect();
+        assert_eq!(got.len(), 1, "{got:?}");
+        assert_eq!(got[0].0, "routes[1].tyop");
+        assert!(got[0].1.starts_with("unknown field `tyop`"), "{got:?}");
     }
 }
