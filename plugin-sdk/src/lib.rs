@@ -124,6 +124,12 @@ pub trait Plugin: serde::de::DeserializeOwned + 'static {
     /// and [`Phases::RESPONSE_CHUNK`] for [`Plugin::on_response_chunk`].
     const PHASES: Phases = Phases::REQUEST.union(Phases::RESPONSE);
 
+    /// Whether the config may carry fields the plugin's type does not read. Default
+    /// `false`: a field nobody reads is almost always a typo (`required_heder`), so
+    /// it rejects the gateway's config, pointing at that field. Set it to `true` for
+    /// a plugin that wants free-form extra settings.
+    const ACCEPT_UNKNOWN_FIELDS: bool = false;
+
     /// The phases of this configured instance. Default [`Plugin::PHASES`]; override
     /// it when the config decides, for example to declare
     /// [`Phases::REQUEST_BODY`] only when a body rule is configured (a declared body

@@ -192,3 +192,22 @@ async fn wrong_world_and_wrong_version_components_get_the_documented_errors() {
         "{err}"
     );
 }
+
+#[tokio::test]
+async fn a_rejected_config_is_reported_at_the_users_config_file_not_the_generated_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("guard.yaml");
+    std::fs::write(&config, "# the guard's settings\nblocked_prefx: /admin\n").unwrap();
+    let request = dir.path().join("request.yaml");
+    std::fs::write(&request, "path: /\n").unwrap();
+    let fixture = harness::read_fixture(&request).unwrap();
+    let sources = harness::Sources { config: Some(&config), fixture: Some(&request) };
+    let err =
+        harness::run_from(Path::new(wasm::GUARD), &harness::read_config(&config).unwrap(), &fixture, sources)
+            .await
+            .expect_err("the typo fails the run");
+    let err = format!("{err:#}");
+    assert!(err.starts_with(&format!("{}:2:1: blocked_prefx: ", config.display())), "{err}");
+    assert!(err.contains("unknown field `blocked_prefx`"), "{err}");
+    assert!(!err.contains("<inline config>") && !err.contains("routes[0]"), "{err}");
+}

@@ -871,3 +871,30 @@ async fn an_upstream_failure_goes_through_the_response_phase() {
     assert_eq!(reply.header("x-order"), Some("r"), "the plugin's response phase saw the gateway's 502");
     assert_eq!(reply.header("x-edited"), Some("1"), "response edits land on the gateway's 502 too");
 }
+
+#[tokio::test]
+async fn a_typo_in_a_plugins_config_fails_the_load_at_its_yaml_field() {
+    let p = Plugins::with(&[("header-check", wasm::HEADER_CHECK)]);
+    let route = |config: &str| {
+        format!(
+            "routes:\n  - name: r\n    match: {{ path_prefix: / }}\n    target: {{ echo: {{}} }}\n    plugins:\n      - name: header-check\n        config:\n{config}"
+        )
+    };
+    // The config header of `Plugins::config` is 7 lines: the typo is on line 15.
+    let err = p.rejected(&route("          modee: read\n")).await;
+    assert!(err.contains(":15:11: routes[0].plugins[0].config.modee: "), "{err}");
+    assert!(err.contains("unknown field `modee`"), "{err}");
+    assert!(!err.contains("line 1 column"), "no positions in the JSON the plugin was given: {err}");
+    // A wrong value names its field too.
+    let err = p.rejected(&route("          mode: sideways\n")).await;
+    assert!(err.contains(":15:11: routes[0].plugins[0].config.mode: "), "{err}");
+    assert!(err.contains("unknown variant `sideways`"), "{err}");
+    // The built-ins read their config through the same SDK.
+    let err = p
+        .rejected(
+            "routes:\n  - name: r\n    match: { path_prefix: / }\n    target: { echo: {} }\n    plugins:\n      - name: rate-limit\n        grants: { kv: true }\n        config:\n          limits: [{ name: s, rate: 10, pr: 1s }]\n",
+        )
+        .await;
+    assert!(err.contains(":16:"), "{err}");
+    assert!(err.contains("routes[0].plugins[0].config.limits[0].pr"), "{err}");
+}

@@ -135,6 +135,7 @@ fn test(
     expect: Option<&Path>,
     bless: bool,
 ) -> anyhow::Result<ExitCode> {
+    let sources = harness::Sources { config, fixture: Some(request) };
     let config = match config {
         Some(path) => harness::read_config(path)?,
         None => serde_json::json!({}),
@@ -151,7 +152,7 @@ fn test(
         .compact()
         .try_init();
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-    let outcome = runtime.block_on(harness::run(plugin, &config, &fixture))?;
+    let outcome = runtime.block_on(harness::run_from(plugin, &config, &fixture, sources))?;
     println!("{}", serde_json::to_string_pretty(&outcome)?);
     let Some(expect) = expect else { return Ok(ExitCode::SUCCESS) };
     match harness::check_golden(&outcome, expect, bless)? {

@@ -190,6 +190,72 @@ pub fn read_config(path: &Path) -> Result<Value> {
 /// (`auth`). Load errors (a bad component, a rejected config) are returned with the
 /// gateway's messages.
 pub async fn run(plugin: &Path, config: &Value, fixture: &Fixture) -> Result<Outcome> {
+    run_from(plugin, config, fixture, Sources::default()).await
+}
+
+/// The files a run's plugin config and fixture came from, so that a load the gateway
+/// rejects is reported at the user's files (`tally.yaml:3:5: required_header: …`)
+/// rather than at the one-route config the harness generated.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Sources<'a> {
+    /// The `--config` file.
+    pub config: Option<&'a Path>,
+    /// The `--request` file (its `grants` and `secrets` go on the entry).
+    pub fixture: Option<&'a Path>,
+}
+
+/// The generated config's one plugin entry.
+const ENTRY: &str = "routes[0].plugins[0]";
+
+/// A rejected load in the terms of the user's files: problems in the entry's
+/// `config` at the `--config` file, problems in its `grants` at the fixture, the
+/// rest (a bad component, a missing plugin) without a position in a file the user
+/// never wrote.
+fn explain(err: crate::gateway::StartError, sources: Sources<'_>) -> anyhow::Error {
+    let crate::gateway::StartError::Config(config) = err else { return anyhow::anyhow!("{err}") };
+    let lines: Vec<String> = config
+        .issues
+        .iter()
+        .map(|issue| {
+            let rest = issue.path.strip_prefix(ENTRY).unwrap_or(&issue.path);
+            let in_file = |file: Option<&Path>, field: &str| match file {
+                Some(file) => located(file, field, &issue.message),
+                None if field.is_empty() => issue.message.clone(),
+                None => format!("{field}: {}", issue.message),
+            };
+            if let Some(field) = rest.strip_prefix(".config") {
+                in_file(sources.config, field.trim_start_matches('.'))
+            } else if rest.starts_with(".grants") {
+                in_file(sources.fixture, rest.trim_start_matches('.'))
+            } else {
+                issue.message.clone()
+            }
+        })
+        .collect();
+    anyhow::anyhow!(lines.join("\n"))
+}
+
+/// `file:line:column: field: message`, `field` located in `file` (a YAML or JSON
+/// file) when it can be.
+fn located(file: &Path, field: &str, message: &str) -> String {
+    let at = std::fs::read_to_string(file)
+        .ok()
+        .and_then(|text| crate::config::SourceMap::parse(&text).ok())
+        .and_then(|map| map.locate(field));
+    let place = match at {
+        Some(l) => format!("{}:{}:{}", file.display(), l.line, l.column),
+        None => file.display().to_string(),
+    };
+    if field.is_empty() { format!("{place}: {message}") } else { format!("{place}: {field}: {message}") }
+}
+
+/// [`run`], reporting a rejected load at `sources`.
+pub async fn run_from(
+    plugin: &Path,
+    config: &Value,
+    fixture: &Fixture,
+    sources: Sources<'_>,
+) -> Result<Outcome> {
     let name = plugin
         .file_stem()
         .and_then(|s| s.to_str())
@@ -216,7 +282,7 @@ pub async fn run(plugin: &Path, config: &Value, fixture: &Fixture) -> Result<Out
         .load_options(options)
         .start()
         .await
-        .map_err(|e| anyhow::anyhow!("{e}"))?;
+        .map_err(|e| explain(e, sources))?;
     let sent = send(gw.addr("harness"), fixture).await;
     gw.shutdown().await;
     let response = sent?;

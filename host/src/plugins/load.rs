@@ -80,6 +80,16 @@ pub fn build_chains(loaded: &LoadedConfig, options: &LoadOptions) -> Result<Vec<
     if problems.is_empty() { Ok(chains) } else { Err(problems) }
 }
 
+/// The field a plugin's config error is about, when the plugin named it the way the
+/// Rust SDK does (``invalid config at `rules[0].max`: …``), so the problem points at
+/// that field of the config file rather than at the whole `config`.
+fn config_field(msg: &str) -> Option<&str> {
+    let rest = msg.strip_prefix("invalid config at `")?;
+    let (field, _) = rest.split_once("`: ")?;
+    let plain = |c: char| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.' | '[' | ']');
+    (!field.is_empty() && field.chars().all(plain)).then_some(field)
+}
+
 struct Loader<'a> {
     loaded: &'a LoadedConfig,
     options: &'a LoadOptions,
@@ -199,8 +209,12 @@ impl<'a> Loader<'a> {
         };
         match InstancePool::new(pre, env, config_json, limits, Arc::from(route), Arc::from(at)) {
             Ok(pool) => Ok(Arc::new(ChainEntry { pool: Arc::new(pool), on_error: p.on_error })),
-            Err(kind @ PluginErrorKind::Config(_)) => {
-                Err(Problem::new(format!("{at}.config"), fail(kind, Phase::Configure)))
+            Err(PluginErrorKind::Config(msg)) => {
+                let path = config_field(&msg).map_or_else(
+                    || format!("{at}.config"),
+                    |f| format!("{at}.config{}{f}", if f.starts_with('[') { "" } else { "." }),
+                );
+                Err(Problem::new(path, fail(PluginErrorKind::Config(msg), Phase::Configure)))
             }
             Err(kind) => Err(Problem::new(at.to_owned(), fail(kind, Phase::Load))),
         }

@@ -9,6 +9,10 @@ struct HeaderAdder {
 }
 
 impl Plugin for HeaderAdder {
+    // A plugin-swap test gives this plugin and another one config: each ignores the
+    // other's fields (the SDK's opt-out of rejecting unknown fields).
+    const ACCEPT_UNKNOWN_FIELDS: bool = true;
+
     fn on_request(&self, req: &mut Request<'_>) -> Decision {
         req.set_header(&self.request_header, &self.value).expect("valid header");
         Decision::Continue

@@ -8,6 +8,10 @@ struct Recorder {
 }
 
 impl Plugin for Recorder {
+    // A plugin-swap test gives this plugin and another one config: each ignores the
+    // other's fields (the SDK's opt-out of rejecting unknown fields).
+    const ACCEPT_UNKNOWN_FIELDS: bool = true;
+
     fn on_request(&self, req: &mut Request<'_>) -> Decision {
         req.append_header("x-order", &self.name).expect("valid header");
         Decision::Continue
