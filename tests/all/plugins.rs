@@ -898,3 +898,27 @@ async fn a_typo_in_a_plugins_config_fails_the_load_at_its_yaml_field() {
     assert!(err.contains(":16:"), "{err}");
     assert!(err.contains("routes[0].plugins[0].config.limits[0].pr"), "{err}");
 }
+
+#[tokio::test]
+async fn faults_while_configuring_are_reported_as_configure_faults_with_their_cause() {
+    let p = Plugins::with(&[("panicker", wasm::PANICKER), ("looper", wasm::LOOPER)]);
+    let route = |plugin: &str, extra: &str| {
+        format!(
+            "routes:\n  - name: r\n    match: {{ path_prefix: / }}\n    target: {{ echo: {{}} }}\n    plugins:\n      - name: {plugin}\n        config: {{ in: configure }}\n{extra}"
+        )
+    };
+    // A panic: named as a trap in `configure`, with the guest's panic message and
+    // line, not as a component that "could not be loaded".
+    let err = p.rejected(&route("panicker", "")).await;
+    assert!(err.contains("plugin panicker on route r failed in configure: trapped:"), "{err}");
+    assert!(err.contains("boom while configuring") && err.contains("panicker/src/lib.rs:"), "{err}");
+    assert!(!err.contains("could not be loaded"), "{err}");
+    // An endless loop: stopped at the configured deadline, which the message names.
+    let err = p.rejected(&route("looper", "        limits: { configure_deadline: 200ms }\n")).await;
+    assert!(
+        err.contains(
+            "plugin looper on route r failed in configure: ran past limits.configure_deadline (200ms)"
+        ),
+        "{err}"
+    );
+}

@@ -156,6 +156,12 @@ pub struct PluginLimitsConfig {
     /// plugin is then stopped and fails. Default `100ms`.
     #[serde(default)]
     pub deadline: Option<ConfigDuration>,
+    /// Longest time `configure` may run for each instance made (at load, and when a
+    /// call makes a new one); past it the instance is stopped and the load fails
+    /// naming this setting, so an endless loop in `configure` costs `sluice check`
+    /// and a reload this long at most. Default `10s` (or `deadline`, if longer).
+    #[serde(default)]
+    pub configure_deadline: Option<ConfigDuration>,
     /// Largest linear memory of one instance; growing past it fails the call.
     /// Default `32MiB`, at most `256MiB`.
     #[serde(default)]

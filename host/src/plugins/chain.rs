@@ -462,7 +462,8 @@ impl Chain {
                 Ok((step, None))
             }
             Err(CallFault::Wasm(e)) => {
-                let kind = PluginErrorKind::from_call(e, inst.store.data(), pool.limits.deadline);
+                let kind =
+                    PluginErrorKind::from_call(e, inst.store.data(), pool.limits.deadline, "limits.deadline");
                 Err(self.error(entry, phase, kind))
             }
             Err(CallFault::BadReturn(m)) => {
@@ -702,7 +703,12 @@ impl ChunkStream {
                     data = Bytes::from(out);
                 }
                 Err(e) => {
-                    let e = err(PluginErrorKind::from_call(e, inst.store.data(), pool.limits.deadline));
+                    let e = err(PluginErrorKind::from_call(
+                        e,
+                        inst.store.data(),
+                        pool.limits.deadline,
+                        "limits.deadline",
+                    ));
                     tracing::warn!(plugin = %pool.plugin(), route = %self.route, error = %e, "plugin failed");
                     if entry.on_error != OnErrorConfig::FailOpen {
                         return Err(e);

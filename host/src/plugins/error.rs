@@ -51,11 +51,12 @@ pub enum PluginErrorKind {
     /// The guest trapped (a panic is an `unreachable` trap).
     #[error("trapped: {0}")]
     Trap(String),
-    /// The call ran past its deadline and was stopped.
-    #[error("exceeded its deadline of {0:?}")]
-    Deadline(std::time::Duration),
+    /// The call ran past its deadline and was stopped: the deadline and the setting
+    /// that gave it (`limits.deadline`, or `limits.configure_deadline` at load).
+    #[error("ran past {1} ({0:?}) and was stopped")]
+    Deadline(std::time::Duration, &'static str),
     /// The guest tried to grow its memory past the cap.
-    #[error("exceeded its memory cap of {0} bytes")]
+    #[error("tried to grow its memory past limits.memory ({0} bytes)")]
     Memory(usize),
     /// The guest returned something invalid (a bad status or header in a response).
     #[error("returned an invalid value: {0}")]
@@ -87,7 +88,7 @@ impl PluginErrorKind {
     pub fn index(&self) -> usize {
         match self {
             Self::Trap(_) => 0,
-            Self::Deadline(_) => 1,
+            Self::Deadline(..) => 1,
             Self::Memory(_) => 2,
             Self::BadReturn(_) => 3,
             Self::Config(_) => 4,
@@ -109,13 +110,19 @@ impl PluginErrorKind {
         !matches!(self, Self::BodyTooLarge(_) | Self::Body(_))
     }
 
-    /// Classifies an error from a call into `state`'s instance.
-    pub fn from_call(err: wasmtime::Error, state: &PluginState, deadline: std::time::Duration) -> Self {
+    /// Classifies an error from a call into `state`'s instance, which ran under
+    /// `deadline` (given by the setting `limit`).
+    pub fn from_call(
+        err: wasmtime::Error,
+        state: &PluginState,
+        deadline: std::time::Duration,
+        limit: &'static str,
+    ) -> Self {
         if state.limiter.exceeded {
             return Self::Memory(state.limiter.cap);
         }
         if let Some(Trap::Interrupt) = err.downcast_ref::<Trap>() {
-            return Self::Deadline(deadline);
+            return Self::Deadline(deadline, limit);
         }
         let stderr = state.stderr();
         let trap = match err.downcast_ref::<Trap>() {
@@ -144,7 +151,7 @@ impl PluginError {
     /// The status the client gets: this is the one place plugin faults become statuses.
     pub fn status(&self) -> StatusCode {
         match &self.kind {
-            PluginErrorKind::Deadline(_) | PluginErrorKind::Busy(_) => StatusCode::SERVICE_UNAVAILABLE,
+            PluginErrorKind::Deadline(..) | PluginErrorKind::Busy(_) => StatusCode::SERVICE_UNAVAILABLE,
             PluginErrorKind::BodyTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             PluginErrorKind::Body(_) if self.phase == Phase::Request => StatusCode::BAD_REQUEST,
             PluginErrorKind::Body(_) => StatusCode::BAD_GATEWAY,
@@ -155,7 +162,7 @@ impl PluginError {
     /// A stable machine-readable code for the JSON error body.
     pub fn code(&self) -> &'static str {
         match &self.kind {
-            PluginErrorKind::Deadline(_) => "plugin_timeout",
+            PluginErrorKind::Deadline(..) => "plugin_timeout",
             PluginErrorKind::Busy(_) => "plugin_busy",
             PluginErrorKind::BodyTooLarge(_) => "body_too_large",
             PluginErrorKind::Body(_) => "bad_body",
@@ -166,7 +173,7 @@ impl PluginError {
     /// What the client may see: no plugin internals.
     pub fn public_message(&self) -> String {
         match &self.kind {
-            PluginErrorKind::Deadline(_) => "a gateway plugin timed out".to_owned(),
+            PluginErrorKind::Deadline(..) => "a gateway plugin timed out".to_owned(),
             PluginErrorKind::Busy(_) => "a gateway plugin is at capacity".to_owned(),
             PluginErrorKind::BodyTooLarge(n) => format!("body is larger than {n} bytes"),
             PluginErrorKind::Body(_) => "the body could not be read".to_owned(),

@@ -48,9 +48,14 @@ impl Limits {
         let max_instances = c.max_instances.unwrap_or(DEFAULT_PLUGIN_MAX_INSTANCES).max(1);
         Self {
             deadline: c.deadline.unwrap_or(DEFAULT_PLUGIN_DEADLINE).get(),
-            configure_deadline: DEFAULT_PLUGIN_CONFIGURE_DEADLINE
-                .get()
-                .max(c.deadline.map_or(Duration::ZERO, |d| d.get())),
+            configure_deadline: c.configure_deadline.map_or_else(
+                || {
+                    DEFAULT_PLUGIN_CONFIGURE_DEADLINE
+                        .get()
+                        .max(c.deadline.map_or(Duration::ZERO, |d| d.get()))
+                },
+                |d| d.get(),
+            ),
             memory: c.memory.unwrap_or(DEFAULT_PLUGIN_MEMORY).bytes() as usize,
             max_body: c.max_body.unwrap_or(DEFAULT_PLUGIN_MAX_BODY).bytes(),
             max_instances,

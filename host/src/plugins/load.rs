@@ -174,8 +174,12 @@ impl<'a> Loader<'a> {
         if p.limits.deadline.is_some_and(|d| d.get().is_zero()) {
             return Err(Problem::new(format!("{at}.limits.deadline"), "must be more than 0ms"));
         }
-        if p.limits.idle_timeout.is_some_and(|d| d.get().is_zero()) {
-            return Err(Problem::new(format!("{at}.limits.idle_timeout"), "must be more than 0ms"));
+        for (field, d) in
+            [("idle_timeout", p.limits.idle_timeout), ("configure_deadline", p.limits.configure_deadline)]
+        {
+            if d.is_some_and(|d| d.get().is_zero()) {
+                return Err(Problem::new(format!("{at}.limits.{field}"), "must be more than 0ms"));
+            }
         }
         let limits = Limits::from_config(&p.limits);
         let slots = POOL_COMPONENT_INSTANCES as usize;
@@ -209,14 +213,14 @@ impl<'a> Loader<'a> {
         };
         match InstancePool::new(pre, env, config_json, limits, Arc::from(route), Arc::from(at)) {
             Ok(pool) => Ok(Arc::new(ChainEntry { pool: Arc::new(pool), on_error: p.on_error })),
-            Err(PluginErrorKind::Config(msg)) => {
+            Err((_, PluginErrorKind::Config(msg))) => {
                 let path = config_field(&msg).map_or_else(
                     || format!("{at}.config"),
                     |f| format!("{at}.config{}{f}", if f.starts_with('[') { "" } else { "." }),
                 );
                 Err(Problem::new(path, fail(PluginErrorKind::Config(msg), Phase::Configure)))
             }
-            Err(kind) => Err(Problem::new(at.to_owned(), fail(kind, Phase::Load))),
+            Err((phase, kind)) => Err(Problem::new(at.to_owned(), fail(kind, phase))),
         }
     }
 

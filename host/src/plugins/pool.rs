@@ -29,7 +29,7 @@ use wasmtime::component::Resource;
 use super::bindings::sluice::plugin::types::{Decision, PluginInfo};
 use super::bindings::{Phases, Plugin, PluginPre, sync};
 use super::engine::ticks_for;
-use super::error::PluginErrorKind;
+use super::error::{Phase, PluginErrorKind};
 use super::host_api::HostEnv;
 use super::limits::Limits;
 use super::state::PluginState;
@@ -222,17 +222,18 @@ impl std::fmt::Debug for InstancePool {
 /// synchronous path, the in-process kv), else to completion on the current tokio
 /// runtime from a thread of its own (so the caller may be anywhere, even inside an
 /// async task), or on a runtime of its own when there is none (`sluice check`).
-fn finish_load<F, T>(load: F) -> Result<T, PluginErrorKind>
+fn finish_load<F, T>(load: F) -> Result<T, (Phase, PluginErrorKind)>
 where
-    F: std::future::Future<Output = Result<T, PluginErrorKind>> + Send,
+    F: std::future::Future<Output = Result<T, (Phase, PluginErrorKind)>> + Send,
     T: Send,
 {
     let mut load = std::pin::pin!(load);
     if let Some(done) = load.as_mut().now_or_never() {
         return done;
     }
-    let unfinished =
-        |e: &dyn std::fmt::Display| PluginErrorKind::Load(format!("loading could not finish: {e}"));
+    let unfinished = |e: &dyn std::fmt::Display| {
+        (Phase::Load, PluginErrorKind::Load(format!("loading could not finish: {e}")))
+    };
     match tokio::runtime::Handle::try_current() {
         Ok(handle) => std::thread::scope(|s| {
             s.spawn(|| handle.block_on(load))
@@ -269,7 +270,7 @@ impl InstancePool {
         limits: Limits,
         route: Arc<str>,
         at: Arc<str>,
-    ) -> Result<InstancePool, PluginErrorKind> {
+    ) -> Result<InstancePool, (Phase, PluginErrorKind)> {
         let idle = Idle { stack: VecDeque::new(), low: 0, last_sweep: Instant::now() };
         let mut pool = InstancePool {
             pre,
@@ -285,7 +286,7 @@ impl InstancePool {
         let mut warm = Vec::with_capacity(limits.warm.max(1));
         for _ in 0..limits.warm.max(1) {
             let place = pool.live.reserve(limits.max_instances.max(1)).ok_or_else(|| {
-                PluginErrorKind::Load("limits.warm is larger than limits.max_instances".into())
+                (Phase::Load, PluginErrorKind::Load("limits.warm is larger than limits.max_instances".into()))
             })?;
             let (instance, phases) = finish_load(pool.instantiate(Arc::clone(&pool.route), place))?;
             pool.env.stats.record_made(Made::Load);
@@ -372,7 +373,7 @@ impl InstancePool {
     }
 
     async fn make(&self, route: &Arc<str>, place: Place) -> Result<Instance, PluginErrorKind> {
-        let made = self.instantiate(Arc::clone(route), place).await.map(|(inst, _)| inst);
+        let made = self.instantiate(Arc::clone(route), place).await.map(|(inst, _)| inst).map_err(|(_, k)| k);
         if made.is_ok() {
             self.env.stats.record_made(Made::Request);
         }
@@ -441,7 +442,7 @@ impl InstancePool {
         &self,
         route: Arc<str>,
         place: Place,
-    ) -> Result<(Instance, Phases), PluginErrorKind> {
+    ) -> Result<(Instance, Phases), (Phase, PluginErrorKind)> {
         let state = PluginState::new(Arc::clone(&self.env), route, self.limits.memory);
         let mut store = Store::new(super::engine::engine(), state);
         store.limiter(|s| &mut s.limiter);
@@ -459,37 +460,38 @@ impl InstancePool {
         });
         // The deadline must be set before instantiating: a deadline of 0 traps at once.
         store.set_epoch_deadline(ticks_for(self.limits.configure_deadline));
-        let load = |e: wasmtime::Error, s: &Store<PluginState>| {
+        // Instantiating runs the component's start code (a language runtime's
+        // initialisation); `configure` and `info` run the plugin's own. A fault in
+        // either is reported as what it is (a trap with its stderr, the deadline, the
+        // memory cap) and where it happened.
+        let fault = |phase: Phase, e: wasmtime::Error, s: &Store<PluginState>| {
             if let Some(full) = e.downcast_ref::<wasmtime::PoolConcurrencyLimitError>() {
-                return PluginErrorKind::Busy(format!(
-                    "the process's plugin instance slots are all in use ({full})"
-                ));
+                let msg = format!("the process's plugin instance slots are all in use ({full})");
+                return (phase, PluginErrorKind::Busy(msg));
             }
-            match PluginErrorKind::from_call(e, s.data(), self.limits.configure_deadline) {
-                PluginErrorKind::Trap(m) => PluginErrorKind::Load(m),
-                other => other,
-            }
+            let deadline = self.limits.configure_deadline;
+            (phase, PluginErrorKind::from_call(e, s.data(), deadline, "limits.configure_deadline"))
         };
         let exports = match self.pre.instantiate(&mut store).await {
             Ok(p) => p,
-            Err(e) => return Err(load(e, &store)),
+            Err(e) => return Err(fault(Phase::Load, e, &store)),
         };
         let mut inst = Instance { store, exports, _place: place };
         inst.store.data_mut().configuring = true;
         let started = std::time::Instant::now();
         let configured = inst.configure(&self.config_json).await;
-        self.env.stats.record_call(super::error::Phase::Configure, started.elapsed());
+        self.env.stats.record_call(Phase::Configure, started.elapsed());
         inst.store.data_mut().configuring = false;
         match configured {
             Ok(Ok(())) => {}
-            Ok(Err(msg)) => return Err(PluginErrorKind::Config(msg)),
-            Err(e) => return Err(load(e, &inst.store)),
+            Ok(Err(msg)) => return Err((Phase::Configure, PluginErrorKind::Config(msg))),
+            Err(e) => return Err(fault(Phase::Configure, e, &inst.store)),
         }
         // After `configure`, so the phases can depend on the config (a transform with
         // no body rules does not make the gateway buffer bodies).
         let info = match inst.info().await {
             Ok(i) => i,
-            Err(e) => return Err(load(e, &inst.store)),
+            Err(e) => return Err(fault(Phase::Configure, e, &inst.store)),
         };
         let limiter = &mut inst.store.data_mut().limiter;
         limiter.baseline = limiter.size;

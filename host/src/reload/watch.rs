@@ -205,7 +205,8 @@ async fn reload_if_changed(gateway: &Gateway, path: &Path, last: &mut Option<u64
     *last = now;
     match gateway.reload_from_source().await {
         Ok(generation) => info!(generation, config = %path.display(), "reloaded after a file change"),
-        Err(e) => warn!(config = %path.display(), error = %e, "config change rejected"),
+        // The gateway logged the failure with every problem; once is enough.
+        Err(e) => debug!(config = %path.display(), error = %e, "config change rejected"),
     }
 }
 

@@ -1,6 +1,7 @@
 //! Panics in the request phase, or with `in: response` in the response phase, or with
 //! `in: chunk` on a streamed chunk that is exactly `b` (mid-stream, for the tests'
-//! upstream that streams `a`, `b`, `c`).
+//! upstream that streams `a`, `b`, `c`), or with `in: configure` while it is
+//! configured (at load).
 use sluice_plugin_sdk::{Decision, Phases, Plugin, Request, Response, export};
 
 #[derive(serde::Deserialize, Default, PartialEq)]
@@ -10,6 +11,7 @@ enum Where {
     Request,
     Response,
     Chunk,
+    Configure,
 }
 
 #[derive(serde::Deserialize)]
@@ -21,9 +23,16 @@ struct Panicker {
 impl Plugin for Panicker {
     const PHASES: Phases = Phases::REQUEST;
 
+    fn init(&mut self) -> Result<(), String> {
+        if self.place == Where::Configure {
+            panic!("boom while configuring");
+        }
+        Ok(())
+    }
+
     fn phases(&self) -> Phases {
         match self.place {
-            Where::Request => Phases::REQUEST,
+            Where::Request | Where::Configure => Phases::REQUEST,
             Where::Response => Phases::RESPONSE,
             Where::Chunk => Phases::RESPONSE_CHUNK,
         }
