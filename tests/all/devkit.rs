@@ -6,7 +6,7 @@
 use std::path::Path;
 
 use serde_json::{Value, json};
-use sluice::devkit::harness::{self, Decision, Outcome};
+use sluice::devkit::harness::{self, Decision, Golden, Outcome};
 use sluice::plugins::compat;
 use sluice_tests::plugins as wasm;
 
@@ -104,17 +104,26 @@ async fn golden_files_are_written_then_checked() {
     let golden = dir.path().join("blocked.expected.json");
     let config = json!({ "blocked_prefix": "/admin" });
     let outcome = run(wasm::GUARD, &config, "path: /admin\n").await;
-    assert_eq!(harness::check_golden(&outcome, &golden, false).unwrap(), None, "a missing file is written");
-    assert_eq!(harness::check_golden(&outcome, &golden, false).unwrap(), None, "and then matches");
+    assert_eq!(
+        harness::check_golden(&outcome, &golden, false).unwrap(),
+        Golden::Created,
+        "a missing file is written"
+    );
+    assert_eq!(harness::check_golden(&outcome, &golden, false).unwrap(), Golden::Matches, "and then matches");
 
     let other = run(wasm::GUARD, &config, "path: /elsewhere\n").await;
-    let diff =
-        harness::check_golden(&other, &golden, false).unwrap().expect("a different outcome is a failure");
+    let Golden::Differs(diff) = harness::check_golden(&other, &golden, false).unwrap() else {
+        panic!("a different outcome is a failure")
+    };
     assert!(
         diff.contains("-   \"decision\": \"respond\"") && diff.contains("+   \"decision\": \"continue\""),
         "{diff}"
     );
-    assert_eq!(harness::check_golden(&other, &golden, true).unwrap(), None, "blessing rewrites the file");
+    assert_eq!(
+        harness::check_golden(&other, &golden, true).unwrap(),
+        Golden::Blessed,
+        "blessing rewrites the file"
+    );
     let written: Outcome = serde_json::from_str(&std::fs::read_to_string(&golden).unwrap()).unwrap();
     assert_eq!(written, other);
 }
@@ -191,6 +200,7 @@ async fn wrong_world_and_wrong_version_components_get_the_documented_errors() {
         err.contains("is a core WebAssembly module, not a component") && err.contains("componentize"),
         "{err}"
     );
+    assert!(!err.contains("  "), "no runs of spaces in the message: {err:?}");
 }
 
 #[tokio::test]

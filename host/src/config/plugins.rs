@@ -41,7 +41,8 @@ pub struct PluginsConfig {
     pub dir: Option<String>,
     /// Folder for compiled plugin code, keyed by content hash, so restarts skip
     /// compilation. Default `$XDG_CACHE_HOME/sluice` (or `~/.cache/sluice`); `""`
-    /// turns the disk cache off.
+    /// turns the disk cache off. It keeps at most 512 MiB, removing the least
+    /// recently used artifacts first.
     #[serde(default)]
     pub cache_dir: Option<String>,
     /// Plugins run on every route, before the route's own plugins in the request

@@ -7,6 +7,7 @@ use clap::Subcommand;
 
 use anyhow::{Context, bail};
 
+use super::harness::Golden;
 use super::{harness, scaffold};
 use crate::plugins::compat;
 
@@ -156,11 +157,22 @@ fn test(
     println!("{}", serde_json::to_string_pretty(&outcome)?);
     let Some(expect) = expect else { return Ok(ExitCode::SUCCESS) };
     match harness::check_golden(&outcome, expect, bless)? {
-        None => {
+        Golden::Matches => {
             eprintln!("ok: {} matches {}", request.display(), expect.display());
             Ok(ExitCode::SUCCESS)
         }
-        Some(diff) => {
+        Golden::Created => {
+            eprintln!(
+                "created {} from this run (it did not exist): review it, and check it in",
+                expect.display()
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Golden::Blessed => {
+            eprintln!("blessed: wrote this run to {}", expect.display());
+            Ok(ExitCode::SUCCESS)
+        }
+        Golden::Differs(diff) => {
             eprintln!(
                 "{} differs from {} (- expected, + this run; rerun with --bless to accept):\n{diff}",
                 request.display(),

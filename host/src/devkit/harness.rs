@@ -439,23 +439,36 @@ async fn record(
     resp
 }
 
-/// Compares `outcome` with the golden file `expect`: `Ok(None)` when they match,
-/// `Ok(Some(diff))` when they don't. With `bless`, or when the file does not exist
-/// yet, writes the outcome there instead.
-pub fn check_golden(outcome: &Outcome, expect: &Path, bless: bool) -> Result<Option<String>> {
+/// What checking a run against its golden file found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Golden {
+    /// The file held this outcome.
+    Matches,
+    /// The file did not exist: it was created from this run.
+    Created,
+    /// `--bless`: the file was rewritten from this run.
+    Blessed,
+    /// The file holds another outcome: the lines that differ.
+    Differs(String),
+}
+
+/// Compares `outcome` with the golden file `expect`: writes it when the file is
+/// missing (or when `bless`), else reports whether it matches.
+pub fn check_golden(outcome: &Outcome, expect: &Path, bless: bool) -> Result<Golden> {
     let actual = format!("{}\n", serde_json::to_string_pretty(outcome)?);
-    if bless || !expect.exists() {
+    let existed = expect.exists();
+    if bless || !existed {
         std::fs::write(expect, &actual).with_context(|| format!("cannot write {}", expect.display()))?;
-        return Ok(None);
+        return Ok(if existed { Golden::Blessed } else { Golden::Created });
     }
     let expected =
         std::fs::read_to_string(expect).with_context(|| format!("cannot read {}", expect.display()))?;
     let parsed: Outcome = serde_json::from_str(&expected)
         .with_context(|| format!("{} is not a `sluice plugin test` outcome", expect.display()))?;
     if &parsed == outcome {
-        return Ok(None);
+        return Ok(Golden::Matches);
     }
-    Ok(Some(line_diff(&expected, &actual)))
+    Ok(Golden::Differs(line_diff(&expected, &actual)))
 }
 
 /// The lines of `expected` missing from `actual` (`-`) and the new ones (`+`), in

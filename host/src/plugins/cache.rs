@@ -10,6 +10,10 @@
 //! memory for the life of the process. A build looks up every component it uses, so
 //! those of the serving config are always the most recently used; a snapshot still
 //! holding an evicted component keeps it alive until the snapshot is dropped.
+//!
+//! The disk cache is bounded too, at [`DISK_CACHE_BYTES`]: after writing an artifact
+//! the oldest ones go first, "old" being the modification time, which every load
+//! from the cache refreshes (so it is the time of last use).
 
 use std::collections::HashMap;
 use std::hash::{DefaultHasher, Hash, Hasher};
@@ -30,6 +34,10 @@ pub fn default_cache_dir() -> Option<PathBuf> {
     }
     std::env::var_os("HOME").filter(|h| !h.is_empty()).map(|h| PathBuf::from(h).join(".cache").join("sluice"))
 }
+
+/// Most bytes of compiled plugins kept in the disk cache (an interpreter-based
+/// component compiles to tens of MB; a Rust one to about a MB).
+pub const DISK_CACHE_BYTES: u64 = 512 << 20;
 
 /// How many compiled components the memory cache keeps.
 pub const MEMORY_CACHE_ENTRIES: usize = 64;
@@ -121,7 +129,11 @@ fn load_artifact(path: &Path) -> Option<Component> {
     // through a rename); the cache folder must not be writable by anyone the
     // gateway does not trust, like the plugins folder itself.
     match unsafe { Component::deserialize_file(engine(), path) } {
-        Ok(c) => Some(c),
+        Ok(c) => {
+            // Used now: the disk cache's eviction keeps the recently used.
+            let _ = std::fs::File::open(path).and_then(|f| f.set_modified(std::time::SystemTime::now()));
+            Some(c)
+        }
         Err(e) => {
             tracing::warn!(path = %path.display(), error = %e, "ignoring unusable compiled plugin");
             None
@@ -139,8 +151,41 @@ fn store_artifact(component: &Component, path: &Path) {
         tmp.1.sync_all()?;
         std::fs::rename(&tmp.0, path)
     })();
-    if let Err(e) = result {
-        tracing::warn!(path = %path.display(), error = %e, "cannot write the plugin compile cache");
+    match result {
+        Ok(()) => {
+            if let Some(dir) = path.parent() {
+                prune(dir, path, DISK_CACHE_BYTES);
+            }
+        }
+        Err(e) => tracing::warn!(path = %path.display(), error = %e, "cannot write the plugin compile cache"),
+    }
+}
+
+/// Removes the least recently used artifacts of `dir` until they take at most
+/// `limit` bytes; `keep` (the one just written) stays whatever its size.
+fn prune(dir: &Path, keep: &Path, limit: u64) {
+    let Ok(entries) = std::fs::read_dir(dir) else { return };
+    let mut artifacts: Vec<(std::time::SystemTime, u64, PathBuf)> = entries
+        .filter_map(|e| {
+            let e = e.ok()?;
+            let path = e.path();
+            if path.extension()? != "cwasm" {
+                return None;
+            }
+            let meta = e.metadata().ok()?;
+            Some((meta.modified().ok()?, meta.len(), path))
+        })
+        .collect();
+    let mut total: u64 = artifacts.iter().map(|a| a.1).sum();
+    artifacts.sort();
+    for (_, len, path) in artifacts {
+        if total <= limit {
+            break;
+        }
+        if path != keep && std::fs::remove_file(&path).is_ok() {
+            tracing::debug!(path = %path.display(), "removed a least recently used compiled plugin");
+            total -= len;
+        }
     }
 }
 
@@ -153,7 +198,34 @@ fn tempfile_in(dir: &Path) -> std::io::Result<(PathBuf, std::fs::File)> {
 
 #[cfg(test)]
 mod tests {
-    use super::Lru;
+    use std::time::{Duration, SystemTime};
+
+    use super::{Lru, prune};
+
+    #[test]
+    fn the_disk_cache_drops_the_least_recently_used_artifacts_past_its_bound() {
+        let dir = tempfile::tempdir().unwrap();
+        let at = |name: &str, age_s: u64, len: usize| {
+            let p = dir.path().join(name);
+            std::fs::write(&p, vec![0u8; len]).unwrap();
+            let f = std::fs::File::options().write(true).open(&p).unwrap();
+            f.set_modified(SystemTime::now() - Duration::from_secs(age_s)).unwrap();
+            p
+        };
+        let oldest = at("a.cwasm", 300, 400);
+        let old = at("b.cwasm", 200, 400);
+        let recent = at("c.cwasm", 100, 400);
+        let other = at("notes.txt", 900, 5000);
+        let new = at("d.cwasm", 0, 400);
+        // 1600 bytes of artifacts, 1000 allowed: the two oldest go.
+        prune(dir.path(), &new, 1000);
+        assert!(!oldest.exists() && !old.exists());
+        assert!(recent.exists() && new.exists(), "the recently used stay");
+        assert!(other.exists(), "only artifacts are the cache's to remove");
+        // The one just written stays even when it alone is past the bound.
+        prune(dir.path(), &new, 100);
+        assert!(new.exists() && !recent.exists());
+    }
 
     fn key(n: u8) -> [u8; 32] {
         [n; 32]

@@ -171,7 +171,9 @@ pub fn explain_compile_error(wasm: &[u8], source: &dyn std::fmt::Display, err: &
     const CORE_MODULE: [u8; 8] = *b"\0asm\x01\0\0\0";
     if wasm.starts_with(&CORE_MODULE) {
         return format!(
-            "{source} is a core WebAssembly module, not a component: turn it into one with              `sluice plugin componentize {source} -o OUT.wasm` (C, Zig), or build for the              `wasm32-wasip2` target (Rust)"
+            "{source} is a core WebAssembly module, not a component: turn it into one with \
+             `sluice plugin componentize {source} -o OUT.wasm` (C, Zig), or build for the \
+             `wasm32-wasip2` target (Rust)"
         );
     }
     if !wasm.starts_with(b"\0asm") {
