@@ -53,11 +53,12 @@ pub fn watch_config(gateway: Gateway, path: &Path) -> notify::Result<WatchHandle
     })?;
     watcher.watch(&dir, RecursiveMode::NonRecursive)?;
     // The plugins folder too: a changed or new `NAME.wasm` reloads like a config edit.
+    info!(config = %path.display(), "watching the config file for changes");
+    // (It says so itself when it watches the plugins folder.)
     let mut plugins = PluginsWatch { watcher, config_dir: dir, watched: None };
     plugins.follow(&gateway);
     let initial = content_hash(&path);
     let task = tokio::spawn(reload_loop(gateway, path.clone(), rx, initial, plugins));
-    info!(config = %path.display(), "watching the config file for changes");
     Ok(WatchHandle { task })
 }
 
@@ -91,7 +92,7 @@ impl PluginsWatch {
         if let Some((dir, id)) = want {
             match self.watcher.watch(&dir, RecursiveMode::NonRecursive) {
                 Ok(()) => {
-                    debug!(plugins = %dir.display(), "watching the plugins folder");
+                    info!(plugins = %dir.display(), "watching the plugins folder (*.wasm) for changes");
                     self.watched = Some((dir, id));
                     return true;
                 }
