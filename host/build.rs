@@ -58,7 +58,82 @@ fn main() -> Result<(), String> {
     }
     code.push_str("];\n");
     std::fs::write(out.join("builtins.rs"), code).map_err(|e| e.to_string())?;
-    templates(&root.join("examples/plugins/tally"), &out)
+    templates(&root.join("examples/plugins/tally"), &out)?;
+    sdk(&root, &out)
+}
+
+/// Writes `$OUT_DIR/sdk.rs`: the Rust plugin SDK as `sluice plugin new --lang rust`
+/// writes it into a project, so a project builds with the `sluice` binary alone:
+/// `SDK_MANIFEST` (the SDK's Cargo.toml made standalone: every `workspace = true`
+/// replaced by the workspace's value) and `SDK_SOURCES` (`src/**.rs`).
+fn sdk(root: &std::path::Path, out: &std::path::Path) -> Result<(), String> {
+    let read = |p: &std::path::Path| std::fs::read_to_string(p).map_err(|e| format!("{}: {e}", p.display()));
+    let workspace = read(&root.join("Cargo.toml"))?;
+    // `name = value` of a section of the workspace manifest.
+    let section = |name: &str| -> Vec<(String, String)> {
+        let header = format!("[{name}]");
+        workspace
+            .lines()
+            .skip_while(|l| l.trim() != header)
+            .skip(1)
+            .take_while(|l| !l.trim_start().starts_with('['))
+            .filter(|l| !l.trim_start().starts_with('#'))
+            .filter_map(|l| l.split_once('=').map(|(k, v)| (k.trim().to_owned(), v.trim().to_owned())))
+            .collect()
+    };
+    let (package, deps) = (section("workspace.package"), section("workspace.dependencies"));
+    let value = |list: &[(String, String)], key: &str| {
+        list.iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.clone())
+            .ok_or(format!("no `{key}` in the workspace"))
+    };
+    let mut manifest =
+        String::from("# The Sluice plugin SDK, written into this project by `sluice plugin new`.\n");
+    let mut in_lints = false;
+    for line in read(&root.join("plugin-sdk/Cargo.toml"))?.lines() {
+        let trimmed = line.trim();
+        if trimmed.starts_with('[') {
+            in_lints = trimmed == "[lints]";
+            if in_lints {
+                continue;
+            }
+        }
+        if in_lints {
+            continue;
+        }
+        match trimmed.strip_suffix(".workspace = true") {
+            Some(key @ ("version" | "edition" | "rust-version" | "license")) => {
+                manifest.push_str(&format!("{key} = {}\n", value(&package, key)?));
+                if key == "version" {
+                    manifest.push_str("publish = false\n");
+                }
+            }
+            Some(dep) => manifest.push_str(&format!("{dep} = {}\n", value(&deps, dep)?)),
+            None => {
+                manifest.push_str(line);
+                manifest.push('\n');
+            }
+        }
+    }
+    let src = root.join("plugin-sdk/src");
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(&src).map_err(|e| e.to_string())?.flatten() {
+        let path = entry.path();
+        if path.extension().is_some_and(|e| e == "rs") {
+            files.push(path);
+        }
+    }
+    files.sort();
+    let mut code = format!(
+        "/// The SDK's Cargo.toml, standalone.\npub const SDK_MANIFEST: &str = {manifest:?};\n/// The SDK's `src/` files: (file name, contents).\npub const SDK_SOURCES: &[(&str, &str)] = &[\n"
+    );
+    for path in files {
+        let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        code.push_str(&format!("    ({name:?}, include_str!({:?})),\n", path.display().to_string()));
+    }
+    code.push_str("];\n");
+    std::fs::write(out.join("sdk.rs"), code).map_err(|e| e.to_string())
 }
 
 /// Folders and files of an example project that are build output or installed

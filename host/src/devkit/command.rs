@@ -26,8 +26,9 @@ pub enum PluginCommand {
         /// Where to create the project. Default: `./NAME`.
         #[arg(long, value_name = "DIR")]
         dir: Option<PathBuf>,
-        /// The Rust SDK (`plugin-sdk` of a Sluice checkout). Default: the one this
-        /// binary was built from.
+        /// Depend on this Rust SDK folder (`plugin-sdk` of a Sluice checkout) by
+        /// path, for work on the SDK itself. Default: the project gets its own copy
+        /// of the SDK this binary carries, so it builds without a checkout.
         #[arg(long, value_name = "PATH")]
         sdk: Option<PathBuf>,
     },

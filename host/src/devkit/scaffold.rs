@@ -7,6 +7,15 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result, bail};
 
 include!(concat!(env!("OUT_DIR"), "/templates.rs"));
+include!(concat!(env!("OUT_DIR"), "/sdk.rs"));
+
+/// Where a scaffolded Rust project keeps its own copy of the SDK (with the WIT), so
+/// it builds with nothing but the `sluice` binary and crates.io.
+pub const SDK_DIR: &str = "sluice-plugin-sdk";
+
+/// How the SDK's sources find the WIT in the repository, and in a project's copy.
+const SDK_WIT_IN_REPO: &str = "path: \"../wit\",";
+const SDK_WIT_IN_COPY: &str = "path: \"wit\",";
 
 /// The name the templates use for the plugin: every occurrence becomes the new name.
 const TEMPLATE_NAME: &str = "tally";
@@ -34,8 +43,8 @@ pub struct Scaffold {
     pub lang: String,
     /// The folder to create (must not exist, or be empty).
     pub dir: PathBuf,
-    /// The SDK for Rust projects; default: the `plugin-sdk` of the source tree this
-    /// binary was built from, when it still exists.
+    /// The SDK for Rust projects: a `plugin-sdk` folder to depend on by path (for
+    /// work on the SDK itself). Default: a copy written into the project.
     pub sdk: Option<PathBuf>,
 }
 
@@ -63,16 +72,25 @@ pub fn scaffold(s: &Scaffold) -> Result<Vec<PathBuf>> {
     if s.dir.exists() && std::fs::read_dir(&s.dir).map(|mut d| d.next().is_some()).unwrap_or(true) {
         bail!("{} already exists and is not empty", s.dir.display());
     }
-    let sdk = if s.lang == "rust" { Some(sdk_path(s.sdk.as_deref())?) } else { None };
+    let sdk = match (&*s.lang, s.sdk.as_deref()) {
+        ("rust", Some(given)) => Some(checked_sdk(given)?.display().to_string()),
+        ("rust", None) => Some(SDK_DIR.to_owned()),
+        _ => None,
+    };
     let mut written = Vec::new();
+    if s.lang == "rust" && s.sdk.is_none() {
+        for (rel, contents) in sdk_copy() {
+            write(&s.dir, &rel, contents.as_bytes())?;
+            written.push(rel);
+        }
+    }
     for (_, rel, contents) in files {
         let rel = PathBuf::from(rel.replace(TEMPLATE_NAME, &s.name));
         let contents = match std::str::from_utf8(contents) {
             Ok(text) => {
                 let mut text = text.replace(TEMPLATE_NAME, &s.name);
                 if let Some(sdk) = &sdk {
-                    text =
-                        text.replace(TEMPLATE_SDK_PATH, &format!("path = {:?}", sdk.display().to_string()));
+                    text = text.replace(TEMPLATE_SDK_PATH, &format!("path = {sdk:?}"));
                 }
                 text.into_bytes()
             }
@@ -97,17 +115,31 @@ fn write(dir: &Path, rel: &Path, contents: &[u8]) -> Result<()> {
     Ok(())
 }
 
-/// The SDK a Rust project depends on, as an absolute path.
-fn sdk_path(given: Option<&Path>) -> Result<PathBuf> {
-    let built_from = Path::new(env!("CARGO_MANIFEST_DIR")).join("../plugin-sdk");
-    let sdk = given.map(Path::to_path_buf).unwrap_or(built_from);
-    if !sdk.join("Cargo.toml").is_file() {
+/// The SDK's files as a project's copy has them (relative to the project): the
+/// standalone manifest, the sources finding the WIT beside them, and the WIT.
+fn sdk_copy() -> Vec<(PathBuf, String)> {
+    let dir = Path::new(SDK_DIR);
+    let mut files = vec![(dir.join("Cargo.toml"), SDK_MANIFEST.to_owned())];
+    for (name, text) in SDK_SOURCES {
+        files.push((dir.join("src").join(name), text.replace(SDK_WIT_IN_REPO, SDK_WIT_IN_COPY)));
+    }
+    files.push((dir.join("wit/plugin.wit"), crate::plugins::compat::WIT.to_owned()));
+    files
+}
+
+/// A `--sdk` folder, checked to be the SDK's (not, say, the checkout's root, which
+/// cargo would reject later with a less clear message), as an absolute path.
+fn checked_sdk(given: &Path) -> Result<PathBuf> {
+    let manifest = std::fs::read_to_string(given.join("Cargo.toml")).unwrap_or_default();
+    if !manifest.lines().any(|l| l.trim() == "name = \"sluice-plugin-sdk\"") {
         bail!(
-            "the Rust plugin SDK is not at {}: pass `--sdk PATH` (the `plugin-sdk` folder of a Sluice checkout)",
-            sdk.display()
+            "{} is not the Rust plugin SDK (no Cargo.toml of the package `sluice-plugin-sdk` there): \
+             pass the `plugin-sdk` folder of a Sluice checkout, or leave `--sdk` out to get a copy of \
+             the SDK in the project",
+            given.display()
         );
     }
-    sdk.canonicalize().with_context(|| format!("cannot resolve {}", sdk.display()))
+    given.canonicalize().with_context(|| format!("cannot resolve {}", given.display()))
 }
 
 #[cfg(test)]
@@ -149,5 +181,37 @@ mod tests {
         assert!(build.contains("team-quota.wasm") && !build.contains(TEMPLATE_NAME), "{build}");
         assert_eq!(std::fs::read_to_string(target.join(WIT_DEPS_PATH)).unwrap(), PLUGIN_WIT);
         assert!(scaffold(&s).is_err(), "an existing non-empty folder is refused");
+    }
+
+    #[test]
+    fn a_rust_project_gets_its_own_copy_of_the_sdk() {
+        let dir = tempfile::tempdir().unwrap();
+        let target = dir.path().join("p");
+        let s = Scaffold { name: "team-quota".into(), lang: "rust".into(), dir: target.clone(), sdk: None };
+        scaffold(&s).unwrap();
+        let manifest = std::fs::read_to_string(target.join("Cargo.toml")).unwrap();
+        assert!(manifest.contains("sluice-plugin-sdk = { path = \"sluice-plugin-sdk\" }"), "{manifest}");
+        assert!(!manifest.contains(env!("CARGO_MANIFEST_DIR")), "no path into the checkout: {manifest}");
+        let sdk = std::fs::read_to_string(target.join(SDK_DIR).join("Cargo.toml")).unwrap();
+        assert!(!sdk.contains("workspace"), "a standalone manifest: {sdk}");
+        assert!(sdk.contains("name = \"sluice-plugin-sdk\"") && sdk.contains("wit-bindgen = "), "{sdk}");
+        let lib = std::fs::read_to_string(target.join(SDK_DIR).join("src/lib.rs")).unwrap();
+        assert!(lib.contains(SDK_WIT_IN_COPY) && !lib.contains(SDK_WIT_IN_REPO));
+        assert_eq!(std::fs::read_to_string(target.join(SDK_DIR).join("wit/plugin.wit")).unwrap(), PLUGIN_WIT);
+    }
+
+    #[test]
+    fn sdk_must_name_the_sdk() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_owned();
+        let s = |sdk: PathBuf| Scaffold {
+            name: "q".into(),
+            lang: "rust".into(),
+            dir: dir.path().join("q"),
+            sdk: Some(sdk),
+        };
+        let err = scaffold(&s(root.clone())).unwrap_err().to_string();
+        assert!(err.contains("is not the Rust plugin SDK"), "{err}");
+        scaffold(&s(root.join("plugin-sdk"))).unwrap();
     }
 }

@@ -73,6 +73,13 @@ fn example(lang: &str) {
         .output()
         .unwrap();
     assert!(out.status.success(), "plugin new: {}", String::from_utf8_lossy(&out.stderr));
+    if lang == "rust" {
+        // Built from the SDK the binary wrote into the project: nothing from the checkout.
+        let manifest = std::fs::read_to_string(project.join("Cargo.toml")).unwrap();
+        let checkout = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().display().to_string();
+        assert!(!manifest.contains(&checkout), "the project depends on the checkout:\n{manifest}");
+        assert!(project.join("sluice-plugin-sdk/src/lib.rs").is_file());
+    }
 
     // Its own test: the build from source, then the harness fixtures.
     let out = Command::new(project.join("test.sh"))
