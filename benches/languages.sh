@@ -15,7 +15,7 @@ langs=("$@")
 [ ${#langs[@]} -gt 0 ] || langs=(rust python js c zig)
 for lang in "${langs[@]}"; do
   work=$(mktemp -d)/tally
-  "$SLUICE" plugin new tally --lang "$lang" --dir "$work" >/dev/null
+  "$SLUICE" plugin new tally --lang "$lang" --example tally --dir "$work" >/dev/null
   start=$(date +%s.%N)
   if (cd "$work" && OUT="$work/build" ./build.sh >"$work/build.log" 2>&1); then
     end=$(date +%s.%N)

@@ -58,7 +58,7 @@ fn main() -> Result<(), String> {
     }
     code.push_str("];\n");
     std::fs::write(out.join("builtins.rs"), code).map_err(|e| e.to_string())?;
-    templates(&root.join("examples/plugins/tally"), &out)?;
+    templates(&root.join("examples/plugins"), &["starter", "tally"], &out)?;
     sdk(&root, &out)
 }
 
@@ -142,31 +142,36 @@ const NOT_TEMPLATE: &[&str] =
     &["build", "target", "node_modules", "gen", "__pycache__", ".zig-cache", "zig-cache", "zig-out"];
 
 /// Writes `$OUT_DIR/templates.rs`: `TEMPLATES`, every file of every
-/// `examples/plugins/tally/<lang>/` project (a folder with a `build.sh`) as
-/// (language, relative path, bytes). Symlinks are followed: the examples share
-/// their test and fixtures (`../test.sh`, `../test/`) and the host's WIT
-/// (`wit/deps/sluice-plugin`) through them, and a scaffolded project gets copies.
-fn templates(examples: &std::path::Path, out: &std::path::Path) -> Result<(), String> {
+/// `examples/plugins/<example>/<lang>/` project (a folder with a `build.sh`) as
+/// (example, language, relative path, bytes). Symlinks are followed: the tally
+/// examples share their test and fixtures (`../test.sh`, `../test/`) and the host's
+/// WIT (`wit/deps/sluice-plugin`) through them, and a scaffolded project gets copies.
+fn templates(examples: &std::path::Path, names: &[&str], out: &std::path::Path) -> Result<(), String> {
     // Watch the template files one by one: watching the folder would rebuild the
     // gateway whenever an example is built in place (build/, target/, node_modules/).
     // A file added to an example is picked up at the next change of any other.
     let mut files = Vec::new();
-    if examples.is_dir() {
-        for lang in std::fs::read_dir(examples).map_err(|e| e.to_string())?.flatten() {
+    for example in names {
+        let dir = examples.join(example);
+        if !dir.is_dir() {
+            continue;
+        }
+        for lang in std::fs::read_dir(&dir).map_err(|e| e.to_string())?.flatten() {
             if lang.path().join("build.sh").is_file() {
-                let name = lang.file_name().to_string_lossy().into_owned();
+                let name = format!("{example}\u{0}{}", lang.file_name().to_string_lossy());
                 collect(&lang.path(), &lang.path(), &name, &mut files)?;
             }
         }
     }
     files.sort();
     let mut code = String::from(
-        "/// The `sluice plugin new` templates: (language, path, contents).\npub const TEMPLATES: &[(&str, &str, &[u8])] = &[\n",
+        "/// The `sluice plugin new` templates: (example, language, path, contents).\npub const TEMPLATES: &[(&str, &str, &str, &[u8])] = &[\n",
     );
-    for (lang, rel, path) in files {
+    for (key, rel, path) in files {
         println!("cargo:rerun-if-changed={}", path.display());
+        let (example, lang) = key.split_once('\u{0}').unwrap_or(("tally", &key));
         code.push_str(&format!(
-            "    ({lang:?}, {rel:?}, include_bytes!({:?})),\n",
+            "    ({example:?}, {lang:?}, {rel:?}, include_bytes!({:?})),\n",
             path.display().to_string()
         ));
     }

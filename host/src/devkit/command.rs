@@ -21,11 +21,15 @@ pub enum PluginCommand {
         /// unless `--dir` is given.
         name: String,
         /// Language: rust, python, js, c or zig.
-        #[arg(long, short)]
+        #[arg(long, short, default_value = "rust")]
         lang: String,
         /// Where to create the project. Default: `./NAME`.
         #[arg(long, value_name = "DIR")]
         dir: Option<PathBuf>,
+        /// Start from this example instead of the language's minimal starter
+        /// (`tally`: the full example, with request and response phases and `kv`).
+        #[arg(long, value_name = "EXAMPLE")]
+        example: Option<String>,
         /// Depend on this Rust SDK folder (`plugin-sdk` of a Sluice checkout) by
         /// path, for work on the SDK itself. Default: the project gets its own copy
         /// of the SDK this binary carries, so it builds without a checkout.
@@ -97,7 +101,7 @@ pub enum PluginCommand {
 /// Runs a `sluice plugin` command.
 pub fn run(cmd: PluginCommand) -> ExitCode {
     let result = match cmd {
-        PluginCommand::New { name, lang, dir, sdk } => new(name, lang, dir, sdk),
+        PluginCommand::New { name, lang, dir, example, sdk } => new(name, lang, dir, example, sdk),
         PluginCommand::Test { plugin, config, request, expect, bless } => {
             test(&plugin, config.as_deref(), &request, expect.as_deref(), bless)
         }
@@ -116,9 +120,16 @@ pub fn run(cmd: PluginCommand) -> ExitCode {
     })
 }
 
-fn new(name: String, lang: String, dir: Option<PathBuf>, sdk: Option<PathBuf>) -> anyhow::Result<ExitCode> {
+fn new(
+    name: String,
+    lang: String,
+    dir: Option<PathBuf>,
+    example: Option<String>,
+    sdk: Option<PathBuf>,
+) -> anyhow::Result<ExitCode> {
     let dir = dir.unwrap_or_else(|| PathBuf::from(&name));
-    let files = scaffold::scaffold(&scaffold::Scaffold { name: name.clone(), lang, dir: dir.clone(), sdk })?;
+    let files =
+        scaffold::scaffold(&scaffold::Scaffold { name: name.clone(), lang, example, dir: dir.clone(), sdk })?;
     println!("created {} ({} files):", dir.display(), files.len());
     for f in &files {
         println!("  {}", f.display());

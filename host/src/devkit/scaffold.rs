@@ -17,8 +17,13 @@ pub const SDK_DIR: &str = "sluice-plugin-sdk";
 const SDK_WIT_IN_REPO: &str = "path: \"../wit\",";
 const SDK_WIT_IN_COPY: &str = "path: \"wit\",";
 
-/// The name the templates use for the plugin: every occurrence becomes the new name.
-const TEMPLATE_NAME: &str = "tally";
+/// The example a new project starts from when the language has it: a minimal
+/// plugin (config struct, one rule, one unit test, one fixture). Others start from
+/// [`FULL_EXAMPLE`].
+pub const STARTER: &str = "starter";
+
+/// The full example, in every language (`--example tally`).
+pub const FULL_EXAMPLE: &str = "tally";
 
 /// Where the Rust template finds the SDK, relative to the example project.
 const TEMPLATE_SDK_PATH: &str = "path = \"../../../../plugin-sdk\"";
@@ -29,9 +34,17 @@ pub const WIT_DEPS_PATH: &str = "wit/deps/sluice-plugin/plugin.wit";
 
 /// The languages `sluice plugin new` knows, in the order the help lists them.
 pub fn languages() -> Vec<&'static str> {
-    let mut langs: Vec<&str> = TEMPLATES.iter().map(|(l, _, _)| *l).collect();
+    let mut langs: Vec<&str> = TEMPLATES.iter().map(|(_, l, _, _)| *l).collect();
+    langs.sort_unstable();
     langs.dedup();
     langs
+}
+
+/// The examples a project can start from, in one language.
+pub fn examples(lang: &str) -> Vec<&'static str> {
+    let mut names: Vec<&str> = TEMPLATES.iter().filter(|(_, l, _, _)| *l == lang).map(|(e, ..)| *e).collect();
+    names.dedup();
+    names
 }
 
 /// What to scaffold.
@@ -41,6 +54,9 @@ pub struct Scaffold {
     pub name: String,
     /// The language (one of [`languages`]).
     pub lang: String,
+    /// The example to start from (`tally`); default [`STARTER`] where the language
+    /// has it, else [`FULL_EXAMPLE`]. Every occurrence of its name becomes `name`.
+    pub example: Option<String>,
     /// The folder to create (must not exist, or be empty).
     pub dir: PathBuf,
     /// The SDK for Rust projects: a `plugin-sdk` folder to depend on by path (for
@@ -65,10 +81,17 @@ pub fn check_name(name: &str) -> Result<()> {
 /// Writes the project; returns the files written (relative to the project folder).
 pub fn scaffold(s: &Scaffold) -> Result<Vec<PathBuf>> {
     check_name(&s.name)?;
-    let files: Vec<_> = TEMPLATES.iter().filter(|(l, _, _)| *l == s.lang).collect();
-    if files.is_empty() {
+    let available = examples(&s.lang);
+    if available.is_empty() {
         bail!("no template for `{}`: choose one of {}", s.lang, languages().join(", "));
     }
+    let example = match s.example.as_deref() {
+        Some(e) if available.contains(&e) => e,
+        Some(e) => bail!("no example `{e}` for `{}`: choose one of {}", s.lang, available.join(", ")),
+        None if available.contains(&STARTER) => STARTER,
+        None => FULL_EXAMPLE,
+    };
+    let files: Vec<_> = TEMPLATES.iter().filter(|(e, l, _, _)| *e == example && *l == s.lang).collect();
     if s.dir.exists() && std::fs::read_dir(&s.dir).map(|mut d| d.next().is_some()).unwrap_or(true) {
         bail!("{} already exists and is not empty", s.dir.display());
     }
@@ -84,11 +107,11 @@ pub fn scaffold(s: &Scaffold) -> Result<Vec<PathBuf>> {
             written.push(rel);
         }
     }
-    for (_, rel, contents) in files {
-        let rel = PathBuf::from(rel.replace(TEMPLATE_NAME, &s.name));
+    for (_, _, rel, contents) in files {
+        let rel = PathBuf::from(rel.replace(example, &s.name));
         let contents = match std::str::from_utf8(contents) {
             Ok(text) => {
-                let mut text = text.replace(TEMPLATE_NAME, &s.name);
+                let mut text = text.replace(example, &s.name);
                 if let Some(sdk) = &sdk {
                     text = text.replace(TEMPLATE_SDK_PATH, &format!("path = {sdk:?}"));
                 }
@@ -162,8 +185,11 @@ mod tests {
         let langs = languages();
         for lang in ["rust", "python", "js", "c"] {
             assert!(langs.contains(&lang), "no `{lang}` template in {langs:?}");
-            let files: Vec<&str> =
-                TEMPLATES.iter().filter(|(l, _, _)| *l == lang).map(|(_, p, _)| *p).collect();
+            let files: Vec<&str> = TEMPLATES
+                .iter()
+                .filter(|(e, l, _, _)| *e == FULL_EXAMPLE && *l == lang)
+                .map(|(_, _, p, _)| *p)
+                .collect();
             for needed in ["build.sh", "test.sh", "README.md"] {
                 assert!(files.contains(&needed), "the {lang} template has no {needed}: {files:?}");
             }
@@ -174,11 +200,17 @@ mod tests {
     fn scaffolding_renames_and_writes_the_wit() {
         let dir = tempfile::tempdir().unwrap();
         let target = dir.path().join("p");
-        let s = Scaffold { name: "team-quota".into(), lang: "python".into(), dir: target.clone(), sdk: None };
+        let s = Scaffold {
+            name: "team-quota".into(),
+            lang: "python".into(),
+            example: None,
+            dir: target.clone(),
+            sdk: None,
+        };
         let files = scaffold(&s).unwrap();
         assert!(files.contains(&PathBuf::from(WIT_DEPS_PATH)));
         let build = std::fs::read_to_string(target.join("build.sh")).unwrap();
-        assert!(build.contains("team-quota.wasm") && !build.contains(TEMPLATE_NAME), "{build}");
+        assert!(build.contains("team-quota.wasm") && !build.contains(FULL_EXAMPLE), "{build}");
         assert_eq!(std::fs::read_to_string(target.join(WIT_DEPS_PATH)).unwrap(), PLUGIN_WIT);
         assert!(scaffold(&s).is_err(), "an existing non-empty folder is refused");
     }
@@ -187,7 +219,13 @@ mod tests {
     fn a_rust_project_gets_its_own_copy_of_the_sdk() {
         let dir = tempfile::tempdir().unwrap();
         let target = dir.path().join("p");
-        let s = Scaffold { name: "team-quota".into(), lang: "rust".into(), dir: target.clone(), sdk: None };
+        let s = Scaffold {
+            name: "team-quota".into(),
+            lang: "rust".into(),
+            example: None,
+            dir: target.clone(),
+            sdk: None,
+        };
         scaffold(&s).unwrap();
         let manifest = std::fs::read_to_string(target.join("Cargo.toml")).unwrap();
         assert!(manifest.contains("sluice-plugin-sdk = { path = \"sluice-plugin-sdk\" }"), "{manifest}");
@@ -201,12 +239,32 @@ mod tests {
     }
 
     #[test]
+    fn the_starter_by_default_and_the_full_example_one_flag_away() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = |example: Option<&str>, at: &str| Scaffold {
+            name: "q".into(),
+            lang: "rust".into(),
+            example: example.map(str::to_owned),
+            dir: dir.path().join(at),
+            sdk: None,
+        };
+        let lib = |at: &str| std::fs::read_to_string(dir.path().join(at).join("src/lib.rs")).unwrap();
+        scaffold(&s(None, "starter")).unwrap();
+        assert!(lib("starter").contains("required_header") && !lib("starter").contains("kv::"));
+        scaffold(&s(Some("tally"), "full")).unwrap();
+        assert!(lib("full").contains("kv::"), "the tally example counts in kv");
+        let err = scaffold(&s(Some("nope"), "none")).unwrap_err().to_string();
+        assert!(err.contains("no example `nope`") && err.contains("starter, tally"), "{err}");
+    }
+
+    #[test]
     fn sdk_must_name_the_sdk() {
         let dir = tempfile::tempdir().unwrap();
         let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_owned();
         let s = |sdk: PathBuf| Scaffold {
             name: "q".into(),
             lang: "rust".into(),
+            example: None,
             dir: dir.path().join("q"),
             sdk: Some(sdk),
         };

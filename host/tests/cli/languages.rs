@@ -1,6 +1,6 @@
 //! The example plugin ("tally": require a header, count calls per value in `kv`,
 //! report the count on the response) in every language, exactly as an author gets
-//! it: `sluice plugin new NAME --lang L` writes the project from
+//! it: `sluice plugin new NAME --lang L --example tally` writes the project from
 //! `examples/plugins/tally/<L>/`, its own `./test.sh` builds it from source and checks
 //! its harness fixtures, and the component is then served by `sluice run`.
 //!
@@ -68,7 +68,7 @@ fn example(lang: &str) {
 
     // Scaffold the project from the example.
     let out = Command::new(BIN)
-        .args(["plugin", "new", &name, "--lang", lang, "--dir"])
+        .args(["plugin", "new", &name, "--lang", lang, "--example", "tally", "--dir"])
         .arg(&project)
         .output()
         .unwrap();
@@ -172,4 +172,33 @@ fn c_example_plugin() {
 #[test]
 fn zig_example_plugin() {
     example("zig");
+}
+
+/// The default Rust project (`examples/plugins/starter/rust/`): a minimal plugin whose
+/// own `./test.sh` runs its unit test, builds it from the SDK copy it was given, and
+/// checks its fixture; its `plugin check` needs no grant.
+#[test]
+fn rust_starter_plugin() {
+    if missing_toolchain("rust").is_some() {
+        return example("rust"); // says it skipped
+    }
+    let work = tempfile::tempdir().unwrap();
+    let project = work.path().join("tenant-check");
+    let out =
+        Command::new(BIN).args(["plugin", "new", "tenant-check", "--dir"]).arg(&project).output().unwrap();
+    assert!(out.status.success(), "plugin new: {}", String::from_utf8_lossy(&out.stderr));
+    let lib = std::fs::read_to_string(project.join("src/lib.rs")).unwrap();
+    assert!(lib.contains("required_header") && lib.contains("mod tests"), "the starter:\n{lib}");
+    let out = Command::new(project.join("test.sh"))
+        .env("SLUICE", BIN)
+        .env("CARGO_TARGET_DIR", shared_rust_target())
+        .output()
+        .unwrap();
+    let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "./test.sh failed\n--- stdout\n{stdout}\n--- stderr\n{stderr}");
+    assert!(stdout.contains("test tests::requests_need_the_header ... ok"), "{stdout}");
+    assert!(stderr.contains("matches test/missing-header.expected.json"), "{stderr}");
+    let wasm = project.join("build/tenant-check.wasm");
+    let out = Command::new(BIN).args(["plugin", "check"]).arg(&wasm).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
 }
