@@ -18,7 +18,7 @@ use crate::snapshot::Snapshot;
     name = "sluice",
     version,
     propagate_version = true,
-    after_help = "Examples:\n  sluice                          serve the quick-start config on 127.0.0.1:8080\n  sluice run --config gw.yaml     serve your config\n  sluice check gw.yaml            validate a config, list every problem\n  sluice schema > sluice.schema.json\n  sluice schema --plugin auth     the auth plugin's config schema\n  sluice plugin new quota --lang python\n  sluice plugin test quota.wasm --config c.json --request req.yaml --expect req.expected.json"
+    after_help = "Examples:\n  sluice                          serve the quick-start config on 127.0.0.1:8080\n  sluice run --config gw.yaml     serve your config\n  sluice check gw.yaml other.yaml validate configs, list every problem\n  sluice schema > sluice.schema.json\n  sluice schema --plugin auth     the auth plugin's config schema\n  sluice plugin new quota --lang python\n  sluice plugin test quota.wasm --config c.json --request req.yaml --expect req.expected.json"
 )]
 pub struct Cli {
     /// What to do (default: `run`).
@@ -41,12 +41,12 @@ pub enum Command {
         #[arg(long)]
         no_watch: bool,
     },
-    /// Validate a config file without serving: prints every problem with its file,
-    /// line and column, and exits non-zero if there is any.
+    /// Validate config files without serving: prints every problem with its file,
+    /// line and column, and exits non-zero if any file has one.
     Check {
-        /// Config file to check.
-        #[arg(value_name = "FILE")]
-        file: PathBuf,
+        /// Config files to check (each on its own, as `sluice run` would load it).
+        #[arg(value_name = "FILE", required = true)]
+        files: Vec<PathBuf>,
     },
     /// Print the JSON Schema of the config file format (for editors and CI linting),
     /// or of a built-in plugin's `config:`.
@@ -70,7 +70,7 @@ pub fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command.unwrap_or(Command::Run { config: None, workers: None, no_watch: false }) {
         Command::Run { config, workers, no_watch } => run(config, workers, !no_watch),
-        Command::Check { file } => check(&file),
+        Command::Check { files } => check_all(&files),
         Command::Plugin { command } => crate::devkit::command::run(command),
         Command::Schema { plugin: None } => {
             println!("{:#}", config::json_schema());
@@ -97,27 +97,34 @@ fn load(path: Option<&PathBuf>) -> Result<LoadedConfig, config::ConfigError> {
     }
 }
 
-fn check(file: &PathBuf) -> ExitCode {
+/// Checks every file; fails when any has a problem.
+fn check_all(files: &[PathBuf]) -> ExitCode {
+    let failed = files.iter().filter(|f| !check(f)).count();
+    if files.len() > 1 && failed > 0 {
+        eprintln!("{failed} of {} files have problems", files.len());
+    }
+    if failed == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE }
+}
+
+/// Checks one file: `FILE: ok (…)` on stdout, or its problems on stderr.
+fn check(file: &PathBuf) -> bool {
+    let problems = |e: &config::ConfigError| {
+        eprintln!("{e}");
+        eprintln!("{}: {} problem(s) found", file.display(), e.issues.len());
+        false
+    };
     let loaded = match load(Some(file)) {
         Ok(l) => l,
-        Err(e) => {
-            eprintln!("{e}");
-            eprintln!("{} problem(s) found", e.issues.len());
-            return ExitCode::FAILURE;
-        }
+        Err(e) => return problems(&e),
     };
     let routes = loaded.config.routes.len();
     let upstreams = loaded.config.upstreams.len();
     match Snapshot::build(loaded, 0) {
         Ok(_) => {
             println!("{}: ok ({routes} routes, {upstreams} upstreams)", file.display());
-            ExitCode::SUCCESS
+            true
         }
-        Err(e) => {
-            eprintln!("{e}");
-            eprintln!("{} problem(s) found", e.issues.len());
-            ExitCode::FAILURE
-        }
+        Err(e) => problems(&e),
     }
 }
 

@@ -48,6 +48,28 @@ fn check_accepts_the_quickstart_config() {
 }
 
 #[test]
+fn check_takes_several_files_and_fails_if_any_has_a_problem() {
+    let quickstart = concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/quickstart/sluice.yaml");
+    let bad = temp_file(
+        "several-bad.yaml",
+        "version: 1\nlisteners:\n  - name: public\n    address: 127.0.0.1:0\nroutes:\n  - name: a\n    match: { path_prefix: / }\n    target: { upstream: nowhere }\n",
+    );
+    let missing = std::env::temp_dir().join("sluice-check-no-such-file.yaml");
+    let out = Command::new(BIN).arg("check").arg(quickstart).arg(&bad).arg(&missing).output().unwrap();
+    assert!(!out.status.success());
+    let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(stdout.contains(&format!("{quickstart}: ok (")), "{stdout}");
+    assert!(stderr.contains(&format!("{}:8:", bad.display())) && stderr.contains("nowhere"), "{stderr}");
+    assert!(stderr.contains(&format!("{}: 1 problem(s) found", bad.display())), "{stderr}");
+    assert!(stderr.contains(&missing.display().to_string()), "the missing file is named: {stderr}");
+    assert!(stderr.contains("2 of 3 files have problems"), "{stderr}");
+    // All good: success, one line each.
+    let out = Command::new(BIN).arg("check").arg(quickstart).arg(quickstart).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(String::from_utf8_lossy(&out.stdout).lines().count(), 2);
+}
+
+#[test]
 fn schema_and_version() {
     let out = Command::new(BIN).arg("schema").output().unwrap();
     assert!(out.status.success());
