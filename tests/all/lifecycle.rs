@@ -132,3 +132,85 @@ async fn past_max_connections_a_client_waits_until_a_connection_closes() {
     assert!(answered(&mut b, Duration::from_secs(10)).await, "B is served once a connection is free");
     gw.shutdown().await;
 }
+
+/// An upstream that holds every request until `release` holds `true`.
+async fn held_upstream() -> (TestServer, tokio::sync::watch::Sender<bool>) {
+    let (release, released) = tokio::sync::watch::channel(false);
+    let up = TestServer::start(move |_req| {
+        let mut released = released.clone();
+        async move {
+            let _ = released.wait_for(|r| *r).await;
+            Response::new(full("done"))
+        }
+    })
+    .await;
+    (up, release)
+}
+
+fn upstream_route(up: &TestServer, server: &str) -> String {
+    config(&format!(
+        "{server}upstreams:\n  app:\n    targets: [{{ address: \"{}\" }}]\nroutes:\n  - name: app\n    match: {{ path_prefix: / }}\n    target: {{ upstream: app }}\n",
+        up.addr
+    ))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shutdown_under_load_finishes_every_accepted_request_and_refuses_new_connections() {
+    const IN_FLIGHT: usize = 50;
+    let (up, release) = held_upstream().await;
+    let gw = gateway(&upstream_route(&up, "")).await;
+    let addr = gw.addr("public");
+    let calls: Vec<_> = (0..IN_FLIGHT)
+        .map(|_| tokio::spawn(async move { Client::http1().get(&url(addr, "/work")).await }))
+        .collect();
+    while up.request_count() < IN_FLIGHT {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let stopping = gw.clone();
+    let shutdown = tokio::spawn(async move { stopping.shutdown().await });
+    // Draining: the listener is closed at once, while the accepted requests wait.
+    let mut refused = false;
+    for _ in 0..500 {
+        if tokio::net::TcpStream::connect(addr).await.is_err() {
+            refused = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(refused, "new connections are refused while draining");
+    assert!(!shutdown.is_finished(), "the shutdown waits for the requests in flight");
+    release.send_replace(true);
+    for call in calls {
+        let reply = call.await.unwrap();
+        assert_eq!((reply.status.as_u16(), reply.text()), (200, "done".to_owned()));
+        // A keep-alive client learns the connection ends with this response.
+        assert_eq!(reply.header("connection"), Some("close"));
+    }
+    tokio::time::timeout(Duration::from_secs(10), shutdown).await.expect("shutdown completes").unwrap();
+    assert_eq!(up.request_count(), IN_FLIGHT, "nothing was retried or lost");
+}
+
+#[tokio::test]
+async fn past_the_grace_period_the_remaining_connections_are_closed() {
+    let (up, _release) = held_upstream().await;
+    let gw = gateway(&upstream_route(&up, "server: { grace_period: 200ms }\n")).await;
+    let addr = gw.addr("public");
+    let stuck = tokio::spawn(async move {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+        s.write_all(b"GET /stuck HTTP/1.1\r\nhost: t\r\n\r\n").await.unwrap();
+        let mut buf = Vec::new();
+        s.read_to_end(&mut buf).await.map(|_| buf)
+    });
+    while up.request_count() == 0 {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // The upstream never answers: the shutdown ends at the grace period anyway, and
+    // the client sees its connection closed, not an answer.
+    tokio::time::timeout(Duration::from_secs(10), gw.shutdown())
+        .await
+        .expect("the grace period bounds the drain");
+    let seen =
+        tokio::time::timeout(Duration::from_secs(10), stuck).await.expect("the client is let go").unwrap();
+    assert!(seen.as_ref().map_or(true, |b| b.is_empty()), "no response on a closed connection: {seen:?}");
+}
