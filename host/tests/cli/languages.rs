@@ -202,3 +202,24 @@ fn rust_starter_plugin() {
     let out = Command::new(BIN).args(["plugin", "check"]).arg(&wasm).output().unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
 }
+
+/// The `guard` example is its own workspace (built to wasm by tests/build.rs), so
+/// `cargo test --workspace` does not reach its native unit tests: they run here.
+#[test]
+fn the_guard_examples_unit_tests_run() {
+    let manifest = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/plugins/guard/Cargo.toml");
+    let out = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+        .args(["test", "--manifest-path"])
+        .arg(&manifest)
+        .env("CARGO_TARGET_DIR", shared_rust_target())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    let passed: usize = stdout
+        .lines()
+        .filter_map(|l| l.strip_prefix("test result: ok. "))
+        .filter_map(|l| l.split(' ').next()?.parse::<usize>().ok())
+        .sum();
+    assert!(passed >= 2, "the guard's unit tests ran: {stdout}");
+}
