@@ -17,6 +17,9 @@ use crate::llm_server::{LlmServer, PROMPT_TOKENS, answer_for};
 const LLM_URL: &str = "http://llm.test";
 
 /// The gateway and the LLM server behind it.
+/// The plugins' clock in budget tests: 2023-11-14T22:13:30Z, mid-minute and mid-day.
+const FIXED_NOW_MS: u64 = 1_700_000_010_000;
+
 struct Ai {
     gw: Gateway,
     llm: LlmServer,
@@ -48,9 +51,23 @@ impl Ai {
         Self::start_with_targets(routes, &[]).await
     }
 
+    /// [`Ai::start`] with the plugins' clock standing still mid-minute and mid-day,
+    /// so a budget window never turns over during a test.
+    async fn start_at_a_fixed_time(routes: &[(&str, &str, Value)]) -> Ai {
+        Self::start_with(routes, &[], Some(FIXED_NOW_MS)).await
+    }
+
     async fn start_with_targets(
         routes: &[(&str, &str, Value)],
         extra_targets: &[std::net::SocketAddr],
+    ) -> Ai {
+        Self::start_with(routes, extra_targets, None).await
+    }
+
+    async fn start_with(
+        routes: &[(&str, &str, Value)],
+        extra_targets: &[std::net::SocketAddr],
+        fixed_now_ms: Option<u64>,
     ) -> Ai {
         let llm = LlmServer::start().await;
         let dir = tempfile::tempdir().unwrap();
@@ -86,7 +103,19 @@ impl Ai {
                 "  - name: {name}\n    match: {matcher}\n    target: {{ upstream: llm }}\n    plugins:\n{auth}      - name: ai\n        config: {config}\n        grants: {{ kv: true, http: {{ allow: [\"{llm_addr}\"] }}, secrets: {{ {secrets} }} }}\n        limits: {{ deadline: 2s }}\n"
             ));
         }
-        let gw = gateway(&yaml).await;
+        let gw = match fixed_now_ms {
+            None => gateway(&yaml).await,
+            Some(now_ms) => sluice::Gateway::builder()
+                .config_yaml(&yaml)
+                .unwrap()
+                .load_options(sluice::plugins::LoadOptions {
+                    clock: sluice::plugins::host_api::PluginClock::Fixed { now_ms },
+                    ..Default::default()
+                })
+                .start()
+                .await
+                .unwrap(),
+        };
         Ai { gw, llm, _dir: dir }
     }
 
@@ -485,9 +514,9 @@ async fn usage_and_cost_are_counted_by_route_consumer_provider_and_model() {
 
 #[tokio::test]
 async fn an_exhausted_token_or_cost_budget_is_a_429_before_the_provider_is_called() {
-    // Each call uses 12 + 3 tokens, costing 0.012 + 0.006. Budgets are refused once
-    // used up (a minute or day boundary in between only starts a fresh budget, hence
-    // the loop).
+    // Each call uses 12 + 3 tokens, costing 0.012 + 0.006: two calls use up 20 tokens
+    // or 0.03, and the third is refused. The clock stands still, so no minute or day
+    // turns over in between.
     for (route, budget, message) in [
         (
             "budget-tokens",
@@ -498,25 +527,22 @@ async fn an_exhausted_token_or_cost_budget_is_a_429_before_the_provider_is_calle
     ] {
         let mut config = chat_config();
         config["budgets"] = budget;
-        let ai = Ai::start(&[(route, "{ path: /v1/chat/completions }", config)]).await;
-        let mut refused = None;
-        for _ in 0..10 {
-            let reply = ai.chat(&json!({"model": "gpt", "messages": messages("a b")})).await;
-            if reply.status == 429 {
-                refused = Some(reply);
-                break;
-            }
-            assert_eq!(reply.status, 200, "{}", reply.text());
+        let ai = Ai::start_at_a_fixed_time(&[(route, "{ path: /v1/chat/completions }", config)]).await;
+        let body = json!({"model": "gpt", "messages": messages("a b")});
+        let chat = || ai.chat(&body);
+        for call in 1..=2 {
+            let reply = chat().await;
+            assert_eq!(reply.status, 200, "{route}, call {call}: {}", reply.text());
         }
-        let reply = refused.expect("the budget ran out");
-        assert_eq!(reply.json()["error"]["code"], "budget_exceeded");
-        assert_eq!(reply.json()["error"]["message"], message);
-        assert!(reply.header("retry-after").is_some());
         let calls = ai.llm.seen().len();
-        let again = ai.chat(&json!({"model": "gpt", "messages": messages("a b")})).await;
-        if again.status == 429 {
-            assert_eq!(ai.llm.seen().len(), calls, "a refused call never reaches the provider");
+        for _ in 0..2 {
+            let reply = chat().await;
+            assert_eq!(reply.status, 429, "{route}: {}", reply.text());
+            assert_eq!(reply.json()["error"]["code"], "budget_exceeded");
+            assert_eq!(reply.json()["error"]["message"], message);
+            assert!(reply.header("retry-after").is_some());
         }
+        assert_eq!(ai.llm.seen().len(), calls, "{route}: a refused call never reaches the provider");
     }
 }
 
@@ -524,7 +550,7 @@ async fn an_exhausted_token_or_cost_budget_is_a_429_before_the_provider_is_calle
 async fn budgets_and_metrics_are_per_consumer_behind_the_auth_plugin() {
     let mut config = chat_config();
     config["budgets"] = json!({"tokens_per_minute": 20});
-    let ai = Ai::start(&[("auth-budget", "{ path: /v1/chat/completions }", config)]).await;
+    let ai = Ai::start_at_a_fixed_time(&[("auth-budget", "{ path: /v1/chat/completions }", config)]).await;
     let client = Client::http1();
     let call = |key: &'static str| {
         let req = Request::post(ai.url("/v1/chat/completions"))
@@ -533,18 +559,13 @@ async fn budgets_and_metrics_are_per_consumer_behind_the_auth_plugin() {
             .unwrap();
         client.send(req)
     };
-    // ann uses up her budget (15 tokens a call, refused from 20 on; a minute boundary
-    // in between only starts a fresh budget, hence the loop).
-    let mut refused = false;
-    for _ in 0..10 {
+    // ann uses up her budget: 15 tokens a call, so the third call is refused (the
+    // clock stands still: no minute turns over).
+    for _ in 0..2 {
         let reply = call("k-ann").await;
-        if reply.status == 429 {
-            refused = true;
-            break;
-        }
         assert_eq!(reply.status, 200, "{}", reply.text());
     }
-    assert!(refused, "ann's budget ran out");
+    assert_eq!(call("k-ann").await.status, 429, "ann's budget ran out");
     assert!(
         ai.llm.last().headers.get("x-api-key").is_some_and(|k| k == "sk-ant"),
         "the provider gets its own key"
@@ -554,7 +575,7 @@ async fn budgets_and_metrics_are_per_consumer_behind_the_auth_plugin() {
     assert_eq!(reply.status, 200, "{}", reply.text());
     let m = ai.metrics().await;
     let ann = counter(&m, "ai_tokens", &[("route", "auth-budget"), ("consumer", "ann"), ("type", "input")]);
-    assert!(ann >= 2 * PROMPT_TOKENS, "{m}");
+    assert_eq!(ann, 2 * PROMPT_TOKENS, "{m}");
     let bob = counter(&m, "ai_tokens", &[("route", "auth-budget"), ("consumer", "bob"), ("type", "input")]);
     assert_eq!(bob, PROMPT_TOKENS, "{m}");
 }
