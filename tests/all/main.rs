@@ -10,6 +10,7 @@ mod config_ui;
 mod devkit;
 mod harness;
 mod hostile;
+mod hostile_plugins;
 mod instance_pool;
 mod kv_redis;
 mod lifecycle;

@@ -1,0 +1,79 @@
+//! Hostile plugins: a plugin granted nothing reads no file, no environment and no
+//! network; thousands of faults in a row leave the gateway serving, every one under
+//! the entry's policy, and no instance behind.
+
+use sluice::plugins::pool::Made;
+use sluice::plugins::stats::stats_for;
+use sluice_tests::plugins as wasm;
+
+use crate::harness::{Client, TestServer, url};
+use crate::plugins::{Plugins, upstream};
+
+#[tokio::test]
+async fn a_plugin_granted_nothing_reads_no_file_no_environment_and_no_network() {
+    // Something to reach if the sandbox let it: a listening socket and a real file.
+    let bait = TestServer::named("reached").await;
+    let p = Plugins::with(&[("prober", wasm::PROBER)]);
+    let secret = p.path().join("secret.txt");
+    std::fs::write(&secret, "s3cr3t").unwrap();
+    // (The test process has an environment of its own, PATH and HOME at least, for
+    // the plugin to see if the sandbox passed it on.)
+    assert!(std::env::vars().count() > 0);
+    let gw = p
+        .start(&format!(
+            "routes:\n  - name: r\n    match: {{ path_prefix: / }}\n    target: {{ echo: {{}} }}\n    plugins:\n      - name: prober\n        config: {{ path: {:?}, addr: \"{}\" }}\n",
+            secret.display().to_string(),
+            bait.addr
+        ))
+        .await;
+    let reply = Client::http1().get(&url(gw.addr("public"), "/")).await;
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    let seen = |h: &str| reply.header(h).unwrap_or_default().to_owned();
+    assert!(seen("x-file").starts_with("denied"), "x-file: {}", seen("x-file"));
+    assert_eq!(seen("x-env"), "empty");
+    assert!(seen("x-net").starts_with("denied"), "x-net: {}", seen("x-net"));
+    assert_eq!(bait.connections.load(std::sync::atomic::Ordering::SeqCst), 0, "nothing reached the bait");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ten_thousand_faults_in_a_row_each_get_the_policy_and_leave_no_instance_behind() {
+    const FAULTS: usize = 10_000;
+    let up = TestServer::named("upstream").await;
+    let p = Plugins::with(&[("panicker-10k", wasm::PANICKER), ("panicker-10k-open", wasm::PANICKER)]);
+    let gw = p
+        .start(&format!(
+            "{}routes:\n  - name: closed\n    match: {{ path_prefix: /closed }}\n    target: {{ upstream: app }}\n    plugins:\n      - name: panicker-10k\n  - name: open\n    match: {{ path_prefix: /open }}\n    target: {{ upstream: app }}\n    plugins:\n      - {{ name: panicker-10k-open, on_error: fail_open }}\n  - name: plain\n    match: {{ path_prefix: /plain }}\n    target: {{ upstream: app }}\n",
+            upstream(up.addr)
+        ))
+        .await;
+    let addr = gw.addr("public");
+    // Two clients in parallel, one per route, each on its keep-alive connection.
+    let hammer = |path: &'static str, want: u16| {
+        tokio::spawn(async move {
+            let client = Client::http1();
+            for i in 0..FAULTS / 2 {
+                let reply = client.get(&url(addr, path)).await;
+                assert_eq!(reply.status, want, "{path}, request {i}: {}", reply.text());
+            }
+        })
+    };
+    let (closed, open) = (hammer("/closed", 500), hammer("/open", 200));
+    closed.await.unwrap();
+    open.await.unwrap();
+    for (plugin, path) in [("panicker-10k", "/closed"), ("panicker-10k-open", "/open")] {
+        let stats = stats_for(plugin);
+        assert_eq!(stats.errors_of("trap"), (FAULTS / 2) as u64, "{plugin}: one fault per request");
+        // Every faulted instance was dropped and replaced: nothing leaked, nothing busy.
+        let pool = gw.snapshot().plugin_pools().into_iter().find(|p| &**p.plugin() == plugin).unwrap();
+        assert_eq!(pool.live(), 0, "{plugin} ({path}): faulted instances are not kept");
+        assert_eq!(
+            stats.made(Made::Request),
+            (FAULTS / 2 - 1) as u64,
+            "{plugin}: one fresh instance per fault"
+        );
+    }
+    // The gateway goes on serving every route.
+    let client = Client::http1();
+    assert_eq!(client.get(&url(addr, "/plain")).await.text(), "upstream");
+    assert_eq!(client.get(&url(addr, "/open")).await.text(), "upstream");
+}
