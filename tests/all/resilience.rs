@@ -261,3 +261,85 @@ async fn non_idempotent_retries_resend_the_body_and_honour_retry_after() {
     assert_eq!(sent("/d/0"), ["once"]);
     gw.shutdown().await;
 }
+
+/// A raw upstream that misbehaves by path: `/reset` reads the request and resets the
+/// connection, `/garbage` answers bytes that are not HTTP, `/midbody` promises 100
+/// bytes and closes after 10. It counts the requests per path.
+async fn misbehaving_upstream() -> (std::net::SocketAddr, Arc<std::sync::Mutex<HashMap<String, usize>>>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let seen = Arc::new(std::sync::Mutex::new(HashMap::new()));
+    let counts = Arc::clone(&seen);
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            let counts = Arc::clone(&counts);
+            tokio::spawn(async move {
+                let mut head = Vec::new();
+                let mut buf = [0u8; 4096];
+                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match s.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => head.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let text = String::from_utf8_lossy(&head).into_owned();
+                let path = text.split(' ').nth(1).unwrap_or("").to_owned();
+                *counts.lock().unwrap().entry(path.clone()).or_insert(0) += 1;
+                match path.as_str() {
+                    "/reset" => {
+                        let _ = s.set_linger(Some(Duration::ZERO));
+                    }
+                    "/garbage" => {
+                        let _ = s.write_all(b"SURPRISE, NOT HTTP\r\n\r\n").await;
+                    }
+                    _ => {
+                        let _ =
+                            s.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 100\r\n\r\n0123456789").await;
+                    }
+                }
+                drop(s);
+            });
+        }
+    });
+    (addr, seen)
+}
+
+#[tokio::test]
+async fn upstreams_that_reset_send_garbage_or_close_mid_body_get_the_documented_answer() {
+    let (addr, seen) = misbehaving_upstream().await;
+    let gw = gateway(&pool(
+        &format!("      - {{ address: \"{addr}\" }}\n"),
+        "    retries: { attempts: 1, budget_percent: 100 }\n    circuit_breaker: { enabled: false }\n    health: { passive: { failures: 0 } }\n",
+    ))
+    .await;
+    let at = |path: &str| url(gw.addr("public"), path);
+    let client = Client::http1();
+    let count = |path: &str| seen.lock().unwrap().get(path).copied().unwrap_or(0);
+
+    // A reset: 502, and the GET (idempotent, no body) was tried twice.
+    let reply = client.get(&at("/reset")).await;
+    assert_eq!(reply.status, 502, "{}", reply.text());
+    assert_eq!(reply.json()["error"]["code"], "upstream_failed");
+    assert_eq!(count("/reset"), 2, "a GET is retried once");
+    // A POST that was sent is not retried.
+    let reply = client.post(&at("/reset"), "pay once").await;
+    assert_eq!(reply.status, 502);
+    assert_eq!(count("/reset"), 3, "a sent POST is never resent");
+
+    // Garbage instead of a response: 502.
+    let reply = client.get(&at("/garbage")).await;
+    assert_eq!(reply.status, 502, "{}", reply.text());
+    assert_eq!(reply.json()["error"]["code"], "upstream_failed");
+
+    // A body cut short: the client gets the head, then an error, never a complete body.
+    let resp = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .build_http::<crate::harness::TestBody>()
+        .get(at("/midbody").parse().unwrap())
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let body = tokio::time::timeout(Duration::from_secs(10), resp.into_body().collect()).await.unwrap();
+    assert!(body.is_err(), "a truncated upstream body must not reach the client as complete");
+    gw.shutdown().await;
+}
