@@ -288,7 +288,7 @@ async fn misbehaving_upstream() -> (std::net::SocketAddr, Arc<std::sync::Mutex<H
                 *counts.lock().unwrap().entry(path.clone()).or_insert(0) += 1;
                 match path.as_str() {
                     "/reset" => {
-                        let _ = s.set_linger(Some(Duration::ZERO));
+                        let _ = s.set_zero_linger();
                     }
                     "/garbage" => {
                         let _ = s.write_all(b"SURPRISE, NOT HTTP\r\n\r\n").await;
