@@ -106,6 +106,18 @@ fn streamed(tag: &str) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_thousand_streams_through_a_chunk_plugin_use_prewarmed_instances_and_none_fails() {
     const STREAMS: usize = 2000;
+    // Client, gateway and upstream all live in this process: 4 sockets per stream.
+    let open_files = std::fs::read_to_string("/proc/self/limits")
+        .ok()
+        .and_then(|l| {
+            l.lines().find(|l| l.starts_with("Max open files"))?.split_whitespace().nth(3)?.parse().ok()
+        })
+        .unwrap_or(usize::MAX);
+    assert!(
+        open_files >= 5 * STREAMS,
+        "this test needs `ulimit -n` of at least {} (it is {open_files})",
+        5 * STREAMS
+    );
     let (up, release) = held_streams().await;
     let p = Plugins::with(&[("streamer-2k", wasm::STREAMER)]);
     let gw = p
