@@ -8,6 +8,7 @@ mod builtin_rate_limit;
 mod builtin_transform;
 mod config_ui;
 mod devkit;
+mod fuzz;
 mod harness;
 mod hostile;
 mod hostile_plugins;
