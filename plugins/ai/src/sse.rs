@@ -106,6 +106,53 @@ mod tests {
         }
     }
 
+    /// Fuzz: random streams of SSE-ish bytes, cut into random chunks, give the same
+    /// events as the whole stream at once (and never panic).
+    #[test]
+    fn any_chunking_of_any_stream_gives_the_same_events() {
+        const PIECES: &[&[u8]] = &[
+            b"data: ",
+            b"data:",
+            b"event: ",
+            b"id: 1",
+            b": ping",
+            b"\n",
+            b"\r\n",
+            b"\r",
+            b"{\"x\":1}",
+            b"\xc3",
+            b"\xa9",
+            b"\xff",
+            b"[DONE]",
+            b" ",
+            b"data",
+            b"\n\n",
+            b"retry: 5",
+        ];
+        let iters = std::env::var("SLUICE_FUZZ_ITERS").ok().and_then(|v| v.parse().ok()).unwrap_or(3000);
+        let mut rng = fastrand::Rng::with_seed(1);
+        for i in 0..iters {
+            let stream: Vec<u8> = (0..rng.usize(1..40))
+                .flat_map(|_| PIECES[rng.usize(..PIECES.len())].iter().copied())
+                .collect();
+            let whole = {
+                let (mut p, mut out) = (Parser::default(), Vec::new());
+                p.push(&stream, &mut out);
+                p.finish(&mut out);
+                out
+            };
+            let (mut p, mut out) = (Parser::default(), Vec::new());
+            let mut rest = &stream[..];
+            while !rest.is_empty() {
+                let (chunk, tail) = rest.split_at(rng.usize(1..=rest.len()));
+                p.push(chunk, &mut out);
+                rest = tail;
+            }
+            p.finish(&mut out);
+            assert_eq!(out, whole, "input {i}: {:?}", String::from_utf8_lossy(&stream));
+        }
+    }
+
     #[test]
     fn byte_at_a_time() {
         let mut p = Parser::default();

@@ -129,6 +129,30 @@ pub fn body_field(body: &Value, path: &[String]) -> Option<String> {
 mod tests {
     use super::*;
 
+    /// Fuzz: any text parses or fails with a message, never panics; what parses
+    /// renders, and renders its text pieces unchanged.
+    #[test]
+    fn any_template_text_parses_or_is_refused_and_renders_without_panicking() {
+        const PIECES: &[&str] = &[
+            "{{", "}}", "{", "}", "|", " ", "x", "params.", "body.", "headers.", "consumer", ".groups", ".",
+            "é", "\u{202e}", "{{}}", "{{ | }}", "\n", "default",
+        ];
+        let iters = std::env::var("SLUICE_FUZZ_ITERS").ok().and_then(|v| v.parse().ok()).unwrap_or(3000);
+        let mut rng = fastrand::Rng::with_seed(1);
+        for _ in 0..iters {
+            let text: String = (0..rng.usize(1..16)).map(|_| PIECES[rng.usize(..PIECES.len())]).collect();
+            match Template::parse(&text) {
+                Err(e) => assert!(!e.is_empty(), "{text:?}"),
+                Ok(t) => {
+                    let rendered = t.render(&|_| Some("v".to_owned())).expect("every variable resolves");
+                    if !text.contains("{{") {
+                        assert_eq!(rendered, text);
+                    }
+                }
+            }
+        }
+    }
+
     #[test]
     fn renders_body_params_headers_and_consumer() {
         let t = Template::parse(
