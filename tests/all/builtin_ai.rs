@@ -96,6 +96,10 @@ impl Ai {
                 format!(
                     "      - name: auth\n        config: {{ api_key: {{ keys: [{{ key: k-ann, consumer: ann }}, {{ key: k-bob, consumer: bob }}] }} }}\n        grants: {{ kv: true, http: {{ allow: [] }}, secrets: {{ {secrets} }} }}\n"
                 )
+            } else if name.starts_with("sdk-") {
+                // Routes named `sdk-*` take the key the way SDKs send it:
+                // `Authorization: Bearer gateway-token` is the consumer `sdk`.
+                "      - name: auth\n        config: { api_key: { sources: [{ bearer: authorization }], keys: [{ key: gateway-token, consumer: sdk }] } }\n".to_owned()
             } else {
                 String::new()
             };
@@ -725,7 +729,7 @@ async fn the_official_openai_python_client_works_against_the_gateway() {
     if !sluice_tests::have(present, "python3 with the `openai` package", "pip install openai==3.54.0") {
         return;
     }
-    let ai = Ai::start(&[("py", "{ path_prefix: /v1 }", chat_config())]).await;
+    let ai = Ai::start(&[("sdk-py", "{ path_prefix: /v1 }", chat_config())]).await;
     let script = r#"
 import sys, openai
 client = openai.OpenAI(base_url=sys.argv[1], api_key="gateway-token", max_retries=0)
@@ -746,6 +750,10 @@ try:
     client.chat.completions.create(model="claude", messages=[{"role": "user", "content": "ERROR 429"}])
 except openai.RateLimitError as e:
     print("error", e.status_code, e.body["message"])
+try:
+    openai.OpenAI(base_url=sys.argv[1], api_key="wrong-key", max_retries=0).models.list()
+except openai.AuthenticationError as e:
+    print("auth", e.status_code)
 "#;
     let base = ai.url("/v1");
     let out = tokio::task::spawn_blocking(move || {
@@ -764,6 +772,11 @@ except openai.RateLimitError as e:
     }
     assert!(stdout.contains("error 429 test error 429"), "{stdout}");
     assert!(stdout.contains("models claude,gemini,gpt"), "{stdout}");
+    // The SDK's `Authorization: Bearer KEY` authenticated it as `sdk`; a wrong key is a 401.
+    assert!(stdout.contains("auth 401"), "{stdout}");
+    let m = ai.metrics().await;
+    let input = counter(&m, "ai_tokens", &[("route", "sdk-py"), ("consumer", "sdk"), ("type", "input")]);
+    assert!(input > 0, "the calls were counted for the consumer the bearer key named: {m}");
 }
 
 /// P7 of BENCHMARKS.md, as a measurement (no assertion on time): a streamed

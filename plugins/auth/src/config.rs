@@ -129,7 +129,8 @@ pub struct RuleConfig {
     pub groups: Vec<String>,
 }
 
-/// Where a credential is read from: exactly one of `header`, `query` and `cookie`.
+/// Where a credential is read from: exactly one of `header`, `bearer`, `query` and
+/// `cookie`.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[cfg_attr(test, derive(schemars::JsonSchema))]
 #[serde(rename_all = "snake_case", deny_unknown_fields)]
@@ -137,6 +138,10 @@ pub enum SourceConfig {
     /// A request header (case-insensitive name). For JWTs, a `Bearer ` prefix is
     /// removed; in the `authorization` header it is required.
     Header(String),
+    /// A header holding `Bearer <credential>` (the scheme in any case), the way the
+    /// OpenAI and other SDKs send an API key in `authorization`: the credential is
+    /// what follows the scheme, and a value with another scheme holds none.
+    Bearer(String),
     /// A query parameter (percent-decoded).
     Query(String),
     /// A cookie.

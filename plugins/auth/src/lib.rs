@@ -134,7 +134,7 @@ fn credential_headers(api_key: Option<&ApiKeys>, basic: bool, jwt: Option<&Jwt>)
     let mut add = |sources: &[Source], field: &str| {
         for (i, s) in sources.iter().enumerate() {
             match s {
-                Source::Header(h) => out.push((h.clone(), format!("{field}[{i}]"))),
+                Source::Header(h) | Source::Bearer(h) => out.push((h.clone(), format!("{field}[{i}]"))),
                 Source::Cookie(_) => out.push(("cookie".to_owned(), format!("{field}[{i}]"))),
                 Source::Query(_) => {}
             }
@@ -270,6 +270,11 @@ fn matches(rule: &RuleConfig, c: &Consumer) -> bool {
 }
 
 /// The credentials after `scheme ` (case-insensitive), if the value uses that scheme.
+/// The credential of a `Bearer <credential>` header value (scheme in any case).
+pub(crate) fn bearer_credential(value: &str) -> Option<String> {
+    strip_scheme(value, "bearer").filter(|c| !c.is_empty()).map(str::to_owned)
+}
+
 fn strip_scheme<'a>(value: &'a str, scheme: &str) -> Option<&'a str> {
     let value = value.trim_start();
     let (s, rest) = value.split_at_checked(scheme.len())?;

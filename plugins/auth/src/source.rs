@@ -11,6 +11,8 @@ use crate::identity;
 pub enum Source {
     /// A header (lowercase name).
     Header(String),
+    /// A header holding `Bearer <credential>` (lowercase name).
+    Bearer(String),
     /// A query parameter.
     Query(String),
     /// A cookie.
@@ -22,6 +24,7 @@ impl Source {
     pub fn from_config(c: &SourceConfig) -> Result<Source, String> {
         let (name, make): (&str, fn(String) -> Source) = match c {
             SourceConfig::Header(n) => (n, Source::Header),
+            SourceConfig::Bearer(n) => (n, Source::Bearer),
             SourceConfig::Query(n) => (n, Source::Query),
             SourceConfig::Cookie(n) => (n, Source::Cookie),
         };
@@ -32,6 +35,7 @@ impl Source {
     pub fn read(&self, req: &Request<'_>) -> Option<String> {
         match self {
             Source::Header(h) => req.header(h),
+            Source::Bearer(h) => req.header(h).as_deref().and_then(crate::bearer_credential),
             Source::Query(q) => {
                 let query = req.query()?;
                 query.split('&').find_map(|pair| {
@@ -52,7 +56,9 @@ impl Source {
     /// refuses the change: the operator asked that the credential not go upstream.
     pub fn remove(&self, req: &mut Request<'_>) -> Result<(), String> {
         match self {
-            Source::Header(h) => req.remove_header(h).map_err(|e| identity::refused("remove", h, e)),
+            Source::Header(h) | Source::Bearer(h) => {
+                req.remove_header(h).map_err(|e| identity::refused("remove", h, e))
+            }
             Source::Query(q) => {
                 let Some(query) = req.query() else { return Ok(()) };
                 let kept: Vec<&str> = query

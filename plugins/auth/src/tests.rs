@@ -501,6 +501,37 @@ fn api_keys_from_header_query_cookie_hash_and_secret() {
 }
 
 #[test]
+fn api_keys_the_way_sdks_send_them_bearer_in_authorization() {
+    // OpenAI-style clients send `Authorization: Bearer KEY`; Anthropic's `x-api-key`.
+    let p = plugin(json!({
+        "api_key": {
+            "sources": [{"bearer": "authorization"}, {"header": "x-api-key"}],
+            "keys": [{"key": "sk-team-1", "consumer": "team"}],
+        },
+        "hide_credentials": true,
+    }));
+    for value in ["Bearer sk-team-1", "bearer sk-team-1", "BEARER   sk-team-1 "] {
+        let mut req = FakeRequest::new("GET", "/v1/models").with_header("authorization", value);
+        let d = p.on_request(&mut req.as_request());
+        assert!(d.is_continue(), "{value:?}: {d:?}");
+        assert_eq!(req.consumer.as_ref().unwrap().name, "team");
+        assert_eq!(req.header("authorization"), None, "hidden");
+    }
+    let mut req = FakeRequest::new("GET", "/").with_header("x-api-key", "sk-team-1");
+    assert!(p.on_request(&mut req.as_request()).is_continue());
+    // The key stored without the scheme; a value with another scheme (or none) is no
+    // bearer credential, and the stored key is never matched with the scheme kept.
+    for value in ["Basic c2stdGVhbS0x", "sk-team-1", "Bearer", "Bearer Bearer sk-team-1"] {
+        let mut req = FakeRequest::new("GET", "/").with_header("authorization", value);
+        assert_eq!(p.on_request(&mut req.as_request()).status(), Some(401), "{value:?}");
+    }
+    assert!(
+        config_error(json!({"api_key": {"sources": [{"bearer": "bad name"}], "keys": []}}))
+            .contains("not a valid name")
+    );
+}
+
+#[test]
 fn forged_consumer_headers_are_removed_and_anonymous_passes() {
     let p = plugin(json!({"api_key": {"keys": [{"key": "k", "consumer": "c"}]}, "anonymous": "guest"}));
     let mut req = FakeRequest::new("GET", "/")
