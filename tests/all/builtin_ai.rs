@@ -551,6 +551,46 @@ async fn an_exhausted_token_or_cost_budget_is_a_429_before_the_provider_is_calle
 }
 
 #[tokio::test]
+async fn a_routes_budget_is_its_own_unless_routes_share_one_by_name() {
+    let budget = |shared: Option<&str>| {
+        let mut config = chat_config();
+        config["budgets"] = json!({"tokens_per_minute": 20});
+        if let Some(name) = shared {
+            config["budgets"]["shared"] = json!(name);
+        }
+        config
+    };
+    let ai = Ai::start_at_a_fixed_time(&[
+        ("auth-own-a", "{ path: /own-a }", budget(None)),
+        ("auth-own-b", "{ path: /own-b }", budget(None)),
+        ("auth-team-a", "{ path: /team-a }", budget(Some("team"))),
+        ("auth-team-b", "{ path: /team-b }", budget(Some("team"))),
+    ])
+    .await;
+    let client = Client::http1();
+    let call = |path: &str| {
+        let req = Request::post(ai.url(path))
+            .header("x-api-key", "k-ann")
+            .body(full(json!({"model": "gpt", "messages": messages("a b")}).to_string()))
+            .unwrap();
+        client.send(req)
+    };
+    // 15 tokens a call against 20: two calls, then the route refuses ann.
+    for path in ["/own-a", "/own-a"] {
+        assert_eq!(call(path).await.status, 200);
+    }
+    assert_eq!(call("/own-a").await.status, 429);
+    // Another route's budget is its own: ann is served there.
+    assert_eq!(call("/own-b").await.status, 200, "spending on one route refuses nowhere else");
+    // Two routes naming one shared budget draw on it together.
+    assert_eq!(call("/team-a").await.status, 200);
+    assert_eq!(call("/team-b").await.status, 200);
+    let refused = call("/team-a").await;
+    assert_eq!(refused.status, 429, "{}", refused.text());
+    assert_eq!(call("/team-b").await.status, 429, "the shared budget is used up for both");
+}
+
+#[tokio::test]
 async fn budgets_and_metrics_are_per_consumer_behind_the_auth_plugin() {
     let mut config = chat_config();
     config["budgets"] = json!({"tokens_per_minute": 20});

@@ -1,6 +1,7 @@
 //! Accounting and budgets: tokens and cost per call as labeled metrics and access-log
 //! annotations, and per-consumer budgets (tokens per minute, cost per UTC day) kept
-//! in the gateway's `kv` store so they hold across instances (Redis).
+//! in the gateway's `kv` store so they hold across instances (Redis). A budget is
+//! the route's own unless its config names a `shared` one.
 //!
 //! A call is admitted while its consumer's budget is not yet exhausted; its actual
 //! usage is added when the response ends, so one call may overshoot by its own size.
@@ -19,11 +20,21 @@ const DAY_MS: u64 = 86_400_000;
 /// Millionths of the price currency in one unit.
 pub const MICROS: f64 = 1_000_000.0;
 
-/// Whose budget a call counts against: the consumer, else the client IP.
-pub fn budget_key(consumer: Option<&Consumer>, client_ip: &str) -> String {
+/// Which budget a call counts against: the route's own (or the `shared` one it
+/// names), of the consumer, else of the client IP.
+pub fn budget_key(
+    b: Option<&BudgetsConfig>,
+    route: &str,
+    consumer: Option<&Consumer>,
+    client_ip: &str,
+) -> String {
+    let scope = match b.and_then(|b| b.shared.as_deref()) {
+        Some(name) => format!("shared:{name}"),
+        None => format!("route:{route}"),
+    };
     match consumer {
-        Some(c) => format!("c:{}", c.name),
-        None => format!("ip:{client_ip}"),
+        Some(c) => format!("{scope}|c:{}", c.name),
+        None => format!("{scope}|ip:{client_ip}"),
     }
 }
 
@@ -153,7 +164,7 @@ mod tests {
 
     #[test]
     fn budgets_refuse_once_used_up() {
-        let b = BudgetsConfig { tokens_per_minute: Some(10), cost_per_day: None };
+        let b = BudgetsConfig { tokens_per_minute: Some(10), cost_per_day: None, shared: None };
         let now = 1_000 * MINUTE_MS + 15_000;
         assert!(check(&b, "c:ann", now).is_ok());
         kv::increment(&tokens_key("c:ann", now), 10, None).unwrap();
@@ -161,7 +172,7 @@ mod tests {
         assert_eq!((e.status, retry), (429, 45));
         assert!(check(&b, "c:bob", now).is_ok(), "budgets are per consumer");
         assert!(check(&b, "c:ann", now + MINUTE_MS).is_ok(), "a new minute starts afresh");
-        let c = BudgetsConfig { tokens_per_minute: None, cost_per_day: Some(0.001) };
+        let c = BudgetsConfig { tokens_per_minute: None, cost_per_day: Some(0.001), shared: None };
         kv::increment(&cost_key("c:ann", now), 1000, None).unwrap();
         assert_eq!(
             check(&c, "c:ann", now).unwrap_err().0.message,

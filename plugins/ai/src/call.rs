@@ -67,7 +67,8 @@ pub fn prepare(cfg: &AiConfig, req: &mut Request<'_>, chat: &Value, alias: &str)
         return Err((e, None));
     };
     let consumer = req.consumer();
-    let budget_key = account::budget_key(consumer.as_ref(), &req.client_ip());
+    let budget_key =
+        account::budget_key(cfg.budgets.as_ref(), &req.route(), consumer.as_ref(), &req.client_ip());
     let now = clock::now_ms();
     if let Some(b) = &cfg.budgets {
         account::check(b, &budget_key, now).map_err(|(e, retry)| (e, Some(retry)))?;

@@ -162,6 +162,12 @@ pub struct BudgetsConfig {
     /// Cost per UTC day, in the prices' currency.
     #[serde(default)]
     pub cost_per_day: Option<f64>,
+    /// A budget several routes share: every route whose `budgets` name the same
+    /// `shared` counts against one budget per consumer. Absent (the default), the
+    /// route's budget is its own: spending on one route never refuses a consumer on
+    /// another.
+    #[serde(default)]
+    pub shared: Option<String>,
 }
 
 /// What a prompt route returns.

@@ -260,7 +260,7 @@ fn the_schema_matches_the_config() {
     let prompt = json!({"model": "m", "system": "s", "user": "{{text}}", "input_schema": {"type": "object"},
         "output": "json", "output_schema": {"type": "object"}, "params": {"temperature": 0}});
     let config = json!({"mode": "prompt", "providers": [provider], "default_model": "m",
-        "budgets": {"tokens_per_minute": 1, "cost_per_day": 1.0}, "prompt": prompt,
+        "budgets": {"tokens_per_minute": 1, "cost_per_day": 1.0, "shared": "team"}, "prompt": prompt,
         "fallbacks": {"m": ["n"]}, "fallback_on": [503]});
     testing::set_secret("k", "v");
     testing::configure::<Ai>(&config.to_string()).unwrap();
