@@ -181,6 +181,7 @@ async fn chat_completions_through_openai_anthropic_and_gemini() {
         assert_eq!(reply.header("content-type"), Some("application/json"));
         let c = reply.json();
         assert_eq!(c["object"], "chat.completion", "{model}: {c}");
+        assert_eq!(c["model"], model, "the client sees the alias it asked for, not the provider's model");
         assert_eq!(c["choices"][0]["message"]["role"], "assistant");
         assert_eq!(c["choices"][0]["message"]["content"], answer_for("hello there"), "{model}");
         assert_eq!(c["choices"][0]["finish_reason"], "stop", "{model}");
@@ -261,6 +262,7 @@ async fn streams_become_openai_chunks_with_usage_and_done() {
         let chunks: Vec<Value> =
             events[..events.len() - 1].iter().map(|e| serde_json::from_str(e).unwrap()).collect();
         assert!(chunks.iter().all(|c| c["object"] == "chat.completion.chunk"), "{model}: {chunks:?}");
+        assert!(chunks.iter().all(|c| c["model"] == model), "every chunk names the alias: {chunks:?}");
         assert_eq!(chunks[0]["choices"][0]["delta"]["role"], "assistant", "{model}");
         let content: String = chunks
             .iter()
@@ -497,6 +499,8 @@ async fn usage_and_cost_are_counted_by_route_consumer_provider_and_model() {
         base.iter().chain(extra).copied().collect()
     };
     assert_eq!(counter(&m, "ai_requests", &with(&[("status", "200")])), 2, "{m}");
+    // Both names of the model: the alias (`model`) and what it resolved to.
+    assert_eq!(counter(&m, "ai_requests", &with(&[("provider_model", "claude-test")])), 2, "{m}");
     assert_eq!(
         counter(&m, "ai_tokens", &with(&[("type", "input"), ("source", "provider")])),
         2 * PROMPT_TOKENS,
@@ -708,6 +712,7 @@ async fn a_failing_provider_falls_back_to_another_model() {
     let reply = ai.chat(&json!({"model": "claude", "messages": messages("FAIL anthropic 503")})).await;
     assert_eq!(reply.status, 200, "{}", reply.text());
     assert_eq!(reply.json()["choices"][0]["message"]["content"], answer_for("FAIL anthropic 503"));
+    assert_eq!(reply.json()["model"], "claude", "a fallback's answer names the alias the client asked for");
     let paths: Vec<String> = ai.llm.seen().iter().map(|s| s.path.clone()).collect();
     assert_eq!(paths, ["/v1/messages", "/v1beta/models/gemini-test:generateContent"]);
 
@@ -725,6 +730,12 @@ async fn a_failing_provider_falls_back_to_another_model() {
         .filter_map(|c| c.pointer("/choices/0/delta/content").and_then(Value::as_str).map(str::to_owned))
         .collect();
     assert_eq!(content, answer_for("FAIL anthropic 429"));
+    let models: Vec<Value> = events
+        .iter()
+        .filter_map(|e| serde_json::from_str::<Value>(e).ok())
+        .map(|c| c["model"].clone())
+        .collect();
+    assert!(!models.is_empty() && models.iter().all(|m| m == "claude"), "{models:?}");
 
     // The first fallback fails too: the second answers.
     let reply = ai.chat(&json!({"model": "claude", "messages": messages("FAIL anthropic,gemini 500")})).await;

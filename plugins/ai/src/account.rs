@@ -105,11 +105,14 @@ pub fn record(
     let cost = cost_micros(price, u);
     let source = if u.estimated { "estimate" } else { "provider" };
     let status = status.to_string();
+    // `model` is the alias the client asked for, `provider_model` what it resolved to
+    // (both bounded by the config), everywhere: metrics, the access log, the answer.
     let base = [
         ("route", call.route.as_str()),
         ("consumer", call.consumer.as_str()),
         ("provider", provider),
         ("model", call.alias.as_str()),
+        ("provider_model", call.model.as_str()),
     ];
     let with = |extra: &[(&'static str, &'static str)]| -> Vec<(&str, &str)> {
         base.iter().copied().chain(extra.iter().copied()).collect()
@@ -123,7 +126,8 @@ pub fn record(
         metrics::counter_add_labeled("ai_cost_micros", &with(&[("source", source)]), cost);
     }
     log::annotate("provider", provider);
-    log::annotate("model", &call.model);
+    log::annotate("model", &call.alias);
+    log::annotate("provider_model", &call.model);
     log::annotate("tokens_in", &u.input.to_string());
     log::annotate("tokens_out", &u.output.to_string());
     log::annotate("cost", &format!("{:.6}", cost as f64 / MICROS));

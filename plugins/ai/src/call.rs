@@ -20,8 +20,13 @@ pub const CHAT_KEY: &str = "chat";
 pub struct Call {
     /// Index of the provider in the config.
     pub provider: usize,
-    /// The model as the client named it.
+    /// The alias this call went to (a fallback's own alias after a fallback): the
+    /// `model` of metrics and the access log.
     pub alias: String,
+    /// The alias the client asked for: the `model` of every answer it gets, a
+    /// fallback's included.
+    #[serde(default)]
+    pub asked: String,
     /// The provider's model.
     pub model: String,
     /// Streamed (SSE) response.
@@ -92,6 +97,7 @@ pub fn prepare(cfg: &AiConfig, req: &mut Request<'_>, chat: &Value, alias: &str)
     let call = Call {
         provider: resolved.index,
         alias: alias.to_owned(),
+        asked: alias.to_owned(),
         model: resolved.model.to_owned(),
         stream,
         include_usage: stream

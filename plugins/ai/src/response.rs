@@ -54,6 +54,9 @@ pub fn translate(kind: Kind, status: u16, body: &[u8], call: &Call) -> Translate
     if usage.estimated {
         completion["usage"] = usage.to_json();
     }
+    // The client sees the model it asked for (a fallback's answer too); logs and
+    // metrics carry the alias that answered and the provider's model.
+    completion["model"] = Value::String(call.asked.clone());
     Translated::Completion(completion, usage)
 }
 

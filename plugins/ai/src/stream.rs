@@ -132,8 +132,8 @@ impl Stream {
         }
     }
 
-    /// OpenAI-compatible: passed through, usage noted, the usage chunk the gateway
-    /// asked for dropped unless the client asked for it too.
+    /// OpenAI-compatible: passed through with the alias as `model`, usage noted, the
+    /// usage chunk the gateway asked for dropped unless the client asked for it too.
     fn openai_event(&mut self, e: Event, out: &mut Vec<u8>) {
         if e.data.trim() == "[DONE]" {
             // An OpenAI-compatible server that sends no usage gets an estimated one.
@@ -153,13 +153,13 @@ impl Stream {
                 if let Some(o) = v.as_object_mut() {
                     o.remove("usage");
                 }
-                openai::sse(out, &v);
-                return;
             }
         }
-        out.extend_from_slice(b"data: ");
-        out.extend_from_slice(e.data.as_bytes());
-        out.extend_from_slice(b"\n\n");
+        // The client sees the model it asked for (the alias), never the provider's name.
+        if v.get("model").is_some() {
+            v["model"] = Value::String(self.model.clone());
+        }
+        openai::sse(out, &v);
     }
 
     fn anthropic_event(&mut self, v: &Value, out: &mut Vec<u8>) {
@@ -168,9 +168,6 @@ impl Stream {
                 let m = &v["message"];
                 if let Some(id) = m.get("id").and_then(Value::as_str) {
                     self.id = format!("chatcmpl-{id}");
-                }
-                if let Some(model) = m.get("model").and_then(Value::as_str) {
-                    self.model = model.to_owned();
                 }
                 self.usage = m.get("usage").and_then(anthropic::usage);
                 self.started = true;
@@ -241,9 +238,6 @@ impl Stream {
     fn gemini_event(&mut self, v: &Value, out: &mut Vec<u8>) {
         if let Some(u) = gemini::usage(v) {
             self.usage = Some(u);
-        }
-        if let Some(m) = v.get("modelVersion").and_then(Value::as_str) {
-            self.model = m.to_owned();
         }
         if let Some(e) = v.get("error") {
             let status = e.get("code").and_then(Value::as_u64).unwrap_or(500) as u16;
