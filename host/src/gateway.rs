@@ -353,7 +353,7 @@ impl Gateway {
             let bind_err =
                 |source| StartError::Bind { listener: spec.name.to_string(), address: spec.address, source };
             // On error, listeners opened so far are dropped (their tasks never start).
-            let tcp = TcpListener::bind(spec.address).await.map_err(bind_err)?;
+            let tcp = crate::listener::bind(spec.address, spec.limits.max_connections).map_err(bind_err)?;
             let local = tcp.local_addr().map_err(bind_err)?;
             opened.push((spec.name.clone(), tcp, local, spec.address));
         }

@@ -214,3 +214,28 @@ async fn past_the_grace_period_the_remaining_connections_are_closed() {
         tokio::time::timeout(Duration::from_secs(10), stuck).await.expect("the client is let go").unwrap();
     assert!(seen.as_ref().map_or(true, |b| b.is_empty()), "no response on a closed connection: {seen:?}");
 }
+
+/// The kernel's accept queue of the socket listening on `port`, as `ss` reports it
+/// (`Send-Q` of a listening socket is its backlog).
+fn listen_backlog(port: u16) -> Option<u64> {
+    let out = std::process::Command::new("ss").args(["-Hltn", &format!("sport = :{port}")]).output().ok()?;
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    text.lines().next()?.split_whitespace().nth(2)?.parse().ok()
+}
+
+#[tokio::test]
+async fn a_listener_queues_a_burst_as_large_as_its_connection_limit() {
+    if !sluice_tests::have(sluice_tests::runs("ss", &["-V"]), "ss", "apt-get install -y iproute2") {
+        return;
+    }
+    let somaxconn: u64 =
+        std::fs::read_to_string("/proc/sys/net/core/somaxconn").unwrap().trim().parse().unwrap();
+    let limit = somaxconn.min(3000);
+    let gw = gateway(&config(&format!(
+        "    limits: {{ max_connections: {limit} }}\nroutes:\n  - name: ok\n    match: {{ path: / }}\n    target: {{ static: {{ body: ok }} }}\n"
+    )))
+    .await;
+    // tokio's own default is 1024: a burst of more connections than that lost SYNs.
+    assert_eq!(listen_backlog(gw.addr("public").port()), Some(limit));
+    gw.shutdown().await;
+}

@@ -321,8 +321,9 @@ pub struct LimitsConfig {
     /// Idle keep-alive connections are closed after this long. Default `60s`.
     #[serde(default)]
     pub idle_timeout: Option<ConfigDuration>,
-    /// Concurrent connections accepted; further clients wait in the kernel backlog.
-    /// Default `10000`.
+    /// Concurrent connections accepted; further clients wait in the kernel backlog,
+    /// which is made as deep (up to `net.core.somaxconn`), so a burst of new
+    /// connections queues instead of losing SYNs. Default `10000`.
     #[serde(default)]
     pub max_connections: Option<usize>,
 }

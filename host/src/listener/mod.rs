@@ -14,3 +14,19 @@ mod tls;
 
 pub use serve::{ConnInfo, serve};
 pub use spec::{Limits, ListenerSpec, RequestIdSpec};
+
+/// Binds a listener's socket with room for `max_connections` connections waiting to
+/// be accepted (the kernel caps the backlog at `net.core.somaxconn`). tokio's default
+/// backlog of 1024 drops the SYNs of a larger burst, and each dropped client waits a
+/// second or more for its retransmit.
+pub fn bind(
+    address: std::net::SocketAddr,
+    max_connections: usize,
+) -> std::io::Result<tokio::net::TcpListener> {
+    let socket =
+        if address.is_ipv4() { tokio::net::TcpSocket::new_v4()? } else { tokio::net::TcpSocket::new_v6()? };
+    // As `TcpListener::bind` does: a restart may bind while old connections linger.
+    socket.set_reuseaddr(true)?;
+    socket.bind(address)?;
+    socket.listen(u32::try_from(max_connections).unwrap_or(u32::MAX).clamp(1, 65_535))
+}
