@@ -20,17 +20,28 @@ use crate::harness::{Client, Reply, url};
 /// A kv call here is generous: CI machines are slow, and timeouts are not under test.
 const TIMEOUT: &str = "2s";
 
-/// A plugins folder with `kv-counter`, and the configs of gateways counting in Redis.
+/// A plugins folder with `kv-counter` (under `plugin`, its name in the config), and
+/// the configs of gateways counting in Redis.
 struct Counter {
     dir: TempDir,
+    plugin: &'static str,
+    /// `plugins.kv.timeout`.
+    kv_timeout: &'static str,
+    /// The entry's `limits`, a YAML flow mapping's inside.
+    limits: String,
 }
 
 impl Counter {
     fn new() -> Counter {
+        Self::named("kv-counter")
+    }
+
+    /// The counter under another name, so its stats are its own.
+    fn named(plugin: &'static str) -> Counter {
         let dir = tempfile::tempdir().unwrap();
         std::fs::create_dir(dir.path().join("plugins")).unwrap();
-        std::fs::copy(wasm::KV_COUNTER, dir.path().join("plugins/kv-counter.wasm")).unwrap();
-        Counter { dir }
+        std::fs::copy(wasm::KV_COUNTER, dir.path().join(format!("plugins/{plugin}.wasm"))).unwrap();
+        Counter { dir, plugin, kv_timeout: TIMEOUT, limits: "deadline: 10s".into() }
     }
 
     /// A gateway whose route `/` counts in `key` on Redis at `redis_url`.
@@ -47,19 +58,22 @@ plugins:
   kv:
     backend: redis
     url: {redis_url}
-    timeout: {TIMEOUT}
+    timeout: {}
 routes:
   - name: count
     match: {{ path_prefix: / }}
     target: {{ echo: {{}} }}
     plugins:
-      - name: kv-counter
+      - name: {}
         config: {{ key: {key}{extra} }}
         grants: {{ kv: true }}
-        limits: {{ deadline: 10s }}
+        limits: {{ {} }}
 ",
             d.join("plugins").display(),
             d.join("cache").display(),
+            self.kv_timeout,
+            self.plugin,
+            self.limits,
         )
     }
 
@@ -350,32 +364,9 @@ async fn a_redis_answering_in_200ms_under_500_concurrent_requests_costs_no_5xx_a
     const CONCURRENT: usize = 500;
     let Some(redis) = RedisServer::start_or_skip() else { return };
     let relay = slow_relay(redis.port(), Duration::from_millis(200)).await;
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::create_dir(dir.path().join("plugins")).unwrap();
-    std::fs::copy(wasm::KV_COUNTER, dir.path().join("plugins/kv-slow.wasm")).unwrap();
-    let yaml = format!(
-        "version: 1
-listeners:
-  - name: public
-    address: 127.0.0.1:0
-plugins:
-  dir: {}
-  cache_dir: {}
-  kv: {{ backend: redis, url: 'redis://{relay}', timeout: 20s }}
-routes:
-  - name: count
-    match: {{ path_prefix: / }}
-    target: {{ echo: {{}} }}
-    plugins:
-      - name: kv-slow
-        config: {{ key: slow }}
-        grants: {{ kv: true }}
-        limits: {{ warm: {CONCURRENT} }}
-",
-        dir.path().join("plugins").display(),
-        dir.path().join("cache").display(),
-    );
-    let gw = Gateway::builder().config_yaml(&yaml).unwrap().start().await.unwrap();
+    let counter =
+        Counter { kv_timeout: "20s", limits: format!("warm: {CONCURRENT}"), ..Counter::named("kv-slow") };
+    let gw = counter.start(&format!("redis://{relay}"), "slow", "").await;
     let stats = sluice::plugins::stats::stats_for("kv-slow");
     let configured = || stats.calls(sluice::plugins::Phase::Configure);
     let client = Client::http1();
