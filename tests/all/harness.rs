@@ -150,6 +150,49 @@ pub async fn dead_addr() -> SocketAddr {
     l.local_addr().unwrap()
 }
 
+/// Polls `cond` every 10 ms until it holds, for at most `within`: for states that
+/// send no completion signal (a file watcher, a pool's gauge). The bound is a
+/// liveness guard, not a timing assertion.
+pub async fn eventually(within: Duration, cond: impl Fn() -> bool) -> bool {
+    let until = tokio::time::Instant::now() + within;
+    loop {
+        if cond() {
+            return true;
+        }
+        if tokio::time::Instant::now() >= until {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// Whether connecting to `addr` is refused within `within` (its listener closed).
+pub async fn refuses_connections(addr: SocketAddr, within: Duration) -> bool {
+    let until = tokio::time::Instant::now() + within;
+    loop {
+        if tokio::net::TcpStream::connect(addr).await.is_err() {
+            return true;
+        }
+        if tokio::time::Instant::now() >= until {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// `GET url` whose body may end in an error (a stream cut short): the status, then
+/// the body or the error it ended with, read within `within`.
+pub async fn get_streamed(url: &str, within: Duration) -> (StatusCode, Result<Bytes, hyper::Error>) {
+    let resp = HyperClient::builder(TokioExecutor::new())
+        .build_http::<TestBody>()
+        .get(url.parse().unwrap())
+        .await
+        .expect("the response head arrives");
+    let status = resp.status();
+    let body = tokio::time::timeout(within, resp.into_body().collect()).await.expect("the body ends");
+    (status, body.map(|c| c.to_bytes()))
+}
+
 /// Starts a gateway from YAML config text.
 pub async fn gateway(yaml: &str) -> Gateway {
     match Gateway::builder().config_yaml(yaml) {

@@ -20,7 +20,7 @@ use sluice::plugins::stats::stats_for;
 use sluice_tests::plugins as wasm;
 use tokio::sync::watch;
 
-use crate::harness::{Client, Reply, TestServer, full, url};
+use crate::harness::{Client, Reply, TestServer, eventually, full, url};
 use crate::plugins::{Plugins, upstream};
 
 /// An upstream whose every response sends `a` at once, then `b` once `release`
@@ -74,16 +74,9 @@ fn busy(pool: &InstancePool) -> usize {
     pool.live() - pool.idle()
 }
 
-/// Polls `cond` every 10 ms for up to 60 s: the states waited for here come from
-/// thousands of sockets on two busy cores.
+/// The states waited for here come from thousands of sockets on two busy cores.
 async fn until(cond: impl Fn() -> bool) -> bool {
-    for _ in 0..6000 {
-        if cond() {
-            return true;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    false
+    eventually(Duration::from_secs(60), cond).await
 }
 
 /// Sends `GET path` tagged `tag` in a task of its own.

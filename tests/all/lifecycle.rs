@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use http::Response;
 
-use crate::harness::{Client, TestServer, config, full, gateway, url};
+use crate::harness::{Client, TestServer, config, full, gateway, refuses_connections, url};
 
 #[tokio::test]
 async fn graceful_shutdown_finishes_in_flight_requests() {
@@ -169,15 +169,10 @@ async fn a_shutdown_under_load_finishes_every_accepted_request_and_refuses_new_c
     let stopping = gw.clone();
     let shutdown = tokio::spawn(async move { stopping.shutdown().await });
     // Draining: the listener is closed at once, while the accepted requests wait.
-    let mut refused = false;
-    for _ in 0..500 {
-        if tokio::net::TcpStream::connect(addr).await.is_err() {
-            refused = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    assert!(refused, "new connections are refused while draining");
+    assert!(
+        refuses_connections(addr, Duration::from_secs(5)).await,
+        "new connections are refused while draining"
+    );
     assert!(!shutdown.is_finished(), "the shutdown waits for the requests in flight");
     release.send_replace(true);
     for call in calls {

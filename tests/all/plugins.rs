@@ -3,13 +3,14 @@
 
 use std::path::Path;
 use std::sync::Arc;
+use std::time::Duration;
 
 use http::{Request, Response};
 use sluice::Gateway;
 use sluice_tests::plugins as wasm;
 use tempfile::TempDir;
 
-use crate::harness::{Client, TestServer, full, url};
+use crate::harness::{Client, TestServer, eventually, full, get_streamed, url};
 
 /// A plugins folder holding `(name, component path)` pairs, and a compile cache.
 pub(crate) struct Plugins {
@@ -700,21 +701,13 @@ async fn dropping_a_new_component_into_the_plugins_folder_reloads_the_gateway() 
     let tmp = p.path().join("plugins").join(".tagger.wasm.tmp");
     std::fs::copy(wasm::RECORDER, &tmp).unwrap();
     std::fs::rename(&tmp, p.path().join("plugins").join("tagger.wasm")).unwrap();
-    assert!(wait_for(|| gw.snapshot().generation > generation).await, "the plugin change was picked up");
+    assert!(
+        eventually(Duration::from_secs(10), || gw.snapshot().generation > generation).await,
+        "the plugin change was picked up"
+    );
     let reply = client.get(&target).await;
     assert_eq!(reply.header("x-tag"), None);
     assert_eq!(reply.header("x-order"), Some("rec"), "the new component serves");
-}
-
-/// Polls `cond` every 20 ms for up to 10 s (a file watcher has no completion signal).
-async fn wait_for(cond: impl Fn() -> bool) -> bool {
-    for _ in 0..500 {
-        if cond() {
-            return true;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
-    false
 }
 
 /// An upstream that streams `a`, `b`, `c` as three body frames, 30 ms apart.
@@ -767,18 +760,8 @@ async fn faults_in_the_response_and_chunk_phases_follow_the_entrys_policy() {
 
     // Mid-stream the head is already sent: failing closed cuts the body short (the
     // client sees an error, not a complete body); failing open passes the chunk on.
-    let resp = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
-        .build_http::<crate::harness::TestBody>()
-        .get(at("/chunk-closed").parse().unwrap())
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), 200);
-    let body = tokio::time::timeout(
-        std::time::Duration::from_secs(20),
-        http_body_util::BodyExt::collect(resp.into_body()),
-    )
-    .await
-    .expect("the cut stream ends");
+    let (status, body) = get_streamed(&at("/chunk-closed"), Duration::from_secs(20)).await;
+    assert_eq!(status, 200);
     assert!(body.is_err(), "a stream whose chunk plugin failed closed must not look complete");
     let opened = client.get(&at("/chunk-open")).await;
     assert_eq!((opened.status.as_u16(), opened.text().as_str()), (200, "abc"));
@@ -850,7 +833,7 @@ async fn a_stream_the_client_abandons_still_gets_its_last_chunk_call() {
             .any(|((name, labels), v)| name == "chunks" && labels == ",tag=\"gone\"" && (1..3).contains(&v))
     };
     assert!(
-        wait_for(counted).await,
+        eventually(Duration::from_secs(10), counted).await,
         "the plugin's last call ran after the client left and counted the chunks it saw: {:?}",
         stats.custom_labeled()
     );
