@@ -6,7 +6,9 @@
 #   start_tmp PREFIX           TMP := a fresh temp folder; on exit every pid in PIDS is
 #                              stopped (TERM, 5 s, then KILL) and TMP removed (unless
 #                              KEEP_TMP=1)
-#   wait_port PORT NAME PID    wait up to 10 s for PID (NAME) to listen on PORT
+#   wait_port PORT NAME PID [S] wait up to S seconds (default 10) for PID (NAME) to
+#                              listen on PORT
+#   rss_kb PID                 the resident memory of PID, in KiB
 #   PRIO                       the `nice` prefix for bench processes (empty at NICE=0)
 
 need() {
@@ -41,12 +43,14 @@ start_tmp() { # start_tmp PREFIX
 PRIO=()
 if [[ ${NICE:-0} != 0 ]]; then PRIO=(nice -n "$NICE"); fi
 
-wait_port() { # wait_port PORT NAME PID
-    local i
-    for ((i = 0; i < 100; i++)); do
+wait_port() { # wait_port PORT NAME PID [SECONDS]
+    local i seconds=${4:-10}
+    for ((i = 0; i < seconds * 10; i++)); do
         port_open "$1" && return 0
         kill -0 "$3" 2>/dev/null || die "$2 exited at start; see $TMP/$2.log"
         sleep 0.1
     done
-    die "$2 did not listen on port $1 within 10 s; see $TMP/$2.log"
+    die "$2 did not listen on port $1 within $seconds s; see $TMP/$2.log"
 }
+
+rss_kb() { awk '/^VmRSS/ { print $2 }' "/proc/$1/status"; }

@@ -47,8 +47,6 @@ ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
 start_tmp memory
 PORT=$BASE_PORT
 
-rss_kb() { awk '/^VmRSS/ { print $2 }' "/proc/$1/status"; }
-
 # Opens N connections to PORT, makes one request on each (HTTP/1.1, or h2c with
 # prior knowledge), reads the whole response, prints "holding" and keeps them open
 # until a line arrives on stdin.
@@ -101,16 +99,10 @@ EOF
 
 start_sluice() { # start_sluice CONFIG → SLUICE_PID, listening on $PORT (compiling a
     # Python or JS component on the first load takes a while: up to 3 minutes)
-    "$SLUICE_BIN" run --config "$1" --workers 1 --no-watch >"$TMP/sluice-$PORT.log" 2>&1 &
+    "$SLUICE_BIN" run --config "$1" --workers 1 --no-watch >"$TMP/sluice.log" 2>&1 &
     SLUICE_PID=$!
     PIDS+=("$SLUICE_PID")
-    local i
-    for ((i = 0; i < 1800; i++)); do
-        port_open "$PORT" && return 0
-        kill -0 "$SLUICE_PID" 2>/dev/null || die "sluice exited at start; see $TMP/sluice-$PORT.log"
-        sleep 0.1
-    done
-    die "sluice did not listen on port $PORT; see $TMP/sluice-$PORT.log"
+    wait_port "$PORT" sluice "$SLUICE_PID" 180
 }
 
 stop() { kill -TERM "$1" 2>/dev/null || true; wait "$1" 2>/dev/null || true; }

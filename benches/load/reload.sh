@@ -159,7 +159,6 @@ tag=$(curl -sS -o /dev/null -w '%header{x-tagger}' --max-time 5 "http://127.0.0.
     die "sluice does not answer; see $TMP/sluice.log"
 [[ $tag == tagger-v1 ]] || die "sluice answered without the plugin's tag (x-tagger: '$tag')"
 
-rss_kib() { awk '/^VmRSS/ {print $2}' "/proc/$SLUICE_PID/status"; }
 status_json() { curl -sS --max-time 5 "http://127.0.0.1:$ADMIN_PORT/-/status"; }
 
 oha_run() { # oha_run SECONDS OUT.json
@@ -230,7 +229,7 @@ PY
 LOAD_BEFORE=$(cut -d' ' -f1-3 /proc/loadavg)
 log "warm-up ${WARMUP}s at $RATE req/s"
 oha_run "$WARMUP" "$RAW/warmup.json"
-RSS_START=$(rss_kib)
+RSS_START=$(rss_kb "$SLUICE_PID")
 RUNS=$OUT_DIR/runs.tsv # kind round requests p50 p99 p999 max non2xx connerrs
 : >"$RUNS"
 TICK=0
@@ -251,7 +250,7 @@ for ((r = 1; r <= ROUNDS; r++)); do
     printf 'reload\t%d\t%s\t%d\n' "$r" "$(summarize "$RAW/reload-$r.json")" $((gen1 - gen0)) >>"$RUNS"
     log "round $r: $(tail -1 "$RUNS")"
 done
-RSS_END=$(rss_kib)
+RSS_END=$(rss_kb "$SLUICE_PID")
 status_json >"$RAW/status.json"
 LOAD_AFTER=$(cut -d' ' -f1-3 /proc/loadavg)
 

@@ -49,7 +49,6 @@ PROXY_PORT=$((BASE_PORT + 1))
 PIDS+=($!)
 wait_port "$UPSTREAM_PORT" upstream "$!"
 
-rss_kb() { awk '/^VmRSS/ { print $2 }' "/proc/$1/status"; }
 
 cat >"$TMP/clients.py" <<'EOF'
 # Opens N connections, sends one GET on each, reads nothing; prints "holding" once all
