@@ -244,14 +244,13 @@ pub fn write_prometheus(out: &mut String) {
                 writeln!(out, "sluice_plugin_calls_total{{plugin=\"{name}\",phase=\"{p}\"}} {}", s.calls(p));
         }
     }
-    let _ = writeln!(
+    per_plugin(
         out,
-        "# HELP sluice_plugin_async_calls_total Plugin calls made on the asynchronous path (on a fiber: plugins that may wait)."
+        &all,
+        "sluice_plugin_async_calls_total",
+        "Plugin calls made on the asynchronous path (on a fiber: plugins that may wait).",
+        PluginStats::async_calls,
     );
-    let _ = writeln!(out, "# TYPE sluice_plugin_async_calls_total counter");
-    for (name, s) in &all {
-        let _ = writeln!(out, "sluice_plugin_async_calls_total{{plugin=\"{name}\"}} {}", s.async_calls());
-    }
     let _ = writeln!(
         out,
         "# HELP sluice_plugin_instances_made_total Plugin instances instantiated and configured, at load or on the request path (a call found none idle)."
@@ -264,15 +263,13 @@ pub fn write_prometheus(out: &mut String) {
                 writeln!(out, "sluice_plugin_instances_made_total{{plugin=\"{name}\",at=\"{label}\"}} {n}");
         }
     }
-    let _ = writeln!(
+    per_plugin(
         out,
-        "# HELP sluice_plugin_checkout_waits_total Calls that found every instance of their entry in use (limits.max_instances) and waited for one."
+        &all,
+        "sluice_plugin_checkout_waits_total",
+        "Calls that found every instance of their entry in use (limits.max_instances) and waited for one.",
+        PluginStats::checkout_waits,
     );
-    let _ = writeln!(out, "# TYPE sluice_plugin_checkout_waits_total counter");
-    for (name, s) in &all {
-        let _ =
-            writeln!(out, "sluice_plugin_checkout_waits_total{{plugin=\"{name}\"}} {}", s.checkout_waits());
-    }
     let _ = writeln!(out, "# HELP sluice_plugin_errors_total Plugin faults by kind.");
     let _ = writeln!(out, "# TYPE sluice_plugin_errors_total counter");
     for (name, s) in &all {
@@ -314,14 +311,27 @@ pub fn write_prometheus(out: &mut String) {
                 writeln!(out, "sluice_plugin_custom_total{{plugin=\"{name}\",name={metric:?}{labels}}} {v}");
         }
     }
-    let _ = writeln!(
+    per_plugin(
         out,
-        "# HELP sluice_plugin_custom_series_dropped_total Labeled series refused past the per-plugin cap."
+        &all,
+        "sluice_plugin_custom_series_dropped_total",
+        "Labeled series refused past the per-plugin cap.",
+        |s| s.dropped_series.load(Relaxed),
     );
-    let _ = writeln!(out, "# TYPE sluice_plugin_custom_series_dropped_total counter");
-    for (name, s) in &all {
-        let n = s.dropped_series.load(Relaxed);
-        let _ = writeln!(out, "sluice_plugin_custom_series_dropped_total{{plugin=\"{name}\"}} {n}");
+}
+
+/// One counter with one series per plugin: `metric{plugin="…"} value`.
+fn per_plugin(
+    out: &mut String,
+    all: &[(String, Arc<PluginStats>)],
+    metric: &str,
+    help: &str,
+    value: impl Fn(&PluginStats) -> u64,
+) {
+    use std::fmt::Write;
+    let _ = writeln!(out, "# HELP {metric} {help}\n# TYPE {metric} counter");
+    for (name, s) in all {
+        let _ = writeln!(out, "{metric}{{plugin=\"{name}\"}} {}", value(s));
     }
 }
 
