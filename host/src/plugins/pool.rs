@@ -283,19 +283,17 @@ impl InstancePool {
             idle: Mutex::new(idle),
             live: Arc::default(),
         };
-        let mut warm = Vec::with_capacity(limits.warm.max(1));
         for _ in 0..limits.warm.max(1) {
-            let place = pool.live.reserve(limits.max_instances.max(1)).ok_or_else(|| {
+            let place = pool.live.reserve(limits.max_instances).ok_or_else(|| {
                 (Phase::Load, PluginErrorKind::Load("limits.warm is larger than limits.max_instances".into()))
             })?;
             let (instance, phases) = finish_load(pool.instantiate(Arc::clone(&pool.route), place))?;
             pool.env.stats.record_made(Made::Load);
             pool.phases = phases;
-            warm.push(instance);
+            let idle = pool.idle.get_mut().unwrap_or_else(|p| p.into_inner());
+            idle.stack.push_back(instance);
+            idle.low = idle.stack.len();
         }
-        let idle = pool.idle.get_mut().unwrap_or_else(|p| p.into_inner());
-        idle.stack.extend(warm);
-        idle.low = idle.stack.len();
         Ok(pool)
     }
 

@@ -77,8 +77,7 @@ impl PluginsWatch {
     /// not have existed before (created after the start, or deleted and created again).
     /// True when it starts watching a folder: changes made before that sent no event.
     fn follow(&mut self, gateway: &Gateway) -> bool {
-        let dir = crate::plugins::registry::plugins_dir(&gateway.snapshot().config);
-        let dir = std::path::absolute(&dir).unwrap_or(dir);
+        let dir = plugins_dir_now(gateway);
         let want = (dir != self.config_dir && dir.is_dir()).then(|| {
             let id = dir_identity(&dir);
             (dir, id)
@@ -101,6 +100,12 @@ impl PluginsWatch {
         }
         false
     }
+}
+
+/// The plugins folder of the config serving now, as an absolute path.
+fn plugins_dir_now(gateway: &Gateway) -> PathBuf {
+    let dir = crate::plugins::registry::plugins_dir(&gateway.snapshot().config);
+    std::path::absolute(&dir).unwrap_or(dir)
 }
 
 #[cfg(unix)]
@@ -152,9 +157,7 @@ async fn next_counted(
 ) -> Option<()> {
     loop {
         let paths = events.recv().await?;
-        let dir = crate::plugins::registry::plugins_dir(&gateway.snapshot().config);
-        let dir = std::path::absolute(&dir).unwrap_or(dir);
-        if counts(&paths, config, &dir) {
+        if counts(&paths, config, &plugins_dir_now(gateway)) {
             return Some(());
         }
     }
