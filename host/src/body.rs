@@ -35,7 +35,10 @@ where
 /// fault, not the target's). Put in the request's extensions as
 /// `Arc<ClientBodyState>` when the request has a body.
 #[derive(Debug, Default)]
-pub struct ClientBodyState(std::sync::atomic::AtomicU8);
+pub struct ClientBodyState {
+    progress: std::sync::atomic::AtomicU8,
+    received: std::sync::atomic::AtomicU64,
+}
 
 /// A [`ClientBodyState`]'s value.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -58,7 +61,7 @@ pub enum BodyProgress {
 impl ClientBodyState {
     /// The current progress.
     pub fn get(&self) -> BodyProgress {
-        match self.0.load(std::sync::atomic::Ordering::Acquire) {
+        match self.progress.load(std::sync::atomic::Ordering::Acquire) {
             0 => BodyProgress::Flowing,
             1 => BodyProgress::WaitingOnClient,
             2 => BodyProgress::Done,
@@ -70,7 +73,17 @@ impl ClientBodyState {
 
     /// Records progress.
     pub fn set(&self, p: BodyProgress) {
-        self.0.store(p as u8, std::sync::atomic::Ordering::Release);
+        self.progress.store(p as u8, std::sync::atomic::Ordering::Release);
+    }
+
+    /// Counts `n` more bytes read.
+    pub fn add_received(&self, n: u64) {
+        self.received.fetch_add(n, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Body bytes read so far (for the request metrics).
+    pub fn received(&self) -> u64 {
+        self.received.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Whether a failure now is the client's doing: its body failed, or the gateway

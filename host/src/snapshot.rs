@@ -10,6 +10,7 @@ use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 
 use crate::config::{LoadedConfig, Name, Problem, RouteTargetConfig};
 use crate::listener::ListenerSpec;
+use crate::observability::metrics::RouteMetrics;
 use crate::plugins::LoadOptions;
 use crate::router::Router;
 use crate::upstream::Upstream;
@@ -23,12 +24,41 @@ pub struct Snapshot {
     pub config: LoadedConfig,
     /// Routes in config order; the routers return indexes into this.
     pub routes: Vec<Route>,
-    /// One router per listener, holding the routes served there.
-    pub routers: HashMap<Name, Router>,
+    /// Per listener, its router and the metrics of the routes it serves.
+    pub routers: HashMap<Name, Arc<ListenerRoutes>>,
     /// Upstream pools by name.
     pub upstreams: HashMap<Name, Arc<Upstream>>,
     /// Listener settings, resolved (defaults applied, certificates loaded).
     pub listeners: Vec<Arc<ListenerSpec>>,
+}
+
+/// What one listener serves: the router over its routes, and each route's request
+/// metrics on this listener (resolved here, so a request counts without a lookup).
+#[derive(Debug)]
+pub struct ListenerRoutes {
+    /// The listener's router; it returns indexes into [`Snapshot::routes`].
+    pub router: Router,
+    /// Indexed like [`Snapshot::routes`]; `None` for routes served elsewhere.
+    route_metrics: Box<[Option<Arc<RouteMetrics>>]>,
+    /// Requests no route took (404s, requests the edge refused).
+    unrouted: Arc<RouteMetrics>,
+}
+
+impl ListenerRoutes {
+    /// The metrics of route `index`, or of requests no route took.
+    pub fn metrics(&self, route: Option<usize>) -> &RouteMetrics {
+        route.and_then(|i| self.route_metrics.get(i)?.as_deref()).unwrap_or(&self.unrouted)
+    }
+
+    /// `(route name or "", metrics)`: the unrouted series first, then the routes.
+    pub fn all_metrics<'a>(
+        &'a self,
+        routes: &'a [Route],
+    ) -> impl Iterator<Item = (&'a str, &'a RouteMetrics)> {
+        let routed =
+            self.route_metrics.iter().zip(routes).filter_map(|(m, r)| Some((r.name.as_str(), m.as_deref()?)));
+        std::iter::once(("", &*self.unrouted)).chain(routed)
+    }
 }
 
 /// A route, ready to serve.
@@ -129,7 +159,7 @@ impl Snapshot {
 
         let mut upstreams = HashMap::new();
         for (name, up) in &cfg.upstreams {
-            match Upstream::build(name, up, &config.base_dir) {
+            match Upstream::build(name, up, &config.base_dir, &options.metrics) {
                 Ok(u) => {
                     upstreams.insert(name.clone(), Arc::new(u));
                 }
@@ -174,7 +204,7 @@ impl Snapshot {
         let mut listeners = Vec::new();
         let mut routers = HashMap::new();
         for (li, l) in cfg.listeners.iter().enumerate() {
-            match ListenerSpec::build(li, l, &config) {
+            match ListenerSpec::build(li, l, &config, &options.metrics) {
                 Ok(spec) => listeners.push(Arc::new(spec)),
                 Err(p) => problems.extend(p),
             }
@@ -186,7 +216,15 @@ impl Snapshot {
                 .collect();
             match Router::build(&served) {
                 Ok(router) => {
-                    routers.insert(l.name.clone(), router);
+                    let mut route_metrics = vec![None; cfg.routes.len()];
+                    for (i, r) in &served {
+                        route_metrics[*i] =
+                            Some(options.metrics.route(l.name.as_str(), Some(r.name.as_str())));
+                    }
+                    let unrouted = options.metrics.route(l.name.as_str(), None);
+                    let served =
+                        ListenerRoutes { router, route_metrics: route_metrics.into_boxed_slice(), unrouted };
+                    routers.insert(l.name.clone(), Arc::new(served));
                 }
                 Err(p) => problems.extend(p),
             }

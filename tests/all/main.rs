@@ -17,6 +17,7 @@ mod kv_redis;
 mod lifecycle;
 mod limits;
 mod llm_server;
+mod metrics;
 mod plugins;
 mod proxying;
 mod quickstart;

@@ -796,12 +796,15 @@ async fn one_instance_serves_all_chunks_of_a_response_so_concurrent_streams_keep
     let chunks: u64 = stats
         .custom_labeled()
         .into_iter()
-        .filter(|((name, labels), _)| name == "chunks" && labels.starts_with(",tag=\"t"))
+        .filter(|((name, labels), _)| {
+            name == "chunks" && labels[0].0 == "tag" && labels[0].1.starts_with('t')
+        })
         .map(|(_, v)| v)
         .sum();
     assert_eq!(chunks, 18, "a labeled counter per stream tag: 6 streams × 3 chunks");
-    let mut out = String::new();
+    let mut out = sluice::observability::prom::Exposition::new();
     sluice::plugins::stats::write_prometheus(&mut out);
+    let out = out.finish();
     assert!(
         out.contains("sluice_plugin_custom_total{plugin=\"streamer\",name=\"chunks\",tag=\"t0\"} 3"),
         "{out}"
@@ -827,10 +830,9 @@ async fn a_stream_the_client_abandons_still_gets_its_last_chunk_call() {
 
     let stats = sluice::plugins::stats::stats_for("streamer");
     let counted = || {
-        stats
-            .custom_labeled()
-            .into_iter()
-            .any(|((name, labels), v)| name == "chunks" && labels == ",tag=\"gone\"" && (1..3).contains(&v))
+        stats.custom_labeled().into_iter().any(|((name, labels), v)| {
+            name == "chunks" && labels == [("tag".into(), "gone".into())] && (1..3).contains(&v)
+        })
     };
     assert!(
         eventually(Duration::from_secs(10), counted).await,

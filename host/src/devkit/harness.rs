@@ -275,6 +275,7 @@ pub async fn run_from(
     let options = LoadOptions {
         clock: PluginClock::Fixed { now_ms: fixture.now_ms.unwrap_or(DEFAULT_NOW_MS) },
         kv: Some(Arc::new(InProcessKv::default())),
+        ..LoadOptions::default()
     };
     let gw = Gateway::builder()
         .config_yaml(&yaml)

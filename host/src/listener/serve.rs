@@ -19,6 +19,7 @@ use tracing::{debug, warn};
 use super::ListenerSpec;
 use super::canned::CannedErrors;
 use crate::config::Name;
+use crate::observability::metrics::{OpenConnection, Protocol};
 use crate::snapshot::SnapshotCell;
 
 /// What the proxy knows about the connection a request arrived on.
@@ -96,6 +97,12 @@ async fn serve_connection(
 ) {
     let _ = stream.set_nodelay(true);
     let local = stream.local_addr().unwrap_or(spec.address);
+    let known = match (&spec.tls, spec.http1, spec.http2) {
+        (None, true, false) => Protocol::Http1,
+        (None, false, true) => Protocol::Http2,
+        _ => Protocol::Pending,
+    };
+    let open = Arc::new(spec.metrics.accepted(known));
     match &spec.tls {
         Some(tls) => {
             let acceptor = tokio_rustls::TlsAcceptor::from(Arc::clone(tls));
@@ -118,7 +125,12 @@ async fn serve_connection(
             // (a client that negotiated no protocol gets HTTP/2, not a version the
             // listener does not list).
             let mode = if h2 || !spec.http1 { Mode::Http2 } else { Mode::Http1 };
-            serve_http(canned(TokioIo::new(tls_stream), &spec), info, mode, cell, shutdown).await;
+            open.identified(if matches!(mode, Mode::Http2) {
+                http::Version::HTTP_2
+            } else {
+                http::Version::HTTP_11
+            });
+            serve_http(canned(TokioIo::new(tls_stream), &spec), info, mode, cell, open, shutdown).await;
         }
         None => {
             let mode = match (spec.http1, spec.http2) {
@@ -127,7 +139,7 @@ async fn serve_connection(
                 _ => Mode::Http1,
             };
             let info = Arc::new(ConnInfo { listener: Arc::clone(&spec), peer, local, tls: false });
-            serve_http(canned(TokioIo::new(stream), &spec), info, mode, cell, shutdown).await;
+            serve_http(canned(TokioIo::new(stream), &spec), info, mode, cell, open, shutdown).await;
         }
     }
 }
@@ -192,6 +204,7 @@ async fn serve_http<I>(
     info: Arc<ConnInfo>,
     mode: Mode,
     cell: Arc<SnapshotCell>,
+    open: Arc<OpenConnection>,
     mut shutdown: watch::Receiver<bool>,
 ) where
     I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
@@ -206,6 +219,8 @@ async fn serve_http<I>(
     let svc = {
         let activity = Arc::clone(&activity);
         service_fn(move |req: hyper::Request<Incoming>| {
+            // A listener speaking both protocols learns which from the first request.
+            open.identified(req.version());
             let snapshot = cell.load_full();
             let info = Arc::clone(&info);
             let in_flight = InFlight::start(&activity);

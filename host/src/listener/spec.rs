@@ -37,6 +37,8 @@ pub struct ListenerSpec {
     pub paths: PathsConfig,
     /// What to do with underscored header names.
     pub underscore_headers: UnderscoreHeaders,
+    /// Connection and in-flight request counts (process-wide by listener name).
+    pub metrics: Arc<crate::observability::metrics::ListenerMetrics>,
 }
 
 /// Limits with defaults applied.
@@ -75,6 +77,7 @@ impl ListenerSpec {
         index: usize,
         config: &ListenerConfig,
         loaded: &LoadedConfig,
+        metrics: &crate::observability::metrics::Registry,
     ) -> Result<ListenerSpec, Vec<Problem>> {
         let mut problems = Vec::new();
         let protocols =
@@ -133,6 +136,7 @@ impl ListenerSpec {
             request_id: RequestIdSpec { header, trust_incoming: config.request_id.trust_incoming },
             paths: config.paths.clone(),
             underscore_headers: config.underscore_headers,
+            metrics: metrics.listener(config.name.as_str()),
         })
     }
 }

@@ -1,5 +1,6 @@
-//! The access log: one event per request, emitted when the response body ends, so it
-//! carries the real byte count and total duration.
+//! The end of a request: when its response body ends (or is dropped), its route's
+//! metrics are counted and, when enabled, one access-log event is emitted, so both
+//! carry the real byte count and total duration.
 
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -11,9 +12,12 @@ use bytes::Bytes;
 use http::{HeaderValue, Method, StatusCode};
 use http_body::{Body as HttpBody, Frame, SizeHint};
 
-use crate::body::{Body, BoxError};
+use crate::body::{Body, BoxError, ClientBodyState};
+use crate::observability::metrics::Finished;
+use crate::snapshot::ListenerRoutes;
 
-/// What the access log line says about one request; filled in along the way.
+/// What the metrics and the access log line say about one request; filled in along
+/// the way.
 #[derive(Debug)]
 pub struct AccessRecord {
     /// When the request arrived.
@@ -47,6 +51,13 @@ pub struct AccessRecord {
     pub status: StatusCode,
     /// Time until the response head was ready.
     pub head_micros: u64,
+    /// What the listener serves in this snapshot (holds the route metrics); `None`
+    /// when the listener left the config while the connection stayed.
+    pub served: Option<Arc<ListenerRoutes>>,
+    /// The request body's progress and byte count, when it has a body.
+    pub body: Option<Arc<ClientBodyState>>,
+    /// How long the upstream took to answer with a response head.
+    pub upstream_took: Option<std::time::Duration>,
 }
 
 impl AccessRecord {
@@ -55,8 +66,28 @@ impl AccessRecord {
         self.route.and_then(|i| self.snapshot.routes.get(i)).map_or("-", |r| r.name.as_str())
     }
 
-    fn emit(&self, bytes_out: u64, completed: bool) {
-        let duration_us = self.started.elapsed().as_micros() as u64;
+    /// Counts the request in its route's metrics and writes its access-log line (when
+    /// the access log is on).
+    fn finish(&self, bytes_out: u64, completed: bool) {
+        let duration = self.started.elapsed();
+        self.listener.metrics.request_ended();
+        if let Some(served) = &self.served {
+            let m = served.metrics(self.route);
+            m.finish(Finished {
+                method: &self.method,
+                status: self.status.as_u16(),
+                duration,
+                request_bytes: self.body.as_ref().map_or(0, |b| b.received()),
+                response_bytes: bytes_out,
+            });
+            if let Some(took) = self.upstream_took {
+                m.upstream_answered(took);
+            }
+        }
+        if !self.snapshot.config.config.server.access_log.enabled {
+            return;
+        }
+        let duration_us = duration.as_micros() as u64;
         tracing::info!(
             target: "sluice::access",
             request_id = self.request_id.to_str().unwrap_or_default(),
@@ -80,33 +111,34 @@ impl AccessRecord {
 }
 
 pin_project_lite::pin_project! {
-    /// A response body that writes the access log line when it ends or is dropped.
-    pub struct Logged {
+    /// A response body that finishes its request's record (metrics, access log) when
+    /// it ends or is dropped.
+    pub struct Recorded {
         #[pin]
         inner: Body,
         record: Option<Box<AccessRecord>>,
         bytes: u64,
     }
 
-    impl PinnedDrop for Logged {
+    impl PinnedDrop for Recorded {
         fn drop(this: Pin<&mut Self>) {
             let this = this.project();
             if let Some(record) = this.record.take() {
                 let completed = this.inner.is_end_stream();
-                record.emit(*this.bytes, completed);
+                record.finish(*this.bytes, completed);
             }
         }
     }
 }
 
-impl Logged {
-    /// Wraps `inner`; the record is emitted once.
+impl Recorded {
+    /// Wraps `inner`; the record is finished once.
     pub fn new(inner: Body, record: AccessRecord) -> Self {
         Self { inner, record: Some(Box::new(record)), bytes: 0 }
     }
 }
 
-impl HttpBody for Logged {
+impl HttpBody for Recorded {
     type Data = Bytes;
     type Error = BoxError;
 
@@ -124,7 +156,7 @@ impl HttpBody for Logged {
             }
             Poll::Ready(None) => {
                 if let Some(record) = this.record.take() {
-                    record.emit(*this.bytes, true);
+                    record.finish(*this.bytes, true);
                 }
             }
             _ => {}

@@ -11,7 +11,6 @@
 //! `127.0.0.1:9901`) or a private interface.
 
 use std::convert::Infallible;
-use std::fmt::Write as _;
 use std::time::UNIX_EPOCH;
 
 use http::{Method, Request, Response, StatusCode, header};
@@ -22,6 +21,8 @@ use serde_json::json;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
+use super::metrics;
+use super::prom::Exposition;
 use crate::Gateway;
 use crate::body::{Body, full};
 use crate::upstream::CircuitState;
@@ -141,51 +142,52 @@ pub fn status(gw: &Gateway) -> serde_json::Value {
 pub fn metrics(gw: &Gateway) -> String {
     let snap = gw.snapshot();
     let reload = gw.reload_status();
-    let mut out = String::with_capacity(2048);
-    let mut metric = |name: &str, kind: &str, help: &str, samples: &[(String, f64)]| {
-        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+    let mut out = Exposition::new();
+    let mut metric = |name: &str, kind: &str, help: &str, samples: &[(Vec<(&str, &str)>, f64)]| {
+        out.family(name, kind, help);
         for (labels, v) in samples {
-            let _ = writeln!(out, "{name}{labels} {v}");
+            out.sample(name, labels, *v);
         }
     };
     metric(
         "sluice_config_generation",
         "gauge",
         "Generation of the config snapshot serving now.",
-        &[(String::new(), snap.generation as f64)],
+        &[(vec![], snap.generation as f64)],
     );
     metric(
         "sluice_reloads_total",
         "counter",
         "Successful reloads.",
-        &[(String::new(), reload.reloads_total as f64)],
+        &[(vec![], reload.reloads_total as f64)],
     );
     metric(
         "sluice_reload_failures_total",
         "counter",
         "Reloads rejected; the previous config kept serving.",
-        &[(String::new(), reload.failures_total as f64)],
+        &[(vec![], reload.failures_total as f64)],
     );
     metric(
         "sluice_reload_last_failed",
         "gauge",
         "1 when the most recent reload attempt failed.",
-        &[(String::new(), if reload.last_error.is_some() { 1.0 } else { 0.0 })],
+        &[(vec![], if reload.last_error.is_some() { 1.0 } else { 0.0 })],
     );
     metric(
         "sluice_snapshots_live",
         "gauge",
         "Config snapshots alive (current plus those still held by in-flight requests).",
-        &[(String::new(), crate::snapshot::live_snapshots() as f64)],
+        &[(vec![], crate::snapshot::live_snapshots() as f64)],
     );
     let mut healthy = Vec::new();
     let mut in_flight = Vec::new();
     let mut open = Vec::new();
     let mut names: Vec<_> = snap.upstreams.keys().collect();
     names.sort();
-    for name in names {
-        for t in snap.upstreams[name].targets_status() {
-            let labels = format!("{{upstream=\"{name}\",target=\"{}\"}}", t.address);
+    let statuses: Vec<_> = names.iter().map(|n| (n.as_str(), snap.upstreams[*n].targets_status())).collect();
+    for (name, targets) in &statuses {
+        for t in targets {
+            let labels = vec![("upstream", *name), ("target", &*t.address)];
             healthy.push((labels.clone(), if t.healthy && !t.ejected { 1.0 } else { 0.0 }));
             in_flight.push((labels.clone(), t.in_flight as f64));
             open.push((labels, if t.circuit == CircuitState::Closed { 0.0 } else { 1.0 }));
@@ -205,12 +207,15 @@ pub fn metrics(gw: &Gateway) -> String {
         &open,
     );
     let (mut instances, mut bound) = (Vec::new(), Vec::new());
-    for pool in snap.plugin_pools() {
-        let labels = format!("plugin=\"{}\",route=\"{}\",entry=\"{}\"", pool.plugin(), pool.route, pool.at);
+    let pools = snap.plugin_pools();
+    for pool in &pools {
+        let labels: Vec<(&str, &str)> =
+            vec![("plugin", pool.plugin().as_ref()), ("route", &pool.route), ("entry", &pool.at)];
         let (live, idle) = (pool.live(), pool.idle());
-        instances.push((format!("{{{labels},state=\"idle\"}}"), idle as f64));
-        instances.push((format!("{{{labels},state=\"busy\"}}"), live.saturating_sub(idle) as f64));
-        bound.push((format!("{{{labels}}}"), pool.limits.max_instances as f64));
+        let with = |state| labels.iter().copied().chain([("state", state)]).collect::<Vec<_>>();
+        instances.push((with("idle"), idle as f64));
+        instances.push((with("busy"), live.saturating_sub(idle) as f64));
+        bound.push((labels, pool.limits.max_instances as f64));
     }
     metric(
         "sluice_plugin_instances",
@@ -226,9 +231,8 @@ pub fn metrics(gw: &Gateway) -> String {
             ("memories", m.memories() as f64, POOL_MEMORIES),
             ("stacks", m.stacks() as f64, POOL_STACKS),
         ];
-        let used: Vec<_> = kinds.iter().map(|(k, n, _)| (format!("{{kind=\"{k}\"}}"), *n)).collect();
-        let total: Vec<_> =
-            kinds.iter().map(|(k, _, t)| (format!("{{kind=\"{k}\"}}"), f64::from(*t))).collect();
+        let used: Vec<_> = kinds.iter().map(|(k, n, _)| (vec![("kind", *k)], *n)).collect();
+        let total: Vec<_> = kinds.iter().map(|(k, _, t)| (vec![("kind", *k)], f64::from(*t))).collect();
         metric(
             "sluice_plugin_engine_slots_in_use",
             "gauge",
@@ -237,6 +241,34 @@ pub fn metrics(gw: &Gateway) -> String {
         );
         metric("sluice_plugin_engine_slots", "gauge", "Slots of the process-wide plugin engine.", &total);
     }
+    requests(&snap, &mut out);
     crate::plugins::stats::write_prometheus(&mut out);
-    out
+    out.finish()
+}
+
+/// The request, connection and upstream families of the snapshot serving now.
+fn requests(snap: &crate::snapshot::Snapshot, out: &mut Exposition) {
+    let mut routes = Vec::new();
+    let mut listeners: Vec<_> = snap.listeners.iter().map(|l| (l.name.as_str(), &*l.metrics)).collect();
+    listeners.sort_by_key(|(n, _)| *n);
+    for (listener, _) in &listeners {
+        let Some(served) = snap.routers.get(*listener) else { continue };
+        for (route, metrics) in served.all_metrics(&snap.routes) {
+            routes.push(metrics::RouteSeries { listener, route, metrics });
+        }
+    }
+    let mut names: Vec<_> = snap.upstreams.keys().collect();
+    names.sort();
+    let upstreams: Vec<_> = names.iter().map(|n| (n.as_str(), snap.upstreams[*n].metrics())).collect();
+    let targets: Vec<_> = names
+        .iter()
+        .flat_map(|n| {
+            snap.upstreams[*n].target_metrics().map(|(target, metrics)| metrics::TargetSeries {
+                upstream: n.as_str(),
+                target,
+                metrics,
+            })
+        })
+        .collect();
+    metrics::write(out, &routes, &listeners, &upstreams, &targets);
 }

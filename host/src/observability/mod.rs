@@ -6,6 +6,8 @@
 
 pub mod access;
 pub mod admin;
+pub mod metrics;
+pub mod prom;
 
 use tracing_subscriber::EnvFilter;
 

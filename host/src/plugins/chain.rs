@@ -263,7 +263,10 @@ impl Chain {
             ));
             match step {
                 Ok(Step::Continue) => {}
-                Ok(Step::Respond(resp)) => return Ok(Some((resp, i))),
+                Ok(Step::Respond(resp)) => {
+                    entry.pool.env().stats.record_answer(resp.status());
+                    return Ok(Some((resp, i)));
+                }
                 Err(e) if entry.on_error == OnErrorConfig::FailOpen && e.kind.is_fault() => {}
                 Err(e) => return Err((e, i)),
             }

@@ -41,6 +41,9 @@ pub struct LoadOptions {
     pub clock: PluginClock,
     /// The kv store to use instead of `plugins.kv`'s.
     pub kv: Option<Arc<dyn KvStore>>,
+    /// Where the snapshot takes its request, connection and upstream metric handles
+    /// (the gateway's, so counters run on across reloads).
+    pub metrics: Arc<crate::observability::metrics::Registry>,
 }
 
 impl std::fmt::Debug for LoadOptions {

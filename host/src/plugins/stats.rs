@@ -9,39 +9,26 @@ use std::time::Duration;
 
 use super::error::{Phase, PluginErrorKind};
 use super::pool::Made;
+use crate::observability::metrics::{Histogram, KeyedCounts};
+use crate::observability::prom::Exposition;
 
-/// Upper bounds (µs) of the latency histogram's buckets; one more bucket holds the rest.
-pub const LATENCY_BUCKETS_US: [u64; 14] =
-    [1, 2, 5, 10, 20, 50, 100, 200, 500, 1_000, 5_000, 10_000, 50_000, 100_000];
-
-/// An atomic histogram over fixed buckets.
-#[derive(Debug, Default)]
-pub struct Histogram {
-    buckets: [AtomicU64; LATENCY_BUCKETS_US.len() + 1],
-    count: AtomicU64,
-    sum_us: AtomicU64,
-}
-
-impl Histogram {
-    /// Records one duration.
-    pub fn record(&self, d: Duration) {
-        let us = d.as_micros() as u64;
-        let i = LATENCY_BUCKETS_US.iter().position(|b| us <= *b).unwrap_or(LATENCY_BUCKETS_US.len());
-        self.buckets[i].fetch_add(1, Relaxed);
-        self.count.fetch_add(1, Relaxed);
-        self.sum_us.fetch_add(us, Relaxed);
-    }
-
-    /// Observations so far.
-    pub fn count(&self) -> u64 {
-        self.count.load(Relaxed)
-    }
-
-    /// Counts per bucket (not cumulative), the last one unbounded.
-    pub fn buckets(&self) -> Vec<u64> {
-        self.buckets.iter().map(|b| b.load(Relaxed)).collect()
-    }
-}
+/// Upper bounds (ns) of the call latency histogram's buckets: 1 µs to 100 ms.
+pub static LATENCY_BOUNDS_NS: [u64; 14] = [
+    1_000,
+    2_000,
+    5_000,
+    10_000,
+    20_000,
+    50_000,
+    100_000,
+    200_000,
+    500_000,
+    1_000_000,
+    5_000_000,
+    10_000_000,
+    50_000_000,
+    100_000_000,
+];
 
 /// A plugin-defined histogram: count and sum.
 #[derive(Debug, Default, Clone, Copy, PartialEq)]
@@ -53,15 +40,17 @@ pub struct CustomHistogram {
 }
 
 /// The metrics of one plugin.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct PluginStats {
     calls: [AtomicU64; Phase::COUNT],
     errors: [AtomicU64; PluginErrorKind::LABELS.len()],
     /// Call latency (every phase).
-    pub latency: Histogram,
+    pub latency: Histogram<14>,
+    /// Requests the plugin answered itself, by status code.
+    answers: KeyedCounts,
     counters: Mutex<HashMap<String, u64>>,
-    /// Labeled counter series: (name, rendered labels `k="v",…`) → value.
-    labeled: Mutex<HashMap<(String, String), u64>>,
+    /// Labeled counter series: (name, labels) → value.
+    labeled: Mutex<HashMap<(String, Labels), u64>>,
     /// New labeled series refused because the plugin had [`MAX_LABELED_SERIES`].
     dropped_series: AtomicU64,
     histograms: Mutex<HashMap<String, CustomHistogram>>,
@@ -72,6 +61,27 @@ pub struct PluginStats {
     /// Checkouts that found every instance in use and waited.
     checkout_waits: AtomicU64,
 }
+
+impl Default for PluginStats {
+    fn default() -> Self {
+        Self {
+            calls: Default::default(),
+            errors: Default::default(),
+            latency: Histogram::new(&LATENCY_BOUNDS_NS),
+            answers: KeyedCounts::default(),
+            counters: Mutex::default(),
+            labeled: Mutex::default(),
+            dropped_series: AtomicU64::default(),
+            histograms: Mutex::default(),
+            async_calls: AtomicU64::default(),
+            made: Default::default(),
+            checkout_waits: AtomicU64::default(),
+        }
+    }
+}
+
+/// A plugin-defined series' labels, as the plugin gave them.
+pub type Labels = Vec<(String, String)>;
 
 /// Most labeled counter series one plugin may create (a cardinality guard).
 pub const MAX_LABELED_SERIES: usize = 1000;
@@ -85,25 +95,22 @@ fn valid_label(name: &str) -> bool {
         && name != "name"
 }
 
-/// `k="v",…` with Prometheus escaping, or `None` when a label name is invalid.
-fn render_labels(labels: &[(String, String)]) -> Option<String> {
-    use std::fmt::Write;
-    let mut out = String::new();
-    for (k, v) in labels {
-        if !valid_label(k) {
-            return None;
-        }
-        let v = v.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n");
-        let _ = write!(out, ",{k}=\"{v}\"");
-    }
-    Some(out)
-}
-
 impl PluginStats {
     /// Counts a call of `phase` that took `took`.
     pub fn record_call(&self, phase: Phase, took: Duration) {
         self.calls[phase as usize].fetch_add(1, Relaxed);
         self.latency.record(took);
+    }
+
+    /// Counts a request the plugin answered itself (a rate limit's 429, an auth's
+    /// 401, a static answer).
+    pub fn record_answer(&self, status: http::StatusCode) {
+        self.answers.add(status.as_u16());
+    }
+
+    /// Requests answered so far, by status code.
+    pub fn answers(&self) -> Vec<(u16, u64)> {
+        self.answers.read().0
     }
 
     /// Counts a phase call made on the asynchronous path.
@@ -171,9 +178,11 @@ impl PluginStats {
     /// Adds to one labeled series of a plugin-defined counter. Invalid label names
     /// are ignored; past [`MAX_LABELED_SERIES`] new series are dropped and counted.
     pub fn custom_counter_add_labeled(&self, name: &str, labels: &[(String, String)], value: u64) {
-        let Some(rendered) = render_labels(labels) else { return };
+        if !labels.iter().all(|(k, _)| valid_label(k)) {
+            return;
+        }
         let mut c = self.labeled.lock().unwrap_or_else(|p| p.into_inner());
-        let key = (name.to_owned(), rendered);
+        let key = (name.to_owned(), labels.to_vec());
         let full = c.len() >= MAX_LABELED_SERIES;
         match c.get_mut(&key) {
             Some(v) => *v = v.saturating_add(value),
@@ -186,8 +195,8 @@ impl PluginStats {
         }
     }
 
-    /// The labeled counter series: ((name, rendered labels), value).
-    pub fn custom_labeled(&self) -> Vec<((String, String), u64)> {
+    /// The labeled counter series: ((name, labels), value).
+    pub fn custom_labeled(&self) -> Vec<((String, Labels), u64)> {
         let c = self.labeled.lock().unwrap_or_else(|p| p.into_inner());
         let mut v: Vec<_> = c.iter().map(|(k, v)| (k.clone(), *v)).collect();
         v.sort();
@@ -227,21 +236,23 @@ pub fn all_stats() -> Vec<(String, Arc<PluginStats>)> {
     v
 }
 
-/// Appends every plugin's metrics in Prometheus text format: calls by phase, errors
-/// by kind, call latency, and the plugin-defined counters and histograms.
-pub fn write_prometheus(out: &mut String) {
-    use std::fmt::Write;
+/// Writes every plugin's metrics: calls by phase, errors by kind, call latency,
+/// requests answered, and the plugin-defined counters.
+pub fn write_prometheus(out: &mut Exposition) {
     let all = all_stats();
     if all.is_empty() {
         return;
     }
     let phases = [Phase::Configure, Phase::Request, Phase::Response, Phase::ResponseChunk];
-    let _ = writeln!(out, "# HELP sluice_plugin_calls_total Plugin calls by phase.");
-    let _ = writeln!(out, "# TYPE sluice_plugin_calls_total counter");
+    out.family("sluice_plugin_calls_total", "counter", "Plugin calls by phase.");
     for (name, s) in &all {
         for p in phases {
-            let _ =
-                writeln!(out, "sluice_plugin_calls_total{{plugin=\"{name}\",phase=\"{p}\"}} {}", s.calls(p));
+            let phase = p.to_string();
+            out.sample(
+                "sluice_plugin_calls_total",
+                &[("plugin", name), ("phase", &phase)],
+                s.calls(p) as f64,
+            );
         }
     }
     per_plugin(
@@ -251,16 +262,18 @@ pub fn write_prometheus(out: &mut String) {
         "Plugin calls made on the asynchronous path (on a fiber: plugins that may wait).",
         PluginStats::async_calls,
     );
-    let _ = writeln!(
-        out,
-        "# HELP sluice_plugin_instances_made_total Plugin instances instantiated and configured, at load or on the request path (a call found none idle)."
+    out.family(
+        "sluice_plugin_instances_made_total",
+        "counter",
+        "Plugin instances instantiated and configured, at load or on the request path (a call found none idle).",
     );
-    let _ = writeln!(out, "# TYPE sluice_plugin_instances_made_total counter");
     for (name, s) in &all {
         for (at, label) in [(Made::Load, "load"), (Made::Request, "request")] {
-            let n = s.made(at);
-            let _ =
-                writeln!(out, "sluice_plugin_instances_made_total{{plugin=\"{name}\",at=\"{label}\"}} {n}");
+            out.sample(
+                "sluice_plugin_instances_made_total",
+                &[("plugin", name), ("at", label)],
+                s.made(at) as f64,
+            );
         }
     }
     per_plugin(
@@ -270,45 +283,38 @@ pub fn write_prometheus(out: &mut String) {
         "Calls that found every instance of their entry in use (limits.max_instances) and waited for one.",
         PluginStats::checkout_waits,
     );
-    let _ = writeln!(out, "# HELP sluice_plugin_errors_total Plugin faults by kind.");
-    let _ = writeln!(out, "# TYPE sluice_plugin_errors_total counter");
+    out.family("sluice_plugin_errors_total", "counter", "Plugin faults by kind.");
     for (name, s) in &all {
         for (kind, n) in s.errors() {
-            let _ = writeln!(out, "sluice_plugin_errors_total{{plugin=\"{name}\",kind=\"{kind}\"}} {n}");
+            out.sample("sluice_plugin_errors_total", &[("plugin", name), ("kind", kind)], n as f64);
         }
     }
-    let _ = writeln!(out, "# HELP sluice_plugin_call_duration_seconds Time spent in plugin calls.");
-    let _ = writeln!(out, "# TYPE sluice_plugin_call_duration_seconds histogram");
+    out.family(
+        "sluice_plugin_responses_total",
+        "counter",
+        "Requests a plugin answered itself instead of passing them on (a rate limit's 429, an authentication's 401), by status code.",
+    );
     for (name, s) in &all {
-        let mut cumulative = 0;
-        for (i, n) in s.latency.buckets().into_iter().enumerate() {
-            cumulative += n;
-            let le =
-                LATENCY_BUCKETS_US.get(i).map_or("+Inf".to_owned(), |us| format!("{}", *us as f64 / 1e6));
-            let _ = writeln!(
-                out,
-                "sluice_plugin_call_duration_seconds_bucket{{plugin=\"{name}\",le=\"{le}\"}} {cumulative}"
-            );
+        for (code, n) in s.answers() {
+            let code = code.to_string();
+            out.sample("sluice_plugin_responses_total", &[("plugin", name), ("code", &code)], n as f64);
         }
-        let sum = s.latency.sum_us.load(Relaxed) as f64 / 1e6;
-        let _ = writeln!(out, "sluice_plugin_call_duration_seconds_sum{{plugin=\"{name}\"}} {sum}");
-        let _ = writeln!(
-            out,
-            "sluice_plugin_call_duration_seconds_count{{plugin=\"{name}\"}} {}",
-            s.latency.count()
-        );
     }
-    let _ = writeln!(out, "# HELP sluice_plugin_custom_total Counters defined by plugins.");
-    let _ = writeln!(out, "# TYPE sluice_plugin_custom_total counter");
+    out.family("sluice_plugin_call_duration_seconds", "histogram", "Time spent in plugin calls.");
+    for (name, s) in &all {
+        out.histogram("sluice_plugin_call_duration_seconds", &[("plugin", name)], &s.latency.read());
+    }
+    out.family("sluice_plugin_custom_total", "counter", "Counters defined by plugins.");
     for (name, s) in &all {
         let mut counters: Vec<_> = s.custom_counters().into_iter().collect();
         counters.sort();
         for (metric, v) in counters {
-            let _ = writeln!(out, "sluice_plugin_custom_total{{plugin=\"{name}\",name={metric:?}}} {v}");
+            out.sample("sluice_plugin_custom_total", &[("plugin", name), ("name", &metric)], v as f64);
         }
         for ((metric, labels), v) in s.custom_labeled() {
-            let _ =
-                writeln!(out, "sluice_plugin_custom_total{{plugin=\"{name}\",name={metric:?}{labels}}} {v}");
+            let mut all = vec![("plugin", name.as_str()), ("name", metric.as_str())];
+            all.extend(labels.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+            out.sample("sluice_plugin_custom_total", &all, v as f64);
         }
     }
     per_plugin(
@@ -322,16 +328,15 @@ pub fn write_prometheus(out: &mut String) {
 
 /// One counter with one series per plugin: `metric{plugin="…"} value`.
 fn per_plugin(
-    out: &mut String,
+    out: &mut Exposition,
     all: &[(String, Arc<PluginStats>)],
     metric: &str,
     help: &str,
     value: impl Fn(&PluginStats) -> u64,
 ) {
-    use std::fmt::Write;
-    let _ = writeln!(out, "# HELP {metric} {help}\n# TYPE {metric} counter");
+    out.family(metric, "counter", help);
     for (name, s) in all {
-        let _ = writeln!(out, "{metric}{{plugin=\"{name}\"}} {}", value(s));
+        out.sample(metric, &[("plugin", name)], value(s) as f64);
     }
 }
 

@@ -105,6 +105,9 @@ where
                     }
                     *this.remaining -= n;
                     *this.received += n;
+                    if let Some(s) = this.state {
+                        s.add_received(n);
+                    }
                 }
                 if rate_deadline(*this.received, *this.min_rate, *this.gap).is_some_and(|d| *this.waited > d)
                 {

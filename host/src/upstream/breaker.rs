@@ -95,12 +95,13 @@ impl Breaker {
         }
     }
 
-    /// Reports a failed exchange.
-    pub fn on_failure(&self, admission: Admission, now_ms: u64) {
-        let Some(s) = self.settings else { return };
+    /// Reports a failed exchange; `true` when it opened the circuit (the threshold
+    /// was reached, or the half-open probe failed).
+    pub fn on_failure(&self, admission: Admission, now_ms: u64) -> bool {
+        let Some(s) = self.settings else { return false };
         if admission == Admission::Probe {
             self.open(now_ms);
-            return;
+            return true;
         }
         let n = self.failures.fetch_add(1, Ordering::AcqRel) + 1;
         if n >= s.failures
@@ -108,7 +109,9 @@ impl Breaker {
         {
             self.opened_at.store(now_ms, Ordering::Release);
             self.failures.store(0, Ordering::Relaxed);
+            return true;
         }
+        false
     }
 
     /// The probe was abandoned without an outcome (the client went away): let the

@@ -56,6 +56,7 @@ use self::settings::Settings;
 use crate::body::{self, Body};
 use crate::config::{DEFAULT_WEIGHT, Name, Problem, UpstreamConfig};
 use crate::error::ProxyError;
+use crate::observability::metrics::{Attempt, Registry, Retry, TargetMetrics, UpstreamMetrics};
 
 /// The target that answered, inserted into every response's extensions.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -93,6 +94,7 @@ pub(crate) struct Shared {
     settings: Settings,
     budget: RetryBudget,
     epoch: Instant,
+    metrics: Arc<UpstreamMetrics>,
 }
 
 /// One target of the pool with its connections and health.
@@ -104,12 +106,19 @@ pub(crate) struct Target {
     passive: Passive,
     active: Active,
     breaker: Breaker,
+    metrics: Arc<TargetMetrics>,
 }
 
 impl Upstream {
     /// Builds the pool. Problems are reported at `upstreams.<name>…`; relative file
     /// paths (CA bundles) are resolved against `base_dir`.
-    pub fn build(name: &Name, config: &UpstreamConfig, base_dir: &Path) -> Result<Upstream, Vec<Problem>> {
+    /// Counters come from `metrics`, by name.
+    pub fn build(
+        name: &Name,
+        config: &UpstreamConfig,
+        base_dir: &Path,
+        metrics: &Registry,
+    ) -> Result<Upstream, Vec<Problem>> {
         let settings = Settings::resolve(name, config, base_dir)?;
         let mut problems = Vec::new();
         let mut targets = Vec::with_capacity(config.targets.len());
@@ -134,12 +143,13 @@ impl Upstream {
                 Arc::clone(&settings.pool),
             );
             targets.push(Target {
-                address,
+                address: Arc::clone(&address),
                 pool: Arc::new(pool),
                 in_flight: Arc::new(AtomicUsize::new(0)),
                 passive: Passive::new(settings.passive),
                 active: Active::new(),
                 breaker: Breaker::new(settings.breaker),
+                metrics: metrics.target(name.as_str(), &address),
             });
         }
         if !problems.is_empty() {
@@ -154,6 +164,7 @@ impl Upstream {
             budget: RetryBudget::new(settings.retry.budget_percent, settings.retry.min_per_second),
             settings,
             epoch: Instant::now(),
+            metrics: metrics.upstream(name.as_str()),
         };
         Ok(Upstream { shared: Arc::new(shared), tasks: Mutex::new(Vec::new()) })
     }
@@ -172,6 +183,16 @@ impl Upstream {
         if tasks.is_empty() {
             tasks.extend(health::spawn_probes(&self.shared, active));
         }
+    }
+
+    /// The pool's retry counters.
+    pub fn metrics(&self) -> &UpstreamMetrics {
+        &self.shared.metrics
+    }
+
+    /// Each target's address and attempt and circuit counters.
+    pub fn target_metrics(&self) -> impl Iterator<Item = (&str, &TargetMetrics)> {
+        self.shared.targets.iter().map(|t| (&*t.address, &*t.metrics))
     }
 
     /// Every target's current state.
@@ -217,6 +238,7 @@ impl Upstream {
 
             match target.pool.send(request).await {
                 Ok(resp) => {
+                    target.metrics.attempt(Attempt::Response);
                     let status = resp.status();
                     outcome.report(!status.is_server_error());
                     let resp = resp.map(|inner| body::boxed(Tracked { inner, in_flight: Some(in_flight) }));
@@ -230,6 +252,7 @@ impl Upstream {
                             && s.budget.try_withdraw()
                         {
                             debug!(upstream = %s.name, target = %target.address, status = status.as_u16(), ?wait, "retrying on status");
+                            s.metrics.retry(Retry::Status);
                             last = Some(Ok(resp));
                             if let Some(wait) = wait.filter(|w| !w.is_zero()) {
                                 tokio::time::sleep(wait).await;
@@ -247,10 +270,12 @@ impl Upstream {
                         outcome.abandon();
                         return Err(error);
                     }
+                    target.metrics.attempt(Attempt::of(&error));
                     outcome.report(false);
                     debug!(upstream = %s.name, target = %target.address, %error, attempt, "upstream attempt failed");
                     let safe = request.is_some() || replay.is_some();
                     if may_retry && safe && s.budget.try_withdraw() {
+                        s.metrics.retry(Retry::Error);
                         req = request;
                         last = Some(Err(error));
                         continue;
@@ -402,7 +427,9 @@ impl Outcome<'_> {
             if target.passive.on_failure(now) {
                 debug!(upstream = %self.shared.name, target = %target.address, "target ejected");
             }
-            target.breaker.on_failure(self.admission, now);
+            if target.breaker.on_failure(self.admission, now) {
+                target.metrics.circuit_opened();
+            }
         }
     }
 

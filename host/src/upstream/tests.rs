@@ -20,6 +20,7 @@ use tokio::sync::Notify;
 
 use super::*;
 use crate::config::UpstreamConfig;
+use crate::observability::metrics::Registry;
 
 // ---------- harness ----------
 
@@ -131,7 +132,7 @@ fn upstream(yaml: &str) -> Arc<Upstream> {
 
 fn upstream_in(yaml: &str, dir: &Path) -> Arc<Upstream> {
     let cfg: UpstreamConfig = serde_saphyr::from_str(yaml).unwrap();
-    Arc::new(Upstream::build(&"test".parse().unwrap(), &cfg, dir).unwrap())
+    Arc::new(Upstream::build(&"test".parse().unwrap(), &cfg, dir, &Registry::default()).unwrap())
 }
 
 fn get(path: &str) -> Request<Body> {
@@ -405,7 +406,9 @@ fn a_bad_ca_file_is_a_problem_at_tls_ca() {
     let cfg: UpstreamConfig =
         serde_saphyr::from_str("{ targets: [{ address: '127.0.0.1:1' }], tls: { ca: does-not-exist.pem } }")
             .unwrap();
-    let problems = Upstream::build(&"api".parse().unwrap(), &cfg, Path::new("/nonexistent")).unwrap_err();
+    let problems =
+        Upstream::build(&"api".parse().unwrap(), &cfg, Path::new("/nonexistent"), &Registry::default())
+            .unwrap_err();
     assert_eq!(problems.len(), 1);
     assert_eq!(problems[0].path, "upstreams.api.tls.ca");
     assert!(problems[0].message.contains("cannot read ca file"), "{}", problems[0].message);
@@ -753,7 +756,7 @@ async fn no_targets_available_is_503() {
 #[test]
 fn version_is_normalised_per_protocol() {
     let cfg: UpstreamConfig = serde_saphyr::from_str("targets: [{ address: '10.0.0.1:80' }]").unwrap();
-    let up = Upstream::build(&"v".parse().unwrap(), &cfg, Path::new(".")).unwrap();
+    let up = Upstream::build(&"v".parse().unwrap(), &cfg, Path::new("."), &Registry::default()).unwrap();
     let mut req =
         Request::builder().version(Version::HTTP_2).uri("https://h.example/a?b").body(body::empty()).unwrap();
     up.shared.targets[0].pool.prepare(&mut req);
