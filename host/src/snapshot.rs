@@ -30,6 +30,9 @@ pub struct Snapshot {
     pub upstreams: HashMap<Name, Arc<Upstream>>,
     /// Listener settings, resolved (defaults applied, certificates loaded).
     pub listeners: Vec<Arc<ListenerSpec>>,
+    /// The bearer token admin requests must carry (`admin.token` or the contents of
+    /// `admin.token_file`), if one is configured.
+    pub admin_token: Option<Arc<str>>,
 }
 
 /// What one listener serves: the router over its routes, and each route's request
@@ -230,11 +233,34 @@ impl Snapshot {
             }
         }
 
+        let admin_token = match admin_token(&config) {
+            Ok(t) => t,
+            Err(p) => {
+                problems.push(p);
+                None
+            }
+        };
         if !problems.is_empty() {
             return Err(config.error(problems));
         }
         LIVE_SNAPSHOTS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        Ok(Snapshot { generation, config, routes, routers, upstreams, listeners })
+        Ok(Snapshot { generation, config, routes, routers, upstreams, listeners, admin_token })
+    }
+}
+
+/// `admin.token`, or the trimmed contents of `admin.token_file`.
+fn admin_token(config: &LoadedConfig) -> Result<Option<Arc<str>>, Problem> {
+    let Some(admin) = &config.config.admin else { return Ok(None) };
+    if let Some(t) = &admin.token {
+        return Ok(Some(t.trim().into()));
+    }
+    let Some(file) = &admin.token_file else { return Ok(None) };
+    let path = config.base_dir.join(file);
+    let text = std::fs::read_to_string(&path)
+        .map_err(|e| Problem::new("admin.token_file", format!("cannot read `{}`: {e}", path.display())))?;
+    match text.trim() {
+        "" => Err(Problem::new("admin.token_file", format!("`{}` is empty", path.display()))),
+        t => Ok(Some(t.into())),
     }
 }
 

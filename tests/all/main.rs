@@ -1,6 +1,7 @@
 //! End-to-end tests: real gateways, real upstreams, real sockets on 127.0.0.1:0.
 //! One binary, many modules (one link, fast CI).
 
+mod admin_token;
 mod builtin_ai;
 mod builtin_auth;
 mod builtin_cors;

@@ -114,13 +114,25 @@ pub struct ServerConfig {
 }
 
 /// The admin listener: `GET /-/status`, `GET /metrics`, `POST /-/reload`,
-/// `GET /-/health`. Bind it to loopback or a private interface only.
+/// `GET /-/health`. On loopback it may go without a token; bound anywhere else it
+/// needs one (`token` or `token_file`), and every request but `GET /-/health` must
+/// carry it as `Authorization: Bearer <token>`.
 #[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AdminConfig {
-    /// Address to bind. Default `127.0.0.1:9901`.
+    /// Address to bind. Default `127.0.0.1:9901`. An address that is not loopback
+    /// requires `token` or `token_file`.
     #[serde(default)]
     pub address: Option<ListenAddr>,
+    /// The bearer token admin requests must carry (compared in constant time). Prefer
+    /// `token_file` to keep it out of the config.
+    #[serde(default)]
+    pub token: Option<String>,
+    /// A file holding the bearer token (surrounding whitespace trimmed), relative to
+    /// the config's folder: a mounted secret. Re-read on every reload, so rotating it is
+    /// a reload.
+    #[serde(default)]
+    pub token_file: Option<String>,
 }
 
 /// Default address of the admin listener.

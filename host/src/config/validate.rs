@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use super::types::{ByteSize, ConfigDuration, Name};
 use super::{
-    CONFIG_VERSION, Config, HealthConfig, ListenerConfig, MatchConfig, Problem, RouteConfig,
+    AdminConfig, CONFIG_VERSION, Config, HealthConfig, ListenerConfig, MatchConfig, Problem, RouteConfig,
     RouteTargetConfig, UpstreamConfig,
 };
 
@@ -27,6 +27,9 @@ pub fn validate(config: &Config) -> Vec<Problem> {
         );
     }
     v.listeners(&config.listeners);
+    if let Some(admin) = &config.admin {
+        v.admin(admin);
+    }
     for (name, upstream) in &config.upstreams {
         v.upstream(&format!("upstreams.{name}"), upstream);
     }
@@ -74,6 +77,25 @@ impl Validator {
                     "invalid host `{host}`: use a host name like `api.example.com` or a wildcard like `*.example.com`"
                 ),
             );
+        }
+    }
+
+    fn admin(&mut self, admin: &AdminConfig) {
+        match (&admin.token, &admin.token_file) {
+            (Some(_), Some(_)) => self.push("admin.token", "give `token` or `token_file`, not both"),
+            (Some(t), None) if t.trim().is_empty() => self.push("admin.token", "must not be empty"),
+            (None, None) => {
+                if let Some(addr) = admin.address.filter(|a| !a.0.ip().is_loopback()) {
+                    self.push(
+                        "admin.address",
+                        format!(
+                            "the admin listener on `{}` is reachable beyond this machine: set `admin.token_file` (or `admin.token`) so its requests must carry a bearer token, or bind it to 127.0.0.1",
+                            addr.0
+                        ),
+                    );
+                }
+            }
+            _ => {}
         }
     }
 
