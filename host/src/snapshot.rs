@@ -11,6 +11,7 @@ use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 use crate::config::{LoadedConfig, Name, Problem, RouteTargetConfig};
 use crate::listener::ListenerSpec;
 use crate::observability::metrics::RouteMetrics;
+use crate::observability::trace::Tracer;
 use crate::plugins::LoadOptions;
 use crate::router::Router;
 use crate::upstream::Upstream;
@@ -33,6 +34,8 @@ pub struct Snapshot {
     /// The bearer token admin requests must carry (`admin.token` or the contents of
     /// `admin.token_file`), if one is configured.
     pub admin_token: Option<Arc<str>>,
+    /// The tracer, when `server.tracing` is set.
+    pub tracer: Option<Arc<Tracer>>,
 }
 
 /// What one listener serves: the router over its routes, and each route's request
@@ -243,8 +246,9 @@ impl Snapshot {
         if !problems.is_empty() {
             return Err(config.error(problems));
         }
+        let tracer = options.tracer.for_config(config.config.server.tracing.as_ref());
         LIVE_SNAPSHOTS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        Ok(Snapshot { generation, config, routes, routers, upstreams, listeners, admin_token })
+        Ok(Snapshot { generation, config, routes, routers, upstreams, listeners, admin_token, tracer })
     }
 }
 

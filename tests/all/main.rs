@@ -26,3 +26,4 @@ mod reload;
 mod resilience;
 mod routing;
 mod tls_h2;
+mod trace_context;

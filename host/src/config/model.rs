@@ -111,6 +111,33 @@ pub struct ServerConfig {
     /// Access log: one structured line per request.
     #[serde(default)]
     pub access_log: AccessLogConfig,
+    /// Distributed tracing: W3C trace context and spans exported over OTLP.
+    /// Absent: off (a client's `traceparent` passes to the upstream untouched).
+    #[serde(default)]
+    pub tracing: Option<TracingConfig>,
+}
+
+/// Distributed tracing. Each sampled request is a server span, with a child span
+/// per plugin call of its request and response phases; they are exported in batches
+/// over OTLP/HTTP (protobuf) off the request path. A client's `traceparent` is
+/// continued (same trace id, its sampling decision kept); the upstream gets a
+/// `traceparent` naming the gateway's span as its parent.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TracingConfig {
+    /// The OTLP/HTTP traces endpoint, e.g. `http://127.0.0.1:4318/v1/traces`
+    /// (`http://` only).
+    pub otlp_endpoint: String,
+    /// Share of new traces (requests without a `traceparent`) that are sampled, 0 to
+    /// 1. Default `1`. A client's `traceparent` decides for its own trace.
+    #[serde(default)]
+    pub sample_ratio: Option<f64>,
+    /// `service.name` of the exported spans. Default `sluice`.
+    #[serde(default)]
+    pub service_name: Option<String>,
+    /// Headers sent with each export (a collector's API key).
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
 }
 
 /// The admin listener: `GET /-/status`, `GET /metrics`, `POST /-/reload`,

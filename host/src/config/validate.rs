@@ -11,7 +11,7 @@ use std::time::Duration;
 use super::types::{ByteSize, ConfigDuration, Name};
 use super::{
     AdminConfig, CONFIG_VERSION, Config, HealthConfig, ListenerConfig, MatchConfig, Problem, RouteConfig,
-    RouteTargetConfig, UpstreamConfig,
+    RouteTargetConfig, TracingConfig, UpstreamConfig,
 };
 
 /// The smallest header buffer hyper accepts (`max_buf_size` panics below 8192).
@@ -29,6 +29,9 @@ pub fn validate(config: &Config) -> Vec<Problem> {
     v.listeners(&config.listeners);
     if let Some(admin) = &config.admin {
         v.admin(admin);
+    }
+    if let Some(t) = &config.server.tracing {
+        v.tracing(t);
     }
     for (name, upstream) in &config.upstreams {
         v.upstream(&format!("upstreams.{name}"), upstream);
@@ -77,6 +80,29 @@ impl Validator {
                     "invalid host `{host}`: use a host name like `api.example.com` or a wildcard like `*.example.com`"
                 ),
             );
+        }
+    }
+
+    fn tracing(&mut self, t: &TracingConfig) {
+        let p = "server.tracing";
+        match t.otlp_endpoint.parse::<http::Uri>() {
+            Ok(u) if u.scheme_str() == Some("http") && u.host().is_some() => {}
+            _ => self.push(
+                format!("{p}.otlp_endpoint"),
+                format!(
+                    "`{}` is not an http:// URL: give the collector's OTLP/HTTP traces endpoint, like `http://127.0.0.1:4318/v1/traces`",
+                    t.otlp_endpoint
+                ),
+            ),
+        }
+        if t.sample_ratio.is_some_and(|r| !(0.0..=1.0).contains(&r)) {
+            self.push(format!("{p}.sample_ratio"), "must be between 0 and 1");
+        }
+        for (k, v) in &t.headers {
+            self.header_name(&format!("{p}.headers.{k}"), k);
+            if http::HeaderValue::from_str(v).is_err() {
+                self.push(format!("{p}.headers.{k}"), "invalid header value");
+            }
         }
     }
 

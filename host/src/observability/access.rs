@@ -14,6 +14,7 @@ use http_body::{Body as HttpBody, Frame, SizeHint};
 
 use crate::body::{Body, BoxError, ClientBodyState};
 use crate::observability::metrics::Finished;
+use crate::observability::trace::{Ended, RequestTrace, trace_id_hex};
 use crate::snapshot::ListenerRoutes;
 
 /// What the metrics and the access log line say about one request; filled in along
@@ -58,6 +59,8 @@ pub struct AccessRecord {
     pub body: Option<Arc<ClientBodyState>>,
     /// How long the upstream took to answer with a response head.
     pub upstream_took: Option<std::time::Duration>,
+    /// The request's trace context, when tracing is on.
+    pub trace: Option<Arc<RequestTrace>>,
 }
 
 impl AccessRecord {
@@ -84,13 +87,29 @@ impl AccessRecord {
                 m.upstream_answered(took);
             }
         }
+        if let Some(t) = &self.trace {
+            t.end(&Ended {
+                method: self.method.as_str(),
+                path: &self.path,
+                listener: self.listener.name.as_str(),
+                route: self.route.and_then(|i| self.snapshot.routes.get(i)).map(|r| r.name.as_str()),
+                status: self.status.as_u16(),
+                consumer: self.consumer.as_deref(),
+                upstream: self.upstream.as_deref(),
+                error: self.error,
+                request_id: self.request_id.to_str().unwrap_or_default(),
+                client: self.peer.ip(),
+            });
+        }
         if !self.snapshot.config.config.server.access_log.enabled {
             return;
         }
         let duration_us = duration.as_micros() as u64;
+        let trace_id = self.trace.as_ref().map(|t| trace_id_hex(&t.trace_id));
         tracing::info!(
             target: "sluice::access",
             request_id = self.request_id.to_str().unwrap_or_default(),
+            trace_id = trace_id.as_deref().unwrap_or("-"),
             listener = self.listener.name.as_str(),
             client = %self.peer.ip(),
             method = self.method.as_str(),

@@ -303,4 +303,15 @@ fn requests(snap: &crate::snapshot::Snapshot, out: &mut Exposition) {
         })
         .collect();
     metrics::write(out, &routes, &listeners, &upstreams, &targets);
+    if let Some(tracer) = &snap.tracer {
+        let (exported, dropped, failed) = tracer.stats.read();
+        out.family(
+            "sluice_trace_spans_total",
+            "counter",
+            "Spans of sampled requests: exported, dropped because the export queue was full, or lost to a failed export.",
+        );
+        for (outcome, n) in [("exported", exported), ("dropped", dropped), ("failed", failed)] {
+            out.sample("sluice_trace_spans_total", &[("outcome", outcome)], n as f64);
+        }
+    }
 }

@@ -8,6 +8,7 @@ pub mod access;
 pub mod admin;
 pub mod metrics;
 pub mod prom;
+pub mod trace;
 
 use tracing_subscriber::EnvFilter;
 

@@ -51,6 +51,8 @@ pub struct PluginCtx {
     /// first body plugin when buffering failed): the plugins before it still run their
     /// response phase on the error answer ([`Chain::on_error_answer`]).
     pub failed_at: Option<usize>,
+    /// The request's trace, when it is sampled: each plugin call becomes a span.
+    pub trace: Option<Arc<crate::observability::trace::RequestTrace>>,
 }
 
 /// An upstream chosen by a plugin with `set-upstream`, left in the request's
@@ -255,12 +257,14 @@ impl Chain {
             }
             slot.entry = i;
             let span = tracing::debug_span!("plugin", plugin = %entry.pool.plugin(), route = %self.route, phase = "on-request", request_id = ctx.request_id.as_ref().and_then(|v| v.to_str().ok()));
+            let began = ctx.trace.as_ref().map(|_| Instant::now());
             let step = run_step!(self, entry, Phase::Request, span, |inst| self.request_step(
                 entry,
                 inst,
                 slot,
                 &ctx.annotations
             ));
+            self.traced(ctx, entry, "on-request", began, step.as_ref());
             match step {
                 Ok(Step::Continue) => {}
                 Ok(Step::Respond(resp)) => {
@@ -369,6 +373,7 @@ impl Chain {
             let entry = &self.entries[i];
             let span = tracing::debug_span!("plugin", plugin = %entry.pool.plugin(), route = %self.route, phase = "on-response", request_id = ctx.request_id.as_ref().and_then(|v| v.to_str().ok()));
             let pos = self.chunk_pos[i].filter(|_| !held.is_empty());
+            let began = ctx.trace.as_ref().map(|_| Instant::now());
             let step = run_step!(self, entry, Phase::Response, span, |inst| self.response_step(
                 entry,
                 inst,
@@ -376,6 +381,7 @@ impl Chain {
                 &ctx.annotations,
                 pos.is_some()
             ));
+            self.traced(ctx, entry, "on-response", began, step.as_ref().map(|(s, _)| s));
             let step = step.map(|(step, kept)| {
                 if let (Some(pos), Some(inst)) = (pos, kept) {
                     held[pos] = Held::Instance(inst);
@@ -403,6 +409,25 @@ impl Chain {
         }
         restore_response(resp, slot, ctx);
         Ok(())
+    }
+
+    /// Records a plugin call's span when the request is traced.
+    fn traced(
+        &self,
+        ctx: &PluginCtx,
+        entry: &ChainEntry,
+        phase: &str,
+        began: Option<Instant>,
+        step: Result<&Step, &PluginError>,
+    ) {
+        use crate::observability::trace::Decision;
+        let (Some(trace), Some(began)) = (&ctx.trace, began) else { return };
+        let decision = match step {
+            Ok(Step::Continue) => Decision::Continue,
+            Ok(Step::Respond(r)) => Decision::Respond(r.status().as_u16()),
+            Err(e) => Decision::Failed(e.code()),
+        };
+        trace.plugin_call(entry.pool.plugin(), &self.route, phase, began, decision);
     }
 
     /// An instance of `entry`: at once when one is idle (or can be made without

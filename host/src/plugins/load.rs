@@ -44,6 +44,8 @@ pub struct LoadOptions {
     /// Where the snapshot takes its request, connection and upstream metric handles
     /// (the gateway's, so counters run on across reloads).
     pub metrics: Arc<crate::observability::metrics::Registry>,
+    /// The gateway's tracer, kept across reloads that leave `server.tracing` alone.
+    pub tracer: Arc<crate::observability::trace::TracerSlot>,
 }
 
 impl std::fmt::Debug for LoadOptions {

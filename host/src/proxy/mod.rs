@@ -32,6 +32,7 @@ use crate::body::{self, Body, BodyProgress, ClientBodyState};
 use crate::error::{ErrorSource, ProxyError, error_response};
 use crate::listener::ConnInfo;
 use crate::observability::access::{AccessRecord, Recorded};
+use crate::observability::trace::{RequestTrace, TRACEPARENT};
 use crate::plugins::{PluginBody, PluginCtx, UpstreamOverride};
 use crate::snapshot::{ListenerRoutes, Route, Snapshot, StaticResponse, Target};
 use crate::upstream::{Upstream, UpstreamTarget};
@@ -55,6 +56,7 @@ pub async fn handle(req: Request<Incoming>, conn: Arc<ConnInfo>, snapshot: Arc<S
         route: None,
         upstream: None,
         upstream_took: None,
+        trace: snapshot.tracer.as_ref().map(|t| Arc::new(t.begin(req.headers()))),
         consumer: None,
         annotations: None,
         error: None,
@@ -116,7 +118,7 @@ async fn serve(
         served.router.find(host, req.method(), req.uri().path(), req.headers()).ok_or(ProxyError::NoRoute)?;
     let route = &snapshot.routes[found.route];
     record.route = Some(found.route);
-    let client_upgrade = prepare(&mut req, conn, route, id);
+    let client_upgrade = prepare(&mut req, conn, route, id, record.trace.as_deref());
 
     if route.chain.is_empty() {
         return dispatch(req, conn, snapshot, route, &found.params, client_upgrade, record)
@@ -127,6 +129,7 @@ async fn serve(
         request_id: Some(id.clone()),
         client_addr: Some(conn.peer),
         params: found.params,
+        trace: record.trace.clone().filter(|t| t.sampled),
         ..PluginCtx::default()
     };
     let mut req = req.map(body::boxed);
@@ -196,12 +199,13 @@ fn failed(e: ProxyError, id: &HeaderValue, record: &mut AccessRecord) -> Respons
 /// `OnUpgrade` is returned; any other loses `Upgrade`, RFC 9110 §7.8), hop-by-hop
 /// headers go, `Expect` goes (hyper answered any `100-continue` towards the client when
 /// the body was first read; the upstream must not wait for one), and the forwarding
-/// headers and the request id header are set.
+/// headers, the request id header and (with tracing on) `traceparent` are set.
 fn prepare<B>(
     req: &mut Request<B>,
     conn: &ConnInfo,
     route: &Route,
     id: &HeaderValue,
+    trace: Option<&RequestTrace>,
 ) -> Option<hyper::upgrade::OnUpgrade> {
     let upgrade = req.version() == http::Version::HTTP_11
         && headers::wants_upgrade(req.headers())
@@ -215,6 +219,9 @@ fn prepare<B>(
     let host = h.get(header::HOST).cloned();
     headers::add_forwarded(h, conn, host.as_ref().and_then(|v| v.to_str().ok()));
     h.insert(conn.listener.request_id.header.clone(), id.clone());
+    if let Some(t) = trace {
+        h.insert(TRACEPARENT.clone(), t.traceparent());
+    }
     client_upgrade
 }
 

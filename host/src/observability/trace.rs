@@ -1,0 +1,549 @@
+//! Distributed tracing: the W3C trace context in and out, and spans exported over
+//! OTLP/HTTP in batches, off the request path.
+//!
+//! With `server.tracing` set, every request gets a [`RequestTrace`]: the trace id of
+//! the client's `traceparent` (or a new one), a new span id for the gateway's span,
+//! and a sampling decision (the client's, or `sample_ratio` of new traces). The
+//! upstream gets a `traceparent` naming the gateway's span as its parent, sampled or
+//! not. A sampled request is exported as one server span and one child span per
+//! plugin call of its request and response phases, with the route, consumer,
+//! status and each plugin's decision.
+//!
+//! Spans go through a bounded queue to one exporter task that posts
+//! `ExportTraceServiceRequest` protobufs (the OpenTelemetry project's own
+//! `opentelemetry-proto` types) to the collector. A full queue drops spans and counts
+//! them; the request path never waits on the collector.
+//!
+//! Why not the OpenTelemetry SDK: its batch processor runs on a thread of its own
+//! and wants a blocking HTTP client (or an experimental async-runtime feature), and
+//! its live-span API would build a span object per request; here spans are built
+//! once, after the fact, from timestamps the proxy already has.
+
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use http::{HeaderMap, HeaderName, HeaderValue, Request, Uri};
+use http_body_util::Full;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+use opentelemetry_proto::tonic::common::v1::{AnyValue, InstrumentationScope, KeyValue, any_value};
+use opentelemetry_proto::tonic::resource::v1::Resource;
+use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span, Status, span, status};
+use prost::Message as _;
+use tokio::sync::mpsc;
+use tracing::warn;
+
+use crate::config::TracingConfig;
+
+/// The W3C trace context request header.
+pub static TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
+
+/// Spans waiting for the exporter; past this, new spans are dropped (and counted).
+const QUEUE: usize = 8192;
+/// Most spans in one export request.
+const BATCH: usize = 512;
+/// How long the exporter waits for more spans before sending a batch.
+const LINGER: Duration = Duration::from_millis(200);
+/// An export that takes longer is abandoned (its spans are counted as failed).
+const EXPORT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A parsed `traceparent`: trace id, parent span id, flags.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TraceParent {
+    /// The trace id (not all zero).
+    pub trace_id: [u8; 16],
+    /// The caller's span id (not all zero).
+    pub parent_id: [u8; 8],
+    /// Trace flags; bit 0 is "sampled".
+    pub flags: u8,
+}
+
+impl TraceParent {
+    /// Parses a `traceparent` value (W3C Trace Context level 1): version `00` exactly,
+    /// or a later version read as `00` with anything after the flags ignored. `None`
+    /// for anything malformed, version `ff`, or all-zero ids: the trace restarts.
+    pub fn parse(v: &[u8]) -> Option<TraceParent> {
+        if v.len() < 55 || v[2] != b'-' || v[35] != b'-' || v[52] != b'-' {
+            return None;
+        }
+        let version = hex::<1>(&v[0..2])?[0];
+        if version == 0xff || (version == 0 && v.len() != 55) || (v.len() > 55 && v[55] != b'-') {
+            return None;
+        }
+        let trace_id = hex::<16>(&v[3..35])?;
+        let parent_id = hex::<8>(&v[36..52])?;
+        let flags = hex::<1>(&v[53..55])?[0];
+        (trace_id != [0; 16] && parent_id != [0; 8]).then_some(TraceParent { trace_id, parent_id, flags })
+    }
+}
+
+/// `N` bytes from `2N` lowercase hex digits.
+fn hex<const N: usize>(s: &[u8]) -> Option<[u8; N]> {
+    fn digit(c: u8) -> Option<u8> {
+        match c {
+            b'0'..=b'9' => Some(c - b'0'),
+            b'a'..=b'f' => Some(c - b'a' + 10),
+            _ => None,
+        }
+    }
+    let mut out = [0; N];
+    for (i, pair) in s.chunks_exact(2).enumerate() {
+        out[i] = digit(pair[0])? << 4 | digit(pair[1])?;
+    }
+    (s.len() == 2 * N).then_some(out)
+}
+
+fn to_hex(bytes: &[u8], out: &mut String) {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    for b in bytes {
+        out.push(DIGITS[usize::from(b >> 4)] as char);
+        out.push(DIGITS[usize::from(b & 15)] as char);
+    }
+}
+
+/// A trace id as 32 lowercase hex digits (the access log's `trace_id`).
+pub fn trace_id_hex(id: &[u8; 16]) -> String {
+    let mut s = String::with_capacity(32);
+    to_hex(id, &mut s);
+    s
+}
+
+/// Counts of the exporter, for `/metrics`.
+#[derive(Debug, Default)]
+pub struct TraceStats {
+    exported: AtomicU64,
+    dropped_queue_full: AtomicU64,
+    failed: AtomicU64,
+}
+
+impl TraceStats {
+    /// `(exported, dropped because the queue was full, lost to failed exports)`.
+    pub fn read(&self) -> (u64, u64, u64) {
+        (self.exported.load(Relaxed), self.dropped_queue_full.load(Relaxed), self.failed.load(Relaxed))
+    }
+}
+
+/// The tracer of one `server.tracing` config: the sampling threshold and the queue
+/// into its exporter task.
+#[derive(Debug)]
+pub struct Tracer {
+    config: TracingConfig,
+    /// A new trace is sampled when the top 63 bits of its id's last 8 bytes are
+    /// below this (the ratio, as OpenTelemetry's `TraceIdRatioBased` does it).
+    threshold: u64,
+    queue: mpsc::Sender<Span>,
+    /// The exporter's counts.
+    pub stats: Arc<TraceStats>,
+}
+
+impl Tracer {
+    /// A tracer for `config`, with its exporter task spawned on the current runtime.
+    /// The task ends (after sending what is queued) once the tracer and every
+    /// request trace holding its queue are gone.
+    pub fn start(config: &TracingConfig) -> Tracer {
+        let ratio = config.sample_ratio.unwrap_or(1.0).clamp(0.0, 1.0);
+        let threshold = if ratio >= 1.0 { u64::MAX } else { (ratio * (1u64 << 63) as f64) as u64 };
+        let (queue, rx) = mpsc::channel(QUEUE);
+        let stats = Arc::new(TraceStats::default());
+        let exporter = Exporter::new(config, Arc::clone(&stats));
+        tokio::spawn(exporter.run(rx));
+        Tracer { config: config.clone(), threshold, queue, stats }
+    }
+
+    /// The config this tracer was started from (a reload keeps the tracer when its
+    /// config did not change).
+    pub fn config(&self) -> &TracingConfig {
+        &self.config
+    }
+
+    /// The trace context of a request with `headers`.
+    pub fn begin(&self, headers: &HeaderMap) -> RequestTrace {
+        let parent = headers.get(&TRACEPARENT).and_then(|v| TraceParent::parse(v.as_bytes()));
+        let (trace_id, parent_id, sampled) = match parent {
+            Some(p) => (p.trace_id, Some(p.parent_id), p.flags & 1 == 1),
+            None => {
+                let id = loop {
+                    let id = fastrand::u128(..).to_be_bytes();
+                    if id != [0; 16] {
+                        break id;
+                    }
+                };
+                let low = u64::from_be_bytes(id[8..].try_into().unwrap_or_default()) >> 1;
+                (id, None, self.threshold == u64::MAX || low < self.threshold)
+            }
+        };
+        let span_id = loop {
+            let id = fastrand::u64(..).to_be_bytes();
+            if id != [0; 8] {
+                break id;
+            }
+        };
+        let trace_state = headers.get("tracestate").and_then(|v| v.to_str().ok()).map(str::to_owned);
+        RequestTrace {
+            trace_id,
+            span_id,
+            parent_id,
+            sampled,
+            trace_state,
+            start_unix_ns: unix_ns(SystemTime::now()),
+            started: Instant::now(),
+            plugins: Mutex::new(Vec::new()),
+            queue: sampled.then(|| (self.queue.clone(), Arc::clone(&self.stats))),
+        }
+    }
+}
+
+/// The gateway's tracer across reloads: a reload whose `server.tracing` did not
+/// change keeps the running tracer (and its exporter); a changed one starts anew.
+#[derive(Debug, Default)]
+pub struct TracerSlot(Mutex<Option<Arc<Tracer>>>);
+
+impl TracerSlot {
+    /// The tracer for `config`: the running one when its config is the same. `None`
+    /// without a config, or outside a tokio runtime (`sluice check` serves nothing).
+    pub fn for_config(&self, config: Option<&TracingConfig>) -> Option<Arc<Tracer>> {
+        let mut slot = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let Some(config) = config else {
+            *slot = None;
+            return None;
+        };
+        if let Some(t) = slot.as_ref().filter(|t| t.config() == config) {
+            return Some(Arc::clone(t));
+        }
+        tokio::runtime::Handle::try_current().ok()?;
+        let t = Arc::new(Tracer::start(config));
+        *slot = Some(Arc::clone(&t));
+        Some(t)
+    }
+}
+
+fn unix_ns(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH).map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
+}
+
+/// What a plugin call decided, for its span.
+#[derive(Debug, Clone, Copy)]
+pub enum Decision<'a> {
+    /// Passed the request or response on.
+    Continue,
+    /// Answered itself with this status.
+    Respond(u16),
+    /// Failed (its policy then applied) with this error code.
+    Failed(&'a str),
+}
+
+/// The trace context of one request, and its plugin-call spans so far.
+#[derive(Debug)]
+pub struct RequestTrace {
+    /// The trace id.
+    pub trace_id: [u8; 16],
+    /// The gateway's span id for this request.
+    pub span_id: [u8; 8],
+    parent_id: Option<[u8; 8]>,
+    /// Whether the request is exported.
+    pub sampled: bool,
+    trace_state: Option<String>,
+    start_unix_ns: u64,
+    started: Instant,
+    plugins: Mutex<Vec<Span>>,
+    queue: Option<(mpsc::Sender<Span>, Arc<TraceStats>)>,
+}
+
+/// What the request span says when the request ends.
+#[derive(Debug)]
+pub struct Ended<'a> {
+    /// Method.
+    pub method: &'a str,
+    /// Path (no query).
+    pub path: &'a str,
+    /// Listener name.
+    pub listener: &'a str,
+    /// Route name, if one matched.
+    pub route: Option<&'a str>,
+    /// Response status.
+    pub status: u16,
+    /// The consumer an authentication plugin set.
+    pub consumer: Option<&'a str>,
+    /// The upstream target that answered.
+    pub upstream: Option<&'a str>,
+    /// The gateway's error code, when it answered with an error.
+    pub error: Option<&'a str>,
+    /// The request id.
+    pub request_id: &'a str,
+    /// The client's address.
+    pub client: std::net::IpAddr,
+}
+
+impl RequestTrace {
+    /// The `traceparent` for the upstream: this trace, the gateway's span as parent.
+    pub fn traceparent(&self) -> HeaderValue {
+        let mut s = String::with_capacity(55);
+        s.push_str("00-");
+        to_hex(&self.trace_id, &mut s);
+        s.push('-');
+        to_hex(&self.span_id, &mut s);
+        s.push_str(if self.sampled { "-01" } else { "-00" });
+        HeaderValue::from_str(&s).unwrap_or_else(|_| HeaderValue::from_static(""))
+    }
+
+    /// Nanoseconds since the epoch of a moment of this request.
+    fn at(&self, t: Instant) -> u64 {
+        let since = t.saturating_duration_since(self.started);
+        self.start_unix_ns.saturating_add(u64::try_from(since.as_nanos()).unwrap_or(u64::MAX))
+    }
+
+    /// Records a plugin call that began at `began` and just ended (sampled only).
+    pub fn plugin_call(
+        &self,
+        plugin: &str,
+        route: &str,
+        phase: &str,
+        began: Instant,
+        decision: Decision<'_>,
+    ) {
+        if !self.sampled {
+            return;
+        }
+        let mut attributes =
+            vec![kv("sluice.plugin", plugin), kv("sluice.route", route), kv("sluice.plugin.phase", phase)];
+        let (label, status) = match decision {
+            Decision::Continue => ("continue", None),
+            Decision::Respond(code) => {
+                attributes.push(int("http.response.status_code", i64::from(code)));
+                ("respond", None)
+            }
+            Decision::Failed(code) => {
+                attributes.push(kv("error.type", code));
+                ("failed", Some(error_status(code)))
+            }
+        };
+        attributes.push(kv("sluice.plugin.decision", label));
+        let span = Span {
+            trace_id: self.trace_id.to_vec(),
+            span_id: fastrand::u64(1..).to_be_bytes().to_vec(),
+            parent_span_id: self.span_id.to_vec(),
+            name: format!("plugin {plugin} {phase}"),
+            kind: span::SpanKind::Internal as i32,
+            start_time_unix_nano: self.at(began),
+            end_time_unix_nano: self.at(Instant::now()),
+            attributes,
+            status,
+            flags: 0x100 | 1,
+            ..Span::default()
+        };
+        self.plugins.lock().unwrap_or_else(|p| p.into_inner()).push(span);
+    }
+
+    /// Ends the request's span and queues it with its plugin spans (sampled only).
+    pub fn end(&self, e: &Ended<'_>) {
+        let Some((queue, stats)) = &self.queue else { return };
+        let mut attributes = vec![
+            kv("http.request.method", e.method),
+            kv("url.path", e.path),
+            int("http.response.status_code", i64::from(e.status)),
+            kv("sluice.listener", e.listener),
+            kv("sluice.request_id", e.request_id),
+            kv("client.address", &e.client.to_string()),
+        ];
+        if let Some(route) = e.route {
+            attributes.push(kv("sluice.route", route));
+        }
+        if let Some(c) = e.consumer {
+            attributes.push(kv("sluice.consumer", c));
+        }
+        if let Some(u) = e.upstream {
+            attributes.push(kv("sluice.upstream.target", u));
+        }
+        if let Some(code) = e.error {
+            attributes.push(kv("error.type", code));
+        }
+        let status = (e.status >= 500).then(|| error_status(e.error.unwrap_or("server_error")));
+        let span = Span {
+            trace_id: self.trace_id.to_vec(),
+            span_id: self.span_id.to_vec(),
+            parent_span_id: self.parent_id.map(|p| p.to_vec()).unwrap_or_default(),
+            trace_state: self.trace_state.clone().unwrap_or_default(),
+            name: format!("{} {}", e.method, e.route.unwrap_or("-")),
+            kind: span::SpanKind::Server as i32,
+            start_time_unix_nano: self.start_unix_ns,
+            end_time_unix_nano: self.at(Instant::now()),
+            attributes,
+            status,
+            // Sampled; bit 9 says whether the parent was remote (bit 8: that is known).
+            flags: 0x100 | if self.parent_id.is_some() { 0x200 } else { 0 } | 1,
+            ..Span::default()
+        };
+        let plugins = std::mem::take(&mut *self.plugins.lock().unwrap_or_else(|p| p.into_inner()));
+        for s in std::iter::once(span).chain(plugins) {
+            if queue.try_send(s).is_err() {
+                stats.dropped_queue_full.fetch_add(1, Relaxed);
+            }
+        }
+    }
+}
+
+fn error_status(message: &str) -> Status {
+    Status { code: status::StatusCode::Error as i32, message: message.to_owned() }
+}
+
+fn kv(key: &str, value: &str) -> KeyValue {
+    KeyValue {
+        key: key.to_owned(),
+        value: Some(AnyValue { value: Some(any_value::Value::StringValue(value.to_owned())) }),
+        ..KeyValue::default()
+    }
+}
+
+fn int(key: &str, value: i64) -> KeyValue {
+    KeyValue {
+        key: key.to_owned(),
+        value: Some(AnyValue { value: Some(any_value::Value::IntValue(value)) }),
+        ..KeyValue::default()
+    }
+}
+
+/// Posts batches of spans to the collector.
+struct Exporter {
+    endpoint: Uri,
+    headers: HeaderMap,
+    resource: Resource,
+    stats: Arc<TraceStats>,
+    client: Client<hyper_util::client::legacy::connect::HttpConnector, Full<Bytes>>,
+}
+
+impl Exporter {
+    fn new(config: &TracingConfig, stats: Arc<TraceStats>) -> Exporter {
+        let mut headers = HeaderMap::new();
+        for (k, v) in &config.headers {
+            if let (Ok(k), Ok(v)) = (HeaderName::from_bytes(k.as_bytes()), HeaderValue::from_str(v)) {
+                headers.insert(k, v);
+            }
+        }
+        let service = config.service_name.clone().unwrap_or_else(|| "sluice".to_owned());
+        Exporter {
+            endpoint: config.otlp_endpoint.parse().unwrap_or_default(),
+            headers,
+            resource: Resource {
+                attributes: vec![kv("service.name", &service), kv("telemetry.sdk.name", "sluice")],
+                ..Resource::default()
+            },
+            stats,
+            client: Client::builder(TokioExecutor::new()).build_http(),
+        }
+    }
+
+    async fn run(self, mut rx: mpsc::Receiver<Span>) {
+        let mut batch = Vec::with_capacity(BATCH);
+        loop {
+            if rx.recv_many(&mut batch, BATCH).await == 0 {
+                return;
+            }
+            let linger = tokio::time::sleep(LINGER);
+            tokio::pin!(linger);
+            while batch.len() < BATCH {
+                let room = BATCH - batch.len();
+                tokio::select! {
+                    n = rx.recv_many(&mut batch, room) => if n == 0 { break },
+                    () = &mut linger => break,
+                }
+            }
+            self.send(std::mem::take(&mut batch)).await;
+        }
+    }
+
+    async fn send(&self, spans: Vec<Span>) {
+        let n = spans.len() as u64;
+        let body = ExportTraceServiceRequest {
+            resource_spans: vec![ResourceSpans {
+                resource: Some(self.resource.clone()),
+                scope_spans: vec![ScopeSpans {
+                    scope: Some(InstrumentationScope {
+                        name: "sluice".to_owned(),
+                        version: env!("CARGO_PKG_VERSION").to_owned(),
+                        ..InstrumentationScope::default()
+                    }),
+                    spans,
+                    schema_url: String::new(),
+                }],
+                schema_url: String::new(),
+            }],
+        }
+        .encode_to_vec();
+        let mut req = Request::post(self.endpoint.clone())
+            .header(http::header::CONTENT_TYPE, "application/x-protobuf")
+            .body(Full::new(Bytes::from(body)))
+            .unwrap_or_default();
+        req.headers_mut().extend(self.headers.clone());
+        let outcome = tokio::time::timeout(EXPORT_TIMEOUT, self.client.request(req)).await;
+        match outcome {
+            Ok(Ok(resp)) if resp.status().is_success() => {
+                self.stats.exported.fetch_add(n, Relaxed);
+            }
+            other => {
+                self.stats.failed.fetch_add(n, Relaxed);
+                let why = match other {
+                    Ok(Ok(resp)) => format!("the collector answered {}", resp.status()),
+                    Ok(Err(e)) => e.to_string(),
+                    Err(_) => format!("no answer within {EXPORT_TIMEOUT:?}"),
+                };
+                warn!(endpoint = %self.endpoint, spans = n, error = %why, "span export failed");
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+
+    #[test]
+    fn traceparent_parsing_follows_the_w3c_rules() {
+        let p = TraceParent::parse(GOOD.as_bytes()).unwrap();
+        assert_eq!(trace_id_hex(&p.trace_id), "4bf92f3577b34da6a3ce929d0e0e4736");
+        assert_eq!(p.parent_id, [0x00, 0xf0, 0x67, 0xaa, 0x0b, 0xa9, 0x02, 0xb7]);
+        assert_eq!(p.flags, 1);
+        // A later version is read as 00, with what follows the flags ignored.
+        assert!(TraceParent::parse(format!("cc{}-extra", &GOOD[2..]).as_bytes()).is_some());
+        for bad in [
+            &GOOD[..54],
+            &format!("{GOOD}-x"),
+            &GOOD.to_uppercase(),
+            &format!("ff{}", &GOOD[2..]),
+            "00-00000000000000000000000000000000-00f067aa0ba902b7-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-0000000000000000-01",
+            "00_4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e473g-00f067aa0ba902b7-01",
+        ] {
+            assert_eq!(TraceParent::parse(bad.as_bytes()), None, "{bad}");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_request_keeps_the_callers_trace_and_names_its_own_span_as_the_upstreams_parent() {
+        let config = TracingConfig {
+            otlp_endpoint: "http://127.0.0.1:9/v1/traces".into(),
+            sample_ratio: Some(0.0),
+            service_name: None,
+            headers: Default::default(),
+        };
+        let tracer = Tracer::start(&config);
+        let mut headers = HeaderMap::new();
+        headers.insert(&TRACEPARENT, HeaderValue::from_static(GOOD));
+        let t = tracer.begin(&headers);
+        assert!(t.sampled, "the caller's sampled flag wins over the ratio");
+        let out = TraceParent::parse(t.traceparent().as_bytes()).unwrap();
+        assert_eq!(out.trace_id, TraceParent::parse(GOOD.as_bytes()).unwrap().trace_id);
+        assert_eq!(out.parent_id, t.span_id);
+        assert_ne!(out.parent_id[..], GOOD.as_bytes()[36..52]);
+        assert_eq!(out.flags, 1);
+        // No caller, ratio 0: a new trace, not sampled, still propagated.
+        let fresh = tracer.begin(&HeaderMap::new());
+        assert!(!fresh.sampled);
+        assert!(fresh.traceparent().to_str().unwrap().ends_with("-00"));
+    }
+}
