@@ -218,3 +218,26 @@ async fn a_sample_ratio_of_zero_exports_no_new_trace_but_still_propagates_one() 
     assert_eq!(spans.len(), 1, "{spans:#?}");
     assert_eq!(hex(&spans[0].trace_id), CLIENT_TRACE);
 }
+
+#[tokio::test]
+async fn a_plugins_outbound_http_call_carries_the_requests_trace() {
+    let receiver = Receiver::start().await;
+    let echo = TestServer::echo().await;
+    let p = Plugins::with(&[("trace_caller", wasm::HTTP_CALLER)]);
+    let gw = p
+        .start(&format!(
+            "server:\n  tracing: {{ otlp_endpoint: 'http://{}/v1/traces', headers: {{ x-collector-key: k1 }} }}\n\
+             routes:\n  - name: calls\n    match: {{ path_prefix: / }}\n    target: {{ echo: {{}} }}\n    plugins:\n      - name: trace_caller\n        config: {{ url: \"http://{}/x\" }}\n        grants: {{ http: {{ allow: [\"{}\"], timeout: 5s }} }}\n",
+            receiver.server.addr, echo.addr, echo.addr
+        ))
+        .await;
+    let req = Request::get(url(gw.addr("public"), "/go"))
+        .header("traceparent", format!("00-{CLIENT_TRACE}-{CLIENT_PARENT}-01"))
+        .body(full(""))
+        .unwrap();
+    let reply = Client::http1().send(req).await;
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    let outbound = reply.json()["headers"]["traceparent"].as_str().unwrap().to_owned();
+    assert!(outbound.starts_with(&format!("00-{CLIENT_TRACE}-")) && outbound.ends_with("-01"), "{outbound}");
+    assert!(!outbound.contains(CLIENT_PARENT), "the gateway's span is the parent: {outbound}");
+}

@@ -27,6 +27,7 @@ use super::pool::{CallPath, Instance, InstancePool};
 use super::state::{Annotations, Consumer, RequestContext, RequestSlot, ResponseEdits, ResponseSlot};
 use crate::body::{self, Body};
 use crate::config::OnErrorConfig;
+use crate::observability::trace::RequestTrace;
 
 /// Per-request facts the chain passes to plugins and logs, and what the request
 /// phase leaves for the response phase.
@@ -51,8 +52,9 @@ pub struct PluginCtx {
     /// first body plugin when buffering failed): the plugins before it still run their
     /// response phase on the error answer ([`Chain::on_error_answer`]).
     pub failed_at: Option<usize>,
-    /// The request's trace, when it is sampled: each plugin call becomes a span.
-    pub trace: Option<Arc<crate::observability::trace::RequestTrace>>,
+    /// The request's trace, when tracing is on: outbound `http` calls carry its
+    /// `traceparent`, and when it is sampled each plugin call becomes a span.
+    pub trace: Option<Arc<RequestTrace>>,
 }
 
 /// An upstream chosen by a plugin with `set-upstream`, left in the request's
@@ -257,12 +259,13 @@ impl Chain {
             }
             slot.entry = i;
             let span = tracing::debug_span!("plugin", plugin = %entry.pool.plugin(), route = %self.route, phase = "on-request", request_id = ctx.request_id.as_ref().and_then(|v| v.to_str().ok()));
-            let began = ctx.trace.as_ref().map(|_| Instant::now());
+            let began = ctx.trace.as_ref().filter(|t| t.sampled).map(|_| Instant::now());
             let step = run_step!(self, entry, Phase::Request, span, |inst| self.request_step(
                 entry,
                 inst,
                 slot,
-                &ctx.annotations
+                &ctx.annotations,
+                ctx.trace.as_deref()
             ));
             self.traced(ctx, entry, "on-request", began, step.as_ref());
             match step {
@@ -373,12 +376,12 @@ impl Chain {
             let entry = &self.entries[i];
             let span = tracing::debug_span!("plugin", plugin = %entry.pool.plugin(), route = %self.route, phase = "on-response", request_id = ctx.request_id.as_ref().and_then(|v| v.to_str().ok()));
             let pos = self.chunk_pos[i].filter(|_| !held.is_empty());
-            let began = ctx.trace.as_ref().map(|_| Instant::now());
+            let began = ctx.trace.as_ref().filter(|t| t.sampled).map(|_| Instant::now());
             let step = run_step!(self, entry, Phase::Response, span, |inst| self.response_step(
                 entry,
                 inst,
                 &mut slot,
-                &ctx.annotations,
+                (&ctx.annotations, ctx.trace.as_deref()),
                 pos.is_some()
             ));
             self.traced(ctx, entry, "on-response", began, step.as_ref().map(|(s, _)| s));
@@ -447,8 +450,11 @@ impl Chain {
         mut inst: Instance,
         slot: &mut RequestSlot,
         annotations: &Annotations,
+        trace: Option<&RequestTrace>,
     ) -> Result<Step, PluginError> {
-        inst.store.data_mut().annotations = Some(annotations.clone());
+        let state = inst.store.data_mut();
+        state.annotations = Some(annotations.clone());
+        state.traceparent = trace.map(RequestTrace::traceparent);
         let started = Instant::now();
         let (inst, result) = request_call(inst, slot, entry).await;
         self.finish(entry, Phase::Request, started, inst, result, false).map(|(step, _)| step)
@@ -460,10 +466,12 @@ impl Chain {
         entry: &ChainEntry,
         mut inst: Instance,
         slot: &mut ResponseSlot,
-        annotations: &Annotations,
+        (annotations, trace): (&Annotations, Option<&RequestTrace>),
         keep: bool,
     ) -> Result<(Step, Option<Instance>), PluginError> {
-        inst.store.data_mut().annotations = Some(annotations.clone());
+        let state = inst.store.data_mut();
+        state.annotations = Some(annotations.clone());
+        state.traceparent = trace.map(RequestTrace::traceparent);
         let started = Instant::now();
         let (inst, result) = response_call(inst, slot, entry).await;
         self.finish(entry, Phase::Response, started, inst, result, keep)
@@ -482,7 +490,9 @@ impl Chain {
     ) -> Result<(Step, Option<Instance>), PluginError> {
         let pool = &entry.pool;
         pool.env().stats.record_call(phase, started.elapsed());
-        inst.store.data_mut().annotations = None;
+        let state = inst.store.data_mut();
+        state.annotations = None;
+        state.traceparent = None;
         match result {
             Ok(step) if keep => Ok((step, Some(inst))),
             Ok(step) => {

@@ -296,6 +296,9 @@ pub struct PluginState {
     pub configuring: bool,
     /// The access-log annotations of the request being handled, during a call.
     pub annotations: Option<Annotations>,
+    /// The request's `traceparent` during a call, when tracing is on: outbound
+    /// `http` calls carry it.
+    pub traceparent: Option<http::HeaderValue>,
     /// Time the current call spent waiting on the host (outbound HTTP, Redis), not yet
     /// added to its deadline: a deadline bounds the plugin's own running time.
     pub host_wait: std::time::Duration,
@@ -324,6 +327,7 @@ impl PluginState {
             limiter: MemoryLimiter::new(memory_cap),
             configuring: false,
             annotations: None,
+            traceparent: None,
             host_wait: std::time::Duration::ZERO,
             wasi,
             table: ResourceTable::new(),

@@ -129,7 +129,7 @@ async fn serve(
         request_id: Some(id.clone()),
         client_addr: Some(conn.peer),
         params: found.params,
-        trace: record.trace.clone().filter(|t| t.sampled),
+        trace: record.trace.clone(),
         ..PluginCtx::default()
     };
     let mut req = req.map(body::boxed);

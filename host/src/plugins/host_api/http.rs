@@ -125,10 +125,14 @@ impl Host for PluginState {
             .map(|ms| Duration::from_millis(ms.into()))
             .unwrap_or(grant.timeout)
             .min(grant.timeout);
-        let out = match build(req, uri) {
+        let mut out = match build(req, uri) {
             Ok(r) => r,
             Err(e) => return Ok(Err(e)),
         };
+        // The request's trace goes on (unless the plugin set its own `traceparent`).
+        if let Some(tp) = &self.traceparent {
+            out.headers_mut().entry(&crate::observability::trace::TRACEPARENT).or_insert_with(|| tp.clone());
+        }
         Ok(self.wait_on(tokio::time::timeout(timeout, send(out))).await.unwrap_or(Err(HttpError::Timeout)))
     }
 }
