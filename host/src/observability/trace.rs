@@ -412,6 +412,9 @@ struct Exporter {
     resource: Resource,
     stats: Arc<TraceStats>,
     client: Client<hyper_util::client::legacy::connect::HttpConnector, Full<Bytes>>,
+    /// When a failed export was last logged at `warn` (the rest go to `debug`: a
+    /// collector that is down is said once a minute, not per batch).
+    warned: Option<Instant>,
 }
 
 impl Exporter {
@@ -432,10 +435,11 @@ impl Exporter {
             },
             stats,
             client: Client::builder(TokioExecutor::new()).build_http(),
+            warned: None,
         }
     }
 
-    async fn run(self, mut rx: mpsc::Receiver<Span>) {
+    async fn run(mut self, mut rx: mpsc::Receiver<Span>) {
         let mut batch = Vec::with_capacity(BATCH);
         loop {
             if rx.recv_many(&mut batch, BATCH).await == 0 {
@@ -454,7 +458,7 @@ impl Exporter {
         }
     }
 
-    async fn send(&self, spans: Vec<Span>) {
+    async fn send(&mut self, spans: Vec<Span>) {
         let n = spans.len() as u64;
         let body = ExportTraceServiceRequest {
             resource_spans: vec![ResourceSpans {
@@ -489,7 +493,12 @@ impl Exporter {
                     Ok(Err(e)) => e.to_string(),
                     Err(_) => format!("no answer within {EXPORT_TIMEOUT:?}"),
                 };
-                warn!(endpoint = %self.endpoint, spans = n, error = %why, "span export failed");
+                if self.warned.is_none_or(|t| t.elapsed() >= Duration::from_secs(60)) {
+                    self.warned = Some(Instant::now());
+                    warn!(endpoint = %self.endpoint, spans = n, error = %why, "span export failed (said at most once a minute; sluice_trace_spans_total counts them)");
+                } else {
+                    tracing::debug!(endpoint = %self.endpoint, spans = n, error = %why, "span export failed");
+                }
             }
         }
     }

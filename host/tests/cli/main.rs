@@ -48,6 +48,13 @@ fn check_accepts_the_quickstart_config() {
 }
 
 #[test]
+fn check_accepts_the_observability_example() {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/observability/sluice.yaml");
+    let out = Command::new(BIN).arg("check").arg(path).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+}
+
+#[test]
 fn check_takes_several_files_and_fails_if_any_has_a_problem() {
     let quickstart = concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/quickstart/sluice.yaml");
     let bad = temp_file(
