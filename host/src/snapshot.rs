@@ -10,6 +10,7 @@ use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 
 use crate::config::{LoadedConfig, Name, Problem, RouteTargetConfig};
 use crate::listener::ListenerSpec;
+use crate::observability::call_log::CallLog;
 use crate::observability::metrics::RouteMetrics;
 use crate::observability::trace::Tracer;
 use crate::plugins::LoadOptions;
@@ -36,6 +37,8 @@ pub struct Snapshot {
     pub admin_token: Option<Arc<str>>,
     /// The tracer, when `server.tracing` is set.
     pub tracer: Option<Arc<Tracer>>,
+    /// The call log, when `server.call_log` is set.
+    pub call_log: Option<Arc<CallLog>>,
 }
 
 /// What one listener serves: the router over its routes, and each route's request
@@ -246,9 +249,28 @@ impl Snapshot {
         if !problems.is_empty() {
             return Err(config.error(problems));
         }
+        // Both start background work: only when serving (`sluice check` has no runtime).
+        let serving = tokio::runtime::Handle::try_current().is_ok();
+        let call_log = match options
+            .call_log
+            .for_config(config.config.server.call_log.as_ref().filter(|_| serving), &config.base_dir)
+        {
+            Ok(log) => log,
+            Err(message) => return Err(config.error(vec![Problem::new("server.call_log.path", message)])),
+        };
         let tracer = options.tracer.for_config(config.config.server.tracing.as_ref());
         LIVE_SNAPSHOTS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        Ok(Snapshot { generation, config, routes, routers, upstreams, listeners, admin_token, tracer })
+        Ok(Snapshot {
+            generation,
+            config,
+            routes,
+            routers,
+            upstreams,
+            listeners,
+            admin_token,
+            tracer,
+            call_log,
+        })
     }
 }
 

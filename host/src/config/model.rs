@@ -115,6 +115,34 @@ pub struct ServerConfig {
     /// Absent: off (a client's `traceparent` passes to the upstream untouched).
     #[serde(default)]
     pub tracing: Option<TracingConfig>,
+    /// The call log: every request recorded in an embedded SQLite database, queried
+    /// through the admin API (`/-/calls`, `/-/calls/stats`). Absent: off.
+    #[serde(default)]
+    pub call_log: Option<CallLogConfig>,
+}
+
+/// The call log. Records are written in batches by a thread of their own; the request
+/// path only queues them, and drops (and counts) what a full queue cannot take.
+/// Bodies are never recorded.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CallLogConfig {
+    /// The SQLite database file, relative to the config's folder (created if missing).
+    pub path: String,
+    /// Records older than this are deleted (checked every minute). Default `7d`.
+    #[serde(default)]
+    pub retention: Option<ConfigDuration>,
+    /// Records waiting to be written; past this, new ones are dropped and counted in
+    /// `sluice_call_log_records_total{outcome="dropped"}`. Default `10000`.
+    #[serde(default)]
+    pub queue: Option<usize>,
+    /// Request headers recorded with each call (lowercase names). Default none.
+    #[serde(default)]
+    pub headers: Vec<String>,
+    /// Recorded headers whose values are replaced by `[redacted]`. Default
+    /// `authorization`, `proxy-authorization`, `cookie`, `x-api-key`, `api-key`.
+    #[serde(default)]
+    pub redact: Option<Vec<String>>,
 }
 
 /// Distributed tracing. Each sampled request is a server span, with a child span

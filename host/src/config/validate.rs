@@ -33,6 +33,22 @@ pub fn validate(config: &Config) -> Vec<Problem> {
     if let Some(t) = &config.server.tracing {
         v.tracing(t);
     }
+    if let Some(c) = &config.server.call_log {
+        let p = "server.call_log";
+        if c.path.trim().is_empty() {
+            v.push(format!("{p}.path"), "must name a file, like `calls.db`");
+        }
+        v.nonzero(&format!("{p}.retention"), c.retention);
+        if c.queue == Some(0) {
+            v.push(format!("{p}.queue"), "must be at least 1");
+        }
+        for (i, h) in c.headers.iter().enumerate() {
+            v.header_name(&format!("{p}.headers[{i}]"), h);
+        }
+        for (i, h) in c.redact.iter().flatten().enumerate() {
+            v.header_name(&format!("{p}.redact[{i}]"), h);
+        }
+    }
     for (name, upstream) in &config.upstreams {
         v.upstream(&format!("upstreams.{name}"), upstream);
     }

@@ -13,6 +13,7 @@ use http::{HeaderValue, Method, StatusCode};
 use http_body::{Body as HttpBody, Frame, SizeHint};
 
 use crate::body::{Body, BoxError, ClientBodyState};
+use crate::observability::call_log::Call;
 use crate::observability::metrics::Finished;
 use crate::observability::trace::{Ended, RequestTrace, trace_id_hex};
 use crate::snapshot::ListenerRoutes;
@@ -61,6 +62,8 @@ pub struct AccessRecord {
     pub upstream_took: Option<std::time::Duration>,
     /// The request's trace context, when tracing is on.
     pub trace: Option<Arc<RequestTrace>>,
+    /// The request headers the call log records (JSON, redacted), when it is on.
+    pub call_headers: Option<String>,
 }
 
 impl AccessRecord {
@@ -101,11 +104,14 @@ impl AccessRecord {
                 client: self.peer.ip(),
             });
         }
+        let trace_id = self.trace.as_ref().map(|t| trace_id_hex(&t.trace_id));
+        let duration_us = duration.as_micros() as u64;
+        if let Some(log) = &self.snapshot.call_log {
+            log.record(self.call(bytes_out, duration_us, trace_id.clone()));
+        }
         if !self.snapshot.config.config.server.access_log.enabled {
             return;
         }
-        let duration_us = duration.as_micros() as u64;
-        let trace_id = self.trace.as_ref().map(|t| trace_id_hex(&t.trace_id));
         tracing::info!(
             target: "sluice::access",
             request_id = self.request_id.to_str().unwrap_or_default(),
@@ -126,6 +132,39 @@ impl AccessRecord {
             duration_us,
             completed,
         );
+    }
+}
+
+impl AccessRecord {
+    /// The call log's record of this request.
+    fn call(&self, bytes_out: u64, duration_us: u64, trace_id: Option<String>) -> Call {
+        let note = |key: &str| self.annotations.as_ref().and_then(|a| a.find(key));
+        let arrived = std::time::SystemTime::now() - self.started.elapsed();
+        Call {
+            time_ms: arrived
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX)),
+            request_id: self.request_id.to_str().unwrap_or_default().to_owned(),
+            trace_id,
+            listener: self.listener.name.as_str().to_owned(),
+            route: self.route.and_then(|i| self.snapshot.routes.get(i)).map(|r| r.name.as_str().to_owned()),
+            consumer: self.consumer.clone(),
+            method: self.method.as_str().to_owned(),
+            path: self.path.clone(),
+            status: self.status.as_u16(),
+            error: self.error.map(str::to_owned),
+            duration_us,
+            upstream: self.upstream.as_deref().map(str::to_owned),
+            client: self.peer.ip().to_string(),
+            bytes_in: self.body.as_ref().map_or(0, |b| b.received()),
+            bytes_out,
+            model: note("model"),
+            tokens_in: note("tokens_in").and_then(|v| v.parse().ok()),
+            tokens_out: note("tokens_out").and_then(|v| v.parse().ok()),
+            cost: note("cost").and_then(|v| v.parse().ok()),
+            annotations: self.annotations.as_ref().map(ToString::to_string).filter(|s| !s.is_empty()),
+            headers: self.call_headers.clone(),
+        }
     }
 }
 

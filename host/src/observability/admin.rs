@@ -6,6 +6,8 @@
 //! | `GET /-/status` | JSON: config generation, reload history and last error, listeners, routes, upstream targets' health |
 //! | `GET /metrics` | Prometheus text format |
 //! | `POST /-/reload` | re-read the config source and reload: `200 {"generation": N}` or `422` with every problem |
+//! | `GET /-/calls` | the call log, newest first: filters `from`, `to` (ms since the epoch), `route`, `consumer`, `status` (`5xx` or `404`); `limit`, and `before` = the previous page's `next` |
+//! | `GET /-/calls/stats` | the call log's aggregates per `bucket` (`minute`, `hour`) and `by` (`route`, `consumer`): requests, errors, p50/p95/p99, tokens, cost; same filters |
 //!
 //! On loopback (the default, `127.0.0.1:9901`) the admin listener may go without a
 //! token. Bound anywhere else, the config must give one (`admin.token` or
@@ -90,11 +92,99 @@ async fn handle(req: Request<Incoming>, gw: &Gateway) -> Response<Body> {
                 json!({ "error": e.to_string(), "generation": gw.snapshot().generation }).to_string(),
             ),
         },
-        (_, "/-/health" | "/-/status" | "/metrics" | "/-/reload") => {
+        (&Method::GET, "/-/calls") => calls(gw, req.uri().query(), false).await,
+        (&Method::GET, "/-/calls/stats") => calls(gw, req.uri().query(), true).await,
+        (_, "/-/health" | "/-/status" | "/metrics" | "/-/reload" | "/-/calls" | "/-/calls/stats") => {
             text(StatusCode::METHOD_NOT_ALLOWED, "text/plain", "method not allowed\n".to_owned())
         }
         _ => text(StatusCode::NOT_FOUND, "text/plain", "not found\n".to_owned()),
     }
+}
+
+/// `/-/calls` (a page of records) or, with `stats`, `/-/calls/stats` (aggregates).
+async fn calls(gw: &Gateway, query: Option<&str>, stats: bool) -> Response<Body> {
+    use super::call_log::{self, Bucket, Filter};
+    let Some(log) = gw.snapshot().call_log.clone() else {
+        let body = json!({ "error": "the call log is off: set server.call_log" }).to_string();
+        return text(StatusCode::NOT_FOUND, "application/json", body);
+    };
+    let q = query_pairs(query.unwrap_or_default());
+    let bad =
+        |m: String| text(StatusCode::BAD_REQUEST, "application/json", json!({ "error": m }).to_string());
+    let filter = match Filter::parse(&q) {
+        Ok(f) => f,
+        Err(m) => return bad(m),
+    };
+    let path = log.path().to_owned();
+    let work: Box<dyn FnOnce() -> Result<serde_json::Value, String> + Send> = if stats {
+        let bucket = match q.get("bucket").map(String::as_str) {
+            None | Some("minute") => Bucket::Minute,
+            Some("hour") => Bucket::Hour,
+            Some(_) => return bad("`bucket` must be `minute` or `hour`".into()),
+        };
+        let by_consumer = match q.get("by").map(String::as_str) {
+            None | Some("route") => false,
+            Some("consumer") => true,
+            Some(_) => return bad("`by` must be `route` or `consumer`".into()),
+        };
+        Box::new(move || call_log::stats(&path, &filter, bucket, by_consumer))
+    } else {
+        let limit = match q.get("limit").map(|v| v.parse::<u32>()) {
+            None => 100,
+            Some(Ok(n)) if n >= 1 => n,
+            Some(_) => return bad(format!("`limit` must be 1 to {}", call_log::MAX_PAGE)),
+        };
+        let before = match q.get("before").map(|v| v.parse::<i64>()) {
+            None => None,
+            Some(Ok(id)) => Some(id),
+            Some(Err(_)) => return bad("`before` must be a record id (a page's `next`)".into()),
+        };
+        Box::new(move || call_log::page(&path, &filter, limit, before))
+    };
+    match tokio::task::spawn_blocking(work).await {
+        Ok(Ok(doc)) => text(StatusCode::OK, "application/json", doc.to_string()),
+        Ok(Err(e)) => {
+            text(StatusCode::INTERNAL_SERVER_ERROR, "application/json", json!({ "error": e }).to_string())
+        }
+        Err(e) => text(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "application/json",
+            json!({ "error": e.to_string() }).to_string(),
+        ),
+    }
+}
+
+/// A query string's `key=value` pairs, percent-decoded (`+` is a space); the first
+/// of a repeated key wins.
+fn query_pairs(query: &str) -> std::collections::BTreeMap<String, String> {
+    fn decode(s: &str) -> String {
+        let bytes = s.as_bytes();
+        let mut out = Vec::with_capacity(bytes.len());
+        let mut i = 0;
+        while i < bytes.len() {
+            match bytes[i] {
+                b'+' => out.push(b' '),
+                b'%' if i + 2 < bytes.len() => {
+                    match u8::from_str_radix(std::str::from_utf8(&bytes[i + 1..i + 3]).unwrap_or("zz"), 16) {
+                        Ok(b) => {
+                            out.push(b);
+                            i += 2;
+                        }
+                        Err(_) => out.push(b'%'),
+                    }
+                }
+                b => out.push(b),
+            }
+            i += 1;
+        }
+        String::from_utf8_lossy(&out).into_owned()
+    }
+    let mut out = std::collections::BTreeMap::new();
+    for pair in query.split('&').filter(|p| !p.is_empty()) {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        out.entry(decode(k)).or_insert_with(|| decode(v));
+    }
+    out
 }
 
 /// Whether two tokens are equal, in time that depends on neither: their SHA-256
@@ -303,6 +393,17 @@ fn requests(snap: &crate::snapshot::Snapshot, out: &mut Exposition) {
         })
         .collect();
     metrics::write(out, &routes, &listeners, &upstreams, &targets);
+    if let Some(log) = &snap.call_log {
+        let (written, dropped, failed) = log.stats.read();
+        out.family(
+            "sluice_call_log_records_total",
+            "counter",
+            "Call log records: written, dropped because the queue was full (the request never waits), or lost to a failed write.",
+        );
+        for (outcome, n) in [("written", written), ("dropped", dropped), ("failed", failed)] {
+            out.sample("sluice_call_log_records_total", &[("outcome", outcome)], n as f64);
+        }
+    }
     if let Some(tracer) = &snap.tracer {
         let (exported, dropped, failed) = tracer.stats.read();
         out.family(

@@ -6,6 +6,7 @@
 
 pub mod access;
 pub mod admin;
+pub mod call_log;
 pub mod metrics;
 pub mod prom;
 pub mod trace;

@@ -46,6 +46,8 @@ pub struct LoadOptions {
     pub metrics: Arc<crate::observability::metrics::Registry>,
     /// The gateway's tracer, kept across reloads that leave `server.tracing` alone.
     pub tracer: Arc<crate::observability::trace::TracerSlot>,
+    /// The gateway's call log, kept across reloads that leave `server.call_log` alone.
+    pub call_log: Arc<crate::observability::call_log::CallLogSlot>,
 }
 
 impl std::fmt::Debug for LoadOptions {

@@ -94,6 +94,12 @@ impl Annotations {
         }
     }
 
+    /// The value of `key` from whichever plugin set it first.
+    pub fn find(&self, key: &str) -> Option<String> {
+        let all = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        all.iter().find(|(_, k, _)| k == key).map(|(_, _, v)| v.clone())
+    }
+
     /// The value of `plugin.key`.
     pub fn get(&self, plugin: &str, key: &str) -> Option<String> {
         let all = self.0.lock().unwrap_or_else(|p| p.into_inner());

@@ -57,6 +57,7 @@ pub async fn handle(req: Request<Incoming>, conn: Arc<ConnInfo>, snapshot: Arc<S
         upstream: None,
         upstream_took: None,
         trace: snapshot.tracer.as_ref().map(|t| Arc::new(t.begin(req.headers()))),
+        call_headers: snapshot.call_log.as_ref().and_then(|l| l.capture(req.headers())),
         consumer: None,
         annotations: None,
         error: None,
