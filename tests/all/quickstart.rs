@@ -85,8 +85,10 @@ async fn quickstart_config_serves_alone() {
 async fn the_observability_example_serves_and_counts_requests_by_route() {
     let file = concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/observability/sluice.yaml");
     let dead = crate::harness::dead_addr().await;
+    let dir = tempfile::tempdir().unwrap();
     let yaml = std::fs::read_to_string(file)
         .unwrap()
+        .replace("sluice-calls.db", &dir.path().join("calls.db").display().to_string())
         .replace("127.0.0.1:8080", "127.0.0.1:0")
         .replace("127.0.0.1:9901", "127.0.0.1:0")
         .replace("127.0.0.1:4318", &dead.to_string());
@@ -105,6 +107,7 @@ async fn the_observability_example_serves_and_counts_requests_by_route() {
             "sluice_requests_total{listener=\"public\",route=\"api\",method=\"GET\",code=\"401\"} 1",
         ) && page.contains("sluice_plugin_responses_total{plugin=\"auth\",code=\"401\"}")
             && page.contains("sluice_trace_spans_total{outcome=\"failed\"} ")
+            && page.contains("sluice_call_log_records_total{outcome=\"written\"} 4")
     };
     let mut ok = false;
     for _ in 0..100 {
@@ -115,5 +118,7 @@ async fn the_observability_example_serves_and_counts_requests_by_route() {
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
     assert!(ok, "{}", client.get(&url(gw.addr("admin"), "/metrics")).await.text());
+    let calls = client.get(&url(gw.addr("admin"), "/-/calls?route=echo")).await.json();
+    assert_eq!(calls["calls"].as_array().unwrap().len(), 3);
     gw.shutdown().await;
 }

@@ -129,7 +129,7 @@ pub struct ServerConfig {
 pub struct CallLogConfig {
     /// The SQLite database file, relative to the config's folder (created if missing).
     pub path: String,
-    /// Records older than this are deleted (checked every minute). Default `7d`.
+    /// Records older than this are deleted (checked every minute). Default `168h` (7 days).
     #[serde(default)]
     pub retention: Option<ConfigDuration>,
     /// Records waiting to be written; past this, new ones are dropped and counted in
