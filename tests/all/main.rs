@@ -9,6 +9,7 @@ mod builtin_rate_limit;
 mod builtin_transform;
 mod call_log;
 mod config_ui;
+mod dashboard;
 mod devkit;
 mod fuzz;
 mod harness;

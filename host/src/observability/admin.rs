@@ -2,6 +2,7 @@
 //!
 //! | endpoint | what it does |
 //! |---|---|
+//! | `GET /` | the dashboard (static files embedded in the binary; it polls the endpoints below) |
 //! | `GET /-/health` | `200 ok` while the process serves |
 //! | `GET /-/status` | JSON: config generation, reload history and last error, listeners, routes, upstream targets' health |
 //! | `GET /metrics` | Prometheus text format |
@@ -57,7 +58,29 @@ pub async fn serve(tcp: TcpListener, gateway: Gateway, mut shutdown: watch::Rece
     }
 }
 
+/// The dashboard's files, embedded: static, so served without the token (the data
+/// they fetch is behind it; the page asks for the token on a 401).
+const DASHBOARD: [(&str, &str, &str); 3] = [
+    ("/", "text/html; charset=utf-8", include_str!("dashboard/index.html")),
+    ("/-/dashboard.js", "text/javascript; charset=utf-8", include_str!("dashboard/dashboard.js")),
+    ("/-/dashboard.css", "text/css; charset=utf-8", include_str!("dashboard/dashboard.css")),
+];
+
 async fn handle(req: Request<Incoming>, gw: &Gateway) -> Response<Body> {
+    if req.method() == Method::GET
+        && let Some((_, kind, body)) = DASHBOARD.iter().find(|(path, _, _)| *path == req.uri().path())
+    {
+        let mut resp = text(StatusCode::OK, kind, (*body).to_owned());
+        let h = resp.headers_mut();
+        h.insert(
+            header::CONTENT_SECURITY_POLICY,
+            header::HeaderValue::from_static(
+                "default-src 'self'; img-src 'self' data:; frame-ancestors 'none'",
+            ),
+        );
+        h.insert(header::X_CONTENT_TYPE_OPTIONS, header::HeaderValue::from_static("nosniff"));
+        return resp;
+    }
     let open = req.method() == Method::GET && req.uri().path() == "/-/health";
     if !open && let Some(token) = gw.snapshot().admin_token.clone() {
         let given = req
@@ -256,6 +279,14 @@ pub fn status(gw: &Gateway) -> serde_json::Value {
         "live_snapshots": crate::snapshot::live_snapshots(),
         "listeners": listeners.into_iter().collect::<serde_json::Map<_, _>>(),
         "routes": snap.routes.iter().map(|r| r.name.to_string()).collect::<Vec<_>>(),
+        "chains": snap
+            .routes
+            .iter()
+            .map(|r| {
+                let plugins: Vec<String> = r.chain.entries().iter().map(|e| e.pool.plugin().to_string()).collect();
+                (r.name.to_string(), json!(plugins))
+            })
+            .collect::<serde_json::Map<_, _>>(),
         "upstreams": upstreams,
     })
 }
