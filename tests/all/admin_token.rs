@@ -58,6 +58,10 @@ async fn with_a_token_every_admin_request_but_the_health_check_needs_it() {
     assert_eq!(call(&gw, Method::GET, "/metrics", Some("s3cret-token")).await.0, StatusCode::OK);
     assert_eq!(call(&gw, Method::GET, "/-/status", Some("s3cret-token")).await.0, StatusCode::OK);
     assert_eq!(call(&gw, Method::GET, "/-/health", None).await.0, StatusCode::OK, "probes need no token");
+    // The dashboard's static files carry no data; what they fetch needs the token.
+    assert_eq!(call(&gw, Method::GET, "/", None).await.0, StatusCode::OK);
+    assert_eq!(call(&gw, Method::GET, "/-/dashboard.js", None).await.0, StatusCode::OK);
+    assert_eq!(call(&gw, Method::GET, "/-/calls", None).await.0, StatusCode::UNAUTHORIZED);
     // The gateway's own listener is not affected.
     assert_eq!(Client::http1().get(&url(gw.addr("public"), "/")).await.text(), "ok");
 }

@@ -90,6 +90,7 @@ function cell(text, cls) {
 
 function fill(id, rows) {
   const body = document.querySelector("#" + id + " tbody");
+  if (rows.length === 0) rows = [[cell("none yet", "muted")]];
   body.replaceChildren(...rows.map(cells => {
     const tr = document.createElement("tr");
     tr.append(...cells);
@@ -106,7 +107,8 @@ function spark(values) {
   svg.setAttribute("viewBox", "0 0 120 24");
   const max = Math.max(1, ...values);
   const line = document.createElementNS(ns, "polyline");
-  line.setAttribute("points", values.map((v, i) => `${i * 120 / Math.max(1, HISTORY - 1)},${23 - 22 * v / max}`).join(" "));
+  const step = 120 / Math.max(1, values.length - 1);
+  line.setAttribute("points", values.map((v, i) => `${i * step},${23 - 22 * v / max}`).join(" "));
   svg.append(line);
   const td = document.createElement("td");
   td.append(svg);
