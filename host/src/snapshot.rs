@@ -251,10 +251,13 @@ impl Snapshot {
         }
         // Both start background work: only when serving (`sluice check` has no runtime).
         let serving = tokio::runtime::Handle::try_current().is_ok();
-        let call_log = match options
-            .call_log
-            .for_config(config.config.server.call_log.as_ref().filter(|_| serving), &config.base_dir)
-        {
+        let service =
+            config.config.server.tracing.as_ref().and_then(|t| t.service_name.as_deref()).unwrap_or("sluice");
+        let call_log = match options.call_log.for_config(
+            config.config.server.call_log.as_ref().filter(|_| serving),
+            &config.base_dir,
+            service,
+        ) {
             Ok(log) => log,
             Err(message) => return Err(config.error(vec![Problem::new("server.call_log.path", message)])),
         };

@@ -243,3 +243,81 @@ async fn without_a_call_log_the_api_says_it_is_off() {
     assert_eq!(reply.status, 404);
     assert!(reply.text().contains("server.call_log"), "{}", reply.text());
 }
+
+#[tokio::test]
+async fn records_go_out_as_otlp_log_records_linked_to_their_traces() {
+    use http_body_util::BodyExt;
+    use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
+    use opentelemetry_proto::tonic::common::v1::any_value::Value as Any;
+    use opentelemetry_proto::tonic::logs::v1::LogRecord;
+    use prost::Message as _;
+    use std::sync::{Arc, Mutex};
+
+    let records: Arc<Mutex<Vec<LogRecord>>> = Arc::default();
+    let seen = Arc::clone(&records);
+    let collector = TestServer::start(move |req: Request<hyper::body::Incoming>| {
+        let seen = Arc::clone(&seen);
+        async move {
+            assert_eq!(req.uri().path(), "/v1/logs");
+            let body = req.into_body().collect().await.unwrap().to_bytes();
+            let export = ExportLogsServiceRequest::decode(body).expect("an OTLP logs protobuf");
+            for rl in export.resource_logs {
+                for sl in rl.scope_logs {
+                    seen.lock().unwrap().extend(sl.log_records);
+                }
+            }
+            http::Response::new(full(""))
+        }
+    })
+    .await;
+    let dead = crate::harness::dead_addr().await;
+    let up = TestServer::named("app").await;
+    let gw = gateway(&format!(
+        "version: 1\nserver:\n  call_log: {{ otlp_endpoint: 'http://{}/v1/logs' }}\n  tracing: {{ otlp_endpoint: 'http://{dead}/v1/traces' }}\n\
+         admin: {{ address: 127.0.0.1:0 }}\nlisteners:\n  - name: public\n    address: 127.0.0.1:0\n\
+         upstreams:\n  app:\n    targets:\n      - address: {}\n\
+         routes:\n  - name: api\n    match: {{ path_prefix: /api }}\n    target: {{ upstream: app }}\n",
+        collector.addr, up.addr
+    ))
+    .await;
+    let client = Client::http1();
+    let traced = Request::get(url(gw.addr("public"), "/api/x"))
+        .header("traceparent", "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01")
+        .body(full(""))
+        .unwrap();
+    assert_eq!(client.send(traced).await.status, 200);
+    assert_eq!(client.get(&url(gw.addr("public"), "/nowhere")).await.status, 404);
+    assert!(eventually(Duration::from_secs(10), || records.lock().unwrap().len() >= 2).await);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let records = records.lock().unwrap().clone();
+    assert_eq!(records.len(), 2, "one log record per call");
+    let attr = |r: &LogRecord, key: &str| -> Option<String> {
+        r.attributes.iter().find(|a| a.key == key).and_then(|a| match a.value.as_ref()?.value.as_ref()? {
+            Any::StringValue(s) => Some(s.clone()),
+            Any::IntValue(i) => Some(i.to_string()),
+            _ => None,
+        })
+    };
+    let api = records.iter().find(|r| attr(r, "url.path").as_deref() == Some("/api/x")).unwrap();
+    assert_eq!(attr(api, "sluice.route").as_deref(), Some("api"));
+    assert_eq!(attr(api, "http.response.status_code").as_deref(), Some("200"));
+    assert_eq!(api.event_name, "sluice.call");
+    let hex: String = api.trace_id.iter().map(|b| format!("{b:02x}")).collect();
+    assert_eq!(hex, "4bf92f3577b34da6a3ce929d0e0e4736", "linked to the request's trace");
+    assert_eq!(api.span_id.len(), 8);
+    let missing = records.iter().find(|r| attr(r, "url.path").as_deref() == Some("/nowhere")).unwrap();
+    assert_eq!(attr(missing, "error.type").as_deref(), Some("no_route"));
+    assert_eq!(missing.severity_text, "WARN");
+    // Not stored on this node: the query API says so.
+    let reply = Client::http1().get(&url(gw.addr("admin"), "/-/calls")).await;
+    assert_eq!(reply.status, 404);
+    assert!(reply.text().contains("server.call_log.path"), "{}", reply.text());
+}
+
+#[test]
+fn a_call_log_with_neither_a_file_nor_a_collector_is_a_config_error() {
+    let yaml = "version: 1\nserver:\n  call_log: { retention: 1h }\nlisteners:\n  - name: public\n    address: 127.0.0.1:0\nroutes: []\n";
+    let Err(err) = sluice::Gateway::builder().config_yaml(yaml) else { panic!("the config was accepted") };
+    let err = err.to_string();
+    assert!(err.contains("server.call_log") && err.contains("otlp_endpoint"), "{err}");
+}

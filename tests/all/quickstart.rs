@@ -106,7 +106,7 @@ async fn the_observability_example_serves_and_counts_requests_by_route() {
         ) && page.contains(
             "sluice_requests_total{listener=\"public\",route=\"api\",method=\"GET\",code=\"401\"} 1",
         ) && page.contains("sluice_plugin_responses_total{plugin=\"auth\",code=\"401\"}")
-            && page.contains("sluice_trace_spans_total{outcome=\"failed\"} ")
+            && page.contains("sluice_otlp_items_total{signal=\"spans\",outcome=\"failed\"} ")
             && page.contains("sluice_call_log_records_total{outcome=\"written\"} 4")
     };
     let mut ok = false;

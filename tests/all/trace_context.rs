@@ -183,7 +183,7 @@ async fn without_tracing_a_traceparent_passes_untouched_and_nothing_is_exported(
         Request::get(url(gw.addr("public"), "/x")).header("traceparent", &header).body(full("")).unwrap();
     let reply = Client::http1().send(req).await;
     assert_eq!(reply.json()["headers"]["traceparent"], header.as_str());
-    assert!(!sluice::observability::admin::metrics(&gw).contains("sluice_trace_spans_total"));
+    assert!(!sluice::observability::admin::metrics(&gw).contains("sluice_otlp_items_total"));
 }
 
 #[tokio::test]

@@ -128,7 +128,16 @@ pub struct ServerConfig {
 #[serde(deny_unknown_fields)]
 pub struct CallLogConfig {
     /// The SQLite database file, relative to the config's folder (created if missing).
-    pub path: String,
+    /// Absent: records only go out over OTLP (`otlp_endpoint`), and `/-/calls` is off.
+    #[serde(default)]
+    pub path: Option<String>,
+    /// Also send every record as an OTLP log record to this OTLP/HTTP logs endpoint,
+    /// e.g. `http://127.0.0.1:4318/v1/logs`: a fleet's call logs in one collector.
+    #[serde(default)]
+    pub otlp_endpoint: Option<String>,
+    /// Headers sent with each OTLP export (a collector's API key).
+    #[serde(default)]
+    pub otlp_headers: BTreeMap<String, String>,
     /// Records older than this are deleted (checked every minute). Default `168h` (7 days).
     #[serde(default)]
     pub retention: Option<ConfigDuration>,

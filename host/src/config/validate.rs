@@ -35,8 +35,22 @@ pub fn validate(config: &Config) -> Vec<Problem> {
     }
     if let Some(c) = &config.server.call_log {
         let p = "server.call_log";
-        if c.path.trim().is_empty() {
-            v.push(format!("{p}.path"), "must name a file, like `calls.db`");
+        match (&c.path, &c.otlp_endpoint) {
+            (None, None) => v.push(
+                p,
+                "give `path` (a SQLite file, like `calls.db`), `otlp_endpoint` (a collector's OTLP/HTTP logs URL), or both",
+            ),
+            (Some(path), _) if path.trim().is_empty() => v.push(format!("{p}.path"), "must name a file, like `calls.db`"),
+            _ => {}
+        }
+        if let Some(e) = &c.otlp_endpoint {
+            v.http_url(&format!("{p}.otlp_endpoint"), e, "http://127.0.0.1:4318/v1/logs");
+        }
+        for (k, val) in &c.otlp_headers {
+            v.header_name(&format!("{p}.otlp_headers.{k}"), k);
+            if http::HeaderValue::from_str(val).is_err() {
+                v.push(format!("{p}.otlp_headers.{k}"), "invalid header value");
+            }
         }
         v.nonzero(&format!("{p}.retention"), c.retention);
         if c.queue == Some(0) {
@@ -101,16 +115,7 @@ impl Validator {
 
     fn tracing(&mut self, t: &TracingConfig) {
         let p = "server.tracing";
-        match t.otlp_endpoint.parse::<http::Uri>() {
-            Ok(u) if u.scheme_str() == Some("http") && u.host().is_some() => {}
-            _ => self.push(
-                format!("{p}.otlp_endpoint"),
-                format!(
-                    "`{}` is not an http:// URL: give the collector's OTLP/HTTP traces endpoint, like `http://127.0.0.1:4318/v1/traces`",
-                    t.otlp_endpoint
-                ),
-            ),
-        }
+        self.http_url(&format!("{p}.otlp_endpoint"), &t.otlp_endpoint, "http://127.0.0.1:4318/v1/traces");
         if t.sample_ratio.is_some_and(|r| !(0.0..=1.0).contains(&r)) {
             self.push(format!("{p}.sample_ratio"), "must be between 0 and 1");
         }
@@ -119,6 +124,19 @@ impl Validator {
             if http::HeaderValue::from_str(v).is_err() {
                 self.push(format!("{p}.headers.{k}"), "invalid header value");
             }
+        }
+    }
+
+    /// An `http://` URL of a collector (`example` shows the shape).
+    fn http_url(&mut self, path: &str, url: &str, example: &str) {
+        match url.parse::<http::Uri>() {
+            Ok(u) if u.scheme_str() == Some("http") && u.host().is_some() => {}
+            _ => self.push(
+                path,
+                format!(
+                    "`{url}` is not an http:// URL: give the collector's OTLP/HTTP endpoint, like `{example}`"
+                ),
+            ),
         }
     }
 

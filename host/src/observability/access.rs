@@ -15,7 +15,7 @@ use http_body::{Body as HttpBody, Frame, SizeHint};
 use crate::body::{Body, BoxError, ClientBodyState};
 use crate::observability::call_log::Call;
 use crate::observability::metrics::Finished;
-use crate::observability::trace::{Ended, RequestTrace, trace_id_hex};
+use crate::observability::trace::{Ended, RequestTrace, id_hex};
 use crate::snapshot::ListenerRoutes;
 
 /// What the metrics and the access log line say about one request; filled in along
@@ -104,7 +104,7 @@ impl AccessRecord {
                 client: self.peer.ip(),
             });
         }
-        let trace_id = self.trace.as_ref().map(|t| trace_id_hex(&t.trace_id));
+        let trace_id = self.trace.as_ref().map(|t| id_hex(&t.trace_id));
         let duration_us = duration.as_micros() as u64;
         if let Some(log) = &self.snapshot.call_log {
             log.record(self.call(bytes_out, duration_us, trace_id.clone()));
@@ -146,6 +146,7 @@ impl AccessRecord {
                 .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX)),
             request_id: self.request_id.to_str().unwrap_or_default().to_owned(),
             trace_id,
+            span_id: self.trace.as_ref().map(|t| id_hex(&t.span_id)),
             listener: self.listener.name.as_str().to_owned(),
             route: self.route.and_then(|i| self.snapshot.routes.get(i)).map(|r| r.name.as_str().to_owned()),
             consumer: self.consumer.clone(),

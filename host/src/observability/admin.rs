@@ -16,6 +16,7 @@
 //! `GET /-/health` must carry it as `Authorization: Bearer <token>` or gets `401`.
 
 use std::convert::Infallible;
+use std::path::Path;
 use std::time::UNIX_EPOCH;
 
 use http::{Method, Request, Response, StatusCode, header};
@@ -138,7 +139,10 @@ async fn calls(gw: &Gateway, query: Option<&str>, stats: bool) -> Response<Body>
         Ok(f) => f,
         Err(m) => return bad(m),
     };
-    let path = log.path().to_owned();
+    let Some(path) = log.path().map(Path::to_owned) else {
+        let body = json!({ "error": "the call log is not stored on this node: set server.call_log.path (records go out over OTLP)" }).to_string();
+        return text(StatusCode::NOT_FOUND, "application/json", body);
+    };
     let work: Box<dyn FnOnce() -> Result<serde_json::Value, String> + Send> = if stats {
         let bucket = match q.get("bucket").map(String::as_str) {
             None | Some("minute") => Bucket::Minute,
@@ -435,15 +439,22 @@ fn requests(snap: &crate::snapshot::Snapshot, out: &mut Exposition) {
             out.sample("sluice_call_log_records_total", &[("outcome", outcome)], n as f64);
         }
     }
-    if let Some(tracer) = &snap.tracer {
-        let (exported, dropped, failed) = tracer.stats.read();
+    let exporters = [
+        ("spans", snap.tracer.as_ref().map(|t| t.stats())),
+        ("call_log", snap.call_log.as_ref().and_then(|l| l.otlp_stats())),
+    ];
+    if exporters.iter().any(|(_, s)| s.is_some()) {
         out.family(
-            "sluice_trace_spans_total",
+            "sluice_otlp_items_total",
             "counter",
-            "Spans of sampled requests: exported, dropped because the export queue was full, or lost to a failed export.",
+            "Items sent over OTLP, by signal: exported, dropped because the export queue was full, or lost to a failed export.",
         );
-        for (outcome, n) in [("exported", exported), ("dropped", dropped), ("failed", failed)] {
-            out.sample("sluice_trace_spans_total", &[("outcome", outcome)], n as f64);
+        for (signal, stats) in exporters {
+            let Some(stats) = stats else { continue };
+            let (exported, dropped, failed) = stats.read();
+            for (outcome, n) in [("exported", exported), ("dropped", dropped), ("failed", failed)] {
+                out.sample("sluice_otlp_items_total", &[("signal", signal), ("outcome", outcome)], n as f64);
+            }
         }
     }
 }

@@ -20,6 +20,13 @@ use rusqlite::{Connection, OpenFlags, params_from_iter, types::Value};
 use serde_json::{Value as Json, json};
 use tracing::warn;
 
+use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
+use opentelemetry_proto::tonic::common::v1::{AnyValue, InstrumentationScope, any_value};
+use opentelemetry_proto::tonic::logs::v1::{LogRecord, ResourceLogs, ScopeLogs, SeverityNumber};
+use opentelemetry_proto::tonic::resource::v1::Resource;
+use prost::Message as _;
+
+use super::otlp::{self, ExportStats, Queue, float, int, kv};
 use crate::config::CallLogConfig;
 
 const DEFAULT_QUEUE: usize = 10_000;
@@ -74,6 +81,8 @@ pub struct Call {
     pub request_id: String,
     /// The trace id, when tracing is on.
     pub trace_id: Option<String>,
+    /// The gateway's span id, when tracing is on (OTLP only; not stored).
+    pub span_id: Option<String>,
     /// Listener name.
     pub listener: String,
     /// Route name, if one matched.
@@ -127,12 +136,14 @@ impl CallLogStats {
     }
 }
 
-/// A running call log: the queue into its writer thread, and what to capture.
+/// A running call log: the queues into its SQLite writer thread and its OTLP
+/// exporter (either or both), and what to capture.
 #[derive(Debug)]
 pub struct CallLog {
     config: CallLogConfig,
-    path: PathBuf,
-    queue: SyncSender<Call>,
+    path: Option<PathBuf>,
+    queue: Option<SyncSender<Call>>,
+    otlp: Option<Queue<Call>>,
     headers: Vec<http::HeaderName>,
     redact: Vec<String>,
     /// The writer's counts.
@@ -140,19 +151,37 @@ pub struct CallLog {
 }
 
 impl CallLog {
-    /// Opens (or creates) the database at `path` and starts the writer thread; it
-    /// ends, after writing what is queued, once the last handle is dropped.
-    pub fn open(config: &CallLogConfig, path: &Path) -> Result<CallLog, String> {
-        let conn = Connection::open(path).map_err(|e| format!("cannot open `{}`: {e}", path.display()))?;
-        conn.execute_batch(SCHEMA).map_err(|e| format!("cannot set up `{}`: {e}", path.display()))?;
-        let (queue, rx) = sync_channel(config.queue.unwrap_or(DEFAULT_QUEUE).max(1));
+    /// Opens (or creates) the database of `config.path` (relative to `base_dir`) and
+    /// starts its writer thread, and starts the OTLP exporter of `config.otlp_endpoint`
+    /// (spans and records share the `service` name). Both end, after writing what is
+    /// queued, once the last handle is dropped.
+    pub fn open(config: &CallLogConfig, base_dir: &Path, service: &str) -> Result<CallLog, String> {
         let stats = Arc::new(CallLogStats::default());
-        let retention = config.retention.map_or(DEFAULT_RETENTION, |d| d.get());
-        let writer = Writer { conn, stats: Arc::clone(&stats), retention };
-        std::thread::Builder::new()
-            .name("sluice-call-log".into())
-            .spawn(move || writer.run(&rx))
-            .map_err(|e| format!("cannot start the call log writer: {e}"))?;
+        let (path, queue) = match &config.path {
+            None => (None, None),
+            Some(file) => {
+                let path = base_dir.join(file);
+                let conn =
+                    Connection::open(&path).map_err(|e| format!("cannot open `{}`: {e}", path.display()))?;
+                conn.execute_batch(SCHEMA).map_err(|e| format!("cannot set up `{}`: {e}", path.display()))?;
+                let (queue, rx) = sync_channel(config.queue.unwrap_or(DEFAULT_QUEUE).max(1));
+                let retention = config.retention.map_or(DEFAULT_RETENTION, |d| d.get());
+                let writer = Writer { conn, stats: Arc::clone(&stats), retention };
+                std::thread::Builder::new()
+                    .name("sluice-call-log".into())
+                    .spawn(move || writer.run(&rx))
+                    .map_err(|e| format!("cannot start the call log writer: {e}"))?;
+                (Some(path), Some(queue))
+            }
+        };
+        let otlp = config.otlp_endpoint.as_ref().map(|endpoint| {
+            let target = otlp::Target {
+                endpoint: endpoint.clone(),
+                headers: config.otlp_headers.clone(),
+                service: service.to_owned(),
+            };
+            otlp::start(&target, "call log records", encode_logs)
+        });
         let redact = config
             .redact
             .clone()
@@ -162,7 +191,7 @@ impl CallLog {
             .collect();
         let headers =
             config.headers.iter().filter_map(|h| http::HeaderName::from_bytes(h.as_bytes()).ok()).collect();
-        Ok(CallLog { config: config.clone(), path: path.to_owned(), queue, headers, redact, stats })
+        Ok(CallLog { config: config.clone(), path, queue, otlp, headers, redact, stats })
     }
 
     /// The configured request headers of `headers` as JSON, redacted, or `None`
@@ -181,19 +210,30 @@ impl CallLog {
         (!out.is_empty()).then(|| Json::Object(out).to_string())
     }
 
-    /// Queues a record; a full queue drops it (counted). Never blocks.
+    /// Queues a record for the store and the exporter; a full queue drops it
+    /// (counted). Never blocks.
     pub fn record(&self, call: Call) {
-        match self.queue.try_send(call) {
-            Ok(()) => {}
-            Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => {
-                self.stats.dropped.fetch_add(1, Relaxed);
+        if let Some(otlp) = &self.otlp {
+            otlp.push(call.clone());
+        }
+        if let Some(queue) = &self.queue {
+            match queue.try_send(call) {
+                Ok(()) => {}
+                Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => {
+                    self.stats.dropped.fetch_add(1, Relaxed);
+                }
             }
         }
     }
 
-    /// The database file.
-    pub fn path(&self) -> &Path {
-        &self.path
+    /// The database file, when records are stored here.
+    pub fn path(&self) -> Option<&Path> {
+        self.path.as_deref()
+    }
+
+    /// The OTLP exporter's counts, when records go out over OTLP.
+    pub fn otlp_stats(&self) -> Option<&ExportStats> {
+        self.otlp.as_ref().map(|q| &*q.stats)
     }
 }
 
@@ -207,17 +247,18 @@ impl CallLogSlot {
         &self,
         config: Option<&CallLogConfig>,
         base_dir: &Path,
+        service: &str,
     ) -> Result<Option<Arc<CallLog>>, String> {
         let mut slot = self.0.lock().unwrap_or_else(|p| p.into_inner());
         let Some(config) = config else {
             *slot = None;
             return Ok(None);
         };
-        let path = base_dir.join(&config.path);
+        let path = config.path.as_ref().map(|p| base_dir.join(p));
         if let Some(log) = slot.as_ref().filter(|l| &l.config == config && l.path == path) {
             return Ok(Some(Arc::clone(log)));
         }
-        let log = Arc::new(CallLog::open(config, &path)?);
+        let log = Arc::new(CallLog::open(config, base_dir, service)?);
         *slot = Some(Arc::clone(&log));
         Ok(Some(log))
     }
@@ -321,6 +362,83 @@ impl Writer {
             warn!(error = %e, "call log retention sweep failed");
         }
     }
+}
+
+/// Records as an `ExportLogsServiceRequest`: one log record per call, its fields as
+/// attributes (OpenTelemetry's HTTP names where there is one), linked to its trace.
+fn encode_logs(resource: Resource, scope: InstrumentationScope, calls: Vec<Call>) -> Vec<u8> {
+    let observed = u64::try_from(now_ms()).unwrap_or(0) * 1_000_000;
+    let log_records = calls
+        .into_iter()
+        .map(|c| {
+            let mut a = vec![
+                kv("http.request.method", &c.method),
+                kv("url.path", &c.path),
+                int("http.response.status_code", i64::from(c.status)),
+                kv("sluice.listener", &c.listener),
+                kv("sluice.request_id", &c.request_id),
+                kv("client.address", &c.client),
+                int("sluice.duration_us", i64::try_from(c.duration_us).unwrap_or(i64::MAX)),
+                int("http.request.body.size", i64::try_from(c.bytes_in).unwrap_or(i64::MAX)),
+                int("http.response.body.size", i64::try_from(c.bytes_out).unwrap_or(i64::MAX)),
+            ];
+            let optional = [
+                ("sluice.route", &c.route),
+                ("sluice.consumer", &c.consumer),
+                ("error.type", &c.error),
+                ("sluice.upstream.target", &c.upstream),
+                ("gen_ai.request.model", &c.model),
+                ("sluice.annotations", &c.annotations),
+                ("sluice.headers", &c.headers),
+            ];
+            a.extend(optional.iter().filter_map(|(k, v)| v.as_deref().map(|v| kv(k, v))));
+            if let Some(t) = c.tokens_in {
+                a.push(int("gen_ai.usage.input_tokens", i64::try_from(t).unwrap_or(i64::MAX)));
+            }
+            if let Some(t) = c.tokens_out {
+                a.push(int("gen_ai.usage.output_tokens", i64::try_from(t).unwrap_or(i64::MAX)));
+            }
+            if let Some(cost) = c.cost {
+                a.push(float("sluice.ai.cost", cost));
+            }
+            let (severity, text) = match c.status {
+                500.. => (SeverityNumber::Error, "ERROR"),
+                400..=499 => (SeverityNumber::Warn, "WARN"),
+                _ => (SeverityNumber::Info, "INFO"),
+            };
+            let unhex = |h: &Option<String>| h.as_deref().map(hex_bytes).unwrap_or_default();
+            LogRecord {
+                time_unix_nano: u64::try_from(c.time_ms).unwrap_or(0) * 1_000_000,
+                observed_time_unix_nano: observed,
+                severity_number: severity as i32,
+                severity_text: text.to_owned(),
+                body: Some(AnyValue {
+                    value: Some(any_value::Value::StringValue(format!(
+                        "{} {} {}",
+                        c.method, c.path, c.status
+                    ))),
+                }),
+                attributes: a,
+                trace_id: unhex(&c.trace_id),
+                span_id: unhex(&c.span_id),
+                event_name: "sluice.call".to_owned(),
+                ..LogRecord::default()
+            }
+        })
+        .collect();
+    ExportLogsServiceRequest {
+        resource_logs: vec![ResourceLogs {
+            resource: Some(resource),
+            scope_logs: vec![ScopeLogs { scope: Some(scope), log_records, schema_url: String::new() }],
+            schema_url: String::new(),
+        }],
+    }
+    .encode_to_vec()
+}
+
+/// Bytes from lowercase hex (ids the gateway wrote itself).
+fn hex_bytes(h: &str) -> Vec<u8> {
+    (0..h.len() / 2).filter_map(|i| u8::from_str_radix(h.get(2 * i..2 * i + 2)?, 16).ok()).collect()
 }
 
 /// Milliseconds since the epoch, now.

@@ -8,6 +8,7 @@ pub mod access;
 pub mod admin;
 pub mod call_log;
 pub mod metrics;
+pub mod otlp;
 pub mod prom;
 pub mod trace;
 

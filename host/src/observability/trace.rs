@@ -9,46 +9,30 @@
 //! plugin call of its request and response phases, with the route, consumer,
 //! status and each plugin's decision.
 //!
-//! Spans go through a bounded queue to one exporter task that posts
-//! `ExportTraceServiceRequest` protobufs (the OpenTelemetry project's own
-//! `opentelemetry-proto` types) to the collector. A full queue drops spans and counts
-//! them; the request path never waits on the collector.
+//! Spans go through the bounded queue of an [`otlp`] exporter that posts
+//! `ExportTraceServiceRequest` protobufs to the collector. A full queue drops spans and
+//! counts them; the request path never waits on the collector.
 //!
 //! Why not the OpenTelemetry SDK: its batch processor runs on a thread of its own
 //! and wants a blocking HTTP client (or an experimental async-runtime feature), and
 //! its live-span API would build a span object per request; here spans are built
 //! once, after the fact, from timestamps the proxy already has.
 
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
-use bytes::Bytes;
-use http::{HeaderMap, HeaderName, HeaderValue, Request, Uri};
-use http_body_util::Full;
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::TokioExecutor;
+use http::{HeaderMap, HeaderName, HeaderValue};
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
-use opentelemetry_proto::tonic::common::v1::{AnyValue, InstrumentationScope, KeyValue, any_value};
+use opentelemetry_proto::tonic::common::v1::InstrumentationScope;
 use opentelemetry_proto::tonic::resource::v1::Resource;
 use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span, Status, span, status};
 use prost::Message as _;
-use tokio::sync::mpsc;
-use tracing::warn;
 
+use super::otlp::{self, ExportStats, Queue, int, kv};
 use crate::config::TracingConfig;
 
 /// The W3C trace context request header.
 pub static TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
-
-/// Spans waiting for the exporter; past this, new spans are dropped (and counted).
-const QUEUE: usize = 8192;
-/// Most spans in one export request.
-const BATCH: usize = 512;
-/// How long the exporter waits for more spans before sending a batch.
-const LINGER: Duration = Duration::from_millis(200);
-/// An export that takes longer is abandoned (its spans are counted as failed).
-const EXPORT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// A parsed `traceparent`: trace id, parent span id, flags.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -104,26 +88,11 @@ fn to_hex(bytes: &[u8], out: &mut String) {
     }
 }
 
-/// A trace id as 32 lowercase hex digits (the access log's `trace_id`).
-pub fn trace_id_hex(id: &[u8; 16]) -> String {
-    let mut s = String::with_capacity(32);
+/// A trace or span id as lowercase hex digits (the access log's `trace_id`).
+pub fn id_hex(id: &[u8]) -> String {
+    let mut s = String::with_capacity(2 * id.len());
     to_hex(id, &mut s);
     s
-}
-
-/// Counts of the exporter, for `/metrics`.
-#[derive(Debug, Default)]
-pub struct TraceStats {
-    exported: AtomicU64,
-    dropped_queue_full: AtomicU64,
-    failed: AtomicU64,
-}
-
-impl TraceStats {
-    /// `(exported, dropped because the queue was full, lost to failed exports)`.
-    pub fn read(&self) -> (u64, u64, u64) {
-        (self.exported.load(Relaxed), self.dropped_queue_full.load(Relaxed), self.failed.load(Relaxed))
-    }
 }
 
 /// The tracer of one `server.tracing` config: the sampling threshold and the queue
@@ -134,9 +103,7 @@ pub struct Tracer {
     /// A new trace is sampled when the top 63 bits of its id's last 8 bytes are
     /// below this (the ratio, as OpenTelemetry's `TraceIdRatioBased` does it).
     threshold: u64,
-    queue: mpsc::Sender<Span>,
-    /// The exporter's counts.
-    pub stats: Arc<TraceStats>,
+    queue: Queue<Span>,
 }
 
 impl Tracer {
@@ -146,11 +113,18 @@ impl Tracer {
     pub fn start(config: &TracingConfig) -> Tracer {
         let ratio = config.sample_ratio.unwrap_or(1.0).clamp(0.0, 1.0);
         let threshold = if ratio >= 1.0 { u64::MAX } else { (ratio * (1u64 << 63) as f64) as u64 };
-        let (queue, rx) = mpsc::channel(QUEUE);
-        let stats = Arc::new(TraceStats::default());
-        let exporter = Exporter::new(config, Arc::clone(&stats));
-        tokio::spawn(exporter.run(rx));
-        Tracer { config: config.clone(), threshold, queue, stats }
+        let target = otlp::Target {
+            endpoint: config.otlp_endpoint.clone(),
+            headers: config.headers.clone(),
+            service: config.service_name.clone().unwrap_or_else(|| "sluice".to_owned()),
+        };
+        let queue = otlp::start(&target, "spans", encode);
+        Tracer { config: config.clone(), threshold, queue }
+    }
+
+    /// The exporter's counts.
+    pub fn stats(&self) -> &ExportStats {
+        &self.queue.stats
     }
 
     /// The config this tracer was started from (a reload keeps the tracer when its
@@ -191,7 +165,7 @@ impl Tracer {
             start_unix_ns: unix_ns(SystemTime::now()),
             started: Instant::now(),
             plugins: Mutex::new(Vec::new()),
-            queue: sampled.then(|| (self.queue.clone(), Arc::clone(&self.stats))),
+            queue: sampled.then(|| self.queue.clone()),
         }
     }
 }
@@ -249,7 +223,7 @@ pub struct RequestTrace {
     start_unix_ns: u64,
     started: Instant,
     plugins: Mutex<Vec<Span>>,
-    queue: Option<(mpsc::Sender<Span>, Arc<TraceStats>)>,
+    queue: Option<Queue<Span>>,
 }
 
 /// What the request span says when the request ends.
@@ -339,7 +313,7 @@ impl RequestTrace {
 
     /// Ends the request's span and queues it with its plugin spans (sampled only).
     pub fn end(&self, e: &Ended<'_>) {
-        let Some((queue, stats)) = &self.queue else { return };
+        let Some(queue) = &self.queue else { return };
         let mut attributes = vec![
             kv("http.request.method", e.method),
             kv("url.path", e.path),
@@ -378,130 +352,25 @@ impl RequestTrace {
         };
         let plugins = std::mem::take(&mut *self.plugins.lock().unwrap_or_else(|p| p.into_inner()));
         for s in std::iter::once(span).chain(plugins) {
-            if queue.try_send(s).is_err() {
-                stats.dropped_queue_full.fetch_add(1, Relaxed);
-            }
+            queue.push(s);
         }
     }
+}
+
+/// Spans as an `ExportTraceServiceRequest`.
+fn encode(resource: Resource, scope: InstrumentationScope, spans: Vec<Span>) -> Vec<u8> {
+    ExportTraceServiceRequest {
+        resource_spans: vec![ResourceSpans {
+            resource: Some(resource),
+            scope_spans: vec![ScopeSpans { scope: Some(scope), spans, schema_url: String::new() }],
+            schema_url: String::new(),
+        }],
+    }
+    .encode_to_vec()
 }
 
 fn error_status(message: &str) -> Status {
     Status { code: status::StatusCode::Error as i32, message: message.to_owned() }
-}
-
-fn kv(key: &str, value: &str) -> KeyValue {
-    KeyValue {
-        key: key.to_owned(),
-        value: Some(AnyValue { value: Some(any_value::Value::StringValue(value.to_owned())) }),
-        ..KeyValue::default()
-    }
-}
-
-fn int(key: &str, value: i64) -> KeyValue {
-    KeyValue {
-        key: key.to_owned(),
-        value: Some(AnyValue { value: Some(any_value::Value::IntValue(value)) }),
-        ..KeyValue::default()
-    }
-}
-
-/// Posts batches of spans to the collector.
-struct Exporter {
-    endpoint: Uri,
-    headers: HeaderMap,
-    resource: Resource,
-    stats: Arc<TraceStats>,
-    client: Client<hyper_util::client::legacy::connect::HttpConnector, Full<Bytes>>,
-    /// When a failed export was last logged at `warn` (the rest go to `debug`: a
-    /// collector that is down is said once a minute, not per batch).
-    warned: Option<Instant>,
-}
-
-impl Exporter {
-    fn new(config: &TracingConfig, stats: Arc<TraceStats>) -> Exporter {
-        let mut headers = HeaderMap::new();
-        for (k, v) in &config.headers {
-            if let (Ok(k), Ok(v)) = (HeaderName::from_bytes(k.as_bytes()), HeaderValue::from_str(v)) {
-                headers.insert(k, v);
-            }
-        }
-        let service = config.service_name.clone().unwrap_or_else(|| "sluice".to_owned());
-        Exporter {
-            endpoint: config.otlp_endpoint.parse().unwrap_or_default(),
-            headers,
-            resource: Resource {
-                attributes: vec![kv("service.name", &service), kv("telemetry.sdk.name", "sluice")],
-                ..Resource::default()
-            },
-            stats,
-            client: Client::builder(TokioExecutor::new()).build_http(),
-            warned: None,
-        }
-    }
-
-    async fn run(mut self, mut rx: mpsc::Receiver<Span>) {
-        let mut batch = Vec::with_capacity(BATCH);
-        loop {
-            if rx.recv_many(&mut batch, BATCH).await == 0 {
-                return;
-            }
-            let linger = tokio::time::sleep(LINGER);
-            tokio::pin!(linger);
-            while batch.len() < BATCH {
-                let room = BATCH - batch.len();
-                tokio::select! {
-                    n = rx.recv_many(&mut batch, room) => if n == 0 { break },
-                    () = &mut linger => break,
-                }
-            }
-            self.send(std::mem::take(&mut batch)).await;
-        }
-    }
-
-    async fn send(&mut self, spans: Vec<Span>) {
-        let n = spans.len() as u64;
-        let body = ExportTraceServiceRequest {
-            resource_spans: vec![ResourceSpans {
-                resource: Some(self.resource.clone()),
-                scope_spans: vec![ScopeSpans {
-                    scope: Some(InstrumentationScope {
-                        name: "sluice".to_owned(),
-                        version: env!("CARGO_PKG_VERSION").to_owned(),
-                        ..InstrumentationScope::default()
-                    }),
-                    spans,
-                    schema_url: String::new(),
-                }],
-                schema_url: String::new(),
-            }],
-        }
-        .encode_to_vec();
-        let mut req = Request::post(self.endpoint.clone())
-            .header(http::header::CONTENT_TYPE, "application/x-protobuf")
-            .body(Full::new(Bytes::from(body)))
-            .unwrap_or_default();
-        req.headers_mut().extend(self.headers.clone());
-        let outcome = tokio::time::timeout(EXPORT_TIMEOUT, self.client.request(req)).await;
-        match outcome {
-            Ok(Ok(resp)) if resp.status().is_success() => {
-                self.stats.exported.fetch_add(n, Relaxed);
-            }
-            other => {
-                self.stats.failed.fetch_add(n, Relaxed);
-                let why = match other {
-                    Ok(Ok(resp)) => format!("the collector answered {}", resp.status()),
-                    Ok(Err(e)) => e.to_string(),
-                    Err(_) => format!("no answer within {EXPORT_TIMEOUT:?}"),
-                };
-                if self.warned.is_none_or(|t| t.elapsed() >= Duration::from_secs(60)) {
-                    self.warned = Some(Instant::now());
-                    warn!(endpoint = %self.endpoint, spans = n, error = %why, "span export failed (said at most once a minute; sluice_trace_spans_total counts them)");
-                } else {
-                    tracing::debug!(endpoint = %self.endpoint, spans = n, error = %why, "span export failed");
-                }
-            }
-        }
-    }
 }
 
 #[cfg(test)]
@@ -513,7 +382,7 @@ mod tests {
     #[test]
     fn traceparent_parsing_follows_the_w3c_rules() {
         let p = TraceParent::parse(GOOD.as_bytes()).unwrap();
-        assert_eq!(trace_id_hex(&p.trace_id), "4bf92f3577b34da6a3ce929d0e0e4736");
+        assert_eq!(id_hex(&p.trace_id), "4bf92f3577b34da6a3ce929d0e0e4736");
         assert_eq!(p.parent_id, [0x00, 0xf0, 0x67, 0xaa, 0x0b, 0xa9, 0x02, 0xb7]);
         assert_eq!(p.flags, 1);
         // A later version is read as 00, with what follows the flags ignored.
