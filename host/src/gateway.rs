@@ -220,6 +220,31 @@ pub struct ReloadStatus {
     pub last_attempt: Option<SystemTime>,
     /// When the last reload succeeded.
     pub last_success: Option<SystemTime>,
+    /// The last [`RELOAD_HISTORY`] attempts, oldest first.
+    pub history: std::collections::VecDeque<ReloadAttempt>,
+}
+
+/// Reload attempts kept in [`ReloadStatus::history`].
+pub const RELOAD_HISTORY: usize = 20;
+
+/// One reload attempt.
+#[derive(Debug, Clone)]
+pub struct ReloadAttempt {
+    /// When it was attempted.
+    pub at: SystemTime,
+    /// The generation it made, or `None` when it failed.
+    pub generation: Option<u64>,
+    /// Why it failed.
+    pub error: Option<String>,
+}
+
+impl ReloadStatus {
+    fn remember(&mut self, attempt: ReloadAttempt) {
+        if self.history.len() == RELOAD_HISTORY {
+            self.history.pop_front();
+        }
+        self.history.push_back(attempt);
+    }
 }
 
 impl Gateway {
@@ -327,6 +352,7 @@ impl Gateway {
         status.last_error = None;
         status.last_attempt = Some(SystemTime::now());
         status.last_success = status.last_attempt;
+        status.remember(ReloadAttempt { at: SystemTime::now(), generation: Some(generation), error: None });
         info!(generation, "config reloaded");
         Ok(generation)
     }
@@ -337,6 +363,11 @@ impl Gateway {
         status.failures_total += 1;
         status.last_error = Some(message.to_owned());
         status.last_attempt = Some(SystemTime::now());
+        status.remember(ReloadAttempt {
+            at: SystemTime::now(),
+            generation: None,
+            error: Some(message.to_owned()),
+        });
     }
 
     /// Binds the listeners of `snapshot` that are not running yet (or moved).

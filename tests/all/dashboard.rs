@@ -257,6 +257,13 @@ async fn the_dashboard_loads_without_errors_shows_the_routes_and_follows_traffic
         calls.iter().filter(|r| r[1] == "orders" && r[4] == "/orders/7" && r[5] == "200").count() == 5,
         "{calls:?}"
     );
+    // A reload shows in the history.
+    let reload = Client::http1()
+        .send(http::Request::post(url(gw.addr("admin"), "/-/reload")).body(full("")).unwrap())
+        .await;
+    assert_eq!(reload.status, 200, "{}", reload.text());
+    until(&mut cdp, "reloads", |rows| rows.iter().any(|r| r.get(1).is_some_and(|c| c == "generation 2")))
+        .await;
     let state = cdp.eval("document.getElementById('state').textContent").await;
     assert_eq!(state, "live");
     let node = cdp.eval("document.getElementById('node').textContent").await;

@@ -188,7 +188,12 @@ async fn broken_config_keeps_serving_the_old_one_until_fixed() {
     // The fix is picked up.
     write_atomic(&path, &static_config("fixed"));
     wait_for_body(addr, "fixed").await;
-    assert!(gw.reload_status().last_error.is_none());
+    let status = gw.reload_status();
+    assert!(status.last_error.is_none());
+    // The history keeps both attempts, oldest first.
+    let history: Vec<(Option<u64>, bool)> =
+        status.history.iter().map(|a| (a.generation, a.error.is_some())).collect();
+    assert_eq!(history, [(None, true), (Some(2), false)]);
     gw.shutdown().await;
 }
 

@@ -279,6 +279,11 @@ pub fn status(gw: &Gateway) -> serde_json::Value {
             "last_error": reload.last_error,
             "last_attempt_unix": unix(reload.last_attempt),
             "last_success_unix": unix(reload.last_success),
+            "history": reload.history.iter().map(|a| json!({
+                "at_unix": unix(Some(a.at)),
+                "generation": a.generation,
+                "error": a.error,
+            })).collect::<Vec<_>>(),
         },
         "live_snapshots": crate::snapshot::live_snapshots(),
         "listeners": listeners.into_iter().collect::<serde_json::Map<_, _>>(),

@@ -237,6 +237,11 @@ function renderReload(status) {
     if (k === "last error" && r.last_error) dd.className = "bad";
     return [dt, dd];
   }));
+  fill("reloads", (r.history || []).slice().reverse().map(a => [
+    cell(when(a.at_unix)),
+    cell(a.error ? "failed" : "generation " + a.generation, a.error ? "bad" : "ok"),
+    cell(a.error || ""),
+  ]));
 }
 
 async function poll() {
