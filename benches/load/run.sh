@@ -45,6 +45,7 @@
 #                                 `info`, which creates a tracing span per request)
 #   ACCESS_LOG=off                on: nginx and sluice both write an access log (to a file /
 #                                 stderr redirected to a file); off: neither does
+#   CALL_LOG=off                  on: the sluice peer records every call in its SQLite call log
 #   NICE=0                        e.g. -10 (root) gives the bench processes priority over
 #                                 other work on a shared machine; used for every peer alike
 #   PROXY_CPU=0 LOAD_CPU=1        cores for the proxy under test and for upstream + load
@@ -190,8 +191,13 @@ render() { # render TEMPLATE OUT
         -e "s|@SLUICE_FLOOR_PORT@|$SLUICE_FLOOR_PORT|g" \
         -e "s|@JWT_SECRET@|$JWT_SECRET|g" -e "s|@RL_RATE@|$RL_RATE|g" -e "s|@JWT_CACHE@|$JWT_CACHE|g" \
         -e "s|@NGINX_ACCESS_LOG@|$NGINX_ACCESS_LOG|g" \
-        -e "s|@SLUICE_ACCESS_LOG@|$SLUICE_ACCESS_LOG|g" "$1" >"$2"
+        -e "s|@SLUICE_ACCESS_LOG@|$SLUICE_ACCESS_LOG|g" -e "s|@SLUICE_CALL_LOG@|$SLUICE_CALL_LOG|g" "$1" >"$2"
 }
+if [[ ${CALL_LOG:-off} == on ]]; then
+    SLUICE_CALL_LOG="call_log: { path: $TMP/sluice-calls.db }"
+else
+    SLUICE_CALL_LOG="# call log off (CALL_LOG=on turns it on)"
+fi
 if [[ $ACCESS_LOG == on ]]; then
     NGINX_ACCESS_LOG="$TMP/nginx-access.log"
     SLUICE_ACCESS_LOG=true
