@@ -120,6 +120,7 @@ async fn every_call_is_recorded_redacted_paged_filtered_and_aggregated() {
     // Filters.
     let n = |doc: Value| doc["calls"].as_array().unwrap().len();
     assert_eq!(n(admin(&gw, "/-/calls?route=api&consumer=alice").await), 4);
+    assert_eq!(n(admin(&gw, "/-/calls?route=api&consumer=al%69ce").await), 4, "percent-decoded");
     assert_eq!(n(admin(&gw, "/-/calls?status=4xx").await), 3);
     assert_eq!(n(admin(&gw, "/-/calls?status=404").await), 2);
     assert_eq!(n(admin(&gw, "/-/calls?route=-").await), 2);

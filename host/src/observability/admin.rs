@@ -184,32 +184,9 @@ async fn calls(gw: &Gateway, query: Option<&str>, stats: bool) -> Response<Body>
 /// A query string's `key=value` pairs, percent-decoded (`+` is a space); the first
 /// of a repeated key wins.
 fn query_pairs(query: &str) -> std::collections::BTreeMap<String, String> {
-    fn decode(s: &str) -> String {
-        let bytes = s.as_bytes();
-        let mut out = Vec::with_capacity(bytes.len());
-        let mut i = 0;
-        while i < bytes.len() {
-            match bytes[i] {
-                b'+' => out.push(b' '),
-                b'%' if i + 2 < bytes.len() => {
-                    match u8::from_str_radix(std::str::from_utf8(&bytes[i + 1..i + 3]).unwrap_or("zz"), 16) {
-                        Ok(b) => {
-                            out.push(b);
-                            i += 2;
-                        }
-                        Err(_) => out.push(b'%'),
-                    }
-                }
-                b => out.push(b),
-            }
-            i += 1;
-        }
-        String::from_utf8_lossy(&out).into_owned()
-    }
     let mut out = std::collections::BTreeMap::new();
-    for pair in query.split('&').filter(|p| !p.is_empty()) {
-        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-        out.entry(decode(k)).or_insert_with(|| decode(v));
+    for (k, v) in form_urlencoded::parse(query.as_bytes()) {
+        out.entry(k.into_owned()).or_insert_with(|| v.into_owned());
     }
     out
 }
