@@ -780,6 +780,7 @@ async fn the_official_openai_python_client_works_against_the_gateway() {
     if !sluice_tests::have(present, "python3 with the `openai` package", "pip install openai==3.54.0") {
         return;
     }
+    let log = crate::harness::AccessLog::get();
     let ai = Ai::start(&[("sdk-py", "{ path_prefix: /v1 }", chat_config())]).await;
     let script = r#"
 import sys, openai
@@ -797,6 +798,10 @@ for model in ["gpt", "claude", "gemini"]:
         if chunk.usage:
             usage = chunk.usage.total_tokens
     print(model, "stream", text, usage)
+# A server that keeps the stream open after [DONE]: the SDK has what it needs and closes
+# while the gateway still waits for the body's end.
+s = client.chat.completions.create(model="gpt", stream=True, messages=[{"role": "user", "content": "py LINGER"}])
+print("linger", "".join(c.choices[0].delta.content or "" for c in s if c.choices))
 try:
     client.chat.completions.create(model="claude", messages=[{"role": "user", "content": "ERROR 429"}])
 except openai.RateLimitError as e:
@@ -828,6 +833,33 @@ except openai.AuthenticationError as e:
     let m = ai.metrics().await;
     let input = counter(&m, "ai_tokens", &[("route", "sdk-py"), ("consumer", "sdk"), ("type", "input")]);
     assert!(input > 0, "the calls were counted for the consumer the bearer key named: {m}");
+    assert!(stdout.contains(&format!("linger {}", answer_for("py LINGER"))), "{stdout}");
+    // Every call is in the access log complete, with its usage, however the SDK closed
+    // the stream (it closes the connection right after `[DONE]`, and the `LINGER`
+    // stream's server had not ended it yet): three plain calls, four streamed ones,
+    // and the 429.
+    let chat = log
+        .wait_for(8, |l| {
+            l.get("route").is_some_and(|r| r == "sdk-py")
+                && l.get("path").is_some_and(|p| p == "/v1/chat/completions")
+        })
+        .await;
+    assert_eq!(chat.len(), 8, "{chat:#?}");
+    let ok: Vec<_> = chat.iter().filter(|l| l["status"] == "200").collect();
+    assert_eq!(ok.len(), 7, "{chat:#?}");
+    // The usage of a stream is accounted in its last chunk call, which may run after
+    // the client left: wait for the six lines that carry it.
+    let accounted = log
+        .wait_for(7, |l| {
+            l.get("route").is_some_and(|r| r == "sdk-py")
+                && l.get("status").is_some_and(|s| s == "200")
+                && l.get("annotations").is_some_and(|a| a.contains("tokens_in=") && a.contains("provider="))
+        })
+        .await;
+    assert_eq!(accounted.len(), 7, "every call's usage is in its line: {chat:#?}");
+    for line in ok {
+        assert_eq!(line["completed"], "true", "{line:#?}");
+    }
 }
 
 /// P7 of BENCHMARKS.md, as a measurement (no assertion on time): a streamed

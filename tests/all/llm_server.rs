@@ -10,7 +10,8 @@
 //! - a last user text containing `weather`, with tools offered, calls the first tool
 //!   with `{"city":"Paris"}`;
 //! - `NOUSAGE` leaves usage out; `ENDLESS` streams until the client goes away (the
-//!   server then counts a disconnect).
+//!   server then counts a disconnect); `LINGER` keeps a stream open for half a second
+//!   after its last event before ending it (as some servers do after `[DONE]`).
 //!
 //! Streams send every event as two body frames split mid-line, so the gateway's line
 //! buffering is exercised over the wire.
@@ -142,7 +143,21 @@ async fn handle(state: Arc<State>, req: Request<Incoming>) -> Response<TestBody>
         return json_reply(200, complete(api, &model, &answer, tool.is_some(), usage));
     }
     let (events, tail) = stream_events(api, &model, &answer, tool.is_some(), usage, &body);
-    sse_reply(state, events, tail, text.contains("ENDLESS"), api)
+    let end = match (text.contains("ENDLESS"), text.contains("LINGER")) {
+        (true, _) => End::Never,
+        (_, true) => End::After(Duration::from_millis(500)),
+        _ => End::AtOnce,
+    };
+    sse_reply(state, events, tail, end, api)
+}
+
+/// When a stream's body ends after its events.
+#[derive(Clone, Copy, PartialEq)]
+enum End {
+    AtOnce,
+    After(Duration),
+    /// Never by itself: more events until the client goes away.
+    Never,
 }
 
 /// `FAIL <apis> <status>`: that status from the listed APIs only (`anthropic,gemini`).
@@ -374,13 +389,7 @@ fn json_reply(status: u16, v: Value) -> Response<TestBody> {
 
 type FrameResult = Result<Frame<Bytes>, Box<dyn std::error::Error + Send + Sync>>;
 
-fn sse_reply(
-    state: Arc<State>,
-    events: Vec<String>,
-    tail: String,
-    endless: bool,
-    api: Api,
-) -> Response<TestBody> {
+fn sse_reply(state: Arc<State>, events: Vec<String>, tail: String, end: End, api: Api) -> Response<TestBody> {
     let (tx, rx) = mpsc::channel::<FrameResult>(1);
     tokio::spawn(async move {
         let send = |s: String| {
@@ -393,7 +402,7 @@ fn sse_reply(
                     && tx.send(Ok(Frame::data(b.slice(mid..)))).await.is_ok()
             }
         };
-        if endless {
+        if end == End::Never {
             // The head of the stream, then more until the client is gone (at most ~60s).
             let head = events.into_iter().take(if api == Api::Gemini { 0 } else { 2 });
             for e in head {
@@ -415,6 +424,9 @@ fn sse_reply(
             if !send(e).await {
                 return;
             }
+        }
+        if let End::After(wait) = end {
+            tokio::time::sleep(wait).await;
         }
     });
     let stream = futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|f| (f, rx)) });

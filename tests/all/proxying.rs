@@ -322,3 +322,55 @@ async fn the_access_log_has_one_line_per_request_with_its_facts_and_none_when_di
     let quiet_lines = log.wait_for(0, |l| l["route"] == "logged-false").await;
     assert!(quiet_lines.is_empty(), "access_log.enabled: false writes no line: {quiet_lines:?}");
 }
+
+/// A response the client leaves mid-stream is logged incomplete; one whose last
+/// delivered event was `data: [DONE]` is complete even though the client left before
+/// the body's end (the OpenAI SDKs close right after it).
+#[tokio::test]
+async fn a_stream_left_mid_way_is_incomplete_and_one_left_after_done_is_complete() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let up = TestServer::start(|req: http::Request<hyper::body::Incoming>| async move {
+        let last =
+            if req.uri().path().ends_with("done") { "data: [DONE]\n\n" } else { "data: {\"n\":2}\n\n" };
+        let (tx, rx) =
+            tokio::sync::mpsc::channel::<Result<hyper::body::Frame<bytes::Bytes>, std::io::Error>>(4);
+        tokio::spawn(async move {
+            let _ = tx
+                .send(Ok(hyper::body::Frame::data(bytes::Bytes::from_static(b"data: {\"n\":1}\n\n"))))
+                .await;
+            let _ = tx.send(Ok(hyper::body::Frame::data(bytes::Bytes::from(last)))).await;
+            // The server keeps the stream open; the client leaves first.
+            tokio::time::sleep(Duration::from_secs(30)).await;
+            drop(tx);
+        });
+        let body = http_body_util::StreamBody::new(futures_util::stream::unfold(rx, |mut rx| async move {
+            rx.recv().await.map(|f| (f, rx))
+        }));
+        http::Response::new(http_body_util::BodyExt::boxed(http_body_util::BodyExt::map_err(body, |e| {
+            Box::new(e) as Box<dyn std::error::Error + Send + Sync>
+        })))
+    })
+    .await;
+    let log = crate::harness::AccessLog::get();
+    let gw = gateway(&config(&format!(
+        "upstreams:\n  app:\n    targets: [{{ address: \"{}\" }}]\nroutes:\n  - name: sse-left\n    match: {{ path_prefix: /sse }}\n    target: {{ upstream: app }}\n",
+        up.addr
+    )))
+    .await;
+    for (path, marker) in [("/sse/mid", "{\"n\":2}"), ("/sse/done", "[DONE]")] {
+        let mut conn = tokio::net::TcpStream::connect(gw.addr("public")).await.unwrap();
+        conn.write_all(format!("GET {path} HTTP/1.1\r\nhost: x\r\n\r\n").as_bytes()).await.unwrap();
+        let mut seen = Vec::new();
+        let mut buf = [0u8; 1024];
+        while !String::from_utf8_lossy(&seen).contains(marker) {
+            let n = conn.read(&mut buf).await.unwrap();
+            assert!(n > 0, "closed early: {}", String::from_utf8_lossy(&seen));
+            seen.extend_from_slice(&buf[..n]);
+        }
+        drop(conn);
+    }
+    let lines = log.wait_for(2, |l| l.get("route").is_some_and(|r| r == "sse-left")).await;
+    let completed = |path: &str| lines.iter().find(|l| l["path"] == path).map(|l| l["completed"].clone());
+    assert_eq!(completed("/sse/mid").as_deref(), Some("false"), "{lines:#?}");
+    assert_eq!(completed("/sse/done").as_deref(), Some("true"), "{lines:#?}");
+}

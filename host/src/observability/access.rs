@@ -64,6 +64,24 @@ pub struct AccessRecord {
     pub trace: Option<Arc<RequestTrace>>,
     /// The request headers the call log records (JSON, redacted), when it is on.
     pub call_headers: Option<String>,
+    /// Set when the route streams through chunk plugins: the record then waits for
+    /// their last call (taken out by [`Recorded::new`]).
+    pub hold: Option<Arc<Hold>>,
+}
+
+/// A request's record waiting for work of the request that outlives its response
+/// body: a streamed response's last chunk call, run after the client left. The record
+/// is finished when the last holder lets go.
+#[derive(Debug, Default)]
+pub struct Hold(std::sync::Mutex<Option<(Box<AccessRecord>, u64, bool)>>);
+
+impl Drop for Hold {
+    fn drop(&mut self) {
+        let held = self.0.get_mut().unwrap_or_else(std::sync::PoisonError::into_inner).take();
+        if let Some((record, bytes, completed)) = held {
+            record.finish(bytes, completed);
+        }
+    }
 }
 
 impl AccessRecord {
@@ -170,30 +188,46 @@ impl AccessRecord {
 }
 
 pin_project_lite::pin_project! {
-    /// A response body that finishes its request's record (metrics, access log) when
-    /// it ends or is dropped.
+    /// A response body that finishes its request's record (metrics, access log, call
+    /// log, trace) when it ends or is dropped.
     pub struct Recorded {
         #[pin]
         inner: Body,
         record: Option<Box<AccessRecord>>,
+        hold: Option<Arc<Hold>>,
         bytes: u64,
+        // Whether the last data frame sent ended a server-sent-event stream with
+        // `data: [DONE]`: such a stream is complete even if the client leaves before
+        // the body's end is read (the OpenAI SDKs close right after `[DONE]`).
+        done_marker: bool,
     }
 
     impl PinnedDrop for Recorded {
         fn drop(this: Pin<&mut Self>) {
             let this = this.project();
             if let Some(record) = this.record.take() {
-                let completed = this.inner.is_end_stream();
-                record.finish(*this.bytes, completed);
+                let completed = this.inner.is_end_stream() || *this.done_marker;
+                match this.hold.take() {
+                    // Finished when the stream's last chunk call lets go of the hold.
+                    Some(hold) => {
+                        *hold.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner) =
+                            Some((record, *this.bytes, completed));
+                    }
+                    None => record.finish(*this.bytes, completed),
+                }
             }
         }
     }
 }
 
+/// The end of an OpenAI-style event stream.
+const DONE: &[u8] = b"data: [DONE]\n\n";
+
 impl Recorded {
     /// Wraps `inner`; the record is finished once.
-    pub fn new(inner: Body, record: AccessRecord) -> Self {
-        Self { inner, record: Some(Box::new(record)), bytes: 0 }
+    pub fn new(inner: Body, mut record: AccessRecord) -> Self {
+        let hold = record.hold.take();
+        Self { inner, record: Some(Box::new(record)), hold, bytes: 0, done_marker: false }
     }
 }
 
@@ -211,6 +245,9 @@ impl HttpBody for Recorded {
             Poll::Ready(Some(Ok(frame))) => {
                 if let Some(d) = frame.data_ref() {
                     *this.bytes += d.len() as u64;
+                    if !d.is_empty() {
+                        *this.done_marker = d.ends_with(DONE);
+                    }
                 }
             }
             Poll::Ready(None) => {

@@ -55,6 +55,10 @@ pub struct PluginCtx {
     /// The request's trace, when tracing is on: outbound `http` calls carry its
     /// `traceparent`, and when it is sampled each plugin call becomes a span.
     pub trace: Option<Arc<RequestTrace>>,
+    /// Keeps the request's record (access log, call log, metrics) open while a
+    /// streamed response's last chunk call still runs after the client left, so what
+    /// that call annotates (the `ai` plugin's usage) is in the record.
+    pub hold: Option<Arc<crate::observability::access::Hold>>,
 }
 
 /// An upstream chosen by a plugin with `set-upstream`, left in the request's
@@ -166,6 +170,11 @@ impl Chain {
             chunk,
             chunk_pos,
         }
+    }
+
+    /// True when some plugin of the chain transforms response chunks.
+    pub fn streams_chunks(&self) -> bool {
+        !self.chunk.is_empty()
     }
 
     /// True when the chain has no plugins at all.
@@ -327,6 +336,7 @@ impl Chain {
                 route: Arc::clone(&self.route),
                 annotations: ctx.annotations.clone(),
                 finished: false,
+                hold: ctx.hold.clone(),
             };
             *resp.body_mut() = chunked(b, stream);
             resp.headers_mut().remove(CONTENT_LENGTH);
@@ -668,6 +678,8 @@ struct ChunkStream {
     route: Arc<str>,
     annotations: Annotations,
     finished: bool,
+    /// The request's record waits for this stream's last call (see [`PluginCtx::hold`]).
+    hold: Option<Arc<crate::observability::access::Hold>>,
 }
 
 impl Drop for ChunkStream {
@@ -685,6 +697,7 @@ impl Drop for ChunkStream {
             // dropped unrun, and must not spawn itself again (that recursed until the
             // stack overflowed).
             finished: true,
+            hold: self.hold.take(),
         };
         runtime.spawn(async move {
             let _ = rest.transform(Bytes::new(), true).await;

@@ -58,6 +58,7 @@ pub async fn handle(req: Request<Incoming>, conn: Arc<ConnInfo>, snapshot: Arc<S
         upstream_took: None,
         trace: snapshot.tracer.as_ref().map(|t| Arc::new(t.begin(req.headers()))),
         call_headers: snapshot.call_log.as_ref().and_then(|l| l.capture(req.headers())),
+        hold: None,
         consumer: None,
         annotations: None,
         error: None,
@@ -131,6 +132,11 @@ async fn serve(
         client_addr: Some(conn.peer),
         params: found.params,
         trace: record.trace.clone(),
+        hold: route.chain.streams_chunks().then(|| {
+            let hold = Arc::new(crate::observability::access::Hold::default());
+            record.hold = Some(Arc::clone(&hold));
+            hold
+        }),
         ..PluginCtx::default()
     };
     let mut req = req.map(body::boxed);
