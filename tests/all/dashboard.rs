@@ -137,7 +137,14 @@ impl Chromium {
     async fn start() -> Chromium {
         let profile = tempfile::tempdir().unwrap();
         let mut child = Command::new("chromium")
-            .args(["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-extensions"])
+            .args([
+                "--headless",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-dev-shm-usage",
+                "--no-first-run",
+                "--disable-extensions",
+            ])
             .args([
                 "--disable-background-networking",
                 "--remote-debugging-address=127.0.0.1",
