@@ -1,8 +1,20 @@
-//! Observability: process-wide logging setup and the access log.
+//! Observability: what operators see of the gateway.
 //!
-//! Logs go through `tracing`. Each request runs in a `request` span; when its response
-//! body is finished (or abandoned) one access-log event is emitted on the
-//! `sluice::access` target with structured fields.
+//! - [`access`]: the end of a request. When its response body ends (or is abandoned;
+//!   a streamed one's last chunk call included) its record counts it in the route's
+//!   [`metrics`], writes the access-log event (`sluice::access`), queues it for the
+//!   [`call_log`] and ends its [`trace`] span.
+//! - [`metrics`]: request, connection and upstream counters (atomics resolved at
+//!   snapshot build); [`prom`]: the Prometheus text format they are written in.
+//! - [`trace`]: W3C trace context in and out, request and plugin-call spans.
+//! - [`call_log`]: every call in SQLite, its queries, and its OTLP log records.
+//! - [`otlp`]: the one exporter (bounded queue, batches, protobuf over HTTP) that
+//!   spans and call-log records go out through.
+//! - [`admin`]: the admin listener: status, `/metrics`, reload, the call-log API and
+//!   the dashboard (`dashboard/`), behind the admin token.
+//!
+//! Logs go through `tracing`; with debug logging each request runs in a `request`
+//! span.
 
 pub mod access;
 pub mod admin;
