@@ -1,6 +1,6 @@
 //! Request, connection and upstream metrics: plain atomics on the request path, kept
-//! kept by name in the gateway's [`Registry`] so counters run on across reloads, and written out on the
-//! admin listener's `/metrics` (see [`write`](fn@write)).
+//! by name in the gateway's [`Registry`] so counters run on across reloads, and
+//! written out on the admin listener's `/metrics` (see [`write`](fn@write)).
 //!
 //! What a request touches, once, when its response body ends: one slot of its route's
 //! [`KeyedCounts`] (method × status code), two histograms and two byte counters. No
