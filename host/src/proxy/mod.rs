@@ -9,7 +9,7 @@
 //!                                            ├─ echo   → response
 //!                                            └─ upstream → Upstream::forward
 //!        ─ [chain: response phase] ─ response: strip hop-by-hop, request id
-//!        ─ route metrics and access log when the body ends
+//!        ─ when the body ends: route metrics, access log, call log, trace span
 //! ```
 //!
 //! Plugins see the request as the target will get it: the edge's work is done once,
