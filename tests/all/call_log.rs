@@ -195,9 +195,10 @@ async fn a_stalled_store_drops_records_and_never_holds_a_request() {
     // Another process holds the database's write lock: the writer stalls on it.
     let mut lock = rusqlite::Connection::open(dir.path().join("calls.db")).unwrap();
     let held = lock.transaction_with_behavior(rusqlite::TransactionBehavior::Exclusive).unwrap();
-    // One record reaches the writer, which then waits on the lock.
+    // One record reaches the writer, which gathers a batch for 100 ms and then waits on
+    // the lock (up to its 5 s busy timeout).
     Client::http1().get(&url(public, "/nowhere")).await;
-    tokio::time::sleep(Duration::from_millis(400)).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
 
     let client = Client::http1();
     let replies =
@@ -215,7 +216,7 @@ async fn a_stalled_store_drops_records_and_never_holds_a_request() {
         .await;
     assert!(replies.iter().all(|r| r.status == 404));
     let (_, dropped, _) = counts(&gw);
-    assert!(dropped >= 150, "a full queue drops records: {dropped} dropped");
+    assert!(dropped >= 100, "a full queue drops records: {dropped} dropped");
 
     drop(held);
     assert!(

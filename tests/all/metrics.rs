@@ -155,7 +155,7 @@ async fn requests_are_counted_by_route_method_and_code_after_known_traffic() {
     // The access record (and so the count) is finished as the body ends, which can be
     // just after the client read it.
     let mut s = parse(&t.page().await);
-    for _ in 0..100 {
+    for _ in 0..500 {
         if series(&s, "sluice_request_duration_seconds_count", &[]).iter().map(|(_, v)| v).sum::<f64>()
             >= 10.0
         {

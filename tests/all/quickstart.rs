@@ -110,7 +110,7 @@ async fn the_observability_example_serves_and_counts_requests_by_route() {
             && page.contains("sluice_call_log_records_total{outcome=\"written\"} 4")
     };
     let mut ok = false;
-    for _ in 0..100 {
+    for _ in 0..300 {
         if counted().await {
             ok = true;
             break;
