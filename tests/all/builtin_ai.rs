@@ -493,6 +493,10 @@ async fn usage_and_cost_are_counted_by_route_consumer_provider_and_model() {
     ai.chat(&json!({"model": "claude", "messages": messages(text)})).await;
     ai.chat(&json!({"model": "claude", "stream": true, "messages": messages(text)})).await;
     ai.chat(&json!({"model": "gemini", "messages": messages("NOUSAGE please")})).await;
+    // An OpenAI-compatible stream without usage: its completion counted one token per
+    // streamed delta, which on this server (one word a delta) is the real count.
+    let quiet = "NOUSAGE four words here";
+    ai.chat(&json!({"model": "gpt", "stream": true, "messages": messages(quiet)})).await;
     let m = ai.metrics().await;
     let base = [("route", "metered"), ("consumer", "anonymous"), ("provider", "ant"), ("model", "claude")];
     let with = |extra: &[(&'static str, &'static str)]| -> Vec<(&str, &str)> {
@@ -516,6 +520,11 @@ async fn usage_and_cost_are_counted_by_route_consumer_provider_and_model() {
     // Gemini gave no usage: estimated, and marked as such.
     assert!(
         counter(&m, "ai_tokens", &[("provider", "gem"), ("source", "estimate"), ("type", "output")]) > 0,
+        "{m}"
+    );
+    assert_eq!(
+        counter(&m, "ai_tokens", &[("provider", "oa"), ("source", "estimate"), ("type", "output")]),
+        words(&answer_for(quiet)),
         "{m}"
     );
 }

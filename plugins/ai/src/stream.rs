@@ -22,6 +22,9 @@ pub struct Stream {
     model: String,
     prompt_chars: u64,
     output_chars: u64,
+    /// Text deltas streamed so far: a provider streams about one token per delta, so
+    /// without its usage this counts the completion better than characters do.
+    output_pieces: u64,
     usage: Option<Usage>,
     /// The role chunk went out.
     started: bool,
@@ -51,6 +54,7 @@ impl Stream {
             model: model.to_owned(),
             prompt_chars,
             output_chars: 0,
+            output_pieces: 0,
             usage: None,
             started: false,
             done: false,
@@ -87,9 +91,25 @@ impl Stream {
         self.include_usage && (self.kind != Kind::Openai || self.usage.is_none())
     }
 
-    /// The usage: the provider's, else an estimate.
+    /// The usage: the provider's, else an estimate. The completion is counted as one
+    /// token per streamed delta (how OpenAI-compatible servers and Anthropic stream),
+    /// except for Gemini, whose chunks carry many tokens: characters / 4 there.
     pub fn usage(&self) -> Usage {
-        self.usage.unwrap_or_else(|| Usage::estimate(self.prompt_chars, self.output_chars))
+        self.usage.unwrap_or_else(|| {
+            let mut u = Usage::estimate(self.prompt_chars, self.output_chars);
+            if self.kind != Kind::Gemini && self.output_pieces > 0 {
+                u.output = self.output_pieces;
+            }
+            u
+        })
+    }
+
+    /// Counts a streamed piece of the completion.
+    fn streamed(&mut self, text: &str) {
+        if !text.is_empty() {
+            self.output_chars += text.chars().count() as u64;
+            self.output_pieces += 1;
+        }
     }
 
     fn done(&mut self, out: &mut Vec<u8>) {
@@ -142,7 +162,7 @@ impl Stream {
         let Ok(mut v) = serde_json::from_str::<Value>(&e.data) else { return };
         for c in v.get("choices").and_then(Value::as_array).into_iter().flatten() {
             let text = c.pointer("/delta/content").and_then(Value::as_str).unwrap_or("");
-            self.output_chars += text.chars().count() as u64;
+            self.streamed(text);
         }
         if let Some(u) = openai::usage(&v) {
             self.usage = Some(u);
@@ -196,14 +216,14 @@ impl Stream {
                 match d.get("type").and_then(Value::as_str) {
                     Some("text_delta") => {
                         let text = d.get("text").and_then(Value::as_str).unwrap_or("");
-                        self.output_chars += text.chars().count() as u64;
+                        self.streamed(text);
                         self.emit(out, json!({"content": text}), None);
                     }
                     Some("input_json_delta") => {
                         let block = v.get("index").and_then(Value::as_u64).unwrap_or(0);
                         let index = self.tool_blocks.get(&block).copied().unwrap_or(0);
                         let part = d.get("partial_json").and_then(Value::as_str).unwrap_or("");
-                        self.output_chars += part.chars().count() as u64;
+                        self.streamed(part);
                         self.emit(
                             out,
                             json!({"tool_calls": [{"index": index, "function": {"arguments": part}}]}),
@@ -247,7 +267,7 @@ impl Stream {
         let Some(c) = v.pointer("/candidates/0") else { return };
         let (text, calls) = gemini::candidate_parts(c, &mut self.next_tool);
         if !text.is_empty() {
-            self.output_chars += text.chars().count() as u64;
+            self.streamed(&text);
             self.emit(out, json!({"content": text}), None);
         }
         if !calls.is_empty() {
@@ -363,8 +383,27 @@ mod tests {
         assert_eq!(p.len(), 3, "{p:?}");
         assert_eq!(
             parse(&p[1])["usage"],
-            json!({"prompt_tokens": 1, "completion_tokens": 2, "total_tokens": 3, "estimated": true})
+            json!({"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2, "estimated": true}),
+            "one streamed delta, one token"
         );
+    }
+
+    #[test]
+    fn without_provider_usage_a_stream_counts_one_token_per_delta() {
+        // Ten one-token deltas of two characters: characters / 4 would say 5.
+        let deltas: String = (0..10)
+            .map(|_| "data: {\"choices\":[{\"index\":0,\"delta\":{\"content\":\" a\"}}]}\n\n")
+            .collect();
+        let mut s = Stream::new(Kind::Openai, "x", 1, "m", false, 4);
+        run(&mut s, &format!("{deltas}data: [DONE]\n\n"));
+        assert_eq!(s.usage(), Usage { input: 1, output: 10, estimated: true });
+        // One long delta is one piece, not characters / 4.
+        let mut s = Stream::new(Kind::Openai, "x", 1, "m", false, 0);
+        run(
+            &mut s,
+            "data: {\"choices\":[{\"index\":0,\"delta\":{\"content\":\"abcdefghijkl\"}}]}\n\ndata: [DONE]\n\n",
+        );
+        assert_eq!(s.usage().output, 1);
     }
 
     #[test]
