@@ -523,7 +523,11 @@ async fn usage_and_cost_are_counted_by_route_consumer_provider_and_model() {
         "{m}"
     );
     assert_eq!(
-        counter(&m, "ai_tokens", &[("provider", "oa"), ("source", "estimate"), ("type", "output")]),
+        counter(
+            &m,
+            "ai_tokens",
+            &[("route", "metered"), ("provider", "oa"), ("source", "estimate"), ("type", "output")]
+        ),
         words(&answer_for(quiet)),
         "{m}"
     );
