@@ -162,7 +162,7 @@ impl GatewayBuilder {
                 source,
             })?;
             let local = tcp.local_addr().unwrap_or(address);
-            info!(address = %local, "admin listener");
+            info!(address = %local, dashboard = %format!("http://{local}/"), "admin listener");
             gw.inner.addrs.write().expect("addrs lock").insert(ADMIN_LISTENER.to_owned(), local);
             let task = tokio::spawn(crate::observability::admin::serve(
                 tcp,
