@@ -156,11 +156,18 @@ impl Tracer {
             }
         };
         let trace_state = headers.get("tracestate").and_then(|v| v.to_str().ok()).map(str::to_owned);
+        let mut traceparent = String::with_capacity(55);
+        traceparent.push_str("00-");
+        to_hex(&trace_id, &mut traceparent);
+        traceparent.push('-');
+        to_hex(&span_id, &mut traceparent);
+        traceparent.push_str(if sampled { "-01" } else { "-00" });
         RequestTrace {
             trace_id,
             span_id,
             parent_id,
             sampled,
+            traceparent: HeaderValue::from_str(&traceparent).unwrap_or_else(|_| HeaderValue::from_static("")),
             trace_state,
             start_unix_ns: unix_ns(SystemTime::now()),
             started: Instant::now(),
@@ -219,6 +226,7 @@ pub struct RequestTrace {
     parent_id: Option<[u8; 8]>,
     /// Whether the request is exported.
     pub sampled: bool,
+    traceparent: HeaderValue,
     trace_state: Option<String>,
     start_unix_ns: u64,
     started: Instant,
@@ -252,15 +260,10 @@ pub struct Ended<'a> {
 }
 
 impl RequestTrace {
-    /// The `traceparent` for the upstream: this trace, the gateway's span as parent.
-    pub fn traceparent(&self) -> HeaderValue {
-        let mut s = String::with_capacity(55);
-        s.push_str("00-");
-        to_hex(&self.trace_id, &mut s);
-        s.push('-');
-        to_hex(&self.span_id, &mut s);
-        s.push_str(if self.sampled { "-01" } else { "-00" });
-        HeaderValue::from_str(&s).unwrap_or_else(|_| HeaderValue::from_static(""))
+    /// The `traceparent` for the upstream and plugins' outbound calls: this trace,
+    /// the gateway's span as parent (made once, at [`Tracer::begin`]).
+    pub fn traceparent(&self) -> &HeaderValue {
+        &self.traceparent
     }
 
     /// Nanoseconds since the epoch of a moment of this request.

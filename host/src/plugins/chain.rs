@@ -269,13 +269,8 @@ impl Chain {
             slot.entry = i;
             let span = tracing::debug_span!("plugin", plugin = %entry.pool.plugin(), route = %self.route, phase = "on-request", request_id = ctx.request_id.as_ref().and_then(|v| v.to_str().ok()));
             let began = ctx.trace.as_ref().filter(|t| t.sampled).map(|_| Instant::now());
-            let step = run_step!(self, entry, Phase::Request, span, |inst| self.request_step(
-                entry,
-                inst,
-                slot,
-                &ctx.annotations,
-                ctx.trace.as_deref()
-            ));
+            let step = run_step!(self, entry, Phase::Request, span, |inst| self
+                .request_step(entry, inst, slot, ctx));
             self.traced(ctx, entry, "on-request", began, step.as_ref());
             match step {
                 Ok(Step::Continue) => {}
@@ -391,7 +386,7 @@ impl Chain {
                 entry,
                 inst,
                 &mut slot,
-                (&ctx.annotations, ctx.trace.as_deref()),
+                ctx,
                 pos.is_some()
             ));
             self.traced(ctx, entry, "on-response", began, step.as_ref().map(|(s, _)| s));
@@ -459,12 +454,9 @@ impl Chain {
         entry: &ChainEntry,
         mut inst: Instance,
         slot: &mut RequestSlot,
-        annotations: &Annotations,
-        trace: Option<&RequestTrace>,
+        ctx: &PluginCtx,
     ) -> Result<Step, PluginError> {
-        let state = inst.store.data_mut();
-        state.annotations = Some(annotations.clone());
-        state.traceparent = trace.map(RequestTrace::traceparent);
+        lend(&mut inst, ctx);
         let started = Instant::now();
         let (inst, result) = request_call(inst, slot, entry).await;
         self.finish(entry, Phase::Request, started, inst, result, false).map(|(step, _)| step)
@@ -476,12 +468,10 @@ impl Chain {
         entry: &ChainEntry,
         mut inst: Instance,
         slot: &mut ResponseSlot,
-        (annotations, trace): (&Annotations, Option<&RequestTrace>),
+        ctx: &PluginCtx,
         keep: bool,
     ) -> Result<(Step, Option<Instance>), PluginError> {
-        let state = inst.store.data_mut();
-        state.annotations = Some(annotations.clone());
-        state.traceparent = trace.map(RequestTrace::traceparent);
+        lend(&mut inst, ctx);
         let started = Instant::now();
         let (inst, result) = response_call(inst, slot, entry).await;
         self.finish(entry, Phase::Response, started, inst, result, keep)
@@ -672,6 +662,14 @@ enum Held {
 /// chunk the instances go back to their pools. A stream dropped early (the client
 /// went away) still gets its `last` call, in a task of its own, so a plugin can
 /// account for what was sent; its output goes nowhere.
+/// Lends the request's facts a host call may need (its annotations, its
+/// `traceparent`) to `inst` for one phase call; [`Chain::finish`] takes them back.
+fn lend(inst: &mut Instance, ctx: &PluginCtx) {
+    let state = inst.store.data_mut();
+    state.annotations = Some(ctx.annotations.clone());
+    state.traceparent = ctx.trace.as_ref().map(|t| t.traceparent().clone());
+}
+
 struct ChunkStream {
     entries: Arc<[Arc<ChainEntry>]>,
     held: Vec<Held>,

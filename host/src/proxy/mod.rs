@@ -227,7 +227,7 @@ fn prepare<B>(
     headers::add_forwarded(h, conn, host.as_ref().and_then(|v| v.to_str().ok()));
     h.insert(conn.listener.request_id.header.clone(), id.clone());
     if let Some(t) = trace {
-        h.insert(TRACEPARENT.clone(), t.traceparent());
+        h.insert(TRACEPARENT.clone(), t.traceparent().clone());
     }
     client_upgrade
 }
