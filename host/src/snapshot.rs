@@ -261,7 +261,7 @@ impl Snapshot {
             Ok(log) => log,
             Err(message) => return Err(config.error(vec![Problem::new("server.call_log.path", message)])),
         };
-        let tracer = options.tracer.for_config(config.config.server.tracing.as_ref());
+        let tracer = options.tracer.for_config(config.config.server.tracing.as_ref().filter(|_| serving));
         LIVE_SNAPSHOTS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         Ok(Snapshot {
             generation,

@@ -84,36 +84,40 @@ impl Drop for Hold {
     }
 }
 
+/// What a request's end measured: how long it took and what its bodies carried.
+struct Totals {
+    duration: std::time::Duration,
+    bytes_in: u64,
+    bytes_out: u64,
+}
+
 impl AccessRecord {
-    /// The matched route's name, or `-`.
-    pub fn route_name(&self) -> &str {
-        self.route.and_then(|i| self.snapshot.routes.get(i)).map_or("-", |r| r.name.as_str())
+    /// The matched route's name, if a route matched.
+    pub fn matched_route(&self) -> Option<&str> {
+        self.route.and_then(|i| self.snapshot.routes.get(i)).map(|r| r.name.as_str())
     }
 
-    /// Counts the request in its route's metrics and writes its access-log line (when
-    /// the access log is on).
+    /// The matched route's name, or `-`.
+    pub fn route_name(&self) -> &str {
+        self.matched_route().unwrap_or("-")
+    }
+
+    /// Finishes the request: counts it in its route's metrics, ends its span, queues
+    /// it for the call log and writes its access-log line (each when on).
     fn finish(&self, bytes_out: u64, completed: bool) {
-        let duration = self.started.elapsed();
+        let totals = Totals {
+            duration: self.started.elapsed(),
+            bytes_in: self.body.as_ref().map_or(0, |b| b.received()),
+            bytes_out,
+        };
         self.listener.metrics.request_ended();
-        if let Some(served) = &self.served {
-            let m = served.metrics(self.route);
-            m.finish(Finished {
-                method: &self.method,
-                status: self.status.as_u16(),
-                duration,
-                request_bytes: self.body.as_ref().map_or(0, |b| b.received()),
-                response_bytes: bytes_out,
-            });
-            if let Some(took) = self.upstream_took {
-                m.upstream_answered(took);
-            }
-        }
+        self.count(&totals);
         if let Some(t) = &self.trace {
             t.end(&Ended {
                 method: self.method.as_str(),
                 path: &self.path,
                 listener: self.listener.name.as_str(),
-                route: self.route.and_then(|i| self.snapshot.routes.get(i)).map(|r| r.name.as_str()),
+                route: self.matched_route(),
                 status: self.status.as_u16(),
                 consumer: self.consumer.as_deref(),
                 upstream: self.upstream.as_deref(),
@@ -122,14 +126,31 @@ impl AccessRecord {
                 client: self.peer.ip(),
             });
         }
-        let trace_id = self.trace.as_ref().map(|t| id_hex(&t.trace_id));
-        let duration_us = duration.as_micros() as u64;
         if let Some(log) = &self.snapshot.call_log {
-            log.record(self.call(bytes_out, duration_us, trace_id.clone()));
+            log.record(self.call(&totals));
         }
-        if !self.snapshot.config.config.server.access_log.enabled {
-            return;
+        if self.snapshot.config.config.server.access_log.enabled {
+            self.log(&totals, completed);
         }
+    }
+
+    fn count(&self, totals: &Totals) {
+        let Some(served) = &self.served else { return };
+        let m = served.metrics(self.route);
+        m.finish(Finished {
+            method: &self.method,
+            status: self.status.as_u16(),
+            duration: totals.duration,
+            request_bytes: totals.bytes_in,
+            response_bytes: totals.bytes_out,
+        });
+        if let Some(took) = self.upstream_took {
+            m.upstream_answered(took);
+        }
+    }
+
+    fn log(&self, totals: &Totals, completed: bool) {
+        let trace_id = self.trace.as_ref().map(|t| id_hex(&t.trace_id));
         tracing::info!(
             target: "sluice::access",
             request_id = self.request_id.to_str().unwrap_or_default(),
@@ -145,17 +166,15 @@ impl AccessRecord {
             annotations = %self.annotations.as_ref().map_or_else(String::new, ToString::to_string),
             status = self.status.as_u16(),
             error = self.error.unwrap_or("-"),
-            bytes_out,
+            bytes_out = totals.bytes_out,
             head_us = self.head_micros,
-            duration_us,
+            duration_us = totals.duration.as_micros() as u64,
             completed,
         );
     }
-}
 
-impl AccessRecord {
     /// The call log's record of this request.
-    fn call(&self, bytes_out: u64, duration_us: u64, trace_id: Option<String>) -> Call {
+    fn call(&self, totals: &Totals) -> Call {
         let note = |key: &str| self.annotations.as_ref().and_then(|a| a.find(key));
         let arrived = std::time::SystemTime::now() - self.started.elapsed();
         Call {
@@ -163,20 +182,19 @@ impl AccessRecord {
                 .duration_since(std::time::UNIX_EPOCH)
                 .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX)),
             request_id: self.request_id.to_str().unwrap_or_default().to_owned(),
-            trace_id,
-            span_id: self.trace.as_ref().map(|t| id_hex(&t.span_id)),
+            trace: self.trace.as_ref().map(|t| (t.trace_id, t.span_id)),
             listener: self.listener.name.as_str().to_owned(),
-            route: self.route.and_then(|i| self.snapshot.routes.get(i)).map(|r| r.name.as_str().to_owned()),
+            route: self.matched_route().map(str::to_owned),
             consumer: self.consumer.clone(),
             method: self.method.as_str().to_owned(),
             path: self.path.clone(),
             status: self.status.as_u16(),
             error: self.error.map(str::to_owned),
-            duration_us,
+            duration_us: totals.duration.as_micros() as u64,
             upstream: self.upstream.as_deref().map(str::to_owned),
             client: self.peer.ip().to_string(),
-            bytes_in: self.body.as_ref().map_or(0, |b| b.received()),
-            bytes_out,
+            bytes_in: totals.bytes_in,
+            bytes_out: totals.bytes_out,
             model: note("model"),
             tokens_in: note("tokens_in").and_then(|v| v.parse().ok()),
             tokens_out: note("tokens_out").and_then(|v| v.parse().ok()),

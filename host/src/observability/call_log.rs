@@ -27,6 +27,7 @@ use opentelemetry_proto::tonic::resource::v1::Resource;
 use prost::Message as _;
 
 use super::otlp::{self, ExportStats, Queue, float, int, kv};
+use super::trace::id_hex;
 use crate::config::CallLogConfig;
 
 const DEFAULT_QUEUE: usize = 10_000;
@@ -79,10 +80,9 @@ pub struct Call {
     pub time_ms: i64,
     /// The request id.
     pub request_id: String,
-    /// The trace id, when tracing is on.
-    pub trace_id: Option<String>,
-    /// The gateway's span id, when tracing is on (OTLP only; not stored).
-    pub span_id: Option<String>,
+    /// The trace id and the gateway's span id, when tracing is on (the database keeps
+    /// the trace id, as hex).
+    pub trace: Option<([u8; 16], [u8; 8])>,
     /// Listener name.
     pub listener: String,
     /// Route name, if one matched.
@@ -320,7 +320,7 @@ impl Writer {
                     insert.execute(rusqlite::params![
                         c.time_ms,
                         c.request_id,
-                        c.trace_id,
+                        c.trace.map(|(t, _)| id_hex(&t)),
                         c.listener,
                         c.route,
                         c.consumer,
@@ -406,7 +406,6 @@ fn encode_logs(resource: Resource, scope: InstrumentationScope, calls: Vec<Call>
                 400..=499 => (SeverityNumber::Warn, "WARN"),
                 _ => (SeverityNumber::Info, "INFO"),
             };
-            let unhex = |h: &Option<String>| h.as_deref().map(hex_bytes).unwrap_or_default();
             LogRecord {
                 time_unix_nano: u64::try_from(c.time_ms).unwrap_or(0) * 1_000_000,
                 observed_time_unix_nano: observed,
@@ -419,8 +418,8 @@ fn encode_logs(resource: Resource, scope: InstrumentationScope, calls: Vec<Call>
                     ))),
                 }),
                 attributes: a,
-                trace_id: unhex(&c.trace_id),
-                span_id: unhex(&c.span_id),
+                trace_id: c.trace.map(|(t, _)| t.to_vec()).unwrap_or_default(),
+                span_id: c.trace.map(|(_, s)| s.to_vec()).unwrap_or_default(),
                 event_name: "sluice.call".to_owned(),
                 ..LogRecord::default()
             }
@@ -434,11 +433,6 @@ fn encode_logs(resource: Resource, scope: InstrumentationScope, calls: Vec<Call>
         }],
     }
     .encode_to_vec()
-}
-
-/// Bytes from lowercase hex (ids the gateway wrote itself).
-fn hex_bytes(h: &str) -> Vec<u8> {
-    (0..h.len() / 2).filter_map(|i| u8::from_str_radix(h.get(2 * i..2 * i + 2)?, 16).ok()).collect()
 }
 
 /// Milliseconds since the epoch, now.

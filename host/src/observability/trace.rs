@@ -184,7 +184,7 @@ pub struct TracerSlot(Mutex<Option<Arc<Tracer>>>);
 
 impl TracerSlot {
     /// The tracer for `config`: the running one when its config is the same. `None`
-    /// without a config, or outside a tokio runtime (`sluice check` serves nothing).
+    /// without a config. Must be called inside a tokio runtime (the exporter is a task).
     pub fn for_config(&self, config: Option<&TracingConfig>) -> Option<Arc<Tracer>> {
         let mut slot = self.0.lock().unwrap_or_else(|p| p.into_inner());
         let Some(config) = config else {
@@ -194,7 +194,6 @@ impl TracerSlot {
         if let Some(t) = slot.as_ref().filter(|t| t.config() == config) {
             return Some(Arc::clone(t));
         }
-        tokio::runtime::Handle::try_current().ok()?;
         let t = Arc::new(Tracer::start(config));
         *slot = Some(Arc::clone(&t));
         Some(t)
