@@ -410,33 +410,33 @@ fn requests(snap: &crate::snapshot::Snapshot, out: &mut Exposition) {
         })
         .collect();
     metrics::write(out, &routes, &listeners, &upstreams, &targets);
-    if let Some(log) = &snap.call_log {
-        let (written, dropped, failed) = log.stats.read();
-        out.family(
+    let stored: Vec<(&[(&str, &str)], &metrics::Deliveries)> =
+        snap.call_log.iter().map(|l| (&[][..], &*l.stats)).collect();
+    metrics::write_deliveries(
+        out,
+        (
             "sluice_call_log_records_total",
-            "counter",
             "Call log records: written, dropped because the queue was full (the request never waits), or lost to a failed write.",
-        );
-        for (outcome, n) in [("written", written), ("dropped", dropped), ("failed", failed)] {
-            out.sample("sluice_call_log_records_total", &[("outcome", outcome)], n as f64);
-        }
-    }
-    let exporters = [
-        ("spans", snap.tracer.as_ref().map(|t| t.stats())),
-        ("call_log", snap.call_log.as_ref().and_then(|l| l.otlp_stats())),
-    ];
-    if exporters.iter().any(|(_, s)| s.is_some()) {
-        out.family(
+            "written",
+        ),
+        &stored,
+    );
+    let spans = [("signal", "spans")];
+    let calls = [("signal", "call_log")];
+    let exported: Vec<(&[(&str, &str)], &metrics::Deliveries)> = [
+        snap.tracer.as_ref().map(|t| (&spans[..], t.stats())),
+        snap.call_log.as_ref().and_then(|l| Some((&calls[..], l.otlp_stats()?))),
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
+    metrics::write_deliveries(
+        out,
+        (
             "sluice_otlp_items_total",
-            "counter",
             "Items sent over OTLP, by signal: exported, dropped because the export queue was full, or lost to a failed export.",
-        );
-        for (signal, stats) in exporters {
-            let Some(stats) = stats else { continue };
-            let (exported, dropped, failed) = stats.read();
-            for (outcome, n) in [("exported", exported), ("dropped", dropped), ("failed", failed)] {
-                out.sample("sluice_otlp_items_total", &[("signal", signal), ("outcome", outcome)], n as f64);
-            }
-        }
-    }
+            "exported",
+        ),
+        &exported,
+    );
 }

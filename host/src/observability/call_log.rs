@@ -10,8 +10,7 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
-use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TrySendError, sync_channel};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, sync_channel};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -26,7 +25,8 @@ use opentelemetry_proto::tonic::logs::v1::{LogRecord, ResourceLogs, ScopeLogs, S
 use opentelemetry_proto::tonic::resource::v1::Resource;
 use prost::Message as _;
 
-use super::otlp::{self, ExportStats, Queue, float, int, kv};
+use super::metrics::Deliveries;
+use super::otlp::{self, Queue, float, int, kv};
 use super::trace::id_hex;
 use crate::config::CallLogConfig;
 
@@ -121,21 +121,6 @@ pub struct Call {
     pub headers: Option<String>,
 }
 
-/// Counts of the writer, for `/metrics`.
-#[derive(Debug, Default)]
-pub struct CallLogStats {
-    written: AtomicU64,
-    dropped: AtomicU64,
-    failed: AtomicU64,
-}
-
-impl CallLogStats {
-    /// `(written, dropped because the queue was full, lost to failed writes)`.
-    pub fn read(&self) -> (u64, u64, u64) {
-        (self.written.load(Relaxed), self.dropped.load(Relaxed), self.failed.load(Relaxed))
-    }
-}
-
 /// A running call log: the queues into its SQLite writer thread and its OTLP
 /// exporter (either or both), and what to capture.
 #[derive(Debug)]
@@ -147,7 +132,7 @@ pub struct CallLog {
     headers: Vec<http::HeaderName>,
     redact: Vec<String>,
     /// The writer's counts.
-    pub stats: Arc<CallLogStats>,
+    pub stats: Arc<Deliveries>,
 }
 
 impl CallLog {
@@ -156,7 +141,7 @@ impl CallLog {
     /// (spans and records share the `service` name). Both end, after writing what is
     /// queued, once the last handle is dropped.
     pub fn open(config: &CallLogConfig, base_dir: &Path, service: &str) -> Result<CallLog, String> {
-        let stats = Arc::new(CallLogStats::default());
+        let stats = Arc::new(Deliveries::default());
         let (path, queue) = match &config.path {
             None => (None, None),
             Some(file) => {
@@ -216,13 +201,10 @@ impl CallLog {
         if let Some(otlp) = &self.otlp {
             otlp.push(call.clone());
         }
-        if let Some(queue) = &self.queue {
-            match queue.try_send(call) {
-                Ok(()) => {}
-                Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => {
-                    self.stats.dropped.fetch_add(1, Relaxed);
-                }
-            }
+        if let Some(queue) = &self.queue
+            && queue.try_send(call).is_err()
+        {
+            self.stats.dropped();
         }
     }
 
@@ -232,7 +214,7 @@ impl CallLog {
     }
 
     /// The OTLP exporter's counts, when records go out over OTLP.
-    pub fn otlp_stats(&self) -> Option<&ExportStats> {
+    pub fn otlp_stats(&self) -> Option<&Deliveries> {
         self.otlp.as_ref().map(|q| &*q.stats)
     }
 }
@@ -266,7 +248,7 @@ impl CallLogSlot {
 
 struct Writer {
     conn: Connection,
-    stats: Arc<CallLogStats>,
+    stats: Arc<Deliveries>,
     retention: Duration,
 }
 
@@ -347,10 +329,10 @@ impl Writer {
         batch.clear();
         match result {
             Ok(()) => {
-                self.stats.written.fetch_add(n, Relaxed);
+                self.stats.delivered(n);
             }
             Err(e) => {
-                self.stats.failed.fetch_add(n, Relaxed);
+                self.stats.failed(n);
                 warn!(error = %e, records = n, "call log write failed");
             }
         }

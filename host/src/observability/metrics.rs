@@ -406,6 +406,60 @@ impl UpstreamMetrics {
     }
 }
 
+/// What became of the items handed to a background queue (the call log's writer, an
+/// OTLP exporter): delivered, dropped because the queue was full (the request never
+/// waits for it), or lost to a failed write or export.
+#[derive(Debug, Default)]
+pub struct Deliveries {
+    delivered: AtomicU64,
+    dropped: AtomicU64,
+    failed: AtomicU64,
+}
+
+impl Deliveries {
+    /// `n` items delivered.
+    pub fn delivered(&self, n: u64) {
+        self.delivered.fetch_add(n, Relaxed);
+    }
+
+    /// One item dropped at a full queue.
+    pub fn dropped(&self) {
+        self.dropped.fetch_add(1, Relaxed);
+    }
+
+    /// `n` items lost to a failure.
+    pub fn failed(&self, n: u64) {
+        self.failed.fetch_add(n, Relaxed);
+    }
+
+    /// `(delivered, dropped, failed)`.
+    pub fn read(&self) -> (u64, u64, u64) {
+        (self.delivered.load(Relaxed), self.dropped.load(Relaxed), self.failed.load(Relaxed))
+    }
+}
+
+/// Writes a counter family with one series per outcome of each source: `delivered`
+/// names the first outcome (`written`, `exported`), then `dropped` and `failed`.
+/// Nothing is written without a source.
+pub fn write_deliveries(
+    out: &mut Exposition,
+    (name, help, delivered): (&str, &str, &str),
+    sources: &[(&[(&str, &str)], &Deliveries)],
+) {
+    if sources.is_empty() {
+        return;
+    }
+    out.family(name, "counter", help);
+    for (labels, d) in sources {
+        let (ok, dropped, failed) = d.read();
+        for (outcome, n) in [(delivered, ok), ("dropped", dropped), ("failed", failed)] {
+            let mut all = labels.to_vec();
+            all.push(("outcome", outcome));
+            out.sample(name, &all, n as f64);
+        }
+    }
+}
+
 /// Live metric handles by key. Weak, so a route, listener or target that left the
 /// config stops being reported once no snapshot holds it; one that stays keeps its
 /// numbers because the old snapshot still holds them while the new one is built.

@@ -5,7 +5,6 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -19,6 +18,8 @@ use opentelemetry_proto::tonic::resource::v1::Resource;
 use tokio::sync::mpsc;
 use tracing::warn;
 
+use super::metrics::Deliveries;
+
 /// Items waiting for the exporter; past this, new ones are dropped (and counted).
 const QUEUE: usize = 8192;
 /// Most items in one export request.
@@ -27,21 +28,6 @@ const BATCH: usize = 512;
 const LINGER: Duration = Duration::from_millis(200);
 /// An export that takes longer is abandoned (its items count as failed).
 const EXPORT_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// Counts of one exporter, for `/metrics`.
-#[derive(Debug, Default)]
-pub struct ExportStats {
-    exported: AtomicU64,
-    dropped: AtomicU64,
-    failed: AtomicU64,
-}
-
-impl ExportStats {
-    /// `(exported, dropped because the queue was full, lost to failed exports)`.
-    pub fn read(&self) -> (u64, u64, u64) {
-        (self.exported.load(Relaxed), self.dropped.load(Relaxed), self.failed.load(Relaxed))
-    }
-}
 
 /// Where and how one signal is exported.
 #[derive(Debug, Clone)]
@@ -59,7 +45,7 @@ pub struct Target {
 pub struct Queue<T> {
     tx: mpsc::Sender<T>,
     /// The exporter's counts.
-    pub stats: Arc<ExportStats>,
+    pub stats: Arc<Deliveries>,
 }
 
 impl<T> Clone for Queue<T> {
@@ -72,7 +58,7 @@ impl<T> Queue<T> {
     /// Queues `item`; a full queue drops it (counted). Never waits.
     pub fn push(&self, item: T) {
         if self.tx.try_send(item).is_err() {
-            self.stats.dropped.fetch_add(1, Relaxed);
+            self.stats.dropped();
         }
     }
 }
@@ -86,7 +72,7 @@ pub fn start<T: Send + 'static>(
     encode: fn(Resource, InstrumentationScope, Vec<T>) -> Vec<u8>,
 ) -> Queue<T> {
     let (tx, rx) = mpsc::channel(QUEUE);
-    let stats = Arc::new(ExportStats::default());
+    let stats = Arc::new(Deliveries::default());
     let mut headers = HeaderMap::new();
     for (k, v) in &target.headers {
         if let (Ok(k), Ok(v)) = (HeaderName::from_bytes(k.as_bytes()), HeaderValue::from_str(v)) {
@@ -141,7 +127,7 @@ struct Exporter<T> {
     endpoint: Uri,
     headers: HeaderMap,
     resource: Resource,
-    stats: Arc<ExportStats>,
+    stats: Arc<Deliveries>,
     client: Client<HttpConnector, Full<Bytes>>,
     /// When a failed export was last logged at `warn` (the rest go to `debug`: a
     /// collector that is down is said once a minute, not per batch).
@@ -185,10 +171,10 @@ impl<T> Exporter<T> {
         req.headers_mut().extend(self.headers.clone());
         match tokio::time::timeout(EXPORT_TIMEOUT, self.client.request(req)).await {
             Ok(Ok(resp)) if resp.status().is_success() => {
-                self.stats.exported.fetch_add(n, Relaxed);
+                self.stats.delivered(n);
             }
             other => {
-                self.stats.failed.fetch_add(n, Relaxed);
+                self.stats.failed(n);
                 let why = match other {
                     Ok(Ok(resp)) => format!("the collector answered {}", resp.status()),
                     Ok(Err(e)) => e.to_string(),

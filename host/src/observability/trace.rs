@@ -28,7 +28,8 @@ use opentelemetry_proto::tonic::resource::v1::Resource;
 use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span, Status, span, status};
 use prost::Message as _;
 
-use super::otlp::{self, ExportStats, Queue, int, kv};
+use super::metrics::Deliveries;
+use super::otlp::{self, Queue, int, kv};
 use crate::config::TracingConfig;
 
 /// The W3C trace context request header.
@@ -123,7 +124,7 @@ impl Tracer {
     }
 
     /// The exporter's counts.
-    pub fn stats(&self) -> &ExportStats {
+    pub fn stats(&self) -> &Deliveries {
         &self.queue.stats
     }
 
