@@ -127,16 +127,15 @@ async fn serve(
             .await
             .map_err(blame);
     }
+    // A streamed response's last chunk call may outlive the body the client read:
+    // the record waits for it.
+    record.hold = route.chain.streams_chunks().then(Arc::default);
     let mut ctx = PluginCtx {
         request_id: Some(id.clone()),
         client_addr: Some(conn.peer),
         params: found.params,
         trace: record.trace.clone(),
-        hold: route.chain.streams_chunks().then(|| {
-            let hold = Arc::new(crate::observability::access::Hold::default());
-            record.hold = Some(Arc::clone(&hold));
-            hold
-        }),
+        hold: record.hold.clone(),
         ..PluginCtx::default()
     };
     let mut req = req.map(body::boxed);
