@@ -200,10 +200,8 @@ pub struct RouteMetrics {
     /// From sending to the upstream to its response head (only requests that went
     /// upstream).
     upstream_duration: Histogram<18>,
-    /// Request body bytes read from clients.
-    request_bytes: AtomicU64,
-    /// Response body bytes sent to clients.
-    response_bytes: AtomicU64,
+    /// Body bytes read from clients (`[0]`) and sent to them (`[1]`).
+    body_bytes: [AtomicU64; 2],
 }
 
 impl Default for RouteMetrics {
@@ -212,8 +210,7 @@ impl Default for RouteMetrics {
             responses: KeyedCounts::default(),
             duration: Histogram::new(&REQUEST_BOUNDS_NS),
             upstream_duration: Histogram::new(&REQUEST_BOUNDS_NS),
-            request_bytes: AtomicU64::new(0),
-            response_bytes: AtomicU64::new(0),
+            body_bytes: Default::default(),
         }
     }
 }
@@ -240,9 +237,9 @@ impl RouteMetrics {
         self.responses.add(key);
         self.duration.record(f.duration);
         if f.request_bytes > 0 {
-            self.request_bytes.fetch_add(f.request_bytes, Relaxed);
+            self.body_bytes[0].fetch_add(f.request_bytes, Relaxed);
         }
-        self.response_bytes.fetch_add(f.response_bytes, Relaxed);
+        self.body_bytes[1].fetch_add(f.response_bytes, Relaxed);
     }
 
     /// The upstream answered (its response head) after `took`.
@@ -591,17 +588,14 @@ pub fn write(
         let labels = [("listener", r.listener), ("route", r.route)];
         out.histogram("sluice_upstream_duration_seconds", &labels, &r.metrics.upstream_duration.read());
     }
-    for (name, help, field) in [
-        (
-            "sluice_request_body_bytes_total",
-            "Request body bytes read from clients.",
-            (|m: &RouteMetrics| &m.request_bytes) as fn(&RouteMetrics) -> &AtomicU64,
-        ),
-        ("sluice_response_body_bytes_total", "Response body bytes sent to clients.", |m| &m.response_bytes),
-    ] {
+    let bodies = [
+        ("sluice_request_body_bytes_total", "Request body bytes read from clients."),
+        ("sluice_response_body_bytes_total", "Response body bytes sent to clients."),
+    ];
+    for (i, (name, help)) in bodies.into_iter().enumerate() {
         out.family(name, "counter", help);
         for r in routes {
-            let n = field(r.metrics).load(Relaxed);
+            let n = r.metrics.body_bytes[i].load(Relaxed);
             out.sample(name, &[("listener", r.listener), ("route", r.route)], n as f64);
         }
     }
@@ -730,8 +724,8 @@ mod tests {
             });
         }
         assert_eq!(m.responses(), vec![("GET", 200, 2), ("POST", 503, 1), ("other", 404, 1)]);
-        assert_eq!(m.request_bytes.load(Relaxed), 12);
-        assert_eq!(m.response_bytes.load(Relaxed), 20);
+        assert_eq!(m.body_bytes[0].load(Relaxed), 12);
+        assert_eq!(m.body_bytes[1].load(Relaxed), 20);
     }
 
     #[test]
