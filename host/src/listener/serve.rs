@@ -125,11 +125,7 @@ async fn serve_connection(
             // (a client that negotiated no protocol gets HTTP/2, not a version the
             // listener does not list).
             let mode = if h2 || !spec.http1 { Mode::Http2 } else { Mode::Http1 };
-            open.identified(if matches!(mode, Mode::Http2) {
-                http::Version::HTTP_2
-            } else {
-                http::Version::HTTP_11
-            });
+            open.identified(if matches!(mode, Mode::Http2) { Protocol::Http2 } else { Protocol::Http1 });
             serve_http(canned(TokioIo::new(tls_stream), &spec), info, mode, cell, open, shutdown).await;
         }
         None => {
@@ -220,7 +216,7 @@ async fn serve_http<I>(
         let activity = Arc::clone(&activity);
         service_fn(move |req: hyper::Request<Incoming>| {
             // A listener speaking both protocols learns which from the first request.
-            open.identified(req.version());
+            open.identified(Protocol::of(req.version()));
             let snapshot = cell.load_full();
             let info = Arc::clone(&info);
             let in_flight = InFlight::start(&activity);

@@ -273,6 +273,11 @@ pub enum Protocol {
 }
 
 impl Protocol {
+    /// The protocol a request of `version` came over.
+    pub fn of(version: http::Version) -> Protocol {
+        if version == http::Version::HTTP_2 { Protocol::Http2 } else { Protocol::Http1 }
+    }
+
     const LABELS: [&'static str; 3] = ["http1", "http2", "pending"];
 }
 
@@ -314,12 +319,13 @@ pub struct OpenConnection {
 }
 
 impl OpenConnection {
-    /// A pending connection's first request showed its protocol.
-    pub fn identified(&self, version: http::Version) {
+    /// A pending connection turned out to speak `protocol` (TLS negotiated it, or its
+    /// first request showed it).
+    pub fn identified(&self, protocol: Protocol) {
         if self.protocol.load(Relaxed) != Protocol::Pending as usize {
             return;
         }
-        let p = if version == http::Version::HTTP_2 { Protocol::Http2 } else { Protocol::Http1 } as usize;
+        let p = protocol as usize;
         if self.protocol.compare_exchange(Protocol::Pending as usize, p, Relaxed, Relaxed).is_ok() {
             self.metrics.open[Protocol::Pending as usize].fetch_sub(1, Relaxed);
             self.metrics.open[p].fetch_add(1, Relaxed);
@@ -745,8 +751,8 @@ mod tests {
     fn a_pending_connection_moves_to_its_protocol_once() {
         let l = Arc::new(ListenerMetrics::default());
         let c = l.accepted(Protocol::Pending);
-        c.identified(http::Version::HTTP_2);
-        c.identified(http::Version::HTTP_11);
+        c.identified(Protocol::of(http::Version::HTTP_2));
+        c.identified(Protocol::of(http::Version::HTTP_11));
         let open = |p: Protocol| l.open[p as usize].load(Relaxed);
         assert_eq!((open(Protocol::Pending), open(Protocol::Http2), open(Protocol::Http1)), (0, 1, 0));
         drop(c);
