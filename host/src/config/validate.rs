@@ -10,8 +10,8 @@ use std::time::Duration;
 
 use super::types::{ByteSize, ConfigDuration, Name};
 use super::{
-    AdminConfig, CONFIG_VERSION, Config, HealthConfig, ListenerConfig, MatchConfig, Problem, RouteConfig,
-    RouteTargetConfig, TracingConfig, UpstreamConfig,
+    AdminConfig, CONFIG_VERSION, CallLogConfig, Config, HealthConfig, ListenerConfig, MatchConfig, Problem,
+    RouteConfig, RouteTargetConfig, TracingConfig, UpstreamConfig,
 };
 
 /// The smallest header buffer hyper accepts (`max_buf_size` panics below 8192).
@@ -34,34 +34,7 @@ pub fn validate(config: &Config) -> Vec<Problem> {
         v.tracing(t);
     }
     if let Some(c) = &config.server.call_log {
-        let p = "server.call_log";
-        match (&c.path, &c.otlp_endpoint) {
-            (None, None) => v.push(
-                p,
-                "give `path` (a SQLite file, like `calls.db`), `otlp_endpoint` (a collector's OTLP/HTTP logs URL), or both",
-            ),
-            (Some(path), _) if path.trim().is_empty() => v.push(format!("{p}.path"), "must name a file, like `calls.db`"),
-            _ => {}
-        }
-        if let Some(e) = &c.otlp_endpoint {
-            v.http_url(&format!("{p}.otlp_endpoint"), e, "http://127.0.0.1:4318/v1/logs");
-        }
-        for (k, val) in &c.otlp_headers {
-            v.header_name(&format!("{p}.otlp_headers.{k}"), k);
-            if http::HeaderValue::from_str(val).is_err() {
-                v.push(format!("{p}.otlp_headers.{k}"), "invalid header value");
-            }
-        }
-        v.nonzero(&format!("{p}.retention"), c.retention);
-        if c.queue == Some(0) {
-            v.push(format!("{p}.queue"), "must be at least 1");
-        }
-        for (i, h) in c.headers.iter().enumerate() {
-            v.header_name(&format!("{p}.headers[{i}]"), h);
-        }
-        for (i, h) in c.redact.iter().flatten().enumerate() {
-            v.header_name(&format!("{p}.redact[{i}]"), h);
-        }
+        v.call_log(c);
     }
     for (name, upstream) in &config.upstreams {
         v.upstream(&format!("upstreams.{name}"), upstream);
@@ -113,16 +86,49 @@ impl Validator {
         }
     }
 
+    fn call_log(&mut self, c: &CallLogConfig) {
+        let p = "server.call_log";
+        match (&c.path, &c.otlp_endpoint) {
+            (None, None) => self.push(
+                p,
+                "give `path` (a SQLite file, like `calls.db`), `otlp_endpoint` (a collector's OTLP/HTTP logs URL), or both",
+            ),
+            (Some(path), _) if path.trim().is_empty() => {
+                self.push(format!("{p}.path"), "must name a file, like `calls.db`");
+            }
+            _ => {}
+        }
+        if let Some(e) = &c.otlp_endpoint {
+            self.http_url(&format!("{p}.otlp_endpoint"), e, "http://127.0.0.1:4318/v1/logs");
+        }
+        self.header_map(&format!("{p}.otlp_headers"), &c.otlp_headers);
+        self.nonzero(&format!("{p}.retention"), c.retention);
+        if c.queue == Some(0) {
+            self.push(format!("{p}.queue"), "must be at least 1");
+        }
+        for (i, h) in c.headers.iter().enumerate() {
+            self.header_name(&format!("{p}.headers[{i}]"), h);
+        }
+        for (i, h) in c.redact.iter().flatten().enumerate() {
+            self.header_name(&format!("{p}.redact[{i}]"), h);
+        }
+    }
+
     fn tracing(&mut self, t: &TracingConfig) {
         let p = "server.tracing";
         self.http_url(&format!("{p}.otlp_endpoint"), &t.otlp_endpoint, "http://127.0.0.1:4318/v1/traces");
         if t.sample_ratio.is_some_and(|r| !(0.0..=1.0).contains(&r)) {
             self.push(format!("{p}.sample_ratio"), "must be between 0 and 1");
         }
-        for (k, v) in &t.headers {
-            self.header_name(&format!("{p}.headers.{k}"), k);
+        self.header_map(&format!("{p}.headers"), &t.headers);
+    }
+
+    /// Headers to send, as a name → value map.
+    fn header_map(&mut self, path: &str, headers: &BTreeMap<String, String>) {
+        for (k, v) in headers {
+            self.header_name(&format!("{path}.{k}"), k);
             if http::HeaderValue::from_str(v).is_err() {
-                self.push(format!("{p}.headers.{k}"), "invalid header value");
+                self.push(format!("{path}.{k}"), "invalid header value");
             }
         }
     }
