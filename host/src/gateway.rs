@@ -214,11 +214,7 @@ pub struct ReloadStatus {
     pub reloads_total: u64,
     /// Failed reloads since start.
     pub failures_total: u64,
-    /// The last failure's message, cleared by the next success.
-    pub last_error: Option<String>,
-    /// When the last reload was attempted.
-    pub last_attempt: Option<SystemTime>,
-    /// When the last reload succeeded.
+    /// When the last reload succeeded (kept apart: it may be older than the history).
     pub last_success: Option<SystemTime>,
     /// The last [`RELOAD_HISTORY`] attempts, oldest first.
     pub history: std::collections::VecDeque<ReloadAttempt>,
@@ -239,6 +235,33 @@ pub struct ReloadAttempt {
 }
 
 impl ReloadStatus {
+    /// The last attempt's failure message (`None` once a reload succeeded since).
+    pub fn last_error(&self) -> Option<&str> {
+        self.history.back().and_then(|a| a.error.as_deref())
+    }
+
+    /// When the last reload was attempted.
+    pub fn last_attempt(&self) -> Option<SystemTime> {
+        self.history.back().map(|a| a.at)
+    }
+
+    fn succeeded(&mut self, generation: u64) {
+        self.generation = generation;
+        self.reloads_total += 1;
+        let at = SystemTime::now();
+        self.last_success = Some(at);
+        self.remember(ReloadAttempt { at, generation: Some(generation), error: None });
+    }
+
+    fn failed(&mut self, message: &str) {
+        self.failures_total += 1;
+        self.remember(ReloadAttempt {
+            at: SystemTime::now(),
+            generation: None,
+            error: Some(message.to_owned()),
+        });
+    }
+
     fn remember(&mut self, attempt: ReloadAttempt) {
         if self.history.len() == RELOAD_HISTORY {
             self.history.pop_front();
@@ -346,28 +369,14 @@ impl Gateway {
             running.insert(name, l);
         }
         self.publish_addrs(&running);
-        let mut status = self.inner.status.lock().expect("status lock");
-        status.generation = generation;
-        status.reloads_total += 1;
-        status.last_error = None;
-        status.last_attempt = Some(SystemTime::now());
-        status.last_success = status.last_attempt;
-        status.remember(ReloadAttempt { at: SystemTime::now(), generation: Some(generation), error: None });
+        self.inner.status.lock().expect("status lock").succeeded(generation);
         info!(generation, "config reloaded");
         Ok(generation)
     }
 
     fn record_failure(&self, message: &str) {
         warn!(error = %message, "reload failed; the previous config keeps serving");
-        let mut status = self.inner.status.lock().expect("status lock");
-        status.failures_total += 1;
-        status.last_error = Some(message.to_owned());
-        status.last_attempt = Some(SystemTime::now());
-        status.remember(ReloadAttempt {
-            at: SystemTime::now(),
-            generation: None,
-            error: Some(message.to_owned()),
-        });
+        self.inner.status.lock().expect("status lock").failed(message);
     }
 
     /// Binds the listeners of `snapshot` that are not running yet (or moved).

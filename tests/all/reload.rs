@@ -182,14 +182,14 @@ async fn broken_config_keeps_serving_the_old_one_until_fixed() {
     }
     let status = gw.reload_status();
     assert_eq!(status.failures_total, 1);
-    let err = status.last_error.unwrap();
+    let err = status.last_error().unwrap();
     assert!(err.contains("sluice.yaml:") && err.contains("unknown upstream `missing`"), "{err}");
     assert_eq!(Client::http1().get(&url(addr, "/")).await.text(), "good", "the old config keeps serving");
     // The fix is picked up.
     write_atomic(&path, &static_config("fixed"));
     wait_for_body(addr, "fixed").await;
     let status = gw.reload_status();
-    assert!(status.last_error.is_none());
+    assert!(status.last_error().is_none());
     // The history keeps both attempts, oldest first.
     let history: Vec<(Option<u64>, bool)> =
         status.history.iter().map(|a| (a.generation, a.error.is_some())).collect();
@@ -499,7 +499,7 @@ async fn a_corrupt_plugin_keeps_the_old_snapshot_serving_until_fixed() {
     // Garbage bytes where a component was.
     site.overwrite(b"\0asm this is not a component, just bytes");
     let status = wait_for_failures(&site.gw, 1).await;
-    names_the_plugin(status.last_error.as_deref().unwrap());
+    names_the_plugin(status.last_error().unwrap());
     assert_eq!(
         Client::http1().get(&url(addr, "/")).await.header("x-tagger"),
         Some(V1),
@@ -517,7 +517,7 @@ async fn a_corrupt_plugin_keeps_the_old_snapshot_serving_until_fixed() {
     let v2 = std::fs::read(wasm::TAGGER_V2).unwrap();
     site.overwrite(&v2[..v2.len() / 2]);
     let status = wait_for_failures(&site.gw, 2).await;
-    names_the_plugin(status.last_error.as_deref().unwrap());
+    names_the_plugin(status.last_error().unwrap());
     assert_eq!(
         Client::http1().get(&url(addr, "/")).await.header("x-tagger"),
         Some(V1),
@@ -653,7 +653,7 @@ async fn a_same_size_replacement_that_kept_its_modification_time_is_noticed() {
     std::fs::File::options().write(true).open(&path).unwrap().set_modified(meta.modified().unwrap()).unwrap();
     assert_eq!(std::fs::metadata(&path).unwrap().len(), meta.len());
     let status = wait_for_failures(&site.gw, 1).await;
-    assert!(status.last_error.as_deref().unwrap().contains("tagger.wasm"), "{status:?}");
+    assert!(status.last_error().unwrap().contains("tagger.wasm"), "{status:?}");
     site.gw.shutdown().await;
 }
 

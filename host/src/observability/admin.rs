@@ -253,8 +253,8 @@ pub fn status(gw: &Gateway) -> serde_json::Value {
         "reload": {
             "reloads_total": reload.reloads_total,
             "failures_total": reload.failures_total,
-            "last_error": reload.last_error,
-            "last_attempt_unix": unix(reload.last_attempt),
+            "last_error": reload.last_error(),
+            "last_attempt_unix": unix(reload.last_attempt()),
             "last_success_unix": unix(reload.last_success),
             "history": reload.history.iter().map(|a| json!({
                 "at_unix": unix(Some(a.at)),
@@ -310,7 +310,7 @@ pub fn metrics(gw: &Gateway) -> String {
         "sluice_reload_last_failed",
         "gauge",
         "1 when the most recent reload attempt failed.",
-        &[(vec![], if reload.last_error.is_some() { 1.0 } else { 0.0 })],
+        &[(vec![], if reload.last_error().is_some() { 1.0 } else { 0.0 })],
     );
     metric(
         "sluice_snapshots_live",
