@@ -140,22 +140,12 @@ impl Tracer {
         let (trace_id, parent_id, sampled) = match parent {
             Some(p) => (p.trace_id, Some(p.parent_id), p.flags & 1 == 1),
             None => {
-                let id = loop {
-                    let id = fastrand::u128(..).to_be_bytes();
-                    if id != [0; 16] {
-                        break id;
-                    }
-                };
+                let id = fastrand::u128(1..).to_be_bytes();
                 let low = u64::from_be_bytes(id[8..].try_into().unwrap_or_default()) >> 1;
                 (id, None, self.threshold == u64::MAX || low < self.threshold)
             }
         };
-        let span_id = loop {
-            let id = fastrand::u64(..).to_be_bytes();
-            if id != [0; 8] {
-                break id;
-            }
-        };
+        let span_id = fastrand::u64(1..).to_be_bytes();
         let trace_state = headers.get("tracestate").and_then(|v| v.to_str().ok()).map(str::to_owned);
         let mut traceparent = String::with_capacity(55);
         traceparent.push_str("00-");
