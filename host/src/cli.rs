@@ -34,7 +34,8 @@ pub enum Command {
         /// Config file (YAML). Without it, the embedded quick-start config is served.
         #[arg(short, long, value_name = "FILE", env = "SLUICE_CONFIG")]
         config: Option<PathBuf>,
-        /// Worker threads serving requests. Default: one per CPU core.
+        /// Worker threads serving requests, each with its own single-threaded runtime
+        /// and its own `SO_REUSEPORT` copy of every listener. Default: one per CPU core.
         #[arg(long, value_name = "N", env = "SLUICE_WORKERS")]
         workers: Option<usize>,
         /// Do not watch the config file; reload only on SIGHUP or `POST /-/reload`.
@@ -140,19 +141,12 @@ fn run(config: Option<PathBuf>, workers: Option<usize>, watch: bool) -> ExitCode
     if config.is_none() {
         tracing::info!("no --config given: serving the embedded quick-start config");
     }
-    // One worker: a single-threaded runtime. Measured (BENCHMARKS.md, P1) it spends
-    // ~27% less CPU per request than a one-thread work-stealing runtime, which pays
-    // for cross-thread wakeups it never needs.
-    let mut rt = match workers {
-        Some(1) => tokio::runtime::Builder::new_current_thread(),
-        Some(n) => {
-            let mut b = tokio::runtime::Builder::new_multi_thread();
-            b.worker_threads(n.max(1));
-            b
-        }
-        None => tokio::runtime::Builder::new_multi_thread(),
-    };
-    let rt = match rt.enable_all().build() {
+    // Requests are served on the worker threads (`crate::workers`); this thread's
+    // runtime runs the control plane: signals, reloads, the admin listener, health checks.
+    let workers = workers.unwrap_or_else(|| {
+        std::thread::available_parallelism().map_or(1, usize::from).min(crate::workers::MAX)
+    });
+    let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("cannot start the async runtime: {e}");
@@ -167,7 +161,7 @@ fn run(config: Option<PathBuf>, workers: Option<usize>, watch: bool) -> ExitCode
                 return ExitCode::FAILURE;
             }
         };
-        let mut builder = crate::Gateway::builder();
+        let mut builder = crate::Gateway::builder().workers(workers);
         if let Some(path) = &config {
             // Already validated above; `config_file` remembers the path for reloads.
             builder = match builder.config_file(path) {

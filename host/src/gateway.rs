@@ -29,6 +29,7 @@ use tracing::{info, warn};
 use crate::config::{self, ConfigError, LoadedConfig, Name};
 use crate::plugins::LoadOptions;
 use crate::snapshot::{Snapshot, SnapshotCell};
+use crate::workers::Workers;
 
 /// Why a gateway could not start, or a reload was refused.
 #[derive(Debug, thiserror::Error)]
@@ -36,6 +37,9 @@ pub enum StartError {
     /// The config has problems.
     #[error("invalid config:\n{0}")]
     Config(#[from] ConfigError),
+    /// The worker threads could not be started.
+    #[error("cannot start the worker threads: {0}")]
+    Workers(#[source] std::io::Error),
     /// A listener's address could not be bound.
     #[error("listener {listener} cannot bind {address}: {source}")]
     Bind {
@@ -85,6 +89,7 @@ pub struct GatewayBuilder {
     config: Option<LoadedConfig>,
     source: Option<ConfigSource>,
     load_options: LoadOptions,
+    workers: Option<usize>,
 }
 
 impl GatewayBuilder {
@@ -118,6 +123,15 @@ impl GatewayBuilder {
         self
     }
 
+    /// Serves the listeners on `n` worker threads, each with its own single-threaded
+    /// runtime and its own `SO_REUSEPORT` copy of every listener's socket (see
+    /// [`crate::workers`]). Without this, listeners are served on the runtime that
+    /// calls [`GatewayBuilder::start`].
+    pub fn workers(mut self, n: usize) -> Self {
+        self.workers = Some(n.max(1));
+        self
+    }
+
     /// Builds the first snapshot, binds every listener and starts serving.
     pub async fn start(self) -> Result<Gateway, StartError> {
         let source = self.source.unwrap_or(ConfigSource::Quickstart);
@@ -126,6 +140,10 @@ impl GatewayBuilder {
             None => source.load()?,
         };
         let load_options = self.load_options;
+        let workers = match self.workers {
+            Some(n) => Some(Workers::start(n).map_err(StartError::Workers)?),
+            None => None,
+        };
         let snapshot = build_off_thread(loaded, 1, load_options.clone()).await?;
         let (shutdown, _) = watch::channel(false);
         let inner = Arc::new(Inner {
@@ -137,6 +155,7 @@ impl GatewayBuilder {
             shutdown,
             admin: Mutex::new(None),
             load_options,
+            workers,
         });
         let gw = Gateway { inner };
         let snapshot = gw.inner.cell.load_full();
@@ -195,6 +214,8 @@ struct Inner {
     shutdown: watch::Sender<bool>,
     admin: Mutex<Option<JoinHandle<()>>>,
     load_options: LoadOptions,
+    /// The worker threads serving the listeners, when there are any.
+    workers: Option<Workers>,
 }
 
 #[derive(Debug)]
@@ -202,7 +223,8 @@ struct RunningListener {
     configured: SocketAddr,
     local: SocketAddr,
     stop: watch::Sender<bool>,
-    task: JoinHandle<()>,
+    /// One accept loop per worker (one in all without workers).
+    tasks: Vec<JoinHandle<()>>,
 }
 
 /// What the last reloads did, for logs, metrics and the admin API.
@@ -362,7 +384,7 @@ impl Gateway {
             if let Some(l) = running.remove(&name) {
                 info!(listener = %name, address = %l.local, "closing listener");
                 let _ = l.stop.send(true);
-                drop(l.task);
+                drop(l.tasks);
             }
         }
         for (name, l) in opened {
@@ -393,13 +415,16 @@ impl Gateway {
             let bind_err =
                 |source| StartError::Bind { listener: spec.name.to_string(), address: spec.address, source };
             // On error, listeners opened so far are dropped (their tasks never start).
-            let tcp = crate::listener::bind(spec.address, spec.limits.max_connections).map_err(bind_err)?;
-            let local = tcp.local_addr().map_err(bind_err)?;
-            opened.push((spec.name.clone(), tcp, local, spec.address));
+            let copies = self.inner.workers.as_ref().map_or(1, Workers::len);
+            let sockets =
+                crate::listener::bind(spec.address, spec.limits.max_connections, copies).map_err(bind_err)?;
+            let local = sockets[0].local_addr().map_err(bind_err)?;
+            let slots = Arc::new(tokio::sync::Semaphore::new(spec.limits.max_connections));
+            opened.push((spec.name.clone(), sockets, slots, local, spec.address));
         }
         Ok(opened
             .into_iter()
-            .map(|(name, tcp, local, configured)| {
+            .map(|(name, sockets, slots, local, configured)| {
                 info!(listener = %name, address = %local, "listening");
                 let (stop, stopped) = watch::channel(false);
                 let mut global = self.inner.shutdown.subscribe();
@@ -412,13 +437,24 @@ impl Gateway {
                         _ = own.wait_for(|v| *v) => {}
                     }
                 });
-                let task = tokio::spawn(crate::listener::serve(
-                    tcp,
-                    name.clone(),
-                    Arc::clone(&self.inner.cell),
-                    stopped,
-                ));
-                (name, RunningListener { configured, local, stop, task })
+                let tasks = sockets
+                    .into_iter()
+                    .enumerate()
+                    .map(|(k, tcp)| {
+                        let accept = crate::listener::serve(
+                            tcp,
+                            name.clone(),
+                            Arc::clone(&self.inner.cell),
+                            Arc::clone(&slots),
+                            stopped.clone(),
+                        );
+                        match &self.inner.workers {
+                            Some(w) => w.handles()[k].spawn(accept),
+                            None => tokio::spawn(accept),
+                        }
+                    })
+                    .collect();
+                (name, RunningListener { configured, local, stop, tasks })
             })
             .collect())
     }
@@ -437,7 +473,7 @@ impl Gateway {
         let _ = self.inner.shutdown.send(true);
         let tasks: Vec<JoinHandle<()>> = {
             let mut running = self.inner.listeners.lock().await;
-            running.drain().map(|(_, l)| l.task).collect()
+            running.drain().flat_map(|(_, l)| l.tasks).collect()
         };
         for t in tasks {
             let _ = t.await;

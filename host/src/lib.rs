@@ -27,5 +27,6 @@ pub mod reload;
 pub mod router;
 pub mod snapshot;
 pub mod upstream;
+pub mod workers;
 
 pub use gateway::{Gateway, GatewayBuilder};

@@ -29,3 +29,4 @@ mod resilience;
 mod routing;
 mod tls_h2;
 mod trace_context;
+mod workers;

@@ -543,7 +543,9 @@ pub struct PoolConfig {
     /// Idle connections are closed after this long. Default `90s`.
     #[serde(default)]
     pub idle_timeout: Option<ConfigDuration>,
-    /// Idle connections kept per target. Default `64`.
+    /// Idle connections kept per target. Default `64`. With worker threads each
+    /// worker keeps its own idle connections (a connection is served by the worker
+    /// that opened it), this many split evenly over the workers, rounded up.
     #[serde(default)]
     pub max_idle_per_target: Option<usize>,
 }

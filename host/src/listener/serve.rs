@@ -37,14 +37,23 @@ pub struct ConnInfo {
 
 /// Accepts connections on `tcp` until `shutdown` turns true, then waits up to the
 /// current snapshot's grace period for open connections to finish their requests.
+///
+/// `tcp` becomes a tokio listener on the runtime this runs on. `slots` holds the
+/// listener's connection limit, shared by the accept loops of every worker.
 pub async fn serve(
-    tcp: TcpListener,
+    tcp: std::net::TcpListener,
     name: Name,
     cell: Arc<SnapshotCell>,
+    slots: Arc<Semaphore>,
     mut shutdown: watch::Receiver<bool>,
 ) {
-    let max_connections = cell.load().listener(&name).map(|l| l.limits.max_connections).unwrap_or(1);
-    let slots = Arc::new(Semaphore::new(max_connections));
+    let tcp = match TcpListener::from_std(tcp) {
+        Ok(t) => t,
+        Err(e) => {
+            warn!(listener = %name, error = %e, "cannot register the listener's socket");
+            return;
+        }
+    };
     let mut conns = JoinSet::new();
     loop {
         if *shutdown.borrow() {

@@ -282,11 +282,25 @@ impl Protocol {
 }
 
 /// One listener's connections.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct ListenerMetrics {
     accepted: AtomicU64,
+    /// Connections accepted by each worker (`crate::workers`), to see how evenly the
+    /// kernel spreads them.
+    by_worker: Box<[AtomicU64]>,
     open: [AtomicI64; 3],
     in_flight: AtomicI64,
+}
+
+impl Default for ListenerMetrics {
+    fn default() -> Self {
+        ListenerMetrics {
+            accepted: AtomicU64::new(0),
+            by_worker: (0..crate::workers::MAX).map(|_| AtomicU64::new(0)).collect(),
+            open: Default::default(),
+            in_flight: AtomicI64::new(0),
+        }
+    }
 }
 
 impl ListenerMetrics {
@@ -303,6 +317,9 @@ impl ListenerMetrics {
     /// Counts an accepted connection, open as `protocol` until the guard drops.
     pub fn accepted(self: &Arc<Self>, protocol: Protocol) -> OpenConnection {
         self.accepted.fetch_add(1, Relaxed);
+        if let Some(k) = crate::workers::current() {
+            self.by_worker[k.min(self.by_worker.len() - 1)].fetch_add(1, Relaxed);
+        }
         self.open[protocol as usize].fetch_add(1, Relaxed);
         OpenConnection {
             metrics: Arc::clone(self),
@@ -612,6 +629,24 @@ pub fn write(
             &[("listener", name)],
             m.accepted.load(Relaxed) as f64,
         );
+    }
+    out.family(
+        "sluice_worker_connections_accepted_total",
+        "counter",
+        "Client connections accepted, by the worker that accepted them (only with worker threads).",
+    );
+    for (name, m) in listeners {
+        for (k, n) in m.by_worker.iter().enumerate() {
+            let n = n.load(Relaxed);
+            if n > 0 {
+                let worker = k.to_string();
+                out.sample(
+                    "sluice_worker_connections_accepted_total",
+                    &[("listener", name), ("worker", &worker)],
+                    n as f64,
+                );
+            }
+        }
     }
     out.family(
         "sluice_connections_open",

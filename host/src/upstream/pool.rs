@@ -51,7 +51,12 @@ pub(crate) struct Pool {
     authority: Option<Authority>,
     server_name: Option<ServerName<'static>>,
     settings: Arc<PoolSettings>,
-    idle: Mutex<VecDeque<Idle>>,
+    /// Idle HTTP/1 connections, one list per worker (`crate::workers`): a connection's
+    /// task runs on the worker that opened it, so a worker only reuses its own and
+    /// no request wakes another thread.
+    idle: Box<[Mutex<VecDeque<Idle>>]>,
+    /// The most idle connections each list keeps (`max_idle`, split over the lists).
+    max_idle_per_list: usize,
     h2: Mutex<Option<http2::SendRequest<Body>>>,
     h2_connect: tokio::sync::Mutex<()>,
     reaper_running: AtomicBool,
@@ -80,6 +85,8 @@ impl Pool {
         settings: Arc<PoolSettings>,
     ) -> Pool {
         let authority = address.parse::<Authority>().ok();
+        let lists = crate::workers::most_started().max(1);
+        let max_idle_per_list = settings.max_idle.div_ceil(lists);
         Pool {
             address,
             host,
@@ -87,7 +94,8 @@ impl Pool {
             authority,
             server_name,
             settings,
-            idle: Mutex::new(VecDeque::new()),
+            idle: (0..lists).map(|_| Mutex::new(VecDeque::new())).collect(),
+            max_idle_per_list,
             h2: Mutex::new(None),
             h2_connect: tokio::sync::Mutex::new(()),
             reaper_running: AtomicBool::new(false),
@@ -105,7 +113,12 @@ impl Pool {
     /// Idle HTTP/1 connections currently pooled.
     #[cfg_attr(not(test), allow(dead_code))]
     pub fn idle_len(&self) -> usize {
-        self.idle.lock().unwrap().len()
+        self.idle.iter().map(|l| l.lock().unwrap().len()).sum()
+    }
+
+    /// The idle list of the worker running this code.
+    fn idle_list(&self) -> &Mutex<VecDeque<Idle>> {
+        &self.idle[crate::workers::current().unwrap_or(0) % self.idle.len()]
     }
 
     /// Rewrites `req` for this target: origin-form URI for HTTP/1 (keeping the client's
@@ -227,7 +240,7 @@ impl Pool {
 
     fn checkout_h1(&self) -> Option<http1::SendRequest<Body>> {
         let deadline = Instant::now().checked_sub(self.settings.idle_timeout);
-        let mut idle = self.idle.lock().unwrap();
+        let mut idle = self.idle_list().lock().unwrap();
         while let Some(c) = idle.pop_back() {
             let expired = deadline.is_some_and(|d| c.since <= d);
             if !expired && c.sender.is_ready() && !c.sender.is_closed() {
@@ -253,9 +266,9 @@ impl Pool {
     fn put_idle(self: &Arc<Self>, sender: http1::SendRequest<Body>) {
         let now = Instant::now();
         {
-            let mut idle = self.idle.lock().unwrap();
+            let mut idle = self.idle_list().lock().unwrap();
             sweep(&mut idle, now, self.settings.idle_timeout);
-            if idle.len() >= self.settings.max_idle {
+            if idle.len() >= self.max_idle_per_list {
                 return;
             }
             idle.push_back(Idle { sender, since: now });
@@ -388,9 +401,14 @@ async fn reap(pool: Weak<Pool>, mut closed: tokio::sync::watch::Receiver<()>) {
             _ = closed.changed() => return,
         }
         let Some(pool) = pool.upgrade() else { return };
-        let mut idle = pool.idle.lock().unwrap();
-        sweep(&mut idle, Instant::now(), pool.settings.idle_timeout);
-        if idle.is_empty() {
+        let now = Instant::now();
+        let mut left = 0;
+        for list in &pool.idle {
+            let mut idle = list.lock().unwrap();
+            sweep(&mut idle, now, pool.settings.idle_timeout);
+            left += idle.len();
+        }
+        if left == 0 {
             pool.reaper_running.store(false, Ordering::Release);
             return;
         }
