@@ -49,6 +49,14 @@
 #   NICE=0                        e.g. -10 (root) gives the bench processes priority over
 #                                 other work on a shared machine; used for every peer alike
 #   PROXY_CPU=0 LOAD_CPU=1        cores for the proxy under test and for upstream + load
+#                                 (a list such as 0,1 for several; the core figures then
+#                                 sum over the list)
+#   WORKERS=1                     worker processes/threads of every peer: nginx
+#                                 worker_processes, sluice --workers, haproxy nbthread;
+#                                 wrk and oha run that many threads too. On a 2-core
+#                                 machine WORKERS=2 needs PROXY_CPU=0,1 LOAD_CPU=0,1:
+#                                 proxy and load share the cores, so read CPU-µs per
+#                                 request, not req/s
 #   BASE_PORT=19080               upstream BASE_PORT, nginx +1, sluice +2, haproxy +3,
 #                                 sluice-chain +4, nginx-lua +5, sluice-floor +6
 #   RL_RATE=1000000               the rate limit of the policy peers (per second, burst
@@ -73,6 +81,7 @@ SLUICE_LOG=${SLUICE_LOG:-}
 NICE=${NICE:-0}
 PROXY_CPU=${PROXY_CPU:-0}
 LOAD_CPU=${LOAD_CPU:-1}
+WORKERS=${WORKERS:-1}
 BASE_PORT=${BASE_PORT:-19080}
 SKIP_BUILD=${SKIP_BUILD:-0}
 KEEP_TMP=${KEEP_TMP:-0}
@@ -100,8 +109,11 @@ die() { printf '[load-bench] error: %s\n' "$*" >&2; exit 1; }
 source "$HERE/common.sh"
 
 # ------------------------------------------------------------------------------ checks
-for n in ROUNDS DURATION WARMUP CONNS LAT_DURATION BASE_PORT PROXY_CPU LOAD_CPU; do
+for n in ROUNDS DURATION WARMUP CONNS LAT_DURATION BASE_PORT WORKERS; do
     [[ ${!n} =~ ^[0-9]+$ ]] || die "$n must be a whole number (got '${!n}')"
+done
+for n in PROXY_CPU LOAD_CPU; do
+    [[ ${!n} =~ ^[0-9]+(,[0-9]+)*$ ]] || die "$n must be a core or a list of cores like 0,1 (got '${!n}')"
 done
 ((ROUNDS >= 1 && ROUNDS <= 20)) || die "ROUNDS must be 1..20"
 ((DURATION >= 1 && DURATION <= 120 && LAT_DURATION >= 1 && LAT_DURATION <= 120)) ||
@@ -115,8 +127,10 @@ need wrk "apt-get install -y wrk"
 need taskset "apt-get install -y util-linux"
 need curl "apt-get install -y curl"
 CPUS=$(nproc --all)
-((PROXY_CPU < CPUS && LOAD_CPU < CPUS)) || die "PROXY_CPU/LOAD_CPU must be < $CPUS (cores here)"
-((PROXY_CPU != LOAD_CPU)) || log "warning: proxy and load share core $PROXY_CPU"
+for c in ${PROXY_CPU//,/ } ${LOAD_CPU//,/ }; do
+    ((c < CPUS)) || die "PROXY_CPU/LOAD_CPU must be < $CPUS (cores here)"
+done
+[[ $PROXY_CPU != "$LOAD_CPU" ]] || log "warning: proxy and load share cores $PROXY_CPU"
 
 if [[ -z ${PEERS:-} ]]; then
     PEERS="nginx sluice"
@@ -188,7 +202,7 @@ render() { # render TEMPLATE OUT
         -e "s|@NGINX_PORT@|$NGINX_PORT|g" -e "s|@SLUICE_PORT@|$SLUICE_PORT|g" \
         -e "s|@HAPROXY_PORT@|$HAPROXY_PORT|g" \
         -e "s|@SLUICE_CHAIN_PORT@|$SLUICE_CHAIN_PORT|g" -e "s|@NGINX_LUA_PORT@|$NGINX_LUA_PORT|g" \
-        -e "s|@SLUICE_FLOOR_PORT@|$SLUICE_FLOOR_PORT|g" \
+        -e "s|@SLUICE_FLOOR_PORT@|$SLUICE_FLOOR_PORT|g" -e "s|@WORKERS@|$WORKERS|g" \
         -e "s|@JWT_SECRET@|$JWT_SECRET|g" -e "s|@RL_RATE@|$RL_RATE|g" -e "s|@JWT_CACHE@|$JWT_CACHE|g" \
         -e "s|@NGINX_ACCESS_LOG@|$NGINX_ACCESS_LOG|g" \
         -e "s|@SLUICE_ACCESS_LOG@|$SLUICE_ACCESS_LOG|g" -e "s|@SLUICE_CALL_LOG@|$SLUICE_CALL_LOG|g" "$1" >"$2"
@@ -245,7 +259,7 @@ start_peer() {
             local env=()
             if [[ -n $SLUICE_LOG ]]; then env=(env "SLUICE_LOG=$SLUICE_LOG"); else env=(env -u SLUICE_LOG); fi
             "${env[@]}" "${PRIO[@]}" taskset -c "$PROXY_CPU" "$SLUICE_BIN" run \
-                --config "$conf" --workers 1 --no-watch >"$TMP/$p.log" 2>&1 &
+                --config "$conf" --workers "$WORKERS" --no-watch >"$TMP/$p.log" 2>&1 &
             ;;
         haproxy)
             haproxy -c -q -f "$TMP/haproxy.cfg" || die "haproxy rejected $TMP/haproxy.cfg"
@@ -280,8 +294,10 @@ cpu_ticks() {
 }
 HZ=$(getconf CLK_TCK)
 # "busy total" clock ticks of one core so far, from /proc/stat (busy: not idle/iowait).
-core_ticks() {
-    awk -v c="cpu$1" '$1 == c {t = 0; for (i = 2; i <= NF; i++) t += $i; print t - $5 - $6, t}' /proc/stat
+core_ticks() { # core_ticks CORES (one core, or a list such as 0,1: summed)
+    awk -v cs="$1" 'BEGIN {n = split(cs, l, ","); for (i = 1; i <= n; i++) want["cpu" l[i]] = 1}
+        $1 in want {t = 0; for (i = 2; i <= NF; i++) t += $i; busy += t - $5 - $6; all += t}
+        END {print busy, all}' /proc/stat
 }
 # busy share of a core between two core_ticks snapshots, and the part of it not
 # spent by the proxy (other processes, interrupts): "BUSY% OTHER%"
@@ -309,7 +325,7 @@ LOAD_BEFORE=$(cut -d' ' -f1-3 /proc/loadavg)
 wrk_run() { # wrk_run PEER SECONDS OUTFILE [extra wrk args]
     local p=$1 secs=$2 out=$3
     shift 3
-    "${PRIO[@]}" taskset -c "$LOAD_CPU" wrk -t1 -c"$CONNS" -d"${secs}s" "${AUTH[@]}" "$@" \
+    "${PRIO[@]}" taskset -c "$LOAD_CPU" wrk -t"$WORKERS" -c"$CONNS" -d"${secs}s" "${AUTH[@]}" "$@" \
         "http://127.0.0.1:${PORT[$p]}/bench" >"$out" 2>&1 || die "wrk failed against $p: $(cat "$out")"
 }
 wrk_errors() { # non-2xx + socket errors
@@ -364,7 +380,7 @@ for ((r = 1; r <= ROUNDS; r++)); do
         if ((OPEN_LOOP)); then
             out=$RAW/oha-$p-$r.json
             "${PRIO[@]}" taskset -c "$LOAD_CPU" oha -z "${LAT_DURATION}s" -w -c "$CONNS" -q "$RATE" \
-                --latency-correction --no-tui --output-format json --worker-threads 1 "${AUTH[@]}" \
+                --latency-correction --no-tui --output-format json --worker-threads "$WORKERS" "${AUTH[@]}" \
                 "http://127.0.0.1:${PORT[$p]}/bench" >"$out" 2>"$RAW/oha-$p-$r.err" ||
                 die "oha failed against $p: $(cat "$RAW/oha-$p-$r.err")"
             t1=$(cpu_ticks "$p")
@@ -426,18 +442,18 @@ DIRTY=$(git -C "$REPO" status --porcelain --untracked-files=no 2>/dev/null | gre
 if ((OPEN_LOOP)); then
     LAT_TITLE="open loop at $RATE req/s ($RATE_FRACTION × slowest saturation), \`oha -c$CONNS -q $RATE --latency-correction\`, ${LAT_DURATION}s × $ROUNDS rounds, median of rounds"
 else
-    LAT_TITLE="**CLOSED LOOP** (\`wrk -t1 -c$CONNS --latency\` at saturation: oha not installed; these are not open-loop figures), ${LAT_DURATION}s × $ROUNDS rounds, median of rounds"
+    LAT_TITLE="**CLOSED LOOP** (\`wrk -t$WORKERS -c$CONNS --latency\` at saturation: oha not installed; these are not open-loop figures), ${LAT_DURATION}s × $ROUNDS rounds, median of rounds"
 fi
 
 {
     echo "### Load bench $(date -u '+%Y-%m-%d %H:%M UTC'), commit $COMMIT$DIRTY"
     echo
     echo "Machine: $CPUS cores ($(grep -m1 'model name' /proc/cpuinfo | sed 's/.*: //')), shared;" \
-        "load average before $LOAD_BEFORE, after $LOAD_AFTER. Proxy on core $PROXY_CPU;" \
-        "bench-upstream (1 thread) and the load generator on core $LOAD_CPU; nice $NICE." \
+        "load average before $LOAD_BEFORE, after $LOAD_AFTER. Proxy on core(s) $PROXY_CPU, $WORKERS worker(s);" \
+        "bench-upstream (1 thread) and the load generator on core(s) $LOAD_CPU; nice $NICE." \
         "Access logs: $ACCESS_LOG_SLUICE; sluice log filter: ${SLUICE_LOG:-default (info)}. HTTP/1.1 keep-alive, ${#EXPECTED}-byte body."
     echo
-    echo "Throughput: \`wrk -t1 -c$CONNS\`, ${DURATION}s × $ROUNDS rounds, peers alternated" \
+    echo "Throughput: \`wrk -t$WORKERS -c$CONNS\`, ${DURATION}s × $ROUNDS rounds, peers alternated" \
         "(${PEER_LIST[*]}), after a ${WARMUP}s warm-up each."
     echo
     echo "| peer | req/s (mean) | req/s per round | CPU-µs/req | proxy CPU busy | other work on proxy core | load core busy | errors |"

@@ -15,6 +15,7 @@ mod fuzz;
 mod harness;
 mod hostile;
 mod hostile_plugins;
+mod idle;
 mod instance_pool;
 mod kv_redis;
 mod lifecycle;

@@ -194,12 +194,13 @@ async fn websocket_upgrade_passes_through() {
     .await;
     let gw = gateway(&one_upstream(up.addr)).await;
     let mut s = tokio::net::TcpStream::connect(gw.addr("public")).await.unwrap();
-    s.write_all(b"GET /ws HTTP/1.1\r\nhost: t\r\nconnection: upgrade\r\nupgrade: websocket\r\n\r\n")
+    // Bytes right behind the head (read together with it) belong to the tunnel.
+    s.write_all(b"GET /ws HTTP/1.1\r\nhost: t\r\nconnection: upgrade\r\nupgrade: websocket\r\n\r\nearly")
         .await
         .unwrap();
     let mut head = Vec::new();
-    let mut buf = [0u8; 1024];
-    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+    let mut buf = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
         let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf)).await.unwrap().unwrap();
         assert!(n > 0, "connection closed before the 101");
         head.extend_from_slice(&buf[..n]);
@@ -207,6 +208,9 @@ async fn websocket_upgrade_passes_through() {
     let head = String::from_utf8_lossy(&head).to_lowercase();
     assert!(head.starts_with("http/1.1 101"), "{head}");
     assert!(head.contains("upgrade: websocket"), "{head}");
+    let mut early = [0u8; 5];
+    tokio::time::timeout(Duration::from_secs(5), s.read_exact(&mut early)).await.unwrap().unwrap();
+    assert_eq!(&early, b"EARLY");
     s.write_all(b"ping").await.unwrap();
     let mut got = [0u8; 4];
     tokio::time::timeout(Duration::from_secs(5), s.read_exact(&mut got)).await.unwrap().unwrap();

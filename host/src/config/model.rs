@@ -379,8 +379,10 @@ pub struct LimitsConfig {
     /// Longest request target (path and query). Longer → `414`. Default `8KiB`.
     #[serde(default)]
     pub max_uri_bytes: Option<ByteSize>,
-    /// Time a client has to send a complete request head; slower clients are
-    /// disconnected. Default `10s`.
+    /// Time a client has to send a complete request head, counted from its first
+    /// byte (from accept, for a connection's first head); slower clients are
+    /// disconnected. Checked on the connection's tick (a quarter of the shorter of
+    /// this and `idle_timeout`), so it fires at most a tick late. Default `10s`.
     #[serde(default)]
     pub header_read_timeout: Option<ConfigDuration>,
     /// Longest wait for the next piece of a request body once the gateway asked for
@@ -394,7 +396,10 @@ pub struct LimitsConfig {
     /// `1KiB` (per second).
     #[serde(default)]
     pub min_body_rate: Option<ByteSize>,
-    /// Idle keep-alive connections are closed after this long. Default `60s`.
+    /// Idle keep-alive connections are closed after this long (the wait between
+    /// requests; the header timeout starts with the next request's first byte). An
+    /// HTTP/1.1 connection quiet for a tick releases its buffers while it waits.
+    /// Default `60s`.
     #[serde(default)]
     pub idle_timeout: Option<ConfigDuration>,
     /// Concurrent connections accepted; further clients wait in the kernel backlog,

@@ -36,6 +36,12 @@ impl<I> CannedErrors<I> {
         Self { inner, id_header, limits: (max_uri_bytes, max_header_bytes), pending: None }
     }
 
+    /// The connection underneath (a replacement not yet written is dropped: the
+    /// parser closes the connection after its error answer anyway).
+    pub fn into_inner(self) -> I {
+        self.inner
+    }
+
     /// The JSON response to write instead of `buf`, if `buf` is a parser error answer.
     fn replacement(&self, buf: &[u8]) -> Option<Vec<u8>> {
         let head = buf.strip_prefix(b"HTTP/1.1 ").or_else(|| buf.strip_prefix(b"HTTP/1.0 "))?;

@@ -1,19 +1,24 @@
 //! Listeners: the first step of a request's way through the gateway.
 //!
-//! A listener binds a socket, accepts connections (up to its connection limit),
-//! terminates TLS when configured, speaks HTTP/1.1 and HTTP/2 (ALPN on TLS, prior
-//! knowledge — h2c — on plaintext), enforces the header-read and idle timeouts, and
-//! hands each request to [`crate::proxy::handle`] together with the snapshot that is
-//! current at that moment. On shutdown it stops accepting and lets in-flight requests
-//! finish (graceful drain).
+//! A listener binds a socket (one per worker), accepts connections (up to its
+//! connection limit), terminates TLS when configured, speaks HTTP/1.1 (`h1.rs`, which
+//! parks idle connections without their buffers) and HTTP/2 (ALPN on TLS, prior
+//! knowledge — h2c — on plaintext), enforces the header-read and idle timeouts
+//! (`activity.rs`), and hands each request to [`crate::proxy::handle`] together with
+//! the snapshot that is current at that moment. On shutdown it stops accepting and
+//! lets in-flight requests finish (graceful drain).
 
+mod activity;
 mod canned;
+mod h1;
 mod serve;
 mod spec;
 mod tls;
+mod upgrade;
 
 pub use serve::{ConnInfo, serve};
 pub use spec::{Limits, ListenerSpec, RequestIdSpec};
+pub use upgrade::{ClientUpgrade, Upgraded, UpgradedIo};
 
 /// Binds a listener's address `copies` times (one socket per worker, `SO_REUSEPORT`
 /// when more than one, so the kernel spreads connections over them), each with room

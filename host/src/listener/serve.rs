@@ -1,23 +1,29 @@
-//! The accept loop and per-connection serving.
+//! The accept loop and per-connection serving: TLS, the protocol (ALPN, or the first
+//! bytes of a cleartext connection), then the HTTP/1 driver (`h1.rs`) or hyper's
+//! HTTP/2 connection.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
+use bytes::{Bytes, BytesMut};
+use http::{Request, Response};
 use hyper::body::Incoming;
-use hyper::server::conn::{http1, http2};
-use hyper::service::service_fn;
+use hyper::server::conn::http2;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::conn::auto;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinSet;
 use tracing::{debug, warn};
 
 use super::ListenerSpec;
+use super::activity::{Activity, Clock, Guarded, InFlight, Verdict};
 use super::canned::CannedErrors;
+use super::h1::Park;
+use super::upgrade::HandOver;
+use crate::body::Body;
 use crate::config::Name;
 use crate::observability::metrics::{OpenConnection, Protocol};
 use crate::snapshot::SnapshotCell;
@@ -102,7 +108,7 @@ async fn serve_connection(
     peer: SocketAddr,
     spec: Arc<ListenerSpec>,
     cell: Arc<SnapshotCell>,
-    shutdown: watch::Receiver<bool>,
+    mut shutdown: watch::Receiver<bool>,
 ) {
     let _ = stream.set_nodelay(true);
     let local = stream.local_addr().unwrap_or(spec.address);
@@ -112,45 +118,151 @@ async fn serve_connection(
         _ => Protocol::Pending,
     };
     let open = Arc::new(spec.metrics.accepted(known));
-    match &spec.tls {
-        Some(tls) => {
-            let acceptor = tokio_rustls::TlsAcceptor::from(Arc::clone(tls));
-            let handshake =
-                tokio::time::timeout(spec.limits.header_read_timeout, acceptor.accept(stream)).await;
-            let tls_stream = match handshake {
-                Ok(Ok(s)) => s,
-                Ok(Err(e)) => {
-                    debug!(%peer, error = %e, "tls handshake failed");
-                    return;
-                }
-                Err(_) => {
-                    debug!(%peer, "tls handshake timed out");
-                    return;
-                }
-            };
-            let h2 = tls_stream.get_ref().1.alpn_protocol() == Some(b"h2");
-            let info = Arc::new(ConnInfo { listener: Arc::clone(&spec), peer, local, tls: true });
-            // HTTP/2 when ALPN chose it, or when the listener speaks nothing else
-            // (a client that negotiated no protocol gets HTTP/2, not a version the
-            // listener does not list).
-            let mode = if h2 || !spec.http1 { Mode::Http2 } else { Mode::Http1 };
-            open.identified(if matches!(mode, Mode::Http2) { Protocol::Http2 } else { Protocol::Http1 });
-            serve_http(canned(TokioIo::new(tls_stream), &spec), info, mode, cell, open, shutdown).await;
+    let tls = spec.tls.is_some();
+    let info = Arc::new(ConnInfo { listener: Arc::clone(&spec), peer, local, tls });
+    if let Some(tls) = &spec.tls {
+        // Boxed: the handshake's state is large and only TLS connections need it.
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::clone(tls));
+        let handshake =
+            Box::pin(tokio::time::timeout(spec.limits.header_read_timeout, acceptor.accept(stream))).await;
+        let tls_stream = match handshake {
+            Ok(Ok(s)) => s,
+            Ok(Err(e)) => {
+                debug!(%peer, error = %e, "tls handshake failed");
+                return;
+            }
+            Err(_) => {
+                debug!(%peer, "tls handshake timed out");
+                return;
+            }
+        };
+        let h2 = tls_stream.get_ref().1.alpn_protocol() == Some(b"h2");
+        // HTTP/2 when ALPN chose it, or when the listener speaks nothing else (a
+        // client that negotiated no protocol gets HTTP/2, not a version the listener
+        // does not list).
+        let http2 = h2 || !spec.http1;
+        open.identified(if http2 { Protocol::Http2 } else { Protocol::Http1 });
+        let conn = Conn { info, cell, open, spec: &spec, shutdown: &mut shutdown };
+        if http2 {
+            conn.http2(tls_stream, Bytes::new()).await
+        } else {
+            conn.http1(tls_stream, Bytes::new()).await
         }
-        None => {
-            let mode = match (spec.http1, spec.http2) {
-                (true, true) => Mode::Auto,
-                (false, true) => Mode::Http2,
-                _ => Mode::Http1,
-            };
-            let info = Arc::new(ConnInfo { listener: Arc::clone(&spec), peer, local, tls: false });
-            serve_http(canned(TokioIo::new(stream), &spec), info, mode, cell, open, shutdown).await;
+        return;
+    }
+    let (http2, prefix, stream) = match (spec.http1, spec.http2) {
+        (true, true) => match sniff(stream, spec.limits.header_read_timeout).await {
+            Some(found) => found,
+            None => return,
+        },
+        (false, true) => (true, Bytes::new(), stream),
+        _ => (false, Bytes::new(), stream),
+    };
+    let conn = Conn { info, cell, open, spec: &spec, shutdown: &mut shutdown };
+    if http2 { conn.http2(stream, prefix).await } else { conn.http1(stream, prefix).await }
+}
+
+/// The HTTP/2 connection preface (RFC 9113 §3.4): how a cleartext client speaking
+/// HTTP/2 with prior knowledge (h2c) starts.
+const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+/// Reads a listener-speaks-both connection's first bytes until they show the
+/// protocol: HTTP/2 if they are its preface, HTTP/1 as soon as one differs. Returns
+/// the protocol, the bytes read, and the socket; `None` if the client sent nothing
+/// decisive within `timeout` or went away.
+async fn sniff(mut stream: TcpStream, timeout: Duration) -> Option<(bool, Bytes, TcpStream)> {
+    use tokio::io::AsyncReadExt;
+    let mut buf = BytesMut::with_capacity(H2_PREFACE.len());
+    let read = tokio::time::timeout(timeout, async {
+        while buf.len() < H2_PREFACE.len() && H2_PREFACE.starts_with(&buf) {
+            if stream.read_buf(&mut buf).await.ok()? == 0 {
+                return None;
+            }
+        }
+        Some(())
+    });
+    match read.await {
+        Ok(Some(())) => {}
+        _ => return None,
+    }
+    let http2 = buf.starts_with(H2_PREFACE);
+    Some((http2, buf.freeze(), stream))
+}
+
+/// One connection being served, whichever the protocol.
+struct Conn<'a> {
+    info: Arc<ConnInfo>,
+    cell: Arc<SnapshotCell>,
+    open: Arc<OpenConnection>,
+    spec: &'a ListenerSpec,
+    shutdown: &'a mut watch::Receiver<bool>,
+}
+
+impl Conn<'_> {
+    fn handler(&self, activity: &Arc<Activity>, hands_over: bool) -> Handler {
+        Handler {
+            info: Arc::clone(&self.info),
+            cell: Arc::clone(&self.cell),
+            open: Arc::clone(&self.open),
+            activity: Arc::clone(activity),
+            hands_over,
+        }
+    }
+
+    async fn http1<T: Park>(self, io: T, prefix: Bytes) {
+        let activity = Arc::new(Activity::new(true));
+        let svc = self.handler(&activity, true);
+        super::h1::serve(io, prefix, svc, activity, self.spec, self.info.peer, self.shutdown).await;
+    }
+
+    async fn http2<T: Park>(self, io: T, prefix: Bytes) {
+        let activity = Arc::new(Activity::new(false));
+        let svc = self.handler(&activity, false);
+        let limits = &self.spec.limits;
+        let mut b = http2::Builder::new(TokioExecutor::new());
+        b.timer(TokioTimer::new())
+            // Room above the listener's limit (h2 counts 32 bytes more per header than
+            // the proxy does), so an oversized head reaches the proxy's own check and
+            // gets its JSON 431 instead of the HTTP/2 layer's empty one.
+            .max_header_list_size(
+                u32::try_from(limits.max_header_bytes.saturating_mul(2) + 16 * 1024).unwrap_or(u32::MAX),
+            )
+            .max_concurrent_streams(256);
+        let io = super::h1::Rewind::new(prefix, io);
+        let conn = b.serve_connection(TokioIo::new(io), svc);
+        tokio::pin!(conn);
+        let mut clock = Clock::new(limits);
+        let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + clock.tick, clock.tick);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut closing = *self.shutdown.borrow();
+        if closing {
+            conn.as_mut().graceful_shutdown();
+        }
+        loop {
+            tokio::select! {
+                res = conn.as_mut() => {
+                    if let Err(e) = res {
+                        debug!(peer = %self.info.peer, error = %e, "connection ended with an error");
+                    }
+                    break;
+                }
+                _ = self.shutdown.changed(), if !closing => {
+                    closing = true;
+                    conn.as_mut().graceful_shutdown();
+                }
+                _ = ticker.tick(), if !closing => {
+                    if clock.tick(&activity) == Verdict::IdleTimeout {
+                        closing = true;
+                        conn.as_mut().graceful_shutdown();
+                    }
+                }
+            }
         }
     }
 }
 
 /// The connection, with the HTTP/1 parser's empty error answers given JSON bodies.
-fn canned<I>(io: I, spec: &ListenerSpec) -> CannedErrors<I> {
+pub(super) fn canned<I>(io: I, spec: &ListenerSpec) -> CannedErrors<I> {
     let limits = &spec.limits;
     CannedErrors::new(
         io,
@@ -160,182 +272,43 @@ fn canned<I>(io: I, spec: &ListenerSpec) -> CannedErrors<I> {
     )
 }
 
-#[derive(Clone, Copy)]
-enum Mode {
-    Http1,
-    Http2,
-    Auto,
-}
-
-/// Activity of one connection, for the idle timeout.
-struct Activity {
-    started: Instant,
-    in_flight: AtomicUsize,
-    last_ms: AtomicU64,
-}
-
-/// One request in flight on a connection: counted while it lives. The count drops
-/// when the request's future does, however it ends — answered, or dropped because the
-/// client reset the HTTP/2 stream or went away — so the idle timeout keeps working.
-struct InFlight(Arc<Activity>);
-
-impl InFlight {
-    fn start(activity: &Arc<Activity>) -> InFlight {
-        activity.in_flight.fetch_add(1, Ordering::Relaxed);
-        activity.touch();
-        InFlight(Arc::clone(activity))
-    }
-}
-
-impl Drop for InFlight {
-    fn drop(&mut self) {
-        self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
-        self.0.touch();
-    }
-}
-
-impl Activity {
-    fn touch(&self) {
-        self.last_ms.store(self.started.elapsed().as_millis() as u64, Ordering::Relaxed);
-    }
-    fn idle_for(&self) -> Duration {
-        let now = self.started.elapsed().as_millis() as u64;
-        Duration::from_millis(now.saturating_sub(self.last_ms.load(Ordering::Relaxed)))
-    }
-}
-
-async fn serve_http<I>(
-    io: I,
+/// What a connection's requests are handed to: the proxy, with the snapshot current
+/// when each request arrives.
+#[derive(Clone)]
+pub(super) struct Handler {
     info: Arc<ConnInfo>,
-    mode: Mode,
     cell: Arc<SnapshotCell>,
     open: Arc<OpenConnection>,
-    mut shutdown: watch::Receiver<bool>,
-) where
-    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
-{
-    let limits = info.listener.limits.clone();
-    let peer = info.peer;
-    let activity = Arc::new(Activity {
-        started: Instant::now(),
-        in_flight: AtomicUsize::new(0),
-        last_ms: AtomicU64::new(0),
-    });
-    let svc = {
-        let activity = Arc::clone(&activity);
-        service_fn(move |req: hyper::Request<Incoming>| {
-            // A listener speaking both protocols learns which from the first request.
-            open.identified(Protocol::of(req.version()));
-            let snapshot = cell.load_full();
-            let info = Arc::clone(&info);
-            let in_flight = InFlight::start(&activity);
-            async move {
-                let resp = crate::proxy::handle(req, info, snapshot).await;
-                drop(in_flight);
-                Ok::<_, Infallible>(resp)
+    activity: Arc<Activity>,
+    /// HTTP/1: a protocol switch is handed over by the listener (`upgrade.rs`).
+    hands_over: bool,
+}
+
+impl hyper::service::Service<Request<Incoming>> for Handler {
+    type Response = Response<Guarded<Body>>;
+    type Error = Infallible;
+    type Future = Pin<Box<dyn Future<Output = Result<Response<Guarded<Body>>, Infallible>> + Send>>;
+
+    fn call(&self, mut req: Request<Incoming>) -> Self::Future {
+        // A listener speaking both protocols learns which from the first request.
+        self.open.identified(Protocol::of(req.version()));
+        let snapshot = self.cell.load_full();
+        let info = Arc::clone(&self.info);
+        let in_flight = InFlight::start(&self.activity);
+        if self.hands_over && req.headers().contains_key(http::header::UPGRADE) {
+            let (hand_over, tx) = HandOver::new();
+            if let Ok(mut slot) = self.activity.upgrade.lock() {
+                *slot = Some(tx);
             }
+            req.extensions_mut().insert(hand_over);
+        }
+        let activity = Arc::clone(&self.activity);
+        Box::pin(async move {
+            let resp = crate::proxy::handle(req, info, snapshot).await;
+            if resp.status() == http::StatusCode::SWITCHING_PROTOCOLS {
+                activity.switching.store(true, std::sync::atomic::Ordering::Relaxed);
+            }
+            Ok(resp.map(|body| Guarded::new(body, in_flight)))
         })
-    };
-    // One protocol only: hyper's own connection for it. (hyper-util's auto builder
-    // sniffs the protocol in `serve_connection_with_upgrades` whatever `http1_only`
-    // says, so an HTTP/1-only listener would still speak h2c.)
-    match mode {
-        Mode::Http1 => {
-            let conn = http1_builder(&limits).serve_connection(io, svc).with_upgrades();
-            tokio::pin!(conn);
-            drive(conn, |c| c.graceful_shutdown(), &activity, &limits, peer, &mut shutdown).await;
-        }
-        Mode::Http2 => {
-            let conn = http2_builder(&limits).serve_connection(io, svc);
-            tokio::pin!(conn);
-            drive(conn, |c| c.graceful_shutdown(), &activity, &limits, peer, &mut shutdown).await;
-        }
-        Mode::Auto => {
-            let mut builder = auto::Builder::new(TokioExecutor::new());
-            http1_settings!(builder.http1(), limits);
-            http2_settings!(builder.http2(), limits);
-            let conn = builder.serve_connection_with_upgrades(io, svc);
-            tokio::pin!(conn);
-            drive(conn, |c| c.graceful_shutdown(), &activity, &limits, peer, &mut shutdown).await;
-        }
-    }
-}
-
-/// The HTTP/1.1 settings of a listener's connections, on hyper's builder or the auto
-/// builder's (same methods, different types).
-macro_rules! http1_settings {
-    ($builder:expr, $limits:expr) => {
-        $builder
-            .timer(TokioTimer::new())
-            .header_read_timeout($limits.header_read_timeout)
-            .max_buf_size(($limits.max_header_bytes + 1024).max(8192))
-            .keep_alive(true)
-    };
-}
-
-/// The HTTP/2 settings of a listener's connections (see [`http1_settings`]).
-macro_rules! http2_settings {
-    ($builder:expr, $limits:expr) => {
-        $builder
-            .timer(TokioTimer::new())
-            // Room above the listener's limit (h2 counts 32 bytes more per header than
-            // the proxy does), so an oversized head reaches the proxy's own check and
-            // gets its JSON 431 instead of the HTTP/2 layer's empty one.
-            .max_header_list_size(
-                u32::try_from($limits.max_header_bytes.saturating_mul(2) + 16 * 1024).unwrap_or(u32::MAX),
-            )
-            .max_concurrent_streams(256)
-    };
-}
-use {http1_settings, http2_settings};
-
-fn http1_builder(limits: &super::Limits) -> http1::Builder {
-    let mut b = http1::Builder::new();
-    http1_settings!(b, limits);
-    b
-}
-
-fn http2_builder(limits: &super::Limits) -> http2::Builder<TokioExecutor> {
-    let mut b = http2::Builder::new(TokioExecutor::new());
-    http2_settings!(b, limits);
-    b
-}
-
-/// Runs a connection to its end: asked to finish gracefully on shutdown, or once it
-/// has been idle (no request in flight) for the listener's idle timeout.
-async fn drive<C, E>(
-    mut conn: std::pin::Pin<&mut C>,
-    graceful: impl Fn(std::pin::Pin<&mut C>),
-    activity: &Activity,
-    limits: &super::Limits,
-    peer: SocketAddr,
-    shutdown: &mut watch::Receiver<bool>,
-) where
-    C: std::future::Future<Output = Result<(), E>>,
-    E: std::fmt::Display,
-{
-    let tick = (limits.idle_timeout / 4).clamp(Duration::from_millis(50), Duration::from_secs(5));
-    let mut ticker = tokio::time::interval(tick);
-    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut closing = false;
-    loop {
-        tokio::select! {
-            res = conn.as_mut() => {
-                if let Err(e) = res {
-                    debug!(%peer, error = %e, "connection ended with an error");
-                }
-                break;
-            }
-            _ = shutdown.changed(), if !closing => {
-                closing = true;
-                graceful(conn.as_mut());
-            }
-            _ = ticker.tick(), if !closing => {
-                if activity.in_flight.load(Ordering::Relaxed) == 0 && activity.idle_for() >= limits.idle_timeout {
-                    closing = true;
-                    graceful(conn.as_mut());
-                }
-            }
-        }
     }
 }

@@ -290,6 +290,8 @@ pub struct ListenerMetrics {
     by_worker: Box<[AtomicU64]>,
     open: [AtomicI64; 3],
     in_flight: AtomicI64,
+    /// Idle HTTP/1 connections waiting without buffers (`listener/h1.rs`).
+    parked: AtomicI64,
 }
 
 impl Default for ListenerMetrics {
@@ -299,6 +301,7 @@ impl Default for ListenerMetrics {
             by_worker: (0..crate::workers::MAX).map(|_| AtomicU64::new(0)).collect(),
             open: Default::default(),
             in_flight: AtomicI64::new(0),
+            parked: AtomicI64::new(0),
         }
     }
 }
@@ -314,6 +317,12 @@ impl ListenerMetrics {
         self.in_flight.fetch_sub(1, Relaxed);
     }
 
+    /// Counts a parked connection until the guard drops.
+    pub fn parked(&self) -> ParkedConnection<'_> {
+        self.parked.fetch_add(1, Relaxed);
+        ParkedConnection(self)
+    }
+
     /// Counts an accepted connection, open as `protocol` until the guard drops.
     pub fn accepted(self: &Arc<Self>, protocol: Protocol) -> OpenConnection {
         self.accepted.fetch_add(1, Relaxed);
@@ -325,6 +334,16 @@ impl ListenerMetrics {
             metrics: Arc::clone(self),
             protocol: std::sync::atomic::AtomicUsize::new(protocol as usize),
         }
+    }
+}
+
+/// A parked connection, counted until dropped.
+#[derive(Debug)]
+pub struct ParkedConnection<'a>(&'a ListenerMetrics);
+
+impl Drop for ParkedConnection<'_> {
+    fn drop(&mut self) {
+        self.0.parked.fetch_sub(1, Relaxed);
     }
 }
 
@@ -588,6 +607,14 @@ pub fn write(
                 n as f64,
             );
         }
+    }
+    out.family(
+        "sluice_connections_parked",
+        "gauge",
+        "Idle HTTP/1 connections waiting for their next request with their buffers released.",
+    );
+    for (name, m) in listeners {
+        out.sample("sluice_connections_parked", &[("listener", name)], m.parked.load(Relaxed) as f64);
     }
     out.family("sluice_requests_in_flight", "gauge", "Requests whose response has not ended yet.");
     for (name, m) in listeners {

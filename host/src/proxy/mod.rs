@@ -30,7 +30,7 @@ use tracing::{Instrument, debug, debug_span, warn};
 
 use crate::body::{self, Body, BodyProgress, ClientBodyState};
 use crate::error::{ErrorSource, ProxyError, error_response};
-use crate::listener::ConnInfo;
+use crate::listener::{ClientUpgrade, ConnInfo};
 use crate::observability::access::{AccessRecord, Recorded};
 use crate::observability::trace::{RequestTrace, TRACEPARENT};
 use crate::plugins::{PluginBody, PluginCtx, UpstreamOverride};
@@ -202,7 +202,7 @@ fn failed(e: ProxyError, id: &HeaderValue, record: &mut AccessRecord) -> Respons
 
 /// The edge's work on a routed request, done once before the chain so plugins see the
 /// request the target will get: only an upgrade the route allows goes on (its
-/// `OnUpgrade` is returned; any other loses `Upgrade`, RFC 9110 §7.8), hop-by-hop
+/// [`ClientUpgrade`] is returned; any other loses `Upgrade`, RFC 9110 §7.8), hop-by-hop
 /// headers go, `Expect` goes (hyper answered any `100-continue` towards the client when
 /// the body was first read; the upstream must not wait for one), and the forwarding
 /// headers, the request id header and (with tracing on) `traceparent` are set.
@@ -212,11 +212,11 @@ fn prepare<B>(
     route: &Route,
     id: &HeaderValue,
     trace: Option<&RequestTrace>,
-) -> Option<hyper::upgrade::OnUpgrade> {
+) -> Option<ClientUpgrade> {
     let upgrade = req.version() == http::Version::HTTP_11
         && headers::wants_upgrade(req.headers())
         && headers::upgrade_allowed(req.headers(), &route.upgrades);
-    let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut *req));
+    let client_upgrade = upgrade.then(|| ClientUpgrade::of(&mut *req));
     let h = req.headers_mut();
     headers::strip_hop_by_hop(h, upgrade);
     h.remove(header::EXPECT);
@@ -238,7 +238,7 @@ async fn dispatch<B>(
     snapshot: &Snapshot,
     route: &Route,
     params: &crate::router::PathParams,
-    client_upgrade: Option<hyper::upgrade::OnUpgrade>,
+    client_upgrade: Option<ClientUpgrade>,
     record: &mut AccessRecord,
 ) -> Result<Response<Body>, ProxyError>
 where
@@ -283,7 +283,7 @@ fn static_response(s: &StaticResponse) -> Response<Body> {
 async fn forward<B>(
     req: Request<B>,
     upstream: &Upstream,
-    client_upgrade: Option<hyper::upgrade::OnUpgrade>,
+    client_upgrade: Option<ClientUpgrade>,
     record: &mut AccessRecord,
 ) -> Result<Response<Body>, ProxyError>
 where
