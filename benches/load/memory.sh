@@ -8,8 +8,9 @@
 #   PARTS=connections benches/load/memory.sh   # or PARTS=instances
 #
 # Knobs: PARTS="connections instances", CONNS=1000, INSTANCES=100 (Rust; Python and JS
-# use INSTANCES_INTERPRETED=20), LANGS="rust python js", BASE_PORT=19280, SETTLE=1
-# (seconds before a reading), SLUICE_BIN (default target/release/sluice),
+# use INSTANCES_INTERPRETED=20), LANGS="rust python js", BASE_PORT=19280, SETTLE=6
+# (seconds before a reading: an idle HTTP/1 connection parks after a quiet tick, 2.5-5 s
+# with the default timeouts, and the freed memory goes back once a second after), SLUICE_BIN (default target/release/sluice),
 # SKIP_BUILD=1, KEEP_TMP=1. Components come from target/lang-plugins/<lang>.wasm
 # (benches/languages.sh builds them) or are built here with `sluice plugin new`.
 # Needs: python3 (the clients), nginx (apt-get install -y nginx), the language
@@ -22,7 +23,7 @@ INSTANCES=${INSTANCES:-100}
 INSTANCES_INTERPRETED=${INSTANCES_INTERPRETED:-20}
 LANGS=${LANGS:-"rust python js"}
 BASE_PORT=${BASE_PORT:-19280}
-SETTLE=${SETTLE:-1}
+SETTLE=${SETTLE:-6}
 SKIP_BUILD=${SKIP_BUILD:-0}
 KEEP_TMP=${KEEP_TMP:-0}
 NICE=0

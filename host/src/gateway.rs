@@ -170,7 +170,7 @@ impl GatewayBuilder {
         for up in snapshot.upstreams.values() {
             up.start_health_checks();
         }
-        tokio::spawn(sweep_plugin_pools(Arc::downgrade(&gw.inner)));
+        tokio::spawn(housekeeping(Arc::downgrade(&gw.inner)));
         if let Some(admin) = &snapshot.config.config.admin {
             let address = admin.address.map(|a| a.0).unwrap_or_else(|| {
                 config::DEFAULT_ADMIN_ADDRESS.parse().expect("the default admin address parses")
@@ -500,9 +500,9 @@ impl Gateway {
 /// own `limits.idle_timeout`).
 const SWEEP_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
 
-/// Gives back the plugin instances a burst left idle, until the gateway is shut down
-/// or dropped.
-async fn sweep_plugin_pools(gw: std::sync::Weak<Inner>) {
+/// Gives back the plugin instances a burst left idle, and the memory parked
+/// connections freed (`crate::trim`), until the gateway is shut down or dropped.
+async fn housekeeping(gw: std::sync::Weak<Inner>) {
     let mut tick = tokio::time::interval(SWEEP_EVERY);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -517,6 +517,7 @@ async fn sweep_plugin_pools(gw: std::sync::Weak<Inner>) {
         for pool in snapshot.plugin_pools() {
             pool.sweep(now);
         }
+        crate::trim::trim_if_due();
     }
 }
 

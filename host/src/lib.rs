@@ -26,6 +26,7 @@ pub mod proxy;
 pub mod reload;
 pub mod router;
 pub mod snapshot;
+pub mod trim;
 pub mod upstream;
 pub mod workers;
 

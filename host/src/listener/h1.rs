@@ -105,7 +105,7 @@ pub(super) async fn serve<T: Park>(
         }
         io = inner;
         if !parked {
-            close(io).await;
+            Box::pin(close(io)).await;
             return;
         }
         if !leftover.is_empty() {
@@ -114,8 +114,11 @@ pub(super) async fn serve<T: Park>(
             prefix = leftover;
             continue;
         }
+        // Even empty, it may hold on to hyper's whole read buffer.
+        drop(leftover);
         // Parked: only the socket and this task are left.
         let _parked = spec.metrics.parked();
+        crate::trim::released();
         let idle = tokio::time::sleep(clock.idle_left());
         tokio::pin!(idle);
         let readable = tokio::select! {
@@ -124,7 +127,7 @@ pub(super) async fn serve<T: Park>(
             _ = shutdown.wait_for(|stop| *stop) => false,
         };
         if !readable {
-            close(io).await;
+            Box::pin(close(io)).await;
             return;
         }
         activity.head_started();

@@ -120,46 +120,30 @@ async fn serve_connection(
     let open = Arc::new(spec.metrics.accepted(known));
     let tls = spec.tls.is_some();
     let info = Arc::new(ConnInfo { listener: Arc::clone(&spec), peer, local, tls });
+    let conn = Conn { info, cell, open, spec: &spec, shutdown: &mut shutdown };
     if let Some(tls) = &spec.tls {
-        // Boxed: the handshake's state is large and only TLS connections need it.
-        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::clone(tls));
-        let handshake =
-            Box::pin(tokio::time::timeout(spec.limits.header_read_timeout, acceptor.accept(stream))).await;
-        let tls_stream = match handshake {
-            Ok(Ok(s)) => s,
-            Ok(Err(e)) => {
-                debug!(%peer, error = %e, "tls handshake failed");
-                return;
-            }
-            Err(_) => {
-                debug!(%peer, "tls handshake timed out");
-                return;
-            }
-        };
-        let h2 = tls_stream.get_ref().1.alpn_protocol() == Some(b"h2");
-        // HTTP/2 when ALPN chose it, or when the listener speaks nothing else (a
-        // client that negotiated no protocol gets HTTP/2, not a version the listener
-        // does not list).
-        let http2 = h2 || !spec.http1;
-        open.identified(if http2 { Protocol::Http2 } else { Protocol::Http1 });
-        let conn = Conn { info, cell, open, spec: &spec, shutdown: &mut shutdown };
-        if http2 {
-            conn.http2(tls_stream, Bytes::new()).await
-        } else {
-            conn.http1(tls_stream, Bytes::new()).await
-        }
+        // Boxed: a TLS connection's state (the handshake's, rustls' own) is large,
+        // and it would size every plaintext connection's task too.
+        Box::pin(conn.tls(stream, Arc::clone(tls))).await;
         return;
     }
     let (http2, prefix, stream) = match (spec.http1, spec.http2) {
-        (true, true) => match sniff(stream, spec.limits.header_read_timeout).await {
+        // Boxed, like every state a connection leaves behind: the task's size is that
+        // of its largest state, and an idle connection keeps its task.
+        (true, true) => match Box::pin(sniff(stream, spec.limits.header_read_timeout)).await {
             Some(found) => found,
             None => return,
         },
         (false, true) => (true, Bytes::new(), stream),
         _ => (false, Bytes::new(), stream),
     };
-    let conn = Conn { info, cell, open, spec: &spec, shutdown: &mut shutdown };
-    if http2 { conn.http2(stream, prefix).await } else { conn.http1(stream, prefix).await }
+    // Each protocol's state boxed on its own: a task is as large as its largest
+    // state, and an idle HTTP/1 connection keeps little more than its task.
+    if http2 {
+        Box::pin(conn.http2(stream, prefix)).await
+    } else {
+        Box::pin(conn.http1(stream, prefix)).await
+    }
 }
 
 /// The HTTP/2 connection preface (RFC 9113 §3.4): how a cleartext client speaking
@@ -199,6 +183,36 @@ struct Conn<'a> {
 }
 
 impl Conn<'_> {
+    /// The TLS handshake (within `header_read_timeout`), then the protocol ALPN chose.
+    async fn tls(self, stream: TcpStream, config: Arc<rustls::ServerConfig>) {
+        let peer = self.info.peer;
+        let acceptor = tokio_rustls::TlsAcceptor::from(config);
+        let handshake =
+            tokio::time::timeout(self.spec.limits.header_read_timeout, acceptor.accept(stream)).await;
+        let tls_stream = match handshake {
+            Ok(Ok(s)) => s,
+            Ok(Err(e)) => {
+                debug!(%peer, error = %e, "tls handshake failed");
+                return;
+            }
+            Err(_) => {
+                debug!(%peer, "tls handshake timed out");
+                return;
+            }
+        };
+        let h2 = tls_stream.get_ref().1.alpn_protocol() == Some(b"h2");
+        // HTTP/2 when ALPN chose it, or when the listener speaks nothing else (a
+        // client that negotiated no protocol gets HTTP/2, not a version the listener
+        // does not list).
+        let http2 = h2 || !self.spec.http1;
+        self.open.identified(if http2 { Protocol::Http2 } else { Protocol::Http1 });
+        if http2 {
+            Box::pin(self.http2(tls_stream, Bytes::new())).await
+        } else {
+            Box::pin(self.http1(tls_stream, Bytes::new())).await
+        }
+    }
+
     fn handler(&self, activity: &Arc<Activity>, hands_over: bool) -> Handler {
         Handler {
             info: Arc::clone(&self.info),
