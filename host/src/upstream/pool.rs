@@ -238,29 +238,37 @@ impl Pool {
         }
     }
 
+    /// The newest pooled connection ready for a request. Connections still reading
+    /// their last response stay for later; closed and expired ones go.
     fn checkout_h1(&self) -> Option<http1::SendRequest<Body>> {
-        let deadline = Instant::now().checked_sub(self.settings.idle_timeout);
         let mut idle = self.idle_list().lock().unwrap();
-        while let Some(c) = idle.pop_back() {
-            let expired = deadline.is_some_and(|d| c.since <= d);
-            if !expired && c.sender.is_ready() && !c.sender.is_closed() {
-                return Some(c.sender);
+        let mut deadline = None;
+        let mut i = idle.len();
+        while i > 0 {
+            i -= 1;
+            let c = &idle[i];
+            if c.sender.is_ready() {
+                let d =
+                    *deadline.get_or_insert_with(|| Instant::now().checked_sub(self.settings.idle_timeout));
+                if d.is_none_or(|d| c.since > d) {
+                    return idle.remove(i).map(|c| c.sender);
+                }
+                idle.remove(i);
+            } else if c.sender.is_closed() {
+                idle.remove(i);
             }
         }
         None
     }
 
-    /// Returns the connection to the idle list once its response has been read.
-    fn recycle_h1(self: &Arc<Self>, mut sender: http1::SendRequest<Body>) {
+    /// Returns the connection to the idle list at once: it is handed out again once
+    /// it has finished reading this response (`checkout_h1` asks). No task waits for
+    /// that, so a request costs no spawn.
+    fn recycle_h1(self: &Arc<Self>, sender: http1::SendRequest<Body>) {
         if self.settings.max_idle == 0 {
             return;
         }
-        let pool = Arc::clone(self);
-        tokio::spawn(async move {
-            if sender.ready().await.is_ok() {
-                pool.put_idle(sender);
-            }
-        });
+        self.put_idle(sender);
     }
 
     fn put_idle(self: &Arc<Self>, sender: http1::SendRequest<Body>) {

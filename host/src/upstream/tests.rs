@@ -193,6 +193,33 @@ async fn reuses_keep_alive_connections_and_keeps_host() {
 }
 
 #[tokio::test]
+async fn a_connection_still_reading_its_response_is_not_handed_out_and_is_reused_once_done() {
+    // 4 MiB: more than the connection buffers, so it stays busy until it is read.
+    const LEN: usize = 4 << 20;
+    let srv = serve(handler(|_req: Request<Incoming>| async move {
+        Response::new(body::full(Bytes::from(vec![b'x'; LEN])))
+    }))
+    .await;
+    let up = upstream(&format!("targets: [{{ address: '{}' }}]", srv.address()));
+    let pool = Arc::clone(&up.shared.targets[0].pool);
+    let first = up.forward(get("/one")).await.unwrap();
+    // The first response is not read yet: its connection is pooled but busy.
+    let second = up.forward(get("/two")).await.unwrap();
+    assert_eq!(pool.connects(), 2, "the busy connection was not used for a second request");
+    for resp in [first, second] {
+        assert_eq!(resp.into_body().collect().await.unwrap().to_bytes().len(), LEN);
+    }
+    // Both connections are back: two requests at once need no third.
+    let pool_ready = Arc::clone(&pool);
+    eventually("both connections to be pooled", move || pool_ready.idle_len() == 2).await;
+    let (a, b) = tokio::join!(up.forward(get("/again/a")), up.forward(get("/again/b")));
+    for resp in [a.unwrap(), b.unwrap()] {
+        assert_eq!(resp.into_body().collect().await.unwrap().to_bytes().len(), LEN);
+    }
+    assert_eq!(pool.connects(), 2, "finished connections are reused, both of them");
+}
+
+#[tokio::test]
 async fn host_header_override() {
     let srv = serve(named("a")).await;
     let up =
