@@ -347,3 +347,17 @@ impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for AccessLog {
         }
     }
 }
+
+/// An upstream that holds every request until `release` holds `true`.
+pub async fn held_upstream() -> (TestServer, tokio::sync::watch::Sender<bool>) {
+    let (release, released) = tokio::sync::watch::channel(false);
+    let up = TestServer::start(move |_req| {
+        let mut released = released.clone();
+        async move {
+            let _ = released.wait_for(|r| *r).await;
+            Response::new(full("done"))
+        }
+    })
+    .await;
+    (up, release)
+}

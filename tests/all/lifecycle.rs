@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use http::Response;
 
-use crate::harness::{Client, TestServer, config, full, gateway, refuses_connections, url};
+use crate::harness::{Client, TestServer, config, full, gateway, held_upstream, refuses_connections, url};
 
 #[tokio::test]
 async fn graceful_shutdown_finishes_in_flight_requests() {
@@ -131,20 +131,6 @@ async fn past_max_connections_a_client_waits_until_a_connection_closes() {
     drop(a);
     assert!(answered(&mut b, Duration::from_secs(10)).await, "B is served once a connection is free");
     gw.shutdown().await;
-}
-
-/// An upstream that holds every request until `release` holds `true`.
-async fn held_upstream() -> (TestServer, tokio::sync::watch::Sender<bool>) {
-    let (release, released) = tokio::sync::watch::channel(false);
-    let up = TestServer::start(move |_req| {
-        let mut released = released.clone();
-        async move {
-            let _ = released.wait_for(|r| *r).await;
-            Response::new(full("done"))
-        }
-    })
-    .await;
-    (up, release)
 }
 
 fn upstream_route(up: &TestServer, server: &str) -> String {

@@ -5,11 +5,10 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use http::Response;
 use sluice::Gateway;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use crate::harness::{TestServer, full, refuses_connections};
+use crate::harness::{TestServer, held_upstream, refuses_connections};
 
 const WORKERS: usize = 2;
 
@@ -159,15 +158,7 @@ routes:
 #[tokio::test]
 async fn a_shutdown_drains_the_requests_in_flight_on_every_worker() {
     const IN_FLIGHT: usize = 40;
-    let (release, released) = tokio::sync::watch::channel(false);
-    let up = TestServer::start(move |_req| {
-        let mut released = released.clone();
-        async move {
-            let _ = released.wait_for(|r| *r).await;
-            Response::new(full("done"))
-        }
-    })
-    .await;
+    let (up, release) = held_upstream().await;
     let yaml = format!(
         "version: 1\nadmin: {{ address: 127.0.0.1:0 }}\nlisteners:\n{}upstreams:\n  app:\n    targets: [{{ address: \"{}\" }}]\nroutes:\n  - name: app\n    match: {{ path_prefix: / }}\n    target: {{ upstream: app }}\n",
         listener("public"),
