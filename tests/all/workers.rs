@@ -183,3 +183,38 @@ async fn a_shutdown_drains_the_requests_in_flight_on_every_worker() {
     tokio::time::timeout(Duration::from_secs(10), shutdown).await.expect("shutdown completes").unwrap();
     assert_eq!(up.request_count(), IN_FLIGHT, "nothing was retried or lost");
 }
+
+#[tokio::test]
+async fn a_sigterm_drains_every_worker_and_loses_no_request() {
+    const IN_FLIGHT: usize = 20;
+    let (up, release) = held_upstream().await;
+    let yaml = format!(
+        "version: 1\nadmin: {{ address: 127.0.0.1:0 }}\nlisteners:\n{}upstreams:\n  app:\n    targets: [{{ address: \"{}\" }}]\nroutes:\n  - name: app\n    match: {{ path_prefix: / }}\n    target: {{ upstream: app }}\n",
+        listener("public"),
+        up.addr
+    );
+    // As `sluice run` does: handlers installed before the gateway starts.
+    let signals = sluice::gateway::Signals::install().unwrap();
+    let gw = start(&yaml).await;
+    let addr = gw.addr("public");
+    let calls: Vec<_> = (0..IN_FLIGHT).map(|_| tokio::spawn(fresh(addr, "/work"))).collect();
+    while up.request_count() < IN_FLIGHT {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let counts = accepted_by_worker(&gw, "public").await;
+    assert!(counts.iter().all(|&n| n > 0), "requests in flight on every worker: {counts:?}");
+    let running = gw.clone();
+    let serving = tokio::spawn(async move { running.run_until_signal(signals).await });
+    let status = std::process::Command::new("kill")
+        .args(["-TERM", &std::process::id().to_string()])
+        .status()
+        .expect("kill runs");
+    assert!(status.success());
+    assert!(refuses_connections(addr, Duration::from_secs(5)).await, "SIGTERM stopped every accept loop");
+    release.send_replace(true);
+    for call in calls {
+        assert_eq!(call.await.unwrap(), (200, "done".to_owned()));
+    }
+    tokio::time::timeout(Duration::from_secs(10), serving).await.expect("the drain ends").unwrap();
+    assert_eq!(up.request_count(), IN_FLIGHT, "nothing was retried or lost");
+}
