@@ -155,66 +155,72 @@ routes:
     gw.shutdown().await;
 }
 
+/// A gateway whose upstream holds every request, with `n` requests in flight spread
+/// over both workers; `finish` releases them and checks each was answered once.
+struct Held {
+    gw: Gateway,
+    addr: SocketAddr,
+    up: crate::harness::TestServer,
+    release: tokio::sync::watch::Sender<bool>,
+    calls: Vec<tokio::task::JoinHandle<(u16, String)>>,
+}
+
+impl Held {
+    async fn start(n: usize) -> Held {
+        let (up, release) = held_upstream().await;
+        let yaml = format!(
+            "version: 1\nadmin: {{ address: 127.0.0.1:0 }}\nlisteners:\n{}upstreams:\n  app:\n    targets: [{{ address: \"{}\" }}]\nroutes:\n  - name: app\n    match: {{ path_prefix: / }}\n    target: {{ upstream: app }}\n",
+            listener("public"),
+            up.addr
+        );
+        let gw = start(&yaml).await;
+        let addr = gw.addr("public");
+        let calls = (0..n).map(|_| tokio::spawn(fresh(addr, "/work"))).collect();
+        while up.request_count() < n {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let counts = accepted_by_worker(&gw, "public").await;
+        assert!(counts.iter().all(|&c| c > 0), "requests in flight on every worker: {counts:?}");
+        Held { gw, addr, up, release, calls }
+    }
+
+    async fn finish(self) {
+        let n = self.calls.len();
+        self.release.send_replace(true);
+        for call in self.calls {
+            assert_eq!(call.await.unwrap(), (200, "done".to_owned()));
+        }
+        assert_eq!(self.up.request_count(), n, "nothing was retried or lost");
+    }
+}
+
 #[tokio::test]
 async fn a_shutdown_drains_the_requests_in_flight_on_every_worker() {
-    const IN_FLIGHT: usize = 40;
-    let (up, release) = held_upstream().await;
-    let yaml = format!(
-        "version: 1\nadmin: {{ address: 127.0.0.1:0 }}\nlisteners:\n{}upstreams:\n  app:\n    targets: [{{ address: \"{}\" }}]\nroutes:\n  - name: app\n    match: {{ path_prefix: / }}\n    target: {{ upstream: app }}\n",
-        listener("public"),
-        up.addr
-    );
-    let gw = start(&yaml).await;
-    let addr = gw.addr("public");
-    let calls: Vec<_> = (0..IN_FLIGHT).map(|_| tokio::spawn(fresh(addr, "/work"))).collect();
-    while up.request_count() < IN_FLIGHT {
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    let counts = accepted_by_worker(&gw, "public").await;
-    assert!(counts.iter().all(|&n| n > 0), "requests in flight on every worker: {counts:?}");
-    let stopping = gw.clone();
+    let held = Held::start(40).await;
+    let stopping = held.gw.clone();
     let shutdown = tokio::spawn(async move { stopping.shutdown().await });
-    assert!(refuses_connections(addr, Duration::from_secs(5)).await, "every worker stopped accepting");
+    assert!(refuses_connections(held.addr, Duration::from_secs(5)).await, "every worker stopped accepting");
     assert!(!shutdown.is_finished(), "the shutdown waits for the requests in flight");
-    release.send_replace(true);
-    for call in calls {
-        assert_eq!(call.await.unwrap(), (200, "done".to_owned()));
-    }
+    held.finish().await;
     tokio::time::timeout(Duration::from_secs(10), shutdown).await.expect("shutdown completes").unwrap();
-    assert_eq!(up.request_count(), IN_FLIGHT, "nothing was retried or lost");
 }
 
 #[tokio::test]
 async fn a_sigterm_drains_every_worker_and_loses_no_request() {
-    const IN_FLIGHT: usize = 20;
-    let (up, release) = held_upstream().await;
-    let yaml = format!(
-        "version: 1\nadmin: {{ address: 127.0.0.1:0 }}\nlisteners:\n{}upstreams:\n  app:\n    targets: [{{ address: \"{}\" }}]\nroutes:\n  - name: app\n    match: {{ path_prefix: / }}\n    target: {{ upstream: app }}\n",
-        listener("public"),
-        up.addr
-    );
     // As `sluice run` does: handlers installed before the gateway starts.
     let signals = sluice::gateway::Signals::install().unwrap();
-    let gw = start(&yaml).await;
-    let addr = gw.addr("public");
-    let calls: Vec<_> = (0..IN_FLIGHT).map(|_| tokio::spawn(fresh(addr, "/work"))).collect();
-    while up.request_count() < IN_FLIGHT {
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    let counts = accepted_by_worker(&gw, "public").await;
-    assert!(counts.iter().all(|&n| n > 0), "requests in flight on every worker: {counts:?}");
-    let running = gw.clone();
+    let held = Held::start(20).await;
+    let running = held.gw.clone();
     let serving = tokio::spawn(async move { running.run_until_signal(signals).await });
     let status = std::process::Command::new("kill")
         .args(["-TERM", &std::process::id().to_string()])
         .status()
         .expect("kill runs");
     assert!(status.success());
-    assert!(refuses_connections(addr, Duration::from_secs(5)).await, "SIGTERM stopped every accept loop");
-    release.send_replace(true);
-    for call in calls {
-        assert_eq!(call.await.unwrap(), (200, "done".to_owned()));
-    }
+    assert!(
+        refuses_connections(held.addr, Duration::from_secs(5)).await,
+        "SIGTERM stopped every accept loop"
+    );
+    held.finish().await;
     tokio::time::timeout(Duration::from_secs(10), serving).await.expect("the drain ends").unwrap();
-    assert_eq!(up.request_count(), IN_FLIGHT, "nothing was retried or lost");
 }
