@@ -265,13 +265,9 @@ impl Pool {
     /// it has finished reading this response (`checkout_h1` asks). No task waits for
     /// that, so a request costs no spawn.
     fn recycle_h1(self: &Arc<Self>, sender: http1::SendRequest<Body>) {
-        if self.settings.max_idle == 0 {
+        if self.max_idle_per_list == 0 {
             return;
         }
-        self.put_idle(sender);
-    }
-
-    fn put_idle(self: &Arc<Self>, sender: http1::SendRequest<Body>) {
         let now = Instant::now();
         {
             let mut idle = self.idle_list().lock().unwrap();
