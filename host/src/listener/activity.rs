@@ -22,7 +22,7 @@ use bytes::Bytes;
 use http_body::{Body as HttpBody, Frame, SizeHint};
 
 use super::Limits;
-use super::upgrade::UpgradedIo;
+use super::upgrade::{HandOver, UpgradedIo};
 
 /// No request head is being read.
 const NO_HEAD: u32 = u32::MAX;
@@ -43,9 +43,9 @@ pub(super) struct Activity {
     /// holds bytes for it).
     write_blocked: AtomicBool,
     /// A `101 Switching Protocols` went out: the connection belongs to the tunnel next.
-    pub switching: AtomicBool,
+    switching: AtomicBool,
     /// Where the connection goes once it switched protocols (HTTP/1 only).
-    pub upgrade: Mutex<Option<tokio::sync::oneshot::Sender<UpgradedIo>>>,
+    upgrade: Mutex<Option<tokio::sync::oneshot::Sender<UpgradedIo>>>,
 }
 
 impl Activity {
@@ -85,6 +85,24 @@ impl Activity {
         let _ = self.head_since.compare_exchange(NO_HEAD, now, Relaxed, Relaxed);
     }
 
+    /// A request asks to switch protocols: the hand-over its connection will be sent
+    /// to if the answer is `101`.
+    pub fn expect_switch(&self) -> HandOver {
+        let (hand_over, tx) = HandOver::new();
+        if let Ok(mut slot) = self.upgrade.lock() {
+            *slot = Some(tx);
+        }
+        hand_over
+    }
+
+    /// Where the connection goes, if a `101` went out.
+    pub fn switched(&self) -> Option<tokio::sync::oneshot::Sender<UpgradedIo>> {
+        if !self.switching.load(Relaxed) {
+            return None;
+        }
+        self.upgrade.lock().ok().and_then(|mut slot| slot.take())
+    }
+
     /// Whether part of a request head has arrived and the rest is awaited.
     pub fn reading_head(&self) -> bool {
         self.head_since.load(Relaxed) != NO_HEAD
@@ -115,6 +133,13 @@ pub(super) enum Verdict {
 }
 
 impl Clock {
+    /// A timer firing every tick from one tick from now.
+    pub fn ticker(&self) -> tokio::time::Interval {
+        let mut t = tokio::time::interval_at(tokio::time::Instant::now() + self.tick, self.tick);
+        t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        t
+    }
+
     pub fn new(limits: &Limits) -> Clock {
         let shorter = limits.idle_timeout.min(limits.header_read_timeout);
         let tick = (shorter / 4).clamp(Duration::from_millis(10), Duration::from_secs(5));
@@ -164,6 +189,15 @@ impl InFlight {
         activity.head_since.store(NO_HEAD, Relaxed);
         activity.busy.store(true, Relaxed);
         InFlight(std::sync::Arc::clone(activity))
+    }
+}
+
+impl InFlight {
+    /// The request was answered with `status`; a `101` hands the connection over.
+    pub fn answered(&self, status: http::StatusCode) {
+        if status == http::StatusCode::SWITCHING_PROTOCOLS {
+            self.0.switching.store(true, Relaxed);
+        }
     }
 }
 

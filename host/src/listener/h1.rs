@@ -24,7 +24,6 @@ use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::Ordering::Relaxed;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -96,11 +95,8 @@ pub(super) async fn serve<T: Park>(
         let parts = conn.into_parts();
         let Rewind { prefix: rest, inner } = parts.io.into_inner().into_inner().inner;
         let leftover = join(parts.read_buf, rest);
-        if activity.switching.load(Relaxed) {
-            let handed = activity.upgrade.lock().ok().and_then(|mut u| u.take());
-            if let Some(tx) = handed {
-                let _ = tx.send(Box::new(Rewind { prefix: leftover, inner }));
-            }
+        if let Some(tx) = activity.switched() {
+            let _ = tx.send(Box::new(Rewind { prefix: leftover, inner }));
             return;
         }
         io = inner;
@@ -154,8 +150,7 @@ async fn drive<T: Park>(
     peer: SocketAddr,
     shutdown: &mut watch::Receiver<bool>,
 ) -> Ended {
-    let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + clock.tick, clock.tick);
-    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut ticker = clock.ticker();
     let mut closing = *shutdown.borrow();
     if closing {
         Pin::new(&mut *conn).graceful_shutdown();

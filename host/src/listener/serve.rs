@@ -22,7 +22,6 @@ use super::ListenerSpec;
 use super::activity::{Activity, Clock, Guarded, InFlight, Verdict};
 use super::canned::CannedErrors;
 use super::h1::Park;
-use super::upgrade::HandOver;
 use crate::body::Body;
 use crate::config::Name;
 use crate::observability::metrics::{OpenConnection, Protocol};
@@ -117,7 +116,7 @@ async fn serve_connection(
         (None, false, true) => Protocol::Http2,
         _ => Protocol::Pending,
     };
-    let open = Arc::new(spec.metrics.accepted(known));
+    let open = spec.metrics.accepted(known);
     let tls = spec.tls.is_some();
     let info = Arc::new(ConnInfo { listener: Arc::clone(&spec), peer, local, tls });
     let conn = Conn { info, cell, open, spec: &spec, shutdown: &mut shutdown };
@@ -177,7 +176,9 @@ async fn sniff(mut stream: TcpStream, timeout: Duration) -> Option<(bool, Bytes,
 struct Conn<'a> {
     info: Arc<ConnInfo>,
     cell: Arc<SnapshotCell>,
-    open: Arc<OpenConnection>,
+    /// Counted as open until the connection ends; its protocol is settled once known
+    /// (at accept, from ALPN, or from a cleartext connection's first bytes).
+    open: OpenConnection,
     spec: &'a ListenerSpec,
     shutdown: &'a mut watch::Receiver<bool>,
 }
@@ -205,7 +206,6 @@ impl Conn<'_> {
         // client that negotiated no protocol gets HTTP/2, not a version the listener
         // does not list).
         let http2 = h2 || !self.spec.http1;
-        self.open.identified(if http2 { Protocol::Http2 } else { Protocol::Http1 });
         if http2 {
             Box::pin(self.http2(tls_stream, Bytes::new())).await
         } else {
@@ -217,19 +217,20 @@ impl Conn<'_> {
         Handler {
             info: Arc::clone(&self.info),
             cell: Arc::clone(&self.cell),
-            open: Arc::clone(&self.open),
             activity: Arc::clone(activity),
             hands_over,
         }
     }
 
-    async fn http1<T: Park>(self, io: T, prefix: Bytes) {
+    async fn http1<T: Park>(mut self, io: T, prefix: Bytes) {
+        self.open.identified(Protocol::Http1);
         let activity = Arc::new(Activity::new(true));
         let svc = self.handler(&activity, true);
         super::h1::serve(io, prefix, svc, activity, self.spec, self.info.peer, self.shutdown).await;
     }
 
-    async fn http2<T: Park>(self, io: T, prefix: Bytes) {
+    async fn http2<T: Park>(mut self, io: T, prefix: Bytes) {
+        self.open.identified(Protocol::Http2);
         let activity = Arc::new(Activity::new(false));
         let svc = self.handler(&activity, false);
         let limits = &self.spec.limits;
@@ -246,8 +247,7 @@ impl Conn<'_> {
         let conn = b.serve_connection(TokioIo::new(io), svc);
         tokio::pin!(conn);
         let mut clock = Clock::new(limits);
-        let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + clock.tick, clock.tick);
-        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut ticker = clock.ticker();
         let mut closing = *self.shutdown.borrow();
         if closing {
             conn.as_mut().graceful_shutdown();
@@ -292,7 +292,6 @@ pub(super) fn canned<I>(io: I, spec: &ListenerSpec) -> CannedErrors<I> {
 pub(super) struct Handler {
     info: Arc<ConnInfo>,
     cell: Arc<SnapshotCell>,
-    open: Arc<OpenConnection>,
     activity: Arc<Activity>,
     /// HTTP/1: a protocol switch is handed over by the listener (`upgrade.rs`).
     hands_over: bool,
@@ -304,24 +303,15 @@ impl hyper::service::Service<Request<Incoming>> for Handler {
     type Future = Pin<Box<dyn Future<Output = Result<Response<Guarded<Body>>, Infallible>> + Send>>;
 
     fn call(&self, mut req: Request<Incoming>) -> Self::Future {
-        // A listener speaking both protocols learns which from the first request.
-        self.open.identified(Protocol::of(req.version()));
         let snapshot = self.cell.load_full();
         let info = Arc::clone(&self.info);
         let in_flight = InFlight::start(&self.activity);
         if self.hands_over && req.headers().contains_key(http::header::UPGRADE) {
-            let (hand_over, tx) = HandOver::new();
-            if let Ok(mut slot) = self.activity.upgrade.lock() {
-                *slot = Some(tx);
-            }
-            req.extensions_mut().insert(hand_over);
+            req.extensions_mut().insert(self.activity.expect_switch());
         }
-        let activity = Arc::clone(&self.activity);
         Box::pin(async move {
             let resp = crate::proxy::handle(req, info, snapshot).await;
-            if resp.status() == http::StatusCode::SWITCHING_PROTOCOLS {
-                activity.switching.store(true, std::sync::atomic::Ordering::Relaxed);
-            }
+            in_flight.answered(resp.status());
             Ok(resp.map(|body| Guarded::new(body, in_flight)))
         })
     }

@@ -267,17 +267,12 @@ pub enum Protocol {
     Http1 = 0,
     /// HTTP/2 (h2c or TLS).
     Http2 = 1,
-    /// A cleartext connection on a listener that speaks both, before its first request
-    /// showed which.
+    /// Before the protocol is known: a TLS handshake under way, or a cleartext
+    /// connection on a listener that speaks both before its first bytes showed which.
     Pending = 2,
 }
 
 impl Protocol {
-    /// The protocol a request of `version` came over.
-    pub fn of(version: http::Version) -> Protocol {
-        if version == http::Version::HTTP_2 { Protocol::Http2 } else { Protocol::Http1 }
-    }
-
     const LABELS: [&'static str; 3] = ["http1", "http2", "pending"];
 }
 
@@ -330,10 +325,7 @@ impl ListenerMetrics {
             self.by_worker[k.min(self.by_worker.len() - 1)].fetch_add(1, Relaxed);
         }
         self.open[protocol as usize].fetch_add(1, Relaxed);
-        OpenConnection {
-            metrics: Arc::clone(self),
-            protocol: std::sync::atomic::AtomicUsize::new(protocol as usize),
-        }
+        OpenConnection { metrics: Arc::clone(self), protocol }
     }
 }
 
@@ -351,27 +343,24 @@ impl Drop for ParkedConnection<'_> {
 #[derive(Debug)]
 pub struct OpenConnection {
     metrics: Arc<ListenerMetrics>,
-    protocol: std::sync::atomic::AtomicUsize,
+    protocol: Protocol,
 }
 
 impl OpenConnection {
     /// A pending connection turned out to speak `protocol` (TLS negotiated it, or its
-    /// first request showed it).
-    pub fn identified(&self, protocol: Protocol) {
-        if self.protocol.load(Relaxed) != Protocol::Pending as usize {
-            return;
-        }
-        let p = protocol as usize;
-        if self.protocol.compare_exchange(Protocol::Pending as usize, p, Relaxed, Relaxed).is_ok() {
+    /// first bytes showed it); a connection already identified stays as it is.
+    pub fn identified(&mut self, protocol: Protocol) {
+        if self.protocol == Protocol::Pending {
             self.metrics.open[Protocol::Pending as usize].fetch_sub(1, Relaxed);
-            self.metrics.open[p].fetch_add(1, Relaxed);
+            self.metrics.open[protocol as usize].fetch_add(1, Relaxed);
+            self.protocol = protocol;
         }
     }
 }
 
 impl Drop for OpenConnection {
     fn drop(&mut self) {
-        self.metrics.open[self.protocol.load(Relaxed)].fetch_sub(1, Relaxed);
+        self.metrics.open[self.protocol as usize].fetch_sub(1, Relaxed);
     }
 }
 
@@ -678,7 +667,7 @@ pub fn write(
     out.family(
         "sluice_connections_open",
         "gauge",
-        "Open client connections by protocol (pending: a cleartext connection of a listener speaking both, before its first request).",
+        "Open client connections by protocol (pending: before the protocol is known: a TLS handshake, or a cleartext connection of a listener speaking both before its first bytes).",
     );
     for (name, m) in listeners {
         for (p, label) in Protocol::LABELS.iter().enumerate() {
@@ -812,9 +801,9 @@ mod tests {
     #[test]
     fn a_pending_connection_moves_to_its_protocol_once() {
         let l = Arc::new(ListenerMetrics::default());
-        let c = l.accepted(Protocol::Pending);
-        c.identified(Protocol::of(http::Version::HTTP_2));
-        c.identified(Protocol::of(http::Version::HTTP_11));
+        let mut c = l.accepted(Protocol::Pending);
+        c.identified(Protocol::Http2);
+        c.identified(Protocol::Http1);
         let open = |p: Protocol| l.open[p as usize].load(Relaxed);
         assert_eq!((open(Protocol::Pending), open(Protocol::Http2), open(Protocol::Http1)), (0, 1, 0));
         drop(c);
