@@ -176,7 +176,7 @@ impl AccessRecord {
     /// The call log's record of this request.
     fn call(&self, totals: &Totals) -> Call {
         let note = |key: &str| self.annotations.as_ref().and_then(|a| a.find(key));
-        let arrived = std::time::SystemTime::now() - self.started.elapsed();
+        let arrived = std::time::SystemTime::now() - totals.duration;
         Call {
             time_ms: arrived
                 .duration_since(std::time::UNIX_EPOCH)
