@@ -248,27 +248,18 @@ async fn without_a_call_log_the_api_says_it_is_off() {
 
 #[tokio::test]
 async fn records_go_out_as_otlp_log_records_linked_to_their_traces() {
-    use http_body_util::BodyExt;
     use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
     use opentelemetry_proto::tonic::common::v1::any_value::Value as Any;
     use opentelemetry_proto::tonic::logs::v1::LogRecord;
-    use prost::Message as _;
     use std::sync::{Arc, Mutex};
 
     let records: Arc<Mutex<Vec<LogRecord>>> = Arc::default();
     let seen = Arc::clone(&records);
-    let collector = TestServer::start(move |req: Request<hyper::body::Incoming>| {
-        let seen = Arc::clone(&seen);
-        async move {
-            assert_eq!(req.uri().path(), "/v1/logs");
-            let body = req.into_body().collect().await.unwrap().to_bytes();
-            let export = ExportLogsServiceRequest::decode(body).expect("an OTLP logs protobuf");
-            for rl in export.resource_logs {
-                for sl in rl.scope_logs {
-                    seen.lock().unwrap().extend(sl.log_records);
-                }
+    let collector = crate::harness::otlp_collector("/v1/logs", move |_, export: ExportLogsServiceRequest| {
+        for rl in export.resource_logs {
+            for sl in rl.scope_logs {
+                seen.lock().unwrap().extend(sl.log_records);
             }
-            http::Response::new(full(""))
         }
     })
     .await;

@@ -361,3 +361,24 @@ pub async fn held_upstream() -> (TestServer, tokio::sync::watch::Sender<bool>) {
     .await;
     (up, release)
 }
+
+/// An OTLP/HTTP collector: every export posted to `path`, decoded as `M` (the real
+/// protobuf), is handed to `keep` with the request's headers.
+pub async fn otlp_collector<M, F>(path: &'static str, keep: F) -> TestServer
+where
+    M: prost::Message + Default + 'static,
+    F: Fn(&http::HeaderMap, M) + Clone + Send + Sync + 'static,
+{
+    use http_body_util::BodyExt;
+    TestServer::start(move |req: Request<Incoming>| {
+        let keep = keep.clone();
+        async move {
+            assert_eq!(req.uri().path(), path);
+            let (parts, body) = req.into_parts();
+            let body = body.collect().await.unwrap().to_bytes();
+            keep(&parts.headers, M::decode(body).expect("an OTLP protobuf"));
+            Response::new(full(""))
+        }
+    })
+    .await
+}

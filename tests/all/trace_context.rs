@@ -5,15 +5,13 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use http::{Request, Response};
-use http_body_util::BodyExt;
+use http::Request;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::common::v1::any_value::Value;
 use opentelemetry_proto::tonic::trace::v1::{Span, span::SpanKind};
-use prost::Message as _;
 use sluice_tests::plugins as wasm;
 
-use crate::harness::{AccessLog, Client, TestServer, eventually, full, url};
+use crate::harness::{AccessLog, Client, TestServer, eventually, full, otlp_collector, url};
 use crate::plugins::{Plugins, upstream};
 
 /// An OTLP/HTTP traces receiver: every span of every export, decoded.
@@ -28,22 +26,15 @@ impl Receiver {
         let spans = Arc::new(Mutex::new(Vec::new()));
         let exports = Arc::new(Mutex::new(Vec::new()));
         let (s, e) = (Arc::clone(&spans), Arc::clone(&exports));
-        let server = TestServer::start(move |req: Request<hyper::body::Incoming>| {
-            let (s, e) = (Arc::clone(&s), Arc::clone(&e));
-            async move {
-                assert_eq!(req.uri().path(), "/v1/traces");
-                assert_eq!(req.headers()["content-type"], "application/x-protobuf");
-                assert_eq!(req.headers()["x-collector-key"], "k1");
-                let body = req.into_body().collect().await.unwrap().to_bytes();
-                let export = ExportTraceServiceRequest::decode(body).expect("an OTLP protobuf");
-                for rs in &export.resource_spans {
-                    for ss in &rs.scope_spans {
-                        s.lock().unwrap().extend(ss.spans.iter().cloned());
-                    }
+        let server = otlp_collector("/v1/traces", move |headers, export: ExportTraceServiceRequest| {
+            assert_eq!(headers["content-type"], "application/x-protobuf");
+            assert_eq!(headers["x-collector-key"], "k1");
+            for rs in &export.resource_spans {
+                for ss in &rs.scope_spans {
+                    s.lock().unwrap().extend(ss.spans.iter().cloned());
                 }
-                e.lock().unwrap().push(export);
-                Response::new(full(""))
             }
+            e.lock().unwrap().push(export);
         })
         .await;
         Receiver { server, spans, exports }
