@@ -73,7 +73,7 @@ async fn parked(gw: &Gateway) -> u64 {
 }
 
 /// Whether the gateway closes `s` within `within` (bytes it sends first are ignored).
-async fn closed_within(s: &mut TcpStream, within: Duration) -> bool {
+async fn closed_within(s: &mut (impl tokio::io::AsyncRead + Unpin), within: Duration) -> bool {
     let mut buf = [0u8; 256];
     tokio::time::timeout(within, async {
         loop {
@@ -87,16 +87,18 @@ async fn closed_within(s: &mut TcpStream, within: Duration) -> bool {
     .is_ok()
 }
 
-async fn connect(addr: SocketAddr) -> TcpStream {
-    TcpStream::connect(addr).await.unwrap()
+/// A keep-alive connection that has had one request (`/one`) answered.
+async fn served_once(addr: SocketAddr) -> TcpStream {
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    s.write_all(b"GET /one HTTP/1.1\r\nhost: t\r\n\r\n").await.unwrap();
+    assert_eq!(response(&mut s).await.as_deref(), Some("one"));
+    s
 }
 
 #[tokio::test]
 async fn an_idle_connection_parks_and_its_next_request_wakes_it() {
     let gw = gateway(&config("idle_timeout: 20s, header_read_timeout: 800ms")).await;
-    let mut s = connect(gw.addr("public")).await;
-    s.write_all(b"GET /one HTTP/1.1\r\nhost: t\r\n\r\n").await.unwrap();
-    assert_eq!(response(&mut s).await.as_deref(), Some("one"));
+    let mut s = served_once(gw.addr("public")).await;
     let mut gauge = 0;
     for _ in 0..100 {
         gauge = parked(&gw).await;
@@ -115,7 +117,7 @@ async fn an_idle_connection_parks_and_its_next_request_wakes_it() {
 #[tokio::test]
 async fn part_of_a_next_request_read_before_parking_is_kept() {
     let gw = gateway(&config("idle_timeout: 20s, header_read_timeout: 2s")).await;
-    let mut s = connect(gw.addr("public")).await;
+    let mut s = TcpStream::connect(gw.addr("public")).await.unwrap();
     // The first request and the start of the second in one write: hyper reads both.
     s.write_all(b"GET /one HTTP/1.1\r\nhost: t\r\n\r\nGET /two HTTP/1.1\r\nhos").await.unwrap();
     assert_eq!(response(&mut s).await.as_deref(), Some("one"));
@@ -130,9 +132,7 @@ async fn part_of_a_next_request_read_before_parking_is_kept() {
 #[tokio::test]
 async fn the_wait_between_requests_is_the_idle_timeouts_not_the_header_timeouts() {
     let gw = gateway(&config("idle_timeout: 3s, header_read_timeout: 1s")).await;
-    let mut s = connect(gw.addr("public")).await;
-    s.write_all(b"GET /one HTTP/1.1\r\nhost: t\r\n\r\n").await.unwrap();
-    assert_eq!(response(&mut s).await.as_deref(), Some("one"));
+    let mut s = served_once(gw.addr("public")).await;
     // Twice the header timeout between requests: the connection is still there.
     tokio::time::sleep(Duration::from_secs(2)).await;
     s.write_all(b"GET /two HTTP/1.1\r\nhost: t\r\n\r\n").await.unwrap();
@@ -144,9 +144,7 @@ async fn the_wait_between_requests_is_the_idle_timeouts_not_the_header_timeouts(
 #[tokio::test]
 async fn a_head_trickling_in_slower_than_a_tick_is_cut_off_after_the_header_timeout() {
     let gw = gateway(&config("idle_timeout: 30s, header_read_timeout: 1s")).await;
-    let mut s = connect(gw.addr("public")).await;
-    s.write_all(b"GET /one HTTP/1.1\r\nhost: t\r\n\r\n").await.unwrap();
-    assert_eq!(response(&mut s).await.as_deref(), Some("one"));
+    let mut s = served_once(gw.addr("public")).await;
     // Idle long enough to park, then a head one byte at a time, each after a quiet
     // tick (250 ms here): neither parking nor waking may restart the head's clock.
     tokio::time::sleep(Duration::from_millis(600)).await;
@@ -161,17 +159,8 @@ async fn a_head_trickling_in_slower_than_a_tick_is_cut_off_after_the_header_time
         }
     });
     // 40 bytes would take 16 s; the head's second is up long before.
-    let mut buf = [0u8; 256];
-    let closed = tokio::time::timeout(Duration::from_secs(10), async {
-        loop {
-            match reader.read(&mut buf).await {
-                Ok(0) | Err(_) => return,
-                Ok(_) => {}
-            }
-        }
-    })
-    .await;
+    let closed = closed_within(&mut reader, Duration::from_secs(10)).await;
     trickle.abort();
-    assert!(closed.is_ok(), "the trickling head was not cut off");
+    assert!(closed, "the trickling head was not cut off");
     gw.shutdown().await;
 }
