@@ -433,6 +433,23 @@ async fn an_ungranted_import_is_refused_at_load() {
 }
 
 #[tokio::test]
+async fn a_full_in_process_kv_store_refuses_writes_with_unavailable_naming_its_bound() {
+    let p = Plugins::with(&[("kv-counter-bounded", wasm::KV_COUNTER)]);
+    // The store is the process's (other tests' keys are in it): a bound of one byte
+    // leaves room for no new key, whatever they hold.
+    let gw = p
+        .start("  kv: { max_bytes: 1 }\nroutes:\n  - name: count\n    match: { path_prefix: / }\n    target: { echo: {} }\n    plugins:\n      - name: kv-counter-bounded\n        config: { key: bounded }\n        grants: { kv: true }\n")
+        .await;
+    let reply = Client::http1().get(&url(gw.addr("public"), "/")).await;
+    assert_eq!(reply.status, 500, "{}", reply.text());
+    assert!(
+        reply.text().contains("in-process kv store is full (plugins.kv.max_bytes: 1 bytes)"),
+        "{}",
+        reply.text()
+    );
+}
+
+#[tokio::test]
 async fn concurrent_kv_increments_sum_exactly() {
     const REQUESTS: usize = 64;
     let p = Plugins::with(&[("kv-counter", wasm::KV_COUNTER)]);

@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 
 use super::Problem;
 use super::plugins::SecretSourceConfig;
-use super::types::ConfigDuration;
+use super::types::{ByteSize, ConfigDuration};
 
 /// Default Redis URL of the `redis` backend.
 pub const DEFAULT_KV_REDIS_URL: &str = "redis://127.0.0.1:6379/0";
@@ -16,6 +16,8 @@ pub const DEFAULT_KV_TIMEOUT: ConfigDuration = ConfigDuration::millis(50);
 pub const DEFAULT_KV_CONNECT_TIMEOUT: ConfigDuration = ConfigDuration::secs(1);
 /// Default prefix of every key the gateway writes to Redis.
 pub const DEFAULT_KV_KEY_PREFIX: &str = "sluice:";
+/// Default bound on the in-process store's size.
+pub const DEFAULT_KV_MAX_BYTES: ByteSize = ByteSize::mib(64);
 
 /// The store behind the plugin `kv` API, shared by every plugin granted `kv` (keys
 /// are namespaced by plugin name, so plugins never see each other's keys).
@@ -53,6 +55,13 @@ pub struct KvConfig {
     /// `backend: redis`.
     #[serde(default)]
     pub key_prefix: Option<String>,
+    /// Bound on the in-process store's size: keys, values and 64 bytes of
+    /// bookkeeping per entry, for every plugin together. A write past it fails with
+    /// `unavailable` (the plugin decides: `rate-limit` follows its `on_error`), after
+    /// the expired entries of the key's shard were dropped. Default `64MiB`. Only with
+    /// `backend: in_process`.
+    #[serde(default)]
+    pub max_bytes: Option<ByteSize>,
 }
 
 /// A kv backend.
@@ -91,6 +100,12 @@ pub fn validate_kv(kv: &KvConfig) -> Vec<Problem> {
             }
         }
         KvBackendConfig::Redis => {
+            if kv.max_bytes.is_some() {
+                problems.push(Problem::new(
+                    at("max_bytes"),
+                    "`max_bytes` bounds the in-process store: Redis has its own (`maxmemory`); remove it",
+                ));
+            }
             if let Some(url) = &kv.url
                 && let Err(m) = check_redis_url(url)
             {
@@ -144,5 +159,14 @@ mod tests {
         let p = validate_kv(&kv);
         assert_eq!(p.len(), 1);
         assert_eq!(p[0].path, "plugins.kv.key_prefix");
+    }
+
+    #[test]
+    fn max_bytes_bounds_the_in_process_store_only() {
+        let kv = KvConfig { max_bytes: Some(ByteSize::mib(1)), ..KvConfig::default() };
+        assert!(validate_kv(&kv).is_empty());
+        let p = validate_kv(&KvConfig { max_bytes: Some(ByteSize::mib(1)), ..redis("redis://127.0.0.1/0") });
+        assert_eq!(p.len(), 1);
+        assert_eq!(p[0].path, "plugins.kv.max_bytes");
     }
 }

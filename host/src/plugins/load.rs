@@ -23,9 +23,9 @@ use super::pool::{InstancePool, Pre};
 use super::registry::Registry;
 use super::stats::stats_for;
 use crate::config::{
-    DEFAULT_KV_CONNECT_TIMEOUT, DEFAULT_KV_KEY_PREFIX, DEFAULT_KV_REDIS_URL, DEFAULT_KV_TIMEOUT,
-    DEFAULT_PLUGIN_HTTP_TIMEOUT, DEFAULT_PLUGINS_DIR, KvBackendConfig, LoadedConfig, MAX_PLUGIN_MEMORY,
-    PluginRefConfig, Problem, SecretSourceConfig,
+    DEFAULT_KV_CONNECT_TIMEOUT, DEFAULT_KV_KEY_PREFIX, DEFAULT_KV_MAX_BYTES, DEFAULT_KV_REDIS_URL,
+    DEFAULT_KV_TIMEOUT, DEFAULT_PLUGIN_HTTP_TIMEOUT, DEFAULT_PLUGINS_DIR, KvBackendConfig, LoadedConfig,
+    MAX_PLUGIN_MEMORY, PluginRefConfig, Problem, SecretSourceConfig,
 };
 
 /// The route name used for global entries while loading.
@@ -267,7 +267,9 @@ impl<'a> Loader<'a> {
         }
         let kv = &self.loaded.config.plugins.kv;
         match kv.backend {
-            KvBackendConfig::InProcess => Ok(InProcessKv::global()),
+            KvBackendConfig::InProcess => {
+                Ok(InProcessKv::global(kv.max_bytes.unwrap_or(DEFAULT_KV_MAX_BYTES).0 as usize))
+            }
             KvBackendConfig::Redis => {
                 let password =
                     kv.password.as_ref().map(|p| self.secret("plugins.kv.password", p)).transpose()?;

@@ -4,12 +4,15 @@
 
 use std::collections::HashMap;
 use std::hash::{BuildHasher, RandomState};
+use std::sync::atomic::AtomicUsize;
+use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use futures_util::future::BoxFuture;
 use tokio::time::Instant;
 
+use crate::config::DEFAULT_KV_MAX_BYTES;
 use crate::plugins::bindings::sluice::plugin::kv::{Host, KvError};
 use crate::plugins::state::PluginState;
 
@@ -58,6 +61,16 @@ impl Entry {
     }
 }
 
+/// What an entry counts against [`InProcessKv`]'s bound: its key, its value and the
+/// map's bookkeeping.
+fn cost(key: &str, value: &[u8]) -> usize {
+    key.len() + value.len() + ENTRY_OVERHEAD
+}
+
+/// Bytes of bookkeeping counted per entry (the map's slot, the key's and value's
+/// headers).
+pub const ENTRY_OVERHEAD: usize = 64;
+
 #[derive(Default)]
 struct Shard {
     map: HashMap<String, Entry>,
@@ -66,44 +79,138 @@ struct Shard {
 
 impl Shard {
     /// The live entry of `key`, dropping it if expired; sweeps now and then.
-    fn live(&mut self, key: &str, now: Instant) -> Option<&mut Entry> {
+    fn live(&mut self, key: &str, now: Instant, used: &AtomicUsize) -> Option<&mut Entry> {
         self.ops = self.ops.wrapping_add(1);
         if self.ops.is_multiple_of(KV_SWEEP_EVERY) {
-            self.map.retain(|_, e| e.live(now));
+            self.sweep(now, used);
         }
         if self.map.get(key).is_some_and(|e| !e.live(now)) {
-            self.map.remove(key);
+            self.remove(key, used);
         }
         self.map.get_mut(key)
     }
+
+    /// Drops the expired entries.
+    fn sweep(&mut self, now: Instant, used: &AtomicUsize) {
+        let mut freed = 0;
+        self.map.retain(|k, e| {
+            let keep = e.live(now);
+            if !keep {
+                freed += cost(k, &e.value);
+            }
+            keep
+        });
+        used.fetch_sub(freed, Relaxed);
+    }
+
+    fn remove(&mut self, key: &str, used: &AtomicUsize) -> bool {
+        match self.map.remove_entry(key) {
+            Some((k, e)) => {
+                used.fetch_sub(cost(&k, &e.value), Relaxed);
+                true
+            }
+            None => false,
+        }
+    }
 }
 
-/// The in-process store: shared by every instance and every snapshot of the process.
+/// The in-process store: shared by every instance and every snapshot of the process,
+/// and bounded (`plugins.kv.max_bytes`, the bound of the snapshot whose plugin
+/// writes): a write past the bound fails with `unavailable`, after the shard's expired
+/// entries were dropped.
 pub struct InProcessKv {
+    data: Arc<KvData>,
+    /// The bound on the bytes held.
+    cap: usize,
+}
+
+/// The entries of the in-process store.
+struct KvData {
     shards: Vec<Mutex<Shard>>,
     hasher: RandomState,
+    /// Bytes held ([`cost`] of every entry, expired ones not yet dropped included).
+    used: AtomicUsize,
+}
+
+impl Default for KvData {
+    fn default() -> Self {
+        Self {
+            shards: (0..KV_SHARDS).map(|_| Mutex::default()).collect(),
+            hasher: RandomState::new(),
+            used: AtomicUsize::new(0),
+        }
+    }
 }
 
 impl Default for InProcessKv {
+    /// A store of its own (not the process-wide one), with the default bound.
     fn default() -> Self {
-        Self { shards: (0..KV_SHARDS).map(|_| Mutex::default()).collect(), hasher: RandomState::new() }
+        Self { data: Arc::default(), cap: DEFAULT_KV_MAX_BYTES.0 as usize }
     }
 }
 
 impl InProcessKv {
-    /// The process-wide store.
-    pub fn global() -> Arc<InProcessKv> {
-        static KV: OnceLock<Arc<InProcessKv>> = OnceLock::new();
-        Arc::clone(KV.get_or_init(Default::default))
+    /// The process-wide store, bounded at `max_bytes`.
+    pub fn global(max_bytes: usize) -> Arc<InProcessKv> {
+        static DATA: OnceLock<Arc<KvData>> = OnceLock::new();
+        Arc::new(InProcessKv { data: Arc::clone(DATA.get_or_init(Default::default)), cap: max_bytes })
+    }
+
+    /// Bytes held, expired entries not yet dropped included.
+    pub fn used_bytes(&self) -> usize {
+        self.data.used.load(Relaxed)
     }
 
     fn lock(&self, key: &str) -> std::sync::MutexGuard<'_, Shard> {
-        let i = (self.hasher.hash_one(key) as usize) % self.shards.len();
-        self.shards[i].lock().unwrap_or_else(|p| p.into_inner())
+        let shards = &self.data.shards;
+        let i = (self.data.hasher.hash_one(key) as usize) % shards.len();
+        shards[i].lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn with<T>(&self, key: &str, f: impl FnOnce(&mut Shard, Instant) -> T) -> T {
-        f(&mut self.lock(key), Instant::now())
+    fn with<T>(&self, key: &str, f: impl FnOnce(&mut Shard, Instant, &AtomicUsize) -> T) -> T {
+        f(&mut self.lock(key), Instant::now(), &self.data.used)
+    }
+
+    /// Counts `grow` more bytes if the bound allows, after dropping `shard`'s expired
+    /// entries when it does not at first.
+    fn reserve(&self, shard: &mut Shard, now: Instant, grow: usize) -> Result<(), KvError> {
+        let (cap, used) = (self.cap, &self.data.used);
+        let take = |n: usize| n.checked_add(grow).filter(|n| *n <= cap);
+        if used.fetch_update(Relaxed, Relaxed, take).is_ok() {
+            return Ok(());
+        }
+        shard.sweep(now, used);
+        used.fetch_update(Relaxed, Relaxed, take).map(drop).map_err(|_| {
+            KvError::Unavailable(format!(
+                "the in-process kv store is full (plugins.kv.max_bytes: {cap} bytes)"
+            ))
+        })
+    }
+
+    /// Puts `value` under `key` (replacing a live or expired entry), within the bound.
+    fn put(
+        &self,
+        shard: &mut Shard,
+        now: Instant,
+        key: &str,
+        value: Vec<u8>,
+        expires: Option<Instant>,
+    ) -> Result<(), KvError> {
+        let new = cost(key, &value);
+        let old = shard.map.get(key).map_or(0, |e| cost(key, &e.value));
+        if new > old {
+            self.reserve(shard, now, new - old)?;
+        } else {
+            self.data.used.fetch_sub(old - new, Relaxed);
+        }
+        let entry = Entry { value, expires };
+        match shard.map.get_mut(key) {
+            Some(e) => *e = entry,
+            None => {
+                shard.map.insert(key.to_owned(), entry);
+            }
+        }
+        Ok(())
     }
 }
 
@@ -116,43 +223,39 @@ fn expiry(now: Instant, ttl: Option<Duration>) -> Option<Instant> {
 impl InProcessKv {
     /// The value of `key`, if present and not expired.
     pub fn get_now(&self, key: &str) -> Option<Vec<u8>> {
-        self.with(key, |s, now| s.live(key, now).map(|e| e.value.clone()))
+        self.with(key, |s, now, used| s.live(key, now, used).map(|e| e.value.clone()))
     }
 
     /// Stores `value` under `key`, expiring after `ttl` if given.
-    pub fn set_now(&self, key: String, value: Vec<u8>, ttl: Option<Duration>) {
-        let mut shard = self.lock(&key);
+    pub fn set_now(&self, key: &str, value: Vec<u8>, ttl: Option<Duration>) -> Result<(), KvError> {
+        let mut shard = self.lock(key);
         shard.ops = shard.ops.wrapping_add(1);
-        shard.map.insert(key, Entry { value, expires: expiry(Instant::now(), ttl) });
+        let now = Instant::now();
+        self.put(&mut shard, now, key, value, expiry(now, ttl))
     }
 
     /// Removes `key`; true if it was present.
     pub fn delete_now(&self, key: &str) -> bool {
-        self.with(key, |s, now| s.live(key, now).is_some() && s.map.remove(key).is_some())
+        self.with(key, |s, now, used| s.live(key, now, used).is_some() && s.remove(key, used))
     }
 
     /// Adds `delta` to the decimal integer at `key` (absent: 0); `ttl` applies when the
     /// key is created.
     pub fn increment_now(&self, key: &str, delta: i64, ttl: Option<Duration>) -> Result<i64, KvError> {
-        self.with(key, |s, now| match s.live(key, now) {
+        let mut shard = self.lock(key);
+        let now = Instant::now();
+        let (n, expires) = match shard.live(key, now, &self.data.used) {
             Some(e) => {
                 let n: i64 = std::str::from_utf8(&e.value)
                     .ok()
                     .and_then(|t| t.trim().parse().ok())
                     .ok_or(KvError::NotANumber)?;
-                let n = n.saturating_add(delta);
-                e.value.clear();
-                // Writing a number into a Vec cannot fail.
-                std::io::Write::write_fmt(&mut e.value, format_args!("{n}"))
-                    .map_err(|_| KvError::NotANumber)?;
-                Ok(n)
+                (n.saturating_add(delta), e.expires)
             }
-            None => {
-                let value = delta.to_string().into_bytes();
-                s.map.insert(key.to_owned(), Entry { value, expires: expiry(now, ttl) });
-                Ok(delta)
-            }
-        })
+            None => (delta, expiry(now, ttl)),
+        };
+        self.put(&mut shard, now, key, n.to_string().into_bytes(), expires)?;
+        Ok(n)
     }
 
     /// Replaces the value of `key` with `new` if it equals `expected` (`None`: absent).
@@ -162,15 +265,14 @@ impl InProcessKv {
         expected: Option<&[u8]>,
         new: Vec<u8>,
         ttl: Option<Duration>,
-    ) -> bool {
-        self.with(key, |s, now| {
-            let current = s.live(key, now).map(|e| e.value.as_slice());
-            if current != expected {
-                return false;
-            }
-            s.map.insert(key.to_owned(), Entry { value: new, expires: expiry(now, ttl) });
-            true
-        })
+    ) -> Result<bool, KvError> {
+        let mut shard = self.lock(key);
+        let now = Instant::now();
+        let current = shard.live(key, now, &self.data.used).map(|e| e.value.as_slice());
+        if current != expected {
+            return Ok(false);
+        }
+        self.put(&mut shard, now, key, new, expiry(now, ttl)).map(|()| true)
     }
 }
 
@@ -181,8 +283,8 @@ impl KvStore for InProcessKv {
     }
 
     fn set(&self, key: String, value: Vec<u8>, ttl: Option<Duration>) -> KvFuture<'_, ()> {
-        self.set_now(key, value, ttl);
-        Box::pin(async { Ok(()) })
+        let r = self.set_now(&key, value, ttl);
+        Box::pin(async move { r })
     }
 
     fn delete(&self, key: String) -> KvFuture<'_, bool> {
@@ -203,7 +305,7 @@ impl KvStore for InProcessKv {
         ttl: Option<Duration>,
     ) -> KvFuture<'_, bool> {
         let swapped = self.compare_and_swap_now(&key, expected.as_deref(), new, ttl);
-        Box::pin(async move { Ok(swapped) })
+        Box::pin(async move { swapped })
     }
 
     fn in_process(&self) -> Option<&InProcessKv> {
@@ -311,7 +413,9 @@ mod sync_path {
             value: Vec<u8>,
             ttl_ms: Option<u64>,
         ) -> wasmtime::Result<Result<(), SyncKvError>> {
-            Ok(self.in_process_kv(&key).map(|(kv, k)| kv.set_now(k, value, ttl(ttl_ms))))
+            Ok(self
+                .in_process_kv(&key)
+                .and_then(|(kv, k)| kv.set_now(&k, value, ttl(ttl_ms)).map_err(to_sync)))
         }
 
         fn delete(&mut self, key: String) -> wasmtime::Result<Result<bool, SyncKvError>> {
@@ -336,9 +440,9 @@ mod sync_path {
             new: Vec<u8>,
             ttl_ms: Option<u64>,
         ) -> wasmtime::Result<Result<bool, SyncKvError>> {
-            Ok(self
-                .in_process_kv(&key)
-                .map(|(kv, k)| kv.compare_and_swap_now(&k, expected.as_deref(), new, ttl(ttl_ms))))
+            Ok(self.in_process_kv(&key).and_then(|(kv, k)| {
+                kv.compare_and_swap_now(&k, expected.as_deref(), new, ttl(ttl_ms)).map_err(to_sync)
+            }))
         }
     }
 }
@@ -362,5 +466,40 @@ mod tests {
         assert_eq!(kv.get("t".into()).await.unwrap(), None);
         assert!(kv.delete("a".into()).await.unwrap());
         assert!(!kv.delete("a".into()).await.unwrap());
+    }
+
+    #[test]
+    fn the_store_is_bounded_and_what_leaves_it_is_given_back() {
+        let kv = InProcessKv { data: Arc::default(), cap: 10 * (ENTRY_OVERHEAD + 8) };
+        let full = |r: Result<(), KvError>| matches!(r, Err(KvError::Unavailable(m)) if m.contains("plugins.kv.max_bytes"));
+        // Ten entries of 8 bytes (key + value) fill it; the eleventh is refused.
+        for i in 0..10 {
+            kv.set_now(&format!("k{i}"), b"123456".to_vec(), None).unwrap();
+        }
+        assert_eq!(kv.used_bytes(), 10 * (ENTRY_OVERHEAD + 8));
+        assert!(full(kv.set_now("kx", b"123456".to_vec(), None)));
+        assert!(matches!(kv.increment_now("n", 1, None), Err(KvError::Unavailable(_))));
+        assert!(matches!(
+            kv.compare_and_swap_now("c", None, b"x".to_vec(), None),
+            Err(KvError::Unavailable(_))
+        ));
+        // Replacing a value with one as large fits; a larger one does not.
+        kv.set_now("k0", b"abcdef".to_vec(), None).unwrap();
+        assert!(full(kv.set_now("k0", b"abcdefg".to_vec(), None)));
+        assert_eq!(kv.get_now("k0"), Some(b"abcdef".to_vec()), "a refused write changes nothing");
+        // A delete gives its bytes back.
+        assert!(kv.delete_now("k1"));
+        kv.set_now("kx", b"123456".to_vec(), None).unwrap();
+        // Expired entries are dropped to make room (their shard's, at once; the others'
+        // on their next sweep, or when read).
+        for i in 0..10 {
+            kv.set_now(&format!("k{i}"), b"123456".to_vec(), Some(Duration::ZERO)).unwrap_or(());
+        }
+        for i in 0..10 {
+            assert_eq!(kv.get_now(&format!("k{i}")), None);
+        }
+        kv.set_now("fresh", b"1234".to_vec(), None).unwrap();
+        assert!(kv.delete_now("fresh") && kv.delete_now("kx"));
+        assert_eq!(kv.used_bytes(), 0, "every byte was given back");
     }
 }
