@@ -83,8 +83,11 @@ impl Default for PluginStats {
 /// A plugin-defined series' labels, as the plugin gave them.
 pub type Labels = Vec<(String, String)>;
 
-/// Most labeled counter series one plugin may create (a cardinality guard).
+/// Most series of each kind (counters, labeled counter series, histograms) one
+/// plugin may create (a cardinality guard).
 pub const MAX_LABELED_SERIES: usize = 1000;
+/// Longest series key (name, label names and values), in bytes.
+pub const MAX_SERIES_KEY: usize = 256;
 
 /// A valid label name that does not clash with the labels the gateway sets.
 fn valid_label(name: &str) -> bool {
@@ -164,14 +167,24 @@ impl PluginStats {
         self.errors().into_iter().find(|(l, _)| *l == label).map_or(0, |(_, n)| n)
     }
 
-    /// Adds to a plugin-defined counter.
+    /// Whether a new series with a key of `key_bytes` may join `series` existing
+    /// ones; a refused one is counted as dropped.
+    fn admits(&self, series: usize, key_bytes: usize) -> bool {
+        let ok = series < MAX_LABELED_SERIES && key_bytes <= MAX_SERIES_KEY;
+        if !ok {
+            self.dropped_series.fetch_add(1, Relaxed);
+        }
+        ok
+    }
+
+    /// Adds to a plugin-defined counter. Past [`MAX_LABELED_SERIES`] counters (or
+    /// with a name longer than [`MAX_SERIES_KEY`]) new ones are dropped and counted.
     pub fn custom_counter_add(&self, name: &str, value: u64) {
         let mut c = self.counters.lock().unwrap_or_else(|p| p.into_inner());
-        match c.get_mut(name) {
-            Some(v) => *v = v.saturating_add(value),
-            None => {
-                c.insert(name.to_owned(), value);
-            }
+        if let Some(v) = c.get_mut(name) {
+            *v = v.saturating_add(value);
+        } else if self.admits(c.len(), name.len()) {
+            c.insert(name.to_owned(), value);
         }
     }
 
@@ -183,15 +196,11 @@ impl PluginStats {
         }
         let mut c = self.labeled.lock().unwrap_or_else(|p| p.into_inner());
         let key = (name.to_owned(), labels.to_vec());
-        let full = c.len() >= MAX_LABELED_SERIES;
-        match c.get_mut(&key) {
-            Some(v) => *v = v.saturating_add(value),
-            None if !full => {
-                c.insert(key, value);
-            }
-            None => {
-                self.dropped_series.fetch_add(1, Relaxed);
-            }
+        let key_bytes = name.len() + labels.iter().map(|(k, v)| k.len() + v.len()).sum::<usize>();
+        if let Some(v) = c.get_mut(&key) {
+            *v = v.saturating_add(value);
+        } else if self.admits(c.len(), key_bytes) {
+            c.insert(key, value);
         }
     }
 
@@ -204,11 +213,16 @@ impl PluginStats {
     }
 
     /// Records into a plugin-defined histogram.
+    /// Past [`MAX_LABELED_SERIES`] histograms (or with a name longer than
+    /// [`MAX_SERIES_KEY`]) new ones are dropped and counted.
     pub fn custom_histogram_record(&self, name: &str, value: f64) {
         let mut h = self.histograms.lock().unwrap_or_else(|p| p.into_inner());
-        let e = h.entry(name.to_owned()).or_default();
-        e.count += 1;
-        e.sum += value;
+        if let Some(e) = h.get_mut(name) {
+            e.count += 1;
+            e.sum += value;
+        } else if self.admits(h.len(), name.len()) {
+            h.insert(name.to_owned(), CustomHistogram { count: 1, sum: value });
+        }
     }
 
     /// The plugin-defined counters.
@@ -321,7 +335,7 @@ pub fn write_prometheus(out: &mut Exposition) {
         out,
         &all,
         "sluice_plugin_custom_series_dropped_total",
-        "Labeled series refused past the per-plugin cap.",
+        "Plugin-defined series (counters, labeled series, histograms) refused past the per-plugin caps.",
         |s| s.dropped_series.load(Relaxed),
     );
 }
@@ -343,4 +357,39 @@ fn per_plugin(
 fn registry() -> &'static Mutex<HashMap<String, Arc<PluginStats>>> {
     static REG: OnceLock<Mutex<HashMap<String, Arc<PluginStats>>>> = OnceLock::new();
     REG.get_or_init(Default::default)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plugin_defined_series_are_bounded_in_number_and_key_length() {
+        let s = PluginStats::default();
+        let labels = |i: usize| vec![("k".to_owned(), i.to_string())];
+        for i in 0..MAX_LABELED_SERIES + 10 {
+            s.custom_counter_add(&format!("c{i}"), 1);
+            s.custom_counter_add_labeled("l", &labels(i), 1);
+            s.custom_histogram_record(&format!("h{i}"), 1.0);
+        }
+        assert_eq!(s.custom_counters().len(), MAX_LABELED_SERIES);
+        assert_eq!(s.custom_labeled().len(), MAX_LABELED_SERIES);
+        assert_eq!(s.custom_histograms().len(), MAX_LABELED_SERIES);
+        assert_eq!(s.dropped_series.load(Relaxed), 30, "ten refused of each kind");
+        // Existing series still count.
+        s.custom_counter_add("c0", 1);
+        s.custom_histogram_record("h0", 2.0);
+        assert_eq!(s.custom_counters()["c0"], 2);
+        assert_eq!(s.custom_histograms()["h0"], CustomHistogram { count: 2, sum: 3.0 });
+        // A key past the length bound is refused even with room.
+        let t = PluginStats::default();
+        let long = "x".repeat(MAX_SERIES_KEY + 1);
+        t.custom_counter_add(&long, 1);
+        t.custom_histogram_record(&long, 1.0);
+        t.custom_counter_add_labeled("l", &[("k".to_owned(), long.clone())], 1);
+        t.custom_counter_add(&long[..MAX_SERIES_KEY], 1);
+        assert_eq!(t.custom_counters().len(), 1);
+        assert!(t.custom_histograms().is_empty() && t.custom_labeled().is_empty());
+        assert_eq!(t.dropped_series.load(Relaxed), 3);
+    }
 }
