@@ -9,6 +9,14 @@ use http::StatusCode;
 
 use crate::body::BoxError;
 
+/// `code` as a status the gateway may answer with itself (a static or echo target,
+/// a plugin's answer or `set-status`): a final status, 200 to 999. An informational
+/// status is not an answer (a `101` would tell the client the connection switched
+/// protocols when nothing was negotiated).
+pub fn final_status(code: u16) -> Option<StatusCode> {
+    StatusCode::from_u16(code).ok().filter(|s| !s.is_informational())
+}
+
 /// Who caused an error.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ErrorSource {

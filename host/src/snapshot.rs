@@ -202,7 +202,7 @@ impl Snapshot {
                     }
                 },
                 RouteTargetConfig::Echo(e) => Target::Echo {
-                    status: StatusCode::from_u16(e.status.unwrap_or(200)).unwrap_or(StatusCode::OK),
+                    status: answer_status(e.status, format!("routes[{i}].target.echo.status"), &mut problems),
                 },
             };
             let chain = chains.get(i).cloned().unwrap_or_default();
@@ -293,19 +293,20 @@ fn admin_token(config: &LoadedConfig) -> Result<Option<Arc<str>>, Problem> {
     }
 }
 
+/// A target's configured status (default 200), which must be a final one.
+fn answer_status(code: Option<u16>, at: String, problems: &mut Vec<Problem>) -> StatusCode {
+    crate::error::final_status(code.unwrap_or(200)).unwrap_or_else(|| {
+        problems.push(Problem::new(at, "status must be 200 to 999 (a final status)"));
+        StatusCode::OK
+    })
+}
+
 fn static_response(
     s: &crate::config::StaticResponseConfig,
     i: usize,
 ) -> Result<StaticResponse, Vec<Problem>> {
     let mut problems = Vec::new();
-    let status = match StatusCode::from_u16(s.status.unwrap_or(200)) {
-        Ok(s) => s,
-        Err(_) => {
-            problems
-                .push(Problem::new(format!("routes[{i}].target.static.status"), "status must be 100 to 999"));
-            StatusCode::OK
-        }
-    };
+    let status = answer_status(s.status, format!("routes[{i}].target.static.status"), &mut problems);
     let mut headers = HeaderMap::new();
     for (k, v) in &s.headers {
         let path = format!("routes[{i}].target.static.headers.{k}");

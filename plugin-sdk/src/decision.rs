@@ -21,7 +21,7 @@ pub enum Decision {
 /// A response made by a plugin.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Reply {
-    /// Status code, 100 to 999.
+    /// Status code, 200 to 999 (a final status).
     pub status: u16,
     /// Headers, in order.
     pub headers: Vec<(String, String)>,

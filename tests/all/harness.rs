@@ -240,6 +240,14 @@ impl Client {
         Client { inner: HyperClient::builder(TokioExecutor::new()).build(conn) }
     }
 
+    /// An HTTP/1.1 client that reads responses with up to `n` header values
+    /// (hyper's default is 100).
+    pub fn http1_max_headers(n: usize) -> Client {
+        let mut conn = HttpConnector::new();
+        conn.set_nodelay(true);
+        Client { inner: HyperClient::builder(TokioExecutor::new()).http1_max_headers(n).build(conn) }
+    }
+
     pub fn h2c() -> Client {
         let mut conn = HttpConnector::new();
         conn.set_nodelay(true);

@@ -6,7 +6,7 @@ use sluice::plugins::pool::Made;
 use sluice::plugins::stats::stats_for;
 use sluice_tests::plugins as wasm;
 
-use crate::harness::{Client, TestServer, url};
+use crate::harness::{Client, Reply, TestServer, full, url};
 use crate::plugins::{Plugins, upstream};
 
 #[tokio::test]
@@ -76,4 +76,88 @@ async fn ten_thousand_faults_in_a_row_each_get_the_policy_and_leave_no_instance_
     let client = Client::http1();
     assert_eq!(client.get(&url(addr, "/plain")).await.text(), "upstream");
     assert_eq!(client.get(&url(addr, "/open")).await.text(), "upstream");
+}
+
+/// Sends `script` (and `response_script`) to the `scripted` plugin.
+async fn scripted(
+    client: &Client,
+    addr: std::net::SocketAddr,
+    path: &str,
+    script: &str,
+    response: &str,
+) -> Reply {
+    let mut req = http::Request::get(url(addr, path)).header("x-script", script);
+    if !response.is_empty() {
+        req = req.header("x-script-response", response);
+    }
+    client.send(req.body(full("")).unwrap()).await
+}
+
+#[tokio::test]
+async fn what_a_plugin_hands_the_host_is_bounded_and_a_flood_is_a_fault_under_the_policy() {
+    let up = TestServer::named("upstream").await;
+    let p = Plugins::with(&[("scripted-flood", wasm::SCRIPTED), ("scripted-flood-open", wasm::SCRIPTED)]);
+    let gw = p
+        .start(&format!(
+            "{}routes:\n  - name: closed\n    match: {{ path_prefix: /closed }}\n    target: {{ upstream: app }}\n    plugins:\n      - name: scripted-flood\n        grants: {{ kv: true }}\n        limits: {{ deadline: 2s }}\n  - name: open\n    match: {{ path_prefix: /open }}\n    target: {{ echo: {{}} }}\n    plugins:\n      - {{ name: scripted-flood-open, on_error: fail_open, grants: {{ kv: true }}, limits: {{ deadline: 2s }} }}\n",
+            upstream(up.addr)
+        ))
+        .await;
+    let addr = gw.addr("public");
+    let client = Client::http1_max_headers(4096);
+    // Each flood is far past its bound (1,024 headers, response edits or context
+    // entries per request; see SECURITY.md) and would grow the host's memory, or
+    // overflow a header map, if the host took it.
+    let floods = [
+        ("request headers", "ah x-flood v *40000", ""),
+        ("distinct request headers", "sh x-{i} v *40000", ""),
+        ("response edits", "ea x-flood v *40000", ""),
+        ("request context", "cx k{i} v *40000", ""),
+        ("response headers", "", "ah x-flood v *40000"),
+        ("an answer's headers", "rsh 40000", ""),
+    ];
+    for (what, script, response) in floods {
+        let before = stats_for("scripted-flood").errors_of("output");
+        let reply = scripted(&client, addr, "/closed", script, response).await;
+        assert_eq!(reply.status, 500, "{what}: {}", reply.text());
+        assert_eq!(reply.json()["error"]["code"], "plugin_failed", "{what}");
+        assert_eq!(stats_for("scripted-flood").errors_of("output"), before + 1, "{what}: an output fault");
+        // Failing open, the plugin is skipped and the request goes on (with what the
+        // plugin changed before the fault, as the SDK documents; the echo target
+        // takes any number of headers).
+        let before = stats_for("scripted-flood-open").errors_of("output");
+        let reply = scripted(&client, addr, "/open", script, response).await;
+        assert_eq!(reply.status, 200, "{what}, open: {}", reply.text());
+        assert_eq!(stats_for("scripted-flood-open").errors_of("output"), before + 1, "{what}, open");
+    }
+    // Up to the bound is fine (the echo target takes any number of headers).
+    let reply = scripted(&client, addr, "/open", "ah x-many v *1000", "ah x-many v *1000").await;
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    assert_eq!(reply.headers.get_all("x-many").iter().count(), 1000);
+    // A 1 GiB body is past the plugin's memory cap: a memory fault, not a host copy.
+    let before = stats_for("scripted-flood").errors_of("memory");
+    let reply = scripted(&client, addr, "/closed", "sb 1073741824", "").await;
+    assert_eq!(reply.status, 500, "{}", reply.text());
+    assert_eq!(stats_for("scripted-flood").errors_of("memory"), before + 1);
+    assert_eq!(scripted(&client, addr, "/closed", "", "").await.text(), "upstream", "still serving");
+}
+
+#[tokio::test]
+async fn a_plugin_cannot_answer_with_an_informational_status() {
+    let p = Plugins::with(&[("scripted-status", wasm::SCRIPTED)]);
+    let gw = p
+        .start("routes:\n  - name: r\n    match: { path_prefix: / }\n    target: { echo: {} }\n    plugins:\n      - name: scripted-status\n        grants: { kv: true }\n")
+        .await;
+    let (addr, client) = (gw.addr("public"), Client::http1());
+    for status in ["100", "101", "103"] {
+        // An answer with it is an invalid return: the gateway's 500, not a switch.
+        let before = stats_for("scripted-status").errors_of("bad_return");
+        let reply = scripted(&client, addr, "/", &format!("rs {status} x"), "").await;
+        assert_eq!(reply.status, 500, "answer {status}: {}", reply.text());
+        assert_eq!(reply.json()["error"]["code"], "plugin_failed");
+        assert_eq!(stats_for("scripted-status").errors_of("bad_return"), before + 1);
+        // `set-status` refuses it (the plugin ignores the refusal): the echo's 200 stays.
+        let reply = scripted(&client, addr, "/", "", &format!("st {status}")).await;
+        assert_eq!(reply.status, 200, "set-status {status}: {}", reply.text());
+    }
 }

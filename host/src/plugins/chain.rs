@@ -16,13 +16,14 @@ use bytes::Bytes;
 use futures_util::FutureExt;
 use futures_util::future::BoxFuture;
 use http::header::{CONTENT_LENGTH, HeaderName, HeaderValue, TRANSFER_ENCODING};
-use http::{Request, Response, StatusCode};
+use http::{Request, Response};
 use http_body_util::BodyExt;
 use tracing::Instrument;
 
 use super::bindings::{Decision, Phases, ResponseSpec};
 use super::error::{Phase, PluginError, PluginErrorKind};
 use super::limits::HEADER_HEADROOM;
+use super::output;
 use super::pool::{CallPath, Instance, InstancePool};
 use super::state::{Annotations, Consumer, RequestContext, RequestSlot, ResponseEdits, ResponseSlot};
 use crate::body::{self, Body};
@@ -504,10 +505,10 @@ impl Chain {
                     PluginErrorKind::from_call(e, inst.store.data(), pool.limits.deadline, "limits.deadline");
                 Err(self.error(entry, phase, kind))
             }
-            Err(CallFault::BadReturn(m)) => {
+            Err(CallFault::BadReturn(kind)) => {
                 // The instance is healthy; only its answer was wrong.
                 pool.checkin(inst);
-                Err(self.error(entry, phase, PluginErrorKind::BadReturn(m)))
+                Err(self.error(entry, phase, kind))
             }
         }
     }
@@ -529,7 +530,9 @@ fn now<T>(step: impl std::future::Future<Output = T>) -> T {
 
 enum CallFault {
     Wasm(wasmtime::Error),
-    BadReturn(String),
+    /// A returned answer the gateway cannot send (`BadReturn`, or `Output` past the
+    /// output bounds).
+    BadReturn(PluginErrorKind),
 }
 
 async fn request_call(
@@ -574,13 +577,19 @@ fn decide(d: Decision) -> Result<Step, CallFault> {
 }
 
 /// Builds the response a plugin asked for, checking what it sent.
-fn build_response(spec: ResponseSpec) -> Result<Response<Body>, String> {
-    let status = StatusCode::from_u16(spec.status).map_err(|_| format!("invalid status {}", spec.status))?;
+fn build_response(spec: ResponseSpec) -> Result<Response<Body>, PluginErrorKind> {
+    let bad = PluginErrorKind::BadReturn;
+    if spec.headers.len() > output::MAX_HEADERS {
+        return Err(PluginErrorKind::Output(output::too_many(spec.headers.len()).to_string()));
+    }
+    let status = crate::error::final_status(spec.status)
+        .ok_or_else(|| bad(format!("invalid status {} (an answer's status is 200 to 999)", spec.status)))?;
     let mut resp = Response::new(body::empty());
     *resp.status_mut() = status;
     for (k, v) in spec.headers {
-        let name = HeaderName::from_bytes(k.as_bytes()).map_err(|_| format!("invalid header name `{k}`"))?;
-        let value = HeaderValue::from_str(&v).map_err(|_| format!("invalid value for header `{k}`"))?;
+        let name =
+            HeaderName::from_bytes(k.as_bytes()).map_err(|_| bad(format!("invalid header name `{k}`")))?;
+        let value = HeaderValue::from_str(&v).map_err(|_| bad(format!("invalid value for header `{k}`")))?;
         if name == CONTENT_LENGTH || name == TRANSFER_ENCODING {
             continue;
         }

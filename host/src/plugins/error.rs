@@ -77,12 +77,26 @@ pub enum PluginErrorKind {
     /// process at its engine-wide instance slots).
     #[error("is at capacity: {0}")]
     Busy(String),
+    /// The plugin handed the host more than it takes for one request (see
+    /// [`output`](super::output)).
+    #[error("handed the host too much: {0}")]
+    Output(String),
 }
 
 impl PluginErrorKind {
     /// Metric labels, indexed by [`PluginErrorKind::index`].
-    pub const LABELS: [&'static str; 9] =
-        ["trap", "deadline", "memory", "bad_return", "config", "load", "body_too_large", "body", "busy"];
+    pub const LABELS: [&'static str; 10] = [
+        "trap",
+        "deadline",
+        "memory",
+        "bad_return",
+        "config",
+        "load",
+        "body_too_large",
+        "body",
+        "busy",
+        "output",
+    ];
 
     /// Index into [`PluginErrorKind::LABELS`].
     pub fn index(&self) -> usize {
@@ -96,6 +110,7 @@ impl PluginErrorKind {
             Self::BodyTooLarge(_) => 6,
             Self::Body(_) => 7,
             Self::Busy(_) => 8,
+            Self::Output(_) => 9,
         }
     }
 
@@ -123,6 +138,9 @@ impl PluginErrorKind {
         }
         if let Some(Trap::Interrupt) = err.downcast_ref::<Trap>() {
             return Self::Deadline(deadline, limit);
+        }
+        if let Some(crossed) = err.downcast_ref::<super::output::OutputLimit>() {
+            return Self::Output(crossed.to_string());
         }
         let stderr = state.stderr();
         let trap = match err.downcast_ref::<Trap>() {

@@ -28,6 +28,7 @@ pub mod error;
 pub mod host_api;
 pub mod limits;
 pub mod load;
+pub mod output;
 pub mod pool;
 pub mod registry;
 pub mod state;

@@ -17,6 +17,7 @@ use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 use super::host_api::HostEnv;
+use super::output::{self, MAX_CONTEXT, MAX_EDITS, OutputLimit, Written, room_for_one, too_many};
 
 /// The `request` resource: a marker, the data lives in [`PluginState::req`].
 #[derive(Debug)]
@@ -53,12 +54,16 @@ impl RequestContext {
         self.0.iter().find(|(p, k, _)| &**p == plugin && k == key).map(|(_, _, v)| v.as_str())
     }
 
-    /// Stores `value` under `key` for `plugin`, replacing an earlier value.
-    pub fn set(&mut self, plugin: &Arc<str>, key: String, value: String) {
+    /// Stores `value` under `key` for `plugin`, replacing an earlier value; fails
+    /// past [`MAX_CONTEXT`](super::output::MAX_CONTEXT) entries.
+    pub fn set(&mut self, plugin: &Arc<str>, key: String, value: String) -> Result<(), OutputLimit> {
+        let full = self.0.len() >= MAX_CONTEXT;
         match self.0.iter_mut().find(|(p, k, _)| p == plugin && *k == key) {
             Some(entry) => entry.2 = value,
+            None if full => return Err(OutputLimit(format!("kept more than {MAX_CONTEXT} context entries"))),
             None => self.0.push((Arc::clone(plugin), key, value)),
         }
+        Ok(())
     }
 }
 
@@ -154,6 +159,8 @@ pub struct RequestSlot {
     pub entry: usize,
     /// Response-header changes plugins made in the request phase.
     pub response_edits: ResponseEdits,
+    /// What the phase's plugins wrote so far.
+    pub written: Written,
 }
 
 /// One change to a response header, made by a plugin in the request phase
@@ -169,17 +176,25 @@ pub enum HeaderEdit {
 }
 
 impl HeaderEdit {
-    /// Applies the change to `headers`.
-    pub fn apply(self, headers: &mut HeaderMap) {
+    /// Applies the change to `headers`, unless `headers` would then have more than
+    /// [`MAX_HEADERS`](super::output::MAX_HEADERS) values.
+    pub fn apply(self, headers: &mut HeaderMap) -> Result<(), OutputLimit> {
+        // (The map's own limit, 32,768, is far above the bound; it would panic.)
+        let full = |_| too_many(output::MAX_HEADERS + 1);
         match self {
             HeaderEdit::Set(n, v) => {
-                headers.insert(n, v);
+                if !headers.contains_key(&n) {
+                    room_for_one(headers)?;
+                }
+                headers.try_insert(n, v).map(drop).map_err(full)
             }
             HeaderEdit::Append(n, v) => {
-                headers.append(n, v);
+                room_for_one(headers)?;
+                headers.try_append(n, v).map(drop).map_err(full)
             }
             HeaderEdit::Remove(n) => {
                 headers.remove(n);
+                Ok(())
             }
         }
     }
@@ -191,9 +206,14 @@ impl HeaderEdit {
 pub struct ResponseEdits(Vec<(usize, HeaderEdit)>);
 
 impl ResponseEdits {
-    /// Records `edit`, made by the plugin at chain position `entry`.
-    pub fn push(&mut self, entry: usize, edit: HeaderEdit) {
+    /// Records `edit`, made by the plugin at chain position `entry`; fails past
+    /// [`MAX_EDITS`](super::output::MAX_EDITS) edits.
+    pub fn push(&mut self, entry: usize, edit: HeaderEdit) -> Result<(), OutputLimit> {
+        if self.0.len() >= MAX_EDITS {
+            return Err(OutputLimit(format!("queued more than {MAX_EDITS} response-header edits")));
+        }
         self.0.push((entry, edit));
+        Ok(())
     }
 
     /// True when no plugin made a change.
@@ -207,9 +227,19 @@ impl ResponseEdits {
     }
 
     /// Applies the changes of the plugin at `entry` to `headers` (and forgets them).
+    /// The edits were bounded when made ([`MAX_EDITS`]), so they are applied whatever
+    /// the response already has; only the map's own limit (where it would panic)
+    /// drops one.
     pub fn apply(&mut self, entry: usize, headers: &mut HeaderMap) {
         for (_, edit) in self.0.extract_if(.., |(e, _)| *e == entry) {
-            edit.apply(headers);
+            let _at_map_limit = match edit {
+                HeaderEdit::Set(n, v) => headers.try_insert(n, v).map(drop),
+                HeaderEdit::Append(n, v) => headers.try_append(n, v).map(drop),
+                HeaderEdit::Remove(n) => {
+                    headers.remove(n);
+                    Ok(())
+                }
+            };
         }
     }
 }
@@ -231,6 +261,8 @@ pub struct ResponseSlot {
     pub consumer: Option<Consumer>,
     /// The values plugins stored during the request phase.
     pub context: RequestContext,
+    /// What the phase's plugins wrote so far.
+    pub written: Written,
 }
 
 /// Caps the linear memory of an instance and remembers when the cap was hit, so a

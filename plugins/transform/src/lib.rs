@@ -85,8 +85,10 @@ impl Compiled {
             let Some(from_code) = from_code else {
                 return Err(format!("response.status: `{from}` is not a status code (100 to 999)"));
             };
-            if !(100..=999).contains(to) {
-                return Err(format!("response.status.{from}: `{to}` is not a status code (100 to 999)"));
+            if !(200..=999).contains(to) {
+                return Err(format!(
+                    "response.status.{from}: `{to}` is not a final status code (200 to 999)"
+                ));
             }
             compiled.status.insert(from_code, *to);
         }
@@ -223,7 +225,7 @@ impl Plugin for Transform {
         if let Err(fault) = c.resp_headers.apply(resp, &headers) {
             return Decision::fault(fault);
         }
-        // Statuses are checked at load (100 to 999): the host refuses none.
+        // Statuses are checked at load (final ones, 200 to 999): the host refuses none.
         if let Some(to) = c.status.get(&status)
             && let Err(e) = resp.set_status(*to)
         {

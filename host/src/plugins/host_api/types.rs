@@ -6,13 +6,14 @@ use std::str::FromStr;
 use bytes::Bytes;
 use http::header::{self, HeaderName, HeaderValue};
 use http::uri::PathAndQuery;
-use http::{HeaderMap, StatusCode, Uri};
+use http::{HeaderMap, Uri};
 use wasmtime::component::Resource;
 
 use crate::plugins::bindings::sluice::plugin::types::{
     Consumer as WitConsumer, HeaderOp, Host, HostRequest, HostResponse,
 };
 use crate::plugins::bindings::{BodyError, HeaderError, PathError, StatusError, UpstreamError};
+use crate::plugins::output::{OutputLimit, Written};
 use crate::plugins::state::{Consumer, HeaderEdit, PluginState, RequestHandle, ResponseHandle};
 
 type Res<T> = wasmtime::Result<T>;
@@ -64,9 +65,22 @@ fn header_edit(op: HeaderOp, name: &str, value: &str) -> Result<HeaderEdit, Head
     })
 }
 
-/// Checks and applies one change to `headers` now.
-fn edit(headers: &mut HeaderMap, op: HeaderOp, name: &str, value: &str) -> Result<(), HeaderError> {
-    header_edit(op, name, value).map(|e| e.apply(headers))
+/// Checks and applies one change to `headers` now. A refused change is the plugin's
+/// to handle; a change past the output bounds stops the plugin.
+fn edit(
+    headers: &mut HeaderMap,
+    written: &mut Written,
+    op: HeaderOp,
+    name: &str,
+    value: &str,
+) -> Res<Result<(), HeaderError>> {
+    let edit = match header_edit(op, name, value) {
+        Ok(edit) => edit,
+        Err(e) => return Ok(Err(e)),
+    };
+    written.charge(name.len() + value.len()).map_err(OutputLimit::trap)?;
+    edit.apply(headers).map_err(OutputLimit::trap)?;
+    Ok(Ok(()))
 }
 
 fn to_wit(c: &Option<Consumer>) -> Option<WitConsumer> {
@@ -117,7 +131,7 @@ impl HostRequest for PluginState {
         name: String,
         value: String,
     ) -> Res<Result<(), HeaderError>> {
-        Ok(edit(&mut self.req.headers, HeaderOp::Set, &name, &value))
+        edit(&mut self.req.headers, &mut self.req.written, HeaderOp::Set, &name, &value)
     }
 
     fn append_header(
@@ -126,11 +140,11 @@ impl HostRequest for PluginState {
         name: String,
         value: String,
     ) -> Res<Result<(), HeaderError>> {
-        Ok(edit(&mut self.req.headers, HeaderOp::Append, &name, &value))
+        edit(&mut self.req.headers, &mut self.req.written, HeaderOp::Append, &name, &value)
     }
 
     fn remove_header(&mut self, _: Resource<RequestHandle>, name: String) -> Res<Result<(), HeaderError>> {
-        Ok(edit(&mut self.req.headers, HeaderOp::Remove, &name, ""))
+        edit(&mut self.req.headers, &mut self.req.written, HeaderOp::Remove, &name, "")
     }
 
     fn set_path(&mut self, _: Resource<RequestHandle>, path_and_query: String) -> Res<Result<(), PathError>> {
@@ -193,6 +207,9 @@ impl HostRequest for PluginState {
     }
 
     fn set_consumer(&mut self, _: Resource<RequestHandle>, consumer: Option<WitConsumer>) -> Res<()> {
+        let size =
+            consumer.as_ref().map_or(0, |c| c.name.len() + c.groups.iter().map(String::len).sum::<usize>());
+        self.req.written.charge(size).map_err(OutputLimit::trap)?;
         self.req.consumer = consumer.map(|c| Consumer { name: c.name, groups: c.groups });
         Ok(())
     }
@@ -202,8 +219,8 @@ impl HostRequest for PluginState {
     }
 
     fn set_context(&mut self, _: Resource<RequestHandle>, key: String, value: String) -> Res<()> {
-        self.req.context.set(&self.env.plugin, key, value);
-        Ok(())
+        self.req.written.charge(key.len() + value.len()).map_err(OutputLimit::trap)?;
+        self.req.context.set(&self.env.plugin, key, value).map_err(OutputLimit::trap)
     }
 
     fn edit_response_header(
@@ -213,7 +230,13 @@ impl HostRequest for PluginState {
         name: String,
         value: String,
     ) -> Res<Result<(), HeaderError>> {
-        Ok(header_edit(op, &name, &value).map(|edit| self.req.response_edits.push(self.req.entry, edit)))
+        let edit = match header_edit(op, &name, &value) {
+            Ok(edit) => edit,
+            Err(e) => return Ok(Err(e)),
+        };
+        self.req.written.charge(name.len() + value.len()).map_err(OutputLimit::trap)?;
+        self.req.response_edits.push(self.req.entry, edit).map_err(OutputLimit::trap)?;
+        Ok(Ok(()))
     }
 
     fn drop(&mut self, _: Resource<RequestHandle>) -> Res<()> {
@@ -228,12 +251,12 @@ impl HostResponse for PluginState {
     }
 
     fn set_status(&mut self, _: Resource<ResponseHandle>, status: u16) -> Res<Result<(), StatusError>> {
-        match StatusCode::from_u16(status) {
-            Ok(s) => {
+        match crate::error::final_status(status) {
+            Some(s) => {
                 self.resp.status = s;
                 Ok(Ok(()))
             }
-            Err(_) => Ok(Err(StatusError::Invalid)),
+            None => Ok(Err(StatusError::Invalid)),
         }
     }
 
@@ -259,7 +282,7 @@ impl HostResponse for PluginState {
         name: String,
         value: String,
     ) -> Res<Result<(), HeaderError>> {
-        Ok(edit(&mut self.resp.headers, HeaderOp::Set, &name, &value))
+        edit(&mut self.resp.headers, &mut self.resp.written, HeaderOp::Set, &name, &value)
     }
 
     fn append_header(
@@ -268,11 +291,11 @@ impl HostResponse for PluginState {
         name: String,
         value: String,
     ) -> Res<Result<(), HeaderError>> {
-        Ok(edit(&mut self.resp.headers, HeaderOp::Append, &name, &value))
+        edit(&mut self.resp.headers, &mut self.resp.written, HeaderOp::Append, &name, &value)
     }
 
     fn remove_header(&mut self, _: Resource<ResponseHandle>, name: String) -> Res<Result<(), HeaderError>> {
-        Ok(edit(&mut self.resp.headers, HeaderOp::Remove, &name, ""))
+        edit(&mut self.resp.headers, &mut self.resp.written, HeaderOp::Remove, &name, "")
     }
 
     fn body(&mut self, _: Resource<ResponseHandle>) -> Res<Result<Vec<u8>, BodyError>> {
