@@ -204,3 +204,155 @@ routes:
     }
     assert!(found > 0, "some requests matched (the catch-all takes any path starting with /)");
 }
+
+/// A random script for the `scripted` plugin: `ops` are the phase's operations, each
+/// with the kinds of argument it takes (`n` name, `v` value, `p` path, `u` upstream,
+/// `b` body size, `s` status, `k` key, `c` count).
+fn script(rng: &mut fastrand::Rng, ops: &[(&str, &str)]) -> String {
+    const NAMES: &[&str] = &[
+        "x-a",
+        "x-{i}",
+        "X-Up",
+        "bad%20name",
+        "content-length",
+        "connection",
+        "host",
+        "",
+        "x-%FF",
+        "set-cookie",
+    ];
+    const VALUES: &[&str] =
+        &["v", "", "a%0D%0Ab: c", "%00", "%C3%A9", "{i}", "%7F", "very-long-value-very-long-value"];
+    const PATHS: &[&str] = &["/p", "p", "/%FF", "/a?b=c", "//x", "/a%0Ab", "*", "/../x"];
+    const SIZES: &[&str] = &["0", "1", "4096", "1048576", "1073741824"];
+    const STATUSES: &[&str] =
+        &["0", "99", "100", "101", "103", "200", "204", "304", "418", "999", "1000", "65535"];
+    let pick = |rng: &mut fastrand::Rng, from: &[&str]| from[rng.usize(..from.len())].to_owned();
+    (0..rng.usize(1..8))
+        .map(|_| {
+            let (op, args) = ops[rng.usize(..ops.len())];
+            let mut words = vec![op.to_owned()];
+            for kind in args.chars() {
+                words.push(match kind {
+                    'n' | 'k' => pick(rng, NAMES),
+                    'v' => pick(rng, VALUES),
+                    'p' => pick(rng, PATHS),
+                    'u' => pick(rng, &["app", "nope", ""]),
+                    'b' => pick(rng, SIZES),
+                    's' => pick(rng, STATUSES),
+                    _ => rng.usize(0..2000).to_string(),
+                });
+            }
+            // Mostly once, sometimes a few times, now and then past the output bounds.
+            match rng.u8(..20) {
+                0 => words.push("*1500".into()),
+                1..=4 => words.push(format!("*{}", rng.usize(2..6))),
+                _ => {}
+            }
+            words.join(" ")
+        })
+        .collect::<Vec<_>>()
+        .join(";")
+}
+
+#[tokio::test]
+async fn any_sequence_of_host_calls_gets_an_answer_and_every_fault_is_counted_once() {
+    use crate::harness::{Client, full, url};
+    use crate::plugins::Plugins;
+    use sluice::plugins::stats::stats_for;
+
+    const REQUEST_OPS: &[(&str, &str)] = &[
+        ("sh", "nv"),
+        ("ah", "nv"),
+        ("rh", "n"),
+        ("gh", "n"),
+        ("ga", ""),
+        ("gb", ""),
+        ("sb", "b"),
+        ("sbs", "v"),
+        ("gc", "k"),
+        ("an", "kv"),
+        ("sp", "p"),
+        ("su", "u"),
+        ("sc", "vv"),
+        ("cc", ""),
+        ("cx", "kv"),
+        ("es", "nv"),
+        ("ea", "nv"),
+        ("er", "n"),
+        ("kg", "k"),
+        ("ks", "kv"),
+        ("ki", "k"),
+        ("kd", "k"),
+        ("id", ""),
+        ("ip", ""),
+        ("pp", ""),
+        ("rs", "sv"),
+        ("rsh", "c"),
+        ("panic", ""),
+    ];
+    const RESPONSE_OPS: &[(&str, &str)] = &[
+        ("sh", "nv"),
+        ("ah", "nv"),
+        ("rh", "n"),
+        ("gh", "n"),
+        ("ga", ""),
+        ("gb", ""),
+        ("sb", "b"),
+        ("sbs", "v"),
+        ("gc", "k"),
+        ("an", "kv"),
+        ("st", "s"),
+        ("rs", "sv"),
+        ("rsh", "c"),
+        ("panic", ""),
+    ];
+    let p = Plugins::with(&[("scripted-fuzz", sluice_tests::plugins::SCRIPTED)]);
+    let gw = p
+        .start("upstreams:\n  app:\n    targets: [{ address: 127.0.0.1:9 }]\nroutes:\n  - name: fuzz\n    match: { path_prefix: / }\n    target: { echo: {} }\n    plugins:\n      - name: scripted-fuzz\n        grants: { kv: true, log: true }\n        limits: { deadline: 2s }\n")
+        .await;
+    let addr = gw.addr("public");
+    let client = Client::http1_max_headers(4096);
+    let faults = || stats_for("scripted-fuzz").errors().iter().map(|(_, n)| n).sum::<u64>();
+    let mut rng = rng();
+    let (mut fault_answers, mut statuses) = (0, std::collections::BTreeMap::new());
+    let before = faults();
+    for i in 0..iterations() / 3 {
+        let (request, response) = (script(&mut rng, REQUEST_OPS), script(&mut rng, RESPONSE_OPS));
+        let req = http::Request::get(url(addr, "/f"))
+            .header("x-script", &request)
+            .header("x-script-response", &response)
+            .body(full(""))
+            .unwrap();
+        // The client's own timeout (30 s) and "succeeded at the HTTP level" check mean a
+        // dropped connection (a panic in the gateway) fails here, with the scripts.
+        let reply = tokio::spawn({
+            let client = client.clone();
+            async move { client.send(req).await }
+        })
+        .await
+        .unwrap_or_else(|e| panic!("input {i}: request {request:?}, response {response:?}: {e}"));
+        let code = serde_json::from_slice::<serde_json::Value>(&reply.body)
+            .ok()
+            .and_then(|v| v["error"]["code"].as_str().map(str::to_owned));
+        if code.as_deref().is_some_and(|c| c.starts_with("plugin_")) {
+            fault_answers += 1;
+        }
+        // An answer is the plugin's status (or the echo's 200), the dead upstream's
+        // 502/503 (`su app`; the response phase may have replaced its body), or the
+        // gateway's own error with its JSON code; never one hyper had to replace (a
+        // 1xx answer became an empty 500) and never an informational status.
+        let status = reply.status.as_u16();
+        assert!(
+            [200, 204, 304, 418, 999, 502, 503].contains(&status) || (status >= 500 && code.is_some()),
+            "input {i}: request {request:?}, response {response:?}: {status} {}",
+            reply.text()
+        );
+        *statuses.entry(status).or_insert(0) += 1;
+    }
+    // Each fault was counted once, and each fault (the route fails closed) is exactly
+    // one gateway error answer.
+    assert_eq!(faults() - before, fault_answers, "statuses seen: {statuses:?}");
+    assert!(fault_answers > 0 && statuses.len() > 3, "both faults and answers were exercised: {statuses:?}");
+    assert_eq!(client.get(&url(addr, "/f")).await.status, 200, "still serving");
+}
