@@ -14,7 +14,8 @@ use futures_util::FutureExt;
 use http::Request;
 use serde_json::{Value, json};
 use sluice::body::{self, Body};
-use sluice::plugins::{Chain, PluginCtx};
+use sluice::exchange::Exchange;
+use sluice::plugins::Chain;
 
 const TESTS_DATA: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../plugins/auth/tests-data");
 
@@ -78,8 +79,8 @@ fn request(extra: &[(&str, &str)]) -> Request<Body> {
     b.body(body::empty()).unwrap()
 }
 
-fn ctx() -> PluginCtx {
-    PluginCtx { client_addr: Some("10.1.2.3:40000".parse().unwrap()), ..PluginCtx::default() }
+fn ctx() -> Exchange {
+    Exchange::detached("10.1.2.3:40000".parse().unwrap())
 }
 
 fn benches(c: &mut Criterion) {

@@ -15,7 +15,8 @@ use criterion::{Criterion, criterion_group, criterion_main};
 use futures_util::FutureExt;
 use http::Request;
 use sluice::body;
-use sluice::plugins::{Chain, PluginCtx};
+use sluice::exchange::Exchange;
+use sluice::plugins::Chain;
 
 /// One chain of the plugin `name` in `dir`: `max_idle: 0` when `fresh`, so every
 /// checkout instantiates and configures a new instance.
@@ -61,7 +62,7 @@ fn benches(c: &mut Criterion) {
             b.iter(|| black_box(pool.checkout_now(&route).unwrap().unwrap()))
         });
 
-        let mut ctx = PluginCtx::default();
+        let mut ctx = Exchange::detached("127.0.0.1:40000".parse().unwrap());
         let mut req =
             Request::get("http://example.com/orders").header("x-team", "bench").body(body::empty()).unwrap();
         let mut resp = http::Response::new(body::empty());

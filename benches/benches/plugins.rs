@@ -16,7 +16,8 @@ use criterion::{Criterion, criterion_group, criterion_main};
 use futures_util::FutureExt;
 use http::Request;
 use sluice::body::{self, Body};
-use sluice::plugins::{Chain, PluginCtx};
+use sluice::exchange::Exchange;
+use sluice::plugins::Chain;
 use sluice_tests::plugins as wasm;
 
 /// Builds one chain per route from `routes` YAML, with `header-check` and
@@ -82,7 +83,7 @@ fn benches(c: &mut Criterion) {
         ]
         .concat(),
     );
-    let mut ctx = PluginCtx::default();
+    let mut ctx = Exchange::detached("127.0.0.1:40000".parse().unwrap());
     let mut req = typical_request();
 
     let mut g = c.benchmark_group("plugins");

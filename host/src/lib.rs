@@ -18,6 +18,7 @@ pub mod cli;
 pub mod config;
 pub mod devkit;
 pub mod error;
+pub mod exchange;
 pub mod gateway;
 pub mod listener;
 pub mod observability;

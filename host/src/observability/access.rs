@@ -2,78 +2,24 @@
 //! metrics are counted and, when enabled, one access-log event is emitted, so both
 //! carry the real byte count and total duration.
 
-use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::Instant;
 
 use bytes::Bytes;
-use http::{HeaderValue, Method, StatusCode};
 use http_body::{Body as HttpBody, Frame, SizeHint};
 
-use crate::body::{Body, BoxError, ClientBodyState};
+use crate::body::{Body, BoxError};
+use crate::exchange::Exchange;
 use crate::observability::call_log::Call;
 use crate::observability::metrics::Finished;
-use crate::observability::trace::{Ended, RequestTrace, id_hex};
-use crate::snapshot::ListenerRoutes;
-
-/// What the metrics and the access log line say about one request; filled in along
-/// the way.
-#[derive(Debug)]
-pub struct AccessRecord {
-    /// When the request arrived.
-    pub started: Instant,
-    /// The listener the request came in on.
-    pub listener: Arc<crate::listener::ListenerSpec>,
-    /// The snapshot serving the request (names routes without copying them).
-    pub snapshot: Arc<crate::snapshot::Snapshot>,
-    /// Client address.
-    pub peer: SocketAddr,
-    /// Request method.
-    pub method: Method,
-    /// Request path (no query).
-    pub path: String,
-    /// HTTP version.
-    pub version: http::Version,
-    /// Request id.
-    pub request_id: HeaderValue,
-    /// Index of the matched route in `snapshot.routes`, if any.
-    pub route: Option<usize>,
-    /// Upstream target that answered, if any.
-    pub upstream: Option<Arc<str>>,
-    /// The consumer an authentication plugin identified, if any.
-    pub consumer: Option<String>,
-    /// Fields plugins attached (`log.annotate`); read when the line is written, so
-    /// annotations made while the body streamed are included.
-    pub annotations: Option<crate::plugins::Annotations>,
-    /// Error code when the gateway answered with an error.
-    pub error: Option<&'static str>,
-    /// Response status.
-    pub status: StatusCode,
-    /// Time until the response head was ready.
-    pub head_micros: u64,
-    /// What the listener serves in this snapshot (holds the route metrics); `None`
-    /// when the listener left the config while the connection stayed.
-    pub served: Option<Arc<ListenerRoutes>>,
-    /// The request body's progress and byte count, when it has a body.
-    pub body: Option<Arc<ClientBodyState>>,
-    /// How long the upstream took to answer with a response head.
-    pub upstream_took: Option<std::time::Duration>,
-    /// The request's trace context, when tracing is on.
-    pub trace: Option<Arc<RequestTrace>>,
-    /// The request headers the call log records (JSON, redacted), when it is on.
-    pub call_headers: Option<String>,
-    /// Set when the route streams through chunk plugins: the record then waits for
-    /// their last call (taken out by [`Recorded::new`]).
-    pub hold: Option<Arc<Hold>>,
-}
+use crate::observability::trace::{Ended, id_hex};
 
 /// A request's record waiting for work of the request that outlives its response
 /// body: a streamed response's last chunk call, run after the client left. The record
 /// is finished when the last holder lets go.
 #[derive(Debug, Default)]
-pub struct Hold(std::sync::Mutex<Option<(Box<AccessRecord>, u64, bool)>>);
+pub struct Hold(std::sync::Mutex<Option<(Box<Exchange>, u64, bool)>>);
 
 impl Drop for Hold {
     fn drop(&mut self) {
@@ -91,17 +37,8 @@ struct Totals {
     bytes_out: u64,
 }
 
-impl AccessRecord {
-    /// The matched route's name, if a route matched.
-    pub fn matched_route(&self) -> Option<&str> {
-        self.route.and_then(|i| self.snapshot.routes.get(i)).map(|r| r.name.as_str())
-    }
-
-    /// The matched route's name, or `-`.
-    pub fn route_name(&self) -> &str {
-        self.matched_route().unwrap_or("-")
-    }
-
+/// The end of an exchange.
+impl Exchange {
     /// Finishes the request: counts it in its route's metrics, ends its span, queues
     /// it for the call log and writes its access-log line (each when on).
     fn finish(&self, bytes_out: u64, completed: bool) {
@@ -119,7 +56,7 @@ impl AccessRecord {
                 listener: self.listener.name.as_str(),
                 route: self.matched_route(),
                 status: self.status.as_u16(),
-                consumer: self.consumer.as_deref(),
+                consumer: self.consumer_name(),
                 upstream: self.upstream.as_deref(),
                 error: self.error,
                 request_id: self.request_id.to_str().unwrap_or_default(),
@@ -162,7 +99,7 @@ impl AccessRecord {
             version = ?self.version,
             route = self.route_name(),
             upstream = self.upstream.as_deref().unwrap_or("-"),
-            consumer = self.consumer.as_deref().unwrap_or("-"),
+            consumer = self.consumer_name().unwrap_or("-"),
             annotations = %self.annotations.as_ref().map_or_else(String::new, ToString::to_string),
             status = self.status.as_u16(),
             error = self.error.unwrap_or("-"),
@@ -185,7 +122,7 @@ impl AccessRecord {
             trace: self.trace.as_ref().map(|t| (t.trace_id, t.span_id)),
             listener: self.listener.name.as_str().to_owned(),
             route: self.matched_route().map(str::to_owned),
-            consumer: self.consumer.clone(),
+            consumer: self.consumer_name().map(str::to_owned),
             method: self.method.as_str().to_owned(),
             path: self.path.clone(),
             status: self.status.as_u16(),
@@ -211,7 +148,7 @@ pin_project_lite::pin_project! {
     pub struct Recorded {
         #[pin]
         inner: Body,
-        record: Option<Box<AccessRecord>>,
+        record: Option<Box<Exchange>>,
         hold: Option<Arc<Hold>>,
         bytes: u64,
         // Whether the last data frame sent ended a server-sent-event stream with
@@ -243,7 +180,7 @@ const DONE: &[u8] = b"data: [DONE]\n\n";
 
 impl Recorded {
     /// Wraps `inner`; the record is finished once.
-    pub fn new(inner: Body, mut record: AccessRecord) -> Self {
+    pub fn new(inner: Body, mut record: Exchange) -> Self {
         let hold = record.hold.take();
         Self { inner, record: Some(Box::new(record)), hold, bytes: 0, done_marker: false }
     }

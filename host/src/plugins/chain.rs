@@ -25,42 +25,10 @@ use super::error::{Phase, PluginError, PluginErrorKind};
 use super::limits::HEADER_HEADROOM;
 use super::output;
 use super::pool::{CallPath, Instance, InstancePool};
-use super::state::{Annotations, Consumer, RequestContext, RequestSlot, ResponseEdits, ResponseSlot};
+use super::state::{Annotations, RequestSlot, ResponseSlot};
 use crate::body::{self, Body};
 use crate::config::OnErrorConfig;
-use crate::observability::trace::RequestTrace;
-
-/// Per-request facts the chain passes to plugins and logs, and what the request
-/// phase leaves for the response phase.
-#[derive(Debug, Clone, Default)]
-pub struct PluginCtx {
-    /// The request id, when the proxy assigned one (a cheap clone: shared bytes).
-    pub request_id: Option<HeaderValue>,
-    /// The client's address.
-    pub client_addr: Option<std::net::SocketAddr>,
-    /// The path parameters the route captured.
-    pub params: crate::router::PathParams,
-    /// The consumer an authentication plugin set (after the request phase).
-    pub consumer: Option<Consumer>,
-    /// Values plugins stored during the request phase.
-    pub context: RequestContext,
-    /// Fields plugins attach to the request's access-log line (`log.annotate`).
-    pub annotations: Annotations,
-    /// Response-header changes plugins made in the request phase, for the response
-    /// phase to apply.
-    pub response_edits: ResponseEdits,
-    /// Where the request phase failed (the chain position of the plugin, or of the
-    /// first body plugin when buffering failed): the plugins before it still run their
-    /// response phase on the error answer ([`Chain::on_error_answer`]).
-    pub failed_at: Option<usize>,
-    /// The request's trace, when tracing is on: outbound `http` calls carry its
-    /// `traceparent`, and when it is sampled each plugin call becomes a span.
-    pub trace: Option<Arc<RequestTrace>>,
-    /// Keeps the request's record (access log, call log, metrics) open while a
-    /// streamed response's last chunk call still runs after the client left, so what
-    /// that call annotates (the `ai` plugin's usage) is in the record.
-    pub hold: Option<Arc<crate::observability::access::Hold>>,
-}
+use crate::exchange::Exchange;
 
 /// An upstream chosen by a plugin with `set-upstream`, left in the request's
 /// extensions for the proxy.
@@ -190,7 +158,7 @@ impl Chain {
 
     /// Runs the request phase. `Some(response)`: a plugin answered (and the plugins
     /// before it ran their response phase on the answer); skip the upstream. The
-    /// consumer and context the plugins set are left in `ctx` for the response phase
+    /// consumer and context the plugins set are left in `ex` for the response phase
     /// and the access log.
     ///
     /// (A boxed future rather than an `async fn`: the concrete future type trips the
@@ -198,15 +166,15 @@ impl Chain {
     pub fn on_request<'a>(
         &'a self,
         req: &'a mut Request<Body>,
-        ctx: &'a mut PluginCtx,
+        ex: &'a mut Exchange,
     ) -> BoxFuture<'a, Result<Option<Response<Body>>, PluginError>> {
-        Box::pin(self.request_phase(req, ctx))
+        Box::pin(self.request_phase(req, ex))
     }
 
     async fn request_phase(
         &self,
         req: &mut Request<Body>,
-        ctx: &mut PluginCtx,
+        ex: &mut Exchange,
     ) -> Result<Option<Response<Body>>, PluginError> {
         if self.request.is_empty() {
             return Ok(None);
@@ -215,12 +183,12 @@ impl Chain {
             method: std::mem::take(req.method_mut()),
             uri: std::mem::take(req.uri_mut()),
             headers: std::mem::take(req.headers_mut()),
-            client_ip: ctx.client_addr.map(|a| a.ip()),
-            request_id: ctx.request_id.clone(),
-            params: std::mem::take(&mut ctx.params),
-            consumer: ctx.consumer.take(),
-            context: std::mem::take(&mut ctx.context),
-            response_edits: std::mem::take(&mut ctx.response_edits),
+            client_ip: Some(ex.peer.ip()),
+            request_id: Some(ex.request_id.clone()),
+            params: std::mem::take(&mut ex.params),
+            consumer: ex.consumer.take(),
+            context: std::mem::take(&mut ex.context),
+            response_edits: std::mem::take(&mut ex.response_edits),
             ..RequestSlot::default()
         };
         slot.headers.reserve(HEADER_HEADROOM);
@@ -228,13 +196,13 @@ impl Chain {
         // it (authentication, say) can refuse the request before its body is read.
         let mut unread =
             self.request_body.map(|limit| (std::mem::replace(req.body_mut(), body::empty()), limit));
-        let result = self.run_request(&mut slot, ctx, &mut unread).await;
-        restore_request(req, slot, ctx);
+        let result = self.run_request(&mut slot, ex, &mut unread).await;
+        restore_request(req, slot, ex);
         if let Some((b, _)) = unread {
             *req.body_mut() = b;
         }
         let result = result.map_err(|(e, at)| {
-            ctx.failed_at = Some(at);
+            ex.failed_at = Some(at);
             e
         });
         match result? {
@@ -243,7 +211,7 @@ impl Chain {
                 // Unwind like middleware: the plugins that ran before the one that
                 // answered see its response (a CORS plugin adds its headers to an
                 // auth plugin's 401).
-                self.run_response_phase(&mut resp, ctx, Some(answered_by), &mut []).await?;
+                self.run_response_phase(&mut resp, ex, Some(answered_by), &mut []).await?;
                 Ok(Some(resp))
             }
         }
@@ -254,7 +222,7 @@ impl Chain {
     async fn run_request(
         &self,
         slot: &mut RequestSlot,
-        ctx: &PluginCtx,
+        ex: &Exchange,
         unread: &mut Option<(Body, u64)>,
     ) -> Result<Option<(Response<Body>, usize)>, (PluginError, usize)> {
         for &i in &self.request {
@@ -268,11 +236,11 @@ impl Chain {
                 }
             }
             slot.entry = i;
-            let span = tracing::debug_span!("plugin", plugin = %entry.pool.plugin(), route = %self.route, phase = "on-request", request_id = ctx.request_id.as_ref().and_then(|v| v.to_str().ok()));
-            let began = ctx.trace.as_ref().filter(|t| t.sampled).map(|_| Instant::now());
-            let step = run_step!(self, entry, Phase::Request, span, |inst| self
-                .request_step(entry, inst, slot, ctx));
-            self.traced(ctx, entry, "on-request", began, step.as_ref());
+            let span = tracing::debug_span!("plugin", plugin = %entry.pool.plugin(), route = %self.route, phase = "on-request", request_id = ex.request_id.to_str().ok());
+            let began = ex.trace.as_ref().filter(|t| t.sampled).map(|_| Instant::now());
+            let step =
+                run_step!(self, entry, Phase::Request, span, |inst| self.request_step(entry, inst, slot, ex));
+            self.traced(ex, entry, "on-request", began, step.as_ref());
             match step {
                 Ok(Step::Continue) => {}
                 Ok(Step::Respond(resp)) => {
@@ -287,42 +255,38 @@ impl Chain {
     }
 
     /// Runs the response phase of the plugins before the one whose request phase
-    /// failed (see [`PluginCtx::failed_at`]) on the gateway's error answer, as for a
+    /// failed (see [`Exchange::failed_at`]) on the gateway's error answer, as for a
     /// plugin's own answer: a CORS plugin's headers reach the browser on a 500 too. A
     /// fault in this unwinding keeps the error answer as it is.
     pub fn on_error_answer<'a>(
         &'a self,
         resp: &'a mut Response<Body>,
-        ctx: &'a mut PluginCtx,
+        ex: &'a mut Exchange,
     ) -> BoxFuture<'a, ()> {
         Box::pin(async move {
-            if let Some(at) = ctx.failed_at.take() {
+            if let Some(at) = ex.failed_at.take() {
                 // A fault here was logged where it happened; the first error stands.
-                let _logged = self.run_response_phase(resp, ctx, Some(at), &mut []).await;
+                let _logged = self.run_response_phase(resp, ex, Some(at), &mut []).await;
             }
         })
     }
 
     /// Runs the response phase (last plugin first).
     /// The request's consumer and context are lent to the response phase and given
-    /// back to `ctx` afterwards (the access log reads the consumer).
+    /// back to `ex` afterwards (the access log reads the consumer).
     pub fn on_response<'a>(
         &'a self,
         resp: &'a mut Response<Body>,
-        ctx: &'a mut PluginCtx,
+        ex: &'a mut Exchange,
     ) -> BoxFuture<'a, Result<(), PluginError>> {
-        Box::pin(self.response_phase(resp, ctx))
+        Box::pin(self.response_phase(resp, ex))
     }
 
-    async fn response_phase(
-        &self,
-        resp: &mut Response<Body>,
-        ctx: &mut PluginCtx,
-    ) -> Result<(), PluginError> {
+    async fn response_phase(&self, resp: &mut Response<Body>, ex: &mut Exchange) -> Result<(), PluginError> {
         let mut held = Vec::new();
         held.resize_with(self.chunk.len(), || Held::Nothing);
-        if self.response || !ctx.response_edits.is_empty() {
-            self.run_response_phase(resp, ctx, None, &mut held).await?;
+        if self.response || !ex.response_edits.is_empty() {
+            self.run_response_phase(resp, ex, None, &mut held).await?;
         }
         if !self.chunk.is_empty() {
             let b = std::mem::replace(resp.body_mut(), body::empty());
@@ -330,9 +294,9 @@ impl Chain {
                 entries: Arc::clone(&self.chunk),
                 held,
                 route: Arc::clone(&self.route),
-                annotations: ctx.annotations.clone(),
+                annotations: ex.annotations.clone(),
                 finished: false,
-                hold: ctx.hold.clone(),
+                hold: ex.hold.clone(),
             };
             *resp.body_mut() = chunked(b, stream);
             resp.headers_mut().remove(CONTENT_LENGTH);
@@ -348,11 +312,11 @@ impl Chain {
     async fn run_response_phase(
         &self,
         resp: &mut Response<Body>,
-        ctx: &mut PluginCtx,
+        ex: &mut Exchange,
         before: Option<usize>,
         held: &mut [Held],
     ) -> Result<(), PluginError> {
-        let mut edits = std::mem::take(&mut ctx.response_edits);
+        let mut edits = std::mem::take(&mut ex.response_edits);
         let calls = |i: usize| self.entries[i].pool.phases.contains(Phases::RESPONSE);
         // The last entry (before `before`) that has something to do starts the phase.
         let end = before.unwrap_or(self.entries.len());
@@ -360,8 +324,8 @@ impl Chain {
         let mut slot = ResponseSlot {
             status: resp.status(),
             headers: std::mem::take(resp.headers_mut()),
-            consumer: ctx.consumer.take(),
-            context: std::mem::take(&mut ctx.context),
+            consumer: ex.consumer.take(),
+            context: std::mem::take(&mut ex.context),
             ..ResponseSlot::default()
         };
         slot.headers.reserve(HEADER_HEADROOM);
@@ -369,7 +333,7 @@ impl Chain {
             match buffer(std::mem::replace(resp.body_mut(), body::empty()), limit).await {
                 Ok(b) => slot.body = Some(b),
                 Err(kind) => {
-                    restore_response(resp, slot, ctx);
+                    restore_response(resp, slot, ex);
                     return Err(self.error(&self.entries[first], Phase::Response, kind));
                 }
             }
@@ -380,17 +344,17 @@ impl Chain {
                 continue;
             }
             let entry = &self.entries[i];
-            let span = tracing::debug_span!("plugin", plugin = %entry.pool.plugin(), route = %self.route, phase = "on-response", request_id = ctx.request_id.as_ref().and_then(|v| v.to_str().ok()));
+            let span = tracing::debug_span!("plugin", plugin = %entry.pool.plugin(), route = %self.route, phase = "on-response", request_id = ex.request_id.to_str().ok());
             let pos = self.chunk_pos[i].filter(|_| !held.is_empty());
-            let began = ctx.trace.as_ref().filter(|t| t.sampled).map(|_| Instant::now());
+            let began = ex.trace.as_ref().filter(|t| t.sampled).map(|_| Instant::now());
             let step = run_step!(self, entry, Phase::Response, span, |inst| self.response_step(
                 entry,
                 inst,
                 &mut slot,
-                ctx,
+                ex,
                 pos.is_some()
             ));
-            self.traced(ctx, entry, "on-response", began, step.as_ref().map(|(s, _)| s));
+            self.traced(ex, entry, "on-response", began, step.as_ref().map(|(s, _)| s));
             let step = step.map(|(step, kept)| {
                 if let (Some(pos), Some(inst)) = (pos, kept) {
                     held[pos] = Held::Instance(inst);
@@ -400,7 +364,7 @@ impl Chain {
             match step {
                 Ok(Step::Continue) => {}
                 Ok(Step::Respond(r)) => {
-                    give_back(ctx, &mut slot);
+                    give_back(ex, &mut slot);
                     *resp = r;
                     return Ok(());
                 }
@@ -411,26 +375,26 @@ impl Chain {
                     }
                 }
                 Err(e) => {
-                    restore_response(resp, slot, ctx);
+                    restore_response(resp, slot, ex);
                     return Err(e);
                 }
             }
         }
-        restore_response(resp, slot, ctx);
+        restore_response(resp, slot, ex);
         Ok(())
     }
 
     /// Records a plugin call's span when the request is traced.
     fn traced(
         &self,
-        ctx: &PluginCtx,
+        ex: &Exchange,
         entry: &ChainEntry,
         phase: &str,
         began: Option<Instant>,
         step: Result<&Step, &PluginError>,
     ) {
         use crate::observability::trace::Decision;
-        let (Some(trace), Some(began)) = (&ctx.trace, began) else { return };
+        let (Some(trace), Some(began)) = (&ex.trace, began) else { return };
         let decision = match step {
             Ok(Step::Continue) => Decision::Continue,
             Ok(Step::Respond(r)) => Decision::Respond(r.status().as_u16()),
@@ -455,9 +419,9 @@ impl Chain {
         entry: &ChainEntry,
         mut inst: Instance,
         slot: &mut RequestSlot,
-        ctx: &PluginCtx,
+        ex: &Exchange,
     ) -> Result<Step, PluginError> {
-        lend(&mut inst, ctx);
+        lend(&mut inst, ex);
         let started = Instant::now();
         let (inst, result) = request_call(inst, slot, entry).await;
         self.finish(entry, Phase::Request, started, inst, result, false).map(|(step, _)| step)
@@ -469,10 +433,10 @@ impl Chain {
         entry: &ChainEntry,
         mut inst: Instance,
         slot: &mut ResponseSlot,
-        ctx: &PluginCtx,
+        ex: &Exchange,
         keep: bool,
     ) -> Result<(Step, Option<Instance>), PluginError> {
-        lend(&mut inst, ctx);
+        lend(&mut inst, ex);
         let started = Instant::now();
         let (inst, result) = response_call(inst, slot, entry).await;
         self.finish(entry, Phase::Response, started, inst, result, keep)
@@ -613,11 +577,11 @@ async fn buffer(mut b: Body, limit: u64) -> Result<Bytes, PluginErrorKind> {
     Ok(buf.freeze())
 }
 
-fn restore_request(req: &mut Request<Body>, slot: RequestSlot, ctx: &mut PluginCtx) {
-    ctx.params = slot.params;
-    ctx.response_edits = slot.response_edits;
-    ctx.consumer = slot.consumer;
-    ctx.context = slot.context;
+fn restore_request(req: &mut Request<Body>, slot: RequestSlot, ex: &mut Exchange) {
+    ex.params = slot.params;
+    ex.response_edits = slot.response_edits;
+    ex.consumer = slot.consumer;
+    ex.context = slot.context;
     *req.method_mut() = slot.method;
     *req.uri_mut() = slot.uri;
     *req.headers_mut() = slot.headers;
@@ -633,15 +597,15 @@ fn restore_request(req: &mut Request<Body>, slot: RequestSlot, ctx: &mut PluginC
     }
 }
 
-/// Gives the consumer and context back to `ctx` after a response phase: the access
+/// Gives the consumer and context back to `ex` after a response phase: the access
 /// log (and, for an answer made in the request phase, the proxy) still reads them.
-fn give_back(ctx: &mut PluginCtx, slot: &mut ResponseSlot) {
-    ctx.consumer = slot.consumer.take();
-    ctx.context = std::mem::take(&mut slot.context);
+fn give_back(ex: &mut Exchange, slot: &mut ResponseSlot) {
+    ex.consumer = slot.consumer.take();
+    ex.context = std::mem::take(&mut slot.context);
 }
 
-fn restore_response(resp: &mut Response<Body>, mut slot: ResponseSlot, ctx: &mut PluginCtx) {
-    give_back(ctx, &mut slot);
+fn restore_response(resp: &mut Response<Body>, mut slot: ResponseSlot, ex: &mut Exchange) {
+    give_back(ex, &mut slot);
     *resp.status_mut() = slot.status;
     *resp.headers_mut() = slot.headers;
     if let Some(b) = slot.body {
@@ -673,19 +637,19 @@ enum Held {
 /// account for what was sent; its output goes nowhere.
 /// Lends the request's facts a host call may need (its annotations, its
 /// `traceparent`) to `inst` for one phase call; [`Chain::finish`] takes them back.
-fn lend(inst: &mut Instance, ctx: &PluginCtx) {
+fn lend(inst: &mut Instance, ex: &Exchange) {
     let state = inst.store.data_mut();
-    state.annotations = Some(ctx.annotations.clone());
-    state.traceparent = ctx.trace.as_ref().map(|t| t.traceparent().clone());
+    state.annotations.clone_from(&ex.annotations);
+    state.traceparent = ex.trace.as_ref().map(|t| t.traceparent().clone());
 }
 
 struct ChunkStream {
     entries: Arc<[Arc<ChainEntry>]>,
     held: Vec<Held>,
     route: Arc<str>,
-    annotations: Annotations,
+    annotations: Option<Annotations>,
     finished: bool,
-    /// The request's record waits for this stream's last call (see [`PluginCtx::hold`]).
+    /// The request's record waits for this stream's last call (see [`Exchange::hold`]).
     hold: Option<Arc<crate::observability::access::Hold>>,
 }
 
@@ -746,7 +710,7 @@ impl ChunkStream {
                     Err(kind) => return Err(err(kind)),
                 },
             };
-            inst.store.data_mut().annotations = Some(self.annotations.clone());
+            inst.store.data_mut().annotations.clone_from(&self.annotations);
             let started = Instant::now();
             let r = inst.on_response_chunk(&data, last).await;
             pool.env().stats.record_call(Phase::ResponseChunk, started.elapsed());
@@ -805,8 +769,8 @@ fn chunked(b: Body, stream: ChunkStream) -> Body {
 }
 
 #[allow(dead_code)]
-fn _assert_send(c: &Chain, r: &mut Request<Body>, resp: &mut Response<Body>, ctx: &mut PluginCtx) {
+fn _assert_send(c: &Chain, r: &mut Request<Body>, resp: &mut Response<Body>, ex: &mut Exchange) {
     fn is_send<T: Send>(_: T) {}
-    is_send(c.on_request(r, ctx));
-    is_send(c.on_response(resp, ctx));
+    is_send(c.on_request(r, ex));
+    is_send(c.on_response(resp, ex));
 }

@@ -34,7 +34,7 @@ pub mod registry;
 pub mod state;
 pub mod stats;
 
-pub use chain::{Chain, ChainEntry, PluginBody, PluginBodyError, PluginCtx, UpstreamOverride};
+pub use chain::{Chain, ChainEntry, PluginBody, PluginBodyError, UpstreamOverride};
 pub use engine::engine;
 pub use error::{Phase, PluginError, PluginErrorKind};
 pub use load::{LoadOptions, build_chains};
