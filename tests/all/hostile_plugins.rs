@@ -2,7 +2,7 @@
 //! network; thousands of faults in a row leave the gateway serving, every one under
 //! the entry's policy, and no instance behind.
 
-use sluice::plugins::pool::Made;
+use sluice::plugins::pool::{CallPath, Made};
 use sluice::plugins::stats::stats_for;
 use sluice_tests::plugins as wasm;
 
@@ -33,6 +33,49 @@ async fn a_plugin_granted_nothing_reads_no_file_no_environment_and_no_network() 
     assert_eq!(seen("x-env"), "empty");
     assert!(seen("x-net").starts_with("denied"), "x-net: {}", seen("x-net"));
     assert_eq!(bait.connections.load(std::sync::atomic::Ordering::SeqCst), 0, "nothing reached the bait");
+}
+
+/// A plugin that loops holds its worker thread once: that call, on the synchronous
+/// path, marks its entry, and from then on the entry's calls yield to the requests
+/// around them until their deadline. Client and gateway share this test's one
+/// thread, so a call that held the thread would finish (at its deadline) before any
+/// other request got an answer.
+#[tokio::test]
+async fn a_looping_plugin_holds_its_thread_once_and_then_yields_to_other_requests() {
+    let p = Plugins::with(&[("looper-yields", wasm::LOOPER)]);
+    let gw = p
+        .start(
+            "routes:\n  - name: loop\n    match: { path_prefix: /loop }\n    target: { echo: {} }\n    plugins:\n      - name: looper-yields\n        limits: { deadline: 2s }\n  - name: plain\n    match: { path_prefix: /plain }\n    target: { static: { status: 200, body: plain } }\n",
+        )
+        .await;
+    let addr = gw.addr("public");
+    let stats = stats_for("looper-yields");
+    let pool = gw.snapshot().plugin_pools().into_iter().find(|p| &**p.plugin() == "looper-yields").unwrap();
+    assert_eq!(pool.path(), CallPath::Sync, "it imports nothing that waits");
+
+    let first = Client::http1().get(&url(addr, "/loop")).await;
+    assert_eq!(first.status, 503, "{}", first.text());
+    assert_eq!(first.json()["error"]["code"], "plugin_timeout");
+    assert_eq!(stats.yields(), 0, "a call on the synchronous path cannot yield");
+    assert_eq!(pool.path(), CallPath::Async, "the long call moved its entry");
+
+    let looping = tokio::spawn(async move { Client::http1().get(&url(addr, "/loop")).await });
+    // This loop runs only when the looping call lets the thread go.
+    while stats.yields() == 0 {
+        assert!(!looping.is_finished(), "the call finished without yielding once");
+        tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+    }
+    let plain = Client::http1().get(&url(addr, "/plain")).await;
+    assert_eq!(plain.status, 200);
+    assert_eq!(plain.text(), "plain");
+    assert!(!looping.is_finished(), "/plain was answered while the plugin still looped");
+    let second = looping.await.unwrap();
+    assert_eq!(second.json()["error"]["code"], "plugin_timeout", "it is still stopped at its deadline");
+    assert_eq!(stats.errors_of("deadline"), 2);
+    assert!(stats.async_calls() > 0);
+    let metrics = sluice::observability::admin::metrics(&gw);
+    let line = format!("sluice_plugin_yields_total{{plugin=\"looper-yields\"}} {}", stats.yields());
+    assert!(metrics.contains(&line), "{line} in\n{metrics}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

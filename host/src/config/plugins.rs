@@ -154,7 +154,8 @@ pub enum SecretSourceConfig {
 #[serde(deny_unknown_fields)]
 pub struct PluginLimitsConfig {
     /// Longest time one call (`on-request`, `on-response`, a chunk) may run; the
-    /// plugin is then stopped and fails. Default `100ms`.
+    /// plugin is then stopped and fails. Time spent waiting on the host (outbound
+    /// HTTP, Redis) or yielded to other requests does not count. Default `100ms`.
     #[serde(default)]
     pub deadline: Option<ConfigDuration>,
     /// Longest time `configure` may run for each instance made (at load, and when a

@@ -105,7 +105,7 @@ macro_rules! run_step {
     ($chain:ident, $entry:expr, $phase:expr, $span:ident, |$inst:ident| $step:expr) => {
         match $chain.checkout($entry, $phase).await {
             Err(e) => Err(e),
-            Ok($inst) => match $entry.pool.path() {
+            Ok($inst) => match $inst.path() {
                 CallPath::Sync if $span.is_disabled() => now($step),
                 CallPath::Sync => $span.in_scope(|| now($step)),
                 CallPath::Async => Box::pin($step).instrument($span).await,
@@ -423,6 +423,7 @@ impl Chain {
     ) -> Result<Step, PluginError> {
         lend(&mut inst, ex);
         let started = Instant::now();
+        entry.pool.arm(&mut inst, started);
         let (inst, result) = request_call(inst, slot, entry).await;
         self.finish(entry, Phase::Request, started, inst, result, false).map(|(step, _)| step)
     }
@@ -438,6 +439,7 @@ impl Chain {
     ) -> Result<(Step, Option<Instance>), PluginError> {
         lend(&mut inst, ex);
         let started = Instant::now();
+        entry.pool.arm(&mut inst, started);
         let (inst, result) = response_call(inst, slot, entry).await;
         self.finish(entry, Phase::Response, started, inst, result, keep)
     }
@@ -692,10 +694,7 @@ impl ChunkStream {
                 }
             };
             let mut inst = match std::mem::replace(&mut self.held[k], Held::Nothing) {
-                Held::Instance(mut inst) => {
-                    pool.rearm(&mut inst);
-                    inst
-                }
+                Held::Instance(inst) => inst,
                 Held::Skipped => {
                     self.held[k] = Held::Skipped;
                     continue;
@@ -712,6 +711,7 @@ impl ChunkStream {
             };
             inst.store.data_mut().annotations.clone_from(&self.annotations);
             let started = Instant::now();
+            pool.arm(&mut inst, started);
             let r = inst.on_response_chunk(&data, last).await;
             pool.env().stats.record_call(Phase::ResponseChunk, started.elapsed());
             inst.store.data_mut().annotations = None;

@@ -1,9 +1,9 @@
 //! The one `wasmtime::Engine` of the process: component model, pooling allocator with
 //! copy-on-write memory images, and epoch interruption driven by a ticker thread.
 //!
-//! Every plugin call sets a deadline in epoch ticks ([`ticks_for`]); the ticker bumps
-//! the epoch every [`EPOCH_TICK`], so a call that runs past its deadline traps with
-//! `Trap::Interrupt` no matter what the guest does.
+//! The ticker bumps the epoch every [`EPOCH_TICK`]; a running call sees each tick in
+//! [`super::deadline::on_tick`], which stops it past its deadline (`Trap::Interrupt`,
+//! no matter what the guest does) or lets it yield its thread meanwhile.
 //!
 //! `SLUICE_PERFMAP=1` in the environment makes the engine write `/tmp/perf-PID.map`,
 //! so `perf report` names plugin functions (for profiling; off by default).
@@ -63,13 +63,6 @@ pub fn engine() -> &'static Engine {
             .expect("spawning the epoch ticker thread");
         engine
     })
-}
-
-/// Epoch ticks for a deadline: at least one full tick past the deadline, so a call
-/// is never stopped early.
-pub fn ticks_for(deadline: Duration) -> u64 {
-    let tick = EPOCH_TICK.as_nanos().max(1);
-    (deadline.as_nanos().div_ceil(tick) as u64).saturating_add(1).max(2)
 }
 
 fn engine_config() -> Config {

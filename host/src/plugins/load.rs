@@ -211,13 +211,14 @@ impl<'a> Loader<'a> {
         });
         let config_json = p.config.as_ref().map_or_else(|| "{}".to_owned(), |v| v.to_string());
         let blocker = sync_blocker(pre.component(), &env.grants);
-        let pre = match (pre.sync_pre, blocker) {
-            (Ok(sync), None) => Pre::Sync(sync),
+        let sync = match (pre.sync_pre, blocker) {
+            (Ok(sync), None) => Some(sync),
             (Err(why), _) | (Ok(_), Some(why)) => {
                 tracing::debug!(plugin = name, route, "asynchronous call path: {why}");
-                Pre::Async(pre.async_pre)
+                None
             }
         };
+        let pre = Pre::new(sync, pre.async_pre);
         match InstancePool::new(pre, env, config_json, limits, Arc::from(route), Arc::from(at)) {
             Ok(pool) => Ok(Arc::new(ChainEntry { pool: Arc::new(pool), on_error: p.on_error })),
             Err((_, PluginErrorKind::Config(msg))) => {

@@ -23,6 +23,7 @@ pub mod builtin;
 pub mod cache;
 pub mod chain;
 pub mod compat;
+pub mod deadline;
 pub mod engine;
 pub mod error;
 pub mod host_api;

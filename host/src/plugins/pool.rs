@@ -16,8 +16,8 @@
 //! a steady load never pays for `configure` on the request path.
 
 use std::collections::VecDeque;
-use std::sync::atomic::AtomicUsize;
-use std::sync::atomic::Ordering::SeqCst;
+use std::sync::atomic::Ordering::{Relaxed, SeqCst};
+use std::sync::atomic::{AtomicBool, AtomicUsize};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
@@ -28,7 +28,7 @@ use wasmtime::component::Resource;
 
 use super::bindings::sluice::plugin::types::{Decision, PluginInfo};
 use super::bindings::{Phases, Plugin, PluginPre, sync};
-use super::engine::ticks_for;
+use super::deadline::CallTiming;
 use super::error::{Phase, PluginErrorKind};
 use super::host_api::HostEnv;
 use super::limits::Limits;
@@ -43,28 +43,27 @@ pub enum CallPath {
     Async,
 }
 
-/// The pre-instantiated component of an entry, for the path it takes.
+/// The pre-instantiated component of an entry, for the paths it may take.
 #[derive(Clone)]
-pub enum Pre {
-    /// Synchronous exports.
-    Sync(sync::PluginPre<PluginState>),
-    /// Asynchronous exports.
-    Async(PluginPre<PluginState>),
+pub struct Pre {
+    /// Synchronous exports, when the entry may take that path (nothing it imports
+    /// can wait).
+    sync: Option<sync::PluginPre<PluginState>>,
+    /// Asynchronous exports: every entry has them, for an entry on the synchronous
+    /// path moves here when one of its calls runs long (see [`super::deadline`]).
+    async_: PluginPre<PluginState>,
 }
 
 impl Pre {
-    /// The path its instances are called on.
-    pub fn path(&self) -> CallPath {
-        match self {
-            Pre::Sync(_) => CallPath::Sync,
-            Pre::Async(_) => CallPath::Async,
-        }
+    /// An entry's exports: `sync` when it may take the synchronous path.
+    pub fn new(sync: Option<sync::PluginPre<PluginState>>, async_: PluginPre<PluginState>) -> Pre {
+        Pre { sync, async_ }
     }
 
-    async fn instantiate(&self, store: &mut Store<PluginState>) -> wasmtime::Result<Exports> {
-        Ok(match self {
-            Pre::Sync(pre) => Exports::Sync(pre.instantiate(store)?),
-            Pre::Async(pre) => Exports::Async(pre.instantiate_async(store).await?),
+    async fn instantiate(&self, store: &mut Store<PluginState>, path: CallPath) -> wasmtime::Result<Exports> {
+        Ok(match (&self.sync, path) {
+            (Some(pre), CallPath::Sync) => Exports::Sync(pre.instantiate(store)?),
+            _ => Exports::Async(self.async_.instantiate_async(store).await?),
         })
     }
 }
@@ -99,6 +98,14 @@ macro_rules! call {
 }
 
 impl Instance {
+    /// The path this instance is called on.
+    pub fn path(&self) -> CallPath {
+        match self.exports {
+            Exports::Sync(_) => CallPath::Sync,
+            Exports::Async(_) => CallPath::Async,
+        }
+    }
+
     /// `on-request` with the store's request slot.
     pub async fn on_request(&mut self) -> wasmtime::Result<Decision> {
         call!(self, call_on_request(Resource::new_borrow(super::state::REQUEST_REP)))
@@ -139,6 +146,9 @@ pub struct InstancePool {
     pub route: Arc<str>,
     idle: Mutex<Idle>,
     live: Arc<Live>,
+    /// Set by a call that ran long on the synchronous path: the entry's instances
+    /// are made for the asynchronous path from then on.
+    long: Arc<AtomicBool>,
 }
 
 /// Idle instances, most recently returned last (checkout takes from the end, so
@@ -213,7 +223,7 @@ impl std::fmt::Debug for InstancePool {
             .field("at", &self.at)
             .field("limits", &self.limits)
             .field("phases", &self.phases)
-            .field("path", &self.pre.path())
+            .field("path", &self.path())
             .finish_non_exhaustive()
     }
 }
@@ -282,6 +292,7 @@ impl InstancePool {
             route,
             idle: Mutex::new(idle),
             live: Arc::default(),
+            long: Arc::default(),
         };
         for _ in 0..limits.warm.max(1) {
             let place = pool.live.reserve(limits.max_instances).ok_or_else(|| {
@@ -302,9 +313,10 @@ impl InstancePool {
         &self.env.plugin
     }
 
-    /// The path its instances are called on.
+    /// The path its new instances are called on: the synchronous one when nothing
+    /// the entry imports can wait and none of its calls ran long there.
     pub fn path(&self) -> CallPath {
-        self.pre.path()
+        if self.pre.sync.is_some() && !self.long.load(Relaxed) { CallPath::Sync } else { CallPath::Async }
     }
 
     /// The entry's host environment.
@@ -319,7 +331,7 @@ impl InstancePool {
         if let Some(inst) = self.take_idle() {
             return Some(Ok(self.ready(inst, route)));
         }
-        if self.pre.path() == CallPath::Async {
+        if self.path() == CallPath::Async {
             return None;
         }
         let place = self.live.reserve(self.limits.max_instances)?;
@@ -365,9 +377,17 @@ impl InstancePool {
 
     fn take_idle(&self) -> Option<Instance> {
         let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
-        let inst = idle.stack.pop_back();
+        let mut inst = idle.stack.pop_back();
+        while inst.as_ref().is_some_and(|i| self.moved(i)) {
+            inst = idle.stack.pop_back();
+        }
         idle.low = idle.low.min(idle.stack.len());
         inst
+    }
+
+    /// True when `inst` is on the synchronous path the entry has left.
+    fn moved(&self, inst: &Instance) -> bool {
+        inst.path() != self.path()
     }
 
     async fn make(&self, route: &Arc<str>, place: Place) -> Result<Instance, PluginErrorKind> {
@@ -382,22 +402,21 @@ impl InstancePool {
         if !Arc::ptr_eq(&inst.store.data().route, route) {
             inst.store.data_mut().route = Arc::clone(route);
         }
-        self.rearm(&mut inst);
         inst
     }
 
-    /// Gives a held instance a fresh per-call deadline (the chunk phase keeps one
-    /// instance for a whole response).
-    pub fn rearm(&self, inst: &mut Instance) {
-        inst.store.data_mut().host_wait = std::time::Duration::ZERO;
-        inst.store.set_epoch_deadline(ticks_for(self.limits.deadline));
+    /// Starts a call of `inst` at `started` (the caller's clock reading): its
+    /// deadline, `limits.deadline`, counts from there. Every call is armed first.
+    pub fn arm(&self, inst: &mut Instance, started: Instant) {
+        inst.store.data_mut().timing.arm(started, self.limits.deadline);
+        inst.store.set_epoch_deadline(1);
     }
 
     /// Returns a healthy instance for reuse. It is dropped instead when its memory
     /// is nearly full (the next checkout makes a fresh one) or `limits.max_idle` are
     /// idle already; either way its place goes to a waiting caller.
     pub fn checkin(&self, inst: Instance) {
-        if inst.store.data().limiter.nearly_full() {
+        if inst.store.data().limiter.nearly_full() || self.moved(&inst) {
             return;
         }
         let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
@@ -441,23 +460,15 @@ impl InstancePool {
         route: Arc<str>,
         place: Place,
     ) -> Result<(Instance, Phases), (Phase, PluginErrorKind)> {
-        let state = PluginState::new(Arc::clone(&self.env), route, self.limits.memory);
+        let path = self.path();
+        let timing =
+            CallTiming::loading(Arc::clone(&self.long), path == CallPath::Async, self.limits.configure_deadline);
+        let state = PluginState::new(Arc::clone(&self.env), route, self.limits.memory, timing);
         let mut store = Store::new(super::engine::engine(), state);
         store.limiter(|s| &mut s.limiter);
-        // When a call reaches its deadline, the time it spent waiting on the host
-        // (outbound HTTP, Redis) since the last check is given back once; a call that
-        // only ran is stopped. So a JWKS fetch within its own timeout does not kill
-        // the plugin that asked for it, and a busy loop still dies on time.
-        store.epoch_deadline_callback(|mut ctx| {
-            let waited = std::mem::take(&mut ctx.data_mut().host_wait);
-            if waited.is_zero() {
-                Err(wasmtime::Trap::Interrupt.into())
-            } else {
-                Ok(wasmtime::UpdateDeadline::Continue(ticks_for(waited)))
-            }
-        });
-        // The deadline must be set before instantiating: a deadline of 0 traps at once.
-        store.set_epoch_deadline(ticks_for(self.limits.configure_deadline));
+        store.epoch_deadline_callback(super::deadline::on_tick);
+        // Before instantiating: a deadline of 0 would trap at once.
+        store.set_epoch_deadline(1);
         // Instantiating runs the component's start code (a language runtime's
         // initialisation); `configure` and `info` run the plugin's own. A fault in
         // either is reported as what it is (a trap with its stderr, the deadline, the
@@ -470,7 +481,7 @@ impl InstancePool {
             let deadline = self.limits.configure_deadline;
             (phase, PluginErrorKind::from_call(e, s.data(), deadline, "limits.configure_deadline"))
         };
-        let exports = match self.pre.instantiate(&mut store).await {
+        let exports = match self.pre.instantiate(&mut store, path).await {
             Ok(p) => p,
             Err(e) => return Err(fault(Phase::Load, e, &store)),
         };

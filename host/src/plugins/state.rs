@@ -16,6 +16,7 @@ use wasmtime::component::ResourceTable;
 use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
+use super::deadline::CallTiming;
 use super::host_api::HostEnv;
 use super::output::{self, MAX_CONTEXT, MAX_EDITS, OutputLimit, Written, room_for_one, too_many};
 
@@ -337,17 +338,16 @@ pub struct PluginState {
     /// The request's `traceparent` during a call, when tracing is on: outbound
     /// `http` calls carry it.
     pub traceparent: Option<http::HeaderValue>,
-    /// Time the current call spent waiting on the host (outbound HTTP, Redis), not yet
-    /// added to its deadline: a deadline bounds the plugin's own running time.
-    pub host_wait: std::time::Duration,
+    /// The current call's clock: its deadline, and the time it did not run.
+    pub timing: CallTiming,
     wasi: WasiCtx,
     table: ResourceTable,
     stderr: MemoryOutputPipe,
 }
 
 impl PluginState {
-    /// Fresh state for a new instance of the plugin entry `env`.
-    pub fn new(env: Arc<HostEnv>, route: Arc<str>, memory_cap: usize) -> Self {
+    /// Fresh state for a new instance of the plugin entry `env`, timed by `timing`.
+    pub fn new(env: Arc<HostEnv>, route: Arc<str>, memory_cap: usize, timing: CallTiming) -> Self {
         let stderr = MemoryOutputPipe::new(STDERR_CAPTURE);
         // No preopens, no environment, no arguments, no network: a WASI guest (a
         // Rust std, Python or JS plugin) runs but has no ambient authority.
@@ -366,7 +366,7 @@ impl PluginState {
             configuring: false,
             annotations: None,
             traceparent: None,
-            host_wait: std::time::Duration::ZERO,
+            timing,
             wasi,
             table: ResourceTable::new(),
             stderr,
@@ -375,12 +375,12 @@ impl PluginState {
 
     /// Awaits a host operation the plugin waits on (an outbound HTTP call, a Redis
     /// round trip). The time is given back to the call's deadline (see
-    /// [`super::pool`]): the deadline limits what the plugin runs, and the operation
+    /// [`super::deadline`]): the deadline limits what the plugin runs, and the operation
     /// has its own timeout.
     pub async fn wait_on<T>(&mut self, op: impl std::future::Future<Output = T>) -> T {
         let started = std::time::Instant::now();
         let out = op.await;
-        self.host_wait += started.elapsed();
+        self.timing.waited(started.elapsed());
         out
     }
 

@@ -56,6 +56,7 @@ pub struct PluginStats {
     histograms: Mutex<HashMap<String, CustomHistogram>>,
     /// Phase calls made on the asynchronous path (on a fiber).
     async_calls: AtomicU64,
+    yields: AtomicU64,
     /// Instances made, by [`Made`].
     made: [AtomicU64; 2],
     /// Checkouts that found every instance in use and waited.
@@ -74,6 +75,7 @@ impl Default for PluginStats {
             dropped_series: AtomicU64::default(),
             histograms: Mutex::default(),
             async_calls: AtomicU64::default(),
+            yields: AtomicU64::default(),
             made: Default::default(),
             checkout_waits: AtomicU64::default(),
         }
@@ -125,6 +127,17 @@ impl PluginStats {
     /// included).
     pub fn async_calls(&self) -> u64 {
         self.async_calls.load(Relaxed)
+    }
+
+    /// Counts a long call yielding its worker thread to other requests (see
+    /// [`super::deadline`]).
+    pub fn record_yield(&self) {
+        self.yields.fetch_add(1, Relaxed);
+    }
+
+    /// Times long calls yielded to other requests so far.
+    pub fn yields(&self) -> u64 {
+        self.yields.load(Relaxed)
     }
 
     /// Counts an instance made at load or on the request path.
@@ -275,6 +288,13 @@ pub fn write_prometheus(out: &mut Exposition) {
         "sluice_plugin_async_calls_total",
         "Plugin calls made on the asynchronous path (on a fiber: plugins that may wait).",
         PluginStats::async_calls,
+    );
+    per_plugin(
+        out,
+        &all,
+        "sluice_plugin_yields_total",
+        "Times a long plugin call yielded its worker thread to other requests (every tick it ran past the first).",
+        PluginStats::yields,
     );
     out.family(
         "sluice_plugin_instances_made_total",
