@@ -185,6 +185,35 @@ async fn what_a_plugin_hands_the_host_is_bounded_and_a_flood_is_a_fault_under_th
     assert_eq!(scripted(&client, addr, "/closed", "", "").await.text(), "upstream", "still serving");
 }
 
+/// A resource handle the plugin was not given in this call (kept from an earlier
+/// call, or made up) reaches nothing: the call traps under the entry's policy.
+#[tokio::test]
+async fn a_stale_or_forged_resource_handle_is_a_trap_under_the_policy() {
+    let p = Plugins::with(&[("scripted-stale", wasm::SCRIPTED)]);
+    let gw = p
+        .start("routes:\n  - name: r\n    match: { path_prefix: / }\n    target: { echo: {} }\n    plugins:\n      - name: scripted-stale\n        grants: { kv: true }\n")
+        .await;
+    let (addr, client) = (gw.addr("public"), Client::http1());
+    let stats = stats_for("scripted-stale");
+    // In the response phase no `request` handle is live: the request phase's (any of
+    // the first few, whichever it was) is stale, and the rest never existed.
+    let forged = ["0", "1", "2", "3", "4", "4294967295"];
+    for (n, handle) in forged.iter().enumerate() {
+        let reply = scripted(&client, addr, "/", "", &format!("stale {handle}")).await;
+        assert_eq!(reply.status, 500, "response phase, handle {handle}: {}", reply.text());
+        assert_eq!(reply.json()["error"]["code"], "plugin_failed");
+        assert_eq!(stats.errors_of("trap"), n as u64 + 1, "handle {handle}: one trap");
+    }
+    // In the request phase, a handle past any the call was given.
+    let reply = scripted(&client, addr, "/", "stale 4294967295", "").await;
+    assert_eq!(reply.status, 500, "{}", reply.text());
+    assert_eq!(stats.errors_of("trap"), forged.len() as u64 + 1);
+    // The faulted instances were dropped; the route goes on serving.
+    let reply = scripted(&client, addr, "/", "sh x-a b", "").await;
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    assert_eq!(stats.errors().iter().map(|(_, n)| n).sum::<u64>(), forged.len() as u64 + 1);
+}
+
 #[tokio::test]
 async fn a_plugin_cannot_answer_with_an_informational_status() {
     let p = Plugins::with(&[("scripted-status", wasm::SCRIPTED)]);

@@ -11,7 +11,8 @@
 //! Ops on both phases: `sh N V` set header, `ah N V` append, `rh N` remove, `gh N`
 //! read one, `ga` read all, `gb` read the body, `sb LEN` set a body of LEN bytes,
 //! `sbs S` set the body to S, `gc K` read the context, `an K V` annotate, `rs STATUS
-//! BODY` answer, `rsh N` answer with N headers, `panic`. Request only: `sp PATH`,
+//! BODY` answer, `rsh N` answer with N headers, `panic`, `stale N` call a `request`
+//! method through handle N, which this call was not given. Request only: `sp PATH`,
 //! `su NAME`, `sc NAME`, `cc`, `cx K V`, `es N V`, `ea N V`, `er N`, `kg K`, `ks K V`,
 //! `ki K`, `kd K`, `id`, `ip`, `pp`. Response only: `st STATUS`.
 use sluice_plugin_sdk::{Consumer, Decision, Phases, Plugin, Request, Response, kv, log};
@@ -87,6 +88,20 @@ impl Op {
 }
 
 /// Runs `script`; the first answer ends it.
+/// Reads a header through the `request` resource handle `n`, made up by the plugin
+/// rather than given to it by this call: a stale or forged handle, which the host
+/// must refuse (a trap), however it was come by.
+#[allow(unsafe_code)]
+fn stale(n: u64) -> bool {
+    use sluice_plugin_sdk::bindings::sluice::plugin::types::Request as Handle;
+    // SAFETY: none, on purpose: the handle is forged, and the component model's
+    // handle table must catch it.
+    let forged = unsafe { Handle::from_handle(n as u32) };
+    let seen = forged.header("x-script").is_some();
+    std::mem::forget(forged);
+    seen
+}
+
 fn run(script: &str, mut each: impl FnMut(&Op, usize)) -> Decision {
     for op in parse(script) {
         for i in 0..op.times {
@@ -150,6 +165,7 @@ impl Plugin for Scripted {
                 "id" => !req.request_id().is_empty(),
                 "ip" => !req.client_ip().is_empty(),
                 "pp" => !req.path_params().is_empty(),
+                "stale" => stale(op.num(0, i)),
                 _ => false,
             };
         })
@@ -174,6 +190,7 @@ impl Plugin for Scripted {
                     true
                 }
                 "st" => resp.set_status(op.num(0, i) as u16).is_ok(),
+                "stale" => stale(op.num(0, i)),
                 _ => false,
             };
         })
