@@ -461,8 +461,11 @@ impl InstancePool {
         place: Place,
     ) -> Result<(Instance, Phases), (Phase, PluginErrorKind)> {
         let path = self.path();
-        let timing =
-            CallTiming::loading(Arc::clone(&self.long), path == CallPath::Async, self.limits.configure_deadline);
+        let timing = CallTiming::loading(
+            Arc::clone(&self.long),
+            path == CallPath::Async,
+            self.limits.configure_deadline,
+        );
         let state = PluginState::new(Arc::clone(&self.env), route, self.limits.memory, timing);
         let mut store = Store::new(super::engine::engine(), state);
         store.limiter(|s| &mut s.limiter);
