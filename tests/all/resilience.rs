@@ -338,3 +338,37 @@ async fn upstreams_that_reset_send_garbage_or_close_mid_body_get_the_documented_
     assert!(body.is_err(), "a truncated upstream body must not reach the client as complete");
     gw.shutdown().await;
 }
+
+/// An upstream that streams the start of an event stream and then sends nothing
+/// (a provider stalled mid-stream) is cut after `timeouts.read`: the client sees an
+/// incomplete body, and the upstream sees its connection closed.
+#[tokio::test]
+async fn an_upstream_that_stalls_mid_body_is_cut_after_the_read_timeout() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (closed_tx, closed) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(async move {
+        let (mut s, _) = listener.accept().await.unwrap();
+        let mut buf = [0u8; 4096];
+        let _ = s.read(&mut buf).await;
+        let head = "HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n";
+        s.write_all(head.as_bytes()).await.unwrap();
+        s.write_all(b"b\r\ndata: one\n\n\r\n").await.unwrap();
+        // Nothing more, until the gateway lets go of the connection.
+        while !matches!(s.read(&mut buf).await, Ok(0) | Err(_)) {}
+        let _ = closed_tx.send(());
+    });
+    let gw =
+        gateway(&pool(&format!("      - {{ address: \"{addr}\" }}\n"), "    timeouts: { read: 300ms }\n"))
+            .await;
+    // Bounded well past the read timeout: without it the body would never end.
+    let (status, body) = get_streamed(&url(gw.addr("public"), "/stream"), Duration::from_secs(20)).await;
+    assert_eq!(status, 200);
+    assert!(body.is_err(), "a stalled stream must not reach the client as complete: {body:?}");
+    tokio::time::timeout(Duration::from_secs(20), closed)
+        .await
+        .expect("the gateway closed the stalled upstream connection")
+        .unwrap();
+    gw.shutdown().await;
+}

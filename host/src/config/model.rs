@@ -40,6 +40,8 @@ pub const DEFAULT_REQUEST_ID_HEADER: &str = "x-request-id";
 pub const DEFAULT_CONNECT_TIMEOUT: ConfigDuration = ConfigDuration::secs(2);
 /// Default time to wait for an upstream's response head.
 pub const DEFAULT_REQUEST_TIMEOUT: ConfigDuration = ConfigDuration::secs(30);
+/// Default longest wait for the next piece of an upstream's response body.
+pub const DEFAULT_READ_TIMEOUT: ConfigDuration = ConfigDuration::secs(60);
 /// Default time an idle pooled upstream connection is kept.
 pub const DEFAULT_UPSTREAM_IDLE_TIMEOUT: ConfigDuration = ConfigDuration::secs(90);
 /// Default cap on idle pooled connections per upstream target.
@@ -539,6 +541,13 @@ pub struct UpstreamTimeoutsConfig {
     /// Default `30s`.
     #[serde(default)]
     pub request: Option<ConfigDuration>,
+    /// Longest wait for the next piece of the response body once the head has
+    /// arrived (a provider that stalls mid-stream). Exceeded → the response is cut
+    /// where it is (the client sees an incomplete body, never a complete-looking
+    /// one) and the upstream connection is closed. Default `60s`; raise it for
+    /// streams that pause longer without a keep-alive comment.
+    #[serde(default)]
+    pub read: Option<ConfigDuration>,
 }
 
 /// Upstream connection pool.

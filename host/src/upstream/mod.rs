@@ -37,13 +37,14 @@ use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use bytes::Bytes;
 use http::request::Parts;
 use http::{Method, Request, Response};
 use http_body::{Body as _, Frame, SizeHint};
 use tokio::time::Instant;
-use tracing::debug;
+use tracing::{debug, warn};
 
 pub use breaker::CircuitState;
 
@@ -241,7 +242,8 @@ impl Upstream {
                     target.metrics.attempt(Attempt::Response);
                     let status = resp.status();
                     outcome.report(!status.is_server_error());
-                    let resp = resp.map(|inner| body::boxed(Tracked { inner, in_flight: Some(in_flight) }));
+                    let read_timeout = s.settings.pool.read_timeout;
+                    let resp = resp.map(|inner| body::boxed(Tracked::new(inner, in_flight, read_timeout)));
                     let mut resp = resp;
                     resp.extensions_mut().insert(UpstreamTarget(Arc::clone(&target.address)));
                     if may_retry && replay.is_some() && s.settings.retry.on_status.contains(&status) {
@@ -362,10 +364,10 @@ async fn replayable(
 }
 
 /// A `Retry-After` header as a wait: delay-seconds, or an HTTP date (0 if past).
-fn retry_after(headers: &http::HeaderMap) -> Option<std::time::Duration> {
+fn retry_after(headers: &http::HeaderMap) -> Option<Duration> {
     let v = headers.get(http::header::RETRY_AFTER)?.to_str().ok()?.trim();
     if let Ok(secs) = v.parse::<u64>() {
-        return Some(std::time::Duration::from_secs(secs));
+        return Some(Duration::from_secs(secs));
     }
     let at = httpdate::parse_http_date(v).ok()?;
     Some(at.duration_since(std::time::SystemTime::now()).unwrap_or_default())
@@ -465,26 +467,67 @@ impl Drop for InFlight {
     }
 }
 
-/// The upstream's response body, leaving the in-flight count when it ends.
+/// The upstream's response body, leaving the in-flight count when it ends, and cut
+/// with [`ReadTimeout`] when the target sends nothing for `timeouts.read`.
 struct Tracked {
     inner: hyper::body::Incoming,
     in_flight: Option<InFlight>,
+    read_timeout: Duration,
+    /// Made the first time a poll finds nothing to read (a body that arrives with its
+    /// head, as most do, never makes one), and pushed back after each frame.
+    stall: Option<Pin<Box<tokio::time::Sleep>>>,
+    /// A frame arrived since `stall` was last set.
+    progressed: bool,
 }
+
+impl Tracked {
+    fn new(inner: hyper::body::Incoming, in_flight: InFlight, read_timeout: Duration) -> Tracked {
+        Tracked { inner, in_flight: Some(in_flight), read_timeout, stall: None, progressed: false }
+    }
+}
+
+/// The target sent no piece of a response body for `timeouts.read`.
+#[derive(Debug, thiserror::Error)]
+#[error("the upstream sent nothing for {0:?} in the middle of the response body (timeouts.read)")]
+pub struct ReadTimeout(Duration);
 
 impl http_body::Body for Tracked {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = body::BoxError;
 
     fn poll_frame(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
         let this = self.get_mut();
         let polled = Pin::new(&mut this.inner).poll_frame(cx);
         if matches!(polled, Poll::Ready(None | Some(Err(_)))) || this.inner.is_end_stream() {
             this.in_flight = None;
         }
-        polled
+        match polled {
+            Poll::Ready(frame) => {
+                this.progressed = true;
+                Poll::Ready(frame.map(|f| f.map_err(Into::into)))
+            }
+            Poll::Pending => {
+                let deadline = Instant::now() + this.read_timeout;
+                let stall = match &mut this.stall {
+                    Some(stall) if this.progressed => {
+                        stall.as_mut().reset(deadline);
+                        stall
+                    }
+                    Some(stall) => stall,
+                    None => this.stall.insert(Box::pin(tokio::time::sleep_until(deadline))),
+                };
+                this.progressed = false;
+                if stall.as_mut().poll(cx).is_pending() {
+                    return Poll::Pending;
+                }
+                this.in_flight = None;
+                warn!(timeout = ?this.read_timeout, "upstream stalled mid-body: response cut");
+                Poll::Ready(Some(Err(ReadTimeout(this.read_timeout).into())))
+            }
+        }
     }
 
     fn is_end_stream(&self) -> bool {

@@ -11,10 +11,10 @@ use super::tls::{self, TlsSettings};
 use crate::config::{
     ActiveHealthConfig, BalanceConfig, DEFAULT_BREAKER_FAILURES, DEFAULT_BREAKER_OPEN_FOR,
     DEFAULT_CONNECT_TIMEOUT, DEFAULT_EJECT_AFTER_FAILURES, DEFAULT_EJECT_FOR, DEFAULT_HEALTH_INTERVAL,
-    DEFAULT_HEALTH_THRESHOLD, DEFAULT_HEALTH_TIMEOUT, DEFAULT_MAX_IDLE_PER_TARGET, DEFAULT_REQUEST_TIMEOUT,
-    DEFAULT_RETRY_ATTEMPTS, DEFAULT_RETRY_BUDGET_PERCENT, DEFAULT_RETRY_MAX_REPLAY_BODY,
-    DEFAULT_RETRY_MAX_RETRY_AFTER, DEFAULT_RETRY_MIN_PER_SECOND, DEFAULT_UPSTREAM_IDLE_TIMEOUT, HttpVersion,
-    Name, Problem, UpstreamConfig,
+    DEFAULT_HEALTH_THRESHOLD, DEFAULT_HEALTH_TIMEOUT, DEFAULT_MAX_IDLE_PER_TARGET, DEFAULT_READ_TIMEOUT,
+    DEFAULT_REQUEST_TIMEOUT, DEFAULT_RETRY_ATTEMPTS, DEFAULT_RETRY_BUDGET_PERCENT,
+    DEFAULT_RETRY_MAX_REPLAY_BODY, DEFAULT_RETRY_MAX_RETRY_AFTER, DEFAULT_RETRY_MIN_PER_SECOND,
+    DEFAULT_UPSTREAM_IDLE_TIMEOUT, HttpVersion, Name, Problem, UpstreamConfig,
 };
 
 /// The HTTP version spoken to the targets.
@@ -33,6 +33,7 @@ pub(crate) struct PoolSettings {
     pub tls: Option<TlsSettings>,
     pub connect_timeout: Duration,
     pub request_timeout: Duration,
+    pub read_timeout: Duration,
     pub idle_timeout: Duration,
     pub max_idle: usize,
     pub host_header: Option<HeaderValue>,
@@ -163,6 +164,7 @@ impl Settings {
             tls,
             connect_timeout: timeouts.connect.unwrap_or(DEFAULT_CONNECT_TIMEOUT).get(),
             request_timeout: timeouts.request.unwrap_or(DEFAULT_REQUEST_TIMEOUT).get(),
+            read_timeout: timeouts.read.unwrap_or(DEFAULT_READ_TIMEOUT).get(),
             idle_timeout: config.pool.idle_timeout.unwrap_or(DEFAULT_UPSTREAM_IDLE_TIMEOUT).get(),
             max_idle: config.pool.max_idle_per_target.unwrap_or(DEFAULT_MAX_IDLE_PER_TARGET),
             host_header,
