@@ -283,3 +283,32 @@ pub mod crypto {
         }
     }
 }
+
+/// Token counts by a model's own tokenizer, computed by the host (always granted):
+/// the vocabularies are megabytes, kept once per gateway instead of once per plugin
+/// instance. In native tests they run on the same library the host uses
+/// (`tiktoken-rs`).
+pub mod tokens {
+    /// How many tokens `text` is for the tokenizer of `model` (an OpenAI model name
+    /// such as `gpt-4o` or `gpt-4`), or `None` when the gateway has no tokenizer for it.
+    pub fn count(model: &str, text: &str) -> Option<u32> {
+        #[cfg(target_arch = "wasm32")]
+        return crate::bindings::sluice::plugin::tokens::count(model, text);
+        #[cfg(not(target_arch = "wasm32"))]
+        native::count(model, text)
+    }
+
+    #[cfg(not(target_arch = "wasm32"))]
+    mod native {
+        use tiktoken_rs::tokenizer::{Tokenizer, get_tokenizer};
+
+        pub fn count(model: &str, text: &str) -> Option<u32> {
+            let bpe = match get_tokenizer(model)? {
+                Tokenizer::O200kBase | Tokenizer::O200kHarmony => tiktoken_rs::o200k_base_singleton(),
+                Tokenizer::Cl100kBase => tiktoken_rs::cl100k_base_singleton(),
+                _ => return None,
+            };
+            Some(u32::try_from(bpe.encode_ordinary(text).len()).unwrap_or(u32::MAX))
+        }
+    }
+}

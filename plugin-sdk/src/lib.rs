@@ -87,7 +87,7 @@ pub mod caps;
 #[cfg(any(feature = "build", test))]
 pub mod build;
 
-pub use caps::{clock, crypto, http, kv, log, metrics, secrets};
+pub use caps::{clock, crypto, http, kv, log, metrics, secrets, tokens};
 pub use decision::{Decision, Reply};
 pub use message::{Headers, MANAGED_HEADERS, Request, Response, is_header_name, is_managed_header};
 pub use serde;

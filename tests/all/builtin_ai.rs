@@ -533,6 +533,57 @@ async fn usage_and_cost_are_counted_by_route_consumer_provider_and_model() {
     );
 }
 
+/// Without provider usage, a call to an OpenAI model is counted with that model's
+/// tokenizer: within 10% of what the tokenizer and OpenAI's chat format say (the prompt
+/// here is mostly the format's overhead per message, and the answer is numbers, which
+/// four characters a token both undercount by half or more).
+#[tokio::test]
+async fn without_provider_usage_an_openai_models_tokens_are_estimated_with_its_tokenizer() {
+    let config = json!({"mode": "chat", "providers": [
+        {"name": "oa", "kind": "openai", "upstream": "llm", "api_key_secret": "oa-key",
+         "models": {"mini": "gpt-4o-mini"}}
+    ]});
+    let ai = Ai::start(&[("counted", "{ path: /v1/chat/completions }", config)]).await;
+    let answer = (1..=40).map(|n| n.to_string()).collect::<Vec<_>>().join(" ");
+    let last = format!("RAW NOUSAGE {answer}");
+    let msgs = json!([
+        {"role": "system", "content": "You are terse."},
+        {"role": "user", "content": "hi"},
+        {"role": "assistant", "content": "hello"},
+        {"role": "user", "content": last}
+    ]);
+    let o200k = tiktoken_rs::o200k_base().unwrap();
+    let n = |t: &str| o200k.encode_ordinary(t).len() as u64;
+    let prompt = 3 + msgs
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| 3 + n(m["role"].as_str().unwrap()) + n(m["content"].as_str().unwrap()))
+        .sum::<u64>();
+    let near = |what: &str, estimate: u64, real: u64| {
+        assert!(estimate.abs_diff(real) * 10 <= real, "{what}: estimated {estimate}, real {real}");
+    };
+
+    let whole = ai.chat(&json!({"model": "mini", "messages": msgs})).await;
+    assert_eq!(whole.status, 200, "{}", whole.text());
+    let (usage, text) = (&whole.json()["usage"], whole.json()["choices"][0]["message"]["content"].clone());
+    assert_eq!(usage["estimated"], true, "the server sent no usage: {usage}");
+    near("prompt", usage["prompt_tokens"].as_u64().unwrap(), prompt);
+    near("completion", usage["completion_tokens"].as_u64().unwrap(), n(text.as_str().unwrap()));
+
+    let body =
+        json!({"model": "mini", "stream": true, "stream_options": {"include_usage": true}, "messages": msgs});
+    let streamed = ai.chat(&body).await;
+    let events: Vec<Value> =
+        sse(&streamed).iter().filter(|e| *e != "[DONE]").map(|e| serde_json::from_str(e).unwrap()).collect();
+    let text: String =
+        events.iter().filter_map(|e| e.pointer("/choices/0/delta/content").and_then(Value::as_str)).collect();
+    let usage = &events.last().unwrap()["usage"];
+    assert_eq!(usage["estimated"], true, "{usage}");
+    near("streamed prompt", usage["prompt_tokens"].as_u64().unwrap(), prompt);
+    near("streamed completion", usage["completion_tokens"].as_u64().unwrap(), n(&text));
+}
+
 #[tokio::test]
 async fn an_exhausted_token_or_cost_budget_is_a_429_before_the_provider_is_called() {
     // Each call uses 12 + 3 tokens, costing 0.012 + 0.006: two calls use up 20 tokens

@@ -169,7 +169,7 @@ async fn wrong_world_and_wrong_version_components_get_the_documented_errors() {
     // Built for the next incompatible version.
     let err = load_error(&component_for(&wit_at("0.2.0", ""), "plugin")).await;
     assert!(
-        err.contains("targets sluice:plugin@0.2.0, but this gateway implements sluice:plugin@0.1.1")
+        err.contains("targets sluice:plugin@0.2.0, but this gateway implements sluice:plugin@0.1.2")
             && err.contains("sluice plugin wit"),
         "{err}"
     );
@@ -177,18 +177,23 @@ async fn wrong_world_and_wrong_version_components_get_the_documented_errors() {
     // Some other world altogether.
     let other = "package acme:proxy@1.0.0;\nworld handler { export handle: func(path: string) -> u16; }\n";
     let err = load_error(&component_for(other, "handler")).await;
-    assert!(err.contains("does not implement the world sluice:plugin/plugin@0.1.1"), "{err}");
+    assert!(err.contains("does not implement the world sluice:plugin/plugin@0.1.2"), "{err}");
     assert!(err.contains("it exports `handle`") && err.contains("Missing: `info`, `configure`"), "{err}");
 
     // A newer compatible version that uses a function this gateway lacks.
     let err = load_error(&component_for(&wit_at("0.1.9", "now-us: func() -> u64;"), "plugin")).await;
-    assert!(err.contains("was built against sluice:plugin@0.1.9, newer than this gateway's 0.1.1"), "{err}");
+    assert!(err.contains("was built against sluice:plugin@0.1.9, newer than this gateway's 0.1.2"), "{err}");
 
     // A newer compatible version using nothing new links: what stops this one is
     // only that its route does not grant the capabilities it imports.
     let err = load_error(&component_for(&wit_at("0.1.9", ""), "plugin")).await;
     assert!(err.contains("imports `kv`, which is not granted"), "{err}");
     assert!(!err.contains("0.1.9"), "{err}");
+    // So does an older one (plugins built before `tokens` came in 0.1.2).
+    for older in ["0.1.0", "0.1.1"] {
+        let err = load_error(&component_for(&wit_at(older, ""), "plugin")).await;
+        assert!(err.contains("imports `kv`, which is not granted"), "{older}: {err}");
+    }
 
     // A core module that was never made a component.
     let mut resolve = wit_parser::Resolve::default();

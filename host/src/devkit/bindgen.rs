@@ -109,7 +109,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         std::fs::copy(example_wit().join("world.wit"), dir.path().join("world.wit")).unwrap();
         let err = format!("{:#}", c_bindings(dir.path(), None).unwrap_err());
-        assert!(err.contains("package 'sluice:plugin@0.1.1' not found"), "{err}");
+        assert!(err.contains("package 'sluice:plugin@0.1.2' not found"), "{err}");
         assert!(err.contains("deps/sluice-plugin`"), "{err}");
         // A dangling symlink, as in a project moved away from its checkout.
         std::fs::create_dir(dir.path().join("deps")).unwrap();

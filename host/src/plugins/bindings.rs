@@ -51,6 +51,7 @@ pub mod sync {
             "sluice:plugin/secrets": super::sluice::plugin::secrets,
             "sluice:plugin/metrics": super::sluice::plugin::metrics,
             "sluice:plugin/crypto": super::sluice::plugin::crypto,
+            "sluice:plugin/tokens": super::sluice::plugin::tokens,
         },
     });
 }

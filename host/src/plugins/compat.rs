@@ -22,13 +22,14 @@ use super::state::PluginState;
 pub const WIT: &str = include_str!("../../../wit/plugin.wit");
 
 /// The version of the `sluice:plugin` package this gateway implements.
-pub const WIT_VERSION: &str = "0.1.1";
+pub const WIT_VERSION: &str = "0.1.2";
 
 /// The package's name.
 pub const PACKAGE: &str = "sluice:plugin";
 
 /// The interfaces of the package.
-pub const INTERFACES: &[&str] = &["types", "log", "clock", "kv", "http", "secrets", "metrics", "crypto"];
+pub const INTERFACES: &[&str] =
+    &["types", "log", "clock", "kv", "http", "secrets", "metrics", "crypto", "tokens"];
 
 /// What the world exports, in the order `info` documents them.
 pub const EXPORTS: &[&str] = &["info", "configure", "on-request", "on-response", "on-response-chunk"];

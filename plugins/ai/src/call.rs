@@ -33,8 +33,10 @@ pub struct Call {
     pub stream: bool,
     /// The client asked for the usage chunk.
     pub include_usage: bool,
-    /// Characters of prompt text, for usage estimates.
-    pub prompt_chars: u64,
+    /// The prompt in tokens, estimated for when the provider reports no usage
+    /// ([`openai::prompt_tokens`]).
+    #[serde(default)]
+    pub prompt_tokens: u64,
     /// The consumer's name (`anonymous` without one), a metrics label.
     pub consumer: String,
     /// Whose budget the call counts against.
@@ -102,7 +104,7 @@ pub fn prepare(cfg: &AiConfig, req: &mut Request<'_>, chat: &Value, alias: &str)
         stream,
         include_usage: stream
             && chat.pointer("/stream_options/include_usage").and_then(Value::as_bool) == Some(true),
-        prompt_chars: openai::prompt_chars(chat),
+        prompt_tokens: openai::prompt_tokens(chat, resolved.model),
         consumer: consumer.map_or_else(|| "anonymous".to_owned(), |c| c.name),
         budget_key,
         route: req.route(),

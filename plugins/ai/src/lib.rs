@@ -235,8 +235,15 @@ impl Ai {
                     return Decision::fault(format_args!("could not set the response header `{name}`: {e}"));
                 }
             }
-            let s =
-                Stream::new(kind, &call.id, call.created, &call.asked, call.include_usage, call.prompt_chars);
+            let s = Stream::new(
+                kind,
+                &call.id,
+                call.created,
+                &call.asked,
+                call.include_usage,
+                call.prompt_tokens,
+            )
+            .counted_by(&call.model);
             Pending::Stream { call, status, stream: Box::new(s) }
         } else {
             let client_status = openai::client_status(status);
@@ -272,7 +279,8 @@ impl Ai {
         let kind = self.cfg.providers[r.call.provider].kind;
         if r.call.stream && r.status < 300 {
             let c = &r.call;
-            let mut s = Stream::new(kind, &c.id, c.created, &c.asked, c.include_usage, c.prompt_chars);
+            let mut s = Stream::new(kind, &c.id, c.created, &c.asked, c.include_usage, c.prompt_tokens)
+                .counted_by(&c.model);
             let mut out = s.push(&r.body);
             out.extend(s.finish());
             self.record(c, s.usage(), r.status);

@@ -3,7 +3,7 @@
 //! OpenAI-compatible providers.
 
 use serde_json::{Value, json};
-use sluice_plugin_sdk::Decision;
+use sluice_plugin_sdk::{Decision, tokens};
 
 /// Token counts of one call.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -12,15 +12,15 @@ pub struct Usage {
     pub input: u64,
     /// Completion tokens.
     pub output: u64,
-    /// True when the provider reported none and these are estimates (≈ 4 characters
-    /// per token).
+    /// True when the provider reported none and these are estimates (see
+    /// [`prompt_tokens`] and [`text_tokens`]).
     pub estimated: bool,
 }
 
 impl Usage {
-    /// An estimate from character counts.
-    pub fn estimate(input_chars: u64, output_chars: u64) -> Usage {
-        Usage { input: input_chars.div_ceil(4), output: output_chars.div_ceil(4), estimated: true }
+    /// Estimated counts.
+    pub fn estimate(input: u64, output: u64) -> Usage {
+        Usage { input, output, estimated: true }
     }
 
     /// The OpenAI `usage` object (with `"estimated": true` for estimates).
@@ -122,13 +122,31 @@ pub fn answer_text(v: &Value) -> Option<&str> {
     v.pointer("/choices/0/message/content").and_then(Value::as_str)
 }
 
-/// Characters of text in the messages (for usage estimates).
-pub fn prompt_chars(req: &Value) -> u64 {
+/// Tokens OpenAI's chat format adds to every message around its role and content.
+const PER_MESSAGE: u64 = 3;
+/// Tokens it adds once, priming the reply.
+const REPLY_PRIMING: u64 = 3;
+
+/// Tokens of `text` for `model`: its tokenizer's count when the gateway has one (the
+/// OpenAI models), else about four characters per token.
+pub fn text_tokens(model: &str, text: &str) -> u64 {
+    tokens::count(model, text).map_or_else(|| (text.chars().count() as u64).div_ceil(4), u64::from)
+}
+
+/// The prompt of a chat request in tokens, for usage estimates: every message's role,
+/// name and content text by [`text_tokens`], plus what the chat format adds (3 per
+/// message, 1 per name, 3 for the reply), as OpenAI counts it. Tool definitions and
+/// images are not counted.
+pub fn prompt_tokens(req: &Value, model: &str) -> u64 {
     let Some(messages) = req.get("messages").and_then(Value::as_array) else { return 0 };
-    messages
-        .iter()
-        .map(|m| content_text(m.get("content").unwrap_or(&Value::Null)).chars().count() as u64)
-        .sum()
+    let text = |m: &Value, key: &str| m.get(key).and_then(Value::as_str).map(|s| text_tokens(model, s));
+    let per_message = messages.iter().map(|m| {
+        PER_MESSAGE
+            + text(m, "role").unwrap_or(0)
+            + text(m, "name").map_or(0, |n| n + 1)
+            + text_tokens(model, &content_text(m.get("content").unwrap_or(&Value::Null)))
+    });
+    REPLY_PRIMING + per_message.sum::<u64>()
 }
 
 /// The text of a message's `content` (a string, or the text of its parts).
@@ -221,12 +239,26 @@ mod tests {
         assert_eq!(e.to_json()["error"]["type"], "invalid_request_error");
         let u = usage(&json!({"usage": {"prompt_tokens": 3, "completion_tokens": 4}})).unwrap();
         assert_eq!(u.to_json()["total_tokens"], 7);
-        assert_eq!(Usage::estimate(9, 4), Usage { input: 3, output: 1, estimated: true });
-        assert_eq!(
-            prompt_chars(
-                &json!({"messages": [{"content": "abcd"}, {"content": [{"type": "text", "text": "ef"}]}]})
-            ),
-            6
-        );
+        assert_eq!(Usage::estimate(9, 4), Usage { input: 9, output: 4, estimated: true });
+    }
+
+    #[test]
+    fn a_prompt_is_counted_with_the_models_tokenizer_and_the_chat_formats_overhead() {
+        let req = json!({"messages": [
+            {"role": "system", "content": "You are terse."},
+            {"role": "user", "name": "ann", "content": [{"type": "text", "text": "hello world"}]}
+        ]});
+        // With the tokenizer (o200k for gpt-4o): each piece by itself, then 3 per
+        // message, 1 for the name and 3 for the reply.
+        let n = |t: &str| u64::from(tokens::count("gpt-4o", t).unwrap());
+        let with =
+            n("system") + n("You are terse.") + n("user") + n("ann") + 1 + n("hello world") + 3 * 2 + 3;
+        assert_eq!(prompt_tokens(&req, "gpt-4o"), with);
+        // Without one: four characters a token, rounded up piece by piece.
+        let without = [6, 14, 4, 3, 11].iter().map(|c: &u64| c.div_ceil(4)).sum::<u64>() + 1 + 3 * 2 + 3;
+        assert_eq!(prompt_tokens(&req, "llama-3"), without);
+        assert_eq!(prompt_tokens(&json!({}), "gpt-4o"), 0);
+        assert_eq!(text_tokens("gpt-4o", "hello world"), 2);
+        assert_eq!(text_tokens("llama-3", "hello world"), 3);
     }
 }

@@ -48,7 +48,7 @@ pub fn translate(kind: Kind, status: u16, body: &[u8], call: &Call) -> Translate
     };
     let usage = usage.unwrap_or_else(|| {
         let text = openai::answer_text(&completion).unwrap_or("");
-        Usage::estimate(call.prompt_chars, text.chars().count() as u64)
+        Usage::estimate(call.prompt_tokens, openai::text_tokens(&call.model, text))
     });
     let mut completion = completion;
     if usage.estimated {
@@ -168,7 +168,7 @@ mod tests {
 
     #[test]
     fn missing_usage_is_estimated_and_marked() {
-        let call = Call { prompt_chars: 8, ..Call::default() };
+        let call = Call { prompt_tokens: 2, ..Call::default() };
         let body = br#"{"id":"x","object":"chat.completion","choices":[{"index":0,"message":{"role":"assistant","content":"abcd"},"finish_reason":"stop"}]}"#;
         let Translated::Completion(c, u) = translate(Kind::Openai, 200, body, &call) else { panic!() };
         assert_eq!(u, Usage { input: 2, output: 1, estimated: true });

@@ -7,6 +7,8 @@ use std::collections::HashMap;
 use serde_json::{Value, json};
 
 use crate::config::Kind;
+use sluice_plugin_sdk::tokens;
+
 use crate::openai::{self, Usage};
 use crate::sse::{Event, Parser};
 use crate::{anthropic, gemini};
@@ -20,8 +22,11 @@ pub struct Stream {
     id: String,
     created: u64,
     model: String,
-    prompt_chars: u64,
+    prompt_tokens: u64,
     output_chars: u64,
+    /// The provider's model and the completion so far, when the gateway has that
+    /// model's tokenizer: the completion is counted with it.
+    counted: Option<(String, String)>,
     /// Text deltas streamed so far: a provider streams about one token per delta, so
     /// without its usage this counts the completion better than characters do.
     output_pieces: u64,
@@ -43,7 +48,7 @@ impl Stream {
         created: u64,
         model: &str,
         include_usage: bool,
-        prompt_chars: u64,
+        prompt_tokens: u64,
     ) -> Stream {
         Stream {
             kind,
@@ -52,8 +57,9 @@ impl Stream {
             id: id.to_owned(),
             created,
             model: model.to_owned(),
-            prompt_chars,
+            prompt_tokens,
             output_chars: 0,
+            counted: None,
             output_pieces: 0,
             usage: None,
             started: false,
@@ -91,22 +97,37 @@ impl Stream {
         self.include_usage && (self.kind != Kind::Openai || self.usage.is_none())
     }
 
-    /// The usage: the provider's, else an estimate. The completion is counted as one
-    /// token per streamed delta (how OpenAI-compatible servers and Anthropic stream),
-    /// except for Gemini, whose chunks carry many tokens: characters / 4 there.
+    /// Counts the completion with the tokenizer of `model` (the provider's), when the
+    /// gateway has it and the provider reports no usage.
+    pub fn counted_by(mut self, model: &str) -> Stream {
+        if tokens::count(model, "").is_some() {
+            self.counted = Some((model.to_owned(), String::new()));
+        }
+        self
+    }
+
+    /// The usage: the provider's, else an estimate. The completion is counted with
+    /// the model's tokenizer when the gateway has it ([`Stream::counted_by`]), else as
+    /// one token per streamed delta (how OpenAI-compatible servers and Anthropic
+    /// stream), except for Gemini, whose chunks carry many tokens: characters / 4
+    /// there.
     pub fn usage(&self) -> Usage {
         self.usage.unwrap_or_else(|| {
-            let mut u = Usage::estimate(self.prompt_chars, self.output_chars);
-            if self.kind != Kind::Gemini && self.output_pieces > 0 {
-                u.output = self.output_pieces;
-            }
-            u
+            let output = match &self.counted {
+                Some((model, text)) => openai::text_tokens(model, text),
+                None if self.kind != Kind::Gemini && self.output_pieces > 0 => self.output_pieces,
+                None => self.output_chars.div_ceil(4),
+            };
+            Usage::estimate(self.prompt_tokens, output)
         })
     }
 
     /// Counts a streamed piece of the completion.
     fn streamed(&mut self, text: &str) {
         if !text.is_empty() {
+            if let Some((_, so_far)) = &mut self.counted {
+                so_far.push_str(text);
+            }
             self.output_chars += text.chars().count() as u64;
             self.output_pieces += 1;
         }
@@ -378,7 +399,7 @@ mod tests {
         // A server without usage: the client who asked gets an estimate, marked.
         let no_usage =
             "data: {\"choices\":[{\"index\":0,\"delta\":{\"content\":\"abcdefgh\"}}]}\n\ndata: [DONE]\n\n";
-        let mut s = Stream::new(Kind::Openai, "x", 1, "m", true, 4);
+        let mut s = Stream::new(Kind::Openai, "x", 1, "m", true, 1);
         let p = run(&mut s, no_usage);
         assert_eq!(p.len(), 3, "{p:?}");
         assert_eq!(
@@ -394,7 +415,7 @@ mod tests {
         let deltas: String = (0..10)
             .map(|_| "data: {\"choices\":[{\"index\":0,\"delta\":{\"content\":\" a\"}}]}\n\n")
             .collect();
-        let mut s = Stream::new(Kind::Openai, "x", 1, "m", false, 4);
+        let mut s = Stream::new(Kind::Openai, "x", 1, "m", false, 1);
         run(&mut s, &format!("{deltas}data: [DONE]\n\n"));
         assert_eq!(s.usage(), Usage { input: 1, output: 10, estimated: true });
         // One long delta is one piece, not characters / 4.
@@ -407,8 +428,25 @@ mod tests {
     }
 
     #[test]
+    fn with_the_models_tokenizer_a_stream_without_usage_is_counted_by_it() {
+        let text = "Hello there, this is one long delta of a completion.";
+        let one = format!(
+            "data: {{\"choices\":[{{\"index\":0,\"delta\":{{\"content\":\"{text}\"}}}}]}}\n\ndata: [DONE]\n\n"
+        );
+        let mut s = Stream::new(Kind::Openai, "x", 1, "alias", false, 7).counted_by("gpt-4o-mini");
+        run(&mut s, &one);
+        let real = u64::from(tokens::count("gpt-4o-mini", text).unwrap());
+        assert!(real > 1);
+        assert_eq!(s.usage(), Usage { input: 7, output: real, estimated: true });
+        // A model the gateway has no tokenizer for keeps the delta rule.
+        let mut s = Stream::new(Kind::Openai, "x", 1, "alias", false, 7).counted_by("llama-3.1-8b");
+        run(&mut s, &one);
+        assert_eq!(s.usage().output, 1);
+    }
+
+    #[test]
     fn without_provider_usage_the_estimate_is_marked() {
-        let mut s = Stream::new(Kind::Gemini, "x", 1, "m", true, 8);
+        let mut s = Stream::new(Kind::Gemini, "x", 1, "m", true, 2);
         let p =
             run(&mut s, "data: {\"candidates\":[{\"content\":{\"parts\":[{\"text\":\"abcdefgh\"}]}}]}\n\n");
         assert_eq!(s.usage(), Usage { input: 2, output: 2, estimated: true });

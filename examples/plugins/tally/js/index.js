@@ -6,7 +6,7 @@
 // value (a plain string, not an Error: an Error would trap); an import's error is
 // thrown. `s64` is a BigInt, `list<u8>` a Uint8Array.
 
-import { increment } from "sluice:plugin/kv@0.1.1";
+import { increment } from "sluice:plugin/kv@0.1.2";
 
 // The header used when the config names none.
 const DEFAULT_HEADER = "x-team";

@@ -15,6 +15,7 @@ pub mod kv_redis;
 pub mod log;
 pub mod metrics;
 pub mod secrets;
+pub mod tokens;
 pub mod types;
 pub mod wasi;
 
@@ -144,13 +145,13 @@ const HARMLESS_WASI: &[&str] =
     &["wasi:cli/", "wasi:io/", "wasi:clocks/", "wasi:random/", "wasi:filesystem/", "wasi:sockets/"];
 
 /// The capability the import `name` (an interface, `pkg:name/iface@version`) needs:
-/// `Ok(None)` for what every plugin has (`types`, `crypto`, harmless WASI),
+/// `Ok(None)` for what every plugin has (`types`, `crypto`, `tokens`, harmless WASI),
 /// `Ok(Some(cap))` for a capability a route grants, `Err(message)` for an interface
 /// sluice does not provide.
 pub fn import_capability(name: &str) -> Result<Option<&'static str>, String> {
     let iface = name.split('@').next().unwrap_or(name);
     match iface {
-        "sluice:plugin/types" | "sluice:plugin/crypto" => Ok(None),
+        "sluice:plugin/types" | "sluice:plugin/crypto" | "sluice:plugin/tokens" => Ok(None),
         "sluice:plugin/log" => Ok(Some("log")),
         "sluice:plugin/clock" => Ok(Some("clock")),
         "sluice:plugin/metrics" => Ok(Some("metrics")),
