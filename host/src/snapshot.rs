@@ -14,6 +14,7 @@ use crate::observability::call_log::CallLog;
 use crate::observability::metrics::RouteMetrics;
 use crate::observability::trace::Tracer;
 use crate::plugins::LoadOptions;
+use crate::proxy::mcp::McpEndpoint;
 use crate::router::Router;
 use crate::upstream::Upstream;
 
@@ -95,6 +96,8 @@ pub enum Target {
         /// Status to answer with.
         status: StatusCode,
     },
+    /// An MCP endpoint whose tools are routes.
+    Mcp(Arc<McpEndpoint>),
 }
 
 /// A fixed response, pre-built at load time.
@@ -204,6 +207,14 @@ impl Snapshot {
                 RouteTargetConfig::Echo(e) => Target::Echo {
                     status: answer_status(e.status, format!("routes[{i}].target.echo.status"), &mut problems),
                 },
+                RouteTargetConfig::Mcp(m) => {
+                    let found = crate::config::validate_mcp(m, &format!("routes[{i}].target.mcp"));
+                    if !found.is_empty() {
+                        problems.extend(found);
+                        continue;
+                    }
+                    Target::Mcp(Arc::new(McpEndpoint::new(m)))
+                }
             };
             let chain = chains.get(i).cloned().unwrap_or_default();
             let upgrades = r.upgrades.iter().map(|u| u.to_ascii_lowercase().into_boxed_str()).collect();

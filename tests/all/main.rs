@@ -21,6 +21,7 @@ mod kv_redis;
 mod lifecycle;
 mod limits;
 mod llm_server;
+mod mcp;
 mod metrics;
 mod plugins;
 mod proxying;

@@ -122,3 +122,69 @@ async fn the_observability_example_serves_and_counts_requests_by_route() {
     assert_eq!(calls["calls"].as_array().unwrap().len(), 3);
     gw.shutdown().await;
 }
+
+/// `examples/ai/sluice.yaml` serves with no model server running: `/v1/models` lists
+/// the alias, and its MCP endpoint answers `initialize` and lists the prompt route as a
+/// tool with the route's input schema; a call reaches the route, whose provider is down.
+#[tokio::test]
+async fn the_ai_example_serves_its_mcp_endpoint_without_a_model_server() {
+    let file = concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/ai/sluice.yaml");
+    let dead = crate::harness::dead_addr().await;
+    let yaml = std::fs::read_to_string(file)
+        .unwrap()
+        .replace("127.0.0.1:8080", "127.0.0.1:0")
+        .replace("127.0.0.1:8081", &dead.to_string());
+    let loaded = parse_str("ai", &yaml, ".".into()).expect("the example is valid");
+    let gw = sluice::Gateway::builder().config(loaded).start().await.unwrap();
+    let at = |path: &str| url(gw.addr("public"), path);
+    let client = Client::http1();
+    let post = |path: &str, headers: &[(&str, &str)], body: serde_json::Value| {
+        let mut req = http::Request::post(at(path))
+            .header("content-type", "application/json")
+            .header("authorization", "Bearer sk-demo-team-a");
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        client.send(req.body(crate::harness::full(body.to_string())).unwrap())
+    };
+
+    let models = client
+        .send(
+            http::Request::get(at("/v1/models"))
+                .header("authorization", "Bearer sk-demo-team-a")
+                .body(crate::harness::full(""))
+                .unwrap(),
+        )
+        .await;
+    assert_eq!(models.status, 200, "{}", models.text());
+    assert_eq!(models.json()["data"][0]["id"], "local");
+
+    let init = post(
+        "/mcp",
+        &[],
+        serde_json::json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {"protocolVersion": "2025-06-18"}}),
+    )
+    .await;
+    assert_eq!(init.status, 200, "{}", init.text());
+    assert_eq!(init.json()["result"]["serverInfo"]["name"], "sluice-ai-example");
+    assert!(init.json()["result"]["capabilities"]["tools"].is_object());
+    let session = init.header("mcp-session-id").unwrap().to_owned();
+    let s = [("mcp-session-id", session.as_str())];
+
+    let list = post("/mcp", &s, serde_json::json!({"jsonrpc": "2.0", "id": 2, "method": "tools/list"})).await;
+    let tool = &list.json()["result"]["tools"][0];
+    assert_eq!(tool["name"], "summarize_en");
+    assert_eq!(tool["inputSchema"]["required"], serde_json::json!(["text"]));
+    assert_eq!(tool["inputSchema"]["properties"]["text"]["type"], "string");
+
+    let call = serde_json::json!({"jsonrpc": "2.0", "id": 3, "method": "tools/call",
+                                  "params": {"name": "summarize_en", "arguments": {"text": "hello"}}});
+    let r = post("/mcp", &s, call).await.json();
+    assert_eq!(r["result"]["isError"], true, "no model server runs: {r}");
+    // A call missing what the schema requires is refused by the route itself.
+    let call = serde_json::json!({"jsonrpc": "2.0", "id": 4, "method": "tools/call",
+                                  "params": {"name": "summarize_en", "arguments": {}}});
+    let r = post("/mcp", &s, call).await.json();
+    assert_eq!(r["result"]["isError"], true);
+    assert!(r["result"]["content"][0]["text"].as_str().unwrap().contains("text"), "{r}");
+}

@@ -12,6 +12,7 @@
 
 pub mod kv;
 mod locate;
+pub mod mcp;
 pub mod model;
 pub mod plugins;
 mod schema;
@@ -23,6 +24,7 @@ use std::path::{Path, PathBuf};
 
 pub use kv::*;
 pub use locate::SourceMap;
+pub use mcp::*;
 pub use model::*;
 pub use plugins::*;
 pub use schema::json_schema;

@@ -733,6 +733,9 @@ pub enum RouteTargetConfig {
     /// Answer with a JSON description of the request (method, path, query, headers,
     /// body size): `target: { echo: {} }`. Useful to see what plugins did.
     Echo(EchoConfig),
+    /// An MCP endpoint (Model Context Protocol, Streamable HTTP) whose tools are
+    /// routes of this gateway: `target: { mcp: { tools: [...] } }`.
+    Mcp(super::mcp::McpConfig),
 }
 
 /// A fixed response.

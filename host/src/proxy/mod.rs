@@ -19,6 +19,7 @@ mod client_body;
 mod echo;
 pub mod edge;
 pub mod headers;
+pub mod mcp;
 mod upgrade;
 
 use std::sync::Arc;
@@ -40,6 +41,27 @@ use crate::upstream::{Upstream, UpstreamTarget};
 
 /// Handles one request end to end. Never fails: errors become JSON error responses.
 pub async fn handle(req: Request<Incoming>, conn: Arc<ConnInfo>, snapshot: Arc<Snapshot>) -> Response<Body> {
+    answer(req, conn, snapshot).await
+}
+
+/// [`handle`] for a request the gateway makes to itself (an MCP tool call). Boxed:
+/// the call is made from within the handling of another request.
+pub fn handle_own(
+    req: Request<OwnBody>,
+    conn: Arc<ConnInfo>,
+    snapshot: Arc<Snapshot>,
+) -> futures_util::future::BoxFuture<'static, Response<Body>> {
+    Box::pin(answer(req, conn, snapshot))
+}
+
+/// The body of a request the gateway makes to itself.
+pub type OwnBody = http_body_util::Full<bytes::Bytes>;
+
+async fn answer<B>(req: Request<B>, conn: Arc<ConnInfo>, snapshot: Arc<Snapshot>) -> Response<Body>
+where
+    B: http_body::Body<Data = bytes::Bytes> + Send + Unpin + 'static,
+    B::Error: Into<body::BoxError>,
+{
     let started = Instant::now();
     let id = headers::request_id(req.headers(), &conn.listener.request_id);
     conn.listener.metrics.request_started();
@@ -58,12 +80,16 @@ pub async fn handle(req: Request<Incoming>, conn: Arc<ConnInfo>, snapshot: Arc<S
     resp.map(|b| body::boxed(Recorded::new(b, ex)))
 }
 
-async fn serve(
-    mut req: Request<Incoming>,
-    conn: &ConnInfo,
-    snapshot: &Snapshot,
+async fn serve<B>(
+    mut req: Request<B>,
+    conn: &Arc<ConnInfo>,
+    snapshot: &Arc<Snapshot>,
     ex: &mut Exchange,
-) -> Result<Response<Body>, ProxyError> {
+) -> Result<Response<Body>, ProxyError>
+where
+    B: http_body::Body<Data = bytes::Bytes> + Send + Unpin + 'static,
+    B::Error: Into<body::BoxError>,
+{
     let limits = &conn.listener.limits;
     let target_len = req.uri().path_and_query().map_or(0, |pq| pq.as_str().len());
     if target_len > limits.max_uri_bytes {
@@ -197,8 +223,8 @@ fn prepare<B>(
 /// Sends the request to the route's target (or to the upstream a plugin chose).
 async fn dispatch<B>(
     req: Request<B>,
-    conn: &ConnInfo,
-    snapshot: &Snapshot,
+    conn: &Arc<ConnInfo>,
+    snapshot: &Arc<Snapshot>,
     route: &Route,
     client_upgrade: Option<ClientUpgrade>,
     ex: &mut Exchange,
@@ -220,6 +246,10 @@ where
             echo::respond(req, *status, route.name.as_str(), &ex.params, limit).await
         }
         Target::Upstream(upstream) => forward(req, upstream, client_upgrade, ex).await,
+        Target::Mcp(endpoint) => {
+            let limit = conn.listener.limits.max_body_bytes;
+            mcp::respond(req, conn, snapshot, endpoint, limit).await
+        }
     }
 }
 

@@ -55,6 +55,18 @@ fn check_accepts_the_observability_example() {
 }
 
 #[test]
+fn check_accepts_the_ai_example() {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/ai/sluice.yaml");
+    let out = Command::new(BIN).arg("check").arg(path).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("ok (3 routes"),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+}
+
+#[test]
 fn check_takes_several_files_and_fails_if_any_has_a_problem() {
     let quickstart = concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/quickstart/sluice.yaml");
     let bad = temp_file(
