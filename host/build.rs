@@ -15,6 +15,7 @@ const BUILTINS: &[(&str, &str, &[&str])] = &[
     ("ai", "sluice-plugin-ai", &["kv", "secrets", "http"]),
     ("auth", "sluice-plugin-auth", &["http", "secrets"]),
     ("cors", "sluice-plugin-cors", &[]),
+    ("mcp", "sluice-plugin-mcp", &[]),
     ("rate-limit", "sluice-plugin-rate-limit", &[]),
     ("transform", "sluice-plugin-transform", &[]),
 ];

@@ -125,6 +125,11 @@ async fn tools_are_listed_and_a_call_runs_the_tools_route() {
     let lines = log.wait_for(1, |l| l.get("route").is_some_and(|r| r == "tool-echo-list")).await;
     assert_eq!(lines.len(), 1, "one line for the one call");
     assert_eq!(lines[0]["status"], "200");
+    // And the endpoint's own line names the method and the tool.
+    let outer = log
+        .wait_for(1, |l| l.get("annotations").is_some_and(|a| a.contains("mcp.tool=echo mcp.args_bytes=19")))
+        .await;
+    assert!(outer.iter().any(|l| l["annotations"].starts_with("mcp.method=tools/call")), "{outer:?}");
 }
 
 #[tokio::test]
@@ -240,4 +245,152 @@ asyncio.run(main(sys.argv[1]))
     assert!(stdout.contains("tools echo,whoami"), "{stdout}");
     assert!(stdout.contains("echo False from python"), "{stdout}");
     assert!(stdout.contains("whoami False ann"), "{stdout}");
+}
+
+/// An MCP server written with the official Python SDK, on a port of its own; killed
+/// when dropped.
+struct PyServer(std::process::Child, std::net::SocketAddr);
+
+impl PyServer {
+    /// Tools `add`, `shout` and `delete_everything`, at `/mcp`.
+    async fn start() -> PyServer {
+        let script = r#"
+import sys
+from mcp.server.mcpserver import MCPServer
+server = MCPServer("upstream-tools")
+
+@server.tool()
+def add(a: int, b: int) -> int:
+    """Adds two numbers."""
+    return a + b
+
+@server.tool()
+def shout(text: str) -> str:
+    """Upper-cases a text."""
+    return text.upper()
+
+@server.tool()
+def delete_everything() -> str:
+    """Deletes everything."""
+    return "deleted"
+
+server.run("streamable-http", host="127.0.0.1", port=int(sys.argv[1]))
+"#;
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let mut child = std::process::Command::new("python3")
+            .args(["-c", script, &port.to_string()])
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let addr: std::net::SocketAddr = ([127, 0, 0, 1], port).into();
+        for _ in 0..600 {
+            if tokio::net::TcpStream::connect(addr).await.is_ok() {
+                return PyServer(child, addr);
+            }
+            if let Ok(Some(status)) = child.try_wait() {
+                panic!("the Python MCP server exited ({status}) before listening");
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        panic!("the Python MCP server did not listen on {addr} within 30 s");
+    }
+}
+
+impl Drop for PyServer {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// An MCP server behind the gateway (the official SDK's server, called by the official
+/// SDK's client): the route's `mcp` plugin hides and refuses the tools not allowed, a
+/// rate limit keyed on the tool counts each tool apart, and the access log names each
+/// call's tool.
+#[tokio::test]
+async fn an_mcp_server_behind_the_gateway_has_its_tools_filtered_limited_and_logged() {
+    let present =
+        sluice_tests::runs("python3", &["-c", "import mcp.server.mcpserver, mcp.client.streamable_http"]);
+    if !sluice_tests::have(present, "python3 with the `mcp` package", "pip install mcp==2.3.0") {
+        return;
+    }
+    let upstream = PyServer::start().await;
+    let log = AccessLog::get();
+    let gw = gateway(&format!(
+        r#"version: 1
+listeners:
+  - name: public
+    address: 127.0.0.1:0
+upstreams:
+  tool-server:
+    targets: [{{ address: "{}" }}]
+routes:
+  - name: proxied-mcp
+    match: {{ path: /mcp }}
+    target: {{ upstream: tool-server }}
+    plugins:
+      - name: auth
+        config: {{ api_key: {{ sources: [{{ bearer: authorization }}], keys: [{{ key: k-ann, consumer: ann }}] }} }}
+      - name: mcp
+        config: {{ allow_tools: [add, shout] }}
+      - name: rate-limit
+        grants: {{ kv: true }}
+        config:
+          key: [consumer]
+          limits:
+            - {{ name: per_tool, rate: 2, per: 1m, key: [consumer, {{ header: x-mcp-tool }}], skip_absent: true }}
+"#,
+        upstream.1
+    ))
+    .await;
+    let script = r#"
+import sys, asyncio, httpx2
+from mcp import ClientSession
+from mcp.client.streamable_http import streamable_http_client
+
+async def main(url):
+    http = httpx2.AsyncClient(headers={"authorization": "Bearer k-ann"})
+    async with streamable_http_client(url, http_client=http) as (read, write, *_):
+        async with ClientSession(read, write) as session:
+            await session.initialize()
+            print("tools", ",".join(t.name for t in (await session.list_tools()).tools))
+            r = await session.call_tool("add", {"a": 2, "b": 3})
+            print("add", r.is_error, r.content[0].text)
+            for i in range(3):
+                try:
+                    r = await session.call_tool("shout", {"text": "hi"})
+                    print("shout", i, r.is_error, r.content[0].text)
+                except Exception as e:
+                    print("shout", i, "refused", type(e).__name__, str(e)[:200].replace("\n", " "))
+            try:
+                r = await session.call_tool("delete_everything", {})
+                print("delete", r.is_error, r.content[0].text if r.content else "")
+            except Exception as e:
+                print("delete", "refused", type(e).__name__, str(e)[:200].replace("\n", " "))
+
+asyncio.run(main(sys.argv[1]))
+"#;
+    let endpoint = url(gw.addr("public"), "/mcp");
+    let out = tokio::task::spawn_blocking(move || {
+        std::process::Command::new("python3").args(["-c", script, &endpoint]).output().unwrap()
+    })
+    .await
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    assert!(stdout.contains("tools add,shout\n"), "delete_everything is hidden: {stdout}");
+    assert!(stdout.contains("add False 5"), "{stdout}");
+    assert!(stdout.contains("shout 0 False HI") && stdout.contains("shout 1 False HI"), "{stdout}");
+    assert!(stdout.contains("shout 2 refused"), "the third shout in a minute: {stdout}");
+    assert!(stdout.contains("delete refused") && stdout.contains("not allowed"), "{stdout}");
+    // The access log names each call's tool, and the server never saw the refused one.
+    let calls = log
+        .wait_for(5, |l| {
+            l.get("route").is_some_and(|r| r == "proxied-mcp")
+                && l.get("annotations").is_some_and(|a| a.contains("mcp.tool="))
+        })
+        .await;
+    let noted =
+        |tool: &str| calls.iter().filter(|l| l["annotations"].contains(&format!("mcp.tool={tool}"))).count();
+    assert_eq!((noted("add"), noted("shout"), noted("delete_everything")), (1, 3, 1), "{calls:?}");
 }

@@ -28,7 +28,9 @@ use serde_json::{Value, json};
 use crate::body::{self, Body};
 use crate::config::{DEFAULT_MCP_NAME, McpConfig};
 use crate::error::ProxyError;
+use crate::exchange::Exchange;
 use crate::listener::ConnInfo;
+use crate::plugins::Annotations;
 use crate::snapshot::Snapshot;
 
 /// The protocol revisions spoken, newest first.
@@ -106,6 +108,7 @@ pub async fn respond<B>(
     snapshot: &Arc<Snapshot>,
     ep: &McpEndpoint,
     max_body: u64,
+    ex: &mut Exchange,
 ) -> Result<Response<Body>, ProxyError>
 where
     B: http_body::Body<Data = Bytes>,
@@ -214,6 +217,9 @@ where
         let why = format!("unsupported protocol version; supported: {}", VERSIONS.join(", "));
         return Ok(error(StatusCode::BAD_REQUEST, id, code::INVALID_REQUEST, &why));
     }
+    if let Some(m) = method {
+        note(ex, "method", m);
+    }
     // A notification, or the client's answer to a request: nothing to say back.
     let Some(method) = method.filter(|_| !id.is_null()) else {
         return Ok(accepted());
@@ -237,6 +243,8 @@ where
                 return Ok(error(StatusCode::OK, id, code::INVALID_PARAMS, "unknown tool"));
             };
             let arguments = params.get("arguments").cloned().unwrap_or_else(|| json!({}));
+            note(ex, "tool", &tool.name);
+            note(ex, "args_bytes", &arguments.to_string().len().to_string());
             if !arguments.is_object() {
                 return Ok(error(StatusCode::OK, id, code::INVALID_PARAMS, "`arguments` is an object"));
             }
@@ -245,6 +253,13 @@ where
         }
         _ => Ok(error(StatusCode::OK, id, code::METHOD_NOT_FOUND, "method not found")),
     }
+}
+
+/// Notes `mcp.key=value` for the request's access-log line, call log and span.
+fn note(ex: &mut Exchange, key: &str, value: &str) {
+    static PLUGIN: OnceLock<Arc<str>> = OnceLock::new();
+    let plugin = PLUGIN.get_or_init(|| Arc::from("mcp"));
+    ex.annotations.get_or_insert_with(Annotations::default).set(plugin, key.to_owned(), value.to_owned());
 }
 
 /// Runs `tool` with `arguments`: a request to its path on this gateway, with the

@@ -248,7 +248,7 @@ where
         Target::Upstream(upstream) => forward(req, upstream, client_upgrade, ex).await,
         Target::Mcp(endpoint) => {
             let limit = conn.listener.limits.max_body_bytes;
-            mcp::respond(req, conn, snapshot, endpoint, limit).await
+            mcp::respond(req, conn, snapshot, endpoint, limit, ex).await
         }
     }
 }

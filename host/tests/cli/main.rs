@@ -100,7 +100,7 @@ fn schema_and_version() {
 
 #[test]
 fn schema_of_each_built_in_plugin() {
-    for plugin in ["ai", "auth", "cors", "rate-limit", "transform"] {
+    for plugin in ["ai", "auth", "cors", "mcp", "rate-limit", "transform"] {
         let out = Command::new(BIN).args(["schema", "--plugin", plugin]).output().unwrap();
         assert!(out.status.success(), "{plugin}: {}", String::from_utf8_lossy(&out.stderr));
         let schema: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();

@@ -100,6 +100,12 @@ pub struct LimitConfig {
     /// top-level `fallback_key`.
     #[serde(default)]
     pub fallback_key: Option<Vec<KeyPartConfig>>,
+    /// When a part of this limit's key is absent (and no fallback key is whole), the
+    /// limit does not count the request, instead of counting every such request in
+    /// one shared budget: a limit keyed on a header only some requests carry (the
+    /// `mcp` plugin's `x-mcp-tool`) then limits just those. Default `false`.
+    #[serde(default)]
+    pub skip_absent: bool,
 }
 
 /// One part of a client key.
@@ -169,6 +175,8 @@ pub struct KeySpec {
     pub parts: Vec<KeyPart>,
     /// Used when a part is absent.
     pub fallback: Option<Vec<KeyPart>>,
+    /// A request whose key (and fallback) has an absent part is not counted.
+    pub skip_absent: bool,
 }
 
 /// A key part, with header names lowercased.
@@ -243,7 +251,7 @@ impl Config {
             };
             let parts = limit.key.as_ref().unwrap_or(&default_key);
             let fallback = limit.fallback_key.as_ref().or(self.fallback_key.as_ref());
-            let spec = match key_spec(parts, fallback) {
+            let spec = match key_spec(parts, fallback, limit.skip_absent) {
                 Ok(s) => Some(s),
                 Err(m) => {
                     problems.push(format!("{at}: {m}"));
@@ -297,10 +305,14 @@ fn check_gcra(limit: &LimitConfig) -> Result<Gcra, String> {
     Gcra::new(limit.rate, per, burst)
 }
 
-fn key_spec(parts: &[KeyPartConfig], fallback: Option<&Vec<KeyPartConfig>>) -> Result<KeySpec, String> {
+fn key_spec(
+    parts: &[KeyPartConfig],
+    fallback: Option<&Vec<KeyPartConfig>>,
+    skip_absent: bool,
+) -> Result<KeySpec, String> {
     let parts = key_parts(parts, "key")?;
     let fallback = fallback.map(|f| key_parts(f, "fallback_key")).transpose()?;
-    Ok(KeySpec { parts, fallback })
+    Ok(KeySpec { parts, fallback, skip_absent })
 }
 
 fn key_parts(parts: &[KeyPartConfig], field: &str) -> Result<Vec<KeyPart>, String> {

@@ -91,11 +91,13 @@ impl RateLimit {
             Some(s) => s.clone(),
             None => req.route(),
         };
-        let clients: Vec<String> = self.compiled.keys.iter().map(|k| client_key(k, req)).collect();
+        let clients: Vec<Option<String>> = self.compiled.keys.iter().map(|k| client_key(k, req)).collect();
         let mut state = String::new();
         let mut taken: Vec<(usize, String)> = Vec::with_capacity(self.compiled.limits.len());
         for (i, limit) in self.compiled.limits.iter().enumerate() {
-            let key = kv_key(&scope, &limit.name, &clients[limit.key]);
+            // A request without this limit's key, under `skip_absent`.
+            let Some(client) = &clients[limit.key] else { continue };
+            let key = kv_key(&scope, &limit.name, client);
             let refused = match store::admit(store, &limit.gcra, &key, now) {
                 Ok(Outcome::Admitted { remaining, reset_ns }) => {
                     headers::push_state(&mut state, &limit.name, remaining, reset_ns);
@@ -197,21 +199,22 @@ impl RateLimit {
 }
 
 /// The client's key under `spec`: its parts joined, or the fallback's when a part is
-/// absent, or the parts with [`ABSENT`] for the absent ones.
-fn client_key(spec: &KeySpec, req: &Request<'_>) -> String {
+/// absent, or the parts with [`ABSENT`] for the absent ones; `None` when a part is
+/// absent under `skip_absent`.
+fn client_key(spec: &KeySpec, req: &Request<'_>) -> Option<String> {
     let (key, complete) = join_parts(&spec.parts, req);
     if complete {
-        return key;
+        return Some(key);
     }
     if let Some(fallback) = &spec.fallback {
         let (fb, fb_complete) = join_parts(fallback, req);
         if fb_complete {
             // Marked with a control character no header value, IP or path holds, so a
             // fallback key never collides with a primary one.
-            return format!("{FALLBACK_MARK}{fb}");
+            return Some(format!("{FALLBACK_MARK}{fb}"));
         }
     }
-    key
+    (!spec.skip_absent).then_some(key)
 }
 
 fn join_parts(parts: &[KeyPart], req: &Request<'_>) -> (String, bool) {

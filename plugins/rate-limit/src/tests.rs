@@ -112,6 +112,28 @@ fn consumers_ips_and_headers_have_their_own_budgets() {
 }
 
 #[test]
+fn skip_absent_leaves_requests_without_the_key_uncounted_by_that_limit_only() {
+    // Per consumer and tool: only requests naming a tool count; all count per consumer.
+    let rl = plugin(
+        r#"{"key": ["consumer"], "limits": [
+            {"name": "per_tool", "rate": 1, "per": "1d", "key": ["consumer", {"header": "x-mcp-tool"}], "skip_absent": true},
+            {"name": "all", "rate": 4, "per": "1d"}]}"#,
+    );
+    let store = TestStore::default();
+    let go = |tool: Option<&str>| {
+        let mut req = FakeRequest::new("POST", "/mcp").with_consumer("ann", &[]);
+        if let Some(t) = tool {
+            req = req.with_header("x-mcp-tool", t);
+        }
+        rl.check(&mut req.as_request(), &store, NOW).is_continue()
+    };
+    assert!(go(None) && go(None), "no tool: per_tool does not count them");
+    assert!(go(Some("add")) && !go(Some("add")), "one `add` a day");
+    assert!(go(Some("shout")), "another tool has its own");
+    assert!(!go(None), "`all` still counts every request (4 admitted)");
+}
+
+#[test]
 fn combined_keys_path_and_path_params() {
     let rl = plugin(r#"{"key": ["ip", "path"], "limits": [{"name": "l", "rate": 1, "per": "1m"}]}"#);
     let store = TestStore::default();
