@@ -82,6 +82,10 @@ pub struct Route {
     pub chain: Arc<crate::plugins::Chain>,
     /// Protocols an `Upgrade` may switch to, lowercase.
     pub upgrades: Box<[Box<str>]>,
+    /// The JSON Schema of the route's input, when it is a prompt template (the `ai`
+    /// plugin's `prompt.input_schema`): an MCP tool whose path leads here takes it
+    /// when it has none of its own.
+    pub input_schema: Option<Arc<serde_json::Value>>,
 }
 
 /// Where a route's requests go.
@@ -218,7 +222,8 @@ impl Snapshot {
             };
             let chain = chains.get(i).cloned().unwrap_or_default();
             let upgrades = r.upgrades.iter().map(|u| u.to_ascii_lowercase().into_boxed_str()).collect();
-            routes.push(Route { name: r.name.clone(), target, chain, upgrades });
+            let input_schema = prompt_input_schema(r).map(Arc::new);
+            routes.push(Route { name: r.name.clone(), target, chain, upgrades, input_schema });
         }
 
         let mut listeners = Vec::new();
@@ -334,4 +339,13 @@ fn static_response(
     } else {
         Err(problems)
     }
+}
+
+/// The `prompt.input_schema` of the route's `ai` plugin in prompt mode, if any.
+fn prompt_input_schema(r: &crate::config::RouteConfig) -> Option<serde_json::Value> {
+    let config = r.plugins.iter().find(|p| p.name.as_str() == "ai")?.config.as_ref()?;
+    if config.get("mode").and_then(serde_json::Value::as_str) != Some("prompt") {
+        return None;
+    }
+    config.pointer("/prompt/input_schema").filter(|s| s.is_object()).cloned()
 }

@@ -49,8 +49,9 @@ pub struct McpToolConfig {
     /// The method of that request. Default `POST`.
     #[serde(default)]
     pub method: Option<String>,
-    /// The JSON Schema of the arguments (`inputSchema`), an object schema. Default
-    /// `{"type": "object"}`.
+    /// The JSON Schema of the arguments (`inputSchema`), an object schema. Default:
+    /// the input schema of the route the path leads to when it is a prompt template
+    /// (the `ai` plugin's `prompt.input_schema`), else `{"type": "object"}`.
     #[serde(default)]
     pub input_schema: Option<serde_json::Value>,
 }

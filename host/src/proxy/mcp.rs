@@ -61,7 +61,9 @@ struct Tool {
     description: String,
     method: Method,
     path: String,
-    schema: Value,
+    /// Its own input schema; without one, the route's (a prompt template's), else
+    /// `{"type": "object"}`.
+    schema: Option<Value>,
 }
 
 impl McpEndpoint {
@@ -75,7 +77,7 @@ impl McpEndpoint {
                 description: t.description.clone(),
                 method: t.method.as_deref().and_then(|m| m.parse().ok()).unwrap_or(Method::POST),
                 path: t.path.clone(),
-                schema: t.input_schema.clone().unwrap_or_else(|| json!({"type": "object"})),
+                schema: t.input_schema.clone(),
             })
             .collect();
         McpEndpoint {
@@ -230,7 +232,10 @@ where
             let tools: Vec<Value> = ep
                 .tools
                 .iter()
-                .map(|t| json!({"name": t.name, "description": t.description, "inputSchema": t.schema}))
+                .map(|t| {
+                    let schema = t.schema.clone().unwrap_or_else(|| route_schema(t, &parts, snapshot, ex));
+                    json!({"name": t.name, "description": t.description, "inputSchema": schema})
+                })
                 .collect();
             Ok(ok(id, json!({ "tools": tools })))
         }
@@ -253,6 +258,18 @@ where
         }
         _ => Ok(error(StatusCode::OK, id, code::METHOD_NOT_FOUND, "method not found")),
     }
+}
+
+/// The input schema of the route `tool`'s path leads to on this listener, when it is
+/// a prompt template; else any object.
+fn route_schema(tool: &Tool, caller: &http::request::Parts, snapshot: &Snapshot, ex: &Exchange) -> Value {
+    let path = tool.path.split('?').next().unwrap_or_default();
+    let host = super::headers::request_host(&caller.uri, &caller.headers);
+    ex.served
+        .as_deref()
+        .and_then(|s| s.router.find(host, &tool.method, path, &caller.headers))
+        .and_then(|found| snapshot.routes[found.route].input_schema.as_deref().cloned())
+        .unwrap_or_else(|| json!({"type": "object"}))
 }
 
 /// Notes `mcp.key=value` for the request's access-log line, call log and span.
