@@ -15,6 +15,7 @@ use crate::observability::metrics::RouteMetrics;
 use crate::observability::trace::Tracer;
 use crate::plugins::LoadOptions;
 use crate::proxy::mcp::McpEndpoint;
+use crate::proxy::split::Split;
 use crate::router::Router;
 use crate::upstream::Upstream;
 
@@ -102,6 +103,8 @@ pub enum Target {
     },
     /// An MCP endpoint whose tools are routes.
     Mcp(Arc<McpEndpoint>),
+    /// A weighted split between upstream pools.
+    Split(Arc<Split>),
 }
 
 /// A fixed response, pre-built at load time.
@@ -218,6 +221,32 @@ impl Snapshot {
                         continue;
                     }
                     Target::Mcp(Arc::new(McpEndpoint::new(m)))
+                }
+                RouteTargetConfig::Split(sp) => {
+                    let at = format!("routes[{i}].target.split");
+                    let mut found = crate::config::validate_split(sp, &at);
+                    let named = sp
+                        .to
+                        .iter()
+                        .enumerate()
+                        .map(|(k, a)| (format!("{at}.to[{k}].upstream"), &a.upstream));
+                    let overridden = sp
+                        .overrides
+                        .iter()
+                        .enumerate()
+                        .map(|(k, o)| (format!("{at}.overrides[{k}].upstream"), &o.upstream));
+                    for (path, name) in named.chain(overridden) {
+                        if !upstreams.contains_key(name) {
+                            found.push(Problem::new(path, format!("unknown upstream `{name}`")));
+                        }
+                    }
+                    match Split::new(sp, |n| upstreams.get(n).cloned()) {
+                        Some(split) if found.is_empty() => Target::Split(Arc::new(split)),
+                        _ => {
+                            problems.extend(found);
+                            continue;
+                        }
+                    }
                 }
             };
             let chain = chains.get(i).cloned().unwrap_or_default();

@@ -29,6 +29,7 @@ mod quickstart;
 mod reload;
 mod resilience;
 mod routing;
+mod split;
 mod tls_h2;
 mod trace_context;
 mod workers;

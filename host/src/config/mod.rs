@@ -16,6 +16,7 @@ pub mod mcp;
 pub mod model;
 pub mod plugins;
 mod schema;
+pub mod split;
 pub mod types;
 mod validate;
 
@@ -28,6 +29,7 @@ pub use mcp::*;
 pub use model::*;
 pub use plugins::*;
 pub use schema::json_schema;
+pub use split::*;
 pub use types::{ByteSize, ConfigDuration, HostPort, ListenAddr, Name};
 pub use validate::validate;
 

@@ -736,6 +736,9 @@ pub enum RouteTargetConfig {
     /// An MCP endpoint (Model Context Protocol, Streamable HTTP) whose tools are
     /// routes of this gateway: `target: { mcp: { tools: [...] } }`.
     Mcp(super::mcp::McpConfig),
+    /// A weighted split between upstream pools (canary, blue/green), optionally
+    /// sticky, with overrides: `target: { split: { to: [...] } }`.
+    Split(super::split::SplitConfig),
 }
 
 /// A fixed response.

@@ -20,6 +20,7 @@ mod echo;
 pub mod edge;
 pub mod headers;
 pub mod mcp;
+pub mod split;
 mod upgrade;
 
 use std::sync::Arc;
@@ -246,6 +247,15 @@ where
             echo::respond(req, *status, route.name.as_str(), &ex.params, limit).await
         }
         Target::Upstream(upstream) => forward(req, upstream, client_upgrade, ex).await,
+        Target::Split(split) => {
+            let choice = split.choose(req.headers(), ex.consumer_name());
+            let cookie = choice.cookie;
+            let mut resp = forward(req, choice.upstream, client_upgrade, ex).await?;
+            if let Some(c) = cookie {
+                resp.headers_mut().append(header::SET_COOKIE, c);
+            }
+            Ok(resp)
+        }
         Target::Mcp(endpoint) => {
             let limit = conn.listener.limits.max_body_bytes;
             mcp::respond(req, conn, snapshot, endpoint, limit, ex).await
