@@ -24,6 +24,7 @@ impl Table {
                 path: path.map(str::to_owned),
                 path_prefix: prefix.map(str::to_owned),
                 headers: Default::default(),
+                query: Default::default(),
             },
             target: RouteTargetConfig::Echo(EchoConfig::default()),
             listeners: Vec::new(),

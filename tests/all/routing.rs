@@ -92,3 +92,38 @@ routes:
     assert_eq!(client.get(&url(gw.addr("public"), "/admin/x")).await.text(), "everywhere");
     gw.shutdown().await;
 }
+
+/// A version chosen by query parameter, header or path prefix: each its own route.
+#[tokio::test]
+async fn a_version_is_chosen_by_query_header_or_path_prefix() {
+    let gw = gateway(&config(
+        r#"
+routes:
+  - name: v1
+    match: { path_prefix: /items }
+    target: { static: { body: v1 } }
+  - name: v2-by-query
+    match: { path_prefix: /items, query: { version: "2" } }
+    target: { static: { body: v2 } }
+  - name: v2-by-header
+    match: { path_prefix: /items, headers: { x-api-version: "2" } }
+    target: { static: { body: v2 } }
+  - name: v2-by-prefix
+    match: { path_prefix: /v2/items }
+    target: { static: { body: v2 } }
+"#,
+    ))
+    .await;
+    let client = Client::http1();
+    let at = |p: &str| url(gw.addr("public"), p);
+    assert_eq!(client.get(&at("/items/7")).await.text(), "v1");
+    assert_eq!(client.get(&at("/items/7?version=2")).await.text(), "v2");
+    assert_eq!(client.get(&at("/items/7?sort=asc&version=2")).await.text(), "v2");
+    assert_eq!(client.get(&at("/items/7?version=3")).await.text(), "v1");
+    assert_eq!(client.get(&at("/v2/items/7")).await.text(), "v2");
+    let req = http::Request::get(at("/items/7"))
+        .header("x-api-version", "2")
+        .body(crate::harness::full(""))
+        .unwrap();
+    assert_eq!(client.send(req).await.text(), "v2");
+}

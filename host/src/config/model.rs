@@ -720,6 +720,10 @@ pub struct MatchConfig {
     /// Header conditions: name → exact value, or `"*"` for "present with any value".
     #[serde(default)]
     pub headers: BTreeMap<String, String>,
+    /// Query-parameter conditions: name → exact value (both compared percent-decoded),
+    /// or `"*"` for "present with any value": `{ version: "2" }` takes `?version=2`.
+    #[serde(default)]
+    pub query: BTreeMap<String, String>,
 }
 
 /// A route's target: exactly one of the forms below.

@@ -263,11 +263,14 @@ where
 /// The input schema of the route `tool`'s path leads to on this listener, when it is
 /// a prompt template; else any object.
 fn route_schema(tool: &Tool, caller: &http::request::Parts, snapshot: &Snapshot, ex: &Exchange) -> Value {
-    let path = tool.path.split('?').next().unwrap_or_default();
+    let (path, query) = match tool.path.split_once('?') {
+        Some((p, q)) => (p, Some(q)),
+        None => (tool.path.as_str(), None),
+    };
     let host = super::headers::request_host(&caller.uri, &caller.headers);
     ex.served
         .as_deref()
-        .and_then(|s| s.router.find(host, &tool.method, path, &caller.headers))
+        .and_then(|s| s.router.find_with_query(host, &tool.method, path, query, &caller.headers))
         .and_then(|found| snapshot.routes[found.route].input_schema.as_deref().cloned())
         .unwrap_or_else(|| json!({"type": "object"}))
 }

@@ -120,7 +120,8 @@ where
     let served = ex.served.as_deref().ok_or(ProxyError::NoRoute)?;
     let host = headers::request_host(req.uri(), req.headers());
     let found =
-        served.router.find(host, req.method(), req.uri().path(), req.headers()).ok_or(ProxyError::NoRoute)?;
+        served.router.find_with_query(host, req.method(), req.uri().path(), req.uri().query(), req.headers());
+    let found = found.ok_or(ProxyError::NoRoute)?;
     let route = &snapshot.routes[found.route];
     ex.route = Some(found.route);
     ex.params = found.params;

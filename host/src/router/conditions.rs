@@ -1,5 +1,5 @@
-//! Method and header conditions: parsing them from config and checking them against a
-//! request.
+//! Method, header and query conditions: parsing them from config and checking them
+//! against a request.
 
 use http::Method;
 use http::header::{HeaderMap, HeaderName};
@@ -109,5 +109,31 @@ impl Ord for HeaderCondition {
 impl PartialOrd for HeaderCondition {
     fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
         Some(self.cmp(other))
+    }
+}
+
+/// One query-parameter condition.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub(super) struct QueryCondition {
+    name: String,
+    /// `None`: present with any value (`"*"` in config).
+    value: Option<String>,
+}
+
+impl QueryCondition {
+    /// Parses one `query` entry.
+    pub(super) fn parse(name: &str, value: &str) -> Result<QueryCondition, String> {
+        if name.is_empty() {
+            return Err("a query parameter has a name".to_owned());
+        }
+        Ok(QueryCondition { name: name.to_owned(), value: (value != "*").then(|| value.to_owned()) })
+    }
+
+    /// Whether the query has the parameter (with the value, unless any is accepted),
+    /// comparing the percent-decoded names and values of every occurrence.
+    pub(super) fn matches(&self, query: Option<&str>) -> bool {
+        let Some(query) = query else { return false };
+        form_urlencoded::parse(query.as_bytes())
+            .any(|(k, v)| k == self.name.as_str() && self.value.as_deref().is_none_or(|want| v == want))
     }
 }

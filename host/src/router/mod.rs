@@ -87,7 +87,7 @@ use http::{HeaderMap, Method};
 
 use crate::config::{Problem, RouteConfig};
 
-use conditions::{HeaderCondition, Methods};
+use conditions::{HeaderCondition, Methods, QueryCondition};
 use host::HostPattern;
 use pattern::PathMatcher;
 use table::{Entry, Table, TableBuilder};
@@ -184,21 +184,34 @@ impl Router {
         path: &str,
         headers: &HeaderMap,
     ) -> Option<RouteMatch> {
+        self.find_with_query(host, method, path, None, headers)
+    }
+
+    /// [`Router::find`] for a request whose target has a query (without the `?`),
+    /// which routes with `match.query` conditions look at.
+    pub fn find_with_query(
+        &self,
+        host: Option<&str>,
+        method: &Method,
+        path: &str,
+        query: Option<&str>,
+        headers: &HeaderMap,
+    ) -> Option<RouteMatch> {
         if let Some(host) = host
             && !host.is_empty()
             && !(self.exact_hosts.is_empty() && self.wildcard_hosts.is_empty())
             && let Some(Some(m)) = host::with_lowercase(host, |host| {
                 let in_exact = self.exact_hosts.get(host);
-                if let Some(m) = in_exact.and_then(|t| t.find(&self.entries, method, path, headers)) {
+                if let Some(m) = in_exact.and_then(|t| t.find(&self.entries, method, path, query, headers)) {
                     return Some(m);
                 }
                 let wildcard = host::wildcard_suffix(host).and_then(|s| self.wildcard_hosts.get(s));
-                wildcard.and_then(|t| t.find(&self.entries, method, path, headers))
+                wildcard.and_then(|t| t.find(&self.entries, method, path, query, headers))
             })
         {
             return Some(m);
         }
-        self.any_host.find(&self.entries, method, path, headers)
+        self.any_host.find(&self.entries, method, path, query, headers)
     }
 }
 
@@ -256,14 +269,28 @@ fn compile(
     headers.sort();
     headers.dedup();
 
+    let mut query = Vec::with_capacity(m.query.len());
+    for (name, value) in &m.query {
+        match QueryCondition::parse(name, value) {
+            Ok(q) => query.push(q),
+            Err(e) => problems.push(Problem::new(at(&format!(".query.{name}")), e)),
+        }
+    }
+
     if problems.len() > before {
         return None;
     }
-    let entry = Entry { config_index: index, methods, headers: headers.into_boxed_slice(), path: path? };
+    let entry = Entry {
+        config_index: index,
+        methods,
+        headers: headers.into_boxed_slice(),
+        query: query.into_boxed_slice(),
+        path: path?,
+    };
     Some((entry, hosts))
 }
 
 /// Two routes with equal keys take exactly the same requests.
 fn match_key(hosts: &BTreeSet<HostPattern>, e: &Entry) -> String {
-    format!("{hosts:?} {:?} {} {:?}", e.methods.key(), e.path.shape(), e.headers)
+    format!("{hosts:?} {:?} {} {:?} {:?}", e.methods.key(), e.path.shape(), e.headers, e.query)
 }

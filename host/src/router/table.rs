@@ -11,14 +11,14 @@
 //!   segment-boundary prefixes, longest first, skipping lengths no prefix has.
 //!
 //! Each list of routes sharing one path condition is sorted by the remaining tie-breaks:
-//! methods listed first, then more header conditions, then config order.
+//! methods listed first, then more header and query conditions, then config order.
 
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, HashMap};
 
 use http::{HeaderMap, Method};
 
-use super::conditions::{HeaderCondition, Methods};
+use super::conditions::{HeaderCondition, Methods, QueryCondition};
 use super::pattern::{self, PathMatcher};
 use super::{Map, RouteMatch};
 
@@ -28,18 +28,22 @@ pub(super) struct Entry {
     pub(super) config_index: usize,
     pub(super) methods: Methods,
     pub(super) headers: Box<[HeaderCondition]>,
+    pub(super) query: Box<[QueryCondition]>,
     pub(super) path: PathMatcher,
 }
 
 impl Entry {
-    /// Method and header conditions.
-    fn accepts(&self, method: &Method, headers: &HeaderMap) -> bool {
-        self.methods.matches(method) && self.headers.iter().all(|h| h.matches(headers))
+    /// Method, header and query conditions.
+    fn accepts(&self, method: &Method, query: Option<&str>, headers: &HeaderMap) -> bool {
+        self.methods.matches(method)
+            && self.headers.iter().all(|h| h.matches(headers))
+            && self.query.iter().all(|q| q.matches(query))
     }
 
-    /// The tie-break after the path: methods listed, more headers, config order.
+    /// The tie-break after the path: methods listed, more header and query
+    /// conditions, config order.
     fn tie_key(&self) -> (bool, Reverse<usize>, usize) {
-        (!self.methods.is_restricted(), Reverse(self.headers.len()), self.config_index)
+        (!self.methods.is_restricted(), Reverse(self.headers.len() + self.query.len()), self.config_index)
     }
 
     fn matched(&self, path: &str) -> RouteMatch {
@@ -208,10 +212,12 @@ impl Table {
         entries: &[Entry],
         method: &Method,
         path: &str,
+        query: Option<&str>,
         headers: &HeaderMap,
     ) -> Option<RouteMatch> {
-        let first =
-            |ids: &[u32]| ids.iter().map(|&id| &entries[id as usize]).find(|e| e.accepts(method, headers));
+        let first = |ids: &[u32]| {
+            ids.iter().map(|&id| &entries[id as usize]).find(|e| e.accepts(method, query, headers))
+        };
 
         if let Some(e) = self.exact.get(path).and_then(|ids| first(ids)) {
             return Some(e.matched(path));
@@ -224,7 +230,7 @@ impl Table {
             if let Some(bucket) = self.buckets.get(segments) {
                 let ok = |e: &Entry| {
                     matches!(&e.path, PathMatcher::Pattern(p) if p.matches(path))
-                        && e.accepts(method, headers)
+                        && e.accepts(method, query, headers)
                 };
                 let mut lists: [&[u32]; MAX_MERGED] = [&[]; MAX_MERGED];
                 let found = match bucket.candidates(rest, &mut lists) {

@@ -44,6 +44,10 @@ impl R {
         self.0.matcher.headers.insert(k.to_owned(), v.to_owned());
         self
     }
+    fn query(mut self, k: &str, v: &str) -> R {
+        self.0.matcher.query.insert(k.to_owned(), v.to_owned());
+        self
+    }
 }
 
 fn build(routes: &[R]) -> Result<Router, Vec<Problem>> {
@@ -440,6 +444,37 @@ fn more_headers_win() {
     assert_eq!(req("/x").header("a", "1").header("b", "x").route(&r), Some(1));
     assert_eq!(req("/x").header("a", "1").route(&r), Some(0));
     assert_eq!(req("/x").route(&r), Some(2));
+}
+
+#[test]
+fn query_conditions_take_decoded_parameters_and_rank_like_headers() {
+    let r = router(&[
+        route("v2").prefix("/api").query("version", "2"),
+        route("beta").prefix("/api").query("beta", "*").header("x-a", "1"),
+        route("any").prefix("/api"),
+    ]);
+    let find = |q: Option<&str>| {
+        r.find_with_query(None, &Method::GET, "/api/x", q, &HeaderMap::new()).map(|m| m.route)
+    };
+    assert_eq!(find(Some("version=2")), Some(0));
+    assert_eq!(find(Some("a=1&version=2&b")), Some(0), "anywhere in the query");
+    assert_eq!(find(Some("version=%32")), Some(0), "percent-decoded");
+    assert_eq!(find(Some("version=1")), Some(2));
+    assert_eq!(find(Some("versions=2")), Some(2), "the whole name");
+    assert_eq!(find(None), Some(2));
+    assert_eq!(find(Some("beta")), Some(2), "`beta` needs its header too");
+    let both = r.find_with_query(None, &Method::GET, "/api/x", Some("beta&version=2"), &{
+        let mut h = HeaderMap::new();
+        h.insert("x-a", HeaderValue::from_static("1"));
+        h
+    });
+    assert_eq!(both.map(|m| m.route), Some(1), "two conditions outrank one");
+    // `find` has no query: only routes without query conditions take it.
+    assert_eq!(req("/api/x").route(&r), Some(2));
+    // The same conditions twice is a duplicate; another value is not.
+    let dup = problems(&[route("a").path("/x").query("v", "1"), route("b").path("/x").query("v", "1")]);
+    assert_eq!(dup.len(), 1, "{dup:?}");
+    assert!(build(&[route("a").path("/x").query("v", "1"), route("b").path("/x").query("v", "2")]).is_ok());
 }
 
 #[test]
