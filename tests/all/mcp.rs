@@ -233,13 +233,7 @@ async def main(url):
 asyncio.run(main(sys.argv[1]))
 "#;
     let endpoint = url(gw.addr("public"), "/mcp");
-    let out = tokio::task::spawn_blocking(move || {
-        std::process::Command::new("python3").args(["-c", script, &endpoint]).output().unwrap()
-    })
-    .await
-    .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    let stdout = python(script, endpoint).await;
     // The SDK probed for a later revision, then fell back to the handshake.
     assert!(stdout.contains("server test-tools 2025-11-25"), "{stdout}");
     assert!(stdout.contains("tools echo,whoami"), "{stdout}");
@@ -371,13 +365,7 @@ async def main(url):
 asyncio.run(main(sys.argv[1]))
 "#;
     let endpoint = url(gw.addr("public"), "/mcp");
-    let out = tokio::task::spawn_blocking(move || {
-        std::process::Command::new("python3").args(["-c", script, &endpoint]).output().unwrap()
-    })
-    .await
-    .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    let stdout = python(script, endpoint).await;
     assert!(stdout.contains("tools add,shout\n"), "delete_everything is hidden: {stdout}");
     assert!(stdout.contains("add False 5"), "{stdout}");
     assert!(stdout.contains("shout 0 False HI") && stdout.contains("shout 1 False HI"), "{stdout}");
@@ -393,4 +381,16 @@ asyncio.run(main(sys.argv[1]))
     let noted =
         |tool: &str| calls.iter().filter(|l| l["annotations"].contains(&format!("mcp.tool={tool}"))).count();
     assert_eq!((noted("add"), noted("shout"), noted("delete_everything")), (1, 3, 1), "{calls:?}");
+}
+
+/// Runs `script` with `python3 -c` and `arg`; its stdout, once it succeeded.
+async fn python(script: &'static str, arg: String) -> String {
+    let out = tokio::task::spawn_blocking(move || {
+        std::process::Command::new("python3").args(["-c", script, &arg]).output().unwrap()
+    })
+    .await
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    stdout
 }
