@@ -65,8 +65,8 @@ impl TraceParent {
     }
 }
 
-/// `N` bytes from `2N` lowercase hex digits.
-fn hex<const N: usize>(s: &[u8]) -> Option<[u8; N]> {
+/// `N` bytes from `2N` lowercase hex digits (trace context ids, MCP session ids).
+pub(crate) fn hex<const N: usize>(s: &[u8]) -> Option<[u8; N]> {
     fn digit(c: u8) -> Option<u8> {
         match c {
             b'0'..=b'9' => Some(c - b'0'),
@@ -89,7 +89,8 @@ fn to_hex(bytes: &[u8], out: &mut String) {
     }
 }
 
-/// A trace or span id as lowercase hex digits (the access log's `trace_id`).
+/// A trace or span id (or any bytes) as lowercase hex digits (the access log's
+/// `trace_id`).
 pub fn id_hex(id: &[u8]) -> String {
     let mut s = String::with_capacity(2 * id.len());
     to_hex(id, &mut s);

@@ -30,6 +30,7 @@ use crate::config::{DEFAULT_MCP_NAME, McpConfig};
 use crate::error::ProxyError;
 use crate::exchange::Exchange;
 use crate::listener::ConnInfo;
+use crate::observability::trace::{hex, id_hex};
 use crate::plugins::Annotations;
 use crate::snapshot::Snapshot;
 
@@ -362,30 +363,19 @@ fn session_key() -> &'static ring::hmac::Key {
     })
 }
 
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
 /// A new session id: 16 random bytes and their HMAC, in hex.
 fn new_session() -> String {
     let mut nonce = [0u8; 16];
     ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut nonce)
         .expect("the system's random source works");
     let tag = ring::hmac::sign(session_key(), &nonce);
-    format!("{}{}", hex(&nonce), hex(tag.as_ref()))
+    format!("{}{}", id_hex(&nonce), id_hex(tag.as_ref()))
 }
 
 /// True for an id [`new_session`] made in this process.
 fn valid_session(id: &[u8]) -> bool {
-    let unhex = |s: &[u8]| -> Option<Vec<u8>> {
-        s.chunks(2)
-            .map(|p| std::str::from_utf8(p).ok().and_then(|h| u8::from_str_radix(h, 16).ok()))
-            .collect()
-    };
-    if id.len() != 96 {
-        return false;
-    }
-    match (unhex(&id[..32]), unhex(&id[32..])) {
+    let Some((nonce, tag)) = id.split_at_checked(32) else { return false };
+    match (hex::<16>(nonce), hex::<32>(tag)) {
         (Some(nonce), Some(tag)) => ring::hmac::verify(session_key(), &nonce, &tag).is_ok(),
         _ => false,
     }
