@@ -224,22 +224,7 @@ impl Snapshot {
                 }
                 RouteTargetConfig::Split(sp) => {
                     let at = format!("routes[{i}].target.split");
-                    let mut found = crate::config::validate_split(sp, &at);
-                    let named = sp
-                        .to
-                        .iter()
-                        .enumerate()
-                        .map(|(k, a)| (format!("{at}.to[{k}].upstream"), &a.upstream));
-                    let overridden = sp
-                        .overrides
-                        .iter()
-                        .enumerate()
-                        .map(|(k, o)| (format!("{at}.overrides[{k}].upstream"), &o.upstream));
-                    for (path, name) in named.chain(overridden) {
-                        if !upstreams.contains_key(name) {
-                            found.push(Problem::new(path, format!("unknown upstream `{name}`")));
-                        }
-                    }
+                    let found = crate::config::validate_split(sp, &at, |n| upstreams.contains_key(n));
                     match Split::new(sp, |n| upstreams.get(n).cloned()) {
                         Some(split) if found.is_empty() => Target::Split(Arc::new(split)),
                         _ => {

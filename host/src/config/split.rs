@@ -1,6 +1,6 @@
 //! The `split` route target: a weighted split of a route's requests between upstream
 //! pools (canary and blue/green rollouts), optionally sticky, with overrides. Checked
-//! by [`validate_split`]; the upstream names are checked when the snapshot is built.
+//! by [`validate_split`] when the snapshot is built (it needs the upstream names).
 
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -67,9 +67,18 @@ pub struct SplitOverrideConfig {
     pub upstream: Name,
 }
 
-/// Every problem of a split target at `at` (but unknown upstreams).
-pub fn validate_split(s: &SplitConfig, at: &str) -> Vec<Problem> {
+/// Every problem of a split target at `at`; `known` tells the upstream names that
+/// exist.
+pub fn validate_split(s: &SplitConfig, at: &str, known: impl Fn(&str) -> bool) -> Vec<Problem> {
     let mut problems = Vec::new();
+    let arms = s.to.iter().enumerate().map(|(k, a)| (format!("{at}.to[{k}].upstream"), &a.upstream));
+    let overrides =
+        s.overrides.iter().enumerate().map(|(k, o)| (format!("{at}.overrides[{k}].upstream"), &o.upstream));
+    let mut unknown: Vec<Problem> = arms
+        .chain(overrides)
+        .filter(|(_, name)| !known(name.as_str()))
+        .map(|(path, name)| Problem::new(path, format!("unknown upstream `{name}`")))
+        .collect();
     if s.to.is_empty() {
         problems.push(Problem::new(format!("{at}.to"), "a split needs at least one upstream"));
     }
@@ -108,6 +117,7 @@ pub fn validate_split(s: &SplitConfig, at: &str) -> Vec<Problem> {
             problems.push(Problem::new(format!("{at}.overrides[{k}].value"), "not a valid header value"));
         }
     }
+    problems.append(&mut unknown);
     problems
 }
 
