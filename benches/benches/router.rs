@@ -30,6 +30,7 @@ impl Table {
             listeners: Vec::new(),
             plugins: Vec::new(),
             upgrades: Vec::new(),
+            cache: None,
         });
     }
 

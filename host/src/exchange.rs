@@ -77,6 +77,8 @@ pub struct Exchange {
     pub upstream: Option<Arc<str>>,
     /// How long the upstream took to answer with a response head.
     pub upstream_took: Option<Duration>,
+    /// What the route's response cache did (`HIT`, `MISS`, …), when it has one.
+    pub cache: Option<&'static str>,
     /// Error code when the gateway answered with an error.
     pub error: Option<&'static str>,
     /// Response status.
@@ -119,6 +121,7 @@ impl Exchange {
             hold: None,
             upstream: None,
             upstream_took: None,
+            cache: None,
             error: None,
             status: StatusCode::OK,
             head_micros: 0,

@@ -14,6 +14,7 @@
 //! [`Gateway::builder`].
 
 pub mod body;
+pub mod cache;
 pub mod cli;
 pub mod config;
 pub mod devkit;

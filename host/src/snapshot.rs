@@ -8,6 +8,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 
+use crate::cache::RouteCache;
 use crate::config::{LoadedConfig, Name, Problem, RouteTargetConfig};
 use crate::listener::ListenerSpec;
 use crate::observability::call_log::CallLog;
@@ -87,6 +88,8 @@ pub struct Route {
     /// plugin's `prompt.input_schema`): an MCP tool whose path leads here takes it
     /// when it has none of its own.
     pub input_schema: Option<Arc<serde_json::Value>>,
+    /// Its response cache, in front of its upstream.
+    pub cache: Option<Arc<crate::cache::RouteCache>>,
 }
 
 /// Where a route's requests go.
@@ -191,6 +194,18 @@ impl Snapshot {
             Vec::new()
         });
 
+        // The store of the routes' caches, opened only when a route has one.
+        let cache_store = if cfg.routes.iter().any(|r| r.cache.is_some()) {
+            let mut kv_problem = None;
+            let store = crate::cache::store_for(&cfg.server.cache, || {
+                crate::plugins::load::open_kv(&config, options).map_err(|p| kv_problem = Some(p)).ok()
+            });
+            problems.extend(kv_problem);
+            store
+        } else {
+            None
+        };
+
         let mut routes = Vec::with_capacity(cfg.routes.len());
         for (i, r) in cfg.routes.iter().enumerate() {
             let target = match &r.target {
@@ -237,7 +252,11 @@ impl Snapshot {
             let chain = chains.get(i).cloned().unwrap_or_default();
             let upgrades = r.upgrades.iter().map(|u| u.to_ascii_lowercase().into_boxed_str()).collect();
             let input_schema = prompt_input_schema(r).map(Arc::new);
-            routes.push(Route { name: r.name.clone(), target, chain, upgrades, input_schema });
+            let cache = match (&r.cache, &cache_store) {
+                (Some(c), Some(store)) => Some(Arc::new(RouteCache::new(c, store.clone()))),
+                _ => None,
+            };
+            routes.push(Route { name: r.name.clone(), target, chain, upgrades, input_schema, cache });
         }
 
         let mut listeners = Vec::new();

@@ -7,6 +7,7 @@ mod builtin_auth;
 mod builtin_cors;
 mod builtin_rate_limit;
 mod builtin_transform;
+mod cache;
 mod call_log;
 mod config_ui;
 mod dashboard;

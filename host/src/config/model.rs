@@ -121,6 +121,9 @@ pub struct ServerConfig {
     /// through the admin API (`/-/calls`, `/-/calls/stats`). Absent: off.
     #[serde(default)]
     pub call_log: Option<CallLogConfig>,
+    /// Where the routes' response caches keep their entries (in memory by default).
+    #[serde(default)]
+    pub cache: super::cache::CacheStoreConfig,
 }
 
 /// The call log. Records are written in batches by a thread of their own; the request
@@ -690,6 +693,10 @@ pub struct RouteConfig {
     /// gets `502`. Default `[websocket]`; `h2c` is only tunnelled when listed.
     #[serde(default = "default_upgrades")]
     pub upgrades: Vec<String>,
+    /// Response caching for this route's `GET` and `HEAD` requests (see the README's
+    /// "Caching"). Absent: off. Only with an `upstream` or `split` target.
+    #[serde(default)]
+    pub cache: Option<super::cache::RouteCacheConfig>,
 }
 
 fn default_upgrades() -> Vec<String> {

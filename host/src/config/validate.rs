@@ -41,6 +41,8 @@ pub fn validate(config: &Config) -> Vec<Problem> {
     }
     v.routes(config);
     v.problems.extend(super::kv::validate_kv(&config.plugins.kv));
+    let kv_is_redis = config.plugins.kv.backend == super::KvBackendConfig::Redis;
+    v.problems.extend(super::cache::validate_cache_store(&config.server.cache, kv_is_redis));
     v.problems
 }
 
@@ -334,6 +336,15 @@ impl Validator {
             && !config.upstreams.contains_key(u)
         {
             self.push(format!("{path}.target.upstream"), unknown_upstream(u, &config.upstreams));
+        }
+        if let Some(c) = &r.cache {
+            self.problems.extend(super::cache::validate_route_cache(c, &format!("{path}.cache")));
+            if !matches!(r.target, RouteTargetConfig::Upstream(_) | RouteTargetConfig::Split(_)) {
+                self.push(
+                    format!("{path}.cache"),
+                    "a cache only goes in front of an `upstream` or `split` target",
+                );
+            }
         }
         for (j, u) in r.upgrades.iter().enumerate() {
             if !is_token(u) {

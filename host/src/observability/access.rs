@@ -100,6 +100,7 @@ impl Exchange {
             route = self.route_name(),
             upstream = self.upstream.as_deref().unwrap_or("-"),
             consumer = self.consumer_name().unwrap_or("-"),
+            cache = self.cache.unwrap_or("-"),
             annotations = %self.annotations.as_ref().map_or_else(String::new, ToString::to_string),
             status = self.status.as_u16(),
             error = self.error.unwrap_or("-"),

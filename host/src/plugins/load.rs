@@ -248,42 +248,52 @@ impl<'a> Loader<'a> {
 
     /// A secret's value, read at load; problems are reported at `path`.
     fn secret(&self, path: &str, src: &SecretSourceConfig) -> Result<String, Problem> {
-        match src {
-            SecretSourceConfig::Env(var) => std::env::var(var)
-                .map_err(|_| Problem::new(path, format!("environment variable `{var}` is not set"))),
-            SecretSourceConfig::File(f) => {
-                let file = self.loaded.resolve_path(f);
-                std::fs::read_to_string(&file)
-                    .map(|v| v.trim_end_matches(['\n', '\r']).to_owned())
-                    .map_err(|e| Problem::new(path, format!("cannot read {}: {e}", file.display())))
-            }
-        }
+        read_secret(self.loaded, path, src)
     }
 
-    /// The store of `plugins.kv`: the process-wide in-process store, or Redis (sharing
-    /// a live connection with the same settings, so reloads do not reconnect).
     fn open_kv(&self) -> Result<Arc<dyn KvStore>, Problem> {
-        if let Some(kv) = &self.options.kv {
-            return Ok(Arc::clone(kv));
+        open_kv(self.loaded, self.options)
+    }
+}
+
+/// A secret's value, read at load; problems are reported at `path`.
+fn read_secret(loaded: &LoadedConfig, path: &str, src: &SecretSourceConfig) -> Result<String, Problem> {
+    match src {
+        SecretSourceConfig::Env(var) => std::env::var(var)
+            .map_err(|_| Problem::new(path, format!("environment variable `{var}` is not set"))),
+        SecretSourceConfig::File(f) => {
+            let file = loaded.resolve_path(f);
+            std::fs::read_to_string(&file)
+                .map(|v| v.trim_end_matches(['\n', '\r']).to_owned())
+                .map_err(|e| Problem::new(path, format!("cannot read {}: {e}", file.display())))
         }
-        let kv = &self.loaded.config.plugins.kv;
-        match kv.backend {
-            KvBackendConfig::InProcess => {
-                Ok(InProcessKv::global(kv.max_bytes.unwrap_or(DEFAULT_KV_MAX_BYTES).0 as usize))
-            }
-            KvBackendConfig::Redis => {
-                let password =
-                    kv.password.as_ref().map(|p| self.secret("plugins.kv.password", p)).transpose()?;
-                let settings = RedisSettings {
-                    url: kv.url.clone().unwrap_or_else(|| DEFAULT_KV_REDIS_URL.to_owned()),
-                    password,
-                    timeout: kv.timeout.unwrap_or(DEFAULT_KV_TIMEOUT).get(),
-                    connect_timeout: kv.connect_timeout.unwrap_or(DEFAULT_KV_CONNECT_TIMEOUT).get(),
-                    key_prefix: kv.key_prefix.clone().unwrap_or_else(|| DEFAULT_KV_KEY_PREFIX.to_owned()),
-                };
-                let store = RedisKv::open(&settings).map_err(|m| Problem::new("plugins.kv.url", m))?;
-                Ok(Arc::new(store))
-            }
+    }
+}
+
+/// The store of `plugins.kv`: the process-wide in-process store, or Redis (sharing a
+/// live connection with the same settings, so reloads do not reconnect). The plugin
+/// `kv` API and the `redis` response cache use it.
+pub fn open_kv(loaded: &LoadedConfig, options: &LoadOptions) -> Result<Arc<dyn KvStore>, Problem> {
+    if let Some(kv) = &options.kv {
+        return Ok(Arc::clone(kv));
+    }
+    let kv = &loaded.config.plugins.kv;
+    match kv.backend {
+        KvBackendConfig::InProcess => {
+            Ok(InProcessKv::global(kv.max_bytes.unwrap_or(DEFAULT_KV_MAX_BYTES).0 as usize))
+        }
+        KvBackendConfig::Redis => {
+            let password =
+                kv.password.as_ref().map(|p| read_secret(loaded, "plugins.kv.password", p)).transpose()?;
+            let settings = RedisSettings {
+                url: kv.url.clone().unwrap_or_else(|| DEFAULT_KV_REDIS_URL.to_owned()),
+                password,
+                timeout: kv.timeout.unwrap_or(DEFAULT_KV_TIMEOUT).get(),
+                connect_timeout: kv.connect_timeout.unwrap_or(DEFAULT_KV_CONNECT_TIMEOUT).get(),
+                key_prefix: kv.key_prefix.clone().unwrap_or_else(|| DEFAULT_KV_KEY_PREFIX.to_owned()),
+            };
+            let store = RedisKv::open(&settings).map_err(|m| Problem::new("plugins.kv.url", m))?;
+            Ok(Arc::new(store))
         }
     }
 }

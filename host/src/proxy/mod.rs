@@ -7,7 +7,7 @@
 //!          (allowed upgrades only, strip hop-by-hop, forwarding headers, request id
 //!          header) ─ [chain: request phase] ─┬─ static → response
 //!                                            ├─ echo   → response
-//!                                            └─ upstream → Upstream::forward
+//!                                            └─ upstream → [cache] → Upstream::forward
 //!        ─ [chain: response phase] ─ response: strip hop-by-hop, request id
 //!        ─ when the body ends: route metrics, access log, call log, trace span
 //! ```
@@ -15,6 +15,7 @@
 //! Plugins see the request as the target will get it: the edge's work is done once,
 //! before the chain.
 
+mod cache;
 mod client_body;
 mod echo;
 pub mod edge;
@@ -239,7 +240,7 @@ where
         && let Some(upstream) = snapshot.upstreams.get(chosen.0.as_str())
     {
         let upstream = Arc::clone(upstream);
-        return forward(req, &upstream, client_upgrade, ex).await;
+        return send(req, &upstream, route, client_upgrade, ex).await;
     }
     match &route.target {
         Target::Static(s) => Ok(static_response(s)),
@@ -247,11 +248,11 @@ where
             let limit = conn.listener.limits.max_body_bytes;
             echo::respond(req, *status, route.name.as_str(), &ex.params, limit).await
         }
-        Target::Upstream(upstream) => forward(req, upstream, client_upgrade, ex).await,
+        Target::Upstream(upstream) => send(req, upstream, route, client_upgrade, ex).await,
         Target::Split(split) => {
             let choice = split.choose(req.headers(), ex.consumer_name());
             let cookie = choice.cookie;
-            let mut resp = forward(req, choice.upstream, client_upgrade, ex).await?;
+            let mut resp = send(req, choice.upstream, route, client_upgrade, ex).await?;
             if let Some(c) = cookie {
                 resp.headers_mut().append(header::SET_COOKIE, c);
             }
@@ -261,6 +262,24 @@ where
             let limit = conn.listener.limits.max_body_bytes;
             mcp::respond(req, conn, snapshot, endpoint, limit, ex).await
         }
+    }
+}
+
+/// Sends the request to `upstream`, through the route's cache when it has one.
+async fn send<B>(
+    req: Request<B>,
+    upstream: &Arc<Upstream>,
+    route: &Route,
+    client_upgrade: Option<ClientUpgrade>,
+    ex: &mut Exchange,
+) -> Result<Response<Body>, ProxyError>
+where
+    B: http_body::Body<Data = bytes::Bytes> + Send + 'static,
+    B::Error: Into<body::BoxError>,
+{
+    match &route.cache {
+        Some(cache) => cache::serve(req, upstream, cache, client_upgrade, ex).await,
+        None => forward(req, upstream, client_upgrade, ex).await,
     }
 }
 

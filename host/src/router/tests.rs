@@ -20,6 +20,7 @@ fn route(name: &str) -> R {
         listeners: Vec::new(),
         plugins: Vec::new(),
         upgrades: Vec::new(),
+        cache: None,
     })
 }
 
