@@ -15,6 +15,29 @@ pub fn empty() -> Body {
     Empty::new().map_err(|never| match never {}).boxed_unsync()
 }
 
+/// Why [`read_limited`] gave up.
+#[derive(Debug)]
+pub enum ReadError {
+    /// The body is longer than the limit.
+    TooLong,
+    /// The body failed.
+    Failed(BoxError),
+}
+
+/// The whole of `body`, if it ends within `limit` bytes.
+pub async fn read_limited(mut body: Body, limit: usize) -> Result<Bytes, ReadError> {
+    let mut whole = bytes::BytesMut::new();
+    while let Some(frame) = body.frame().await {
+        if let Some(data) = frame.map_err(ReadError::Failed)?.data_ref() {
+            if whole.len() + data.len() > limit {
+                return Err(ReadError::TooLong);
+            }
+            whole.extend_from_slice(data);
+        }
+    }
+    Ok(whole.freeze())
+}
+
 /// A body holding `bytes`.
 pub fn full(bytes: impl Into<Bytes>) -> Body {
     Full::new(bytes.into()).map_err(|never| match never {}).boxed_unsync()

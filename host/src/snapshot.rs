@@ -15,6 +15,7 @@ use crate::observability::call_log::CallLog;
 use crate::observability::metrics::RouteMetrics;
 use crate::observability::trace::Tracer;
 use crate::plugins::LoadOptions;
+use crate::proxy::aggregate::Aggregate;
 use crate::proxy::mcp::McpEndpoint;
 use crate::proxy::split::Split;
 use crate::router::Router;
@@ -108,6 +109,8 @@ pub enum Target {
     Mcp(Arc<McpEndpoint>),
     /// A weighted split between upstream pools.
     Split(Arc<Split>),
+    /// Parallel upstream calls composed into one JSON answer.
+    Aggregate(Arc<Aggregate>),
 }
 
 /// A fixed response, pre-built at load time.
@@ -236,6 +239,17 @@ impl Snapshot {
                         continue;
                     }
                     Target::Mcp(Arc::new(McpEndpoint::new(m)))
+                }
+                RouteTargetConfig::Aggregate(a) => {
+                    let at = format!("routes[{i}].target.aggregate");
+                    let found = crate::config::validate_aggregate(a, &at, |n| upstreams.contains_key(n));
+                    match Aggregate::new(a, |n| upstreams.get(n).cloned()) {
+                        Some(agg) if found.is_empty() => Target::Aggregate(Arc::new(agg)),
+                        _ => {
+                            problems.extend(found);
+                            continue;
+                        }
+                    }
                 }
                 RouteTargetConfig::Split(sp) => {
                     let at = format!("routes[{i}].target.split");

@@ -2,6 +2,7 @@
 //! One binary, many modules (one link, fast CI).
 
 mod admin_token;
+mod aggregate;
 mod builtin_ai;
 mod builtin_auth;
 mod builtin_cors;

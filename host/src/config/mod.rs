@@ -10,6 +10,7 @@
 //! A config with problems never goes live: at startup the process exits with every
 //! problem listed, on reload the previous snapshot keeps serving.
 
+pub mod aggregate;
 pub mod cache;
 pub mod kv;
 mod locate;
@@ -24,6 +25,7 @@ mod validate;
 use std::fmt;
 use std::path::{Path, PathBuf};
 
+pub use aggregate::*;
 pub use cache::*;
 pub use kv::*;
 pub use locate::SourceMap;

@@ -750,6 +750,9 @@ pub enum RouteTargetConfig {
     /// A weighted split between upstream pools (canary, blue/green), optionally
     /// sticky, with overrides: `target: { split: { to: [...] } }`.
     Split(super::split::SplitConfig),
+    /// Several upstream calls made in parallel, their JSON answers composed into one
+    /// object: `target: { aggregate: { calls: [...] } }`.
+    Aggregate(super::aggregate::AggregateConfig),
 }
 
 /// A fixed response.

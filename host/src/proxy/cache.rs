@@ -24,7 +24,6 @@ use bytes::{Bytes, BytesMut};
 use http::request::Parts;
 use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, header};
 use http_body::Frame;
-use http_body_util::BodyExt as _;
 
 use super::headers::request_host;
 use crate::body::{self, Body, BoxError};
@@ -407,7 +406,7 @@ impl Refresh {
             let Some(names) = policy::vary_names(resp.headers()) else { return };
             let values = policy::vary_values(&request, &names);
             let (parts, body) = resp.into_parts();
-            let Some(body) = read_whole(body, cache.max_body).await else { return };
+            let Ok(body) = body::read_limited(body, cache.max_body).await else { return };
             Some(Arc::new(Entry {
                 status: parts.status,
                 initial_age: initial_age(&parts.headers),
@@ -424,18 +423,4 @@ impl Refresh {
         }
         drop(self.guard);
     }
-}
-
-/// The whole of `body`, or `None` when it fails or is longer than `limit`.
-async fn read_whole(mut body: Body, limit: usize) -> Option<Bytes> {
-    let mut whole = BytesMut::new();
-    while let Some(frame) = body.frame().await {
-        if let Some(data) = frame.ok()?.data_ref() {
-            if whole.len() + data.len() > limit {
-                return None;
-            }
-            whole.extend_from_slice(data);
-        }
-    }
-    Some(whole.freeze())
 }

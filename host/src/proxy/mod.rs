@@ -7,6 +7,7 @@
 //!          (allowed upgrades only, strip hop-by-hop, forwarding headers, request id
 //!          header) ─ [chain: request phase] ─┬─ static → response
 //!                                            ├─ echo   → response
+//!                                            ├─ aggregate → parallel Upstream::forward calls
 //!                                            └─ upstream → [cache] → Upstream::forward
 //!        ─ [chain: response phase] ─ response: strip hop-by-hop, request id
 //!        ─ when the body ends: route metrics, access log, call log, trace span
@@ -15,6 +16,7 @@
 //! Plugins see the request as the target will get it: the edge's work is done once,
 //! before the chain.
 
+pub mod aggregate;
 mod cache;
 mod client_body;
 mod echo;
@@ -258,6 +260,7 @@ where
             }
             Ok(resp)
         }
+        Target::Aggregate(agg) => aggregate::respond(req, agg, ex).await,
         Target::Mcp(endpoint) => {
             let limit = conn.listener.limits.max_body_bytes;
             mcp::respond(req, conn, snapshot, endpoint, limit, ex).await
