@@ -10,6 +10,10 @@
 #                 header: the least any three-plugin chain costs (sluice-floor.yaml.in)
 #   sluice-split  Sluice whose route is a 90/10 `split` between two pools of the same
 #                 upstream: what a canary split costs over `sluice` (sluice-split.yaml.in)
+#   nginx-cache   nginx with `proxy_cache` (nginx-cache.conf.in) and
+#   sluice-cache  Sluice with a route `cache` (sluice-cache.yaml.in): after the first
+#                 request every request is a cache hit; the upstream is not asked
+#   PEERS="nginx-cache sluice-cache" benches/load/run.sh   # a cache hit vs nginx's
 #   PEERS="sluice sluice-chain" benches/load/run.sh      # P2: the chain vs an empty chain
 #   PEERS="nginx-lua sluice-chain" benches/load/run.sh   # P3: vs nginx + Lua
 # With either of them, every peer's requests carry the same `Authorization: Bearer`
@@ -61,7 +65,7 @@
 #                                 request, not req/s
 #   BASE_PORT=19080               upstream BASE_PORT, nginx +1, sluice +2, haproxy +3,
 #                                 sluice-chain +4, nginx-lua +5, sluice-floor +6,
-#                                 sluice-split +7
+#                                 sluice-split +7, nginx-cache +8, sluice-cache +9
 #   RL_RATE=1000000               the rate limit of the policy peers (per second, burst
 #                                 the same): high, so every request is checked and passes
 #   JWT_CACHE=0                   sluice-chain's auth `jwt.cache_entries`: 0 verifies every
@@ -97,6 +101,8 @@ SLUICE_CHAIN_PORT=$((BASE_PORT + 4))
 NGINX_LUA_PORT=$((BASE_PORT + 5))
 SLUICE_FLOOR_PORT=$((BASE_PORT + 6))
 SLUICE_SPLIT_PORT=$((BASE_PORT + 7))
+NGINX_CACHE_PORT=$((BASE_PORT + 8))
+SLUICE_CACHE_PORT=$((BASE_PORT + 9))
 RL_RATE=${RL_RATE:-1000000}
 JWT_CACHE=${JWT_CACHE:-0}
 JWT_SECRET=bench-secret-0123456789abcdef0123
@@ -147,13 +153,13 @@ fi
 read -r -a PEER_LIST <<<"$PEERS"
 for p in "${PEER_LIST[@]}"; do
     case $p in
-        nginx | sluice | sluice-chain | sluice-floor | sluice-split) ;;
+        nginx | sluice | sluice-chain | sluice-floor | sluice-split | nginx-cache | sluice-cache) ;;
         haproxy) need haproxy "apt-get install -y haproxy" ;;
         nginx-lua)
             [[ -f /usr/lib/nginx/modules/ngx_http_lua_module.so ]] ||
                 die "nginx-lua needs the Lua module: apt-get install -y libnginx-mod-http-lua lua-cjson"
             ;;
-        *) die "unknown peer '$p' (nginx, sluice, haproxy, sluice-chain, nginx-lua, sluice-floor, sluice-split)" ;;
+        *) die "unknown peer '$p' (nginx, sluice, haproxy, sluice-chain, nginx-lua, sluice-floor, sluice-split, nginx-cache, sluice-cache)" ;;
     esac
 done
 # The policy peers need a token; every peer gets the same request.
@@ -208,6 +214,7 @@ render() { # render TEMPLATE OUT
         -e "s|@SLUICE_CHAIN_PORT@|$SLUICE_CHAIN_PORT|g" -e "s|@NGINX_LUA_PORT@|$NGINX_LUA_PORT|g" \
         -e "s|@SLUICE_FLOOR_PORT@|$SLUICE_FLOOR_PORT|g" -e "s|@WORKERS@|$WORKERS|g" \
         -e "s|@SLUICE_SPLIT_PORT@|$SLUICE_SPLIT_PORT|g" \
+        -e "s|@NGINX_CACHE_PORT@|$NGINX_CACHE_PORT|g" -e "s|@SLUICE_CACHE_PORT@|$SLUICE_CACHE_PORT|g" \
         -e "s|@JWT_SECRET@|$JWT_SECRET|g" -e "s|@RL_RATE@|$RL_RATE|g" -e "s|@JWT_CACHE@|$JWT_CACHE|g" \
         -e "s|@NGINX_ACCESS_LOG@|$NGINX_ACCESS_LOG|g" \
         -e "s|@SLUICE_ACCESS_LOG@|$SLUICE_ACCESS_LOG|g" -e "s|@SLUICE_CALL_LOG@|$SLUICE_CALL_LOG|g" "$1" >"$2"
@@ -225,7 +232,7 @@ else
     SLUICE_ACCESS_LOG=false
 fi
 chmod 755 "$TMP" # nginx's worker drops to an unprivileged user when started as root
-mkdir -p "$TMP"/nginx-{client-body,proxy,fastcgi,uwsgi,scgi}
+mkdir -p "$TMP"/nginx-{client-body,proxy,fastcgi,uwsgi,scgi,cache}
 render "$HERE/nginx.conf.in" "$TMP/nginx.conf"
 render "$HERE/sluice.yaml.in" "$TMP/sluice.yaml"
 render "$HERE/haproxy.cfg.in" "$TMP/haproxy.cfg"
@@ -233,10 +240,12 @@ render "$HERE/sluice-chain.yaml.in" "$TMP/sluice-chain.yaml"
 render "$HERE/nginx-lua.conf.in" "$TMP/nginx-lua.conf"
 render "$HERE/sluice-floor.yaml.in" "$TMP/sluice-floor.yaml"
 render "$HERE/sluice-split.yaml.in" "$TMP/sluice-split.yaml"
+render "$HERE/nginx-cache.conf.in" "$TMP/nginx-cache.conf"
+render "$HERE/sluice-cache.yaml.in" "$TMP/sluice-cache.yaml"
 
 declare -A PORT=([nginx]=$NGINX_PORT [sluice]=$SLUICE_PORT [haproxy]=$HAPROXY_PORT
     [sluice-chain]=$SLUICE_CHAIN_PORT [nginx-lua]=$NGINX_LUA_PORT [sluice-floor]=$SLUICE_FLOOR_PORT
-    [sluice-split]=$SLUICE_SPLIT_PORT)
+    [sluice-split]=$SLUICE_SPLIT_PORT [nginx-cache]=$NGINX_CACHE_PORT [sluice-cache]=$SLUICE_CACHE_PORT)
 declare -A MAIN_PID=()
 
 "${PRIO[@]}" taskset -c "$LOAD_CPU" "$UPSTREAM_BIN" --addr "127.0.0.1:$UPSTREAM_PORT" --threads 1 \
@@ -254,13 +263,13 @@ start_peer() {
             "${PRIO[@]}" taskset -c "$PROXY_CPU" nginx -p "$TMP" -c "$TMP/nginx.conf" \
                 -e "$TMP/nginx-error.log" >"$TMP/nginx.log" 2>&1 &
             ;;
-        nginx-lua)
-            nginx -t -q -p "$TMP" -c "$TMP/nginx-lua.conf" -e "$TMP/nginx-lua-error.log" ||
-                die "nginx rejected $TMP/nginx-lua.conf"
-            "${PRIO[@]}" taskset -c "$PROXY_CPU" nginx -p "$TMP" -c "$TMP/nginx-lua.conf" \
-                -e "$TMP/nginx-lua-error.log" >"$TMP/nginx-lua.log" 2>&1 &
+        nginx-lua | nginx-cache)
+            nginx -t -q -p "$TMP" -c "$TMP/$p.conf" -e "$TMP/$p-error.log" ||
+                die "nginx rejected $TMP/$p.conf"
+            "${PRIO[@]}" taskset -c "$PROXY_CPU" nginx -p "$TMP" -c "$TMP/$p.conf" \
+                -e "$TMP/$p-error.log" >"$TMP/$p.log" 2>&1 &
             ;;
-        sluice | sluice-chain | sluice-floor | sluice-split)
+        sluice | sluice-chain | sluice-floor | sluice-split | sluice-cache)
             local conf=$TMP/$p.yaml
             "$SLUICE_BIN" check "$conf" >&2 || die "sluice rejected $conf"
             local env=()
@@ -291,7 +300,7 @@ ACCESS_LOG_SLUICE=$ACCESS_LOG
 cpu_ticks() {
     local p=$1 main=${MAIN_PID[$1]} pids total=0 pid t
     pids=$main
-    if [[ $p == nginx || $p == nginx-lua ]]; then pids="$main $(pgrep -P "$main" | tr '\n' ' ')"; fi
+    if [[ $p == nginx* ]]; then pids="$main $(pgrep -P "$main" | tr '\n' ' ')"; fi
     for pid in $pids; do
         # Fields after "(comm) ": state is $1, utime $12, stime $13 (clock ticks).
         t=$(sed 's/^.*) //' "/proc/$pid/stat" 2>/dev/null | awk '{print $12 + $13}') || t=0
@@ -320,7 +329,7 @@ mkdir -p "$OUT_DIR"
 RAW=$OUT_DIR/raw
 mkdir -p "$RAW"
 cp "$TMP/nginx.conf" "$TMP/sluice.yaml" "$TMP/haproxy.cfg" "$TMP/sluice-chain.yaml" "$TMP/nginx-lua.conf" \
-    "$TMP/sluice-floor.yaml" "$TMP/sluice-split.yaml" "$OUT_DIR/"
+    "$TMP/sluice-floor.yaml" "$TMP/sluice-split.yaml" "$TMP/nginx-cache.conf" "$TMP/sluice-cache.yaml" "$OUT_DIR/"
 # peer round requests seconds ticks errors proxy-core-busy% other-on-proxy-core% load-core-busy%
 THRU=$OUT_DIR/throughput.tsv
 # peer round requests ticks p50 p90 p99 p999(ms) errors proxy-core-busy% other% load-core-busy%
