@@ -267,7 +267,7 @@ impl Snapshot {
             let upgrades = r.upgrades.iter().map(|u| u.to_ascii_lowercase().into_boxed_str()).collect();
             let input_schema = prompt_input_schema(r).map(Arc::new);
             let cache = match (&r.cache, &cache_store) {
-                (Some(c), Some(store)) => Some(Arc::new(RouteCache::new(c, store.clone()))),
+                (Some(c), Some(store)) => Some(Arc::new(RouteCache::new(r.name.as_str(), c, store.clone()))),
                 _ => None,
             };
             routes.push(Route { name: r.name.clone(), target, chain, upgrades, input_schema, cache });

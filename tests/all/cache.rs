@@ -55,7 +55,7 @@ fn cached_as(r: &Reply) -> &str {
 #[tokio::test]
 async fn a_second_get_is_answered_from_the_cache_with_its_age_and_the_upstream_sees_one() {
     let upstream = counting(|_| vec![("cache-control", "max-age=60".into())]).await;
-    let gw = gateway(&config("hit_age", &upstream, "", "")).await;
+    let gw = gateway(&config("hit_age", &upstream, "", "admin: { address: 127.0.0.1:0 }\n")).await;
 
     let first = get(&gw, "/cache/item?x=1", &[]).await;
     assert_eq!((first.status.as_u16(), first.text().as_str(), cached_as(&first)), (200, "n=1", "MISS"));
@@ -76,6 +76,12 @@ async fn a_second_get_is_answered_from_the_cache_with_its_age_and_the_upstream_s
     let post = Client::http1().post(&url(gw.addr("public"), "/cache/item?x=1"), "b").await;
     assert_eq!((post.text().as_str(), cached_as(&post)), ("n=3", "BYPASS"));
     assert_eq!(upstream.request_count(), 3);
+    let metrics = Client::http1().get(&url(gw.addr("admin"), "/metrics")).await.text();
+    for (status, n) in [("HIT", 2), ("MISS", 2), ("BYPASS", 1)] {
+        let line = format!("sluice_cache_responses_total{{route=\"hit_age\",status=\"{status}\"}} {n}\n");
+        assert!(metrics.contains(&line), "{line} not in:\n{metrics}");
+    }
+    assert!(metrics.contains("sluice_cache_memory_bytes "), "{metrics}");
 
     // The client's own conditional on a hit gets a 304 from the gateway.
     let etagged = counting(|_| vec![("cache-control", "max-age=60".into()), ("etag", "\"v7\"".into())]).await;

@@ -4,6 +4,7 @@
 //! ([`Fills`]). The proxy's `cache` module drives them for a request.
 
 pub mod policy;
+pub mod stats;
 pub mod store;
 
 use std::collections::HashMap;
@@ -74,11 +75,13 @@ pub struct RouteCache {
     pub status_header: bool,
     /// Where entries live.
     pub store: Store,
+    /// What it did, counted.
+    pub counters: Arc<stats::CacheCounters>,
 }
 
 impl RouteCache {
-    /// The cache of a validated `cache` block, storing into `store`.
-    pub fn new(cfg: &RouteCacheConfig, store: Store) -> RouteCache {
+    /// The cache of route `route`'s validated `cache` block, storing into `store`.
+    pub fn new(route: &str, cfg: &RouteCacheConfig, store: Store) -> RouteCache {
         let statuses = cfg.statuses.as_deref().unwrap_or(DEFAULT_CACHE_STATUSES);
         let rules = Rules {
             ttl: cfg.ttl.map(|t| t.get()),
@@ -108,6 +111,7 @@ impl RouteCache {
             lock_timeout: cfg.lock_timeout.unwrap_or(DEFAULT_CACHE_LOCK_TIMEOUT).get(),
             status_header: cfg.status_header,
             store,
+            counters: stats::CacheCounters::of(route),
         }
     }
 
@@ -163,6 +167,11 @@ impl RouteCache {
     pub fn authorized(headers: &HeaderMap) -> bool {
         headers.contains_key(header::AUTHORIZATION)
     }
+}
+
+/// The in-memory store's size, if the process has one.
+pub fn memory_bytes() -> Option<usize> {
+    store::MemoryStore::existing().map(|m| m.used_bytes())
 }
 
 /// The store `server.cache` names: the process's in-memory store (its bound set to
@@ -237,7 +246,7 @@ mod tests {
     use crate::config::CacheKeyConfig;
 
     fn cache(cfg: RouteCacheConfig) -> RouteCache {
-        RouteCache::new(&cfg, Store::Memory(Arc::new(store::MemoryStore::new(1 << 20))))
+        RouteCache::new("test", &cfg, Store::Memory(Arc::new(store::MemoryStore::new(1 << 20))))
     }
 
     fn uri(path: &str, query: Option<&str>) -> http::Uri {

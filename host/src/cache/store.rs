@@ -13,6 +13,9 @@ use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 use super::policy::Lifetime;
 use crate::plugins::host_api::KvStore;
 
+/// The process's in-memory store.
+static GLOBAL: OnceLock<Arc<MemoryStore>> = OnceLock::new();
+
 /// Shards of the in-memory store (a lock each).
 const SHARDS: usize = 16;
 /// Bookkeeping counted per entry besides its key, headers and body.
@@ -172,10 +175,14 @@ impl MemoryStore {
 
     /// The process's store, its bound set to `max_bytes` (the config's, on each load).
     pub fn global(max_bytes: usize) -> Arc<MemoryStore> {
-        static GLOBAL: OnceLock<Arc<MemoryStore>> = OnceLock::new();
         let store = GLOBAL.get_or_init(|| Arc::new(MemoryStore::new(max_bytes)));
         store.max_bytes.store(max_bytes, Ordering::Relaxed);
         Arc::clone(store)
+    }
+
+    /// The process's store, if a config has made it.
+    pub fn existing() -> Option<&'static Arc<MemoryStore>> {
+        GLOBAL.get()
     }
 
     /// Bytes held now.

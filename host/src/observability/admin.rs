@@ -382,6 +382,7 @@ pub fn metrics(gw: &Gateway) -> String {
     }
     requests(&snap, &mut out);
     crate::plugins::stats::write_prometheus(&mut out);
+    crate::cache::stats::write_prometheus(&mut out, crate::cache::memory_bytes());
     out.finish()
 }
 

@@ -250,6 +250,7 @@ fn mark(mut resp: Response<Body>, cache: &RouteCache, outcome: Outcome, ex: &mut
         resp.headers_mut().insert(STATUS_HEADER.clone(), HeaderValue::from_static(outcome.as_str()));
     }
     ex.cache = Some(outcome.as_str());
+    cache.counters.count(outcome);
     resp
 }
 
