@@ -188,3 +188,67 @@ async fn the_ai_example_serves_its_mcp_endpoint_without_a_model_server() {
     assert_eq!(r["result"]["isError"], true);
     assert!(r["result"]["content"][0]["text"].as_str().unwrap().contains("text"), "{r}");
 }
+
+/// `examples/edge/sluice.yaml` serves alone: a cached route (the second GET is a hit
+/// with `Age`, the upstream saw one request), version routing by path and query, a
+/// canary override, and a composed dashboard.
+#[tokio::test]
+async fn the_edge_example_serves_each_pattern_on_its_own_echo_routes() {
+    let file = concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/edge/sluice.yaml");
+    let free =
+        || async { tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap().local_addr().unwrap().port() };
+    let (public, services, v2) = (free().await, free().await, free().await);
+    let yaml = std::fs::read_to_string(file)
+        .unwrap()
+        .replace("127.0.0.1:8080", &format!("127.0.0.1:{public}"))
+        .replace("127.0.0.1:8081", &format!("127.0.0.1:{services}"))
+        .replace("127.0.0.1:8082", &format!("127.0.0.1:{v2}"))
+        .replace("127.0.0.1:9901", "127.0.0.1:0");
+    let base = std::path::Path::new(file).parent().unwrap().to_owned();
+    let loaded = parse_str("edge", &yaml, base).expect("the example is valid");
+    let gw = sluice::Gateway::builder().config(loaded).start().await.unwrap();
+    let at = |path: &str| url(gw.addr("public"), path);
+    let client = Client::http1();
+
+    let first = client.get(&at("/cache/catalog")).await;
+    let second = client.get(&at("/cache/catalog")).await;
+    assert_eq!(first.status, 200, "{}", first.text());
+    assert_eq!(
+        (first.header("x-cache-status"), second.header("x-cache-status")),
+        (Some("MISS"), Some("HIT"))
+    );
+    assert!(second.header("age").is_some());
+    // The echo names the request it saw: the same one, so the upstream was asked once.
+    assert_eq!(first.json()["headers"]["x-request-id"], second.json()["headers"]["x-request-id"]);
+    let backend_calls = |metrics: &str| {
+        metrics
+            .lines()
+            .filter(|l| l.starts_with("sluice_requests_total{") && l.contains("route=\"backend\""))
+            .map(|l| l.rsplit(' ').next().unwrap().parse::<u64>().unwrap())
+            .sum::<u64>()
+    };
+    let metrics = client.get(&url(gw.addr("admin"), "/metrics")).await.text();
+    assert_eq!(backend_calls(&metrics), 1, "{metrics}");
+
+    assert_eq!(client.get(&at("/v2/items")).await.json()["route"], "backend-v2");
+    assert_eq!(client.get(&at("/items?version=2")).await.json()["route"], "backend-v2");
+    assert_eq!(client.get(&at("/items")).await.json()["route"], "backend");
+    let canary = client
+        .send(
+            http::Request::get(at("/shop/items"))
+                .header("x-canary", "1")
+                .body(crate::harness::full(""))
+                .unwrap(),
+        )
+        .await;
+    assert_eq!(canary.json()["route"], "backend-v2");
+
+    let dash = client.get(&at("/dashboard/42?limit=5")).await;
+    assert_eq!(dash.status, 200, "{}", dash.text());
+    let dash = dash.json();
+    assert_eq!(dash["profile"]["path"], "/users/42");
+    assert_eq!(dash["orders"]["path"], "/orders");
+    assert_eq!(dash["orders"]["query"], "user=42&limit=5");
+    assert_eq!(dash["recommendations"]["path"], "/recs/42");
+    gw.shutdown().await;
+}
