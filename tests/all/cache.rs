@@ -83,6 +83,20 @@ async fn a_second_get_is_answered_from_the_cache_with_its_age_and_the_upstream_s
     }
     assert!(metrics.contains("sluice_cache_memory_bytes "), "{metrics}");
 
+    // The admin API purges one path, then the whole route.
+    let admin = Client::http1();
+    let purge = |q: &'static str| {
+        let req =
+            Request::post(url(gw.addr("admin"), &format!("/-/cache/purge?{q}"))).body(full("")).unwrap();
+        admin.send(req)
+    };
+    assert_eq!(purge("route=hit_age&path=/cache/other").await.json()["purged"], 0);
+    assert_eq!(purge("route=hit_age&path=/cache/item").await.json()["purged"], 2, "both query strings");
+    assert_eq!(cached_as(&get(&gw, "/cache/item?x=1", &[]).await), "MISS");
+    assert_eq!(purge("route=hit_age").await.json()["purged"], 1);
+    assert_eq!(purge("route=nowhere").await.status, 404);
+    assert_eq!(upstream.request_count(), 4);
+
     // The client's own conditional on a hit gets a 304 from the gateway.
     let etagged = counting(|_| vec![("cache-control", "max-age=60".into()), ("etag", "\"v7\"".into())]).await;
     let gw = gateway(&config("etag_304", &etagged, "", "")).await;

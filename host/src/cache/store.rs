@@ -209,6 +209,32 @@ impl MemoryStore {
         None
     }
 
+    /// Drops every entry of route `route` (of one path, when given); returns how many
+    /// keys went. Keys start `route NUL upstream NUL host NUL path NUL`.
+    pub fn purge(&self, route: &str, path: Option<&str>) -> usize {
+        let mut purged = 0;
+        for shard in &self.shards {
+            let mut shard = shard.lock().unwrap_or_else(|p| p.into_inner());
+            let doomed: Vec<String> = shard
+                .slots
+                .keys()
+                .filter(|k| {
+                    let mut parts = k.split('\0');
+                    parts.next() == Some(route) && path.is_none_or(|p| parts.nth(2) == Some(p))
+                })
+                .cloned()
+                .collect();
+            for k in doomed {
+                if let Some(slot) = shard.slots.remove(&k) {
+                    shard.held -= slot.size;
+                    self.used.fetch_sub(slot.size, Ordering::Relaxed);
+                    purged += 1;
+                }
+            }
+        }
+        purged
+    }
+
     /// Stores `variants` under `key` for `keep_for`, evicting the least recently used
     /// entries of its shard to make room; an entry larger than a shard's share of the
     /// bound is not stored.

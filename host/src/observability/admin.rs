@@ -118,10 +118,41 @@ async fn handle(req: Request<Incoming>, gw: &Gateway) -> Response<Body> {
         },
         (&Method::GET, "/-/calls") => calls(gw, req.uri().query(), false).await,
         (&Method::GET, "/-/calls/stats") => calls(gw, req.uri().query(), true).await,
-        (_, "/-/health" | "/-/status" | "/metrics" | "/-/reload" | "/-/calls" | "/-/calls/stats") => {
-            text(StatusCode::METHOD_NOT_ALLOWED, "text/plain", "method not allowed\n".to_owned())
-        }
+        (&Method::POST, "/-/cache/purge") => purge(gw, req.uri().query()),
+        (
+            _,
+            "/-/health" | "/-/status" | "/metrics" | "/-/reload" | "/-/calls" | "/-/calls/stats"
+            | "/-/cache/purge",
+        ) => text(StatusCode::METHOD_NOT_ALLOWED, "text/plain", "method not allowed\n".to_owned()),
         _ => text(StatusCode::NOT_FOUND, "text/plain", "not found\n".to_owned()),
+    }
+}
+
+/// `POST /-/cache/purge?route=NAME[&path=/exact/path]`: drops a route's cached entries
+/// (or those of one path) from the in-memory store.
+fn purge(gw: &Gateway, query: Option<&str>) -> Response<Body> {
+    let q = query_pairs(query.unwrap_or_default());
+    let bad =
+        |status: StatusCode, m: String| text(status, "application/json", json!({ "error": m }).to_string());
+    let Some(route) = q.get("route") else {
+        return bad(StatusCode::BAD_REQUEST, "`route` is required".into());
+    };
+    let snap = gw.snapshot();
+    let Some(cache) =
+        snap.routes.iter().find(|r| r.name.as_str() == route.as_str()).and_then(|r| r.cache.as_ref())
+    else {
+        return bad(StatusCode::NOT_FOUND, format!("no route `{route}` with a cache"));
+    };
+    match &cache.store {
+        crate::cache::Store::Memory(m) => {
+            let purged = m.purge(route, q.get("path").map(String::as_str));
+            text(StatusCode::OK, "application/json", json!({ "purged": purged }).to_string())
+        }
+        crate::cache::Store::Kv(_) => bad(
+            StatusCode::NOT_IMPLEMENTED,
+            "entries in Redis are not purged from here: they expire with their freshness (or delete them in Redis)"
+                .into(),
+        ),
     }
 }
 
