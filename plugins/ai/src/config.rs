@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use serde::Deserialize;
 use serde_json::Value;
 
-use crate::schema::Schema;
+use json_schema::Schema;
 use crate::template::Template;
 
 /// Default `max_tokens` sent to Anthropic, which requires one.
