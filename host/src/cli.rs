@@ -52,8 +52,8 @@ pub enum Command {
     /// Print the JSON Schema of the config file format (for editors and CI linting),
     /// or of a built-in plugin's `config:`.
     Schema {
-        /// A built-in plugin (`ai`, `auth`, `cors`, `rate-limit`, `transform`) whose config
-        /// schema to print instead.
+        /// A built-in plugin (`ai`, `auth`, `cors`, `mcp`, `openapi-validate`, `rate-limit`,
+        /// `transform`) whose config schema to print instead.
         #[arg(long, value_name = "NAME")]
         plugin: Option<String>,
     },
