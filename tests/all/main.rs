@@ -22,6 +22,7 @@ mod lifecycle;
 mod limits;
 mod llm_server;
 mod mcp;
+mod openapi;
 mod metrics;
 mod plugins;
 mod proxying;

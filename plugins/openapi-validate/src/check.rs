@@ -148,7 +148,14 @@ pub fn body(
         }
         return BodyVerdict::Ok;
     }
-    let actual = content_type.map(essence).unwrap_or_default();
+    // A body without a `Content-Type` is read as the operation's JSON, when it takes JSON.
+    let actual = match content_type {
+        Some(c) => essence(c),
+        None => match body.media.iter().find(|(m, _)| is_json(m)) {
+            Some(_) => "application/json".to_owned(),
+            None => String::new(),
+        },
+    };
     let Some((documented, schema)) = body.media.iter().find(|(m, _)| media_matches(m, &actual)) else {
         if body.media.is_empty() {
             return BodyVerdict::Ok;

@@ -16,8 +16,9 @@
 //! - Checked: path, query, header and cookie parameters (required, and their schema
 //!   after reading the text as the schema's type: `?limit=abc` against an integer is
 //!   `must be of type integer`), and JSON request bodies against the operation's
-//!   schema (`$ref`s resolved). Non-JSON media types are checked for being
-//!   documented only.
+//!   schema (`$ref`s resolved); a body without `Content-Type` is read as JSON when
+//!   the operation takes JSON. Other media types are checked for being documented
+//!   only.
 //! - A bad request gets `400` with an RFC 9457 `application/problem+json` body whose
 //!   `errors` list names each field (`/name` for body members, `query.limit` for
 //!   parameters) and what is wrong. An undocumented media type gets `415`; a path or
@@ -251,7 +252,9 @@ impl Plugin for OpenapiValidate {
                 message: format!("{status} is not a documented status"),
             }),
             Some(reply) => {
-                let json = resp.header("content-type").map(|c| check::essence(&c)).is_some_and(|m| spec::is_json(&m));
+                // As for requests: a body without `Content-Type` is read as the JSON
+                // the contract promises; an empty one (a `HEAD`) is not checked.
+                let json = resp.header("content-type").map(|c| check::essence(&c)).is_none_or(|m| spec::is_json(&m));
                 if let Some(schema) = reply.json
                     && json
                 {
@@ -259,7 +262,9 @@ impl Plugin for OpenapiValidate {
                         Ok(b) => b,
                         Err(e) => return Decision::fault(format_args!("response body unavailable: {e:?}")),
                     };
-                    check::json(&self.api, Some(schema), &bytes, "response", limit, &mut errors);
+                    if !bytes.is_empty() {
+                        check::json(&self.api, Some(schema), &bytes, "response", limit, &mut errors);
+                    }
                 }
             }
         }

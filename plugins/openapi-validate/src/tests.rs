@@ -105,6 +105,9 @@ fn every_body_problem_is_listed() {
     );
     let (_, problem) = run(&p, post("{not json"));
     assert!(fields(&problem)[0].1.starts_with("is not valid JSON"), "{problem}");
+    // Without a content type, a body is read as the JSON the operation takes.
+    let (_, problem) = run(&p, FakeRequest::new("POST", "/pets").with_body("{}"));
+    assert_eq!(fields(&problem), [("/name".to_owned(), "is required".to_owned())]);
     let (status, problem) = run(&p, FakeRequest::new("POST", "/pets"));
     assert_eq!((status, fields(&problem)), (Some(400), vec![(String::new(), "is required".to_owned())]));
     // An undocumented media type is a 415.
@@ -194,9 +197,19 @@ fn responses_are_logged_by_default_and_blocked_when_asked() {
     assert_eq!(logs.len(), 1, "{logs:?}");
     assert!(logs[0].contains("showPet") && logs[0].contains("/id is required"), "{logs:?}");
     assert!(testing::annotations().contains(&("openapi_response".to_owned(), "invalid".to_owned())));
+    // Without a content type the body is read as the promised JSON; empty, it is not checked.
+    let mut req = FakeRequest::new("GET", "/pets/1");
+    assert!(p.on_request(&mut req.as_request()).is_continue());
+    let mut resp = req.response(200);
+    resp.body = br#"{"id": "1", "name": "rex"}"#.to_vec();
+    assert!(p.on_response(&mut resp.as_response()).is_continue());
+    assert!(testing::logs()[1].contains("/id must be of type integer"), "{:?}", testing::logs());
+    let mut resp = req.response(200);
+    assert!(p.on_response(&mut resp.as_response()).is_continue());
+    assert_eq!(testing::logs().len(), 2);
     // An undocumented status is a problem too.
     assert!(respond(&p, "/pets/1", 500, "{}").is_continue());
-    assert!(testing::logs()[1].contains("500 is not a documented status"), "{:?}", testing::logs());
+    assert!(testing::logs()[2].contains("500 is not a documented status"), "{:?}", testing::logs());
 
     let p = plugin(json!({"responses": "block"}));
     match respond(&p, "/pets", 200, r#"[{"id": "x", "name": "rex"}]"#) {
