@@ -205,7 +205,8 @@ async fn editing_the_referenced_document_reloads_the_contract() {
     let (gw, dir) = start(&up, "").await;
     let _watch = sluice::reload::watch_config(gw.clone(), &dir.path().join("sluice.yaml")).unwrap();
     assert_eq!(post_json(&gw, "/pets", r#"{"name":"rex"}"#).await.status, 200);
-    let spec = std::fs::read_to_string(PETSTORE).unwrap().replace("required: [name]", "required: [name, tag]");
+    let spec =
+        std::fs::read_to_string(PETSTORE).unwrap().replace("required: [name]", "required: [name, tag]");
     let tmp = dir.path().join(".petstore.yaml.tmp");
     std::fs::write(&tmp, spec).unwrap();
     std::fs::rename(&tmp, dir.path().join("petstore.yaml")).unwrap();

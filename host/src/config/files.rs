@@ -118,7 +118,10 @@ mod tests {
         let err = crate::config::parse_str("t.yaml", &bad, dir.path().to_owned()).unwrap_err();
         assert_eq!(err.issues.len(), 2, "{err}");
         let text = err.to_string();
-        assert!(text.contains("routes[0].plugins[0].config.a.$file: missing.yaml: cannot read the file"), "{text}");
+        assert!(
+            text.contains("routes[0].plugins[0].config.a.$file: missing.yaml: cannot read the file"),
+            "{text}"
+        );
         assert!(text.contains("config.list[1].$file: bad.json: invalid JSON"), "{text}");
         assert!(text.contains("t.yaml:9:"), "located on the plugin's config line: {text}");
     }

@@ -124,9 +124,11 @@ async fn handle(req: Request<Incoming>, gw: &Gateway) -> Response<Body> {
         },
         (&Method::GET, "/-/calls") => calls(gw, req.uri().query(), false).await,
         (&Method::GET, "/-/calls/stats") => calls(gw, req.uri().query(), true).await,
-        (_, "/-/health" | "/-/status" | "/metrics" | "/-/reload" | "/-/calls" | "/-/calls/stats" | "/-/openapi.json") => {
-            text(StatusCode::METHOD_NOT_ALLOWED, "text/plain", "method not allowed\n".to_owned())
-        }
+        (
+            _,
+            "/-/health" | "/-/status" | "/metrics" | "/-/reload" | "/-/calls" | "/-/calls/stats"
+            | "/-/openapi.json",
+        ) => text(StatusCode::METHOD_NOT_ALLOWED, "text/plain", "method not allowed\n".to_owned()),
         _ => text(StatusCode::NOT_FOUND, "text/plain", "not found\n".to_owned()),
     }
 }

@@ -104,7 +104,8 @@ fn undocumented_route(route: &RouteConfig, methods: &[String], paths: &mut Map<S
         (None, None) => return,
     };
     let any = methods.is_empty();
-    let list: Vec<String> = if any { ANY_METHOD.iter().map(|m| (*m).to_owned()).collect() } else { methods.to_vec() };
+    let list: Vec<String> =
+        if any { ANY_METHOD.iter().map(|m| (*m).to_owned()).collect() } else { methods.to_vec() };
     let entry = path_item(paths, &key);
     if prefix {
         entry.insert("x-sluice-path-prefix".into(), json!(true));
@@ -121,7 +122,11 @@ fn undocumented_route(route: &RouteConfig, methods: &[String], paths: &mut Map<S
         if !METHODS.contains(&m.as_str()) {
             continue;
         }
-        let id = if list.len() == 1 { route.name.as_str().to_owned() } else { format!("{}_{m}", route.name.as_str()) };
+        let id = if list.len() == 1 {
+            route.name.as_str().to_owned()
+        } else {
+            format!("{}_{m}", route.name.as_str())
+        };
         let mut op = json!({
             "operationId": id,
             "summary": format!("route {}", route.name.as_str()),

@@ -49,7 +49,10 @@ struct Server {
 }
 
 fn server(v: &Value, at: &str) -> Result<Option<Server>, ImportError> {
-    let url = v.get("url").and_then(Value::as_str).ok_or_else(|| ImportError::at(format!("{at}/url"), "required"))?;
+    let url = v
+        .get("url")
+        .and_then(Value::as_str)
+        .ok_or_else(|| ImportError::at(format!("{at}/url"), "required"))?;
     // Server variables: `{region}` replaced by its default.
     let mut resolved = url.to_owned();
     while let Some(open) = resolved.find('{') {
@@ -58,10 +61,10 @@ fn server(v: &Value, at: &str) -> Result<Option<Server>, ImportError> {
             .map(|c| open + c)
             .ok_or_else(|| ImportError::at(format!("{at}/url"), format!("unclosed `{{` in `{url}`")))?;
         let name = &resolved[open + 1..close];
-        let default = v
-            .pointer(&format!("/variables/{}/default", token(name)))
-            .and_then(Value::as_str)
-            .ok_or_else(|| ImportError::at(format!("{at}/variables"), format!("variable `{name}` has no default")))?;
+        let default =
+            v.pointer(&format!("/variables/{}/default", token(name))).and_then(Value::as_str).ok_or_else(
+                || ImportError::at(format!("{at}/variables"), format!("variable `{name}` has no default")),
+            )?;
         resolved.replace_range(open..=close, default);
     }
     let (tls, rest) = if let Some(r) = resolved.strip_prefix("https://") {
@@ -72,12 +75,16 @@ fn server(v: &Value, at: &str) -> Result<Option<Server>, ImportError> {
         // A URL relative to where the document is served: no host to forward to.
         return Ok(None);
     } else {
-        return Err(ImportError::at(format!("{at}/url"), format!("`{url}`: only http:// and https:// servers are supported")));
+        return Err(ImportError::at(
+            format!("{at}/url"),
+            format!("`{url}`: only http:// and https:// servers are supported"),
+        ));
     };
     let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
     let (host, port) = match authority.rsplit_once(':') {
         Some((h, p)) if !h.ends_with(']') || authority.starts_with('[') => {
-            let port = p.parse().map_err(|_| ImportError::at(format!("{at}/url"), format!("`{url}`: bad port")))?;
+            let port =
+                p.parse().map_err(|_| ImportError::at(format!("{at}/url"), format!("`{url}`: bad port")))?;
             (h.to_owned(), port)
         }
         _ => (authority.to_owned(), if tls { 443 } else { 80 }),
@@ -123,14 +130,18 @@ fn route_path(template: &str, at: &str) -> Result<String, ImportError> {
             segs.push(seg.to_owned());
             continue;
         }
-        let name = seg.strip_prefix('{').and_then(|s| s.strip_suffix('}')).filter(|n| !n.is_empty() && !n.contains(['{', '}']));
+        let name = seg
+            .strip_prefix('{')
+            .and_then(|s| s.strip_suffix('}'))
+            .filter(|n| !n.is_empty() && !n.contains(['{', '}']));
         let Some(name) = name else {
             return Err(ImportError::at(
                 at,
                 format!("`{seg}`: the router takes parameters only as whole segments (`/files/{{name}}`)"),
             ));
         };
-        let safe: String = name.chars().map(|c| if c.is_ascii_alphanumeric() || c == '_' { c } else { '_' }).collect();
+        let safe: String =
+            name.chars().map(|c| if c.is_ascii_alphanumeric() || c == '_' { c } else { '_' }).collect();
         let safe = unique(safe, &mut names);
         segs.push(format!("{{{safe}}}"));
     }
@@ -146,7 +157,9 @@ struct Upstreams {
 
 impl Upstreams {
     fn name_for(&mut self, s: &Server) -> String {
-        if let Some((name, _)) = self.list.iter().find(|(_, x)| x.host == s.host && x.port == s.port && x.tls == s.tls) {
+        if let Some((name, _)) =
+            self.list.iter().find(|(_, x)| x.host == s.host && x.port == s.port && x.tls == s.tls)
+        {
             return name.clone();
         }
         let name = unique(name_of(&s.host), &mut self.names);
@@ -160,9 +173,19 @@ impl Upstreams {
                 .iter()
                 .map(|(name, s)| {
                     let default_port = if s.tls { 443 } else { 80 };
-                    let host_header = if s.port == default_port { s.host.clone() } else { format!("{}:{}", s.host, s.port) };
+                    let host_header = if s.port == default_port {
+                        s.host.clone()
+                    } else {
+                        format!("{}:{}", s.host, s.port)
+                    };
                     let mut up = vec![
-                        ("targets".to_owned(), Yaml::List(vec![Yaml::map([("address", Yaml::str(format!("{}:{}", s.host, s.port)))])])),
+                        (
+                            "targets".to_owned(),
+                            Yaml::List(vec![Yaml::map([(
+                                "address",
+                                Yaml::str(format!("{}:{}", s.host, s.port)),
+                            )])]),
+                        ),
                         ("host_header".to_owned(), Yaml::str(host_header)),
                     ];
                     if s.tls {
@@ -189,8 +212,13 @@ fn first_server(list: Option<&Value>, at: &str) -> Result<Option<Option<Server>>
 pub fn import(doc: &Value, opts: &ImportOptions) -> Result<String, ImportError> {
     let version = doc.get("openapi").and_then(Value::as_str).unwrap_or("");
     if !(version.starts_with("3.0") || version.starts_with("3.1")) {
-        let found = doc.get("swagger").map_or_else(|| format!("{:?}", doc.get("openapi")), |v| format!("swagger {v}"));
-        return Err(ImportError::at("/openapi", format!("an OpenAPI 3.0 or 3.1 document is needed, found {found}")));
+        let found = doc
+            .get("swagger")
+            .map_or_else(|| format!("{:?}", doc.get("openapi")), |v| format!("swagger {v}"));
+        return Err(ImportError::at(
+            "/openapi",
+            format!("an OpenAPI 3.0 or 3.1 document is needed, found {found}"),
+        ));
     }
     if let Some(p) = &opts.prefix
         && (!p.starts_with('/') || p.ends_with('/'))
@@ -201,9 +229,11 @@ pub fn import(doc: &Value, opts: &ImportOptions) -> Result<String, ImportError> 
     let mut upstreams = Upstreams::default();
     // Every document-level server is an upstream; routes use the first.
     let servers: Vec<Option<Server>> = match doc.get("servers") {
-        Some(Value::Array(list)) => {
-            list.iter().enumerate().map(|(i, s)| server(s, &format!("/servers/{i}"))).collect::<Result<_, _>>()?
-        }
+        Some(Value::Array(list)) => list
+            .iter()
+            .enumerate()
+            .map(|(i, s)| server(s, &format!("/servers/{i}")))
+            .collect::<Result<_, _>>()?,
         Some(_) => return Err(ImportError::at("/servers", "must be a list")),
         None => Vec::new(),
     };
@@ -222,7 +252,10 @@ pub fn import(doc: &Value, opts: &ImportOptions) -> Result<String, ImportError> 
     for (template, item) in paths {
         let at = format!("/paths/{}", token(template));
         if let Some(r) = item.get("$ref") {
-            return Err(ImportError::at(format!("{at}/$ref"), format!("path item references ({r}) are not supported")));
+            return Err(ImportError::at(
+                format!("{at}/$ref"),
+                format!("path item references ({r}) are not supported"),
+            ));
         }
         let ops: Vec<(&str, &Value)> =
             super::METHODS.iter().filter_map(|m| item.get(*m).map(|op| (*m, op))).collect();
@@ -258,9 +291,13 @@ pub fn import(doc: &Value, opts: &ImportOptions) -> Result<String, ImportError> 
         if !prefix.is_empty() || !base.is_empty() {
             validate.push(("prefix".to_owned(), Yaml::str(format!("{prefix}{base}"))));
         }
-        let mut plugins = vec![Yaml::map([("name", Yaml::str(VALIDATE_PLUGIN)), ("config", Yaml::Map(validate))])];
+        let mut plugins =
+            vec![Yaml::map([("name", Yaml::str(VALIDATE_PLUGIN)), ("config", Yaml::Map(validate))])];
         if !prefix.is_empty() {
-            let strip = Yaml::map([("request", Yaml::map([("path", Yaml::map([("strip_prefix", Yaml::str(prefix.clone()))]))]))]);
+            let strip = Yaml::map([(
+                "request",
+                Yaml::map([("path", Yaml::map([("strip_prefix", Yaml::str(prefix.clone()))]))]),
+            )]);
             plugins.push(Yaml::map([("name", Yaml::str("transform")), ("config", strip)]));
         }
         routes.push(Yaml::map([
@@ -276,7 +313,10 @@ pub fn import(doc: &Value, opts: &ImportOptions) -> Result<String, ImportError> 
     let listen = opts.listen.clone().unwrap_or_else(|| DEFAULT_LISTEN.to_owned());
     let mut config = vec![
         ("version".to_owned(), Yaml::Int(1)),
-        ("listeners".to_owned(), Yaml::List(vec![Yaml::map([("name", Yaml::str("public")), ("address", Yaml::str(listen))])])),
+        (
+            "listeners".to_owned(),
+            Yaml::List(vec![Yaml::map([("name", Yaml::str("public")), ("address", Yaml::str(listen))])]),
+        ),
     ];
     if !upstreams.list.is_empty() {
         config.push(("upstreams".to_owned(), upstreams.yaml()));
@@ -285,7 +325,9 @@ pub fn import(doc: &Value, opts: &ImportOptions) -> Result<String, ImportError> 
     let title = doc.pointer("/info/title").and_then(Value::as_str).unwrap_or("an OpenAPI document");
     let mut text = format!("# Generated by `sluice import openapi` from {title}.\n");
     if let Some(name) = &opts.upstream {
-        text.push_str(&format!("# Routes forward to the upstream `{name}` of the config this is merged into.\n"));
+        text.push_str(&format!(
+            "# Routes forward to the upstream `{name}` of the config this is merged into.\n"
+        ));
     }
     text.push_str(&Yaml::Map(config).to_document());
     Ok(text)
@@ -324,7 +366,8 @@ mod tests {
         assert_eq!(v["upstreams"]["localhost"]["targets"][0]["address"], "localhost:8081");
         assert!(v["upstreams"]["localhost"]["tls"].is_null());
         let routes = v["routes"].as_array().unwrap();
-        let by_name = |n: &str| routes.iter().find(|r| r["name"] == n).unwrap_or_else(|| panic!("{n}: {text}"));
+        let by_name =
+            |n: &str| routes.iter().find(|r| r["name"] == n).unwrap_or_else(|| panic!("{n}: {text}"));
         let health = by_name("health");
         assert_eq!(health["match"]["path"], "/health", "the path's own server has no base path");
         assert_eq!(health["target"]["upstream"], "127.0.0.1");
@@ -336,7 +379,10 @@ mod tests {
         assert_eq!(show["match"]["path"], "/v1/pets/{pet_id}");
         let validate = &show["plugins"][0];
         assert_eq!(validate["name"], "openapi-validate");
-        assert_eq!(validate["config"], json!({"spec": {"$file": "api.yaml"}, "path": "/pets/{pet-id}", "prefix": "/v1"}));
+        assert_eq!(
+            validate["config"],
+            json!({"spec": {"$file": "api.yaml"}, "path": "/pets/{pet-id}", "prefix": "/v1"})
+        );
     }
 
     #[test]
@@ -361,7 +407,10 @@ mod tests {
             r#"#/openapi: an OpenAPI 3.0 or 3.1 document is needed, found swagger "2.0""#
         );
         let e = err(doc(json!({"/files/{name}.json": {"get": {}}})));
-        assert!(e.starts_with("#/paths/~1files~1{name}.json: `{name}.json`: the router takes parameters only"), "{e}");
+        assert!(
+            e.starts_with("#/paths/~1files~1{name}.json: `{name}.json`: the router takes parameters only"),
+            "{e}"
+        );
         let mut d = doc(json!({"/a": {"get": {}}}));
         d["servers"] = json!([{"url": "/v1"}]);
         assert!(err(d).starts_with("#/servers/0/url: no http(s) server URL"));

@@ -57,7 +57,8 @@ pub fn token(key: &str) -> String {
 
 /// Reads an OpenAPI document: JSON for `.json`, YAML otherwise (YAML reads JSON too).
 pub fn read_document(path: &Path) -> Result<serde_json::Value, ImportError> {
-    let text = std::fs::read_to_string(path).map_err(|e| ImportError::option(format!("cannot read the file: {e}")))?;
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| ImportError::option(format!("cannot read the file: {e}")))?;
     let is_json = path.extension().is_some_and(|e| e.eq_ignore_ascii_case("json"));
     let parsed = if is_json {
         serde_json::from_str(&text).map_err(|e| format!("invalid JSON: {e}"))

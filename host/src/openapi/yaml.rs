@@ -132,7 +132,10 @@ fn scalar(s: &str) -> String {
         && !s.starts_with(['-', ':', '$'])
         && !s.ends_with(':')
         && !s.contains(": ")
-        && !matches!(s.to_ascii_lowercase().as_str(), "true" | "false" | "yes" | "no" | "on" | "off" | "null" | "~")
+        && !matches!(
+            s.to_ascii_lowercase().as_str(),
+            "true" | "false" | "yes" | "no" | "on" | "off" | "null" | "~"
+        )
         && s.parse::<f64>().is_err();
     if plain { s.to_owned() } else { serde_json::to_string(s).unwrap_or_default() }
 }
@@ -145,11 +148,26 @@ mod tests {
     fn writes_block_yaml_that_reads_back() {
         let doc = Yaml::map([
             ("version", Yaml::Int(1)),
-            ("routes", Yaml::List(vec![Yaml::map([
-                ("name", Yaml::str("listPets")),
-                ("match", Yaml::map([("path", Yaml::str("/pets/{id}")), ("methods", Yaml::List(vec![Yaml::str("GET")]))])),
-                ("config", Yaml::map([("spec", Yaml::map([("$file", Yaml::str("a b.yaml"))])), ("flag", Yaml::str("true"))])),
-            ])])),
+            (
+                "routes",
+                Yaml::List(vec![Yaml::map([
+                    ("name", Yaml::str("listPets")),
+                    (
+                        "match",
+                        Yaml::map([
+                            ("path", Yaml::str("/pets/{id}")),
+                            ("methods", Yaml::List(vec![Yaml::str("GET")])),
+                        ]),
+                    ),
+                    (
+                        "config",
+                        Yaml::map([
+                            ("spec", Yaml::map([("$file", Yaml::str("a b.yaml"))])),
+                            ("flag", Yaml::str("true")),
+                        ]),
+                    ),
+                ])]),
+            ),
         ]);
         let text = doc.to_document();
         assert_eq!(

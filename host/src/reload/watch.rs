@@ -124,7 +124,9 @@ impl PluginsWatch {
         for dir in want.iter().filter(|d| !self.file_dirs.contains(d)) {
             match self.watcher.watch(dir, RecursiveMode::NonRecursive) {
                 Ok(()) => info!(folder = %dir.display(), "watching files referenced by plugin configs"),
-                Err(e) => warn!(folder = %dir.display(), error = %e, "cannot watch a referenced file's folder"),
+                Err(e) => {
+                    warn!(folder = %dir.display(), error = %e, "cannot watch a referenced file's folder")
+                }
             }
         }
         self.file_dirs = want;
@@ -133,7 +135,13 @@ impl PluginsWatch {
 
 /// The files referenced by the config serving now (`$file`), as absolute paths.
 fn files_now(gateway: &Gateway) -> Vec<PathBuf> {
-    gateway.snapshot().config.files.iter().map(|f| std::path::absolute(f).unwrap_or_else(|_| f.clone())).collect()
+    gateway
+        .snapshot()
+        .config
+        .files
+        .iter()
+        .map(|f| std::path::absolute(f).unwrap_or_else(|_| f.clone()))
+        .collect()
 }
 
 /// The plugins folder of the config serving now, as an absolute path.

@@ -87,7 +87,11 @@ impl Schemas {
             match s.one_of.iter().filter(|sub| self.passes(**sub, v)).count() {
                 1 => {}
                 0 => self.closest(&s.one_of, v, path, out, "oneOf"),
-                n => out.push(path, Kind::Invalid, format!("must match exactly one schema of oneOf, matches {n}")),
+                n => out.push(
+                    path,
+                    Kind::Invalid,
+                    format!("must match exactly one schema of oneOf, matches {n}"),
+                ),
             }
         }
         if let Some(not) = s.not
@@ -99,12 +103,12 @@ impl Schemas {
 
     /// No alternative matched: report the one that came closest (fewest problems),
     /// which is usually the one the client meant.
-    fn closest(&self, options: &[SchemaId], v: &Value, path: &mut Vec<Step>, out: &mut Out, keyword: &str) {
+    fn closest(&self, options: &[SchemaId], v: &Value, path: &[Step], out: &mut Out, keyword: &str) {
         let best = options
             .iter()
             .map(|sub| {
                 let mut o = Out { list: Vec::new(), limit: out.limit };
-                self.check_into(*sub, v, &mut path.clone(), &mut o);
+                self.check_into(*sub, v, &mut path.to_vec(), &mut o);
                 o.list
             })
             .min_by_key(Vec::len)
@@ -224,7 +228,7 @@ pub(crate) fn coerce(schemas: &Schemas, id: SchemaId, values: &[&str], separator
     let types = schemas.types_of(id, 0);
     if types & 32 != 0 {
         let parts: Vec<&str> = match values {
-            [one] if one.is_empty() => Vec::new(),
+            [""] => Vec::new(),
             [one] => one.split(separator).collect(),
             many => many.to_vec(),
         };

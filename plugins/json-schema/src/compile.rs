@@ -136,7 +136,10 @@ impl<'d> Compiler<'d> {
         let at = format!("{at}/$ref");
         let r = r.as_str().ok_or_else(|| err(&at, "must be a string"))?;
         let Some(pointer) = r.strip_prefix('#') else {
-            return Err(err(&at, format!("`{r}`: only references inside the document (`#/...`) are supported")));
+            return Err(err(
+                &at,
+                format!("`{r}`: only references inside the document (`#/...`) are supported"),
+            ));
         };
         let pointer = percent_decode(pointer);
         if let Some(id) = self.refs.get(&pointer) {
@@ -155,7 +158,8 @@ impl<'d> Compiler<'d> {
 
     fn list(&mut self, v: &Value, at: &str, key: &str) -> Result<Vec<SchemaId>, String> {
         let at = format!("{at}/{key}");
-        let items = v.as_array().filter(|a| !a.is_empty()).ok_or_else(|| err(&at, "must be a non-empty list"))?;
+        let items =
+            v.as_array().filter(|a| !a.is_empty()).ok_or_else(|| err(&at, "must be a non-empty list"))?;
         items.iter().enumerate().map(|(i, s)| self.compile(s, &format!("{at}/{i}"))).collect()
     }
 
@@ -217,7 +221,8 @@ impl<'d> Compiler<'d> {
                     s.unique_items = val.as_bool().ok_or_else(|| err(&here(key), "must be a boolean"))?
                 }
                 "enum" => {
-                    s.enumeration = Some(val.as_array().ok_or_else(|| err(&here(key), "must be a list"))?.clone())
+                    s.enumeration =
+                        Some(val.as_array().ok_or_else(|| err(&here(key), "must be a list"))?.clone())
                 }
                 "const" => s.enumeration = Some(vec![val.clone()]),
                 "minLength" => s.min_length = Some(count(val, at, key)?),
@@ -280,7 +285,8 @@ fn percent_decode(s: &str) -> String {
     while i < bytes.len() {
         if bytes[i] == b'%'
             && i + 2 < bytes.len()
-            && let Some(b) = std::str::from_utf8(&bytes[i + 1..i + 3]).ok().and_then(|h| u8::from_str_radix(h, 16).ok())
+            && let Some(b) =
+                std::str::from_utf8(&bytes[i + 1..i + 3]).ok().and_then(|h| u8::from_str_radix(h, 16).ok())
         {
             out.push(b);
             i += 3;

@@ -95,7 +95,10 @@ fn refs_resolve_in_the_document_even_recursively() {
     let pointers = |id, v| -> Vec<String> { schemas.check(id, &v, 10).iter().map(|x| x.pointer()).collect() };
     assert!(pointers(pet, json!({"name": "rex", "tag": "dog"})).is_empty());
     assert_eq!(pointers(pet, json!({"tag": "cow"})), ["/name", "/tag"]);
-    assert_eq!(pointers(tree, json!({"children": [{"children": [{"v": "x"}]}]})), ["/children/0/children/0/v"]);
+    assert_eq!(
+        pointers(tree, json!({"children": [{"children": [{"v": "x"}]}]})),
+        ["/children/0/children/0/v"]
+    );
     let e = Compiler::new(&doc).compile(&json!({"$ref": "other.yaml#/Pet"}), "/paths/~1pets").unwrap_err();
     assert!(e.starts_with("/paths/~1pets/$ref: `other.yaml#/Pet`: only references inside"), "{e}");
     let e = Compiler::new(&doc).compile(&json!({"$ref": "#/components/schemas/Nope"}), "/a").unwrap_err();
@@ -111,7 +114,10 @@ fn combinators_and_openapi_3_0_keywords() {
         ]
     }));
     assert!(problems(&s, json!({"cat": "tom"})).is_empty());
-    assert_eq!(problems(&s, json!({"cat": "a", "dog": "b"}))[0].1, "must match exactly one schema of oneOf, matches 2");
+    assert_eq!(
+        problems(&s, json!({"cat": "a", "dog": "b"}))[0].1,
+        "must match exactly one schema of oneOf, matches 2"
+    );
     let none = problems(&s, json!({"cat": 1}));
     assert_eq!(none[0], p("", "must match one of the schemas of oneOf"));
     assert_eq!(none[1], p("/cat", "must be of type string"), "the closest alternative's problem");
@@ -121,7 +127,9 @@ fn combinators_and_openapi_3_0_keywords() {
     let s = schema(json!({"allOf": [{"required": ["a"]}, {"required": ["b"]}], "not": {"required": ["c"]}}));
     assert_eq!(problems(&s, json!({"c": 1})).len(), 3);
     // 3.0: `nullable`, boolean `exclusiveMinimum`.
-    let s = schema(json!({"type": "number", "nullable": true, "minimum": 0, "exclusiveMinimum": true, "multipleOf": 0.5}));
+    let s = schema(
+        json!({"type": "number", "nullable": true, "minimum": 0, "exclusiveMinimum": true, "multipleOf": 0.5}),
+    );
     assert!(problems(&s, json!(null)).is_empty());
     assert_eq!(problems(&s, json!(0)), [p("", "must be greater than 0")]);
     assert_eq!(problems(&s, json!(0.7)), [p("", "must be a multiple of 0.5")]);
@@ -153,5 +161,8 @@ fn unsupported_keywords_are_compile_errors_naming_the_pointer() {
     assert!(Schema::compile(&json!({"type": "strin"})).is_err());
     assert!(Schema::compile(&json!({"pattern": "(unclosed"})).unwrap_err().starts_with("/pattern: "));
     // Annotations and extensions are fine.
-    assert!(Schema::compile(&json!({"format": "uuid", "example": 1, "x-internal": true, "readOnly": true})).is_ok());
+    assert!(
+        Schema::compile(&json!({"format": "uuid", "example": 1, "x-internal": true, "readOnly": true}))
+            .is_ok()
+    );
 }

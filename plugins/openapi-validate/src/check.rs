@@ -93,9 +93,12 @@ pub fn params(api: &Api, op: &Operation, input: &Inputs<'_>, limit: usize, out: 
             continue;
         }
         let values: Vec<String> = match p.location {
-            In::Path => {
-                input.path_params.iter().filter(|(n, _)| *n == p.name).map(|(_, v)| percent_decode(v, false)).collect()
-            }
+            In::Path => input
+                .path_params
+                .iter()
+                .filter(|(n, _)| *n == p.name)
+                .map(|(_, v)| percent_decode(v, false))
+                .collect(),
             In::Query => input.query.iter().filter(|(k, _)| *k == p.name).map(|(_, v)| v.clone()).collect(),
             In::Header => (input.headers)(&p.name),
             In::Cookie => cookie_values(input.headers, &p.name),
@@ -117,7 +120,8 @@ fn one_param(api: &Api, p: &Param, values: &[String], limit: usize, out: &mut Ve
     let value = api.schemas.coerce(schema, &texts, p.separator);
     for v in api.schemas.check(schema, &value, limit.saturating_sub(out.len())) {
         let pointer = v.pointer();
-        let field = if pointer.is_empty() { field.clone() } else { format!("{field}{}", pointer.replace('/', ".")) };
+        let field =
+            if pointer.is_empty() { field.clone() } else { format!("{field}{}", pointer.replace('/', ".")) };
         out.push(Problem { place: p.location.name(), field, message: v.message });
     }
 }

@@ -133,7 +133,13 @@ fn problem(status: u16, kind: &str, title: &str, detail: String, errors: &[Probl
 fn summary(errors: &[Problem]) -> String {
     let list: Vec<String> = errors
         .iter()
-        .map(|e| if e.field.is_empty() { format!("{} {}", e.place, e.message) } else { format!("{} {}", e.field, e.message) })
+        .map(|e| {
+            if e.field.is_empty() {
+                format!("{} {}", e.place, e.message)
+            } else {
+                format!("{} {}", e.field, e.message)
+            }
+        })
         .collect();
     list.join("; ")
 }
@@ -146,7 +152,9 @@ impl OpenapiValidate {
     fn undocumented(&self, status: u16, detail: String) -> Decision {
         match self.config.undocumented {
             UndocumentedMode::Allow => Decision::Continue,
-            UndocumentedMode::Reject => problem(status, TYPE_UNDOCUMENTED, "Undocumented operation", detail, &[]),
+            UndocumentedMode::Reject => {
+                problem(status, TYPE_UNDOCUMENTED, "Undocumented operation", detail, &[])
+            }
         }
     }
 }
@@ -173,9 +181,8 @@ impl Plugin for OpenapiValidate {
         {
             return Err(format!("prefix: `{p}` must start with `/` and not end with one"));
         }
-        self.api = Api::compile(&self.config.spec, self.config.path.as_deref()).map_err(|e| {
-            if e.starts_with("path:") { e } else { format!("spec{e}") }
-        })?;
+        self.api = Api::compile(&self.config.spec, self.config.path.as_deref())
+            .map_err(|e| if e.starts_with("path:") { e } else { format!("spec{e}") })?;
         Ok(())
     }
 
@@ -226,7 +233,8 @@ impl Plugin for OpenapiValidate {
             }
         }
         if !errors.is_empty() {
-            let detail = format!("{} {} (operation {}): {}", op.method, item.template, op.id, summary(&errors));
+            let detail =
+                format!("{} {} (operation {}): {}", op.method, item.template, op.id, summary(&errors));
             return problem(400, TYPE_INVALID, "Request does not match the API contract", detail, &errors);
         }
         if self.config.responses != ResponsesMode::Off {
@@ -254,7 +262,8 @@ impl Plugin for OpenapiValidate {
             Some(reply) => {
                 // As for requests: a body without `Content-Type` is read as the JSON
                 // the contract promises; an empty one (a `HEAD`) is not checked.
-                let json = resp.header("content-type").map(|c| check::essence(&c)).is_none_or(|m| spec::is_json(&m));
+                let json =
+                    resp.header("content-type").map(|c| check::essence(&c)).is_none_or(|m| spec::is_json(&m));
                 if let Some(schema) = reply.json
                     && json
                 {
@@ -271,9 +280,15 @@ impl Plugin for OpenapiValidate {
         if errors.is_empty() {
             return Decision::Continue;
         }
-        let detail = format!("the response of {} ({status}) does not match the API contract: {}", op.id, summary(&errors));
+        let detail = format!(
+            "the response of {} ({status}) does not match the API contract: {}",
+            op.id,
+            summary(&errors)
+        );
         match self.config.responses {
-            ResponsesMode::Block => problem(502, TYPE_RESPONSE, "Response does not match the API contract", detail, &errors),
+            ResponsesMode::Block => {
+                problem(502, TYPE_RESPONSE, "Response does not match the API contract", detail, &errors)
+            }
             _ => {
                 log::warn(&detail);
                 log::annotate("openapi_response", "invalid");

@@ -88,6 +88,9 @@ pub struct PathItem {
     pub ops: Vec<Operation>,
 }
 
+/// Path parameters of a matched template: (name, raw value from the request path).
+pub type Captures<'a, 'p> = Vec<(&'a str, &'p str)>;
+
 /// A compiled document.
 #[derive(Debug, Default)]
 pub struct Api {
@@ -109,9 +112,9 @@ fn deref<'a>(doc: &'a Value, v: &'a Value, at: &str) -> Result<(&'a Value, Strin
     for _ in 0..8 {
         let Some(r) = v.get("$ref") else { return Ok((v, at)) };
         let r = r.as_str().unwrap_or("");
-        let pointer = r
-            .strip_prefix('#')
-            .ok_or_else(|| format!("{at}/$ref: `{r}`: only references inside the document (`#/...`) are supported"))?;
+        let pointer = r.strip_prefix('#').ok_or_else(|| {
+            format!("{at}/$ref: `{r}`: only references inside the document (`#/...`) are supported")
+        })?;
         v = doc.pointer(pointer).ok_or_else(|| format!("{at}/$ref: `{r}` points at nothing"))?;
         at = pointer.to_owned();
     }
@@ -170,7 +173,9 @@ impl Build<'_> {
             other => return Err(format!("{at}/in: must be path, query, header or cookie, not {other:?}")),
         };
         if v.get("content").is_some() {
-            return Err(format!("{at}/content: parameters described by `content` are not supported; use `schema`"));
+            return Err(format!(
+                "{at}/content: parameters described by `content` are not supported; use `schema`"
+            ));
         }
         // Exploded arrays (`?tag=a&tag=b`) come as several values; otherwise one value
         // is split on the style's separator.
@@ -211,7 +216,13 @@ impl Build<'_> {
         Ok(out)
     }
 
-    fn operation(&mut self, method: &str, v: &Value, at: &str, shared: &[Param]) -> Result<Operation, String> {
+    fn operation(
+        &mut self,
+        method: &str,
+        v: &Value,
+        at: &str,
+        shared: &[Param],
+    ) -> Result<Operation, String> {
         let mut params = shared.to_vec();
         self.params(v.get("parameters"), at, &mut params)?;
         let body = match v.get("requestBody") {
@@ -241,7 +252,10 @@ impl Api {
     pub fn compile(doc: &Value, only: Option<&str>) -> Result<Api, String> {
         let version = doc.get("openapi").and_then(Value::as_str).unwrap_or("");
         if !(version.starts_with("3.0") || version.starts_with("3.1")) {
-            return Err(format!("/openapi: an OpenAPI 3.0 or 3.1 document is needed, found {:?}", doc.get("openapi")));
+            return Err(format!(
+                "/openapi: an OpenAPI 3.0 or 3.1 document is needed, found {:?}",
+                doc.get("openapi")
+            ));
         }
         let paths: &Map<String, Value> = match doc.get("paths") {
             Some(Value::Object(p)) => p,
@@ -284,7 +298,7 @@ impl Api {
 
     /// The path item matching `path` (without query), with its path parameters'
     /// raw (still percent-encoded) values. Literal segments win over parameters.
-    pub fn find<'p>(&self, path: &'p str) -> Option<(usize, &PathItem, Vec<(&str, &'p str)>)> {
+    pub fn find<'p>(&self, path: &'p str) -> Option<(usize, &PathItem, Captures<'_, 'p>)> {
         let rest = path.strip_prefix('/')?;
         let parts: Vec<&str> = rest.split('/').collect();
         for i in self.by_len.get(&parts.len())? {
@@ -304,7 +318,7 @@ impl Api {
 }
 
 impl PathItem {
-    fn capture<'p>(&self, parts: &[&'p str]) -> Option<Vec<(&str, &'p str)>> {
+    fn capture<'p>(&self, parts: &[&'p str]) -> Option<Captures<'_, 'p>> {
         let mut params = Vec::new();
         for (seg, part) in self.segs.iter().zip(parts) {
             match seg {

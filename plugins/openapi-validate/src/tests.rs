@@ -139,7 +139,10 @@ fn parameters_are_read_as_their_schema_s_type() {
     let (_, problem) = run(&p, FakeRequest::new("GET", "/pets"));
     assert_eq!(fields(&problem), [("header.x-trace".to_owned(), "is required".to_owned())]);
     let (_, problem) = run(&p, FakeRequest::new("GET", "/pets").with_header("x-trace", "XYZ"));
-    assert_eq!(fields(&problem), [("header.x-trace".to_owned(), "must match the pattern `^[0-9a-f]+$`".to_owned())]);
+    assert_eq!(
+        fields(&problem),
+        [("header.x-trace".to_owned(), "must match the pattern `^[0-9a-f]+$`".to_owned())]
+    );
     // Path parameters (declared on the path item); literal templates win.
     assert_eq!(run(&p, FakeRequest::new("GET", "/pets/7")).0, None);
     let (_, problem) = run(&p, FakeRequest::new("GET", "/pets/0"));
@@ -235,10 +238,7 @@ fn bad_documents_are_config_errors_naming_the_pointer() {
     let mut spec = petstore();
     spec["components"]["schemas"]["NewPet"]["properties"]["name"]["if"] = json!({});
     let e = bad(spec, json!({}));
-    assert!(
-        e.contains("spec/components/schemas/NewPet/properties/name: unsupported keyword `if`"),
-        "{e}"
-    );
+    assert!(e.contains("spec/components/schemas/NewPet/properties/name: unsupported keyword `if`"), "{e}");
     let mut spec = petstore();
     spec["paths"]["/pets"]["get"]["parameters"][1]["style"] = json!("deepObject");
     let e = bad(spec, json!({}));
