@@ -1,19 +1,40 @@
 //! Checking values against compiled schemas, and reading texts as typed values.
 
+use std::cell::Cell;
+
 use serde_json::Value;
 
 use crate::compile::{Additional, Node, TYPES};
 use crate::{Kind, SchemaId, Schemas, Step, Violation};
 
-/// Collected violations, up to a limit.
-pub(crate) struct Out {
-    pub list: Vec<Violation>,
-    pub limit: usize,
+/// The schema checks one [`Schemas::check`] may make: this many per node of the
+/// value, plus [`MIN_STEPS`]. Nested alternatives (`oneOf` inside a recursive schema)
+/// can cost exponentially in the depth of the value; past this budget the value is
+/// refused as too complex instead of holding the caller, while a large but plain
+/// value always fits.
+pub const STEPS_PER_NODE: usize = 64;
+/// The budget every check has, however small the value.
+pub const MIN_STEPS: usize = 10_000;
+
+/// The number of JSON nodes in `v`.
+pub(crate) fn nodes(v: &Value) -> usize {
+    match v {
+        Value::Array(items) => 1 + items.iter().map(nodes).sum::<usize>(),
+        Value::Object(obj) => 1 + obj.values().map(nodes).sum::<usize>(),
+        _ => 1,
+    }
 }
 
-impl Out {
+/// Collected violations, up to a limit, and the steps left of the check's budget.
+pub(crate) struct Out<'b> {
+    pub list: Vec<Violation>,
+    pub limit: usize,
+    pub budget: &'b Cell<usize>,
+}
+
+impl Out<'_> {
     fn full(&self) -> bool {
-        self.list.len() >= self.limit
+        self.list.len() >= self.limit || self.budget.get() == 0
     }
 
     fn push(&mut self, path: &[Step], kind: Kind, message: String) {
@@ -50,15 +71,18 @@ impl Schemas {
         &self.nodes[id.0]
     }
 
-    /// Whether `v` passes `id` (no violation).
-    fn passes(&self, id: SchemaId, v: &Value) -> bool {
-        self.check(id, v, 1).is_empty()
+    /// Whether `v` passes `id` (no violation), from the same budget as `out`.
+    fn passes(&self, id: SchemaId, v: &Value, out: &Out<'_>) -> bool {
+        let mut o = Out { list: Vec::new(), limit: 1, budget: out.budget };
+        self.check_into(id, v, &mut Vec::new(), &mut o);
+        o.list.is_empty() && o.budget.get() > 0
     }
 
-    pub(crate) fn check_into(&self, id: SchemaId, v: &Value, path: &mut Vec<Step>, out: &mut Out) {
+    pub(crate) fn check_into(&self, id: SchemaId, v: &Value, path: &mut Vec<Step>, out: &mut Out<'_>) {
         if out.full() {
             return;
         }
+        out.budget.set(out.budget.get() - 1);
         let s = self.node(id);
         if s.types != 0 && s.types & type_bit(v) == 0 {
             out.push(path, Kind::Invalid, format!("must be of type {}", type_names(s.types)));
@@ -80,11 +104,11 @@ impl Schemas {
         for sub in &s.all_of {
             self.check_into(*sub, v, path, out);
         }
-        if !s.any_of.is_empty() && !s.any_of.iter().any(|sub| self.passes(*sub, v)) {
+        if !s.any_of.is_empty() && !s.any_of.iter().any(|sub| self.passes(*sub, v, out)) {
             self.closest(&s.any_of, v, path, out, "anyOf");
         }
         if !s.one_of.is_empty() {
-            match s.one_of.iter().filter(|sub| self.passes(**sub, v)).count() {
+            match s.one_of.iter().filter(|sub| self.passes(**sub, v, out)).count() {
                 1 => {}
                 0 => self.closest(&s.one_of, v, path, out, "oneOf"),
                 n => out.push(
@@ -95,7 +119,7 @@ impl Schemas {
             }
         }
         if let Some(not) = s.not
-            && self.passes(not, v)
+            && self.passes(not, v, out)
         {
             out.push(path, Kind::Invalid, "must not match the schema of `not`".to_owned());
         }
@@ -103,11 +127,11 @@ impl Schemas {
 
     /// No alternative matched: report the one that came closest (fewest problems),
     /// which is usually the one the client meant.
-    fn closest(&self, options: &[SchemaId], v: &Value, path: &[Step], out: &mut Out, keyword: &str) {
+    fn closest(&self, options: &[SchemaId], v: &Value, path: &[Step], out: &mut Out<'_>, keyword: &str) {
         let best = options
             .iter()
             .map(|sub| {
-                let mut o = Out { list: Vec::new(), limit: out.limit };
+                let mut o = Out { list: Vec::new(), limit: out.limit, budget: out.budget };
                 self.check_into(*sub, v, &mut path.to_vec(), &mut o);
                 o.list
             })
@@ -121,7 +145,7 @@ impl Schemas {
         }
     }
 
-    fn string(&self, s: &Node, text: &str, path: &[Step], out: &mut Out) {
+    fn string(&self, s: &Node, text: &str, path: &[Step], out: &mut Out<'_>) {
         let n = text.chars().count() as u64;
         if let Some(m) = s.min_length.filter(|m| n < *m) {
             out.push(path, Kind::Invalid, format!("must have at least {m} characters"));
@@ -136,7 +160,7 @@ impl Schemas {
         }
     }
 
-    fn array(&self, s: &Node, items: &[Value], path: &mut Vec<Step>, out: &mut Out) {
+    fn array(&self, s: &Node, items: &[Value], path: &mut Vec<Step>, out: &mut Out<'_>) {
         let n = items.len() as u64;
         if let Some(m) = s.min_items.filter(|m| n < *m) {
             out.push(path, Kind::Invalid, format!("must have at least {m} items"));
@@ -156,7 +180,13 @@ impl Schemas {
         }
     }
 
-    fn object(&self, s: &Node, obj: &serde_json::Map<String, Value>, path: &mut Vec<Step>, out: &mut Out) {
+    fn object(
+        &self,
+        s: &Node,
+        obj: &serde_json::Map<String, Value>,
+        path: &mut Vec<Step>,
+        out: &mut Out<'_>,
+    ) {
         for r in &s.required {
             if obj.get(r).is_none_or(Value::is_null) {
                 path.push(Step::Key(r.clone()));
@@ -203,7 +233,7 @@ impl Schemas {
     }
 }
 
-fn number(s: &Node, x: f64, path: &[Step], out: &mut Out) {
+fn number(s: &Node, x: f64, path: &[Step], out: &mut Out<'_>) {
     if let Some(m) = s.minimum.filter(|m| x < *m) {
         out.push(path, Kind::Invalid, format!("must be at least {}", fmt_num(m)));
     }

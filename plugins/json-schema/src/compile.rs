@@ -127,9 +127,38 @@ impl<'d> Compiler<'d> {
         Ok(SchemaId(self.nodes.len() - 1))
     }
 
-    /// The compiled schemas.
-    pub fn finish(self) -> Schemas {
-        Schemas { nodes: self.nodes }
+    /// The compiled schemas. A `$ref` cycle that never descends into a property or an
+    /// item (`A: { $ref: '#/B' }`, `B: { allOf: [$ref: '#/A'] }`) is an error naming
+    /// a schema on it: checking any value would never end.
+    pub fn finish(self) -> Result<Schemas, String> {
+        // 0: not seen, 1: on the current path, 2: done.
+        let mut state = vec![0u8; self.nodes.len()];
+        for start in 0..self.nodes.len() {
+            if let Some(id) = self.cycle_from(start, &mut state) {
+                let at = self.refs.iter().find(|(_, r)| r.0 == id).map(|(p, _)| p.as_str()).unwrap_or("");
+                return Err(err(at, "a `$ref` cycle that never descends into a property or an item"));
+            }
+        }
+        Ok(Schemas { nodes: self.nodes })
+    }
+
+    /// A node on a cycle of same-value edges reachable from `id`, if any.
+    fn cycle_from(&self, id: usize, state: &mut [u8]) -> Option<usize> {
+        match state[id] {
+            1 => return Some(id),
+            2 => return None,
+            _ => {}
+        }
+        state[id] = 1;
+        let n = &self.nodes[id];
+        let next = n.all_of.iter().chain(&n.any_of).chain(&n.one_of).chain(&n.not);
+        for sub in next {
+            if let Some(found) = self.cycle_from(sub.0, state) {
+                return Some(found);
+            }
+        }
+        state[id] = 2;
+        None
     }
 
     fn reference(&mut self, r: &Value, at: &str) -> Result<SchemaId, String> {

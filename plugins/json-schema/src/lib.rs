@@ -5,7 +5,9 @@
 //! The recipe: make a [`Compiler`] over the document the schemas live in (so that
 //! `$ref: '#/components/schemas/Pet'` resolves), [`Compiler::compile`] each schema to a
 //! [`SchemaId`], then [`Compiler::finish`] into [`Schemas`], which checks values and
-//! lists every [`Violation`] with the path of the offending field. For one standalone
+//! lists every [`Violation`] with the path of the offending field. A check's work is
+//! bounded by the value's size ([`STEPS_PER_NODE`]): a value too complex to check
+//! within it is refused. For one standalone
 //! schema, [`Schema`] does all of it (and deserializes from a config).
 //!
 //! Supported keywords: `type` (one or a list), OpenAPI 3.0's `nullable`, `properties`,
@@ -29,6 +31,7 @@ use std::fmt;
 use serde::{Deserialize, Deserializer};
 use serde_json::Value;
 
+pub use check::{MIN_STEPS, STEPS_PER_NODE};
 pub use compile::Compiler;
 
 /// A compiled schema inside [`Schemas`].
@@ -122,9 +125,19 @@ pub struct Schemas {
 impl Schemas {
     /// Every problem of `value` against schema `id`, at most `limit`, in document order.
     pub fn check(&self, id: SchemaId, value: &Value, limit: usize) -> Vec<Violation> {
-        let mut out = check::Out { list: Vec::new(), limit };
-        let mut path = Vec::new();
-        self.check_into(id, value, &mut path, &mut out);
+        let budget = std::cell::Cell::new(
+            check::nodes(value).saturating_mul(check::STEPS_PER_NODE) + check::MIN_STEPS,
+        );
+        let mut out = check::Out { list: Vec::new(), limit, budget: &budget };
+        self.check_into(id, value, &mut Vec::new(), &mut out);
+        if budget.get() == 0 {
+            // Whatever was found before the budget ran out, the value is not accepted.
+            out.list.push(Violation {
+                path: Vec::new(),
+                kind: Kind::Invalid,
+                message: "is too complex to check".to_owned(),
+            });
+        }
         out.list
     }
 
@@ -150,7 +163,7 @@ impl Schema {
     pub fn compile(v: &Value) -> Result<Schema, String> {
         let mut c = Compiler::new(v);
         let root = c.compile_at("")?;
-        Ok(Schema { schemas: c.finish(), root: Some(root) })
+        Ok(Schema { schemas: c.finish()?, root: Some(root) })
     }
 
     /// Checks `v`; the error is a sentence naming the first offending field

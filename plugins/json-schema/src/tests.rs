@@ -91,7 +91,7 @@ fn refs_resolve_in_the_document_even_recursively() {
     let mut c = Compiler::new(&doc);
     let pet = c.compile(&json!({"$ref": "#/components/schemas/Pet"}), "/x").unwrap();
     let tree = c.compile_at("/components/schemas/Tree").unwrap();
-    let schemas = c.finish();
+    let schemas = c.finish().unwrap();
     let pointers = |id, v| -> Vec<String> { schemas.check(id, &v, 10).iter().map(|x| x.pointer()).collect() };
     assert!(pointers(pet, json!({"name": "rex", "tag": "dog"})).is_empty());
     assert_eq!(pointers(pet, json!({"tag": "cow"})), ["/name", "/tag"]);
@@ -144,7 +144,7 @@ fn texts_are_read_as_the_schema_s_type() {
     });
     let mut c = Compiler::new(&doc);
     let ids: Vec<_> = ["/i", "/b", "/s", "/a", "/r"].iter().map(|at| c.compile_at(at).unwrap()).collect();
-    let s = c.finish();
+    let s = c.finish().unwrap();
     assert_eq!(s.coerce(ids[0], &["12"], ','), json!(12));
     assert_eq!(s.coerce(ids[0], &["abc"], ','), json!("abc"), "left as text, so the type check names it");
     assert_eq!(s.coerce(ids[1], &["true"], ','), json!(true));
@@ -164,5 +164,38 @@ fn unsupported_keywords_are_compile_errors_naming_the_pointer() {
     assert!(
         Schema::compile(&json!({"format": "uuid", "example": 1, "x-internal": true, "readOnly": true}))
             .is_ok()
+    );
+}
+
+#[test]
+fn cycles_that_never_reach_a_value_are_compile_errors() {
+    let doc = json!({"A": {"allOf": [{"$ref": "#/B"}]}, "B": {"oneOf": [{"$ref": "#/A"}, {"type": "null"}]}});
+    let mut c = Compiler::new(&doc);
+    c.compile_at("/A").unwrap();
+    let e = c.finish().unwrap_err();
+    assert!(e.ends_with(": a `$ref` cycle that never descends into a property or an item"), "{e}");
+    assert!(e.starts_with("/A") || e.starts_with("/B"), "{e}");
+}
+
+#[test]
+fn a_value_too_complex_for_the_budget_is_refused() {
+    // Each level checks its alternatives again and again: exponential in the depth.
+    let doc = json!({"T": {"oneOf": [
+        {"type": "array", "items": {"$ref": "#/T"}, "maxItems": 3},
+        {"type": "array", "items": {"$ref": "#/T"}, "minItems": 1},
+        {"type": "integer"}
+    ]}});
+    let mut c = Compiler::new(&doc);
+    let t = c.compile_at("/T").unwrap();
+    let s = c.finish().unwrap();
+    let mut deep = json!("x");
+    for _ in 0..40 {
+        deep = json!([deep]);
+    }
+    let found = s.check(t, &deep, 10);
+    assert_eq!(found.last().unwrap().message, "is too complex to check", "{found:?}");
+    assert!(
+        s.check(t, &json!([[1], 2]), 10).iter().any(|v| v.message.contains("exactly one")),
+        "small values are checked"
     );
 }

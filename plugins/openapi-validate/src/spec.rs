@@ -293,7 +293,8 @@ impl Api {
         for list in by_len.values_mut() {
             list.sort_by_key(|i| std::cmp::Reverse(items[*i].literals));
         }
-        Ok(Api { schemas: b.compiler.finish(), items, by_len })
+        let schemas = b.compiler.finish()?;
+        Ok(Api { schemas, items, by_len })
     }
 
     /// The path item matching `path` (without query), with its path parameters'
