@@ -29,7 +29,9 @@ fn petstore() -> Value {
                 "parameters": [{"name": "petId", "in": "path", "required": true, "schema": {"type": "integer", "minimum": 1}}],
                 "get": {"operationId": "showPet", "responses": {"2XX": {"description": "ok", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Pet"}}}}}}
             },
-            "/pets/mine": {"get": {"operationId": "myPets", "responses": {"200": {"description": "ok"}}}}
+            "/pets/mine": {"get": {"operationId": "myPets",
+                "parameters": [{"name": "session", "in": "cookie", "required": true, "schema": {"type": "string", "minLength": 4}}],
+                "responses": {"200": {"description": "ok"}}}}
         },
         "components": {
             "parameters": {"Limit": {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 100}}},
@@ -147,7 +149,16 @@ fn parameters_are_read_as_their_schema_s_type() {
     assert_eq!(run(&p, FakeRequest::new("GET", "/pets/7")).0, None);
     let (_, problem) = run(&p, FakeRequest::new("GET", "/pets/0"));
     assert_eq!(fields(&problem), [("path.petId".to_owned(), "must be at least 1".to_owned())]);
-    assert_eq!(run(&p, FakeRequest::new("GET", "/pets/mine")).0, None);
+    // Cookies.
+    let mine = |cookie: &str| FakeRequest::new("GET", "/pets/mine").with_header("cookie", cookie);
+    assert_eq!(run(&p, mine("theme=dark; session=abcd")).0, None);
+    let (_, problem) = run(&p, mine("theme=dark"));
+    assert_eq!(fields(&problem), [("cookie.session".to_owned(), "is required".to_owned())]);
+    let (_, problem) = run(&p, mine("session=ab"));
+    assert_eq!(
+        fields(&problem),
+        [("cookie.session".to_owned(), "must have at least 4 characters".to_owned())]
+    );
 }
 
 #[test]
