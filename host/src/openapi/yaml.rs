@@ -129,7 +129,7 @@ impl Yaml {
 fn scalar(s: &str) -> String {
     let plain = !s.is_empty()
         && s.chars().all(|c| c.is_ascii_alphanumeric() || "/_-.$:".contains(c))
-        && !s.starts_with(['-', ':', '$'])
+        && !s.starts_with(['-', ':'])
         && !s.ends_with(':')
         && !s.contains(": ")
         && !matches!(
@@ -172,7 +172,7 @@ mod tests {
         let text = doc.to_document();
         assert_eq!(
             text,
-            "version: 1\nroutes:\n  - name: listPets\n    match:\n      path: \"/pets/{id}\"\n      methods: [GET]\n    config:\n      spec: { \"$file\": \"a b.yaml\" }\n      flag: \"true\"\n"
+            "version: 1\nroutes:\n  - name: listPets\n    match:\n      path: \"/pets/{id}\"\n      methods: [GET]\n    config:\n      spec: { $file: \"a b.yaml\" }\n      flag: \"true\"\n"
         );
         let back = crate::config::files::parse_yaml(&text).unwrap();
         assert_eq!(back["routes"][0]["config"]["spec"]["$file"], "a b.yaml");
