@@ -199,17 +199,26 @@ async fn the_admin_api_serves_the_combined_document() {
     assert!(doc["paths"]["/health"].get("post").is_none());
 }
 
-#[tokio::test]
-async fn editing_the_referenced_document_reloads_the_contract() {
+/// Starts the gateway with the document at `spec` (relative to the config's folder),
+/// watches the config, edits the document (write and rename, as editors do) and waits
+/// for the new contract to answer.
+async fn edit_and_see_the_reload(spec: &str) {
     let up = TestServer::echo().await;
-    let (gw, dir) = start(&up, "").await;
-    let _watch = sluice::reload::watch_config(gw.clone(), &dir.path().join("sluice.yaml")).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let text = config(dir.path(), &up, "").replace("$file: petstore.yaml", &format!("$file: {spec}"));
+    let doc = dir.path().join(spec);
+    std::fs::create_dir_all(doc.parent().unwrap()).unwrap();
+    std::fs::copy(PETSTORE, &doc).unwrap();
+    let path = dir.path().join("sluice.yaml");
+    std::fs::write(&path, text).unwrap();
+    let gw = Gateway::builder().config_file(&path).unwrap().start().await.unwrap();
+    let _watch = sluice::reload::watch_config(gw.clone(), &path).unwrap();
     assert_eq!(post_json(&gw, "/pets", r#"{"name":"rex"}"#).await.status, 200);
-    let spec =
+    let edited =
         std::fs::read_to_string(PETSTORE).unwrap().replace("required: [name]", "required: [name, tag]");
-    let tmp = dir.path().join(".petstore.yaml.tmp");
-    std::fs::write(&tmp, spec).unwrap();
-    std::fs::rename(&tmp, dir.path().join("petstore.yaml")).unwrap();
+    let tmp = doc.with_extension("tmp");
+    std::fs::write(&tmp, edited).unwrap();
+    std::fs::rename(&tmp, &doc).unwrap();
     let mut last = None;
     for _ in 0..200 {
         let reply = post_json(&gw, "/pets", r#"{"name":"rex"}"#).await;
@@ -221,7 +230,17 @@ async fn editing_the_referenced_document_reloads_the_contract() {
         last = Some(reply.status);
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    panic!("the edited document never took effect (last status {last:?})");
+    panic!("the edited document {spec} never took effect (last status {last:?})");
+}
+
+#[tokio::test]
+async fn editing_the_referenced_document_reloads_the_contract() {
+    edit_and_see_the_reload("petstore.yaml").await;
+}
+
+#[tokio::test]
+async fn a_document_in_another_folder_is_watched_too() {
+    edit_and_see_the_reload("specs/petstore.yaml").await;
 }
 
 #[tokio::test]
