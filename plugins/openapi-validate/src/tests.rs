@@ -260,6 +260,47 @@ fn bad_documents_are_config_errors_naming_the_pointer() {
     assert!(e.contains("prefix"), "{e}");
 }
 
+/// Mutated bodies, queries and paths: every answer is a pass or a 4xx problem, never
+/// a panic (a trap in the gateway).
+#[test]
+fn mutated_requests_get_a_pass_or_a_4xx_never_a_panic() {
+    let iters = std::env::var("SLUICE_FUZZ_ITERS").ok().and_then(|v| v.parse().ok()).unwrap_or(3000);
+    let mut rng = fastrand::Rng::with_seed(1);
+    let p = plugin(json!({"responses": "off"}));
+    let seeds: [&[u8]; 4] = [br#"{"name": "rex", "tag": "dog"}"#, b"[1, {\"a\": null}]", b"\"x\"", b"{}"];
+    let targets = ["/pets?limit=10&tag=dog", "/pets/7", "/pets/mine", "/pets/%zz?limit=%41", "/"];
+    let noise = b"{}[]\",:0123456789.eE+-truefalsnul \\/%?&=~\xff\x00";
+    for _ in 0..iters {
+        let mut body = seeds[rng.usize(..seeds.len())].to_vec();
+        let mut target = targets[rng.usize(..targets.len())].as_bytes().to_vec();
+        for _ in 0..rng.usize(1..6) {
+            let buf = if rng.bool() { &mut body } else { &mut target };
+            let at = rng.usize(..=buf.len());
+            match rng.u8(..3) {
+                0 => buf.insert(at, noise[rng.usize(..noise.len())]),
+                1 if at < buf.len() => drop(buf.remove(at)),
+                _ => buf.insert(at, b'/'),
+            }
+        }
+        let target = format!("/{}", String::from_utf8_lossy(&target).trim_start_matches('/'));
+        let method = ["GET", "POST", "HEAD"][rng.usize(..3)];
+        let req = FakeRequest::new(method, &target)
+            .with_header("content-type", "application/json")
+            .with_header("x-trace", "ab")
+            .with_header("cookie", "session=abcdef")
+            .with_body(body.clone());
+        let mut req = req;
+        match p.on_request(&mut req.as_request()) {
+            Decision::Continue => {}
+            Decision::Respond(r) => {
+                assert!((400..500).contains(&r.status), "{method} {target} {body:?}: {}", r.status);
+                let problem: Value = serde_json::from_slice(&r.body).unwrap();
+                assert_eq!(problem["status"], r.status);
+            }
+        }
+    }
+}
+
 /// The JSON Schema of the config, kept in `schema.json` (rewrite with `SLUICE_BLESS=1`).
 #[test]
 fn schema_json_is_up_to_date() {
