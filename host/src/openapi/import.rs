@@ -225,31 +225,64 @@ pub fn import(doc: &Value, opts: &ImportOptions) -> Result<String, ImportError> 
     {
         return Err(ImportError::option(format!("--prefix `{p}` must start with `/` and not end with one")));
     }
-    let prefix = opts.prefix.clone().unwrap_or_default();
-    let mut upstreams = Upstreams::default();
-    // Every document-level server is an upstream; routes use the first.
-    let servers: Vec<Option<Server>> = match doc.get("servers") {
-        Some(Value::Array(list)) => list
-            .iter()
-            .enumerate()
-            .map(|(i, s)| server(s, &format!("/servers/{i}")))
-            .collect::<Result<_, _>>()?,
-        Some(_) => return Err(ImportError::at("/servers", "must be a list")),
-        None => Vec::new(),
-    };
-    if opts.upstream.is_none() {
-        for s in servers.iter().flatten() {
-            upstreams.name_for(s);
-        }
-    }
-    let default_server = servers.first().cloned().flatten();
+    let mut importer = Importer::new(doc, opts)?;
     let paths = match doc.get("paths") {
         Some(Value::Object(p)) => p,
         _ => return Err(ImportError::at("/paths", "the document has no paths")),
     };
     let mut routes = Vec::new();
-    let mut route_names = Vec::new();
     for (template, item) in paths {
+        if let Some(route) = importer.route(template, item)? {
+            routes.push(route);
+        }
+    }
+    if routes.is_empty() {
+        return Err(ImportError::at("/paths", "the document has no operations"));
+    }
+    Ok(importer.document(routes))
+}
+
+/// The state of one import: upstreams made so far, route names taken.
+struct Importer<'a> {
+    doc: &'a Value,
+    opts: &'a ImportOptions,
+    prefix: String,
+    upstreams: Upstreams,
+    /// The first document-level server: where routes go by default.
+    default_server: Option<Server>,
+    route_names: Vec<String>,
+}
+
+impl<'a> Importer<'a> {
+    /// Reads the document's servers: each is an upstream (unless `--upstream`).
+    fn new(doc: &'a Value, opts: &'a ImportOptions) -> Result<Self, ImportError> {
+        let servers: Vec<Option<Server>> = match doc.get("servers") {
+            Some(Value::Array(list)) => list
+                .iter()
+                .enumerate()
+                .map(|(i, s)| server(s, &format!("/servers/{i}")))
+                .collect::<Result<_, _>>()?,
+            Some(_) => return Err(ImportError::at("/servers", "must be a list")),
+            None => Vec::new(),
+        };
+        let mut upstreams = Upstreams::default();
+        if opts.upstream.is_none() {
+            for s in servers.iter().flatten() {
+                upstreams.name_for(s);
+            }
+        }
+        Ok(Self {
+            doc,
+            opts,
+            prefix: opts.prefix.clone().unwrap_or_default(),
+            upstreams,
+            default_server: servers.first().cloned().flatten(),
+            route_names: Vec::new(),
+        })
+    }
+
+    /// The route of one path item; `None` when it has no operations.
+    fn route(&mut self, template: &str, item: &Value) -> Result<Option<Yaml>, ImportError> {
         let at = format!("/paths/{}", token(template));
         if let Some(r) = item.get("$ref") {
             return Err(ImportError::at(
@@ -260,33 +293,45 @@ pub fn import(doc: &Value, opts: &ImportOptions) -> Result<String, ImportError> 
         let ops: Vec<(&str, &Value)> =
             super::METHODS.iter().filter_map(|m| item.get(*m).map(|op| (*m, op))).collect();
         if ops.is_empty() {
-            continue;
+            return Ok(None);
         }
         let server = match first_server(item.get("servers"), &format!("{at}/servers"))? {
             Some(s) => s,
-            None => default_server.clone(),
+            None => self.default_server.clone(),
         };
         let base = server.as_ref().map(|s| s.base.clone()).unwrap_or_default();
-        let upstream = match (&opts.upstream, &server) {
+        let upstream = match (&self.opts.upstream, &server) {
             (Some(name), _) => name.clone(),
-            (None, Some(s)) => upstreams.name_for(s),
+            (None, Some(s)) => self.upstreams.name_for(s),
             (None, None) => {
                 return Err(ImportError::at(
-                    if doc.get("servers").is_some() { "/servers/0/url" } else { "/servers" },
+                    if self.doc.get("servers").is_some() { "/servers/0/url" } else { "/servers" },
                     "no http(s) server URL to forward to: give the document one, or pass --upstream NAME",
                 ));
             }
         };
-        let path = format!("{prefix}{base}{}", route_path(template, &at)?);
+        let path = format!("{}{base}{}", self.prefix, route_path(template, &at)?);
         let name = match ops.as_slice() {
             [(_, op)] => op.get("operationId").and_then(Value::as_str).map(name_of),
             _ => None,
         };
-        let name = unique(name.unwrap_or_else(|| name_of(template)), &mut route_names);
+        let name = unique(name.unwrap_or_else(|| name_of(template)), &mut self.route_names);
         let methods = ops.iter().map(|(m, _)| Yaml::str(m.to_ascii_uppercase())).collect();
+        Ok(Some(Yaml::map([
+            ("name", Yaml::str(name)),
+            ("match", Yaml::map([("path", Yaml::str(path)), ("methods", Yaml::List(methods))])),
+            ("target", Yaml::map([("upstream", Yaml::str(upstream))])),
+            ("plugins", self.plugins(template, &base)),
+        ])))
+    }
+
+    /// A route's chain: `openapi-validate` pinned to its template, and with
+    /// `--prefix` a `transform` stripping the prefix again.
+    fn plugins(&self, template: &str, base: &str) -> Yaml {
+        let prefix = &self.prefix;
         let mut validate = vec![
-            ("spec".to_owned(), Yaml::map([("$file", Yaml::str(opts.spec_ref.clone()))])),
-            ("path".to_owned(), Yaml::str(template.clone())),
+            ("spec".to_owned(), Yaml::map([("$file", Yaml::str(self.opts.spec_ref.clone()))])),
+            ("path".to_owned(), Yaml::str(template)),
         ];
         if !prefix.is_empty() || !base.is_empty() {
             validate.push(("prefix".to_owned(), Yaml::str(format!("{prefix}{base}"))));
@@ -300,37 +345,29 @@ pub fn import(doc: &Value, opts: &ImportOptions) -> Result<String, ImportError> 
             )]);
             plugins.push(Yaml::map([("name", Yaml::str("transform")), ("config", strip)]));
         }
-        routes.push(Yaml::map([
-            ("name", Yaml::str(name)),
-            ("match", Yaml::map([("path", Yaml::str(path)), ("methods", Yaml::List(methods))])),
-            ("target", Yaml::map([("upstream", Yaml::str(upstream))])),
-            ("plugins", Yaml::List(plugins)),
-        ]));
+        Yaml::List(plugins)
     }
-    if routes.is_empty() {
-        return Err(ImportError::at("/paths", "the document has no operations"));
+
+    /// The whole config text around `routes`.
+    fn document(self, routes: Vec<Yaml>) -> String {
+        let listen = self.opts.listen.clone().unwrap_or_else(|| DEFAULT_LISTEN.to_owned());
+        let listener = Yaml::map([("name", Yaml::str("public")), ("address", Yaml::str(listen))]);
+        let mut config =
+            vec![("version".to_owned(), Yaml::Int(1)), ("listeners".to_owned(), Yaml::List(vec![listener]))];
+        if !self.upstreams.list.is_empty() {
+            config.push(("upstreams".to_owned(), self.upstreams.yaml()));
+        }
+        config.push(("routes".to_owned(), Yaml::List(routes)));
+        let title = self.doc.pointer("/info/title").and_then(Value::as_str).unwrap_or("an OpenAPI document");
+        let mut text = format!("# Generated by `sluice import openapi` from {title}.\n");
+        if let Some(name) = &self.opts.upstream {
+            text.push_str(&format!(
+                "# Routes forward to the upstream `{name}` of the config this is merged into.\n"
+            ));
+        }
+        text.push_str(&Yaml::Map(config).to_document());
+        text
     }
-    let listen = opts.listen.clone().unwrap_or_else(|| DEFAULT_LISTEN.to_owned());
-    let mut config = vec![
-        ("version".to_owned(), Yaml::Int(1)),
-        (
-            "listeners".to_owned(),
-            Yaml::List(vec![Yaml::map([("name", Yaml::str("public")), ("address", Yaml::str(listen))])]),
-        ),
-    ];
-    if !upstreams.list.is_empty() {
-        config.push(("upstreams".to_owned(), upstreams.yaml()));
-    }
-    config.push(("routes".to_owned(), Yaml::List(routes)));
-    let title = doc.pointer("/info/title").and_then(Value::as_str).unwrap_or("an OpenAPI document");
-    let mut text = format!("# Generated by `sluice import openapi` from {title}.\n");
-    if let Some(name) = &opts.upstream {
-        text.push_str(&format!(
-            "# Routes forward to the upstream `{name}` of the config this is merged into.\n"
-        ));
-    }
-    text.push_str(&Yaml::Map(config).to_document());
-    Ok(text)
 }
 
 #[cfg(test)]
