@@ -16,6 +16,7 @@ const BUILTINS: &[(&str, &str, &[&str])] = &[
     ("auth", "sluice-plugin-auth", &["http", "secrets"]),
     ("cors", "sluice-plugin-cors", &[]),
     ("mcp", "sluice-plugin-mcp", &[]),
+    ("openapi-validate", "sluice-plugin-openapi-validate", &[]),
     ("rate-limit", "sluice-plugin-rate-limit", &[]),
     ("transform", "sluice-plugin-transform", &[]),
 ];

@@ -1,7 +1,9 @@
 //! Built-in plugin micro-benchmarks (P4 for the shipped policies): one `auth` call
 //! with an API key, a JWT RS256 and a JWT ES256 token (signature checked every time:
 //! `cache_entries: 0`), one in-process `rate-limit` check, one header `transform`, and
-//! the P2 chain auth (JWT HS256) + rate-limit + transform through both phases. Warm,
+//! the P2 chain auth (JWT HS256) + rate-limit + transform through both phases, and
+//! `openapi-validate` checking the request's query and header parameters against a
+//! one-path document and against a 201-path one (matched by path, or pinned). Warm,
 //! configured instances, driven without a runtime (every future completes on its first
 //! poll: the in-process kv never waits). Each iteration gets a fresh request, made
 //! outside the timed part, since the plugins strip and add headers.
@@ -98,6 +100,25 @@ fn benches(c: &mut Criterion) {
     let hs256 = json!({ "name": "auth", "config": { "jwt": {
         "keys": [{ "secret": fixture("tokens.json").parse::<Value>().unwrap()["hs256_secret"] }],
         "cache_entries": 0 } } });
+    // The bench request's operation: `page` must be an integer ≥ 1, `x-request-id` hex.
+    let orders = json!({ "get": { "parameters": [
+        { "name": "page", "in": "query", "schema": { "type": "integer", "minimum": 1 } },
+        { "name": "x-request-id", "in": "header", "required": true,
+          "schema": { "type": "string", "pattern": "^[0-9a-f]+$" } } ],
+        "responses": { "200": { "description": "ok" } } } });
+    let small = json!({ "openapi": "3.0.3", "paths": { "/api/v1/orders": orders.clone() } });
+    let mut large = small.clone();
+    for i in 0..200 {
+        // Same segment count and sorted first: the matcher tries all of them.
+        large["paths"][format!("/api/v1/a{i:03}")] = orders.clone();
+    }
+    let validate = |spec: &Value, path: Option<&str>| {
+        let mut config = json!({ "spec": spec, "responses": "off" });
+        if let Some(p) = path {
+            config["path"] = json!(p);
+        }
+        json!([{ "name": "openapi-validate", "config": config }])
+    };
     let chains = chains(&[
         (
             "apikey",
@@ -109,6 +130,9 @@ fn benches(c: &mut Criterion) {
         ("ratelimit", json!([rate_limit.clone()])),
         ("transform", json!([transform.clone()])),
         ("chain", json!([hs256, rate_limit, transform])),
+        ("openapi_small", validate(&small, None)),
+        ("openapi_large", validate(&large, None)),
+        ("openapi_pinned", validate(&large, Some("/api/v1/orders"))),
     ]);
     let (rs256, es256, hs256) = (token("rs256"), token("es256"), token("hs256"));
 
@@ -133,6 +157,9 @@ fn benches(c: &mut Criterion) {
     one("auth_jwt_es256", &chains[2], vec![("authorization", format!("Bearer {es256}"))]);
     one("rate_limit_in_process", &chains[3], vec![]);
     one("transform_headers_request", &chains[4], vec![("authorization", "Bearer x".into())]);
+    one("openapi_validate_params_1_path", &chains[6], vec![]);
+    one("openapi_validate_params_201_paths", &chains[7], vec![]);
+    one("openapi_validate_params_201_paths_pinned", &chains[8], vec![]);
     g.bench_function("chain_auth_hs256_rate_limit_transform_both_phases", |b| {
         let auth = format!("Bearer {hs256}");
         b.iter_batched_ref(

@@ -1,5 +1,6 @@
-//! The command line: `sluice run`, `sluice check`, `sluice schema`, and the plugin
-//! author's `sluice plugin …` (in [`crate::devkit::command`]).
+//! The command line: `sluice run`, `sluice check`, `sluice schema`,
+//! `sluice import openapi` (in [`crate::openapi::import`]), and the plugin author's
+//! `sluice plugin …` (in [`crate::devkit::command`]).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -18,7 +19,7 @@ use crate::snapshot::Snapshot;
     name = "sluice",
     version,
     propagate_version = true,
-    after_help = "Examples:\n  sluice                          serve the quick-start config on 127.0.0.1:8080\n  sluice run --config gw.yaml     serve your config\n  sluice check gw.yaml other.yaml validate configs, list every problem\n  sluice schema > sluice.schema.json\n  sluice schema --plugin auth     the auth plugin's config schema\n  sluice plugin new quota --lang python\n  sluice plugin test quota.wasm --config c.json --request req.yaml --expect req.expected.json"
+    after_help = "Examples:\n  sluice                          serve the quick-start config on 127.0.0.1:8080\n  sluice run --config gw.yaml     serve your config\n  sluice check gw.yaml other.yaml validate configs, list every problem\n  sluice schema > sluice.schema.json\n  sluice schema --plugin auth     the auth plugin's config schema\n  sluice import openapi api.yaml > gw.yaml\n  sluice plugin new quota --lang python\n  sluice plugin test quota.wasm --config c.json --request req.yaml --expect req.expected.json"
 )]
 pub struct Cli {
     /// What to do (default: `run`).
@@ -52,10 +53,16 @@ pub enum Command {
     /// Print the JSON Schema of the config file format (for editors and CI linting),
     /// or of a built-in plugin's `config:`.
     Schema {
-        /// A built-in plugin (`ai`, `auth`, `cors`, `rate-limit`, `transform`) whose config
-        /// schema to print instead.
+        /// A built-in plugin (`ai`, `auth`, `cors`, `mcp`, `openapi-validate`, `rate-limit`,
+        /// `transform`) whose config schema to print instead.
         #[arg(long, value_name = "NAME")]
         plugin: Option<String>,
+    },
+    /// Generate config from another description of an API.
+    Import {
+        /// What to import from.
+        #[command(subcommand)]
+        command: ImportCommand,
     },
     /// Write and test plugins: scaffold a project, run a plugin offline against a
     /// request file, check a component, print the WIT.
@@ -66,6 +73,33 @@ pub enum Command {
     },
 }
 
+/// What `sluice import` reads.
+#[derive(Debug, Subcommand)]
+pub enum ImportCommand {
+    /// Print a config (YAML) for an OpenAPI 3.0/3.1 document: an upstream per server
+    /// URL, a route per path with its operations' methods, and the `openapi-validate`
+    /// plugin on each route checking requests against the document.
+    Openapi {
+        /// The OpenAPI document (YAML or JSON).
+        #[arg(value_name = "SPEC")]
+        spec: PathBuf,
+        /// Route to this upstream (of the config the output is merged into) instead
+        /// of making upstreams from the document's servers.
+        #[arg(long, value_name = "NAME")]
+        upstream: Option<String>,
+        /// Serve the API under this path prefix (stripped again before the upstream).
+        #[arg(long, value_name = "PATH")]
+        prefix: Option<String>,
+        /// The generated listener's address.
+        #[arg(long, value_name = "ADDR", default_value = crate::openapi::import::DEFAULT_LISTEN)]
+        listen: String,
+        /// The path the generated `spec: { $file: … }` references, as the config will
+        /// find it (relative to the config's folder). Default: SPEC as given.
+        #[arg(long, value_name = "PATH")]
+        spec_ref: Option<String>,
+    },
+}
+
 /// Runs the command line; returns the process exit code.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -73,6 +107,7 @@ pub fn main() -> ExitCode {
         Command::Run { config, workers, no_watch } => run(config, workers, !no_watch),
         Command::Check { files } => check_all(&files),
         Command::Plugin { command } => crate::devkit::command::run(command),
+        Command::Import { command } => import(command),
         Command::Schema { plugin: None } => {
             println!("{:#}", config::json_schema());
             ExitCode::SUCCESS
@@ -88,6 +123,29 @@ pub fn main() -> ExitCode {
                 ExitCode::from(2)
             }
         },
+    }
+}
+
+/// `sluice import …`: the config on stdout, or the problem (with its JSON pointer)
+/// on stderr and exit code 1.
+fn import(command: ImportCommand) -> ExitCode {
+    let ImportCommand::Openapi { spec, upstream, prefix, listen, spec_ref } = command;
+    let options = crate::openapi::ImportOptions {
+        spec_ref: spec_ref.unwrap_or_else(|| spec.display().to_string()),
+        upstream,
+        prefix,
+        listen: Some(listen),
+    };
+    let result = crate::openapi::read_document(&spec).and_then(|doc| crate::openapi::import(&doc, &options));
+    match result {
+        Ok(yaml) => {
+            print!("{yaml}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: {}: {e}", spec.display());
+            ExitCode::FAILURE
+        }
     }
 }
 

@@ -134,7 +134,7 @@ impl Exchange {
     pub fn detached(peer: SocketAddr) -> Exchange {
         static EMPTY: OnceLock<Arc<Snapshot>> = OnceLock::new();
         let snapshot = EMPTY.get_or_init(|| {
-            let yaml = "version: 1\nlisteners:\n  - name: detached\n    address: 127.0.0.1:0\n";
+            let yaml = "version: 1\nlisteners:\n  - name: detached\n    address: 127.0.0.1:0\nroutes:\n  - name: detached\n    match: { path_prefix: / }\n    target: { echo: {} }\n";
             let loaded = crate::config::parse_str("detached", yaml, ".".into()).expect("a minimal config");
             Arc::new(Snapshot::build(loaded, 0).expect("a minimal snapshot"))
         });

@@ -23,6 +23,7 @@ pub mod exchange;
 pub mod gateway;
 pub mod listener;
 pub mod observability;
+pub mod openapi;
 pub mod plugins;
 pub mod proxy;
 pub mod reload;

@@ -25,6 +25,7 @@ mod limits;
 mod llm_server;
 mod mcp;
 mod metrics;
+mod openapi;
 mod plugins;
 mod proxying;
 mod quickstart;

@@ -12,6 +12,7 @@
 
 pub mod aggregate;
 pub mod cache;
+pub mod files;
 pub mod kv;
 mod locate;
 pub mod mcp;
@@ -156,6 +157,9 @@ pub struct LoadedConfig {
     pub source_name: String,
     /// Directory that relative paths in the config are resolved against.
     pub base_dir: PathBuf,
+    /// Files the plugin configs referenced with `$file` (see [`files`]), which the
+    /// reload watcher follows.
+    pub files: Vec<PathBuf>,
 }
 
 impl LoadedConfig {
@@ -184,12 +188,17 @@ pub fn load_file(path: &Path) -> Result<LoadedConfig, ConfigError> {
 pub fn parse_str(source_name: &str, text: &str, base_dir: PathBuf) -> Result<LoadedConfig, ConfigError> {
     let source =
         SourceMap::parse(text).map_err(|p| ConfigError::new(source_name, &SourceMap::empty(), vec![p]))?;
-    let config = locate::deserialize(text, &source).map_err(|p| ConfigError::new(source_name, &source, p))?;
-    let problems = validate(&config);
+    let mut config =
+        locate::deserialize(text, &source).map_err(|p| ConfigError::new(source_name, &source, p))?;
+    let mut problems = validate(&config);
+    let files = files::resolve(&mut config, &base_dir).unwrap_or_else(|p| {
+        problems.extend(p);
+        Vec::new()
+    });
     if !problems.is_empty() {
         return Err(ConfigError::new(source_name, &source, problems));
     }
-    Ok(LoadedConfig { config, source, source_name: source_name.to_owned(), base_dir })
+    Ok(LoadedConfig { config, source, source_name: source_name.to_owned(), base_dir, files })
 }
 
 /// The embedded quick-start config, parsed.

@@ -62,7 +62,9 @@ pub struct PluginRefConfig {
     pub name: Name,
     /// The plugin's own settings, any YAML. Passed to the plugin's `configure` as
     /// JSON (`{}` when absent) once per instance when the config is loaded; a
-    /// plugin that rejects it rejects the whole config.
+    /// plugin that rejects it rejects the whole config. Anywhere inside it,
+    /// `{ $file: PATH }` is replaced by that file's content (relative to the config's
+    /// folder; YAML, JSON, or else text), and editing the file reloads the config.
     #[serde(default)]
     pub config: Option<serde_json::Value>,
     /// What a failing plugin (trap, deadline, memory cap, bad return, no instance

@@ -6,6 +6,7 @@
 //! | `GET /-/health` | `200 ok` while the process serves |
 //! | `GET /-/status` | JSON: config generation, reload history and last error, listeners, routes, upstream targets' health |
 //! | `GET /metrics` | Prometheus text format |
+//! | `GET /-/openapi.json` | the routes as one OpenAPI 3.1 document, with the operations of the documents their `openapi-validate` plugins check against (see `openapi::document`) |
 //! | `POST /-/reload` | re-read the config source and reload: `200 {"generation": N}` or `422` with every problem |
 //! | `GET /-/calls` | the call log, newest first: filters `from`, `to` (ms since the epoch), `route`, `consumer`, `status` (`5xx` or `404`); `limit`, and `before` = the previous page's `next` |
 //! | `GET /-/calls/stats` | the call log's aggregates per `bucket` (`minute`, `hour`) and `by` (`route`, `consumer`): requests, errors, p50/p95/p99, tokens, cost; same filters |
@@ -106,6 +107,11 @@ async fn handle(req: Request<Incoming>, gw: &Gateway) -> Response<Body> {
         (&Method::GET, "/-/health") => text(StatusCode::OK, "text/plain", "ok\n".to_owned()),
         (&Method::GET, "/-/status") => text(StatusCode::OK, "application/json", status(gw).to_string()),
         (&Method::GET, "/metrics") => text(StatusCode::OK, "text/plain; version=0.0.4", metrics(gw)),
+        (&Method::GET, "/-/openapi.json") => {
+            let snap = gw.snapshot();
+            let doc = crate::openapi::combined(&snap.config.config, snap.generation);
+            text(StatusCode::OK, "application/json", doc.to_string())
+        }
         (&Method::POST, "/-/reload") => match gw.reload_from_source().await {
             Ok(generation) => {
                 text(StatusCode::OK, "application/json", json!({ "generation": generation }).to_string())
@@ -122,7 +128,7 @@ async fn handle(req: Request<Incoming>, gw: &Gateway) -> Response<Body> {
         (
             _,
             "/-/health" | "/-/status" | "/metrics" | "/-/reload" | "/-/calls" | "/-/calls/stats"
-            | "/-/cache/purge",
+            | "/-/cache/purge" | "/-/openapi.json",
         ) => text(StatusCode::METHOD_NOT_ALLOWED, "text/plain", "method not allowed\n".to_owned()),
         _ => text(StatusCode::NOT_FOUND, "text/plain", "not found\n".to_owned()),
     }

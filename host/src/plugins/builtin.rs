@@ -1,5 +1,6 @@
 //! The built-in plugins (`plugins/*` in the source tree: `ai`, `auth`, `cors`, `mcp`,
-//! `rate-limit`, `transform`), compiled to components by `host/build.rs` and embedded
+//! `openapi-validate`, `rate-limit`, `transform`; `plugins/json-schema` is a library
+//! they share), compiled to components by `host/build.rs` and embedded
 //! in the binary. They load exactly like a component dropped into the plugins folder;
 //! a file of the same name in that folder takes precedence.
 

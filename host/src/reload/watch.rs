@@ -1,8 +1,10 @@
 //! The config file watcher.
 //!
-//! It watches the config's folder and the plugins folder, but only some events count:
-//! those on the config file, on a Kubernetes ConfigMap's `..data` link (an update
-//! swaps it), on the plugins folder itself, and on `*.wasm` files (or `..data`) in it.
+//! It watches the config's folder, the plugins folder and the folders of the files
+//! plugin configs reference (`$file`, see `config::files`), but only some events
+//! count: those on the config file, on a Kubernetes ConfigMap's `..data` link (an
+//! update swaps it), on the plugins folder itself, on `*.wasm` files (or `..data`) in
+//! it, and on the referenced files.
 //! Anything else written there — a log file, an editor's swap file — neither starts
 //! nor prolongs the debounce, so it cannot delay or block a reload.
 
@@ -55,7 +57,7 @@ pub fn watch_config(gateway: Gateway, path: &Path) -> notify::Result<WatchHandle
     // The plugins folder too: a changed or new `NAME.wasm` reloads like a config edit.
     info!(config = %path.display(), "watching the config file for changes");
     // (It says so itself when it watches the plugins folder.)
-    let mut plugins = PluginsWatch { watcher, config_dir: dir, watched: None };
+    let mut plugins = PluginsWatch { watcher, config_dir: dir, watched: None, file_dirs: Vec::new() };
     plugins.follow(&gateway);
     let initial = content_hash(&path);
     let task = tokio::spawn(reload_loop(gateway, path.clone(), rx, initial, plugins));
@@ -69,6 +71,8 @@ struct PluginsWatch {
     /// The folder watched, and its identity (a folder deleted and created again is
     /// another one, which must be watched afresh).
     watched: Option<(PathBuf, Option<(u64, u64)>)>,
+    /// Folders of referenced files watched besides the config's folder.
+    file_dirs: Vec<PathBuf>,
 }
 
 impl PluginsWatch {
@@ -77,6 +81,7 @@ impl PluginsWatch {
     /// not have existed before (created after the start, or deleted and created again).
     /// True when it starts watching a folder: changes made before that sent no event.
     fn follow(&mut self, gateway: &Gateway) -> bool {
+        self.follow_files(gateway);
         let dir = plugins_dir_now(gateway);
         let want = (dir != self.config_dir && dir.is_dir()).then(|| {
             let id = dir_identity(&dir);
@@ -100,6 +105,43 @@ impl PluginsWatch {
         }
         false
     }
+}
+
+impl PluginsWatch {
+    /// Watches the folders of the files the serving config references (those not
+    /// watched already), and stops watching folders no longer needed.
+    fn follow_files(&mut self, gateway: &Gateway) {
+        let mut want: Vec<PathBuf> = files_now(gateway)
+            .iter()
+            .filter_map(|f| f.parent().map(Path::to_owned))
+            .filter(|d| *d != self.config_dir)
+            .collect();
+        want.sort();
+        want.dedup();
+        for old in self.file_dirs.iter().filter(|d| !want.contains(d)) {
+            let _ = self.watcher.unwatch(old);
+        }
+        for dir in want.iter().filter(|d| !self.file_dirs.contains(d)) {
+            match self.watcher.watch(dir, RecursiveMode::NonRecursive) {
+                Ok(()) => info!(folder = %dir.display(), "watching files referenced by plugin configs"),
+                Err(e) => {
+                    warn!(folder = %dir.display(), error = %e, "cannot watch a referenced file's folder")
+                }
+            }
+        }
+        self.file_dirs = want;
+    }
+}
+
+/// The files referenced by the config serving now (`$file`), as absolute paths.
+fn files_now(gateway: &Gateway) -> Vec<PathBuf> {
+    gateway
+        .snapshot()
+        .config
+        .files
+        .iter()
+        .map(|f| std::path::absolute(f).unwrap_or_else(|_| f.clone()))
+        .collect()
 }
 
 /// The plugins folder of the config serving now, as an absolute path.
@@ -129,19 +171,24 @@ fn content_hash(path: &Path) -> Option<u64> {
             crate::config::parse_str("", text, path.parent().map(Path::to_owned).unwrap_or_default())
     {
         crate::plugins::registry::fingerprint(&crate::plugins::registry::plugins_dir(&loaded)).hash(&mut h);
+        // And so are the files its plugin configs reference.
+        for file in &loaded.files {
+            std::fs::read(file).ok().hash(&mut h);
+        }
     }
     Some(h.finish())
 }
 
 /// Whether an event on `paths` can change what the gateway serves (see the module
 /// docs). An event without paths (lost events) counts.
-fn counts(paths: &[PathBuf], config: &Path, plugins_dir: &Path) -> bool {
+fn counts(paths: &[PathBuf], config: &Path, plugins_dir: &Path, files: &[PathBuf]) -> bool {
     let config_dir = config.parent();
     paths.is_empty()
         || paths.iter().any(|p| {
             let (parent, name) = (p.parent(), p.file_name());
             let named = |n: &str| name.is_some_and(|x| x == n);
             p == config
+                || files.contains(p)
                 || p == plugins_dir
                 || (parent == config_dir && named("..data"))
                 || (parent == Some(plugins_dir)
@@ -157,7 +204,7 @@ async fn next_counted(
 ) -> Option<()> {
     loop {
         let paths = events.recv().await?;
-        if counts(&paths, config, &plugins_dir_now(gateway)) {
+        if counts(&paths, config, &plugins_dir_now(gateway), &files_now(gateway)) {
             return Some(());
         }
     }
@@ -224,7 +271,10 @@ mod tests {
     fn only_the_config_its_configmap_link_and_plugin_components_count() {
         let config = Path::new("/etc/sluice/sluice.yaml");
         let plugins = Path::new("/etc/sluice/plugins");
-        let yes = |p: &str| counts(&[PathBuf::from(p)], config, plugins);
+        let files = [PathBuf::from("/etc/specs/petstore.yaml")];
+        let yes = |p: &str| counts(&[PathBuf::from(p)], config, plugins, &files);
+        assert!(yes("/etc/specs/petstore.yaml"), "a file a plugin config references");
+        assert!(!yes("/etc/specs/other.yaml"));
         assert!(yes("/etc/sluice/sluice.yaml"));
         assert!(yes("/etc/sluice/..data"));
         assert!(yes("/etc/sluice/plugins"));
@@ -239,10 +289,10 @@ mod tests {
         // A rename names both ends: it counts if either does.
         let rename =
             [PathBuf::from("/etc/sluice/plugins/.a.tmp"), PathBuf::from("/etc/sluice/plugins/a.wasm")];
-        assert!(counts(&rename, config, plugins));
+        assert!(counts(&rename, config, plugins, &files));
         // Lost events (a queue overflow) count: the loop then looks for itself.
-        assert!(counts(&[], config, plugins));
+        assert!(counts(&[], config, plugins, &files));
         // Plugins beside the config.
-        assert!(counts(&[PathBuf::from("/etc/sluice/a.wasm")], config, Path::new("/etc/sluice")));
+        assert!(counts(&[PathBuf::from("/etc/sluice/a.wasm")], config, Path::new("/etc/sluice"), &files));
     }
 }

@@ -1,7 +1,9 @@
-//! The `sluice` binary itself: `check`, `schema`, `--version`, and `run` serving a
-//! config and stopping cleanly on SIGTERM; the plugin author's `sluice plugin …`
-//! commands, and the example plugin in every language built from source.
+//! The `sluice` binary itself: `check`, `schema`, `import openapi`, `--version`, and
+//! `run` serving a config and stopping cleanly on SIGTERM; the plugin author's
+//! `sluice plugin …` commands, and the example plugin in every language built from
+//! source.
 
+mod import;
 mod languages;
 mod plugin_commands;
 
@@ -100,7 +102,7 @@ fn schema_and_version() {
 
 #[test]
 fn schema_of_each_built_in_plugin() {
-    for plugin in ["ai", "auth", "cors", "mcp", "rate-limit", "transform"] {
+    for plugin in ["ai", "auth", "cors", "mcp", "openapi-validate", "rate-limit", "transform"] {
         let out = Command::new(BIN).args(["schema", "--plugin", plugin]).output().unwrap();
         assert!(out.status.success(), "{plugin}: {}", String::from_utf8_lossy(&out.stderr));
         let schema: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();

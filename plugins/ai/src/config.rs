@@ -6,8 +6,8 @@ use std::collections::BTreeMap;
 use serde::Deserialize;
 use serde_json::Value;
 
-use crate::schema::Schema;
 use crate::template::Template;
+use json_schema::Schema;
 
 /// Default `max_tokens` sent to Anthropic, which requires one.
 pub const DEFAULT_MAX_TOKENS: u64 = 4096;

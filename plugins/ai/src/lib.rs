@@ -26,7 +26,6 @@ mod fallback;
 mod gemini;
 mod openai;
 mod response;
-mod schema;
 mod sse;
 mod stream;
 mod template;
