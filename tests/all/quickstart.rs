@@ -250,5 +250,16 @@ async fn the_edge_example_serves_each_pattern_on_its_own_echo_routes() {
     assert_eq!(dash["orders"]["path"], "/orders");
     assert_eq!(dash["orders"]["query"], "user=42&limit=5");
     assert_eq!(dash["recommendations"]["path"], "/recs/42");
+
+    let pet = |body: &'static str| {
+        let req = http::Request::post(at("/pets")).header("content-type", "application/json");
+        client.send(req.body(crate::harness::full(body)).unwrap())
+    };
+    let refused = pet("{}").await;
+    assert_eq!(refused.status, 400, "{}", refused.text());
+    assert!(refused.text().contains("name"), "{}", refused.text());
+    let created = pet(r#"{"name":"rex"}"#).await;
+    assert_eq!(created.status, 200, "{}", created.text());
+    assert_eq!(created.json()["route"], "backend");
     gw.shutdown().await;
 }

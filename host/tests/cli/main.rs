@@ -69,6 +69,20 @@ fn check_accepts_the_ai_example() {
 }
 
 #[test]
+fn check_accepts_the_edge_example_and_its_imported_contract() {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/edge/sluice.yaml");
+    let out = Command::new(BIN).arg("check").arg(path).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    // `sluice import openapi` on the document beside it prints a config `check` takes.
+    let spec = concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/edge/openapi.yaml");
+    let imported = Command::new(BIN).args(["import", "openapi", spec, "--spec-ref", spec]).output().unwrap();
+    assert!(imported.status.success(), "{}", String::from_utf8_lossy(&imported.stderr));
+    let config = temp_file("edge-imported.yaml", &String::from_utf8(imported.stdout).unwrap());
+    let out = Command::new(BIN).arg("check").arg(&config).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+}
+
+#[test]
 fn check_takes_several_files_and_fails_if_any_has_a_problem() {
     let quickstart = concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/quickstart/sluice.yaml");
     let bad = temp_file(
