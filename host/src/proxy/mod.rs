@@ -260,10 +260,12 @@ where
             }
             Ok(resp)
         }
-        Target::Aggregate(agg) => aggregate::respond(req, agg, ex).await,
+        // Boxed, like the cache's and the MCP endpoint's: their futures are larger than a
+        // plain forward's, and every request's future is as large as the largest.
+        Target::Aggregate(agg) => Box::pin(aggregate::respond(req, agg, ex)).await,
         Target::Mcp(endpoint) => {
             let limit = conn.listener.limits.max_body_bytes;
-            mcp::respond(req, conn, snapshot, endpoint, limit, ex).await
+            Box::pin(mcp::respond(req, conn, snapshot, endpoint, limit, ex)).await
         }
     }
 }
@@ -281,7 +283,7 @@ where
     B::Error: Into<body::BoxError>,
 {
     match &route.cache {
-        Some(cache) => cache::serve(req, upstream, cache, client_upgrade, ex).await,
+        Some(cache) => Box::pin(cache::serve(req, upstream, cache, client_upgrade, ex)).await,
         None => forward(req, upstream, client_upgrade, ex).await,
     }
 }
