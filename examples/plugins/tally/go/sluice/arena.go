@@ -22,7 +22,9 @@ const (
 	// Room for what the gateway passes in during one call (the config string, a
 	// header value); reset when each export returns.
 	lowerSize = 256 << 10
-	// Room for the adapter's state and its 64 KiB stack; never reset.
+	// Room for the adapter's state and its stack; never reset. The adapter of
+	// wasmtime 48 takes 128 KiB (a 64 KiB stack, 64 KiB of state) at the first WASI
+	// call and nothing after.
 	adapterSize = 192 << 10
 )
 
