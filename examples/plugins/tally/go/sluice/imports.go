@@ -42,7 +42,9 @@ func u32At(b *[24]byte, off int) uint32 {
 
 func strPtr(s string) unsafe.Pointer { return unsafe.Pointer(unsafe.StringData(s)) }
 
-// lowered copies a string the gateway wrote into the arena to the Go heap.
+// lowered copies a string the gateway wrote into the arena to the Go heap. (`go vet`
+// flags the uintptr-to-pointer conversion: the address comes from the gateway, in
+// this module's memory, and points into the arena, which the collector never moves.)
 func lowered(ptr, n uint32) string {
 	if n == 0 {
 		return ""
