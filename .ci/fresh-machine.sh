@@ -39,7 +39,7 @@ fi
 # --- a PATH without the programs a fresh machine lacks ----------------------------
 bare_bin="$work/bin"
 mkdir -p "$bare_bin"
-absent=" redis-server redis-cli redis-benchmark clang-19 clang wasm-ld lld-19 node nodejs npm npx zig componentize-py "
+absent=" redis-server redis-cli redis-benchmark clang-19 clang wasm-ld lld-19 node nodejs npm npx zig componentize-py go gofmt "
 for dir in "$HOME/.cargo/bin" /usr/local/bin /usr/bin /bin /usr/sbin /sbin; do
   [ -d "$dir" ] || continue
   for exe in "$dir"/*; do

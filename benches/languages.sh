@@ -12,7 +12,7 @@ rm -rf "$out"; mkdir -p "$out"
 cargo build -q -p sluice
 export SLUICE="$root/target/debug/sluice" CARGO_TARGET_DIR="$root/target/tmp/example-plugins"
 langs=("$@")
-[ ${#langs[@]} -gt 0 ] || langs=(rust python js c zig)
+[ ${#langs[@]} -gt 0 ] || langs=(rust python js c zig go)
 for lang in "${langs[@]}"; do
   work=$(mktemp -d)/tally
   "$SLUICE" plugin new tally --lang "$lang" --example tally --dir "$work" >/dev/null

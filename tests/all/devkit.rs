@@ -142,7 +142,7 @@ fn component_for(wit: &str, world: &str) -> Vec<u8> {
         wit_component::StringEncoding::UTF8,
     )
     .unwrap();
-    sluice::devkit::componentize::componentize(&module).unwrap()
+    sluice::devkit::componentize::componentize(&module, None).unwrap()
 }
 
 /// The host's WIT at another version, with `extra` added to the `clock` interface.

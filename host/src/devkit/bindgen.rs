@@ -12,12 +12,25 @@ use std::path::Path;
 
 use anyhow::Context;
 use wit_bindgen_core::Files;
-use wit_parser::Resolve;
+use wit_parser::{Resolve, WorldId};
 
 /// Generates the C bindings of `world` (the folder's only world when `None`) of the
 /// WIT package in `wit_dir`, whose `deps/` folder holds the packages it uses. Returns
 /// (file name, contents) pairs, to write side by side.
 pub fn c_bindings(wit_dir: &Path, world: Option<&str>) -> anyhow::Result<Vec<(String, Vec<u8>)>> {
+    let (mut resolve, world_id) = load_world(wit_dir, world)?;
+    let opts = wit_bindgen_c::Opts { autodrop_borrows: wit_bindgen_c::Enabled::Yes, ..Default::default() };
+    let mut files = Files::default();
+    opts.build()
+        .generate(&mut resolve, world_id, &mut files)
+        .with_context(|| format!("generating C bindings for world `{}`", resolve.worlds[world_id].name))?;
+    Ok(files.iter().map(|(name, contents)| (name.to_owned(), contents.to_vec())).collect())
+}
+
+/// Reads the WIT package in `wit_dir` (its `deps/` folder holding the packages it
+/// uses) and picks `world` (the folder's only world when `None`). The errors say where
+/// the gateway's WIT belongs.
+pub fn load_world(wit_dir: &Path, world: Option<&str>) -> anyhow::Result<(Resolve, WorldId)> {
     if !wit_dir.is_dir() {
         anyhow::bail!(
             "{} is not a folder: give the WIT folder of the plugin (its world's .wit files, \
@@ -48,12 +61,7 @@ pub fn c_bindings(wit_dir: &Path, world: Option<&str>) -> anyhow::Result<Vec<(St
             wit_dir.display()
         ),
     })?;
-    let opts = wit_bindgen_c::Opts { autodrop_borrows: wit_bindgen_c::Enabled::Yes, ..Default::default() };
-    let mut files = Files::default();
-    opts.build()
-        .generate(&mut resolve, world_id, &mut files)
-        .with_context(|| format!("generating C bindings for world `{}`", resolve.worlds[world_id].name))?;
-    Ok(files.iter().map(|(name, contents)| (name.to_owned(), contents.to_vec())).collect())
+    Ok((resolve, world_id))
 }
 
 #[cfg(test)]

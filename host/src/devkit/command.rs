@@ -20,7 +20,7 @@ pub enum PluginCommand {
         /// The plugin's name (lowercase letters, digits, `-`); also the folder's,
         /// unless `--dir` is given.
         name: String,
-        /// Language: rust, python, js, c or zig.
+        /// Language: rust, python, js, c, zig or go.
         #[arg(long, short, default_value = "rust")]
         lang: String,
         /// Where to create the project. Default: `./NAME`.
@@ -81,14 +81,23 @@ pub enum PluginCommand {
         #[arg(long, value_name = "DIR")]
         out: PathBuf,
     },
-    /// Turn a core Wasm module (wasm32-wasi, reactor, linked with the bindings'
-    /// component-type object) into the component the gateway loads.
+    /// Turn a core Wasm module (wasm32-wasi or wasip1, reactor, linked with the
+    /// bindings' component-type object or given `--wit`) into the component the
+    /// gateway loads.
     Componentize {
         /// The core module.
         module: PathBuf,
         /// The component to write.
         #[arg(short, long, value_name = "FILE")]
         output: PathBuf,
+        /// Embed the type of a world of this WIT folder (with the host's WIT in
+        /// `deps/`) into the module first, for toolchains that cannot link the
+        /// `<world>_component_type.o` (Go).
+        #[arg(long, value_name = "DIR")]
+        wit: Option<PathBuf>,
+        /// The world of `--wit`. Default: the folder's only world.
+        #[arg(long, value_name = "NAME", requires = "wit")]
+        world: Option<String>,
     },
     /// Print the WIT plugins are written against (or write it into a folder).
     Wit {
@@ -107,7 +116,9 @@ pub fn run(cmd: PluginCommand) -> ExitCode {
         }
         PluginCommand::Check { plugin } => check(&plugin),
         PluginCommand::Bindgen { lang, wit, world, out } => bindgen(&lang, &wit, world.as_deref(), &out),
-        PluginCommand::Componentize { module, output } => componentize(&module, &output),
+        PluginCommand::Componentize { module, output, wit, world } => {
+            componentize(&module, &output, wit.as_deref(), world.as_deref())
+        }
         PluginCommand::Wit { out: None } => {
             print!("{}", compat::WIT);
             Ok(ExitCode::SUCCESS)
@@ -232,9 +243,16 @@ fn bindgen(lang: &str, wit: &Path, world: Option<&str>, out: &Path) -> anyhow::R
     Ok(ExitCode::SUCCESS)
 }
 
-fn componentize(module: &Path, output: &Path) -> anyhow::Result<ExitCode> {
+fn componentize(
+    module: &Path,
+    output: &Path,
+    wit: Option<&Path>,
+    world: Option<&str>,
+) -> anyhow::Result<ExitCode> {
     let core = std::fs::read(module).with_context(|| format!("cannot read {}", module.display()))?;
-    let component = super::componentize::componentize(&core).with_context(|| module.display().to_string())?;
+    let world = wit.map(|dir| super::bindgen::load_world(dir, world)).transpose()?;
+    let component = super::componentize::componentize(&core, world.as_ref().map(|(r, w)| (r, *w)))
+        .with_context(|| module.display().to_string())?;
     std::fs::write(output, &component).with_context(|| format!("cannot write {}", output.display()))?;
     println!("wrote {} ({} bytes)", output.display(), component.len());
     Ok(ExitCode::SUCCESS)

@@ -183,7 +183,7 @@ mod tests {
     #[test]
     fn every_language_template_builds_and_tests_itself() {
         let langs = languages();
-        for lang in ["rust", "python", "js", "c"] {
+        for lang in ["rust", "python", "js", "c", "zig", "go"] {
             assert!(langs.contains(&lang), "no `{lang}` template in {langs:?}");
             let files: Vec<&str> = TEMPLATES
                 .iter()

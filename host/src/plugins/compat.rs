@@ -173,7 +173,7 @@ pub fn explain_compile_error(wasm: &[u8], source: &dyn std::fmt::Display, err: &
     if wasm.starts_with(&CORE_MODULE) {
         return format!(
             "{source} is a core WebAssembly module, not a component: turn it into one with \
-             `sluice plugin componentize {source} -o OUT.wasm` (C, Zig), or build for the \
+             `sluice plugin componentize {source} -o OUT.wasm` (C, Zig; Go adds `--wit DIR`), or build for the \
              `wasm32-wasip2` target (Rust)"
         );
     }

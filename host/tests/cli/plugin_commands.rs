@@ -131,6 +131,28 @@ fn check_and_componentize_explain_files_that_are_not_plugins() {
     ]);
     assert!(!out.status.success());
     assert!(stderr(&out).contains("component-type"), "{}", stderr(&out));
+
+    // `--wit` gives the type instead (Go's route); the module then lacks the world's
+    // exports, which is the next thing said.
+    let componentize = |extra: &[&str]| {
+        let mut args = vec!["plugin", "componentize", core.to_str().unwrap(), "-o"];
+        let output = dir.path().join("c.wasm");
+        args.push(output.to_str().unwrap());
+        args.extend_from_slice(extra);
+        let out = sluice(&args);
+        assert!(!out.status.success());
+        stderr(&out)
+    };
+    let wit = concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/plugins/tally/go/wit");
+    let err = componentize(&["--wit", wit, "--world", "plugin"]);
+    assert!(!err.contains("component-type section"), "{err}");
+    assert!(err.contains("making a component of the module"), "{err}");
+    let err = componentize(&["--wit", wit, "--world", "nope"]);
+    assert!(err.contains("no world `nope`"), "{err}");
+    let err = componentize(&["--wit", garbage.to_str().unwrap()]);
+    assert!(err.contains("is not a folder"), "{err}");
+    let err = componentize(&["--world", "plugin"]);
+    assert!(err.contains("--wit"), "`--world` needs `--wit`: {err}");
 }
 
 #[test]
