@@ -9,6 +9,7 @@ use bytes::Bytes;
 use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 
 use crate::config::{LoadedConfig, Name, Problem, RouteTargetConfig};
+use crate::function::Function;
 use crate::listener::ListenerSpec;
 use crate::observability::call_log::CallLog;
 use crate::observability::metrics::RouteMetrics;
@@ -105,6 +106,8 @@ pub enum Target {
     Mcp(Arc<McpEndpoint>),
     /// A weighted split between upstream pools.
     Split(Arc<Split>),
+    /// A `wasi:http` component run inside the gateway.
+    Function(Arc<Function>),
 }
 
 /// A fixed response, pre-built at load time.
@@ -228,6 +231,16 @@ impl Snapshot {
                     match Split::new(sp, |n| upstreams.get(n).cloned()) {
                         Some(split) if found.is_empty() => Target::Split(Arc::new(split)),
                         _ => {
+                            problems.extend(found);
+                            continue;
+                        }
+                    }
+                }
+                RouteTargetConfig::Function(f) => {
+                    let at = format!("routes[{i}].target.function");
+                    match Function::load(f, r.name.as_str(), &at, &config) {
+                        Ok(function) => Target::Function(Arc::new(function)),
+                        Err(found) => {
                             problems.extend(found);
                             continue;
                         }

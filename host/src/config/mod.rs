@@ -10,6 +10,7 @@
 //! A config with problems never goes live: at startup the process exits with every
 //! problem listed, on reload the previous snapshot keeps serving.
 
+pub mod function;
 pub mod kv;
 mod locate;
 pub mod mcp;
@@ -23,6 +24,7 @@ mod validate;
 use std::fmt;
 use std::path::{Path, PathBuf};
 
+pub use function::*;
 pub use kv::*;
 pub use locate::SourceMap;
 pub use mcp::*;

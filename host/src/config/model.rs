@@ -743,6 +743,9 @@ pub enum RouteTargetConfig {
     /// A weighted split between upstream pools (canary, blue/green), optionally
     /// sticky, with overrides: `target: { split: { to: [...] } }`.
     Split(super::split::SplitConfig),
+    /// A WebAssembly component implementing `wasi:http/incoming-handler`, run inside
+    /// the gateway for each request: `target: { function: { component: hello.wasm } }`.
+    Function(super::function::FunctionConfig),
 }
 
 /// A fixed response.

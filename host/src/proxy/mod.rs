@@ -7,6 +7,7 @@
 //!          (allowed upgrades only, strip hop-by-hop, forwarding headers, request id
 //!          header) ─ [chain: request phase] ─┬─ static → response
 //!                                            ├─ echo   → response
+//!                                            ├─ function → Function::serve (wasi:http)
 //!                                            └─ upstream → Upstream::forward
 //!        ─ [chain: response phase] ─ response: strip hop-by-hop, request id
 //!        ─ when the body ends: route metrics, access log, call log, trace span
@@ -256,6 +257,10 @@ where
                 resp.headers_mut().append(header::SET_COOKIE, c);
             }
             Ok(resp)
+        }
+        Target::Function(function) => {
+            let https = conn.listener.tls.is_some();
+            function.serve(req, https).await.map_err(ProxyError::Function)
         }
         Target::Mcp(endpoint) => {
             let limit = conn.listener.limits.max_body_bytes;
