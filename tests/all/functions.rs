@@ -50,6 +50,21 @@ async fn a_function_gets_the_method_path_headers_and_body_and_answers() {
     assert_eq!(reply.header("x-function-path"), Some("/second"));
     assert_eq!(reply.header("x-function-header"), None);
     assert_eq!(reply.text(), "");
+
+    // Over HTTP/2 too.
+    let reply = Client::h2c().post(&url(gw.addr("public"), "/h2"), "over h2").await;
+    assert_eq!(reply.version, http::Version::HTTP_2);
+    assert_eq!(reply.header("x-function-path"), Some("/h2"));
+    assert_eq!(reply.text(), "over h2");
+
+    // An HTTP/1.0 request without Host has no authority to give the function: 400.
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut raw = tokio::net::TcpStream::connect(gw.addr("public")).await.unwrap();
+    raw.write_all(b"GET /no-host HTTP/1.0\r\n\r\n").await.unwrap();
+    let mut answer = String::new();
+    raw.read_to_string(&mut answer).await.unwrap();
+    assert!(answer.starts_with("HTTP/1.1 400") || answer.starts_with("HTTP/1.0 400"), "{answer}");
+    assert!(answer.contains("needs a Host header"), "{answer}");
     gw.shutdown().await;
 }
 

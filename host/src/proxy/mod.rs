@@ -259,6 +259,11 @@ where
             Ok(resp)
         }
         Target::Function(function) => {
+            // wasi:http gives the function the request's authority: an HTTP/1.0
+            // request without `Host` has none to give.
+            if req.uri().authority().is_none() && !req.headers().contains_key(header::HOST) {
+                return Err(ProxyError::BadRequest("a request to a function needs a Host header"));
+            }
             let https = conn.listener.tls.is_some();
             function.serve(req, https).await.map_err(ProxyError::Function)
         }
