@@ -238,7 +238,7 @@ impl Snapshot {
                 }
                 RouteTargetConfig::Function(f) => {
                     let at = format!("routes[{i}].target.function");
-                    match Function::load(f, r.name.as_str(), &at, &config) {
+                    match Function::load(f, r.name.as_str(), &at, &config, &upstreams) {
                         Ok(function) => Target::Function(Arc::new(function)),
                         Err(found) => {
                             problems.extend(found);

@@ -7,7 +7,7 @@
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::{ByteSize, ConfigDuration, MAX_PLUGIN_MEMORY, Problem};
+use super::{ByteSize, ConfigDuration, MAX_PLUGIN_MEMORY, Name, Problem};
 
 /// Default `limits.deadline` of a function: the CPU time one request may use.
 pub const DEFAULT_FUNCTION_DEADLINE: ConfigDuration = ConfigDuration::secs(1);
@@ -29,7 +29,8 @@ pub const MAX_FUNCTION_CONCURRENT: usize = 5_000;
 /// request phase — and whose response goes back through their response phase. The
 /// request body streams in and the response body streams out. The function has no
 /// filesystem, no sockets, no environment variables, and its outgoing HTTP requests
-/// (`wasi:http/outgoing-handler`) are refused (`HTTP-request-denied`).
+/// (`wasi:http/outgoing-handler`) are refused (`HTTP-request-denied`) except to the
+/// upstream pools listed in `outgoing`.
 #[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct FunctionConfig {
@@ -39,6 +40,13 @@ pub struct FunctionConfig {
     /// The sandbox's limits.
     #[serde(default)]
     pub limits: FunctionLimitsConfig,
+    /// Upstream pools (names under `upstreams`) the function may call: a request to
+    /// `http://NAME/path` goes to that pool, with its balancing, health checks,
+    /// retries and timeouts. Every other outgoing request is refused
+    /// (`HTTP-request-denied`), so the function reaches nothing the operator did not
+    /// name. Default: none.
+    #[serde(default)]
+    pub outgoing: Vec<Name>,
 }
 
 impl FunctionConfig {
@@ -120,7 +128,11 @@ mod tests {
     use super::*;
 
     fn function(component: &str) -> FunctionConfig {
-        FunctionConfig { component: component.into(), limits: FunctionLimitsConfig::default() }
+        FunctionConfig {
+            component: component.into(),
+            limits: FunctionLimitsConfig::default(),
+            outgoing: Vec::new(),
+        }
     }
 
     #[test]

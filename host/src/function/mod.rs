@@ -6,7 +6,8 @@
 //! The lifecycle, in types:
 //!
 //! 1. once per process: the [`linker`] (WASI p2 with no authority, `wasi:http` with
-//!    [`state`]'s policy: outgoing requests refused) on the plugins' [`engine`];
+//!    [`state`]'s policy: outgoing requests refused but to the upstream pools the
+//!    config lists, see [`outgoing`]) on the plugins' [`engine`];
 //! 2. once per config generation ([`Function::load`], called by `Snapshot::build`):
 //!    find the component in the plugins folder, compile it (the plugins' cache: memory
 //!    and disk, by content hash), check that it exports `wasi:http/incoming-handler`
@@ -22,9 +23,11 @@
 //! [`engine`]: crate::plugins::engine
 
 pub mod error;
+pub mod outgoing;
 mod run;
 pub mod state;
 
+use std::collections::HashMap;
 use std::path::Path;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
@@ -39,10 +42,12 @@ use state::FunctionState;
 
 use crate::config::{
     DEFAULT_FUNCTION_DEADLINE, DEFAULT_FUNCTION_MAX_CONCURRENT, DEFAULT_FUNCTION_MEMORY,
-    DEFAULT_FUNCTION_TIMEOUT, FunctionConfig, LoadedConfig, Problem,
+    DEFAULT_FUNCTION_TIMEOUT, FunctionConfig, LoadedConfig, Name, Problem,
 };
 use crate::plugins::engine::engine;
 use crate::plugins::registry::{PluginSource, plugins_dir};
+use crate::upstream::Upstream;
+use outgoing::Outgoing;
 
 /// The interface a function must export (any `0.2.x` release).
 pub const INCOMING_HANDLER: &str = "wasi:http/incoming-handler";
@@ -83,6 +88,8 @@ pub struct Function {
     limits: FunctionLimits,
     /// One permit per request running.
     places: Arc<Semaphore>,
+    /// The pools it may call.
+    outgoing: Arc<Outgoing>,
 }
 
 impl std::fmt::Debug for Function {
@@ -109,14 +116,24 @@ pub fn linker() -> &'static Linker<FunctionState> {
 
 impl Function {
     /// Loads the function target of route `route` configured at `at`
-    /// (`routes[i].target.function`), or every problem found.
+    /// (`routes[i].target.function`), with the config's `upstreams` for its
+    /// `outgoing` list, or every problem found.
     pub fn load(
         cfg: &FunctionConfig,
         route: &str,
         at: &str,
         loaded: &LoadedConfig,
+        upstreams: &HashMap<Name, Arc<Upstream>>,
     ) -> Result<Function, Vec<Problem>> {
-        let problems = crate::config::validate_function(cfg, at);
+        let mut problems = crate::config::validate_function(cfg, at);
+        let mut pools = Vec::with_capacity(cfg.outgoing.len());
+        for (j, name) in cfg.outgoing.iter().enumerate() {
+            match upstreams.get(name) {
+                Some(pool) => pools.push((name.to_string(), Arc::clone(pool))),
+                None => problems
+                    .push(Problem::new(format!("{at}.outgoing[{j}]"), format!("unknown upstream `{name}`"))),
+            }
+        }
         if !problems.is_empty() {
             return Err(problems);
         }
@@ -141,6 +158,7 @@ impl Function {
             pre,
             limits,
             places: Arc::new(Semaphore::new(limits.max_concurrent)),
+            outgoing: Arc::new(Outgoing::new(pools)),
         })
     }
 

@@ -44,8 +44,10 @@ impl Function {
         let Ok(place) = Arc::clone(&self.places).try_acquire_owned() else {
             return Err(self.error(FunctionErrorKind::Busy(self.limits.max_concurrent)));
         };
-        let mut store =
-            Store::new(self.pre.engine(), FunctionState::new(self.limits.memory, self.limits.deadline));
+        let mut store = Store::new(
+            self.pre.engine(),
+            FunctionState::new(self.limits.memory, self.limits.deadline, Arc::clone(&self.outgoing)),
+        );
         store.limiter(|s| &mut s.limiter);
         store.epoch_deadline_callback(on_tick);
         // Before instantiating: a deadline of 0 would trap at once.

@@ -1,7 +1,8 @@
 //! The data of one function instance's store: a WASI context with no authority, the
-//! `wasi:http` context, the policy hooks (outgoing requests refused), the memory
-//! limiter and the run-time count the deadline is checked against.
+//! `wasi:http` context, the policy hooks (outgoing requests only to the listed
+//! upstream pools), the memory limiter and the run-time count the deadline is checked against.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use wasmtime::component::ResourceTable;
@@ -10,6 +11,7 @@ use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 use wasmtime_wasi_http::{WasiBody, WasiHttpCtx, WasiHttpCtxView, WasiHttpHooks, WasiHttpView};
 
+use super::outgoing::Outgoing;
 use crate::plugins::engine::EPOCH_TICK;
 use crate::plugins::state::{MemoryLimiter, STDERR_CAPTURE};
 
@@ -29,9 +31,9 @@ pub struct FunctionState {
 }
 
 impl FunctionState {
-    /// A fresh state whose instance may grow its memory to `memory_cap` bytes and run
-    /// for `deadline`.
-    pub fn new(memory_cap: usize, deadline: Duration) -> Self {
+    /// A fresh state whose instance may grow its memory to `memory_cap` bytes, run
+    /// for `deadline` and call the pools of `outgoing`.
+    pub fn new(memory_cap: usize, deadline: Duration, outgoing: Arc<Outgoing>) -> Self {
         let stderr = MemoryOutputPipe::new(STDERR_CAPTURE);
         // No preopens, no environment, no arguments, no sockets: the function gets
         // its request and the clocks and randomness every wasi:http guest imports.
@@ -47,7 +49,7 @@ impl FunctionState {
             wasi,
             http: WasiHttpCtx::new(),
             table: ResourceTable::new(),
-            hooks: Policy,
+            hooks: Policy { outgoing },
             limiter: MemoryLimiter::new(memory_cap),
             ran_ticks: 0,
             max_ticks,
@@ -88,9 +90,11 @@ pub fn on_tick(mut ctx: StoreContextMut<'_, FunctionState>) -> wasmtime::Result<
 }
 
 /// The gateway's `wasi:http` policy for functions: the default forbidden headers,
-/// and no outgoing request at all (deny by default: a function must not become a way
-/// into the gateway's network, SSRF).
-struct Policy;
+/// and outgoing requests only to the upstream pools the config lists (deny by
+/// default: a function must not become a way into the gateway's network, SSRF).
+struct Policy {
+    outgoing: Arc<Outgoing>,
+}
 
 impl WasiHttpHooks for Policy {
     fn send_request(
@@ -109,7 +113,12 @@ impl WasiHttpHooks for Policy {
                 >,
             > + Send,
     > {
-        tracing::debug!(uri = %request.uri(), "a function's outgoing request was refused");
-        Box::new(async { Err(wasmtime_wasi_http::Error::HttpRequestDenied) })
+        let sent = Arc::clone(&self.outgoing).send(request);
+        Box::new(async move {
+            let resp = sent.await?;
+            let done: Box<dyn Future<Output = Result<(), wasmtime_wasi_http::Error>> + Send> =
+                Box::new(async { Ok(()) });
+            Ok((resp, done))
+        })
     }
 }
