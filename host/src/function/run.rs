@@ -44,15 +44,7 @@ impl Function {
         let Ok(place) = Arc::clone(&self.places).try_acquire_owned() else {
             return Err(self.error(FunctionErrorKind::Busy(self.limits.max_concurrent)));
         };
-        let mut store = Store::new(
-            self.pre.engine(),
-            FunctionState::new(self.limits.memory, self.limits.deadline, Arc::clone(&self.outgoing)),
-        );
-        store.limiter(|s| &mut s.limiter);
-        store.epoch_deadline_callback(on_tick);
-        // Before instantiating: a deadline of 0 would trap at once.
-        store.set_epoch_deadline(1);
-
+        let mut store = self.store();
         let req =
             req.map(|b| b.map_err(|e| wasmtime_wasi_http::Error::InternalError(Some(e.into().to_string()))));
         let scheme = if https { Scheme::Https } else { Scheme::Http };
@@ -70,6 +62,43 @@ impl Function {
             (Err(e), _) | (_, Err(e)) => return Err(self.error(FunctionErrorKind::Request(format!("{e:#}")))),
         };
 
+        let done_rx = self.spawn(store, incoming, out, place, answered);
+        match head_rx.await {
+            Ok(Ok(resp)) => Ok(response(resp, done_rx)),
+            Ok(Err(code)) => Err(self.error(FunctionErrorKind::Answered(format!("{code:?}")))),
+            Err(_) => {
+                let kind = match done_rx.await {
+                    Ok(Err(kind)) => kind,
+                    Ok(Ok(())) => FunctionErrorKind::NoResponse,
+                    Err(_) => FunctionErrorKind::Trap("the function's task ended without a word".into()),
+                };
+                Err(self.error(kind))
+            }
+        }
+    }
+
+    /// A fresh store under the function's memory cap and deadline.
+    fn store(&self) -> Store<FunctionState> {
+        let state = FunctionState::new(self.limits.memory, self.limits.deadline, Arc::clone(&self.outgoing));
+        let mut store = Store::new(self.pre.engine(), state);
+        store.limiter(|s| &mut s.limiter);
+        store.epoch_deadline_callback(on_tick);
+        // Before instantiating: a deadline of 0 would trap at once.
+        store.set_epoch_deadline(1);
+        store
+    }
+
+    /// Runs the function in a task of its own (it may go on writing its body after
+    /// `serve` returned), holding its `place` until it ends; the receiver gets how it
+    /// ended.
+    fn spawn(
+        &self,
+        mut store: Store<FunctionState>,
+        incoming: Resource<HostIncomingRequest>,
+        out: Resource<HostResponseOutparam>,
+        place: tokio::sync::OwnedSemaphorePermit,
+        answered: Arc<AtomicBool>,
+    ) -> oneshot::Receiver<Outcome> {
         let (done_tx, done_rx) = oneshot::channel::<Outcome>();
         let pre = self.pre.clone();
         let limits = self.limits;
@@ -92,19 +121,7 @@ impl Function {
             }
             let _ = done_tx.send(outcome);
         });
-
-        match head_rx.await {
-            Ok(Ok(resp)) => Ok(response(resp, done_rx)),
-            Ok(Err(code)) => Err(self.error(FunctionErrorKind::Answered(format!("{code:?}")))),
-            Err(_) => {
-                let kind = match done_rx.await {
-                    Ok(Err(kind)) => kind,
-                    Ok(Ok(())) => FunctionErrorKind::NoResponse,
-                    Err(_) => FunctionErrorKind::Trap("the function's task ended without a word".into()),
-                };
-                Err(self.error(kind))
-            }
-        }
+        done_rx
     }
 }
 
