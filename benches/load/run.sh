@@ -14,6 +14,10 @@
 #   sluice-cache  Sluice with a route `cache` (sluice-cache.yaml.in): after the first
 #                 request every request is a cache hit; the upstream is not asked
 #   PEERS="nginx-cache sluice-cache" benches/load/run.sh   # a cache hit vs nginx's
+#   sluice-function  Sluice whose route's target is a wasi:http function (the test
+#                 component tests/plugins/http-hello, a fresh instance per request)
+#                 instead of the upstream: what answering from a function costs
+#                 (sluice-function.yaml.in); it answers its own 21-byte body
 #   PEERS="sluice sluice-chain" benches/load/run.sh      # P2: the chain vs an empty chain
 #   PEERS="nginx-lua sluice-chain" benches/load/run.sh   # P3: vs nginx + Lua
 # With either of them, every peer's requests carry the same `Authorization: Bearer`
@@ -65,7 +69,8 @@
 #                                 request, not req/s
 #   BASE_PORT=19080               upstream BASE_PORT, nginx +1, sluice +2, haproxy +3,
 #                                 sluice-chain +4, nginx-lua +5, sluice-floor +6,
-#                                 sluice-split +7, nginx-cache +8, sluice-cache +9
+#                                 sluice-split +7, nginx-cache +8, sluice-cache +9,
+#                                 sluice-function +10
 #   RL_RATE=1000000               the rate limit of the policy peers (per second, burst
 #                                 the same): high, so every request is checked and passes
 #   JWT_CACHE=0                   sluice-chain's auth `jwt.cache_entries`: 0 verifies every
@@ -103,6 +108,7 @@ SLUICE_FLOOR_PORT=$((BASE_PORT + 6))
 SLUICE_SPLIT_PORT=$((BASE_PORT + 7))
 NGINX_CACHE_PORT=$((BASE_PORT + 8))
 SLUICE_CACHE_PORT=$((BASE_PORT + 9))
+SLUICE_FUNCTION_PORT=$((BASE_PORT + 10))
 RL_RATE=${RL_RATE:-1000000}
 JWT_CACHE=${JWT_CACHE:-0}
 JWT_SECRET=bench-secret-0123456789abcdef0123
@@ -153,13 +159,13 @@ fi
 read -r -a PEER_LIST <<<"$PEERS"
 for p in "${PEER_LIST[@]}"; do
     case $p in
-        nginx | sluice | sluice-chain | sluice-floor | sluice-split | nginx-cache | sluice-cache) ;;
+        nginx | sluice | sluice-chain | sluice-floor | sluice-split | nginx-cache | sluice-cache | sluice-function) ;;
         haproxy) need haproxy "apt-get install -y haproxy" ;;
         nginx-lua)
             [[ -f /usr/lib/nginx/modules/ngx_http_lua_module.so ]] ||
                 die "nginx-lua needs the Lua module: apt-get install -y libnginx-mod-http-lua lua-cjson"
             ;;
-        *) die "unknown peer '$p' (nginx, sluice, haproxy, sluice-chain, nginx-lua, sluice-floor, sluice-split, nginx-cache, sluice-cache)" ;;
+        *) die "unknown peer '$p' (nginx, sluice, haproxy, sluice-chain, nginx-lua, sluice-floor, sluice-split, nginx-cache, sluice-cache, sluice-function)" ;;
     esac
 done
 # The policy peers need a token; every peer gets the same request.
@@ -189,7 +195,7 @@ elif ! command -v python3 >/dev/null 2>&1; then
 fi
 
 for port in "$UPSTREAM_PORT" "$NGINX_PORT" "$SLUICE_PORT" "$HAPROXY_PORT" "$SLUICE_CHAIN_PORT" "$NGINX_LUA_PORT" \
-    "$SLUICE_FLOOR_PORT" "$SLUICE_SPLIT_PORT"; do
+    "$SLUICE_FLOOR_PORT" "$SLUICE_SPLIT_PORT" "$SLUICE_FUNCTION_PORT"; do
     ! port_open "$port" || die "port $port is in use; pick other ports with BASE_PORT=…"
 done
 
@@ -197,6 +203,15 @@ done
 if [[ $SKIP_BUILD != 1 ]]; then
     log "building (release): sluice, bench-upstream"
     (cd "$REPO" && cargo build --release -p sluice -p sluice-benches) >&2
+    if [[ " ${PEER_LIST[*]} " == *" sluice-function "* ]]; then
+        log "building (wasm32-wasip2): the http-hello function"
+        (cd "$REPO" && CARGO_TARGET_DIR=$TARGET_DIR/wasm-plugins cargo build --release \
+            --target wasm32-wasip2 --manifest-path tests/plugins/Cargo.toml -p http-hello) >&2
+    fi
+fi
+FUNCTION_WASM=$TARGET_DIR/wasm-plugins/wasm32-wasip2/release/http_hello.wasm
+if [[ " ${PEER_LIST[*]} " == *" sluice-function "* ]]; then
+    [[ -f $FUNCTION_WASM ]] || die "$FUNCTION_WASM missing (run without SKIP_BUILD=1 once)"
 fi
 SLUICE_BIN=${SLUICE_BIN:-$TARGET_DIR/release/sluice}
 UPSTREAM_BIN=$TARGET_DIR/release/bench-upstream
@@ -215,6 +230,7 @@ render() { # render TEMPLATE OUT
         -e "s|@SLUICE_FLOOR_PORT@|$SLUICE_FLOOR_PORT|g" -e "s|@WORKERS@|$WORKERS|g" \
         -e "s|@SLUICE_SPLIT_PORT@|$SLUICE_SPLIT_PORT|g" \
         -e "s|@NGINX_CACHE_PORT@|$NGINX_CACHE_PORT|g" -e "s|@SLUICE_CACHE_PORT@|$SLUICE_CACHE_PORT|g" \
+        -e "s|@SLUICE_FUNCTION_PORT@|$SLUICE_FUNCTION_PORT|g" \
         -e "s|@JWT_SECRET@|$JWT_SECRET|g" -e "s|@RL_RATE@|$RL_RATE|g" -e "s|@JWT_CACHE@|$JWT_CACHE|g" \
         -e "s|@NGINX_ACCESS_LOG@|$NGINX_ACCESS_LOG|g" \
         -e "s|@SLUICE_ACCESS_LOG@|$SLUICE_ACCESS_LOG|g" -e "s|@SLUICE_CALL_LOG@|$SLUICE_CALL_LOG|g" "$1" >"$2"
@@ -242,10 +258,14 @@ render "$HERE/sluice-floor.yaml.in" "$TMP/sluice-floor.yaml"
 render "$HERE/sluice-split.yaml.in" "$TMP/sluice-split.yaml"
 render "$HERE/nginx-cache.conf.in" "$TMP/nginx-cache.conf"
 render "$HERE/sluice-cache.yaml.in" "$TMP/sluice-cache.yaml"
+render "$HERE/sluice-function.yaml.in" "$TMP/sluice-function.yaml"
+mkdir -p "$TMP/functions"
+[[ ! -f $FUNCTION_WASM ]] || cp "$FUNCTION_WASM" "$TMP/functions/hello.wasm"
 
 declare -A PORT=([nginx]=$NGINX_PORT [sluice]=$SLUICE_PORT [haproxy]=$HAPROXY_PORT
     [sluice-chain]=$SLUICE_CHAIN_PORT [nginx-lua]=$NGINX_LUA_PORT [sluice-floor]=$SLUICE_FLOOR_PORT
-    [sluice-split]=$SLUICE_SPLIT_PORT [nginx-cache]=$NGINX_CACHE_PORT [sluice-cache]=$SLUICE_CACHE_PORT)
+    [sluice-split]=$SLUICE_SPLIT_PORT [nginx-cache]=$NGINX_CACHE_PORT [sluice-cache]=$SLUICE_CACHE_PORT
+    [sluice-function]=$SLUICE_FUNCTION_PORT)
 declare -A MAIN_PID=()
 
 "${PRIO[@]}" taskset -c "$LOAD_CPU" "$UPSTREAM_BIN" --addr "127.0.0.1:$UPSTREAM_PORT" --threads 1 \
@@ -269,7 +289,7 @@ start_peer() {
             "${PRIO[@]}" taskset -c "$PROXY_CPU" nginx -p "$TMP" -c "$TMP/$p.conf" \
                 -e "$TMP/$p-error.log" >"$TMP/$p.log" 2>&1 &
             ;;
-        sluice | sluice-chain | sluice-floor | sluice-split | sluice-cache)
+        sluice | sluice-chain | sluice-floor | sluice-split | sluice-cache | sluice-function)
             local conf=$TMP/$p.yaml
             "$SLUICE_BIN" check "$conf" >&2 || die "sluice rejected $conf"
             local env=()
@@ -290,7 +310,9 @@ start_peer() {
     local got
     got=$(curl -sS --max-time 5 "${AUTH[@]}" "http://127.0.0.1:${PORT[$p]}/bench") ||
         die "$p does not answer; see $TMP/$p.log"
-    [[ $got == "$EXPECTED" ]] || die "$p answered '$got', not the upstream's body"
+    local want=$EXPECTED
+    [[ $p != sluice-function ]] || want="hello from a function"
+    [[ $got == "$want" ]] || die "$p answered '$got', not the expected body"
 }
 for p in "${PEER_LIST[@]}"; do start_peer "$p"; done
 ACCESS_LOG_SLUICE=$ACCESS_LOG
@@ -329,7 +351,8 @@ mkdir -p "$OUT_DIR"
 RAW=$OUT_DIR/raw
 mkdir -p "$RAW"
 cp "$TMP/nginx.conf" "$TMP/sluice.yaml" "$TMP/haproxy.cfg" "$TMP/sluice-chain.yaml" "$TMP/nginx-lua.conf" \
-    "$TMP/sluice-floor.yaml" "$TMP/sluice-split.yaml" "$TMP/nginx-cache.conf" "$TMP/sluice-cache.yaml" "$OUT_DIR/"
+    "$TMP/sluice-floor.yaml" "$TMP/sluice-split.yaml" "$TMP/nginx-cache.conf" "$TMP/sluice-cache.yaml" \
+    "$TMP/sluice-function.yaml" "$OUT_DIR/"
 # peer round requests seconds ticks errors proxy-core-busy% other-on-proxy-core% load-core-busy%
 THRU=$OUT_DIR/throughput.tsv
 # peer round requests ticks p50 p90 p99 p999(ms) errors proxy-core-busy% other% load-core-busy%

@@ -117,6 +117,9 @@ pub enum ProxyError {
     /// A plugin of the route's chain failed and its policy is `fail_closed`.
     #[error(transparent)]
     Plugin(crate::plugins::PluginError),
+    /// The route's function target failed (trap, deadline, memory cap, no answer).
+    #[error(transparent)]
+    Function(crate::function::FunctionError),
 }
 
 impl ProxyError {
@@ -135,7 +138,8 @@ impl ProxyError {
             | Self::Connect { .. }
             | Self::ConnectTimeout { .. }
             | Self::UpstreamTimeout { .. }
-            | Self::Upstream { .. } => ErrorSource::Upstream,
+            | Self::Upstream { .. }
+            | Self::Function(_) => ErrorSource::Upstream,
             Self::Internal(_) => ErrorSource::Internal,
             Self::Plugin(e) if e.kind.is_fault() => ErrorSource::Internal,
             Self::Plugin(_) => ErrorSource::Client,
@@ -167,6 +171,7 @@ impl ProxyError {
             Self::ConnectTimeout { .. } | Self::UpstreamTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
             Self::Plugin(e) => e.status(),
+            Self::Function(e) => e.status(),
         }
     }
 
@@ -188,6 +193,7 @@ impl ProxyError {
             Self::Upstream { .. } => "upstream_failed",
             Self::Internal(_) => "internal_error",
             Self::Plugin(e) => e.code(),
+            Self::Function(e) => e.code(),
         }
     }
 
@@ -195,6 +201,9 @@ impl ProxyError {
     pub fn public_message(&self) -> String {
         if let Self::Plugin(e) = self {
             return e.public_message();
+        }
+        if let Self::Function(e) = self {
+            return e.public_message().to_owned();
         }
         match self.source_kind() {
             ErrorSource::Client => self.to_string(),

@@ -6,6 +6,7 @@
 //! listener  → accept TCP/TLS, HTTP/1 + HTTP/2, limits, graceful drain
 //!   router  → host + method + path + headers → Route (from the current Snapshot)
 //!   proxy   → the phase driver: request id, limits, (plugin chain), target, access log
+//!   function→ or: a wasi:http component run inside the gateway as the target
 //!   upstream→ pick a target (balancing, health, circuit breaker), pooled connection,
 //!             timeouts, safe retries
 //! ```
@@ -20,6 +21,7 @@ pub mod config;
 pub mod devkit;
 pub mod error;
 pub mod exchange;
+pub mod function;
 pub mod gateway;
 pub mod listener;
 pub mod observability;

@@ -10,6 +10,7 @@ use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 
 use crate::cache::RouteCache;
 use crate::config::{LoadedConfig, Name, Problem, RouteTargetConfig};
+use crate::function::Function;
 use crate::listener::ListenerSpec;
 use crate::observability::call_log::CallLog;
 use crate::observability::metrics::RouteMetrics;
@@ -111,6 +112,8 @@ pub enum Target {
     Split(Arc<Split>),
     /// Parallel upstream calls composed into one JSON answer.
     Aggregate(Arc<Aggregate>),
+    /// A `wasi:http` component run inside the gateway.
+    Function(Arc<Function>),
 }
 
 /// A fixed response, pre-built at load time.
@@ -257,6 +260,16 @@ impl Snapshot {
                     match Split::new(sp, |n| upstreams.get(n).cloned()) {
                         Some(split) if found.is_empty() => Target::Split(Arc::new(split)),
                         _ => {
+                            problems.extend(found);
+                            continue;
+                        }
+                    }
+                }
+                RouteTargetConfig::Function(f) => {
+                    let at = format!("routes[{i}].target.function");
+                    match Function::load(f, r.name.as_str(), &at, &config, &upstreams) {
+                        Ok(function) => Target::Function(Arc::new(function)),
+                        Err(found) => {
                             problems.extend(found);
                             continue;
                         }

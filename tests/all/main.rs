@@ -13,6 +13,7 @@ mod call_log;
 mod config_ui;
 mod dashboard;
 mod devkit;
+mod functions;
 mod fuzz;
 mod harness;
 mod hostile;

@@ -13,6 +13,7 @@
 pub mod aggregate;
 pub mod cache;
 pub mod files;
+pub mod function;
 pub mod kv;
 mod locate;
 pub mod mcp;
@@ -28,6 +29,7 @@ use std::path::{Path, PathBuf};
 
 pub use aggregate::*;
 pub use cache::*;
+pub use function::*;
 pub use kv::*;
 pub use locate::SourceMap;
 pub use mcp::*;

@@ -753,6 +753,9 @@ pub enum RouteTargetConfig {
     /// Several upstream calls made in parallel, their JSON answers composed into one
     /// object: `target: { aggregate: { calls: [...] } }`.
     Aggregate(super::aggregate::AggregateConfig),
+    /// A WebAssembly component implementing `wasi:http/incoming-handler`, run inside
+    /// the gateway for each request: `target: { function: { component: hello.wasm } }`.
+    Function(super::function::FunctionConfig),
 }
 
 /// A fixed response.

@@ -56,6 +56,16 @@ impl std::fmt::Debug for LoadOptions {
     }
 }
 
+/// Where compiled components of `loaded` are cached on disk: `plugins.cache_dir`
+/// (`""` for none), else the user's cache folder.
+pub fn compiled_cache_dir(loaded: &LoadedConfig) -> Option<PathBuf> {
+    match loaded.config.plugins.cache_dir.as_deref() {
+        Some("") => None,
+        Some(d) => Some(loaded.resolve_path(d)),
+        None => default_cache_dir(),
+    }
+}
+
 /// Builds one chain per route of `loaded` (in route order), or every problem found.
 pub fn build_chains(loaded: &LoadedConfig, options: &LoadOptions) -> Result<Vec<Arc<Chain>>, Vec<Problem>> {
     let cfg = &loaded.config;
@@ -113,11 +123,7 @@ impl<'a> Loader<'a> {
         let pc = &loaded.config.plugins;
         let dir = loaded.resolve_path(pc.dir.as_deref().unwrap_or(DEFAULT_PLUGINS_DIR));
         let registry = Registry::scan(&dir).map_err(|m| vec![Problem::new("plugins.dir", m)])?;
-        let cache_dir = match pc.cache_dir.as_deref() {
-            Some("") => None,
-            Some(d) => Some(loaded.resolve_path(d)),
-            None => default_cache_dir(),
-        };
+        let cache_dir = compiled_cache_dir(loaded);
         let upstreams = Arc::new(loaded.config.upstreams.keys().map(|k| k.to_string()).collect());
         Ok(Self {
             loaded,

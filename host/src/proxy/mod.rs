@@ -8,6 +8,7 @@
 //!          header) ─ [chain: request phase] ─┬─ static → response
 //!                                            ├─ echo   → response
 //!                                            ├─ aggregate → parallel Upstream::forward calls
+//!                                            ├─ function → Function::serve (wasi:http)
 //!                                            └─ upstream → [cache] → Upstream::forward
 //!        ─ [chain: response phase] ─ response: strip hop-by-hop, request id
 //!        ─ when the body ends: route metrics, access log, call log, trace span
@@ -263,6 +264,15 @@ where
         // Boxed, like the cache's and the MCP endpoint's: their futures are larger than a
         // plain forward's, and every request's future is as large as the largest.
         Target::Aggregate(agg) => Box::pin(aggregate::respond(req, agg, ex)).await,
+        Target::Function(function) => {
+            // wasi:http gives the function the request's authority: an HTTP/1.0
+            // request without `Host` has none to give.
+            if req.uri().authority().is_none() && !req.headers().contains_key(header::HOST) {
+                return Err(ProxyError::BadRequest("a request to a function needs a Host header"));
+            }
+            let https = conn.listener.tls.is_some();
+            Box::pin(function.serve(req, https)).await.map_err(ProxyError::Function)
+        }
         Target::Mcp(endpoint) => {
             let limit = conn.listener.limits.max_body_bytes;
             Box::pin(mcp::respond(req, conn, snapshot, endpoint, limit, ex)).await
