@@ -13,7 +13,7 @@ use wasmtime_wasi_http::{WasiBody, WasiHttpCtx, WasiHttpCtxView, WasiHttpHooks, 
 
 use super::outgoing::Outgoing;
 use crate::plugins::engine::EPOCH_TICK;
-use crate::plugins::state::{MemoryLimiter, STDERR_CAPTURE};
+use crate::plugins::state::MemoryLimiter;
 
 /// The store data of one request's function instance.
 pub struct FunctionState {
@@ -34,15 +34,8 @@ impl FunctionState {
     /// A fresh state whose instance may grow its memory to `memory_cap` bytes, run
     /// for `deadline` and call the pools of `outgoing`.
     pub fn new(memory_cap: usize, deadline: Duration, outgoing: Arc<Outgoing>) -> Self {
-        let stderr = MemoryOutputPipe::new(STDERR_CAPTURE);
-        // No preopens, no environment, no arguments, no sockets: the function gets
-        // its request and the clocks and randomness every wasi:http guest imports.
-        let wasi = WasiCtx::builder()
-            .stderr(stderr.clone())
-            .allow_tcp(false)
-            .allow_udp(false)
-            .allow_ip_name_lookup(false)
-            .build();
+        // The clocks and randomness every wasi:http guest imports, nothing more.
+        let (wasi, stderr) = crate::plugins::state::sandboxed_wasi();
         let tick = EPOCH_TICK.as_nanos().max(1);
         let max_ticks = u64::try_from(deadline.as_nanos().div_ceil(tick)).unwrap_or(u64::MAX).max(1);
         Self {

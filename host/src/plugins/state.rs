@@ -345,18 +345,24 @@ pub struct PluginState {
     stderr: MemoryOutputPipe,
 }
 
+/// A WASI context with no preopens, no environment, no arguments and no network, and
+/// the pipe that captures its stderr: a WASI guest (a Rust std, Python or JS plugin, a
+/// wasi:http function) runs but has no ambient authority.
+pub fn sandboxed_wasi() -> (WasiCtx, MemoryOutputPipe) {
+    let stderr = MemoryOutputPipe::new(STDERR_CAPTURE);
+    let wasi = WasiCtx::builder()
+        .stderr(stderr.clone())
+        .allow_tcp(false)
+        .allow_udp(false)
+        .allow_ip_name_lookup(false)
+        .build();
+    (wasi, stderr)
+}
+
 impl PluginState {
     /// Fresh state for a new instance of the plugin entry `env`, timed by `timing`.
     pub fn new(env: Arc<HostEnv>, route: Arc<str>, memory_cap: usize, timing: CallTiming) -> Self {
-        let stderr = MemoryOutputPipe::new(STDERR_CAPTURE);
-        // No preopens, no environment, no arguments, no network: a WASI guest (a
-        // Rust std, Python or JS plugin) runs but has no ambient authority.
-        let wasi = WasiCtx::builder()
-            .stderr(stderr.clone())
-            .allow_tcp(false)
-            .allow_udp(false)
-            .allow_ip_name_lookup(false)
-            .build();
+        let (wasi, stderr) = sandboxed_wasi();
         Self {
             env,
             route,
