@@ -257,7 +257,7 @@ impl Upstream {
                             s.metrics.retry(Retry::Status);
                             last = Some(Ok(resp));
                             if let Some(wait) = wait.filter(|w| !w.is_zero()) {
-                                tokio::time::sleep(wait).await;
+                                Box::pin(tokio::time::sleep(wait)).await;
                             }
                             continue;
                         }
@@ -359,7 +359,9 @@ async fn replayable(
     if !(retry.non_idempotent && small) {
         return Ok((body, None));
     }
-    let bytes = http_body_util::BodyExt::collect(body).await.map_err(ProxyError::ClientBody)?.to_bytes();
+    // Boxed: rare, and the collect future would otherwise add to every request's.
+    let bytes =
+        Box::pin(http_body_util::BodyExt::collect(body)).await.map_err(ProxyError::ClientBody)?.to_bytes();
     Ok((body::full(bytes.clone()), Some(Head::of(parts, bytes))))
 }
 

@@ -170,7 +170,10 @@ impl Pool {
         loop {
             let (mut sender, reused) = match self.checkout_h1() {
                 Some(s) => (s, true),
-                None => match self.connect_h1().await {
+                // Boxed: connecting (TCP, TLS, handshake) is a large future and rare
+                // next to a pooled connection, and every request's future would
+                // otherwise be as large.
+                None => match Box::pin(self.connect_h1()).await {
                     Ok(s) => (s, false),
                     Err(error) => return Err(SendError { error, request: Some(req) }),
                 },
@@ -290,7 +293,7 @@ impl Pool {
         if let Some(s) = self.live_h2() {
             return Ok((s, true));
         }
-        let s = self.connect_h2().await?;
+        let s = Box::pin(self.connect_h2()).await?;
         *self.h2.lock().unwrap() = Some(s.clone());
         Ok((s, false))
     }
