@@ -192,15 +192,30 @@ pub fn vary_names(headers: &HeaderMap) -> Option<Vec<HeaderName>> {
 /// The request's values of the headers in `names`, joined line by line, for matching
 /// a stored variant (RFC 9111 §4.1; whitespace around commas normalised).
 pub fn vary_values(request: &HeaderMap, names: &[HeaderName]) -> Vec<Option<String>> {
-    names
-        .iter()
-        .map(|n| {
-            let mut all = request.get_all(n).iter().filter_map(|v| v.to_str().ok()).peekable();
-            all.peek()?;
-            let joined: Vec<&str> = all.flat_map(|v| v.split(',')).map(str::trim).collect();
-            Some(joined.join(","))
-        })
-        .collect()
+    names.iter().map(|n| vary_value(request, n)).collect()
+}
+
+/// The request's value of one `Vary` header, as [`vary_values`] gives it.
+pub fn vary_value(request: &HeaderMap, name: &HeaderName) -> Option<String> {
+    let mut all = request.get_all(name).iter().filter_map(|v| v.to_str().ok()).peekable();
+    all.peek()?;
+    let joined: Vec<&str> = all.flat_map(|v| v.split(',')).map(str::trim).collect();
+    Some(joined.join(","))
+}
+
+/// The headers `headers` (a response's) varies on, each with the request's value: what
+/// a stored variant is matched against. `None` for `Vary: *`.
+pub fn vary_of(headers: &HeaderMap, request: &HeaderMap) -> Option<Vec<(HeaderName, Option<String>)>> {
+    let names = vary_names(headers)?;
+    Some(
+        names
+            .into_iter()
+            .map(|n| {
+                let value = vary_value(request, &n);
+                (n, value)
+            })
+            .collect(),
+    )
 }
 
 /// Whether the request is one the cache may answer or fill: `GET` or `HEAD`, no body,

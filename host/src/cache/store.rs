@@ -51,9 +51,7 @@ impl Entry {
 
     /// Whether a request with these values of the entry's `Vary` headers may use it.
     pub fn matches(&self, request: &HeaderMap) -> bool {
-        let names: Vec<HeaderName> = self.vary.iter().map(|(n, _)| n.clone()).collect();
-        let values = super::policy::vary_values(request, &names);
-        self.vary.iter().zip(values).all(|((_, stored), now)| *stored == now)
+        self.vary.iter().all(|(name, stored)| *stored == super::policy::vary_value(request, name))
     }
 
     /// Whether it may be revalidated with a conditional request.
@@ -79,19 +77,19 @@ impl Entry {
     }
 }
 
-/// The variants stored under one key.
-pub type Variants = Vec<Arc<Entry>>;
+/// The variants stored under one key, shared: a hit clones one `Arc`.
+pub type Variants = Arc<[Arc<Entry>]>;
 
 /// `variants` with `entry` in place of the variant it matches (same `Vary` values), or
 /// added, keeping at most [`MAX_VARIANTS`].
 pub fn with_variant(variants: Option<&Variants>, entry: Arc<Entry>) -> Variants {
-    let mut out: Variants =
-        variants.into_iter().flatten().filter(|v| v.vary != entry.vary).cloned().collect();
+    let mut out: Vec<Arc<Entry>> =
+        variants.into_iter().flat_map(|v| v.iter()).filter(|v| v.vary != entry.vary).cloned().collect();
     out.push(entry);
     if out.len() > MAX_VARIANTS {
         out.remove(0);
     }
-    out
+    out.into()
 }
 
 /// A cache store.
@@ -264,7 +262,7 @@ impl MemoryStore {
 // little-endian; strings and bytes are prefixed with their u32 length.
 const ENCODING: u8 = 1;
 
-fn encode(variants: &Variants) -> Vec<u8> {
+fn encode(variants: &[Arc<Entry>]) -> Vec<u8> {
     let mut out = vec![ENCODING, variants.len() as u8];
     for e in variants {
         put_u16(&mut out, e.status.as_u16());
@@ -372,7 +370,7 @@ fn decode(raw: &[u8]) -> Option<Variants> {
         let lifetime = Lifetime { fresh_for, stale_while_revalidate, stale_if_error, revalidate_always };
         variants.push(Arc::new(Entry { status, headers, body, received, initial_age, lifetime, vary }));
     }
-    r.0.is_empty().then_some(variants)
+    r.0.is_empty().then(|| variants.into())
 }
 
 #[cfg(test)]
@@ -402,11 +400,11 @@ mod tests {
 
     #[test]
     fn the_kv_encoding_round_trips_and_refuses_damage() {
-        let variants = vec![entry("one", Some("text/html")), entry("", None)];
+        let variants: Variants = vec![entry("one", Some("text/html")), entry("", None)].into();
         let raw = encode(&variants);
         let back = decode(&raw).unwrap();
         assert_eq!(back.len(), 2);
-        for (a, b) in variants.iter().zip(&back) {
+        for (a, b) in variants.iter().zip(back.iter()) {
             assert_eq!(
                 (a.status, &a.headers, &a.body, a.received),
                 (b.status, &b.headers, &b.body, b.received)
@@ -433,19 +431,19 @@ mod tests {
         let body = "x".repeat(500);
         let long = Duration::from_secs(60);
         for k in &keys[..3] {
-            store.put(k.clone(), vec![entry(&body, None)], long);
+            store.put(k.clone(), vec![entry(&body, None)].into(), long);
         }
         assert!(store.get(&keys[0]).is_some(), "touched: now the most recent");
-        store.put(keys[3].clone(), vec![entry(&body, None)], long);
+        store.put(keys[3].clone(), vec![entry(&body, None)].into(), long);
         assert!(store.get(&keys[1]).is_none(), "the least recently used went first");
         assert!(
             store.get(&keys[0]).is_some() && store.get(&keys[2]).is_some() && store.get(&keys[3]).is_some()
         );
         assert!(store.used_bytes() <= 2_500);
         // An entry larger than a shard's share is not stored at all.
-        store.put("huge".into(), vec![entry(&"y".repeat(5_000), None)], long);
+        store.put("huge".into(), vec![entry(&"y".repeat(5_000), None)].into(), long);
         assert!(store.get("huge").is_none());
-        store.put("short".into(), vec![entry("z", None)], Duration::ZERO);
+        store.put("short".into(), vec![entry("z", None)].into(), Duration::ZERO);
         assert!(store.get("short").is_none(), "expired entries are not served");
     }
 
@@ -459,7 +457,7 @@ mod tests {
         let v = with_variant(Some(&v), a2);
         let bodies: Vec<&[u8]> = v.iter().map(|e| &e.body[..]).collect();
         assert_eq!(bodies, [&b"b"[..], &b"a2"[..]]);
-        let mut many = Vec::new();
+        let mut many: Variants = Arc::new([]);
         for i in 0..MAX_VARIANTS + 3 {
             many = with_variant(Some(&many), entry("v", Some(&i.to_string())));
         }

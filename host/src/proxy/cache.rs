@@ -105,6 +105,14 @@ struct Stored {
     entry: Option<Arc<Entry>>,
 }
 
+impl Stored {
+    /// Stores `entry` among the key's variants (in place of the one it matches).
+    async fn keep(self, cache: &RouteCache, entry: Arc<Entry>) {
+        let keep = entry.keep_for();
+        cache.store.put(self.key, with_variant(self.variants.as_ref(), entry), keep).await;
+    }
+}
+
 /// Forwards the request (conditional when a stale entry has validators) and answers
 /// from the result: the entry again on `304`, the stale entry on failure within its
 /// `stale-if-error`, else the upstream's response, stored as it streams when allowed.
@@ -116,7 +124,8 @@ async fn fetch(
     guard: Option<FillGuard>,
     ex: &mut Exchange,
 ) -> Result<Response<Body>, ProxyError> {
-    let stale = stored.entry.as_ref();
+    let stale = stored.entry.clone();
+    let stale = stale.as_ref();
     let sent = conditional(&head, stale);
     let result = super::forward(Request::from_parts(sent, body::empty()), upstream, None, ex).await;
     let usable_on_error = |e: &Arc<Entry>| {
@@ -134,8 +143,7 @@ async fn fetch(
         (Ok(resp), Some(e)) if resp.status() == StatusCode::NOT_MODIFIED => {
             let refreshed = refreshed(cache, e, resp.headers(), &head.headers);
             if let Some(r) = &refreshed {
-                let variants = with_variant(stored.variants.as_ref(), Arc::clone(r));
-                cache.store.put(stored.key, variants, r.keep_for()).await;
+                stored.keep(cache, Arc::clone(r)).await;
             }
             drop(guard);
             let entry = refreshed.as_ref().unwrap_or(e);
@@ -277,14 +285,13 @@ impl Pending {
         guard: Option<FillGuard>,
     ) -> Option<Pending> {
         let lifetime = cache.rules.storable(RouteCache::authorized(request), status, headers).ok()?;
-        let names = policy::vary_names(headers)?;
-        let values = policy::vary_values(request, &names);
+        let vary = policy::vary_of(headers, request)?;
         Some(Pending {
             store: cache.store.clone(),
             stored,
             status,
             headers: headers.clone(),
-            vary: names.into_iter().zip(values).collect(),
+            vary,
             received: SystemTime::now(),
             lifetime,
             _guard: guard,
@@ -381,7 +388,8 @@ impl http_body::Body for Tee {
     }
 }
 
-/// A background refresh of a stale entry served under `stale-while-revalidate`.
+/// A background refresh of a stale entry served under `stale-while-revalidate`: the
+/// same conditional fetch and storing as a request's, with no client to answer.
 struct Refresh {
     head: Parts,
     key: String,
@@ -396,32 +404,19 @@ impl Refresh {
             return;
         };
         super::headers::strip_hop_by_hop(resp.headers_mut(), false);
-        let entry = if resp.status() == StatusCode::NOT_MODIFIED {
-            refreshed(&cache, &stale, resp.headers(), &request)
-        } else {
-            let Ok(lifetime) =
-                cache.rules.storable(RouteCache::authorized(&request), resp.status(), resp.headers())
-            else {
-                return;
-            };
-            let Some(names) = policy::vary_names(resp.headers()) else { return };
-            let values = policy::vary_values(&request, &names);
-            let (parts, body) = resp.into_parts();
-            let Ok(body) = body::read_limited(body, cache.max_body).await else { return };
-            Some(Arc::new(Entry {
-                status: parts.status,
-                initial_age: initial_age(&parts.headers),
-                headers: parts.headers,
-                body,
-                received: SystemTime::now(),
-                lifetime,
-                vary: names.into_iter().zip(values).collect(),
-            }))
-        };
-        if let Some(entry) = entry {
-            let keep = entry.keep_for();
-            cache.store.put(self.key, with_variant(self.variants.as_ref(), entry), keep).await;
+        let stored = Stored { key: self.key, variants: self.variants, entry: None };
+        if resp.status() == StatusCode::NOT_MODIFIED {
+            if let Some(r) = refreshed(&cache, &stale, resp.headers(), &request) {
+                stored.keep(&cache, r).await;
+            }
+            return;
         }
-        drop(self.guard);
+        let (status, headers) = (resp.status(), resp.headers());
+        let Some(pending) = Pending::new(status, headers, &request, &cache, stored, Some(self.guard)) else {
+            return;
+        };
+        if let Ok(body) = body::read_limited(resp.into_body(), cache.max_body).await {
+            pending.finish(body);
+        }
     }
 }
