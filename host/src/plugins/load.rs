@@ -24,8 +24,8 @@ use super::registry::Registry;
 use super::stats::stats_for;
 use crate::config::{
     DEFAULT_KV_CONNECT_TIMEOUT, DEFAULT_KV_KEY_PREFIX, DEFAULT_KV_MAX_BYTES, DEFAULT_KV_REDIS_URL,
-    DEFAULT_KV_TIMEOUT, DEFAULT_PLUGIN_HTTP_TIMEOUT, DEFAULT_PLUGINS_DIR, KvBackendConfig, LoadedConfig,
-    MAX_PLUGIN_MEMORY, PluginRefConfig, Problem, SecretSourceConfig,
+    DEFAULT_KV_TIMEOUT, DEFAULT_PLUGIN_HTTP_TIMEOUT, KvBackendConfig, LoadedConfig, MAX_PLUGIN_MEMORY,
+    PluginRefConfig, Problem, SecretSourceConfig,
 };
 
 /// The route name used for global entries while loading.
@@ -120,8 +120,7 @@ struct Loader<'a> {
 
 impl<'a> Loader<'a> {
     fn new(loaded: &'a LoadedConfig, options: &'a LoadOptions) -> Result<Self, Vec<Problem>> {
-        let pc = &loaded.config.plugins;
-        let dir = loaded.resolve_path(pc.dir.as_deref().unwrap_or(DEFAULT_PLUGINS_DIR));
+        let dir = super::registry::plugins_dir(loaded);
         let registry = Registry::scan(&dir).map_err(|m| vec![Problem::new("plugins.dir", m)])?;
         let cache_dir = compiled_cache_dir(loaded);
         let upstreams = Arc::new(loaded.config.upstreams.keys().map(|k| k.to_string()).collect());
