@@ -28,6 +28,32 @@ async fn echo_gateway(extra: &str) -> (Plugins, Gateway) {
     (p, gw)
 }
 
+/// A connection of its own to the gateway and a POST to `path` on it whose body
+/// streams what is sent on the returned channel, ending when the channel is dropped.
+async fn open_post(
+    gw: &Gateway,
+    path: &str,
+) -> (
+    hyper::client::conn::http1::SendRequest<StreamedBody>,
+    Request<StreamedBody>,
+    tokio::sync::mpsc::Sender<Bytes>,
+) {
+    let stream = tokio::net::TcpStream::connect(gw.addr("public")).await.unwrap();
+    let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.unwrap();
+    tokio::spawn(conn);
+    let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(1);
+    let frames = futures_util::stream::unfold(rx, |mut rx| async move {
+        let data = rx.recv().await?;
+        Some((Ok::<_, std::convert::Infallible>(http_body::Frame::data(data)), rx))
+    });
+    let body = http_body_util::StreamBody::new(frames).boxed();
+    let req = Request::post(path).header("host", "localhost").body(body).unwrap();
+    (sender, req, tx)
+}
+
+/// The body [`open_post`] streams.
+type StreamedBody = http_body_util::combinators::BoxBody<Bytes, std::convert::Infallible>;
+
 #[tokio::test]
 async fn a_function_gets_the_method_path_headers_and_body_and_answers() {
     let (_p, gw) = echo_gateway("").await;
@@ -71,18 +97,7 @@ async fn a_function_gets_the_method_path_headers_and_body_and_answers() {
 #[tokio::test]
 async fn the_request_body_streams_in_and_the_response_body_streams_out() {
     let (_p, gw) = echo_gateway("").await;
-    let stream = tokio::net::TcpStream::connect(gw.addr("public")).await.unwrap();
-    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.unwrap();
-    tokio::spawn(conn);
-    let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(1);
-    let frames = futures_util::stream::unfold(rx, |mut rx| async move {
-        let data = rx.recv().await?;
-        Some((Ok::<_, std::convert::Infallible>(http_body::Frame::data(data)), rx))
-    });
-    let req = Request::post("/stream")
-        .header("host", "localhost")
-        .body(http_body_util::StreamBody::new(frames))
-        .unwrap();
+    let (mut sender, req, tx) = open_post(&gw, "/stream").await;
     tx.send(Bytes::from_static(b"first piece;")).await.unwrap();
     let within = Duration::from_secs(10);
     let resp = tokio::time::timeout(within, sender.send_request(req)).await.expect("head in time").unwrap();
@@ -180,18 +195,7 @@ async fn a_fault_after_the_response_head_breaks_the_body_instead_of_ending_it_cl
 async fn a_function_at_its_concurrency_limit_answers_503() {
     let (_p, gw) = echo_gateway("        limits: { max_concurrent: 1 }\n").await;
     // A request whose body stays open holds the one place.
-    let stream = tokio::net::TcpStream::connect(gw.addr("public")).await.unwrap();
-    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.unwrap();
-    tokio::spawn(conn);
-    let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(1);
-    let frames = futures_util::stream::unfold(rx, |mut rx| async move {
-        let data = rx.recv().await?;
-        Some((Ok::<_, std::convert::Infallible>(http_body::Frame::data(data)), rx))
-    });
-    let req = Request::post("/held")
-        .header("host", "localhost")
-        .body(http_body_util::StreamBody::new(frames))
-        .unwrap();
+    let (mut sender, req, tx) = open_post(&gw, "/held").await;
     tx.send(Bytes::from_static(b"x")).await.unwrap();
     let held = sender.send_request(req).await.unwrap();
     assert_eq!(held.status(), 200);
