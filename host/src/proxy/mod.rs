@@ -9,7 +9,9 @@
 //!                                            ├─ echo   → response
 //!                                            ├─ aggregate → parallel Upstream::forward calls
 //!                                            ├─ function → Function::serve (wasi:http)
-//!                                            └─ upstream → [cache] → Upstream::forward
+//!                                            ├─ mcp    → tool calls re-enter `handle_own`
+//!                                            ├─ split  → one pool ─┐
+//!                                            └─ upstream ──────────┴→ [cache] → Upstream::forward
 //!        ─ [chain: response phase] ─ response: strip hop-by-hop, request id
 //!        ─ when the body ends: route metrics, access log, call log, trace span
 //! ```
