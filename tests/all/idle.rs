@@ -114,6 +114,62 @@ async fn an_idle_connection_parks_and_its_next_request_wakes_it() {
     gw.shutdown().await;
 }
 
+/// Polls the parked gauge until it reads `want` (5 s at most); returns the last reading.
+async fn parked_reaches(gw: &Gateway, want: u64) -> u64 {
+    let mut gauge = parked(gw).await;
+    for _ in 0..100 {
+        if gauge == want {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        gauge = parked(gw).await;
+    }
+    gauge
+}
+
+#[tokio::test]
+async fn many_parked_connections_wake_at_once_are_each_served_and_park_again() {
+    // Plain HTTP/1 connections park out of their tasks, in the listener's lot; a
+    // batch of them turning readable together must each get its own answer.
+    let gw = gateway(&config("idle_timeout: 20s, header_read_timeout: 800ms")).await;
+    let addr = gw.addr("public");
+    let mut conns = Vec::new();
+    for _ in 0..40 {
+        conns.push(served_once(addr).await);
+    }
+    assert_eq!(parked_reaches(&gw, 40).await, 40, "all 40 quiet connections parked");
+    for s in &mut conns {
+        s.write_all(b"GET /two HTTP/1.1\r\nhost: t\r\n\r\n").await.unwrap();
+    }
+    for (i, s) in conns.iter_mut().enumerate() {
+        assert_eq!(response(s).await.as_deref(), Some("two"), "connection {i} after waking");
+    }
+    assert_eq!(parked_reaches(&gw, 40).await, 40, "woken and quiet again, they park again");
+    for s in &mut conns {
+        s.write_all(b"GET /one HTTP/1.1\r\nhost: t\r\n\r\n").await.unwrap();
+        assert_eq!(response(s).await.as_deref(), Some("one"), "a second wake-up");
+    }
+    gw.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_parked_connection_closes_at_its_idle_timeout_and_at_shutdown() {
+    let gw = gateway(&config("idle_timeout: 2s, header_read_timeout: 800ms")).await;
+    let mut s = served_once(gw.addr("public")).await;
+    assert_eq!(parked_reaches(&gw, 1).await, 1, "parked");
+    assert!(closed_within(&mut s, Duration::from_secs(6)).await, "closed by the idle timeout");
+    assert_eq!(parked_reaches(&gw, 0).await, 0, "no longer counted");
+    gw.shutdown().await;
+
+    let gw = gateway(&config("idle_timeout: 60s, header_read_timeout: 800ms")).await;
+    let mut s = served_once(gw.addr("public")).await;
+    assert_eq!(parked_reaches(&gw, 1).await, 1, "parked");
+    // The drain closes a parked connection at once instead of waiting out its
+    // idle timeout (or the grace period).
+    let (closed, ()) = tokio::join!(closed_within(&mut s, Duration::from_secs(5)), gw.shutdown());
+    assert!(closed, "closed at shutdown");
+}
+
 #[tokio::test]
 async fn part_of_a_next_request_read_before_parking_is_kept() {
     let gw = gateway(&config("idle_timeout: 20s, header_read_timeout: 2s")).await;

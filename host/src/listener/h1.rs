@@ -7,7 +7,9 @@
 //! close gracefully. Between requests that ends at once, without a byte written; the
 //! driver takes the socket back with whatever hyper had read of a next request, drops
 //! hyper's connection and its buffers, and waits for the socket to turn readable. Then
-//! a fresh hyper connection carries on, the leftover bytes first. A busy connection
+//! a fresh hyper connection carries on, the leftover bytes first. A plaintext socket
+//! waits out of its task, in the listener's lot (`lot.rs`), and comes back in a new
+//! task; a TLS one waits in its task. A busy connection
 //! never parks: the hot path pays two relaxed flag writes per read and write.
 //!
 //! The driver also keeps the header-read timeout to its meaning: it runs from the
@@ -43,11 +45,38 @@ use super::serve::Handler;
 pub(super) trait Park: AsyncRead + AsyncWrite + Send + Unpin + 'static {
     /// Ready once the socket has bytes (or an error, or the end) to read.
     fn poll_readable(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>>;
+
+    /// Where the connection waits once parked: a plain socket leaves its task for
+    /// the listener's lot (`lot.rs`); others wait in their task.
+    fn parking(self) -> Parking<Self>
+    where
+        Self: Sized;
+}
+
+/// Where a parked connection waits.
+pub(super) enum Parking<T> {
+    /// In its task.
+    Here(T),
+    /// In the listener's lot, as this socket, no longer registered with tokio.
+    Lot(std::net::TcpStream),
+    /// Nowhere: the socket could not be moved, and is closed.
+    Gone,
 }
 
 impl Park for tokio::net::TcpStream {
     fn poll_readable(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         self.poll_read_ready(cx)
+    }
+
+    fn parking(self) -> Parking<Self> {
+        // `into_std` fails only if tokio cannot deregister the socket; it is closed.
+        match self.into_std() {
+            Ok(socket) => Parking::Lot(socket),
+            Err(e) => {
+                debug!(error = %e, "cannot take a parked socket from tokio");
+                Parking::Gone
+            }
+        }
     }
 }
 
@@ -56,6 +85,10 @@ impl Park for tokio::net::TcpStream {
 impl Park for tokio_rustls::server::TlsStream<tokio::net::TcpStream> {
     fn poll_readable(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         self.get_ref().0.poll_read_ready(cx)
+    }
+
+    fn parking(self) -> Parking<Self> {
+        Parking::Here(self)
     }
 }
 
@@ -70,8 +103,16 @@ enum Ended {
     Released { parked: bool },
 }
 
+/// A connection that parked out of its task (see [`Parking::Lot`]).
+pub(super) struct Left {
+    pub socket: std::net::TcpStream,
+    /// The time left until its idle timeout.
+    pub idle_for: Duration,
+}
+
 /// Serves HTTP/1.1 on `io` (after `prefix`, bytes already read from it) until the
-/// client leaves, the connection times out, switches protocols, or `shutdown` turns.
+/// client leaves, the connection times out, switches protocols, or `shutdown` turns;
+/// or until it parks out of its task, which returns its socket.
 pub(super) async fn serve<T: Park>(
     mut io: T,
     mut prefix: Bytes,
@@ -80,7 +121,7 @@ pub(super) async fn serve<T: Park>(
     spec: &ListenerSpec,
     peer: SocketAddr,
     shutdown: &mut watch::Receiver<bool>,
-) {
+) -> Option<Left> {
     let mut clock = Clock::new(&spec.limits);
     let builder = builder(spec);
     loop {
@@ -89,7 +130,7 @@ pub(super) async fn serve<T: Park>(
         // Boxed: parked, the task keeps only a pointer's worth of room for it.
         let mut conn = Box::new(builder.serve_connection(wrapped, svc.clone()));
         let parked = match drive(&mut conn, &mut clock, &activity, peer, shutdown).await {
-            Ended::Gone => return,
+            Ended::Gone => return None,
             Ended::Released { parked } => parked,
         };
         let parts = conn.into_parts();
@@ -97,12 +138,12 @@ pub(super) async fn serve<T: Park>(
         let leftover = join(parts.read_buf, rest);
         if let Some(tx) = activity.switched() {
             let _ = tx.send(Box::new(Rewind { prefix: leftover, inner }));
-            return;
+            return None;
         }
         io = inner;
         if !parked {
             Box::pin(close(io)).await;
-            return;
+            return None;
         }
         if !leftover.is_empty() {
             // hyper had read part of a next request: carry on with it at once.
@@ -112,9 +153,14 @@ pub(super) async fn serve<T: Park>(
         }
         // Even empty, it may hold on to hyper's whole read buffer.
         drop(leftover);
-        // Parked: only the socket and this task are left.
-        let _parked = spec.metrics.parked();
         crate::trim::released();
+        io = match io.parking() {
+            Parking::Here(io) => io,
+            Parking::Lot(socket) => return Some(Left { socket, idle_for: clock.idle_left() }),
+            Parking::Gone => return None,
+        };
+        // Parked in this task: only the socket and the task are left.
+        let _parked = spec.metrics.parked();
         let idle = tokio::time::sleep(clock.idle_left());
         tokio::pin!(idle);
         let readable = tokio::select! {
@@ -124,7 +170,7 @@ pub(super) async fn serve<T: Park>(
         };
         if !readable {
             Box::pin(close(io)).await;
-            return;
+            return None;
         }
         activity.head_started();
         prefix = Bytes::new();

@@ -11,6 +11,7 @@
 mod activity;
 mod canned;
 mod h1;
+mod lot;
 mod serve;
 mod spec;
 mod tls;

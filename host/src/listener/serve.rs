@@ -14,14 +14,16 @@ use hyper::body::Incoming;
 use hyper::server::conn::http2;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{Semaphore, watch};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 use tokio::task::JoinSet;
+use tokio::time::Instant;
 use tracing::{debug, warn};
 
 use super::ListenerSpec;
 use super::activity::{Activity, Clock, Guarded, InFlight, Verdict};
 use super::canned::CannedErrors;
 use super::h1::Park;
+use super::lot::{Idle, Lot, Parked};
 use crate::body::Body;
 use crate::config::Name;
 use crate::observability::metrics::{OpenConnection, Protocol};
@@ -44,7 +46,9 @@ pub struct ConnInfo {
 /// current snapshot's grace period for open connections to finish their requests.
 ///
 /// `tcp` becomes a tokio listener on the runtime this runs on. `slots` holds the
-/// listener's connection limit, shared by the accept loops of every worker.
+/// listener's connection limit, shared by the accept loops of every worker. Idle
+/// plaintext HTTP/1 connections wait in this loop's [`Lot`] between requests, without
+/// a task; a parked connection that turns readable gets a new one.
 pub async fn serve(
     tcp: std::net::TcpListener,
     name: Name,
@@ -52,54 +56,105 @@ pub async fn serve(
     slots: Arc<Semaphore>,
     mut shutdown: watch::Receiver<bool>,
 ) {
-    let tcp = match TcpListener::from_std(tcp) {
-        Ok(t) => t,
+    let (tcp, mut lot) = match TcpListener::from_std(tcp).and_then(|t| Ok((t, Lot::new()?))) {
+        Ok(x) => x,
         Err(e) => {
             warn!(listener = %name, error = %e, "cannot register the listener's socket");
             return;
         }
     };
-    let mut conns = JoinSet::new();
-    loop {
-        if *shutdown.borrow() {
-            break;
-        }
-        let permit = tokio::select! {
-            p = Arc::clone(&slots).acquire_owned() => p.expect("semaphore is never closed"),
-            _ = shutdown.changed() => break,
-        };
-        let (stream, peer) = tokio::select! {
-            r = tcp.accept() => match r {
-                Ok(x) => x,
+    let mut conns: JoinSet<Option<Parked>> = JoinSet::new();
+    let mut woke = Vec::new();
+    let mut sweep = tokio::time::interval(Duration::from_secs(1));
+    sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    while !*shutdown.borrow() {
+        let accept = async {
+            let permit = Arc::clone(&slots).acquire_owned().await.expect("semaphore is never closed");
+            match tcp.accept().await {
+                Ok((stream, peer)) => Some((stream, peer, permit)),
                 Err(e) => {
                     // EMFILE and friends: back off instead of spinning.
                     warn!(listener = %name, error = %e, "accept failed");
                     tokio::time::sleep(Duration::from_millis(20)).await;
-                    continue;
+                    None
                 }
-            },
+            }
+        };
+        let event = tokio::select! {
+            accepted = accept => Event::Accepted(accepted),
+            Some(joined) = conns.join_next(), if !conns.is_empty() => Event::Joined(joined.ok().flatten()),
+            r = lot.woken(&mut woke) => Event::Woken(r),
+            _ = sweep.tick(), if lot.len() > 0 => Event::Sweep,
             _ = shutdown.changed() => break,
         };
-        while conns.try_join_next().is_some() {}
-        let Some(spec) = cell.load().listener(&name) else {
-            // The listener left the config; the gateway closes it.
-            break;
-        };
-        let cell = Arc::clone(&cell);
-        let shutdown = shutdown.clone();
-        conns.spawn(async move {
-            serve_connection(stream, peer, spec, cell, shutdown).await;
-            drop(permit);
-        });
+        match event {
+            Event::Accepted(None) => {}
+            Event::Accepted(Some((stream, peer, permit))) => {
+                let Some(spec) = cell.load().listener(&name) else {
+                    // The listener left the config; the gateway closes it.
+                    break;
+                };
+                let cell = Arc::clone(&cell);
+                let shutdown = shutdown.clone();
+                conns.spawn(async move {
+                    let left = serve_connection(stream, peer, spec, cell, shutdown).await;
+                    left.map(|idle| Parked::new(idle, permit))
+                });
+            }
+            Event::Joined(None) => {}
+            Event::Joined(Some(parked)) => lot.park(parked),
+            Event::Woken(Ok(())) => {
+                for parked in woke.drain(..) {
+                    let cell = Arc::clone(&cell);
+                    let shutdown = shutdown.clone();
+                    conns.spawn(resume(parked, cell, shutdown));
+                }
+            }
+            Event::Woken(Err(e)) => {
+                warn!(listener = %name, error = %e, "the parked connections' wait failed; closing them");
+                close_all(&mut lot);
+            }
+            Event::Sweep => {
+                lot.expired(Instant::now(), &mut woke);
+                woke.drain(..).for_each(Parked::close);
+            }
+        }
     }
     drop(tcp);
+    // Parked connections are between requests: they close now, as idle ones do.
+    close_all(&mut lot);
     let grace = cell.load().grace_period();
     debug!(listener = %name, open = conns.len(), "draining connections");
-    let drained = tokio::time::timeout(grace, async { while conns.join_next().await.is_some() {} }).await;
+    let drained = tokio::time::timeout(grace, async {
+        while let Some(joined) = conns.join_next().await {
+            if let Ok(Some(parked)) = joined {
+                parked.close();
+            }
+        }
+    })
+    .await;
     if drained.is_err() {
         warn!(listener = %name, open = conns.len(), "grace period over; closing remaining connections");
         conns.abort_all();
     }
+}
+
+/// What woke the accept loop.
+enum Event {
+    /// A connection, with its slot under the limit (none if the accept failed).
+    Accepted(Option<(TcpStream, SocketAddr, OwnedSemaphorePermit)>),
+    /// A connection's task ended; with its socket if it parked.
+    Joined(Option<Parked>),
+    /// Parked connections turned readable (they are in the loop's `woke`).
+    Woken(std::io::Result<()>),
+    /// Time to close parked connections whose idle timeout passed.
+    Sweep,
+}
+
+fn close_all(lot: &mut Lot) {
+    let mut out = Vec::new();
+    lot.drain(&mut out);
+    out.into_iter().for_each(Parked::close);
 }
 
 async fn serve_connection(
@@ -108,7 +163,7 @@ async fn serve_connection(
     spec: Arc<ListenerSpec>,
     cell: Arc<SnapshotCell>,
     mut shutdown: watch::Receiver<bool>,
-) {
+) -> Option<Idle> {
     let _ = stream.set_nodelay(true);
     let local = stream.local_addr().unwrap_or(spec.address);
     let known = match (&spec.tls, spec.http1, spec.http2) {
@@ -124,25 +179,45 @@ async fn serve_connection(
         // Boxed: a TLS connection's state (the handshake's, rustls' own) is large,
         // and it would size every plaintext connection's task too.
         Box::pin(conn.tls(stream, Arc::clone(tls))).await;
-        return;
+        return None;
     }
     let (http2, prefix, stream) = match (spec.http1, spec.http2) {
         // Boxed, like every state a connection leaves behind: the task's size is that
-        // of its largest state, and an idle connection keeps its task.
-        (true, true) => match Box::pin(sniff(stream, spec.limits.header_read_timeout)).await {
-            Some(found) => found,
-            None => return,
-        },
+        // of its largest state.
+        (true, true) => Box::pin(sniff(stream, spec.limits.header_read_timeout)).await?,
         (false, true) => (true, Bytes::new(), stream),
         _ => (false, Bytes::new(), stream),
     };
     // Each protocol's state boxed on its own: a task is as large as its largest
-    // state, and an idle HTTP/1 connection keeps little more than its task.
+    // state.
     if http2 {
-        Box::pin(conn.http2(stream, prefix)).await
+        Box::pin(conn.http2(stream, prefix)).await;
+        None
     } else {
         Box::pin(conn.http1(stream, prefix)).await
     }
+}
+
+/// A parked connection's next stretch of HTTP/1, in a new task: its socket turned
+/// readable. It carries on where it left off (the header-read timeout runs from now).
+async fn resume(
+    parked: Parked,
+    cell: Arc<SnapshotCell>,
+    mut shutdown: watch::Receiver<bool>,
+) -> Option<Parked> {
+    let (idle, permit) = parked.resumed();
+    let Idle { socket, peer, local, spec, open, .. } = idle;
+    let stream = match TcpStream::from_std(socket) {
+        Ok(s) => s,
+        Err(e) => {
+            debug!(%peer, error = %e, "cannot register a woken connection");
+            return None;
+        }
+    };
+    let info = Arc::new(ConnInfo { listener: Arc::clone(&spec), peer, local, tls: false });
+    let conn = Conn { info, cell, open, spec: &spec, shutdown: &mut shutdown };
+    let left = Box::pin(conn.http1(stream, Bytes::new())).await?;
+    Some(Parked::new(left, permit))
 }
 
 /// The HTTP/2 connection preface (RFC 9113 §3.4): how a cleartext client speaking
@@ -209,7 +284,8 @@ impl Conn<'_> {
         if http2 {
             Box::pin(self.http2(tls_stream, Bytes::new())).await
         } else {
-            Box::pin(self.http1(tls_stream, Bytes::new())).await
+            // A TLS connection parks in its task: nothing comes back.
+            Box::pin(self.http1(tls_stream, Bytes::new())).await;
         }
     }
 
@@ -222,11 +298,22 @@ impl Conn<'_> {
         }
     }
 
-    async fn http1<T: Park>(mut self, io: T, prefix: Bytes) {
+    /// Serves HTTP/1; returns the connection if it parked out of its task.
+    async fn http1<T: Park>(mut self, io: T, prefix: Bytes) -> Option<Idle> {
         self.open.identified(Protocol::Http1);
         let activity = Arc::new(Activity::new(true));
         let svc = self.handler(&activity, true);
-        super::h1::serve(io, prefix, svc, activity, self.spec, self.info.peer, self.shutdown).await;
+        let left =
+            super::h1::serve(io, prefix, svc, activity, self.spec, self.info.peer, self.shutdown).await?;
+        let ConnInfo { peer, local, .. } = *self.info;
+        Some(Idle {
+            socket: left.socket,
+            until: Instant::now() + left.idle_for,
+            peer,
+            local,
+            spec: Arc::clone(&self.info.listener),
+            open: self.open,
+        })
     }
 
     async fn http2<T: Park>(mut self, io: T, prefix: Bytes) {

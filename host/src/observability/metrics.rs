@@ -313,9 +313,9 @@ impl ListenerMetrics {
     }
 
     /// Counts a parked connection until the guard drops.
-    pub fn parked(&self) -> ParkedConnection<'_> {
+    pub fn parked(self: &Arc<Self>) -> ParkedConnection {
         self.parked.fetch_add(1, Relaxed);
-        ParkedConnection(self)
+        ParkedConnection(Arc::clone(self))
     }
 
     /// Counts an accepted connection, open as `protocol` until the guard drops.
@@ -331,9 +331,9 @@ impl ListenerMetrics {
 
 /// A parked connection, counted until dropped.
 #[derive(Debug)]
-pub struct ParkedConnection<'a>(&'a ListenerMetrics);
+pub struct ParkedConnection(Arc<ListenerMetrics>);
 
-impl Drop for ParkedConnection<'_> {
+impl Drop for ParkedConnection {
     fn drop(&mut self) {
         self.0.parked.fetch_sub(1, Relaxed);
     }
