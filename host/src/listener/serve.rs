@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
+use futures_util::FutureExt;
 use http::{Request, Response};
 use hyper::body::Incoming;
 use hyper::server::conn::http2;
@@ -396,10 +397,13 @@ impl hyper::service::Service<Request<Incoming>> for Handler {
         if self.hands_over && req.headers().contains_key(http::header::UPGRADE) {
             req.extensions_mut().insert(self.activity.expect_switch());
         }
-        Box::pin(async move {
-            let resp = crate::proxy::handle(req, info, snapshot).await;
+        // A combinator, not an `async` block: the block would keep the request (and,
+        // awaiting a future it captured, a second copy of that future) beside the
+        // future; the box is as large as the proxy's future and no larger.
+        let handling = crate::proxy::handle(req, info, snapshot);
+        Box::pin(handling.map(move |resp| {
             in_flight.answered(resp.status());
             Ok(resp.map(|body| Guarded::new(body, in_flight)))
-        })
+        }))
     }
 }

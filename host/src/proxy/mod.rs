@@ -47,8 +47,14 @@ use crate::snapshot::{Route, Snapshot, StaticResponse, Target};
 use crate::upstream::{Upstream, UpstreamTarget};
 
 /// Handles one request end to end. Never fails: errors become JSON error responses.
-pub async fn handle(req: Request<Incoming>, conn: Arc<ConnInfo>, snapshot: Arc<Snapshot>) -> Response<Body> {
-    answer(req, conn, snapshot).await
+/// Not an `async fn` itself: a wrapper's future would keep its own copy of the
+/// request's room.
+pub fn handle(
+    req: Request<Incoming>,
+    conn: Arc<ConnInfo>,
+    snapshot: Arc<Snapshot>,
+) -> impl Future<Output = Response<Body>> + Send + 'static {
+    answer(req, conn, snapshot)
 }
 
 /// [`handle`] for a request the gateway makes to itself (an MCP tool call). Boxed:
@@ -329,11 +335,15 @@ where
     B: http_body::Body<Data = bytes::Bytes> + Send + 'static,
     B::Error: Into<body::BoxError>,
 {
-    // The request's headers were prepared before the chain ([`prepare`]).
-    let (parts, incoming) = req.into_parts();
-    let body = if incoming.is_end_stream() { body::empty() } else { body::boxed(incoming) };
+    // The request's headers were prepared before the chain ([`prepare`]). Scoped:
+    // the parts moved on take no room in this future while it waits.
+    let forwarding = {
+        let (parts, incoming) = req.into_parts();
+        let body = if incoming.is_end_stream() { body::empty() } else { body::boxed(incoming) };
+        upstream.forward(Request::from_parts(parts, body))
+    };
     let sent = Instant::now();
-    let mut resp = upstream.forward(Request::from_parts(parts, body)).await?;
+    let mut resp = forwarding.await?;
     ex.upstream_took = Some(sent.elapsed());
     ex.upstream = resp.extensions().get::<UpstreamTarget>().map(|t| Arc::clone(&t.0));
     // The client gets an HTTP/1.1 (or HTTP/2) response whatever the upstream spoke.

@@ -220,9 +220,14 @@ impl Upstream {
         // Set by the proxy when the request has a body: a failure while the gateway
         // waits on the client's body is not the target's fault.
         let body_state = req.extensions().get::<Arc<crate::body::ClientBodyState>>().cloned();
-        let (parts, body) = req.into_parts();
-        let (body, replay) = replayable(&s.settings.retry, &parts, body).await?;
-        let mut req = Some(Request::from_parts(parts, body));
+        // Scoped so that what is moved on (the parts, each attempt's request) stops
+        // taking room in this future across the sends: every request's future is as
+        // large as what it keeps across its longest wait.
+        let (mut req, replay) = {
+            let (parts, body) = req.into_parts();
+            let (body, replay) = replayable(&s.settings.retry, &parts, body).await?;
+            (Some(Request::from_parts(parts, body)), replay)
+        };
         let attempts = s.settings.retry.attempts.saturating_add(1);
         let mut tried: u128 = 0;
         let mut last: Option<Result<Response<Body>, ProxyError>> = None;
@@ -231,13 +236,18 @@ impl Upstream {
             let Some((index, admission)) = s.select(tried) else { break };
             tried |= bit(index);
             let target = &s.targets[index];
-            let Some(mut request) = req.take().or_else(|| replay.as_ref().map(Head::request)) else { break };
-            target.pool.prepare(&mut request);
+            let send = {
+                let Some(mut request) = req.take().or_else(|| replay.as_ref().map(Head::request)) else {
+                    break;
+                };
+                target.pool.prepare(&mut request);
+                target.pool.send(request)
+            };
             let in_flight = InFlight::enter(&target.in_flight);
             let mut outcome = Outcome { shared: s, index, admission, reported: false };
             let may_retry = attempt < attempts;
 
-            match target.pool.send(request).await {
+            match send.await {
                 Ok(resp) => {
                     target.metrics.attempt(Attempt::Response);
                     let status = resp.status();
