@@ -31,7 +31,9 @@ use tokio::time::Instant;
 use super::ListenerSpec;
 use crate::observability::metrics::{OpenConnection, ParkedConnection};
 
-/// A connection that left its task to wait for its next request.
+/// A connection that left its task to wait for its next request. It holds what a
+/// new task needs inline rather than the old task's `ConnInfo`, which was allocated at
+/// accept among the buffers since freed and would keep their page.
 #[derive(Debug)]
 pub(super) struct Idle {
     pub socket: std::net::TcpStream,
@@ -75,10 +77,7 @@ impl Parked {
 pub(super) struct Lot {
     poll: AsyncFd<mio::Poll>,
     events: Events,
-    rows: Vec<Option<Parked>>,
-    /// Rows free for reuse.
-    free: Vec<usize>,
-    len: usize,
+    rows: Rows,
 }
 
 /// Events taken from the epoll set per wake-up.
@@ -92,35 +91,26 @@ impl Lot {
         #[allow(unsafe_code)]
         let poll = unsafe { AsyncFd::register_with_interest(poll, tokio::io::Interest::READABLE) }
             .map_err(|e| e.into_parts().1)?;
-        Ok(Lot { poll, events: Events::with_capacity(EVENTS), rows: Vec::new(), free: Vec::new(), len: 0 })
+        Ok(Lot { poll, events: Events::with_capacity(EVENTS), rows: Rows::default() })
     }
 
     pub fn len(&self) -> usize {
-        self.len
+        self.rows.len()
     }
 
     /// Parks `p` until its socket turns readable or its idle timeout passes. A socket
     /// that cannot be watched is closed.
     pub fn park(&mut self, p: Parked) {
-        let row = self.free.pop().unwrap_or(self.rows.len());
         let fd = p.idle.socket.as_raw_fd();
+        let token = Token(self.rows.vacant());
         // Edge-triggered: a socket that already has bytes is reported at once.
-        if let Err(e) =
-            self.poll.get_ref().registry().register(&mut SourceFd(&fd), Token(row), Interest::READABLE)
-        {
-            tracing::debug!(error = %e, "cannot park a connection; closing it");
-            if row < self.rows.len() {
-                self.free.push(row);
+        match self.poll.get_ref().registry().register(&mut SourceFd(&fd), token, Interest::READABLE) {
+            Ok(()) => self.rows.fill(token.0, p),
+            Err(e) => {
+                tracing::debug!(error = %e, "cannot park a connection; closing it");
+                p.close();
             }
-            p.close();
-            return;
         }
-        if row == self.rows.len() {
-            self.rows.push(Some(p));
-        } else {
-            self.rows[row] = Some(p);
-        }
-        self.len += 1;
     }
 
     /// Waits until parked sockets turn readable and moves them to `out`. Cancel-safe:
@@ -129,22 +119,14 @@ impl Lot {
         loop {
             let mut ready = self.poll.readable_mut().await?;
             ready.get_inner_mut().poll(&mut self.events, Some(Duration::ZERO))?;
-            if self.events.is_empty() {
-                ready.clear_ready();
-                continue;
-            }
+            let registry = ready.get_ref().get_ref().registry();
+            let mut seen = 0;
             for event in self.events.iter() {
-                let row = event.token().0;
-                if let Some(p) = self.rows.get_mut(row).and_then(Option::take) {
-                    let fd = p.idle.socket.as_raw_fd();
-                    let _ = ready.get_ref().get_ref().registry().deregister(&mut SourceFd(&fd));
-                    self.free.push(row);
-                    self.len -= 1;
-                    out.push(p);
-                }
+                seen += 1;
+                out.extend(self.rows.take(event.token().0, registry));
             }
-            // A full batch may have left more: the epoll set stays marked ready.
-            if self.events.iter().count() < EVENTS {
+            // A full batch may have left more: the epoll set then stays marked ready.
+            if seen < EVENTS {
                 ready.clear_ready();
             }
             if !out.is_empty() {
@@ -155,33 +137,62 @@ impl Lot {
 
     /// Takes out the rows whose idle timeout has passed by `now`.
     pub fn expired(&mut self, now: Instant, out: &mut Vec<Parked>) {
-        for row in 0..self.rows.len() {
-            if self.rows[row].as_ref().is_some_and(|p| p.idle.until <= now) {
-                out.push(self.take(row));
+        let registry = self.poll.get_ref().registry();
+        for row in 0..self.rows.rows.len() {
+            if self.rows.rows[row].as_ref().is_some_and(|p| p.idle.until <= now) {
+                out.extend(self.rows.take(row, registry));
             }
         }
-        if self.len == 0 && self.rows.capacity() > EVENTS {
+        if self.rows.len() == 0 && self.rows.rows.capacity() > EVENTS {
             // A crowd of idle connections has left: give its table back.
-            self.rows = Vec::new();
-            self.free = Vec::new();
+            self.rows = Rows::default();
         }
     }
 
     /// Takes out every row.
     pub fn drain(&mut self, out: &mut Vec<Parked>) {
-        for row in 0..self.rows.len() {
-            if self.rows[row].is_some() {
-                out.push(self.take(row));
-            }
+        let registry = self.poll.get_ref().registry();
+        for row in 0..self.rows.rows.len() {
+            out.extend(self.rows.take(row, registry));
+        }
+    }
+}
+
+/// The lot's table: a row per parked connection, its index the connection's epoll
+/// token; rows left empty are reused.
+#[derive(Default)]
+struct Rows {
+    rows: Vec<Option<Parked>>,
+    /// Empty rows.
+    free: Vec<usize>,
+}
+
+impl Rows {
+    fn len(&self) -> usize {
+        self.rows.len() - self.free.len()
+    }
+
+    /// The row the next [`Rows::fill`] takes.
+    fn vacant(&self) -> usize {
+        self.free.last().copied().unwrap_or(self.rows.len())
+    }
+
+    /// Puts `p` in `row`, which [`Rows::vacant`] gave.
+    fn fill(&mut self, row: usize, p: Parked) {
+        if self.free.last() == Some(&row) {
+            self.free.pop();
+            self.rows[row] = Some(p);
+        } else {
+            debug_assert_eq!(row, self.rows.len(), "a row from `vacant`");
+            self.rows.push(Some(p));
         }
     }
 
-    fn take(&mut self, row: usize) -> Parked {
-        let p = self.rows[row].take().expect("a taken row was full");
-        let fd = p.idle.socket.as_raw_fd();
-        let _ = self.poll.get_ref().registry().deregister(&mut SourceFd(&fd));
+    /// Empties `row`, taking its socket out of the epoll set.
+    fn take(&mut self, row: usize, registry: &mio::Registry) -> Option<Parked> {
+        let p = self.rows.get_mut(row)?.take()?;
+        let _ = registry.deregister(&mut SourceFd(&p.idle.socket.as_raw_fd()));
         self.free.push(row);
-        self.len -= 1;
-        p
+        Some(p)
     }
 }
