@@ -1,6 +1,7 @@
 //! Header work at the edge: hop-by-hop stripping, forwarding headers and request ids.
 
 use std::fmt::Write as _;
+use std::io::Write as _;
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 
@@ -107,10 +108,17 @@ pub fn add_forwarded(headers: &mut HeaderMap, conn: &ConnInfo, host: Option<&str
     let ip = conn.peer.ip();
     if cfg.x_forwarded {
         let xff = match headers.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
-            Some(prev) if !prev.is_empty() => format!("{prev}, {ip}"),
-            _ => ip.to_string(),
+            Some(prev) if !prev.is_empty() => HeaderValue::from_str(&format!("{prev}, {ip}")).ok(),
+            // Written on the stack: the value is copied once, into the header.
+            _ => {
+                let mut buf = [0u8; 48];
+                let mut w = &mut buf[..];
+                let _ = write!(w, "{ip}");
+                let len = 48 - w.len();
+                HeaderValue::from_bytes(&buf[..len]).ok()
+            }
         };
-        if let Ok(v) = HeaderValue::from_str(&xff) {
+        if let Some(v) = xff {
             headers.insert(X_FORWARDED_FOR, v);
         }
         headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static(proto));
@@ -158,10 +166,13 @@ pub fn request_id(headers: &HeaderMap, spec: &RequestIdSpec) -> HeaderValue {
 
 /// A new random 128-bit id, as 32 lowercase hex digits.
 pub fn new_request_id() -> HeaderValue {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
     let n = fastrand::u128(..);
-    let mut s = String::with_capacity(32);
-    let _ = write!(s, "{n:032x}");
-    HeaderValue::from_str(&s).expect("hex is a valid header value")
+    let mut id = [0u8; 32];
+    for (i, digit) in id.iter_mut().enumerate() {
+        *digit = HEX[((n >> (124 - 4 * i)) & 0xf) as usize];
+    }
+    HeaderValue::from_bytes(&id).expect("hex is a valid header value")
 }
 
 /// The request's host without port: the URI authority (HTTP/2, absolute-form) or
@@ -248,5 +259,21 @@ mod tests {
         assert_eq!(request_id(&h, &spec), "abc-123");
         h.insert("x-request-id", HeaderValue::from_static("has space"));
         assert_eq!(request_id(&h, &spec).len(), 32);
+    }
+
+    #[test]
+    fn new_request_ids_are_128_random_bits_in_lowercase_hex() {
+        let ids: Vec<HeaderValue> = (0..64).map(|_| new_request_id()).collect();
+        for id in &ids {
+            assert_eq!(id.len(), 32);
+            assert!(id.as_bytes().iter().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')), "{id:?}");
+        }
+        let distinct: std::collections::HashSet<_> = ids.iter().collect();
+        assert_eq!(distinct.len(), ids.len());
+        // Every digit position takes more than one value: no nibble is lost.
+        for i in 0..32 {
+            let seen: std::collections::HashSet<u8> = ids.iter().map(|id| id.as_bytes()[i]).collect();
+            assert!(seen.len() > 1, "digit {i} never changes");
+        }
     }
 }
