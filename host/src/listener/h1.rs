@@ -268,7 +268,7 @@ fn join(read: Bytes, rest: Bytes) -> Bytes {
 }
 
 /// A socket with bytes already read from it in front.
-pub(super) struct Rewind<T> {
+pub(crate) struct Rewind<T> {
     prefix: Bytes,
     inner: T,
 }

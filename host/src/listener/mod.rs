@@ -17,6 +17,7 @@ mod spec;
 mod tls;
 mod upgrade;
 
+pub(crate) use h1::Rewind;
 pub use serve::{ConnInfo, serve};
 pub use spec::{Limits, ListenerSpec, RequestIdSpec};
 pub use upgrade::{ClientUpgrade, Upgraded, UpgradedIo};

@@ -353,7 +353,10 @@ where
 
     match client_upgrade {
         Some(client) if resp.status() == StatusCode::SWITCHING_PROTOCOLS => {
-            let upstream_side = hyper::upgrade::on(&mut resp);
+            let Some(upstream_side) = crate::upstream::UpstreamUpgrade::take(&mut resp) else {
+                let target = ex.upstream.as_deref().map_or_else(String::new, str::to_owned);
+                return Err(ProxyError::UnexpectedUpgrade { target });
+            };
             tokio::spawn(upgrade::tunnel(client, upstream_side));
             headers::strip_hop_by_hop(resp.headers_mut(), true);
         }

@@ -15,8 +15,8 @@
 //!
 //! The response comes back as soon as its head arrives; its body streams, carrying
 //! the in-flight count of its target until it ends. The response's extensions hold
-//! an [`UpstreamTarget`] naming the target, and hyper's upgrade handle, so
-//! `hyper::upgrade::on(&mut resp)` works for `101 Switching Protocols`.
+//! an [`UpstreamTarget`] naming the target, and for `101 Switching Protocols` the
+//! switched connection, which [`UpstreamUpgrade::take`] hands over.
 //!
 //! The recipe for the gateway: `Upstream::build` → `Arc::new` →
 //! [`Upstream::start_health_checks`]; dropping the last `Arc` stops its tasks.
@@ -24,6 +24,7 @@
 mod balance;
 mod breaker;
 mod budget;
+mod h1;
 mod health;
 mod pool;
 mod settings;
@@ -47,12 +48,14 @@ use tokio::time::Instant;
 use tracing::{debug, warn};
 
 pub use breaker::CircuitState;
+pub(crate) use h1::UpstreamUpgrade;
+pub(crate) use pool::Stream;
 
 use self::balance::Balancer;
 use self::breaker::{Admission, Breaker};
 use self::budget::RetryBudget;
 use self::health::{Active, Passive};
-use self::pool::{Pool, SendError};
+use self::pool::{Pool, ResponseBody, SendError};
 use self::settings::Settings;
 use crate::body::{self, Body};
 use crate::config::{DEFAULT_WEIGHT, Name, Problem, UpstreamConfig};
@@ -482,7 +485,7 @@ impl Drop for InFlight {
 /// The upstream's response body, leaving the in-flight count when it ends, and cut
 /// with [`ReadTimeout`] when the target sends nothing for `timeouts.read`.
 struct Tracked {
-    inner: hyper::body::Incoming,
+    inner: ResponseBody,
     in_flight: Option<InFlight>,
     read_timeout: Duration,
     /// Made the first time a poll finds nothing to read (a body that arrives with its
@@ -493,7 +496,7 @@ struct Tracked {
 }
 
 impl Tracked {
-    fn new(inner: hyper::body::Incoming, in_flight: InFlight, read_timeout: Duration) -> Tracked {
+    fn new(inner: ResponseBody, in_flight: InFlight, read_timeout: Duration) -> Tracked {
         Tracked { inner, in_flight: Some(in_flight), read_timeout, stall: None, progressed: false }
     }
 }
@@ -519,7 +522,7 @@ impl http_body::Body for Tracked {
         match polled {
             Poll::Ready(frame) => {
                 this.progressed = true;
-                Poll::Ready(frame.map(|f| f.map_err(Into::into)))
+                Poll::Ready(frame)
             }
             Poll::Pending => {
                 let deadline = Instant::now() + this.read_timeout;

@@ -2,7 +2,8 @@
 //! HTTP/1.1 keep-alive connections kept idle between requests, and one shared
 //! multiplexed HTTP/2 connection re-established when it closes.
 //!
-//! The pool uses hyper's `try_send_request`, so when a connection turns out dead
+//! HTTP/1.1 speaks through the gateway's own client (`h1.rs`), run in the request's
+//! task; HTTP/2 through hyper's. Either way, when a pooled connection turns out dead
 //! before the request was written, the request comes back and is sent again on a
 //! fresh connection; the caller learns whether anything was sent at all.
 
@@ -17,7 +18,7 @@ use http::header::HOST;
 use http::uri::{Authority, PathAndQuery, Scheme};
 use http::{HeaderValue, Request, Response, Uri, Version};
 use hyper::body::Incoming;
-use hyper::client::conn::{TrySendError, http1, http2};
+use hyper::client::conn::{TrySendError, http2};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use rustls::pki_types::ServerName;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
@@ -25,16 +26,10 @@ use tokio::net::TcpStream;
 use tokio::time::{Instant, timeout};
 use tracing::debug;
 
+use super::h1::{self, Conn, Failure, Home};
 use super::settings::{PoolSettings, Protocol};
-use crate::body::Body;
+use crate::body::{Body, BoxError};
 use crate::error::ProxyError;
-
-/// The most an HTTP/1 upstream connection buffers of a response before the client
-/// has taken it. hyper's default (~400 KiB) let every slow-reading client pin a read
-/// buffer that large (measured ~350 KB of RSS per slow reader); a response body now
-/// moves in pieces of at most this size, each handed on only when the client side
-/// has room for it.
-const UPSTREAM_READ_BUFFER: usize = 32 * 1024;
 
 /// A failed send: the error, and the request when it certainly was not sent.
 pub(crate) struct SendError {
@@ -66,7 +61,7 @@ pub(crate) struct Pool {
 }
 
 struct Idle {
-    sender: http1::SendRequest<Body>,
+    conn: Conn,
     since: Instant,
 }
 
@@ -159,38 +154,59 @@ impl Pool {
 
     /// Sends a prepared request and waits (up to the request timeout) for the head of
     /// the response.
-    pub async fn send(self: &Arc<Self>, req: Request<Body>) -> Result<Response<Incoming>, SendError> {
+    pub async fn send(self: &Arc<Self>, req: Request<Body>) -> Result<Response<ResponseBody>, SendError> {
         match self.settings.protocol {
             Protocol::Http1 => self.send_h1(req).await,
-            Protocol::Http2 => self.send_h2(req).await,
+            Protocol::Http2 => Ok(self.send_h2(req).await?.map(ResponseBody::H2)),
         }
     }
 
-    async fn send_h1(self: &Arc<Self>, mut req: Request<Body>) -> Result<Response<Incoming>, SendError> {
+    async fn send_h1(self: &Arc<Self>, mut req: Request<Body>) -> Result<Response<ResponseBody>, SendError> {
+        let after = self.settings.request_timeout;
         loop {
-            let (mut sender, reused) = match self.checkout_h1() {
-                Some(s) => (s, true),
-                // Boxed: connecting (TCP, TLS, handshake) is a large future and rare
-                // next to a pooled connection, and every request's future would
-                // otherwise be as large.
+            let (conn, reused) = match self.checkout_h1() {
+                Some(c) => (c, true),
+                // Boxed: connecting (TCP, TLS) is a large future and rare next to a
+                // pooled connection, and every request's future would otherwise be
+                // as large.
                 None => match Box::pin(self.connect_h1()).await {
-                    Ok(s) => (s, false),
+                    Ok(c) => (c, false),
                     Err(error) => return Err(SendError { error, request: Some(req) }),
                 },
             };
-            match self.await_head(sender.try_send_request(req)).await {
-                Ok(resp) => {
-                    self.recycle_h1(sender);
-                    return Ok(resp);
+            let home: Arc<dyn Home> = Arc::clone(self) as Arc<dyn Home>;
+            let failure = match timeout(after, conn.send(req, home)).await {
+                Ok(Ok(resp)) => return Ok(resp.map(ResponseBody::H1)),
+                Ok(Err(failure)) => failure,
+                Err(_) => {
+                    let error = ProxyError::UpstreamTimeout { target: self.address.to_string(), after };
+                    return Err(SendError { error, request: None });
                 }
-                Err(e) if reused && e.request.is_some() => {
+            };
+            match failure {
+                Failure::NotSent { request, .. } if reused => {
                     // A stale keep-alive connection: nothing was written, go fresh.
                     debug!(target = %self.address, "pooled connection was closed, reconnecting");
-                    req = e.request.expect("checked above");
+                    req = *request;
                 }
-                Err(e) => return Err(e),
+                Failure::NotSent { request, error } => {
+                    return Err(SendError {
+                        error: self.upstream_error(error, true),
+                        request: Some(*request),
+                    });
+                }
+                Failure::Sent(error) => {
+                    return Err(SendError { error: self.upstream_error(error, false), request: None });
+                }
+                Failure::ClientBody(error) => {
+                    return Err(SendError { error: client_body_error(error), request: None });
+                }
             }
         }
+    }
+
+    fn upstream_error(&self, error: h1::Error, nothing_sent: bool) -> ProxyError {
+        ProxyError::Upstream { target: self.address.to_string(), source: Box::new(error), nothing_sent }
     }
 
     async fn send_h2(&self, mut req: Request<Body>) -> Result<Response<Incoming>, SendError> {
@@ -224,7 +240,7 @@ impl Pool {
                 let nothing_sent = request.is_some();
                 let error = e.into_error();
                 let error = if error.is_user() && std::error::Error::source(&error).is_some() {
-                    client_body_error(error)
+                    client_body_error(error.into())
                 } else {
                     ProxyError::Upstream {
                         target: self.address.to_string(),
@@ -241,48 +257,16 @@ impl Pool {
         }
     }
 
-    /// The newest pooled connection ready for a request. Connections still reading
-    /// their last response stay for later; closed and expired ones go.
-    fn checkout_h1(&self) -> Option<http1::SendRequest<Body>> {
+    /// The newest pooled connection still open; expired and closed ones go.
+    fn checkout_h1(&self) -> Option<Conn> {
         let mut idle = self.idle_list().lock().unwrap();
-        let mut deadline = None;
-        let mut i = idle.len();
-        while i > 0 {
-            i -= 1;
-            let c = &idle[i];
-            if c.sender.is_ready() {
-                let d =
-                    *deadline.get_or_insert_with(|| Instant::now().checked_sub(self.settings.idle_timeout));
-                if d.is_none_or(|d| c.since > d) {
-                    return idle.remove(i).map(|c| c.sender);
-                }
-                idle.remove(i);
-            } else if c.sender.is_closed() {
-                idle.remove(i);
+        let oldest = Instant::now().checked_sub(self.settings.idle_timeout);
+        while let Some(mut c) = idle.pop_back() {
+            if oldest.is_none_or(|d| c.since > d) && c.conn.is_open() {
+                return Some(c.conn);
             }
         }
         None
-    }
-
-    /// Returns the connection to the idle list at once: it is handed out again once
-    /// it has finished reading this response (`checkout_h1` asks). No task waits for
-    /// that, so a request costs no spawn.
-    fn recycle_h1(self: &Arc<Self>, sender: http1::SendRequest<Body>) {
-        if self.max_idle_per_list == 0 {
-            return;
-        }
-        let now = Instant::now();
-        {
-            let mut idle = self.idle_list().lock().unwrap();
-            sweep(&mut idle, now, self.settings.idle_timeout);
-            if idle.len() >= self.max_idle_per_list {
-                return;
-            }
-            idle.push_back(Idle { sender, since: now });
-        }
-        if !self.reaper_running.swap(true, Ordering::AcqRel) {
-            tokio::spawn(reap(Arc::downgrade(self), self.closed.subscribe()));
-        }
     }
 
     async fn h2_sender(&self) -> Result<(http2::SendRequest<Body>, bool), ProxyError> {
@@ -309,24 +293,10 @@ impl Pool {
         }
     }
 
-    async fn connect_h1(&self) -> Result<http1::SendRequest<Body>, ProxyError> {
+    async fn connect_h1(&self) -> Result<Conn, ProxyError> {
         let after = self.settings.connect_timeout;
-        let connect = async {
-            let io = self.connect_io().await?;
-            let (sender, conn) = http1::Builder::new()
-                .max_buf_size(UPSTREAM_READ_BUFFER)
-                .handshake(TokioIo::new(io))
-                .await
-                .map_err(|e| self.connect_error(e))?;
-            let address = Arc::clone(&self.address);
-            tokio::spawn(async move {
-                if let Err(e) = conn.with_upgrades().await {
-                    debug!(target = %address, error = %e, "upstream connection ended with an error");
-                }
-            });
-            Ok(sender)
-        };
-        timeout(after, connect).await.map_err(|_| self.connect_timeout())?
+        let io = timeout(after, self.connect_io()).await.map_err(|_| self.connect_timeout())??;
+        Ok(Conn::new(io))
     }
 
     async fn connect_h2(&self) -> Result<http2::SendRequest<Body>, ProxyError> {
@@ -377,19 +347,81 @@ impl Pool {
     }
 }
 
+/// A connection whose response has ended goes back on the idle list of the worker
+/// that used it (and opened it: lists are per worker). No task waits for that, so a
+/// request costs no spawn.
+impl Home for Pool {
+    fn take_back(self: Arc<Self>, conn: Conn) {
+        if self.max_idle_per_list == 0 {
+            return;
+        }
+        let now = Instant::now();
+        {
+            let mut idle = self.idle_list().lock().unwrap();
+            sweep(&mut idle, now, self.settings.idle_timeout);
+            if idle.len() >= self.max_idle_per_list {
+                return;
+            }
+            idle.push_back(Idle { conn, since: now });
+        }
+        if !self.reaper_running.swap(true, Ordering::AcqRel) {
+            tokio::spawn(reap(Arc::downgrade(&self), self.closed.subscribe()));
+        }
+    }
+}
+
+/// A response body from either client.
+pub(crate) enum ResponseBody {
+    H1(h1::ResponseBody),
+    H2(Incoming),
+}
+
+impl http_body::Body for ResponseBody {
+    type Data = bytes::Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<bytes::Bytes>, BoxError>>> {
+        match self.get_mut() {
+            ResponseBody::H1(b) => Pin::new(b).poll_frame(cx),
+            ResponseBody::H2(b) => Pin::new(b).poll_frame(cx).map_err(Into::into),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            ResponseBody::H1(b) => b.is_end_stream(),
+            ResponseBody::H2(b) => b.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        match self {
+            ResponseBody::H1(b) => b.size_hint(),
+            ResponseBody::H2(b) => b.size_hint(),
+        }
+    }
+}
+
 /// The client's request body failed while it was being sent: the client's fault,
 /// not the target's.
-fn client_body_error(error: hyper::Error) -> ProxyError {
-    let cause = std::error::Error::source(&error);
+fn client_body_error(error: BoxError) -> ProxyError {
+    // hyper wraps the body's error; the gateway's own client passes it as it is.
+    let cause = match error.downcast_ref::<hyper::Error>() {
+        Some(e) => std::error::Error::source(e),
+        None => Some(&*error as &(dyn std::error::Error + 'static)),
+    };
     match cause.and_then(|c| c.downcast_ref::<ProxyError>()) {
         Some(ProxyError::BodyTooLarge { limit }) => ProxyError::BodyTooLarge { limit: *limit },
-        _ => ProxyError::ClientBody(Box::new(error)),
+        _ => ProxyError::ClientBody(error),
     }
 }
 
 /// Drops idle connections older than `max_age` (they sit oldest first).
 fn sweep(idle: &mut VecDeque<Idle>, now: Instant, max_age: std::time::Duration) {
-    while idle.front().is_some_and(|c| now.duration_since(c.since) >= max_age || c.sender.is_closed()) {
+    while idle.front().is_some_and(|c| now.duration_since(c.since) >= max_age) {
         idle.pop_front();
     }
 }
@@ -413,6 +445,8 @@ async fn reap(pool: Weak<Pool>, mut closed: tokio::sync::watch::Receiver<()>) {
         for list in &pool.idle {
             let mut idle = list.lock().unwrap();
             sweep(&mut idle, now, pool.settings.idle_timeout);
+            // Connections the target closed are let go now, not at the next checkout.
+            idle.retain_mut(|c| c.conn.is_open());
             left += idle.len();
         }
         if left == 0 {

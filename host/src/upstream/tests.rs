@@ -291,7 +291,7 @@ async fn websocket_style_upgrade_passes_through() {
         .unwrap();
     let mut resp = up.forward(req).await.unwrap();
     assert_eq!(resp.status(), StatusCode::SWITCHING_PROTOCOLS);
-    let mut io = TokioIo::new(hyper::upgrade::on(&mut resp).await.unwrap());
+    let mut io = UpstreamUpgrade::take(&mut resp).expect("the switched connection");
     io.write_all(b"ping").await.unwrap();
     let mut buf = [0u8; 4];
     io.read_exact(&mut buf).await.unwrap();
@@ -790,4 +790,216 @@ fn version_is_normalised_per_protocol() {
     assert_eq!(req.version(), Version::HTTP_11);
     assert_eq!(req.uri(), "/a?b");
     assert_eq!(req.headers()["host"], "h.example", "an h2 client's authority becomes Host");
+}
+
+// ---------- the HTTP/1 client on the wire (raw sockets) ----------
+
+/// A raw TCP upstream: each connection reads request heads and answers each with
+/// `answer(request number on this connection, head)` written in `pieces`-byte writes;
+/// `None` closes the connection, and so does an answer whose flag is set, once
+/// written. Counts connections.
+async fn raw_upstream(
+    answer: impl Fn(usize, &str) -> Option<(Vec<u8>, bool)> + Send + Sync + 'static,
+    pieces: usize,
+) -> (String, Arc<AtomicUsize>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let (count, answer) = (Arc::clone(&accepted), Arc::new(answer));
+    tokio::spawn(async move {
+        while let Ok((mut tcp, _)) = listener.accept().await {
+            count.fetch_add(1, Ordering::SeqCst);
+            let answer = Arc::clone(&answer);
+            tokio::spawn(async move {
+                let mut seen = Vec::new();
+                for n in 0.. {
+                    let head_end = loop {
+                        if let Some(i) = seen.windows(4).position(|w| w == b"\r\n\r\n") {
+                            break i + 4;
+                        }
+                        let mut buf = [0u8; 4096];
+                        match tcp.read(&mut buf).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(k) => seen.extend_from_slice(&buf[..k]),
+                        }
+                    };
+                    let head = String::from_utf8_lossy(&seen[..head_end]).into_owned();
+                    seen.drain(..head_end);
+                    let Some((reply, close)) = answer(n, &head) else { return };
+                    for piece in reply.chunks(pieces) {
+                        if tcp.write_all(piece).await.is_err() {
+                            return;
+                        }
+                        tcp.flush().await.unwrap();
+                        tokio::time::sleep(Duration::from_millis(1)).await;
+                    }
+                    if close {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    (addr, accepted)
+}
+
+#[tokio::test]
+async fn chunked_responses_with_trailers_and_interim_heads_arrive_whole_and_the_connection_is_reused() {
+    let (addr, accepted) = raw_upstream(
+        |n, _| {
+            let reply = format!(
+                "HTTP/1.1 103 Early Hints\r\nlink: </a.css>\r\n\r\n\
+                 HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\nx-n: {n}\r\n\r\n\
+                 5;x=y\r\nhello\r\n7\r\n, world\r\n0\r\nx-sum: 12\r\n\r\n"
+            );
+            Some((reply.into_bytes(), false))
+        },
+        3,
+    )
+    .await;
+    let up = upstream(&format!("targets: [{{ address: '{addr}' }}]"));
+    for n in 0..3 {
+        let resp = up.forward(get("/chunked")).await.unwrap();
+        assert_eq!(resp.status(), StatusCode::OK);
+        assert_eq!(header(&resp, "x-n"), n.to_string(), "request {n} on the one connection");
+        let collected = resp.into_body().collect().await.unwrap();
+        assert_eq!(collected.trailers().unwrap()["x-sum"], "12");
+        assert_eq!(collected.to_bytes(), "hello, world");
+    }
+    assert_eq!(accepted.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test]
+async fn a_response_without_length_ends_with_its_connection() {
+    let (addr, accepted) =
+        raw_upstream(|n, _| Some((format!("HTTP/1.0 200 OK\r\n\r\nuntil close {n}").into_bytes(), true)), 4)
+            .await;
+    let up = upstream(&format!("targets: [{{ address: '{addr}' }}]"));
+    for _ in 0..2 {
+        let resp = up.forward(get("/")).await.unwrap();
+        assert_eq!(resp.version(), Version::HTTP_10);
+        let body = tokio::time::timeout(Duration::from_secs(5), text(resp)).await;
+        assert_eq!(body.expect("the body ends at the connection's end"), "until close 0");
+    }
+    assert_eq!(accepted.load(Ordering::SeqCst), 2, "a connection read to its end is not reused");
+}
+
+#[tokio::test]
+async fn a_response_cut_short_is_an_error_and_the_connection_is_not_reused() {
+    let (addr, accepted) = raw_upstream(
+        |n, _| match n {
+            0 => Some((b"HTTP/1.1 200 OK\r\ncontent-length: 10\r\n\r\nshort".to_vec(), false)),
+            _ => None,
+        },
+        64,
+    )
+    .await;
+    // The first connection answers once, cut short, then hangs up on a second request.
+    let up = upstream(&format!("{{ targets: [{{ address: '{addr}' }}], retries: {{ attempts: 0 }} }}"));
+    let resp = up.forward(get("/")).await.unwrap();
+    let mut body = resp.into_body();
+    assert_eq!(body.frame().await.unwrap().unwrap().into_data().unwrap(), "short");
+    // The server's task waits on the next request; nothing more comes for this one.
+    let more = tokio::time::timeout(Duration::from_millis(300), body.frame()).await;
+    assert!(more.is_err(), "no more body arrived");
+    drop(body);
+    let resp = up.forward(get("/")).await.unwrap();
+    drop(resp);
+    assert_eq!(accepted.load(Ordering::SeqCst), 2, "a body dropped mid-way closes its connection");
+}
+
+#[tokio::test]
+async fn request_bodies_are_framed_by_length_or_chunked() {
+    let heads = Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let seen = Arc::clone(&heads);
+    let srv = serve(handler(move |req: Request<Incoming>| {
+        let seen = Arc::clone(&seen);
+        async move {
+            let framing = ["content-length", "transfer-encoding"]
+                .iter()
+                .map(|h| format!("{h}={}", req.headers().get(*h).map_or("-", |v| v.to_str().unwrap())))
+                .collect::<Vec<_>>()
+                .join(" ");
+            let body = req.into_body().collect().await.unwrap().to_bytes();
+            seen.lock().unwrap().push(format!("{framing} body={}", String::from_utf8_lossy(&body)));
+            Response::new(body::empty())
+        }
+    }))
+    .await;
+    let up =
+        upstream(&format!("{{ targets: [{{ address: '{}' }}], retries: {{ attempts: 0 }} }}", srv.address()));
+    up.forward(post("/", "known")).await.unwrap();
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<http_body::Frame<Bytes>, body::BoxError>>(2);
+    let streamed = Request::builder()
+        .method(Method::POST)
+        .uri("/")
+        .header("host", "x")
+        .body(body::boxed(http_body_util::StreamBody::new(tokio_stream_of(rx))))
+        .unwrap();
+    let sending = tokio::spawn({
+        let up = Arc::clone(&up);
+        async move { up.forward(streamed).await.map(|r| r.status()) }
+    });
+    for piece in ["one ", "two ", "three"] {
+        tx.send(Ok(http_body::Frame::data(Bytes::from_static(piece.as_bytes())))).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    drop(tx);
+    assert_eq!(sending.await.unwrap().unwrap(), StatusCode::OK);
+    let mut empty_post = post("/", "");
+    *empty_post.body_mut() = body::empty();
+    up.forward(empty_post).await.unwrap();
+    assert_eq!(
+        *heads.lock().unwrap(),
+        [
+            "content-length=5 transfer-encoding=- body=known",
+            "content-length=- transfer-encoding=chunked body=one two three",
+            "content-length=0 transfer-encoding=- body=",
+        ]
+    );
+}
+
+/// A stream of what `rx` receives.
+fn tokio_stream_of<T: Send + 'static>(
+    mut rx: tokio::sync::mpsc::Receiver<T>,
+) -> impl futures_util::Stream<Item = T> + Send + 'static {
+    futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx))
+}
+
+#[tokio::test]
+async fn a_target_that_hangs_up_on_an_idle_connection_is_found_out_before_the_next_request() {
+    // Answers one request per connection, then closes it while it idles in the pool.
+    let (addr, accepted) =
+        raw_upstream(|_, _| Some((b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok".to_vec(), true)), 64)
+            .await;
+    let up = upstream(&format!("{{ targets: [{{ address: '{addr}' }}], retries: {{ attempts: 0 }} }}"));
+    for _ in 0..3 {
+        // A POST is not retried once sent: it only succeeds if the closed connection
+        // is never written to.
+        let resp = up.forward(post("/", "x")).await.unwrap();
+        assert_eq!(text(resp).await, "ok");
+        let pool = Arc::clone(&up.shared.targets[0].pool);
+        eventually("the connection to go idle", || pool.idle_len() == 1).await;
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(accepted.load(Ordering::SeqCst), 3);
+}
+
+#[tokio::test]
+async fn malformed_response_heads_are_upstream_errors() {
+    for reply in [
+        &b"HTTP/1.1 200 OK\r\ncontent-length: 1, 2\r\n\r\nx"[..],
+        b"NOT HTTP\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\nbad header\r\n\r\n",
+    ] {
+        let (addr, _) = raw_upstream(move |_, _| Some((reply.to_vec(), false)), 64).await;
+        let up = upstream(&format!("{{ targets: [{{ address: '{addr}' }}], retries: {{ attempts: 0 }} }}"));
+        let err = up.forward(get("/")).await.unwrap_err();
+        assert!(matches!(err, ProxyError::Upstream { .. }), "{}: {err}", String::from_utf8_lossy(reply));
+    }
+    let huge = format!("HTTP/1.1 200 OK\r\nx-big: {}\r\n\r\n", "a".repeat(h1::MAX_HEAD));
+    let (addr, _) = raw_upstream(move |_, _| Some((huge.clone().into_bytes(), false)), 4096).await;
+    let up = upstream(&format!("{{ targets: [{{ address: '{addr}' }}], retries: {{ attempts: 0 }} }}"));
+    let err = up.forward(get("/")).await.unwrap_err();
+    assert!(err.to_string().contains("larger than"), "{err}");
 }
