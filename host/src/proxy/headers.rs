@@ -22,6 +22,19 @@ const HOP_BY_HOP: [HeaderName; 7] = [
 /// true the `Upgrade` header survives and `Connection: upgrade` is set again, so a
 /// WebSocket handshake passes through.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
+    // One pass over the names (no hashing) finds whether there is anything to strip:
+    // most messages have nothing, and each removal hashes its name.
+    let any = headers.keys().any(|n| HOP_BY_HOP.contains(n) || n == HTTP2_SETTINGS || n == header::UPGRADE);
+    if any {
+        strip_present(headers, upgrade);
+    }
+    if upgrade {
+        headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    }
+}
+
+/// [`strip_hop_by_hop`] once some hop-by-hop header is known to be there.
+fn strip_present(headers: &mut HeaderMap, upgrade: bool) {
     // Only allocate when `Connection` names headers beyond the usual tokens.
     let names_others = headers
         .get_all(header::CONNECTION)
@@ -53,10 +66,6 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
     // the route allows keeps it.
     if !upgrade {
         headers.remove(HTTP2_SETTINGS);
-    }
-    if upgrade {
-        headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
-    } else {
         headers.remove(header::UPGRADE);
     }
 }
@@ -98,12 +107,19 @@ const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host")
 /// dropping client-sent ones unless they are trusted.
 pub fn add_forwarded(headers: &mut HeaderMap, conn: &ConnInfo, host: Option<&str>) {
     let cfg = &conn.listener.forwarded;
-    if !cfg.trust_incoming {
+    let forwarding = |n: &HeaderName| {
+        n == X_FORWARDED_FOR || n == X_FORWARDED_PROTO || n == X_FORWARDED_HOST || n == header::FORWARDED
+    };
+    // A pass over the names first: most clients send none of these, and each removal
+    // hashes its name.
+    if !cfg.trust_incoming && headers.keys().any(forwarding) {
         headers.remove(&X_FORWARDED_FOR);
         headers.remove(&X_FORWARDED_PROTO);
         headers.remove(&X_FORWARDED_HOST);
         headers.remove(header::FORWARDED);
     }
+    // Room for what is added below, in one growth of the map at most.
+    headers.reserve(4);
     let proto = if conn.tls { "https" } else { "http" };
     let ip = conn.peer.ip();
     if cfg.x_forwarded {
@@ -208,6 +224,18 @@ mod tests {
         strip_hop_by_hop(&mut h, false);
         assert_eq!(h.len(), 1);
         assert!(h.contains_key("x-keep"));
+    }
+
+    #[test]
+    fn each_hop_by_hop_header_alone_is_stripped() {
+        let names = HOP_BY_HOP.into_iter().chain([header::UPGRADE, HTTP2_SETTINGS]);
+        for name in names {
+            let mut h = HeaderMap::new();
+            h.insert("x-keep", HeaderValue::from_static("1"));
+            h.insert(name.clone(), HeaderValue::from_static("v"));
+            strip_hop_by_hop(&mut h, false);
+            assert_eq!(h.keys().collect::<Vec<_>>(), ["x-keep"], "{name}");
+        }
     }
 
     #[test]
