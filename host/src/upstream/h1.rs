@@ -34,7 +34,10 @@ use http::request::Parts;
 use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Response, StatusCode, Version};
 use http_body::{Body as _, Frame, SizeHint};
 use http_body_util::BodyExt;
+use std::time::Duration;
+
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use tokio::time::{Instant, Sleep};
 
 use super::pool::Stream;
 use crate::body::{self, Body, BoxError};
@@ -63,6 +66,10 @@ pub(crate) struct Conn {
     buf: BytesMut,
     /// The request head being written; kept for its capacity.
     out: Vec<u8>,
+    /// The request timeout, kept from one request to the next: pushing a registered
+    /// timer's deadline later is an atomic store, where a new timer goes into (and
+    /// out of) the runtime's timer wheel under its lock at every request.
+    timer: Option<Pin<Box<Sleep>>>,
 }
 
 /// What went wrong on a connection.
@@ -93,13 +100,15 @@ pub(super) enum Failure {
     NotSent { request: Box<Request<Body>>, error: Error },
     /// Some or all of the request was written.
     Sent(Error),
+    /// No response head within the request timeout.
+    TimedOut,
     /// The request's own body failed while it was being sent.
     ClientBody(BoxError),
 }
 
 impl Conn {
     pub fn new(io: Stream) -> Conn {
-        Conn { io, buf: BytesMut::new(), out: Vec::new() }
+        Conn { io, buf: BytesMut::new(), out: Vec::new(), timer: None }
     }
 
     /// Whether an idle connection is still open with nothing unread, checked without
@@ -115,14 +124,39 @@ impl Conn {
         Pin::new(&mut self.io).poll_read(&mut cx, &mut probe).is_pending()
     }
 
-    /// Writes `req` and reads the response head. The body streams from the
-    /// connection; `home` gets the connection back when the response has ended and
-    /// the connection can carry another.
+    /// Writes `req` and reads the response head, both within `timeout`. The body
+    /// streams from the connection; `home` gets the connection back when the
+    /// response has ended and the connection can carry another.
     pub async fn send(
         mut self,
         req: Request<Body>,
         home: Arc<dyn Home>,
+        timeout: Duration,
     ) -> Result<Response<ResponseBody>, Failure> {
+        let deadline = Instant::now() + timeout;
+        let mut timer = match self.timer.take() {
+            Some(mut timer) => {
+                timer.as_mut().reset(deadline);
+                timer
+            }
+            None => Box::pin(tokio::time::sleep_until(deadline)),
+        };
+        let exchanged = {
+            let exchange = self.exchange(req);
+            tokio::pin!(exchange);
+            std::future::poll_fn(|cx| match exchange.as_mut().poll(cx) {
+                Poll::Ready(done) => Poll::Ready(Some(done)),
+                Poll::Pending => timer.as_mut().poll(cx).map(|()| None),
+            })
+            .await
+        };
+        self.timer = Some(timer);
+        let (method, head) = exchanged.ok_or(Failure::TimedOut)??;
+        self.respond(&method, head, home).map_err(Failure::Sent)
+    }
+
+    /// Writes the request and reads the final response head.
+    async fn exchange(&mut self, req: Request<Body>) -> Result<(Method, Head), Failure> {
         let (mut parts, mut body) = req.into_parts();
         let framing = request_framing(&parts.method, &mut parts.headers, &body);
         self.out.clear();
@@ -184,7 +218,8 @@ impl Conn {
         if !ended {
             self.send_rest(framing, body, sent).await?;
         }
-        self.receive(&method, home).await.map_err(Failure::Sent)
+        let head = self.receive().await.map_err(Failure::Sent)?;
+        Ok((method, head))
     }
 
     /// Streams what is left of a request body after its first piece.
@@ -219,18 +254,14 @@ impl Conn {
         write_buf(&mut self.io, &mut tail.bytes()).await.map_err(|(e, _)| Failure::Sent(e.into()))
     }
 
-    /// Reads the final response head (skipping interim ones) and sets up its body.
-    async fn receive(
-        mut self,
-        method: &Method,
-        home: Arc<dyn Home>,
-    ) -> Result<Response<ResponseBody>, Error> {
-        let head = loop {
+    /// Reads the final response head, skipping interim ones.
+    async fn receive(&mut self) -> Result<Head, Error> {
+        loop {
             if let Some(head) = parse_head(&mut self.buf)? {
                 if head.status.is_informational() && head.status != StatusCode::SWITCHING_PROTOCOLS {
                     continue;
                 }
-                break head;
+                return Ok(head);
             }
             if self.buf.len() >= MAX_HEAD {
                 return Err(Error::HeadTooLarge);
@@ -239,7 +270,16 @@ impl Conn {
             if std::future::poll_fn(|cx| self.poll_fill(cx, room)).await? == 0 {
                 return Err(Error::ClosedBeforeHead);
             }
-        };
+        }
+    }
+
+    /// The response for `head`, with its body set up to read from this connection.
+    fn respond(
+        mut self,
+        method: &Method,
+        head: Head,
+        home: Arc<dyn Home>,
+    ) -> Result<Response<ResponseBody>, Error> {
         let Head { status, version, headers } = head;
         let mut resp = Response::new(ResponseBody::empty());
         *resp.status_mut() = status;

@@ -175,13 +175,9 @@ impl Pool {
                 },
             };
             let home: Arc<dyn Home> = Arc::clone(self) as Arc<dyn Home>;
-            let failure = match timeout(after, conn.send(req, home)).await {
-                Ok(Ok(resp)) => return Ok(resp.map(ResponseBody::H1)),
-                Ok(Err(failure)) => failure,
-                Err(_) => {
-                    let error = ProxyError::UpstreamTimeout { target: self.address.to_string(), after };
-                    return Err(SendError { error, request: None });
-                }
+            let failure = match conn.send(req, home, after).await {
+                Ok(resp) => return Ok(resp.map(ResponseBody::H1)),
+                Err(failure) => failure,
             };
             match failure {
                 Failure::NotSent { request, .. } if reused => {
@@ -200,6 +196,10 @@ impl Pool {
                 }
                 Failure::ClientBody(error) => {
                     return Err(SendError { error: client_body_error(error), request: None });
+                }
+                Failure::TimedOut => {
+                    let error = ProxyError::UpstreamTimeout { target: self.address.to_string(), after };
+                    return Err(SendError { error, request: None });
                 }
             }
         }

@@ -630,6 +630,34 @@ async fn slow_upstream_is_a_request_timeout() {
     assert_eq!(err.status(), StatusCode::GATEWAY_TIMEOUT);
 }
 
+#[tokio::test]
+async fn the_request_timeout_holds_for_every_request_on_a_reused_connection() {
+    // A connection's timer is kept from one request to the next: each request must
+    // still get its own full timeout, and a slow answer on a reused connection fail.
+    let srv = serve(handler(|req: Request<Incoming>| async move {
+        let wait = req.uri().path().trim_start_matches('/').parse().unwrap_or(0);
+        tokio::time::sleep(Duration::from_millis(wait)).await;
+        body_response("done")
+    }))
+    .await;
+    let up = upstream(&format!(
+        "{{ targets: [{{ address: '{}' }}], timeouts: {{ request: 300ms }}, retries: {{ attempts: 0 }} }}",
+        srv.address()
+    ));
+    let pool = Arc::clone(&up.shared.targets[0].pool);
+    for wait in [0, 200, 0, 200] {
+        // Each answer takes most of the timeout: a deadline left from an earlier
+        // request would cut it.
+        let resp = up.forward(get(&format!("/{wait}"))).await.unwrap();
+        assert_eq!(text(resp).await, "done");
+        eventually("the connection to go idle", || pool.idle_len() == 1).await;
+        tokio::time::sleep(Duration::from_millis(150)).await;
+    }
+    let err = up.forward(get("/2000")).await.unwrap_err();
+    assert!(matches!(err, ProxyError::UpstreamTimeout { .. }), "{err}");
+    assert_eq!(srv.accepted.load(Ordering::SeqCst), 1, "all on one connection");
+}
+
 // ---------- health and breaker ----------
 
 #[tokio::test]
