@@ -462,7 +462,9 @@ fn parse_head(buf: &mut BytesMut) -> Result<Option<Head>, Error> {
     let status = StatusCode::from_u16(code).map_err(|_| Error::Parse(httparse::Error::Status))?;
     let version = if minor == 0 { Version::HTTP_10 } else { Version::HTTP_11 };
     let head = buf.split_to(len).freeze();
-    let mut headers = HeaderMap::with_capacity(count);
+    // Room for what the gateway adds to a response (its request id, a cache status, a
+    // plugin's headers) without growing the map.
+    let mut headers = HeaderMap::with_capacity(count + 4);
     for &[ns, ne, vs, ve] in &spans[..count] {
         let (ns, ne, vs, ve) = (usize::from(ns), usize::from(ne), usize::from(vs), usize::from(ve));
         let name =
