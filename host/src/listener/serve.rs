@@ -8,8 +8,8 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::snapshot::Snapshot;
 use bytes::{Bytes, BytesMut};
-use futures_util::FutureExt;
 use http::{Request, Response};
 use hyper::body::Incoming;
 use hyper::server::conn::http2;
@@ -397,13 +397,29 @@ impl hyper::service::Service<Request<Incoming>> for Handler {
         if self.hands_over && req.headers().contains_key(http::header::UPGRADE) {
             req.extensions_mut().insert(self.activity.expect_switch());
         }
-        // A combinator, not an `async` block: the block would keep the request (and,
-        // awaiting a future it captured, a second copy of that future) beside the
-        // future; the box is as large as the proxy's future and no larger.
-        let handling = crate::proxy::handle(req, info, snapshot);
-        Box::pin(handling.map(move |resp| {
-            in_flight.answered(resp.status());
-            Ok(resp.map(|body| Guarded::new(body, in_flight)))
-        }))
+        boxed_in_place(|| answer(req, info, snapshot, in_flight))
     }
+}
+
+/// The box first, then the value written into it: a future's ~8 KB are built in
+/// place rather than on the stack and copied in (which `Box::pin(value)` does, the
+/// value being made before the box).
+fn boxed_in_place<F>(make: impl FnOnce() -> F) -> Pin<Box<F>> {
+    Box::into_pin(Box::write(Box::new_uninit(), make()))
+}
+
+/// The proxy's answer, counted and guarded. An `async fn` that makes the proxy's
+/// future inside it: that future is built in place, in the box, when first polled.
+/// (Built outside and moved in, as a combinator over it did, its ~7 KB were copied
+/// twice per request, and an `async` block awaiting a captured future keeps two
+/// copies of it.) The cost is the room of the arguments, kept beside it.
+async fn answer(
+    req: Request<Incoming>,
+    info: Arc<ConnInfo>,
+    snapshot: Arc<Snapshot>,
+    in_flight: InFlight,
+) -> Result<Response<Guarded<Body>>, Infallible> {
+    let resp = crate::proxy::handle(req, info, snapshot).await;
+    in_flight.answered(resp.status());
+    Ok(resp.map(|body| Guarded::new(body, in_flight)))
 }
