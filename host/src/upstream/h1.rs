@@ -93,15 +93,17 @@ pub(crate) enum Error {
     RequestLength,
 }
 
-/// A failed exchange, by how much of the request left.
+/// A failed exchange, by how much of the request left. The head of a request that
+/// was (or may have been) sent comes back when the caller asked to keep it, for a
+/// retry.
 pub(super) enum Failure {
     /// Nothing was written: the request comes back whole (boxed: it is rare, and
     /// every send's result would otherwise be as large).
     NotSent { request: Box<Request<Body>>, error: Error },
     /// Some or all of the request was written.
-    Sent(Error),
+    Sent { error: Error, head: Option<Box<Parts>> },
     /// No response head within the request timeout.
-    TimedOut,
+    TimedOut { head: Option<Box<Parts>> },
     /// The request's own body failed while it was being sent.
     ClientBody(BoxError),
 }
@@ -126,13 +128,17 @@ impl Conn {
 
     /// Writes `req` and reads the response head, both within `timeout`. The body
     /// streams from the connection; `home` gets the connection back when the
-    /// response has ended and the connection can carry another.
+    /// response has ended and the connection can carry another. With `keep_head`,
+    /// the request's head comes back with the response or the failure: a retry
+    /// needs it, and it was not consumed by being written.
     pub async fn send(
         mut self,
         req: Request<Body>,
         home: Arc<dyn Home>,
         timeout: Duration,
-    ) -> Result<Response<ResponseBody>, Failure> {
+        keep_head: bool,
+    ) -> Result<(Response<ResponseBody>, Option<Box<Parts>>), Failure> {
+        let (mut parts, body) = req.into_parts();
         let deadline = Instant::now() + timeout;
         let mut timer = match self.timer.take() {
             Some(mut timer) => {
@@ -142,7 +148,7 @@ impl Conn {
             None => Box::pin(tokio::time::sleep_until(deadline)),
         };
         let exchanged = {
-            let exchange = self.exchange(req);
+            let exchange = self.exchange(&mut parts, body);
             tokio::pin!(exchange);
             std::future::poll_fn(|cx| match exchange.as_mut().poll(cx) {
                 Poll::Ready(done) => Poll::Ready(Some(done)),
@@ -151,16 +157,29 @@ impl Conn {
             .await
         };
         self.timer = Some(timer);
-        let (method, head) = exchanged.ok_or(Failure::TimedOut)??;
-        self.respond(&method, head, home).map_err(Failure::Sent)
+        let kept = |parts: Parts| keep_head.then(|| Box::new(parts));
+        let head = match exchanged {
+            None => return Err(Failure::TimedOut { head: kept(parts) }),
+            Some(Ok(head)) => head,
+            Some(Err(Broke::Unsent(error, body))) => {
+                let request = Box::new(Request::from_parts(parts, body));
+                return Err(Failure::NotSent { request, error });
+            }
+            Some(Err(Broke::Sent(error))) => return Err(Failure::Sent { error, head: kept(parts) }),
+            Some(Err(Broke::ClientBody(error))) => return Err(Failure::ClientBody(error)),
+        };
+        match self.respond(&parts.method, head, home) {
+            Ok(resp) => Ok((resp, kept(parts))),
+            Err(error) => Err(Failure::Sent { error, head: kept(parts) }),
+        }
     }
 
-    /// Writes the request and reads the final response head.
-    async fn exchange(&mut self, req: Request<Body>) -> Result<(Method, Head), Failure> {
-        let (mut parts, mut body) = req.into_parts();
+    /// Writes the request and reads the final response head. `parts` (with the
+    /// body's framing headers set) stay with the caller.
+    async fn exchange(&mut self, parts: &mut Parts, mut body: Body) -> Result<Head, Broke> {
         let framing = request_framing(&parts.method, &mut parts.headers, &body);
         self.out.clear();
-        encode_head(&mut self.out, &parts);
+        encode_head(&mut self.out, parts);
 
         // A first piece of body already at hand leaves with the head.
         let mut first = None;
@@ -168,7 +187,7 @@ impl Conn {
         if !ended {
             match std::future::poll_fn(|cx| Poll::Ready(Pin::new(&mut body).poll_frame(cx))).await {
                 Poll::Ready(Some(Ok(frame))) => first = Some(frame),
-                Poll::Ready(Some(Err(e))) => return Err(Failure::ClientBody(e)),
+                Poll::Ready(Some(Err(e))) => return Err(Broke::ClientBody(e)),
                 Poll::Ready(None) => ended = true,
                 Poll::Pending => {}
             }
@@ -181,11 +200,11 @@ impl Conn {
         }
         if ended {
             if matches!(framing, Framing::Length(n) if sent != n) {
-                return Err(Failure::Sent(Error::RequestLength));
+                return Err(Broke::Sent(Error::RequestLength));
             }
             tail.end(framing, None);
         } else if matches!(framing, Framing::Length(n) if sent > n) {
-            return Err(Failure::Sent(Error::RequestLength));
+            return Err(Broke::Sent(Error::RequestLength));
         }
         let data = first.as_ref().and_then(Frame::data_ref).cloned().unwrap_or_default();
         let mut head = self.out.as_slice().chain(data).chain(tail.bytes());
@@ -196,48 +215,40 @@ impl Conn {
                     Some(frame) => body::boxed(Prefixed { first: Some(frame), rest: body }),
                     None => body,
                 };
-                return Err(Failure::NotSent {
-                    request: Box::new(Request::from_parts(parts, body)),
-                    error: error.into(),
-                });
+                return Err(Broke::Unsent(error.into(), body));
             }
-            Err((error, true)) => return Err(Failure::Sent(error.into())),
+            Err((error, true)) => return Err(Broke::Sent(error.into())),
         }
-        // Only the method is needed from here; the head's headers (which may hold on to
-        // the client connection's read buffer) go now.
-        let method = parts.method;
-        drop(parts.headers);
         if first.as_ref().is_some_and(|f| !f.is_data()) {
             // Trailers as the first frame: the body is over.
             let trailers = first.and_then(|f| f.into_trailers().ok());
             let mut tail = Tail::default();
             tail.end(framing, trailers.as_ref());
-            write_buf(&mut self.io, &mut tail.bytes()).await.map_err(|(e, _)| Failure::Sent(e.into()))?;
+            write_buf(&mut self.io, &mut tail.bytes()).await.map_err(|(e, _)| Broke::Sent(e.into()))?;
             ended = true;
         }
         if !ended {
             self.send_rest(framing, body, sent).await?;
         }
-        let head = self.receive().await.map_err(Failure::Sent)?;
-        Ok((method, head))
+        self.receive().await.map_err(Broke::Sent)
     }
 
     /// Streams what is left of a request body after its first piece.
-    async fn send_rest(&mut self, framing: Framing, mut body: Body, mut sent: u64) -> Result<(), Failure> {
+    async fn send_rest(&mut self, framing: Framing, mut body: Body, mut sent: u64) -> Result<(), Broke> {
         let mut trailers = None;
         while let Some(frame) = body.frame().await {
-            let frame = frame.map_err(Failure::ClientBody)?;
+            let frame = frame.map_err(Broke::ClientBody)?;
             let frame = match frame.into_data() {
                 Ok(data) => {
                     sent += data.len() as u64;
                     if matches!(framing, Framing::Length(n) if sent > n) {
-                        return Err(Failure::Sent(Error::RequestLength));
+                        return Err(Broke::Sent(Error::RequestLength));
                     }
                     self.out.clear();
                     let mut tail = Tail::default();
                     tail.frame_data(framing, data.len(), &mut self.out);
                     let mut buf = self.out.as_slice().chain(data).chain(tail.bytes());
-                    write_buf(&mut self.io, &mut buf).await.map_err(|(e, _)| Failure::Sent(e.into()))?;
+                    write_buf(&mut self.io, &mut buf).await.map_err(|(e, _)| Broke::Sent(e.into()))?;
                     continue;
                 }
                 Err(frame) => frame,
@@ -247,11 +258,11 @@ impl Conn {
             }
         }
         if matches!(framing, Framing::Length(n) if sent != n) {
-            return Err(Failure::Sent(Error::RequestLength));
+            return Err(Broke::Sent(Error::RequestLength));
         }
         let mut tail = Tail::default();
         tail.end(framing, trailers.as_ref());
-        write_buf(&mut self.io, &mut tail.bytes()).await.map_err(|(e, _)| Failure::Sent(e.into()))
+        write_buf(&mut self.io, &mut tail.bytes()).await.map_err(|(e, _)| Broke::Sent(e.into()))
     }
 
     /// Reads the final response head, skipping interim ones.
@@ -319,6 +330,14 @@ impl Conn {
         }
         tokio_util::io::poll_read_buf(Pin::new(&mut self.io), cx, &mut self.buf)
     }
+}
+
+/// How an exchange broke, before [`Conn::send`] says it with the request's head.
+enum Broke {
+    /// Nothing was written: the body (whole again) comes back.
+    Unsent(Error, Body),
+    Sent(Error),
+    ClientBody(BoxError),
 }
 
 /// Writes all of `buf` and flushes it (TLS keeps records until then); on failure,

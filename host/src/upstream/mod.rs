@@ -231,6 +231,9 @@ impl Upstream {
             let (body, replay) = replayable(&s.settings.retry, &parts, body).await?;
             (Some(Request::from_parts(parts, body)), replay)
         };
+        // The head of the last attempt's request, when it may be resent: the pool
+        // hands it back (`keep_head`) rather than this copying it up front.
+        let mut head: Option<Box<Parts>> = None;
         let attempts = s.settings.retry.attempts.saturating_add(1);
         let mut tried: u128 = 0;
         let mut last: Option<Result<Response<Body>, ProxyError>> = None;
@@ -240,18 +243,20 @@ impl Upstream {
             tried |= bit(index);
             let target = &s.targets[index];
             let send = {
-                let Some(mut request) = req.take().or_else(|| replay.as_ref().map(Head::request)) else {
+                let resend = || Some(Request::from_parts(*head.take()?, replay.as_ref()?.body()));
+                let Some(mut request) = req.take().or_else(resend) else {
                     break;
                 };
                 target.pool.prepare(&mut request);
-                target.pool.send(request)
+                target.pool.send(request, replay.is_some())
             };
             let in_flight = InFlight::enter(&target.in_flight);
             let mut outcome = Outcome { shared: s, index, admission, reported: false };
             let may_retry = attempt < attempts;
 
             match send.await {
-                Ok(resp) => {
+                Ok((resp, kept)) => {
+                    head = kept;
                     target.metrics.attempt(Attempt::Response);
                     let status = resp.status();
                     outcome.report(!status.is_server_error());
@@ -259,7 +264,7 @@ impl Upstream {
                     let resp = resp.map(|inner| body::boxed(Tracked::new(inner, in_flight, read_timeout)));
                     let mut resp = resp;
                     resp.extensions_mut().insert(UpstreamTarget(Arc::clone(&target.address)));
-                    if may_retry && replay.is_some() && s.settings.retry.on_status.contains(&status) {
+                    if may_retry && head.is_some() && s.settings.retry.on_status.contains(&status) {
                         // Honour the target's Retry-After, up to the configured wait; a
                         // longer one goes to the client as it is.
                         let wait = retry_after(resp.headers());
@@ -277,7 +282,8 @@ impl Upstream {
                     }
                     return Ok(resp);
                 }
-                Err(SendError { error, request }) => {
+                Err(SendError { error, request, head: kept }) => {
+                    head = kept;
                     let client_fault =
                         matches!(error, ProxyError::ClientBody(_) | ProxyError::BodyTooLarge { .. })
                             || body_state.as_ref().is_some_and(|b| b.client_at_fault());
@@ -288,7 +294,7 @@ impl Upstream {
                     target.metrics.attempt(Attempt::of(&error));
                     outcome.report(false);
                     debug!(upstream = %s.name, target = %target.address, %error, attempt, "upstream attempt failed");
-                    let safe = request.is_some() || replay.is_some();
+                    let safe = request.is_some() || head.is_some();
                     if may_retry && safe && s.budget.try_withdraw() {
                         s.metrics.retry(Retry::Error);
                         req = request;
@@ -353,20 +359,20 @@ fn is_idempotent(m: &Method) -> bool {
     matches!(*m, Method::GET | Method::HEAD | Method::OPTIONS | Method::PUT | Method::DELETE | Method::TRACE)
 }
 
-/// Decides whether the request can be resent after it was written, and keeps what a
-/// resend needs: the head, and the body when `non_idempotent` allows replaying one
-/// of known length up to `max_replay_body` (read now, so it can be sent again).
-/// Nothing is kept when retries are off.
+/// Decides whether the request can be resent after it was written, and keeps the
+/// body a resend needs when `non_idempotent` allows replaying one of known length
+/// up to `max_replay_body` (read now, so it can be sent again). The head comes back
+/// from each attempt ([`Pool::send`]'s `keep_head`). `None` when it cannot be resent.
 async fn replayable(
     retry: &settings::RetrySettings,
     parts: &Parts,
     body: Body,
-) -> Result<(Body, Option<Head>), ProxyError> {
+) -> Result<(Body, Option<Replay>), ProxyError> {
     if retry.attempts == 0 || !(retry.non_idempotent || is_idempotent(&parts.method)) {
         return Ok((body, None));
     }
     if body.is_end_stream() {
-        return Ok((body, Some(Head::of(parts, Bytes::new()))));
+        return Ok((body, Some(Replay(Bytes::new()))));
     }
     let small = body.size_hint().exact().is_some_and(|n| n <= retry.max_replay_body);
     if !(retry.non_idempotent && small) {
@@ -375,7 +381,7 @@ async fn replayable(
     // Boxed: rare, and the collect future would otherwise add to every request's.
     let bytes =
         Box::pin(http_body_util::BodyExt::collect(body)).await.map_err(ProxyError::ClientBody)?.to_bytes();
-    Ok((body::full(bytes.clone()), Some(Head::of(parts, bytes))))
+    Ok((body::full(bytes.clone()), Some(Replay(bytes))))
 }
 
 /// A `Retry-After` header as a wait: delay-seconds, or an HTTP date (0 if past).
@@ -388,37 +394,12 @@ fn retry_after(headers: &http::HeaderMap) -> Option<Duration> {
     Some(at.duration_since(std::time::SystemTime::now()).unwrap_or_default())
 }
 
-/// The head of a request (and its body, when kept), to rebuild it for a retry.
-struct Head {
-    method: Method,
-    uri: http::Uri,
-    version: http::Version,
-    headers: http::HeaderMap,
-    extensions: http::Extensions,
-    body: Bytes,
-}
+/// A request that may be resent, with its body (empty for none).
+struct Replay(Bytes);
 
-impl Head {
-    fn of(p: &Parts, body: Bytes) -> Head {
-        Head {
-            method: p.method.clone(),
-            uri: p.uri.clone(),
-            version: p.version,
-            headers: p.headers.clone(),
-            extensions: p.extensions.clone(),
-            body,
-        }
-    }
-
-    fn request(&self) -> Request<Body> {
-        let body = if self.body.is_empty() { body::empty() } else { body::full(self.body.clone()) };
-        let mut r = Request::new(body);
-        *r.method_mut() = self.method.clone();
-        *r.uri_mut() = self.uri.clone();
-        *r.version_mut() = self.version;
-        *r.headers_mut() = self.headers.clone();
-        *r.extensions_mut() = self.extensions.clone();
-        r
+impl Replay {
+    fn body(&self) -> Body {
+        if self.0.is_empty() { body::empty() } else { body::full(self.0.clone()) }
     }
 }
 

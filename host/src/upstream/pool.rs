@@ -15,6 +15,7 @@ use std::sync::{Arc, Mutex, Weak};
 use std::task::{Context, Poll};
 
 use http::header::HOST;
+use http::request::Parts;
 use http::uri::{Authority, PathAndQuery, Scheme};
 use http::{HeaderValue, Request, Response, Uri, Version};
 use hyper::body::Incoming;
@@ -31,11 +32,16 @@ use super::settings::{PoolSettings, Protocol};
 use crate::body::{Body, BoxError};
 use crate::error::ProxyError;
 
-/// A failed send: the error, and the request when it certainly was not sent.
+/// A failed send: the error, the request when it certainly was not sent, and its
+/// head when it was (or may have been) and the caller asked to keep it.
 pub(crate) struct SendError {
     pub error: ProxyError,
     pub request: Option<Request<Body>>,
+    pub head: Option<Box<Parts>>,
 }
+
+/// A response, and the request's head when the caller asked to keep it.
+pub(crate) type Sent = (Response<ResponseBody>, Option<Box<Parts>>);
 
 /// The connections of one target.
 pub(crate) struct Pool {
@@ -153,15 +159,23 @@ impl Pool {
     }
 
     /// Sends a prepared request and waits (up to the request timeout) for the head of
-    /// the response.
-    pub async fn send(self: &Arc<Self>, req: Request<Body>) -> Result<Response<ResponseBody>, SendError> {
+    /// the response. With `keep_head`, the request's head comes back with the
+    /// response or the failure, for a retry: the HTTP/1 client writes it without
+    /// consuming it; for HTTP/2 (hyper takes the request) it is copied first.
+    pub async fn send(self: &Arc<Self>, req: Request<Body>, keep_head: bool) -> Result<Sent, SendError> {
         match self.settings.protocol {
-            Protocol::Http1 => self.send_h1(req).await,
-            Protocol::Http2 => Ok(self.send_h2(req).await?.map(ResponseBody::H2)),
+            Protocol::Http1 => self.send_h1(req, keep_head).await,
+            Protocol::Http2 => {
+                let head = keep_head.then(|| Box::new(copy_head(&req)));
+                match self.send_h2(req).await {
+                    Ok(resp) => Ok((resp.map(ResponseBody::H2), head)),
+                    Err(e) => Err(SendError { head: if e.request.is_none() { head } else { None }, ..e }),
+                }
+            }
         }
     }
 
-    async fn send_h1(self: &Arc<Self>, mut req: Request<Body>) -> Result<Response<ResponseBody>, SendError> {
+    async fn send_h1(self: &Arc<Self>, mut req: Request<Body>, keep_head: bool) -> Result<Sent, SendError> {
         let after = self.settings.request_timeout;
         loop {
             let (conn, reused) = match self.checkout_h1() {
@@ -171,12 +185,12 @@ impl Pool {
                 // as large.
                 None => match Box::pin(self.connect_h1()).await {
                     Ok(c) => (c, false),
-                    Err(error) => return Err(SendError { error, request: Some(req) }),
+                    Err(error) => return Err(SendError { error, request: Some(req), head: None }),
                 },
             };
             let home: Arc<dyn Home> = Arc::clone(self) as Arc<dyn Home>;
-            let failure = match conn.send(req, home, after).await {
-                Ok(resp) => return Ok(resp.map(ResponseBody::H1)),
+            let failure = match conn.send(req, home, after, keep_head).await {
+                Ok((resp, head)) => return Ok((resp.map(ResponseBody::H1), head)),
                 Err(failure) => failure,
             };
             match failure {
@@ -186,20 +200,18 @@ impl Pool {
                     req = *request;
                 }
                 Failure::NotSent { request, error } => {
-                    return Err(SendError {
-                        error: self.upstream_error(error, true),
-                        request: Some(*request),
-                    });
+                    let error = self.upstream_error(error, true);
+                    return Err(SendError { error, request: Some(*request), head: None });
                 }
-                Failure::Sent(error) => {
-                    return Err(SendError { error: self.upstream_error(error, false), request: None });
+                Failure::Sent { error, head } => {
+                    return Err(SendError { error: self.upstream_error(error, false), request: None, head });
                 }
                 Failure::ClientBody(error) => {
-                    return Err(SendError { error: client_body_error(error), request: None });
+                    return Err(SendError { error: client_body_error(error), request: None, head: None });
                 }
-                Failure::TimedOut => {
+                Failure::TimedOut { head } => {
                     let error = ProxyError::UpstreamTimeout { target: self.address.to_string(), after };
-                    return Err(SendError { error, request: None });
+                    return Err(SendError { error, request: None, head });
                 }
             }
         }
@@ -214,7 +226,7 @@ impl Pool {
         loop {
             let (mut sender, reused) = match self.h2_sender().await {
                 Ok(s) => s,
-                Err(error) => return Err(SendError { error, request: Some(req) }),
+                Err(error) => return Err(SendError { error, request: Some(req), head: None }),
             };
             match self.await_head(sender.try_send_request(req)).await {
                 Ok(resp) => return Ok(resp),
@@ -248,11 +260,12 @@ impl Pool {
                         nothing_sent,
                     }
                 };
-                Err(SendError { error, request })
+                Err(SendError { error, request, head: None })
             }
             Err(_) => Err(SendError {
                 error: ProxyError::UpstreamTimeout { target: self.address.to_string(), after },
                 request: None,
+                head: None,
             }),
         }
     }
@@ -403,6 +416,17 @@ impl http_body::Body for ResponseBody {
             ResponseBody::H2(b) => b.size_hint(),
         }
     }
+}
+
+/// A copy of a request's head, for resending it after hyper took the request.
+fn copy_head(req: &Request<Body>) -> Parts {
+    let mut copy = Request::new(());
+    *copy.method_mut() = req.method().clone();
+    *copy.uri_mut() = req.uri().clone();
+    *copy.version_mut() = req.version();
+    *copy.headers_mut() = req.headers().clone();
+    *copy.extensions_mut() = req.extensions().clone();
+    copy.into_parts().0
 }
 
 /// The client's request body failed while it was being sent: the client's fault,

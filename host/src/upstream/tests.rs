@@ -569,6 +569,51 @@ async fn post_is_not_retried_once_sent_but_get_is() {
     assert_eq!(read.load(Ordering::SeqCst), 2);
 }
 
+/// The head a retry resends comes back from the attempt before it (it is not
+/// copied up front): the second target must see the very same request.
+#[tokio::test]
+async fn a_retried_request_reaches_the_next_target_whole() {
+    let echo = || {
+        handler(|req: Request<Incoming>| async move {
+            let seen = format!(
+                "{} {} host={} x-custom={}",
+                req.method(),
+                req.uri(),
+                req.headers().get("host").map_or("-", |v| v.to_str().unwrap()),
+                req.headers().get("x-custom").map_or("-", |v| v.to_str().unwrap()),
+            );
+            body_response(Box::leak(seen.into_boxed_str()))
+        })
+    };
+    // After a status the route retries on, and after a target that took the request
+    // and hung up without an answer.
+    let busy =
+        serve(handler(|_| async { Response::builder().status(503).body(body::full("busy")).unwrap() })).await;
+    let (hangs_up, hung_up) = raw_upstream(|_, _| Some((Vec::new(), true)), 64).await;
+    let first_saw = [Arc::clone(&busy.requests), hung_up];
+    for (first, saw) in [busy.address(), hangs_up].into_iter().zip(first_saw) {
+        let ok = serve(echo()).await;
+        let up = upstream(&format!(
+            "{{ targets: [{{ address: '{first}' }}, {{ address: '{}' }}], \
+             retries: {{ attempts: 1, on_status: [503] }} }}",
+            ok.address()
+        ));
+        // Until the first target has had the request: the balancer may start anywhere.
+        for _ in 0..4 {
+            let mut req = get("/p?q=1");
+            req.headers_mut().insert("x-custom", http::HeaderValue::from_static("kept"));
+            let resp = up.forward(req).await.unwrap();
+            assert_eq!(
+                text(resp).await,
+                "GET /p?q=1 host=client.example x-custom=kept",
+                "first target {first}"
+            );
+        }
+        assert!(saw.load(Ordering::SeqCst) >= 1, "the first target {first} was tried");
+        assert_eq!(ok.requests.load(Ordering::SeqCst), 4, "every request answered by the second");
+    }
+}
+
 #[tokio::test]
 async fn retries_on_configured_status_for_idempotent_requests() {
     let bad =
