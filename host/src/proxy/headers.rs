@@ -128,9 +128,7 @@ pub fn add_forwarded(headers: &mut HeaderMap, conn: &ConnInfo, host: Option<&str
             // Written on the stack: the value is copied once, into the header.
             _ => {
                 let mut buf = [0u8; 48];
-                let mut w = &mut buf[..];
-                let _ = write!(w, "{ip}");
-                let len = 48 - w.len();
+                let len = ip_text(ip, &mut buf);
                 HeaderValue::from_bytes(&buf[..len]).ok()
             }
         };
@@ -164,6 +162,38 @@ pub fn add_forwarded(headers: &mut HeaderMap, conn: &ConnInfo, host: Option<&str
         };
         if let Ok(v) = HeaderValue::from_str(&value) {
             headers.insert(header::FORWARDED, v);
+        }
+    }
+}
+
+/// `ip` as text into `buf`, returning its length: IPv4 by hand (the formatter took
+/// a tenth of the gateway's own work on a proxied request), IPv6 through it.
+fn ip_text(ip: std::net::IpAddr, buf: &mut [u8; 48]) -> usize {
+    match ip {
+        std::net::IpAddr::V4(v4) => {
+            let mut n = 0;
+            for (i, octet) in v4.octets().into_iter().enumerate() {
+                if i > 0 {
+                    buf[n] = b'.';
+                    n += 1;
+                }
+                if octet >= 100 {
+                    buf[n] = b'0' + octet / 100;
+                    n += 1;
+                }
+                if octet >= 10 {
+                    buf[n] = b'0' + octet / 10 % 10;
+                    n += 1;
+                }
+                buf[n] = b'0' + octet % 10;
+                n += 1;
+            }
+            n
+        }
+        std::net::IpAddr::V6(_) => {
+            let mut w = &mut buf[..];
+            let _ = write!(w, "{ip}");
+            48 - w.len()
         }
     }
 }
@@ -287,6 +317,33 @@ mod tests {
         assert_eq!(request_id(&h, &spec), "abc-123");
         h.insert("x-request-id", HeaderValue::from_static("has space"));
         assert_eq!(request_id(&h, &spec).len(), 32);
+    }
+
+    #[test]
+    fn addresses_are_written_as_the_formatter_writes_them() {
+        let samples = [
+            "0.0.0.0",
+            "255.255.255.255",
+            "10.0.100.9",
+            "1.22.3.44",
+            "127.0.0.1",
+            "::1",
+            "::ffff:192.0.2.1",
+            "2001:db8:85a3::8a2e:370:7334",
+            "ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff",
+        ];
+        for text in samples {
+            let ip: std::net::IpAddr = text.parse().unwrap();
+            let mut buf = [0u8; 48];
+            let len = ip_text(ip, &mut buf);
+            assert_eq!(std::str::from_utf8(&buf[..len]).unwrap(), ip.to_string());
+        }
+        for octet in 0..=255u8 {
+            let ip = std::net::IpAddr::from([octet, octet / 3, 255 - octet, octet % 10]);
+            let mut buf = [0u8; 48];
+            let len = ip_text(ip, &mut buf);
+            assert_eq!(std::str::from_utf8(&buf[..len]).unwrap(), ip.to_string());
+        }
     }
 
     #[test]
