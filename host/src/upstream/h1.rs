@@ -33,7 +33,6 @@ use http::header::{CONNECTION, CONTENT_LENGTH, TRANSFER_ENCODING};
 use http::request::Parts;
 use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Response, StatusCode, Version};
 use http_body::{Body as _, Frame, SizeHint};
-use http_body_util::BodyExt;
 use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
@@ -70,6 +69,12 @@ pub(crate) struct Conn {
     /// timer's deadline later is an atomic store, where a new timer goes into (and
     /// out of) the runtime's timer wheel under its lock at every request.
     timer: Option<Pin<Box<Sleep>>>,
+    /// The target answered before it had the whole request body: the connection
+    /// cannot carry another request.
+    cut: bool,
+    /// A success head that arrived while the body was still being sent: it is the
+    /// answer once the body is (a target may answer as it reads).
+    early: Option<Box<Head>>,
 }
 
 /// What went wrong on a connection.
@@ -110,7 +115,7 @@ pub(super) enum Failure {
 
 impl Conn {
     pub fn new(io: Stream) -> Conn {
-        Conn { io, buf: BytesMut::new(), out: Vec::new(), timer: None }
+        Conn { io, buf: BytesMut::new(), out: Vec::new(), timer: None, cut: false, early: None }
     }
 
     /// Whether an idle connection is still open with nothing unread, checked without
@@ -227,17 +232,34 @@ impl Conn {
             write_buf(&mut self.io, &mut tail.bytes()).await.map_err(|(e, _)| Broke::Sent(e.into()))?;
             ended = true;
         }
-        if !ended {
-            self.send_rest(framing, body, sent).await?;
+        if !ended && let Some(head) = self.send_rest(framing, body, sent).await? {
+            // Answered before the body was all sent (a 413, a redirect): the rest is
+            // not sent, and the connection is not reused.
+            self.cut = true;
+            return Ok(head);
         }
         self.receive().await.map_err(Broke::Sent)
     }
 
-    /// Streams what is left of a request body after its first piece.
-    async fn send_rest(&mut self, framing: Framing, mut body: Body, mut sent: u64) -> Result<(), Broke> {
+    /// Streams what is left of a request body after its first piece. While it waits
+    /// on the body or the socket, it reads what the target sends: an error head
+    /// (4xx, 5xx) that arrives first ends the sending and is returned. (A target that
+    /// refuses a large upload may answer at once and stop reading; writing on would
+    /// wait out the request timeout and lose its answer.) A success head is kept for
+    /// after the body, which goes on: the target may answer as it reads.
+    async fn send_rest(
+        &mut self,
+        framing: Framing,
+        mut body: Body,
+        mut sent: u64,
+    ) -> Result<Option<Head>, Broke> {
         let mut trailers = None;
-        while let Some(frame) = body.frame().await {
-            let frame = frame.map_err(Broke::ClientBody)?;
+        loop {
+            let frame = match self.watching(|_, cx| Pin::new(&mut body).poll_frame(cx)).await? {
+                Watched::Answered(head) => return Ok(Some(head)),
+                Watched::Done(None) => break,
+                Watched::Done(Some(frame)) => frame.map_err(Broke::ClientBody)?,
+            };
             let frame = match frame.into_data() {
                 Ok(data) => {
                     sent += data.len() as u64;
@@ -247,8 +269,13 @@ impl Conn {
                     self.out.clear();
                     let mut tail = Tail::default();
                     tail.frame_data(framing, data.len(), &mut self.out);
-                    let mut buf = self.out.as_slice().chain(data).chain(tail.bytes());
-                    write_buf(&mut self.io, &mut buf).await.map_err(|(e, _)| Broke::Sent(e.into()))?;
+                    let out = std::mem::take(&mut self.out);
+                    let mut buf = out.as_slice().chain(data).chain(tail.bytes());
+                    let written = self.write_watching(&mut buf).await;
+                    self.out = out;
+                    if let Some(head) = written? {
+                        return Ok(Some(head));
+                    }
                     continue;
                 }
                 Err(frame) => frame,
@@ -262,11 +289,78 @@ impl Conn {
         }
         let mut tail = Tail::default();
         tail.end(framing, trailers.as_ref());
-        write_buf(&mut self.io, &mut tail.bytes()).await.map_err(|(e, _)| Broke::Sent(e.into()))
+        self.write_watching(&mut tail.bytes()).await
+    }
+
+    /// Writes all of `buf` and flushes it, reading what the target sends meanwhile;
+    /// a final response head that arrives first is returned.
+    async fn write_watching(&mut self, buf: &mut impl Buf) -> Result<Option<Head>, Broke> {
+        while buf.has_remaining() {
+            let written = self.watching(|io, cx| {
+                let mut slices = [io::IoSlice::new(&[]); 4];
+                let n = buf.chunks_vectored(&mut slices);
+                Pin::new(io).poll_write_vectored(cx, &slices[..n])
+            });
+            match written.await? {
+                Watched::Answered(head) => return Ok(Some(head)),
+                Watched::Done(Ok(0)) => {
+                    return Err(Broke::Sent(io::Error::from(io::ErrorKind::WriteZero).into()));
+                }
+                Watched::Done(Ok(n)) => buf.advance(n),
+                Watched::Done(Err(e)) => return Err(Broke::Sent(e.into())),
+            }
+        }
+        match self.watching(|io, cx| Pin::new(io).poll_flush(cx)).await? {
+            Watched::Answered(head) => Ok(Some(head)),
+            Watched::Done(done) => done.map(|()| None).map_err(|e| Broke::Sent(e.into())),
+        }
+    }
+
+    /// Polls `op` and, while it waits, reads from the target: done, or answered by an
+    /// error head first. Interim (1xx) heads are passed over; a success head is kept
+    /// in `early` and reading stops; a target that closes is left for the op (a write
+    /// then fails) or for [`Conn::receive`].
+    async fn watching<T>(
+        &mut self,
+        mut op: impl FnMut(&mut Stream, &mut Context<'_>) -> Poll<T>,
+    ) -> Result<Watched<T>, Broke> {
+        let mut closed = false;
+        std::future::poll_fn(|cx| {
+            if let Poll::Ready(done) = op(&mut self.io, cx) {
+                return Poll::Ready(Ok(Watched::Done(done)));
+            }
+            while !closed && self.early.is_none() && self.buf.len() < MAX_HEAD {
+                match self.poll_fill(cx, READ_SIZE) {
+                    Poll::Pending => break,
+                    Poll::Ready(Ok(0) | Err(_)) => closed = true,
+                    Poll::Ready(Ok(_)) => loop {
+                        match parse_head(&mut self.buf) {
+                            Ok(Some(head)) if head.status.is_informational() => continue,
+                            Ok(Some(head))
+                                if head.status.is_client_error() || head.status.is_server_error() =>
+                            {
+                                return Poll::Ready(Ok(Watched::Answered(head)));
+                            }
+                            Ok(Some(head)) => {
+                                self.early = Some(Box::new(head));
+                                break;
+                            }
+                            Ok(None) => break,
+                            Err(e) => return Poll::Ready(Err(Broke::Sent(e))),
+                        }
+                    },
+                }
+            }
+            Poll::Pending
+        })
+        .await
     }
 
     /// Reads the final response head, skipping interim ones.
     async fn receive(&mut self) -> Result<Head, Error> {
+        if let Some(head) = self.early.take() {
+            return Ok(*head);
+        }
         loop {
             if let Some(head) = parse_head(&mut self.buf)? {
                 if head.status.is_informational() && head.status != StatusCode::SWITCHING_PROTOCOLS {
@@ -302,9 +396,10 @@ impl Conn {
             return Ok(resp);
         }
         let decode = response_framing(method, status, &headers)?;
-        let reusable = keeps_alive(version, &headers) && !matches!(decode, Decode::Close)
-            // Both framings at once: the length was a lie; do not trust what follows.
-            && !(headers.contains_key(TRANSFER_ENCODING) && headers.contains_key(CONTENT_LENGTH));
+        // Both framings at once: the length was a lie; do not trust what follows.
+        let both = headers.contains_key(TRANSFER_ENCODING) && headers.contains_key(CONTENT_LENGTH);
+        let reusable =
+            keeps_alive(version, &headers) && !matches!(decode, Decode::Close) && !self.cut && !both;
         *resp.headers_mut() = headers;
         let mut body = ResponseBody {
             conn: Some(self),
@@ -338,6 +433,14 @@ enum Broke {
     Unsent(Error, Body),
     Sent(Error),
     ClientBody(BoxError),
+}
+
+/// What [`Conn::watching`] saw first.
+enum Watched<T> {
+    /// The operation finished.
+    Done(T),
+    /// The target's final response head arrived first.
+    Answered(Head),
 }
 
 /// Writes all of `buf` and flushes it (TLS keeps records until then); on failure,

@@ -1076,3 +1076,105 @@ async fn malformed_response_heads_are_upstream_errors() {
     let err = up.forward(get("/")).await.unwrap_err();
     assert!(err.to_string().contains("larger than"), "{err}");
 }
+
+/// A streamed request body the test feeds piece by piece; it ends when `tx` drops.
+fn streamed_post()
+-> (Request<Body>, tokio::sync::mpsc::Sender<Result<http_body::Frame<Bytes>, body::BoxError>>) {
+    let (tx, rx) = tokio::sync::mpsc::channel(4);
+    let req = Request::builder()
+        .method(Method::POST)
+        .uri("/upload")
+        .header("host", "x")
+        .body(body::boxed(http_body_util::StreamBody::new(tokio_stream_of(rx))))
+        .unwrap();
+    (req, tx)
+}
+
+#[tokio::test]
+async fn a_target_that_refuses_an_upload_early_is_heard_before_the_body_ends() {
+    // The target answers 413 as soon as it has the head, then neither reads nor
+    // closes. The body never ends: only reading while sending hears the answer (else
+    // the request times out, 2 s).
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let count = Arc::clone(&accepted);
+    tokio::spawn(async move {
+        while let Ok((mut tcp, _)) = listener.accept().await {
+            count.fetch_add(1, Ordering::SeqCst);
+            tokio::spawn(async move {
+                let mut seen = Vec::new();
+                while !seen.windows(4).any(|w| w == b"\r\n\r\n") {
+                    let mut buf = [0u8; 1024];
+                    match tcp.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => seen.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let _ = tcp
+                    .write_all(b"HTTP/1.1 413 Payload Too Large\r\ncontent-length: 8\r\n\r\ntoo big!")
+                    .await;
+                tokio::time::sleep(Duration::from_secs(30)).await;
+            });
+        }
+    });
+    let up = upstream(&format!(
+        "{{ targets: [{{ address: '{addr}' }}], timeouts: {{ request: 2s }}, retries: {{ attempts: 0 }} }}"
+    ));
+    let (req, tx) = streamed_post();
+    tx.send(Ok(http_body::Frame::data(Bytes::from_static(b"first piece")))).await.unwrap();
+    let resp = up.forward(req).await.expect("the target's own answer");
+    assert_eq!(resp.status(), StatusCode::PAYLOAD_TOO_LARGE);
+    assert_eq!(text(resp).await, "too big!");
+    drop(tx);
+    // The target never got the whole message: the connection is not reused.
+    let (req, tx) = streamed_post();
+    drop(tx);
+    let _ = up.forward(req).await;
+    assert_eq!(accepted.load(Ordering::SeqCst), 2);
+}
+
+#[tokio::test]
+async fn a_target_that_answers_while_it_reads_gets_the_whole_body() {
+    // The target sends a 200 head at once, then reads the (chunked) body to its end
+    // and sends it back: the body must go on after the early success head.
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        let Ok((mut tcp, _)) = listener.accept().await else { return };
+        let mut seen = Vec::new();
+        let mut answered = false;
+        loop {
+            let mut buf = [0u8; 1024];
+            match tcp.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => seen.extend_from_slice(&buf[..n]),
+            }
+            let Some(head_end) = seen.windows(4).position(|w| w == b"\r\n\r\n") else { continue };
+            if !answered {
+                answered = true;
+                tcp.write_all(b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n").await.unwrap();
+            }
+            let body = &seen[head_end + 4..];
+            if body.ends_with(b"0\r\n\r\n") {
+                let echo = format!("{:x}\r\n{}\r\n0\r\n\r\n", body.len(), String::from_utf8_lossy(body));
+                tcp.write_all(echo.as_bytes()).await.unwrap();
+                tokio::time::sleep(Duration::from_secs(5)).await;
+                return;
+            }
+        }
+    });
+    let up = upstream(&format!("{{ targets: [{{ address: '{addr}' }}], retries: {{ attempts: 0 }} }}"));
+    let (req, tx) = streamed_post();
+    let sending = tokio::spawn({
+        let up = Arc::clone(&up);
+        async move { text(up.forward(req).await.unwrap()).await }
+    });
+    for piece in ["one ", "two ", "three"] {
+        tx.send(Ok(http_body::Frame::data(Bytes::from_static(piece.as_bytes())))).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    drop(tx);
+    let echoed = tokio::time::timeout(Duration::from_secs(10), sending).await.expect("an answer").unwrap();
+    assert_eq!(echoed, "4\r\none \r\n4\r\ntwo \r\n5\r\nthree\r\n0\r\n\r\n");
+}
