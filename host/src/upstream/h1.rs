@@ -27,14 +27,13 @@ use std::io::{self, Write as _};
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, ready};
+use std::time::Duration;
 
 use bytes::{Buf, Bytes, BytesMut};
 use http::header::{CONNECTION, CONTENT_LENGTH, TRANSFER_ENCODING};
 use http::request::Parts;
 use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Response, StatusCode, Version};
 use http_body::{Body as _, Frame, SizeHint};
-use std::time::Duration;
-
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::time::{Instant, Sleep};
 
@@ -69,12 +68,6 @@ pub(crate) struct Conn {
     /// timer's deadline later is an atomic store, where a new timer goes into (and
     /// out of) the runtime's timer wheel under its lock at every request.
     timer: Option<Pin<Box<Sleep>>>,
-    /// The target answered before it had the whole request body: the connection
-    /// cannot carry another request.
-    cut: bool,
-    /// A success head that arrived while the body was still being sent: it is the
-    /// answer once the body is (a target may answer as it reads).
-    early: Option<Box<Head>>,
 }
 
 /// What went wrong on a connection.
@@ -115,7 +108,7 @@ pub(super) enum Failure {
 
 impl Conn {
     pub fn new(io: Stream) -> Conn {
-        Conn { io, buf: BytesMut::new(), out: Vec::new(), timer: None, cut: false, early: None }
+        Conn { io, buf: BytesMut::new(), out: Vec::new(), timer: None }
     }
 
     /// Whether an idle connection is still open with nothing unread, checked without
@@ -163,9 +156,9 @@ impl Conn {
         };
         self.timer = Some(timer);
         let kept = |parts: Parts| keep_head.then(|| Box::new(parts));
-        let head = match exchanged {
+        let (head, whole) = match exchanged {
             None => return Err(Failure::TimedOut { head: kept(parts) }),
-            Some(Ok(head)) => head,
+            Some(Ok(answer)) => answer,
             Some(Err(Broke::Unsent(error, body))) => {
                 let request = Box::new(Request::from_parts(parts, body));
                 return Err(Failure::NotSent { request, error });
@@ -173,15 +166,16 @@ impl Conn {
             Some(Err(Broke::Sent(error))) => return Err(Failure::Sent { error, head: kept(parts) }),
             Some(Err(Broke::ClientBody(error))) => return Err(Failure::ClientBody(error)),
         };
-        match self.respond(&parts.method, head, home) {
+        match self.respond(&parts.method, head, whole, home) {
             Ok(resp) => Ok((resp, kept(parts))),
             Err(error) => Err(Failure::Sent { error, head: kept(parts) }),
         }
     }
 
-    /// Writes the request and reads the final response head. `parts` (with the
-    /// body's framing headers set) stay with the caller.
-    async fn exchange(&mut self, parts: &mut Parts, mut body: Body) -> Result<Head, Broke> {
+    /// Writes the request and reads the final response head, and says whether the
+    /// whole request went out (a target may refuse it before the body ends). `parts`
+    /// (with the body's framing headers set) stay with the caller.
+    async fn exchange(&mut self, parts: &mut Parts, mut body: Body) -> Result<(Head, bool), Broke> {
         let framing = request_framing(&parts.method, &mut parts.headers, &body);
         self.out.clear();
         encode_head(&mut self.out, parts);
@@ -191,18 +185,19 @@ impl Conn {
         let mut ended = framing == Framing::Empty;
         if !ended {
             match std::future::poll_fn(|cx| Poll::Ready(Pin::new(&mut body).poll_frame(cx))).await {
-                Poll::Ready(Some(Ok(frame))) => first = Some(frame),
+                Poll::Ready(Some(Ok(frame))) => match frame.into_data() {
+                    Ok(data) => first = Some(data),
+                    // Trailers at once: they go with the body's end, after the head.
+                    Err(frame) => body = body::boxed(Prefixed { first: Some(frame), rest: body }),
+                },
                 Poll::Ready(Some(Err(e))) => return Err(Broke::ClientBody(e)),
                 Poll::Ready(None) => ended = true,
                 Poll::Pending => {}
             }
         }
-        let mut sent = 0u64;
+        let sent = first.as_ref().map_or(0, |d: &Bytes| d.len() as u64);
         let mut tail = Tail::default();
-        if let Some(data) = first.as_ref().and_then(Frame::data_ref) {
-            sent = data.len() as u64;
-            tail.frame_data(framing, data.len(), &mut self.out);
-        }
+        tail.frame_data(framing, sent as usize, &mut self.out);
         if ended {
             if matches!(framing, Framing::Length(n) if sent != n) {
                 return Err(Broke::Sent(Error::RequestLength));
@@ -211,34 +206,27 @@ impl Conn {
         } else if matches!(framing, Framing::Length(n) if sent > n) {
             return Err(Broke::Sent(Error::RequestLength));
         }
-        let data = first.as_ref().and_then(Frame::data_ref).cloned().unwrap_or_default();
-        let mut head = self.out.as_slice().chain(data).chain(tail.bytes());
+        let mut head = self.out.as_slice().chain(first.clone().unwrap_or_default()).chain(tail.bytes());
         match write_buf(&mut self.io, &mut head).await {
             Ok(()) => {}
             Err((error, false)) => {
                 let body = match first {
-                    Some(frame) => body::boxed(Prefixed { first: Some(frame), rest: body }),
+                    Some(data) => body::boxed(Prefixed { first: Some(Frame::data(data)), rest: body }),
                     None => body,
                 };
                 return Err(Broke::Unsent(error.into(), body));
             }
             Err((error, true)) => return Err(Broke::Sent(error.into())),
         }
-        if first.as_ref().is_some_and(|f| !f.is_data()) {
-            // Trailers as the first frame: the body is over.
-            let trailers = first.and_then(|f| f.into_trailers().ok());
-            let mut tail = Tail::default();
-            tail.end(framing, trailers.as_ref());
-            write_buf(&mut self.io, &mut tail.bytes()).await.map_err(|(e, _)| Broke::Sent(e.into()))?;
-            ended = true;
+        if !ended {
+            match self.send_rest(framing, body, sent).await? {
+                // Refused before the body was all sent (a 413): the rest is not sent.
+                Sending::Refused(head) => return Ok((head, false)),
+                Sending::Whole(Some(head)) => return Ok((head, true)),
+                Sending::Whole(None) => {}
+            }
         }
-        if !ended && let Some(head) = self.send_rest(framing, body, sent).await? {
-            // Answered before the body was all sent (a 413, a redirect): the rest is
-            // not sent, and the connection is not reused.
-            self.cut = true;
-            return Ok(head);
-        }
-        self.receive().await.map_err(Broke::Sent)
+        Ok((self.receive().await.map_err(Broke::Sent)?, true))
     }
 
     /// Streams what is left of a request body after its first piece. While it waits
@@ -247,41 +235,35 @@ impl Conn {
     /// refuses a large upload may answer at once and stop reading; writing on would
     /// wait out the request timeout and lose its answer.) A success head is kept for
     /// after the body, which goes on: the target may answer as it reads.
-    async fn send_rest(
-        &mut self,
-        framing: Framing,
-        mut body: Body,
-        mut sent: u64,
-    ) -> Result<Option<Head>, Broke> {
+    async fn send_rest(&mut self, framing: Framing, mut body: Body, mut sent: u64) -> Result<Sending, Broke> {
+        let mut early = None;
         let mut trailers = None;
         loop {
-            let frame = match self.watching(|_, cx| Pin::new(&mut body).poll_frame(cx)).await? {
-                Watched::Answered(head) => return Ok(Some(head)),
+            let frame = match self.watching(&mut early, |_, cx| Pin::new(&mut body).poll_frame(cx)).await? {
+                Watched::Answered(head) => return Ok(Sending::Refused(head)),
                 Watched::Done(None) => break,
                 Watched::Done(Some(frame)) => frame.map_err(Broke::ClientBody)?,
             };
-            let frame = match frame.into_data() {
-                Ok(data) => {
-                    sent += data.len() as u64;
-                    if matches!(framing, Framing::Length(n) if sent > n) {
-                        return Err(Broke::Sent(Error::RequestLength));
-                    }
-                    self.out.clear();
-                    let mut tail = Tail::default();
-                    tail.frame_data(framing, data.len(), &mut self.out);
-                    let out = std::mem::take(&mut self.out);
-                    let mut buf = out.as_slice().chain(data).chain(tail.bytes());
-                    let written = self.write_watching(&mut buf).await;
-                    self.out = out;
-                    if let Some(head) = written? {
-                        return Ok(Some(head));
-                    }
+            let data = match frame.into_data() {
+                Ok(data) => data,
+                Err(frame) => {
+                    trailers = frame.into_trailers().ok().or(trailers);
                     continue;
                 }
-                Err(frame) => frame,
             };
-            if let Ok(t) = frame.into_trailers() {
-                trailers = Some(t);
+            sent += data.len() as u64;
+            if matches!(framing, Framing::Length(n) if sent > n) {
+                return Err(Broke::Sent(Error::RequestLength));
+            }
+            let mut out = std::mem::take(&mut self.out);
+            out.clear();
+            let mut tail = Tail::default();
+            tail.frame_data(framing, data.len(), &mut out);
+            let written =
+                self.write_watching(&mut early, &mut out.as_slice().chain(data).chain(tail.bytes())).await;
+            self.out = out;
+            if let Some(head) = written? {
+                return Ok(Sending::Refused(head));
             }
         }
         if matches!(framing, Framing::Length(n) if sent != n) {
@@ -289,19 +271,21 @@ impl Conn {
         }
         let mut tail = Tail::default();
         tail.end(framing, trailers.as_ref());
-        self.write_watching(&mut tail.bytes()).await
+        Ok(match self.write_watching(&mut early, &mut tail.bytes()).await? {
+            Some(head) => Sending::Refused(head),
+            None => Sending::Whole(early),
+        })
     }
 
     /// Writes all of `buf` and flushes it, reading what the target sends meanwhile;
-    /// a final response head that arrives first is returned.
-    async fn write_watching(&mut self, buf: &mut impl Buf) -> Result<Option<Head>, Broke> {
+    /// an error head that arrives first is returned.
+    async fn write_watching(
+        &mut self,
+        early: &mut Option<Head>,
+        buf: &mut impl Buf,
+    ) -> Result<Option<Head>, Broke> {
         while buf.has_remaining() {
-            let written = self.watching(|io, cx| {
-                let mut slices = [io::IoSlice::new(&[]); 4];
-                let n = buf.chunks_vectored(&mut slices);
-                Pin::new(io).poll_write_vectored(cx, &slices[..n])
-            });
-            match written.await? {
+            match self.watching(early, |io, cx| poll_write_buf(io, cx, buf)).await? {
                 Watched::Answered(head) => return Ok(Some(head)),
                 Watched::Done(Ok(0)) => {
                     return Err(Broke::Sent(io::Error::from(io::ErrorKind::WriteZero).into()));
@@ -310,7 +294,7 @@ impl Conn {
                 Watched::Done(Err(e)) => return Err(Broke::Sent(e.into())),
             }
         }
-        match self.watching(|io, cx| Pin::new(io).poll_flush(cx)).await? {
+        match self.watching(early, |io, cx| Pin::new(io).poll_flush(cx)).await? {
             Watched::Answered(head) => Ok(Some(head)),
             Watched::Done(done) => done.map(|()| None).map_err(|e| Broke::Sent(e.into())),
         }
@@ -322,6 +306,7 @@ impl Conn {
     /// then fails) or for [`Conn::receive`].
     async fn watching<T>(
         &mut self,
+        early: &mut Option<Head>,
         mut op: impl FnMut(&mut Stream, &mut Context<'_>) -> Poll<T>,
     ) -> Result<Watched<T>, Broke> {
         let mut closed = false;
@@ -329,7 +314,7 @@ impl Conn {
             if let Poll::Ready(done) = op(&mut self.io, cx) {
                 return Poll::Ready(Ok(Watched::Done(done)));
             }
-            while !closed && self.early.is_none() && self.buf.len() < MAX_HEAD {
+            while !closed && early.is_none() && self.buf.len() < MAX_HEAD {
                 match self.poll_fill(cx, READ_SIZE) {
                     Poll::Pending => break,
                     Poll::Ready(Ok(0) | Err(_)) => closed = true,
@@ -342,7 +327,7 @@ impl Conn {
                                 return Poll::Ready(Ok(Watched::Answered(head)));
                             }
                             Ok(Some(head)) => {
-                                self.early = Some(Box::new(head));
+                                *early = Some(head);
                                 break;
                             }
                             Ok(None) => break,
@@ -358,9 +343,6 @@ impl Conn {
 
     /// Reads the final response head, skipping interim ones.
     async fn receive(&mut self) -> Result<Head, Error> {
-        if let Some(head) = self.early.take() {
-            return Ok(*head);
-        }
         loop {
             if let Some(head) = parse_head(&mut self.buf)? {
                 if head.status.is_informational() && head.status != StatusCode::SWITCHING_PROTOCOLS {
@@ -378,11 +360,13 @@ impl Conn {
         }
     }
 
-    /// The response for `head`, with its body set up to read from this connection.
+    /// The response for `head`, with its body set up to read from this connection
+    /// (which goes `home` after it, unless the request was not sent `whole`).
     fn respond(
         mut self,
         method: &Method,
         head: Head,
+        whole: bool,
         home: Arc<dyn Home>,
     ) -> Result<Response<ResponseBody>, Error> {
         let Head { status, version, headers } = head;
@@ -398,14 +382,12 @@ impl Conn {
         let decode = response_framing(method, status, &headers)?;
         // Both framings at once: the length was a lie; do not trust what follows.
         let both = headers.contains_key(TRANSFER_ENCODING) && headers.contains_key(CONTENT_LENGTH);
-        let reusable =
-            keeps_alive(version, &headers) && !matches!(decode, Decode::Close) && !self.cut && !both;
+        let reusable = whole && keeps_alive(version, &headers) && !matches!(decode, Decode::Close) && !both;
         *resp.headers_mut() = headers;
         let mut body = ResponseBody {
             conn: Some(self),
             decode,
-            reusable,
-            home: Some(home),
+            home: reusable.then_some(home),
             read_size: READ_SIZE,
             delivered: false,
             failed: None,
@@ -435,6 +417,14 @@ enum Broke {
     ClientBody(BoxError),
 }
 
+/// How the rest of a request body went out ([`Conn::send_rest`]).
+enum Sending {
+    /// All of it; with the target's success head, when it came meanwhile.
+    Whole(Option<Head>),
+    /// The target answered with an error first, and the rest was not sent.
+    Refused(Head),
+}
+
 /// What [`Conn::watching`] saw first.
 enum Watched<T> {
     /// The operation finished.
@@ -448,19 +438,20 @@ enum Watched<T> {
 async fn write_buf(io: &mut Stream, buf: &mut impl Buf) -> Result<(), (io::Error, bool)> {
     let total = buf.remaining();
     while buf.has_remaining() {
-        let written = std::future::poll_fn(|cx| {
-            let mut slices = [io::IoSlice::new(&[]); 4];
-            let n = buf.chunks_vectored(&mut slices);
-            Pin::new(&mut *io).poll_write_vectored(cx, &slices[..n])
-        })
-        .await;
-        match written {
+        match std::future::poll_fn(|cx| poll_write_buf(io, cx, buf)).await {
             Ok(0) => return Err((io::ErrorKind::WriteZero.into(), buf.remaining() < total)),
             Ok(n) => buf.advance(n),
             Err(e) => return Err((e, buf.remaining() < total)),
         }
     }
     io.flush().await.map_err(|e| (e, true))
+}
+
+/// One vectored write of what `buf` holds (up to four of its pieces).
+fn poll_write_buf(io: &mut Stream, cx: &mut Context<'_>, buf: &impl Buf) -> Poll<io::Result<usize>> {
+    let mut slices = [io::IoSlice::new(&[]); 4];
+    let n = buf.chunks_vectored(&mut slices);
+    Pin::new(io).poll_write_vectored(cx, &slices[..n])
 }
 
 /// How a request body is framed on the wire.
@@ -507,13 +498,18 @@ fn encode_head(out: &mut Vec<u8>, parts: &Parts) {
     let target = parts.uri.path_and_query().map_or("/", |p| p.as_str());
     out.extend_from_slice(if target.is_empty() { b"/" } else { target.as_bytes() });
     out.extend_from_slice(b" HTTP/1.1\r\n");
-    for (name, value) in &parts.headers {
+    write_fields(out, &parts.headers);
+    out.extend_from_slice(b"\r\n");
+}
+
+/// Header (or trailer) lines, each `name: value` and CRLF.
+fn write_fields(out: &mut Vec<u8>, fields: &HeaderMap) {
+    for (name, value) in fields {
         out.extend_from_slice(name.as_str().as_bytes());
         out.extend_from_slice(b": ");
         out.extend_from_slice(value.as_bytes());
         out.extend_from_slice(b"\r\n");
     }
-    out.extend_from_slice(b"\r\n");
 }
 
 /// Chunked framing around pieces of request body: a chunk's size line goes at the end
@@ -535,11 +531,8 @@ impl Tail {
     fn end(&mut self, framing: Framing, trailers: Option<&HeaderMap>) {
         if framing == Framing::Chunked {
             self.bytes.extend_from_slice(b"0\r\n");
-            for (name, value) in trailers.into_iter().flatten() {
-                self.bytes.extend_from_slice(name.as_str().as_bytes());
-                self.bytes.extend_from_slice(b": ");
-                self.bytes.extend_from_slice(value.as_bytes());
-                self.bytes.extend_from_slice(b"\r\n");
+            if let Some(trailers) = trailers {
+                write_fields(&mut self.bytes, trailers);
             }
             self.bytes.extend_from_slice(b"\r\n");
         }
@@ -797,8 +790,8 @@ pub(crate) struct ResponseBody {
     /// The connection, until the body ends.
     conn: Option<Conn>,
     decode: Decode,
-    /// The connection can carry another request once this body has ended.
-    reusable: bool,
+    /// Where the connection goes once this body has ended; none when it cannot carry
+    /// another request.
     home: Option<Arc<dyn Home>>,
     /// The next read's room: doubled up to [`MAX_READ`] while reads fill it.
     read_size: usize,
@@ -813,7 +806,6 @@ impl ResponseBody {
         ResponseBody {
             conn: None,
             decode: Decode::Done,
-            reusable: false,
             home: None,
             read_size: 0,
             delivered: false,
@@ -825,7 +817,7 @@ impl ResponseBody {
     fn finish(&mut self) {
         self.decode = Decode::Done;
         let conn = self.conn.take();
-        if let (Some(conn), Some(home), true) = (conn, self.home.take(), self.reusable)
+        if let (Some(conn), Some(home)) = (conn, self.home.take())
             && conn.buf.is_empty()
         {
             home.take_back(conn);
