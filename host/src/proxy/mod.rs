@@ -351,21 +351,19 @@ where
         *resp.version_mut() = http::Version::HTTP_11;
     }
 
-    match client_upgrade {
-        Some(client) if resp.status() == StatusCode::SWITCHING_PROTOCOLS => {
-            let Some(upstream_side) = crate::upstream::UpstreamUpgrade::take(&mut resp) else {
-                let target = ex.upstream.as_deref().map_or_else(String::new, str::to_owned);
-                return Err(ProxyError::UnexpectedUpgrade { target });
-            };
-            tokio::spawn(upgrade::tunnel(client, upstream_side));
-            headers::strip_hop_by_hop(resp.headers_mut(), true);
-        }
-        // A switch nobody asked for (or the route does not allow) opens no tunnel.
-        _ if resp.status() == StatusCode::SWITCHING_PROTOCOLS => {
-            let target = ex.upstream.as_deref().map_or_else(String::new, str::to_owned);
-            return Err(ProxyError::UnexpectedUpgrade { target });
-        }
-        _ => headers::strip_hop_by_hop(resp.headers_mut(), false),
+    if resp.status() != StatusCode::SWITCHING_PROTOCOLS {
+        headers::strip_hop_by_hop(resp.headers_mut(), false);
+        return Ok(resp);
     }
+    // A switch nobody asked for (or the route does not allow), or without the
+    // target's connection to join, opens no tunnel.
+    let (Some(client), Some(upstream_side)) =
+        (client_upgrade, crate::upstream::UpstreamUpgrade::take(&mut resp))
+    else {
+        let target = ex.upstream.as_deref().map_or_else(String::new, str::to_owned);
+        return Err(ProxyError::UnexpectedUpgrade { target });
+    };
+    tokio::spawn(upgrade::tunnel(client, upstream_side));
+    headers::strip_hop_by_hop(resp.headers_mut(), true);
     Ok(resp)
 }
