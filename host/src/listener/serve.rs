@@ -8,7 +8,6 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::snapshot::Snapshot;
 use bytes::{Bytes, BytesMut};
 use http::{Request, Response};
 use hyper::body::Incoming;
@@ -28,7 +27,7 @@ use super::lot::{Idle, Lot, Parked};
 use crate::body::Body;
 use crate::config::Name;
 use crate::observability::metrics::{OpenConnection, Protocol};
-use crate::snapshot::SnapshotCell;
+use crate::snapshot::{Snapshot, SnapshotCell};
 
 /// What the proxy knows about the connection a request arrived on.
 #[derive(Debug)]
