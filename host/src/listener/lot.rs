@@ -137,12 +137,7 @@ impl Lot {
 
     /// Takes out the rows whose idle timeout has passed by `now`.
     pub fn expired(&mut self, now: Instant, out: &mut Vec<Parked>) {
-        let registry = self.poll.get_ref().registry();
-        for row in 0..self.rows.rows.len() {
-            if self.rows.rows[row].as_ref().is_some_and(|p| p.idle.until <= now) {
-                out.extend(self.rows.take(row, registry));
-            }
-        }
+        self.rows.take_where(|p| p.idle.until <= now, self.poll.get_ref().registry(), out);
         if self.rows.len() == 0 && self.rows.rows.capacity() > EVENTS {
             // A crowd of idle connections has left: give its table back.
             self.rows = Rows::default();
@@ -151,10 +146,7 @@ impl Lot {
 
     /// Takes out every row.
     pub fn drain(&mut self, out: &mut Vec<Parked>) {
-        let registry = self.poll.get_ref().registry();
-        for row in 0..self.rows.rows.len() {
-            out.extend(self.rows.take(row, registry));
-        }
+        self.rows.take_where(|_| true, self.poll.get_ref().registry(), out);
     }
 }
 
@@ -185,6 +177,20 @@ impl Rows {
         } else {
             debug_assert_eq!(row, self.rows.len(), "a row from `vacant`");
             self.rows.push(Some(p));
+        }
+    }
+
+    /// Takes out every row that `which` picks.
+    fn take_where(
+        &mut self,
+        which: impl Fn(&Parked) -> bool,
+        registry: &mio::Registry,
+        out: &mut Vec<Parked>,
+    ) {
+        for row in 0..self.rows.len() {
+            if self.rows[row].as_ref().is_some_and(&which) {
+                out.extend(self.take(row, registry));
+            }
         }
     }
 
