@@ -14,6 +14,8 @@
 //! [`Gateway`] ties them together; tests and benches drive it through
 //! [`Gateway::builder`].
 
+#[cfg(feature = "mimalloc")]
+pub mod allocator;
 pub mod body;
 pub mod cache;
 pub mod cli;

@@ -1,11 +1,13 @@
 //! The `sluice` binary: all logic lives in the library (`sluice::cli`).
 
-/// mimalloc instead of the C library's malloc, with `--features mimalloc` (off by
-/// default; the measurements are in BENCHMARKS.md, "Slow readers and the allocator").
+/// mimalloc instead of the C library's malloc (the default feature `mimalloc`; the
+/// measurements are in BENCHMARKS.md, P1, "the allocator").
 #[cfg(feature = "mimalloc")]
 #[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static ALLOCATOR: sluice::allocator::MiMalloc = sluice::allocator::MiMalloc;
 
 fn main() -> std::process::ExitCode {
+    #[cfg(feature = "mimalloc")]
+    sluice::allocator::configure();
     sluice::cli::main()
 }

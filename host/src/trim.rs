@@ -8,8 +8,9 @@
 //! once-a-second housekeeping asks glibc to return whole free pages (`malloc_trim`)
 //! after a batch of them: the work (a walk over the free lists, a few `madvise` calls)
 //! happens at most once a second and only after connections parked, never on the
-//! request path. Other allocators (mimalloc with `--features mimalloc`) return freed
-//! pages on their own; the call is then a no-op on glibc's unused heap.
+//! request path. mimalloc (the binary's default allocator, `allocator.rs`) returns
+//! freed pages on its own; the call is then a no-op on glibc's unused heap. Tests
+//! and builds with `--no-default-features` allocate with glibc and rely on it.
 
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 

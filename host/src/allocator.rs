@@ -1,0 +1,150 @@
+//! The binary's allocator: mimalloc, called the way the C library's `malloc` is.
+//!
+//! The `mimalloc` crate's own `GlobalAlloc` asks for every block through
+//! `mi_malloc_aligned`, even when the alignment is one `mi_malloc` gives anyway; that
+//! detour cost ~90 instructions per allocation on the proxy path (BENCHMARKS.md, P1,
+//! "the allocator"). This one takes the plain entry points when the alignment is at
+//! most what they guarantee (a word), as the standard library's `System` does with
+//! `malloc`, and the aligned ones otherwise.
+
+use std::alloc::{GlobalAlloc, Layout};
+use std::ffi::{c_int, c_long, c_void};
+
+use libmimalloc_sys as mi;
+
+/// The alignment every block from mimalloc's plain entry points has: a word. (A
+/// 24-byte block, say, lies in a page of 24-byte blocks, so it is 8- but not always
+/// 16-aligned; the C library's 16 cannot be assumed.) Layouts asking for more take the
+/// aligned entry points.
+const PLAIN_ALIGN: usize = std::mem::size_of::<usize>();
+
+/// mimalloc as the global allocator: `#[global_allocator] static A: MiMalloc = MiMalloc;`.
+pub struct MiMalloc;
+
+fn plain(align: usize) -> bool {
+    align <= PLAIN_ALIGN
+}
+
+// SAFETY: every block comes from mimalloc and goes back to it: `mi_free` takes blocks
+// from both the plain and the aligned entry points, and `mi_realloc` keeps the plain
+// alignment guarantee, so a block reallocated on the plain path stays aligned for its
+// layout. Sizes are never zero (`GlobalAlloc`'s contract).
+#[allow(unsafe_code)]
+unsafe impl GlobalAlloc for MiMalloc {
+    #[inline]
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        // SAFETY: plain calls into mimalloc with a non-zero size.
+        unsafe {
+            if plain(layout.align()) {
+                mi::mi_malloc(layout.size()).cast()
+            } else {
+                mi::mi_malloc_aligned(layout.size(), layout.align()).cast()
+            }
+        }
+    }
+
+    #[inline]
+    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        // SAFETY: as for `alloc`.
+        unsafe {
+            if plain(layout.align()) {
+                mi::mi_zalloc(layout.size()).cast()
+            } else {
+                mi::mi_zalloc_aligned(layout.size(), layout.align()).cast()
+            }
+        }
+    }
+
+    #[inline]
+    unsafe fn dealloc(&self, ptr: *mut u8, _layout: Layout) {
+        // SAFETY: `ptr` came from this allocator, hence from mimalloc.
+        unsafe { mi::mi_free(ptr.cast::<c_void>()) }
+    }
+
+    #[inline]
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        // SAFETY: `ptr` came from this allocator with `layout`; the new size is
+        // non-zero.
+        unsafe {
+            if plain(layout.align()) {
+                mi::mi_realloc(ptr.cast::<c_void>(), new_size).cast()
+            } else {
+                mi::mi_realloc_aligned(ptr.cast::<c_void>(), new_size, layout.align()).cast()
+            }
+        }
+    }
+}
+
+/// mimalloc's options, numbered as in its v2 `mimalloc.h` (`mi_option_t`).
+const OPTION_ARENA_EAGER_COMMIT: c_int = 4;
+const OPTION_PURGE_DELAY: c_int = 15;
+
+// SAFETY: `mi_option_set` (mimalloc's `options.c`) stores a value in a static table; it
+// has no preconditions and any option number below `_mi_option_last` is valid.
+#[allow(unsafe_code)]
+unsafe extern "C" {
+    safe fn mi_option_set(option: c_int, value: c_long);
+}
+
+/// Sets mimalloc's options for a gateway: call first thing in `main`.
+///
+/// - Memory freed back into a wholly free page is returned to the OS at once
+///   (`purge_delay` 0) rather than 10 ms later at the next allocation: an idle
+///   gateway makes no next allocation, so 1,000 parked HTTP/1 connections kept their
+///   freed buffers resident (20.8 KiB each instead of 1.4; BENCHMARKS.md, P6). The
+///   request path reuses its pages before they empty, so this adds no system calls
+///   there.
+/// - Arenas are committed as their pages are used, not all at once
+///   (`arena_eager_commit` 0): committed eagerly, transparent huge pages backed them
+///   and an idle gateway started 8 MB larger.
+///
+/// An operator's `MIMALLOC_*` environment variables are read before this and are
+/// overridden by it for these two options.
+pub fn configure() {
+    mi_option_set(OPTION_PURGE_DELAY, 0);
+    mi_option_set(OPTION_ARENA_EAGER_COMMIT, 0);
+    #[cfg(target_os = "linux")]
+    // SAFETY: `prctl(PR_SET_THP_DISABLE, 1, 0, 0, 0)` sets a flag on this process's
+    // memory map; no pointers are passed.
+    #[allow(unsafe_code)]
+    unsafe {
+        libc::prctl(libc::PR_SET_THP_DISABLE, 1, 0, 0, 0);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every path hands back a block aligned as asked, that can be written whole, and
+    /// that keeps its bytes when it grows or shrinks.
+    #[test]
+    #[allow(unsafe_code)]
+    fn blocks_are_aligned_and_keep_their_bytes() {
+        let a = MiMalloc;
+        for &(size, align) in
+            &[(1, 1), (8, 8), (24, 8), (24, 16), (16, 16), (100, 32), (4096, 128), (8, 4096)]
+        {
+            let layout = Layout::from_size_align(size, align).unwrap();
+            // SAFETY: a non-zero layout; the block is written within its size and
+            // freed once, with the layout it has at that point.
+            unsafe {
+                let p = a.alloc(layout);
+                assert!(!p.is_null());
+                assert_eq!(p as usize % align, 0, "{size} bytes aligned to {align}");
+                std::ptr::write_bytes(p, 0xA5, size);
+                let grown = a.realloc(p, layout, size * 3);
+                assert_eq!(grown as usize % align, 0, "grown {size} bytes aligned to {align}");
+                assert!((0..size).all(|i| *grown.add(i) == 0xA5));
+                let shrunk = a.realloc(grown, Layout::from_size_align(size * 3, align).unwrap(), size);
+                assert_eq!(shrunk as usize % align, 0);
+                assert!((0..size).all(|i| *shrunk.add(i) == 0xA5));
+                a.dealloc(shrunk, layout);
+                let z = a.alloc_zeroed(layout);
+                assert_eq!(z as usize % align, 0);
+                assert!((0..size).all(|i| *z.add(i) == 0));
+                a.dealloc(z, layout);
+            }
+        }
+    }
+}
