@@ -344,7 +344,11 @@ impl Conn {
     /// Reads the final response head, skipping interim ones.
     async fn receive(&mut self) -> Result<Head, Error> {
         loop {
-            if let Some(head) = parse_head(&mut self.buf)? {
+            // Nothing to parse before the first read (the usual case: the request
+            // just went out).
+            if !self.buf.is_empty()
+                && let Some(head) = parse_head(&mut self.buf)?
+            {
                 if head.status.is_informational() && head.status != StatusCode::SWITCHING_PROTOCOLS {
                     continue;
                 }

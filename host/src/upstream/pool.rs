@@ -128,21 +128,41 @@ impl Pool {
     pub fn prepare(&self, req: &mut Request<Body>) {
         let s = &*self.settings;
         let path = req.uri().path_and_query().cloned().unwrap_or_else(|| PathAndQuery::from_static("/"));
-        let host = s
-            .host_header
-            .clone()
-            .or_else(|| req.headers().get(HOST).cloned())
-            .or_else(|| req.uri().authority().and_then(|a| HeaderValue::from_str(a.as_str()).ok()))
-            .or_else(|| HeaderValue::from_str(&self.address).ok());
+        // The upstream's own Host, else the client's, else the request target's
+        // authority, else the target's address.
+        let fallback = |uri: &Uri| {
+            uri.authority()
+                .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
+                .or_else(|| HeaderValue::from_str(&self.address).ok())
+        };
         match s.protocol {
             Protocol::Http1 => {
+                // One client Host stays where it is (taking it out and putting it back
+                // cost two lookups per request); it is set when replaced, missing, or
+                // given twice (a plugin may append one), as one.
+                let set = match &s.host_header {
+                    Some(h) => Some(h.clone()),
+                    None => {
+                        let mut given = req.headers().get_all(HOST).iter();
+                        match (given.next(), given.next()) {
+                            (Some(_), None) => None,
+                            (Some(first), Some(_)) => Some(first.clone()),
+                            (None, _) => fallback(req.uri()),
+                        }
+                    }
+                };
                 *req.uri_mut() = Uri::from(path);
                 *req.version_mut() = Version::HTTP_11;
-                if let Some(h) = host {
+                if let Some(h) = set {
                     req.headers_mut().insert(HOST, h);
                 }
             }
             Protocol::Http2 => {
+                let host = s
+                    .host_header
+                    .clone()
+                    .or_else(|| req.headers().get(HOST).cloned())
+                    .or_else(|| fallback(req.uri()));
                 let authority = host
                     .and_then(|h| Authority::try_from(h.as_bytes()).ok())
                     .or_else(|| self.authority.clone());

@@ -57,12 +57,15 @@ where
     Arc::new(move |req| Box::pin(f(req)))
 }
 
-/// Answers `name` (and the request's version, host and URI in headers).
+/// Answers `name` (and the request's version, host, number of hosts and URI in
+/// headers).
 fn named(name: &'static str) -> Handler {
     handler(move |req: Request<Incoming>| async move {
         let host = req.headers().get("host").cloned();
+        let hosts = req.headers().get_all("host").iter().count();
         Response::builder()
             .header("x-server", name)
+            .header("x-hosts", hosts)
             .header("x-version", format!("{:?}", req.version()))
             .header("x-uri", req.uri().to_string())
             .header("x-host", host.unwrap_or_else(|| http::HeaderValue::from_static("-")))
@@ -226,6 +229,35 @@ async fn host_header_override() {
         upstream(&format!("{{ targets: [{{ address: '{}' }}], host_header: api.internal }}", srv.address()));
     let resp = up.forward(get("/")).await.unwrap();
     assert_eq!(header(&resp, "x-host"), "api.internal");
+}
+
+/// The client's one Host goes on untouched; a request without one gets the target's
+/// address, and one with two (a plugin may append) goes on with the first, once.
+#[tokio::test]
+async fn host_header_is_added_when_missing_and_given_once() {
+    let srv = serve(named("a")).await;
+    let up = upstream(&format!("targets: [{{ address: '{}' }}]", srv.address()));
+    let bare = Request::builder().uri("/").body(body::empty()).unwrap();
+    let resp = up.forward(bare).await.unwrap();
+    assert_eq!(header(&resp, "x-host"), srv.address(), "no Host: the target's address");
+    assert_eq!(header(&resp, "x-hosts"), "1");
+    let absolute = Request::builder().uri("http://abs.example:81/x").body(body::empty()).unwrap();
+    let resp = up.forward(absolute).await.unwrap();
+    assert_eq!(header(&resp, "x-host"), "abs.example:81", "no Host: the target's authority");
+    let twice = Request::builder()
+        .uri("/")
+        .header("host", "first.example")
+        .header("host", "second.example")
+        .body(body::empty())
+        .unwrap();
+    let resp = up.forward(twice).await.unwrap();
+    assert_eq!(header(&resp, "x-host"), "first.example");
+    assert_eq!(header(&resp, "x-hosts"), "1", "two Hosts go on as one");
+    let resp = up.forward(get("/")).await.unwrap();
+    assert_eq!(
+        (header(&resp, "x-host").as_str(), header(&resp, "x-hosts").as_str()),
+        ("client.example", "1")
+    );
 }
 
 #[tokio::test]
