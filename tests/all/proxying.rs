@@ -66,6 +66,47 @@ async fn forwarded_header_when_configured() {
     gw.shutdown().await;
 }
 
+/// Trusted forwarding headers are extended with this hop; untrusted ones (the
+/// default) are replaced, all four of them, and a request without any gets only this
+/// hop's.
+#[tokio::test]
+async fn forwarding_headers_are_extended_only_when_trusted() {
+    let up = TestServer::echo().await;
+    let send = |gw: &sluice::Gateway, spoof: bool| {
+        let mut req = Request::get(url(gw.addr("public"), "/"));
+        if spoof {
+            req = req
+                .header("x-forwarded-for", "6.6.6.6")
+                .header("x-forwarded-host", "evil.example")
+                .header("forwarded", "for=6.6.6.6");
+        }
+        let req = req.body(full("")).unwrap();
+        async move { Client::http1().send(req).await.json()["headers"].clone() }
+    };
+    let trusted = one_upstream(up.addr).replace(
+        "address: 127.0.0.1:0\n",
+        "address: 127.0.0.1:0\n    forwarded: { forwarded: true, trust_incoming: true }\n",
+    );
+    let gw = gateway(&trusted).await;
+    let h = send(&gw, true).await;
+    assert_eq!(h["x-forwarded-for"], "6.6.6.6, 127.0.0.1");
+    let fwd = h["forwarded"].as_str().unwrap();
+    assert!(fwd.starts_with("for=6.6.6.6, for=127.0.0.1;proto=http"), "{fwd}");
+    let h = send(&gw, false).await;
+    assert_eq!(h["x-forwarded-for"], "127.0.0.1");
+    assert!(h["forwarded"].as_str().unwrap().starts_with("for=127.0.0.1;"));
+    gw.shutdown().await;
+
+    let untrusted = one_upstream(up.addr)
+        .replace("address: 127.0.0.1:0\n", "address: 127.0.0.1:0\n    forwarded: { forwarded: true }\n");
+    let gw = gateway(&untrusted).await;
+    let h = send(&gw, true).await;
+    assert_eq!(h["x-forwarded-for"], "127.0.0.1");
+    assert_ne!(h["x-forwarded-host"], "evil.example");
+    assert!(h["forwarded"].as_str().unwrap().starts_with("for=127.0.0.1;"), "{}", h["forwarded"]);
+    gw.shutdown().await;
+}
+
 /// An upstream that streams the request body straight back.
 async fn mirror() -> TestServer {
     TestServer::start(|req: Request<hyper::body::Incoming>| async move {

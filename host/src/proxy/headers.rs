@@ -18,13 +18,51 @@ const HOP_BY_HOP: [HeaderName; 7] = [
     header::TRANSFER_ENCODING,
 ];
 
+/// What one pass over a request's header names found. The steps after it look up or
+/// remove (hashing the name, each time) only what is there: most requests carry
+/// none of these, and a pass of comparisons costs less than one lookup.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Found {
+    /// A hop-by-hop header, `Upgrade` or `HTTP2-Settings`.
+    pub hop_by_hop: bool,
+    /// `Upgrade`.
+    pub upgrade: bool,
+    /// `Expect` (hyper has answered it; it is not forwarded).
+    pub expect: bool,
+    /// A forwarding header (`X-Forwarded-*`, `Forwarded`).
+    pub forwarding: bool,
+}
+
+impl Found {
+    pub fn scan(headers: &HeaderMap) -> Found {
+        let mut found = Found::default();
+        for n in headers.keys() {
+            let upgrade = n == header::UPGRADE;
+            found.upgrade |= upgrade;
+            found.hop_by_hop |= upgrade || is_hop_by_hop(n);
+            found.expect |= n == header::EXPECT;
+            found.forwarding |= is_forwarding(n);
+        }
+        found
+    }
+}
+
+fn is_hop_by_hop(n: &HeaderName) -> bool {
+    HOP_BY_HOP.contains(n) || n == HTTP2_SETTINGS
+}
+
 /// Removes hop-by-hop headers, including any named in `Connection`. When `upgrade` is
 /// true the `Upgrade` header survives and `Connection: upgrade` is set again, so a
 /// WebSocket handshake passes through.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
     // One pass over the names (no hashing) finds whether there is anything to strip:
     // most messages have nothing, and each removal hashes its name.
-    let any = headers.keys().any(|n| HOP_BY_HOP.contains(n) || n == HTTP2_SETTINGS || n == header::UPGRADE);
+    let any = headers.keys().any(|n| is_hop_by_hop(n) || n == header::UPGRADE);
+    strip_found(headers, upgrade, any);
+}
+
+/// [`strip_hop_by_hop`] with the pass over the names already made ([`Found`]).
+pub fn strip_found(headers: &mut HeaderMap, upgrade: bool, any: bool) {
     if any {
         strip_present(headers, upgrade);
     }
@@ -103,28 +141,33 @@ const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 
+/// A forwarding header. (Compared one by one: `contains` on a const array of names
+/// measured ~140 instructions more per request than these comparisons.)
+fn is_forwarding(n: &HeaderName) -> bool {
+    n == X_FORWARDED_FOR || n == X_FORWARDED_PROTO || n == X_FORWARDED_HOST || n == header::FORWARDED
+}
+
 /// Adds `X-Forwarded-*` and/or `Forwarded` as the listener is configured, first
-/// dropping client-sent ones unless they are trusted.
-pub fn add_forwarded(headers: &mut HeaderMap, conn: &ConnInfo, host: Option<&str>) {
+/// dropping client-sent ones unless they are trusted. `present`: whether the request
+/// has any ([`Found::forwarding`]); without any, nothing is removed or read.
+pub fn add_forwarded(headers: &mut HeaderMap, conn: &ConnInfo, host: Option<&str>, present: bool) {
     let cfg = &conn.listener.forwarded;
-    // A pass over the names first: most clients send none of these, and each removal
-    // hashes its name. (Compared one by one: `contains` on a const array of names
-    // measured ~140 instructions more per request than these comparisons.)
-    let forwarding = |n: &HeaderName| {
-        n == X_FORWARDED_FOR || n == X_FORWARDED_PROTO || n == X_FORWARDED_HOST || n == header::FORWARDED
-    };
-    if !cfg.trust_incoming && headers.keys().any(forwarding) {
+    if present && !cfg.trust_incoming {
         headers.remove(&X_FORWARDED_FOR);
         headers.remove(&X_FORWARDED_PROTO);
         headers.remove(&X_FORWARDED_HOST);
         headers.remove(header::FORWARDED);
     }
+    // Earlier hops' values, to extend: there are some only when the client sent them
+    // and they are trusted.
+    let earlier = present && cfg.trust_incoming;
     // Room for what is added below, in one growth of the map at most.
     headers.reserve(4);
     let proto = if conn.tls { "https" } else { "http" };
     let ip = conn.peer.ip();
     if cfg.x_forwarded {
-        let xff = match headers.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
+        let prev = if earlier { headers.get(&X_FORWARDED_FOR) } else { None };
+        let xff = match prev.and_then(|v| v.to_str().ok()) {
             Some(prev) if !prev.is_empty() => HeaderValue::from_str(&format!("{prev}, {ip}")).ok(),
             // Written on the stack: the value is copied once, into the header.
             _ => {
@@ -157,7 +200,8 @@ pub fn add_forwarded(headers: &mut HeaderMap, conn: &ConnInfo, host: Option<&str
         {
             let _ = write!(elem, ";host=\"{h}\"");
         }
-        let value = match headers.get(header::FORWARDED).and_then(|v| v.to_str().ok()) {
+        let prev = if earlier { headers.get(header::FORWARDED) } else { None };
+        let value = match prev.and_then(|v| v.to_str().ok()) {
             Some(prev) if !prev.is_empty() => format!("{prev}, {elem}"),
             _ => elem,
         };
@@ -226,9 +270,17 @@ pub fn new_request_id() -> HeaderValue {
 /// The request's host without port: the URI authority (HTTP/2, absolute-form) or
 /// the `Host` header.
 pub fn request_host<'a>(uri: &'a http::Uri, headers: &'a HeaderMap) -> Option<&'a str> {
+    match uri.authority() {
+        Some(a) => Some(strip_port(a.as_str())),
+        None => host_of(uri, headers.get(header::HOST)),
+    }
+}
+
+/// [`request_host`] with the `Host` header already looked up.
+pub fn host_of<'a>(uri: &'a http::Uri, host: Option<&'a HeaderValue>) -> Option<&'a str> {
     let raw = match uri.authority() {
         Some(a) => a.as_str(),
-        None => headers.get(header::HOST)?.to_str().ok()?,
+        None => host?.to_str().ok()?,
     };
     Some(strip_port(raw))
 }

@@ -130,14 +130,17 @@ where
     let blame = |e: ProxyError| blame_body(e, state.as_deref(), limits);
 
     let served = ex.served.as_deref().ok_or(ProxyError::NoRoute)?;
-    let host = headers::request_host(req.uri(), req.headers());
+    // Taken once (a clone shares its bytes): routing reads it, and so does `prepare`.
+    let host_header = req.headers().get(header::HOST).cloned();
+    let host = headers::host_of(req.uri(), host_header.as_ref());
     let found =
         served.router.find_with_query(host, req.method(), req.uri().path(), req.uri().query(), req.headers());
     let found = found.ok_or(ProxyError::NoRoute)?;
     let route = &snapshot.routes[found.route];
     ex.route = Some(found.route);
     ex.params = found.params;
-    let client_upgrade = prepare(&mut req, conn, route, &ex.request_id, ex.trace.as_deref());
+    let client_upgrade =
+        prepare(&mut req, host_header.as_ref(), conn, route, &ex.request_id, ex.trace.as_deref());
 
     if route.chain.is_empty() {
         return dispatch(req, conn, snapshot, route, client_upgrade, ex).await.map_err(blame);
@@ -209,24 +212,29 @@ fn failed(e: ProxyError, ex: &mut Exchange) -> Response<Body> {
 /// headers go, `Expect` goes (hyper answered any `100-continue` towards the client when
 /// the body was first read; the upstream must not wait for one), and the forwarding
 /// headers, the request id header and (with tracing on) `traceparent` are set.
+/// The request as its target gets it. `host`: the request's `Host`, where the edge left
+/// one validated authority; it is also what the forwarding headers name, port
+/// included.
 fn prepare<B>(
     req: &mut Request<B>,
+    host: Option<&HeaderValue>,
     conn: &ConnInfo,
     route: &Route,
     id: &HeaderValue,
     trace: Option<&RequestTrace>,
 ) -> Option<ClientUpgrade> {
-    let upgrade = req.version() == http::Version::HTTP_11
+    let found = headers::Found::scan(req.headers());
+    let upgrade = found.upgrade
+        && req.version() == http::Version::HTTP_11
         && headers::wants_upgrade(req.headers())
         && headers::upgrade_allowed(req.headers(), &route.upgrades);
     let client_upgrade = upgrade.then(|| ClientUpgrade::of(&mut *req));
     let h = req.headers_mut();
-    headers::strip_hop_by_hop(h, upgrade);
-    h.remove(header::EXPECT);
-    // The edge left one validated authority in `Host`; it is also what the
-    // forwarding headers name, port included.
-    let host = h.get(header::HOST).cloned();
-    headers::add_forwarded(h, conn, host.as_ref().and_then(|v| v.to_str().ok()));
+    headers::strip_found(h, upgrade, found.hop_by_hop);
+    if found.expect {
+        h.remove(header::EXPECT);
+    }
+    headers::add_forwarded(h, conn, host.and_then(|v| v.to_str().ok()), found.forwarding);
     h.insert(conn.listener.request_id.header.clone(), id.clone());
     if let Some(t) = trace {
         h.insert(TRACEPARENT.clone(), t.traceparent().clone());
