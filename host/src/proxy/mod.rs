@@ -44,7 +44,7 @@ use crate::observability::access::Recorded;
 use crate::observability::trace::{RequestTrace, TRACEPARENT};
 use crate::plugins::{Annotations, PluginBody, UpstreamOverride};
 use crate::snapshot::{Route, Snapshot, StaticResponse, Target};
-use crate::upstream::{Upstream, UpstreamTarget};
+use crate::upstream::Upstream;
 
 /// Handles one request end to end. Never fails: errors become JSON error responses.
 /// Not an `async fn` itself: a wrapper's future would keep its own copy of the
@@ -314,6 +314,17 @@ where
     }
 }
 
+/// `req` with its body boxed (none when the client sent none).
+fn with_boxed_body<B>(req: Request<B>) -> Request<Body>
+where
+    B: http_body::Body<Data = bytes::Bytes> + Send + 'static,
+    B::Error: Into<body::BoxError>,
+{
+    let (parts, incoming) = req.into_parts();
+    let body = if incoming.is_end_stream() { body::empty() } else { body::boxed(incoming) };
+    Request::from_parts(parts, body)
+}
+
 fn content_length(headers: &http::HeaderMap) -> Result<Option<u64>, ProxyError> {
     match headers.get(header::CONTENT_LENGTH) {
         None => Ok(None),
@@ -343,17 +354,14 @@ where
     B: http_body::Body<Data = bytes::Bytes> + Send + 'static,
     B::Error: Into<body::BoxError>,
 {
-    // The request's headers were prepared before the chain ([`prepare`]). Scoped:
-    // the parts moved on take no room in this future while it waits.
-    let forwarding = {
-        let (parts, incoming) = req.into_parts();
-        let body = if incoming.is_end_stream() { body::empty() } else { body::boxed(incoming) };
-        upstream.forward(Request::from_parts(parts, body))
-    };
+    // The request's headers were prepared before the chain ([`prepare`]). Awaited
+    // where it is made, from a temporary: the upstream's future is built in this
+    // future's room rather than made aside and moved in, and the request takes no
+    // room here while it waits.
     let sent = Instant::now();
-    let mut resp = forwarding.await?;
+    let (mut resp, target) = upstream.forward_to(with_boxed_body(req)).await?;
     ex.upstream_took = Some(sent.elapsed());
-    ex.upstream = resp.extensions().get::<UpstreamTarget>().map(|t| Arc::clone(&t.0));
+    ex.upstream = Some(target);
     // The client gets an HTTP/1.1 (or HTTP/2) response whatever the upstream spoke.
     if resp.version() == http::Version::HTTP_10 {
         *resp.version_mut() = http::Version::HTTP_11;

@@ -216,8 +216,17 @@ impl Upstream {
     }
 
     /// Sends `req` to a target of this pool, retrying where safe, and returns the
-    /// target's response head with its body still streaming.
+    /// target's response head with its body still streaming, with an
+    /// [`UpstreamTarget`] naming the target in its extensions.
     pub async fn forward(&self, req: Request<Body>) -> Result<Response<Body>, ProxyError> {
+        let (mut resp, target) = self.forward_to(req).await?;
+        resp.extensions_mut().insert(UpstreamTarget(target));
+        Ok(resp)
+    }
+
+    /// [`Upstream::forward`], with the target's address returned beside the response
+    /// rather than in its extensions (a first extension costs the response a map).
+    pub async fn forward_to(&self, req: Request<Body>) -> Result<Answered, ProxyError> {
         let s = &*self.shared;
         s.budget.record_request();
         // Set by the proxy when the request has a body: a failure while the gateway
@@ -236,25 +245,24 @@ impl Upstream {
         let mut head: Option<Box<Parts>> = None;
         let attempts = s.settings.retry.attempts.saturating_add(1);
         let mut tried: u128 = 0;
-        let mut last: Option<Result<Response<Body>, ProxyError>> = None;
+        let mut last: Option<Result<Answered, ProxyError>> = None;
 
         for attempt in 1..=attempts {
             let Some((index, admission)) = s.select(tried) else { break };
             tried |= bit(index);
             let target = &s.targets[index];
-            let send = {
-                let resend = || Some(Request::from_parts(*head.take()?, replay.as_ref()?.body()));
-                let Some(mut request) = req.take().or_else(resend) else {
-                    break;
-                };
-                target.pool.prepare(&mut request);
-                target.pool.send(request, replay.is_some())
+            let resend = || Some(Request::from_parts(*head.take()?, replay.as_ref()?.body()));
+            let Some(mut request) = req.take().or_else(resend) else {
+                break;
             };
+            target.pool.prepare(&mut request);
             let in_flight = InFlight::enter(&target.in_flight);
             let mut outcome = Outcome { shared: s, index, admission, reported: false };
             let may_retry = attempt < attempts;
 
-            match send.await {
+            // Awaited where it is made: the send's future is built in this future's
+            // room, not made aside and moved in.
+            match target.pool.send(request, replay.is_some()).await {
                 Ok((resp, kept)) => {
                     head = kept;
                     target.metrics.attempt(Attempt::Response);
@@ -262,8 +270,6 @@ impl Upstream {
                     outcome.report(!status.is_server_error());
                     let read_timeout = s.settings.pool.read_timeout;
                     let resp = resp.map(|inner| body::boxed(Tracked::new(inner, in_flight, read_timeout)));
-                    let mut resp = resp;
-                    resp.extensions_mut().insert(UpstreamTarget(Arc::clone(&target.address)));
                     if may_retry && head.is_some() && s.settings.retry.on_status.contains(&status) {
                         // Honour the target's Retry-After, up to the configured wait; a
                         // longer one goes to the client as it is.
@@ -273,14 +279,14 @@ impl Upstream {
                         {
                             debug!(upstream = %s.name, target = %target.address, status = status.as_u16(), ?wait, "retrying on status");
                             s.metrics.retry(Retry::Status);
-                            last = Some(Ok(resp));
+                            last = Some(Ok((resp, Arc::clone(&target.address))));
                             if let Some(wait) = wait.filter(|w| !w.is_zero()) {
                                 Box::pin(tokio::time::sleep(wait)).await;
                             }
                             continue;
                         }
                     }
-                    return Ok(resp);
+                    return Ok((resp, Arc::clone(&target.address)));
                 }
                 Err(SendError { error, request, head: kept }) => {
                     head = kept;
@@ -308,6 +314,9 @@ impl Upstream {
         last.unwrap_or_else(|| Err(ProxyError::NoAvailableTarget { upstream: s.name.to_string() }))
     }
 }
+
+/// A target's response and the target's address ([`Upstream::forward_to`]).
+pub type Answered = (Response<Body>, Arc<str>);
 
 impl Drop for Upstream {
     fn drop(&mut self) {
