@@ -354,12 +354,14 @@ where
     B: http_body::Body<Data = bytes::Bytes> + Send + 'static,
     B::Error: Into<body::BoxError>,
 {
-    // The request's headers were prepared before the chain ([`prepare`]). Awaited
-    // where it is made, from a temporary: the upstream's future is built in this
-    // future's room rather than made aside and moved in, and the request takes no
-    // room here while it waits.
+    // The request's headers were prepared before the chain ([`prepare`]). Made, then
+    // awaited: awaited where it is made (and the pool's send in `Upstream::forward_to`
+    // too) the future is not copied into this one's room, ~510 instructions less, but
+    // the request's future grew from 8,176 to 8,416 bytes and measured 3-5% slower
+    // (BENCHMARKS.md, P1, 2026-12-04).
+    let forwarding = upstream.forward_to(with_boxed_body(req));
     let sent = Instant::now();
-    let (mut resp, target) = upstream.forward_to(with_boxed_body(req)).await?;
+    let (mut resp, target) = forwarding.await?;
     ex.upstream_took = Some(sent.elapsed());
     ex.upstream = Some(target);
     // The client gets an HTTP/1.1 (or HTTP/2) response whatever the upstream spoke.

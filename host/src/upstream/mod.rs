@@ -251,18 +251,19 @@ impl Upstream {
             let Some((index, admission)) = s.select(tried) else { break };
             tried |= bit(index);
             let target = &s.targets[index];
-            let resend = || Some(Request::from_parts(*head.take()?, replay.as_ref()?.body()));
-            let Some(mut request) = req.take().or_else(resend) else {
-                break;
+            let send = {
+                let resend = || Some(Request::from_parts(*head.take()?, replay.as_ref()?.body()));
+                let Some(mut request) = req.take().or_else(resend) else {
+                    break;
+                };
+                target.pool.prepare(&mut request);
+                target.pool.send(request, replay.is_some())
             };
-            target.pool.prepare(&mut request);
             let in_flight = InFlight::enter(&target.in_flight);
             let mut outcome = Outcome { shared: s, index, admission, reported: false };
             let may_retry = attempt < attempts;
 
-            // Awaited where it is made: the send's future is built in this future's
-            // room, not made aside and moved in.
-            match target.pool.send(request, replay.is_some()).await {
+            match send.await {
                 Ok((resp, kept)) => {
                     head = kept;
                     target.metrics.attempt(Attempt::Response);
