@@ -2,8 +2,8 @@
 //!
 //! The `mimalloc` crate's own `GlobalAlloc` asks for every block through
 //! `mi_malloc_aligned`, even when the alignment is one `mi_malloc` gives anyway; that
-//! detour cost ~90 instructions per allocation on the proxy path (BENCHMARKS.md, P1,
-//! "the allocator"). This one takes the plain entry points when the alignment is at
+//! detour cost ~23 instructions per allocation, ~390 per proxied request
+//! (BENCHMARKS.md, P1, 2026-12-04). This one takes the plain entry points when the alignment is at
 //! most what they guarantee (a word), as the standard library's `System` does with
 //! `malloc`, and the aligned ones otherwise.
 
@@ -91,12 +91,14 @@ unsafe extern "C" {
 /// - Memory freed back into a wholly free page is returned to the OS at once
 ///   (`purge_delay` 0) rather than 10 ms later at the next allocation: an idle
 ///   gateway makes no next allocation, so 1,000 parked HTTP/1 connections kept their
-///   freed buffers resident (20.8 KiB each instead of 1.4; BENCHMARKS.md, P6). The
-///   request path reuses its pages before they empty, so this adds no system calls
-///   there.
-/// - Arenas are committed as their pages are used, not all at once
-///   (`arena_eager_commit` 0): committed eagerly, transparent huge pages backed them
-///   and an idle gateway started 8 MB larger.
+///   freed buffers resident (20.8 KiB each instead of ~1.2; BENCHMARKS.md, P1,
+///   2026-12-04). The request path reuses its pages before they empty: under load,
+///   `strace` counted no purge per request, only at connection churn.
+/// - Arenas made from now on are committed as their pages are used
+///   (`arena_eager_commit` 0). The first one is made before `main`, eagerly.
+/// - Transparent huge pages are off for the process: mimalloc asks for them on its
+///   eagerly committed arenas, and an idle gateway started 6–8 MB larger and held
+///   ~37 KiB per idle HTTP/2 connection instead of ~24.
 ///
 /// An operator's `MIMALLOC_*` environment variables are read before this and are
 /// overridden by it for these two options.
