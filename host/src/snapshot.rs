@@ -32,7 +32,8 @@ pub struct Snapshot {
     /// Routes in config order; the routers return indexes into this.
     pub routes: Vec<Route>,
     /// Per listener, its router and the metrics of the routes it serves.
-    pub routers: HashMap<Name, Arc<ListenerRoutes>>,
+    /// foldhash: looked up by listener name for every request.
+    pub routers: HashMap<Name, Arc<ListenerRoutes>, foldhash::fast::RandomState>,
     /// Upstream pools by name.
     pub upstreams: HashMap<Name, Arc<Upstream>>,
     /// Listener settings, resolved (defaults applied, certificates loaded).
@@ -287,7 +288,7 @@ impl Snapshot {
         }
 
         let mut listeners = Vec::new();
-        let mut routers = HashMap::new();
+        let mut routers = HashMap::default();
         for (li, l) in cfg.listeners.iter().enumerate() {
             match ListenerSpec::build(li, l, &config, &options.metrics) {
                 Ok(spec) => listeners.push(Arc::new(spec)),
