@@ -34,17 +34,23 @@ pub struct Found {
 }
 
 impl Found {
+    /// One pass over `headers`' names.
     pub fn scan(headers: &HeaderMap) -> Found {
         let mut found = Found::default();
         for n in headers.keys() {
-            let upgrade = n == header::UPGRADE;
-            found.upgrade |= upgrade;
-            found.hop_by_hop |= upgrade || is_hop_by_hop(n);
+            found.upgrade |= n == header::UPGRADE;
+            found.hop_by_hop |= is_stripped(n);
             found.expect |= n == header::EXPECT;
             found.forwarding |= is_forwarding(n);
         }
         found
     }
+}
+
+/// A name [`strip_hop_by_hop`] may remove: hop-by-hop, or `Upgrade` (kept only for an
+/// allowed upgrade).
+fn is_stripped(n: &HeaderName) -> bool {
+    n == header::UPGRADE || is_hop_by_hop(n)
 }
 
 /// A name of [`HOP_BY_HOP`] or `HTTP2-Settings`. Matched as text: `contains` on the
@@ -70,7 +76,7 @@ fn is_hop_by_hop(n: &HeaderName) -> bool {
 pub fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
     // One pass over the names (no hashing) finds whether there is anything to strip:
     // most messages have nothing, and each removal hashes its name.
-    let any = headers.keys().any(|n| is_hop_by_hop(n) || n == header::UPGRADE);
+    let any = headers.keys().any(is_stripped);
     strip_found(headers, upgrade, any);
 }
 
@@ -282,10 +288,7 @@ pub fn new_request_id() -> HeaderValue {
 /// The request's host without port: the URI authority (HTTP/2, absolute-form) or
 /// the `Host` header.
 pub fn request_host<'a>(uri: &'a http::Uri, headers: &'a HeaderMap) -> Option<&'a str> {
-    match uri.authority() {
-        Some(a) => Some(strip_port(a.as_str())),
-        None => host_of(uri, headers.get(header::HOST)),
-    }
+    host_of(uri, headers.get(header::HOST))
 }
 
 /// [`request_host`] with the `Host` header already looked up.

@@ -211,10 +211,9 @@ fn failed(e: ProxyError, ex: &mut Exchange) -> Response<Body> {
 /// [`ClientUpgrade`] is returned; any other loses `Upgrade`, RFC 9110 §7.8), hop-by-hop
 /// headers go, `Expect` goes (hyper answered any `100-continue` towards the client when
 /// the body was first read; the upstream must not wait for one), and the forwarding
-/// headers, the request id header and (with tracing on) `traceparent` are set.
-/// The request as its target gets it. `host`: the request's `Host`, where the edge left
-/// one validated authority; it is also what the forwarding headers name, port
-/// included.
+/// headers, the request id header and (with tracing on) `traceparent` are set. `host`
+/// is the request's `Host` (the edge left one validated authority there), looked up
+/// once by the caller; the forwarding headers name it, port included.
 fn prepare<B>(
     req: &mut Request<B>,
     host: Option<&HeaderValue>,
@@ -355,10 +354,8 @@ where
     B::Error: Into<body::BoxError>,
 {
     // The request's headers were prepared before the chain ([`prepare`]). Made, then
-    // awaited: awaited where it is made (and the pool's send in `Upstream::forward_to`
-    // too) the future is not copied into this one's room, ~510 instructions less, but
-    // the request's future grew from 8,176 to 8,416 bytes and measured 3-5% slower
-    // (BENCHMARKS.md, P1, 2026-12-04).
+    // awaited: awaited where made, it measured slower (a larger request future;
+    // BENCHMARKS.md, P1, 2026-12-04).
     let forwarding = upstream.forward_to(with_boxed_body(req));
     let sent = Instant::now();
     let (mut resp, target) = forwarding.await?;
