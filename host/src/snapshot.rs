@@ -32,8 +32,8 @@ pub struct Snapshot {
     /// Routes in config order; the routers return indexes into this.
     pub routes: Vec<Route>,
     /// Per listener, its router and the metrics of the routes it serves.
-    /// foldhash: looked up by listener name for every request.
-    pub routers: HashMap<Name, Arc<ListenerRoutes>, foldhash::fast::RandomState>,
+    /// Looked up by listener name for every request: the router's fast map.
+    pub routers: crate::router::Map<Name, Arc<ListenerRoutes>>,
     /// Upstream pools by name.
     pub upstreams: HashMap<Name, Arc<Upstream>>,
     /// Listener settings, resolved (defaults applied, certificates loaded).

@@ -95,8 +95,9 @@ use table::{Entry, Table, TableBuilder};
 /// Hash maps of the lookup tables: foldhash, seeded per process. An unkeyed fast hasher
 /// was once tried by time alone and showed no clear win; counted, SipHash cost ~160
 /// instructions per lookup on these short keys (BENCHMARKS.md, P1, 2026-12-04). The
-/// keys come from the config; a request only looks them up.
-type Map<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
+/// keys come from the config; a request only looks them up. The snapshot's listener →
+/// router map is one too.
+pub(crate) type Map<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
 
 /// Path parameters captured by `{name}` segments, in pattern order.
 pub type PathParams = Vec<(Arc<str>, String)>;
