@@ -356,8 +356,8 @@ where
     // The request's headers were prepared before the chain ([`prepare`]). Made, then
     // awaited: awaited where made, it measured slower (a larger request future;
     // BENCHMARKS.md, P1, 2026-12-04).
-    let forwarding = upstream.forward_to(with_boxed_body(req));
     let sent = Instant::now();
+    let forwarding = upstream.forward_to(with_boxed_body(req), sent.into());
     let (mut resp, target) = forwarding.await?;
     ex.upstream_took = Some(sent.elapsed());
     ex.upstream = Some(target);

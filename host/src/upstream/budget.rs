@@ -40,14 +40,15 @@ impl RetryBudget {
         }
     }
 
-    /// Counts one original (non-retry) request.
-    pub fn record_request(&self) {
-        self.current().requests.fetch_add(1, Ordering::Relaxed);
+    /// Counts one original (non-retry) request, sent at `now` (a clock read the
+    /// caller already made).
+    pub fn record_request_at(&self, now: Instant) {
+        self.current(self.second_at(now)).requests.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Takes one retry from the budget; false when the budget is spent.
     pub fn try_withdraw(&self) -> bool {
-        let now = self.second();
+        let now = self.second_at(Instant::now());
         let (mut requests, mut retries) = (0u64, 0u64);
         for b in &self.buckets {
             let s = b.second.load(Ordering::Acquire);
@@ -60,16 +61,16 @@ impl RetryBudget {
         if retries >= allowed {
             return false;
         }
-        self.current().retries.fetch_add(1, Ordering::Relaxed);
+        self.current(now).retries.fetch_add(1, Ordering::Relaxed);
         true
     }
 
-    fn second(&self) -> u64 {
-        self.epoch.elapsed().as_secs() + 1
+    fn second_at(&self, now: Instant) -> u64 {
+        now.saturating_duration_since(self.epoch).as_secs() + 1
     }
 
-    fn current(&self) -> &Bucket {
-        let now = self.second();
+    /// The bucket of second `now`, emptied first if it last counted an older second.
+    fn current(&self, now: u64) -> &Bucket {
         let b = &self.buckets[(now % WINDOW_SECS) as usize];
         let s = b.second.load(Ordering::Acquire);
         if s != now && b.second.compare_exchange(s, now, Ordering::AcqRel, Ordering::Acquire).is_ok() {
@@ -91,7 +92,7 @@ mod tests {
         let b = RetryBudget::new(20, 0);
         assert!(!b.try_withdraw(), "no requests, no reserve: no retries");
         for _ in 0..50 {
-            b.record_request();
+            b.record_request_at(Instant::now());
         }
         let granted = (0..100).filter(|_| b.try_withdraw()).count();
         assert_eq!(granted, 10);
@@ -105,14 +106,14 @@ mod tests {
     async fn window_slides() {
         let b = RetryBudget::new(10, 0);
         for _ in 0..100 {
-            b.record_request();
+            b.record_request_at(Instant::now());
         }
         assert_eq!((0..100).filter(|_| b.try_withdraw()).count(), 10);
         tokio::time::advance(Duration::from_secs(5)).await;
         assert!(!b.try_withdraw(), "still inside the window");
         tokio::time::advance(Duration::from_secs(6)).await;
         for _ in 0..10 {
-            b.record_request();
+            b.record_request_at(Instant::now());
         }
         assert_eq!((0..100).filter(|_| b.try_withdraw()).count(), 1);
     }

@@ -27,7 +27,6 @@ use std::io::{self, Write as _};
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, ready};
-use std::time::Duration;
 
 use bytes::{Buf, Bytes, BytesMut};
 use http::header::{CONNECTION, CONTENT_LENGTH, TRANSFER_ENCODING};
@@ -124,7 +123,7 @@ impl Conn {
         Pin::new(&mut self.io).poll_read(&mut cx, &mut probe).is_pending()
     }
 
-    /// Writes `req` and reads the response head, both within `timeout`. The body
+    /// Writes `req` and reads the response head, both by `deadline`. The body
     /// streams from the connection; `home` gets the connection back when the
     /// response has ended and the connection can carry another. With `keep_head`,
     /// the request's head comes back with the response or the failure: a retry
@@ -133,11 +132,10 @@ impl Conn {
         mut self,
         req: Request<Body>,
         home: Arc<dyn Home>,
-        timeout: Duration,
+        deadline: Instant,
         keep_head: bool,
     ) -> Result<(Response<ResponseBody>, Option<Box<Parts>>), Failure> {
         let (mut parts, body) = req.into_parts();
-        let deadline = Instant::now() + timeout;
         let mut timer = match self.timer.take() {
             Some(mut timer) => {
                 timer.as_mut().reset(deadline);

@@ -126,7 +126,11 @@ async fn probe(shared: &Shared, index: usize, settings: &ActiveSettings) -> bool
     }
     target.pool.prepare(&mut req);
     let exchange = async {
-        let (resp, _) = target.pool.send(req, false).await.map_err(|e| e.error.to_string())?;
+        let (resp, _) = target
+            .pool
+            .send(req, false, tokio::time::Instant::now())
+            .await
+            .map_err(|e| e.error.to_string())?;
         let status = resp.status();
         let mut body = resp.into_body();
         while let Some(frame) = body.frame().await {

@@ -182,9 +182,14 @@ impl Pool {
     /// the response. With `keep_head`, the request's head comes back with the
     /// response or the failure, for a retry: the HTTP/1 client writes it without
     /// consuming it; for HTTP/2 (hyper takes the request) it is copied first.
-    pub async fn send(self: &Arc<Self>, req: Request<Body>, keep_head: bool) -> Result<Sent, SendError> {
+    pub async fn send(
+        self: &Arc<Self>,
+        req: Request<Body>,
+        keep_head: bool,
+        now: Instant,
+    ) -> Result<Sent, SendError> {
         match self.settings.protocol {
-            Protocol::Http1 => self.send_h1(req, keep_head).await,
+            Protocol::Http1 => self.send_h1(req, keep_head, now).await,
             Protocol::Http2 => {
                 let head = keep_head.then(|| Box::new(copy_head(&req)));
                 match self.send_h2(req).await {
@@ -195,21 +200,31 @@ impl Pool {
         }
     }
 
-    async fn send_h1(self: &Arc<Self>, mut req: Request<Body>, keep_head: bool) -> Result<Sent, SendError> {
+    /// `now`: the time the request is sent at; the response head is due
+    /// `request_timeout` after it (after the connection is made, if one is).
+    async fn send_h1(
+        self: &Arc<Self>,
+        mut req: Request<Body>,
+        keep_head: bool,
+        mut now: Instant,
+    ) -> Result<Sent, SendError> {
         let after = self.settings.request_timeout;
         loop {
-            let (conn, reused) = match self.checkout_h1() {
+            let (conn, reused) = match self.checkout_h1(now) {
                 Some(c) => (c, true),
                 // Boxed: connecting (TCP, TLS) is a large future and rare next to a
                 // pooled connection, and every request's future would otherwise be
                 // as large.
                 None => match Box::pin(self.connect_h1()).await {
-                    Ok(c) => (c, false),
+                    Ok(c) => {
+                        now = Instant::now();
+                        (c, false)
+                    }
                     Err(error) => return Err(SendError { error, request: Some(req), head: None }),
                 },
             };
             let home: Arc<dyn Home> = Arc::clone(self) as Arc<dyn Home>;
-            let failure = match conn.send(req, home, after, keep_head).await {
+            let failure = match conn.send(req, home, now + after, keep_head).await {
                 Ok((resp, head)) => return Ok((resp.map(ResponseBody::H1), head)),
                 Err(failure) => failure,
             };
@@ -290,10 +305,10 @@ impl Pool {
         }
     }
 
-    /// The newest pooled connection still open; expired and closed ones go.
-    fn checkout_h1(&self) -> Option<Conn> {
+    /// The newest pooled connection still open at `now`; expired and closed ones go.
+    fn checkout_h1(&self, now: Instant) -> Option<Conn> {
         let mut idle = self.idle_list().lock().unwrap();
-        let oldest = Instant::now().checked_sub(self.settings.idle_timeout);
+        let oldest = now.checked_sub(self.settings.idle_timeout);
         while let Some(mut c) = idle.pop_back() {
             if oldest.is_none_or(|d| c.since > d) && c.conn.is_open() {
                 return Some(c.conn);
