@@ -196,14 +196,44 @@ async fn drive<T: Park>(
     peer: SocketAddr,
     shutdown: &mut watch::Receiver<bool>,
 ) -> Ended {
-    let mut ticker = clock.ticker();
     let mut closing = *shutdown.borrow();
     if closing {
         Pin::new(&mut *conn).graceful_shutdown();
     }
+    // Polled by hand rather than with `select!`, which polls every branch at each
+    // wake: the shutdown watch and the tick's timer re-registered the task's waker
+    // twice per request (~700 instructions; BENCHMARKS.md, P1). Each is polled once
+    // to register, then again only once it has fired, which an atomic load tells.
+    let mut tick = std::pin::pin!(tokio::time::sleep(clock.tick));
+    let mut tick_armed = false;
+    let mut watch = shutdown.clone();
+    let mut changed = std::pin::pin!(watch.changed());
+    let mut watching = false;
     loop {
-        tokio::select! {
-            res = std::future::poll_fn(|cx| conn.poll_without_shutdown(cx)) => {
+        let woke = std::future::poll_fn(|cx| {
+            if let Poll::Ready(res) = conn.poll_without_shutdown(cx) {
+                return Poll::Ready(Woke::Conn(res));
+            }
+            if closing {
+                return Poll::Pending;
+            }
+            if !watching || !matches!(shutdown.has_changed(), Ok(false)) {
+                watching = true;
+                if changed.as_mut().poll(cx).is_ready() {
+                    return Poll::Ready(Woke::Shutdown);
+                }
+            }
+            if !tick_armed || tick.is_elapsed() {
+                tick_armed = true;
+                if tick.as_mut().poll(cx).is_ready() {
+                    return Poll::Ready(Woke::Tick);
+                }
+            }
+            Poll::Pending
+        })
+        .await;
+        match woke {
+            Woke::Conn(res) => {
                 return match res {
                     Ok(()) => Ended::Released { parked: false },
                     Err(e) => {
@@ -212,38 +242,54 @@ async fn drive<T: Park>(
                     }
                 };
             }
-            _ = shutdown.changed(), if !closing => {
+            Woke::Shutdown => {
                 closing = true;
                 Pin::new(&mut *conn).graceful_shutdown();
             }
-            _ = ticker.tick(), if !closing => match clock.tick(activity) {
-                Verdict::Active => {}
-                Verdict::HeadTimeout => {
-                    debug!(%peer, "request head not received in time; closing");
-                    return Ended::Gone;
-                }
-                Verdict::IdleTimeout => {
-                    closing = true;
-                    Pin::new(&mut *conn).graceful_shutdown();
-                }
-                Verdict::Quiet if activity.reading_head() => {}
-                Verdict::Quiet => {
-                    // Between requests hyper closes at once, touching no IO. If it
-                    // does not, it was busy after all: keep-alive is now off, so let
-                    // that exchange finish and close.
-                    Pin::new(&mut *conn).graceful_shutdown();
-                    match std::future::poll_fn(|cx| Poll::Ready(conn.poll_without_shutdown(cx))).await {
-                        Poll::Ready(Ok(())) => return Ended::Released { parked: true },
-                        Poll::Ready(Err(e)) => {
-                            debug!(%peer, error = %e, "connection ended with an error");
-                            return Ended::Gone;
+            Woke::Tick => {
+                // The next tick is a whole tick after this one was seen (a late tick
+                // is not made up for).
+                tick.as_mut().reset(tokio::time::Instant::now() + clock.tick);
+                tick_armed = false;
+                match clock.tick(activity) {
+                    Verdict::Active => {}
+                    Verdict::HeadTimeout => {
+                        debug!(%peer, "request head not received in time; closing");
+                        return Ended::Gone;
+                    }
+                    Verdict::IdleTimeout => {
+                        closing = true;
+                        Pin::new(&mut *conn).graceful_shutdown();
+                    }
+                    Verdict::Quiet if activity.reading_head() => {}
+                    Verdict::Quiet => {
+                        // Between requests hyper closes at once, touching no IO. If it
+                        // does not, it was busy after all: keep-alive is now off, so
+                        // let that exchange finish and close.
+                        Pin::new(&mut *conn).graceful_shutdown();
+                        match std::future::poll_fn(|cx| Poll::Ready(conn.poll_without_shutdown(cx))).await {
+                            Poll::Ready(Ok(())) => return Ended::Released { parked: true },
+                            Poll::Ready(Err(e)) => {
+                                debug!(%peer, error = %e, "connection ended with an error");
+                                return Ended::Gone;
+                            }
+                            Poll::Pending => closing = true,
                         }
-                        Poll::Pending => closing = true,
                     }
                 }
-            },
+            }
         }
     }
+}
+
+/// What woke [`drive`].
+enum Woke {
+    /// hyper is done with the connection.
+    Conn(hyper::Result<()>),
+    /// The gateway is shutting down.
+    Shutdown,
+    /// The connection's clock ticked.
+    Tick,
 }
 
 /// Closes a connection hyper let go of (TLS: with its close notification), giving a
