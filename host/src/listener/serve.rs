@@ -40,6 +40,16 @@ pub struct ConnInfo {
     pub local: SocketAddr,
     /// Whether the connection is TLS.
     pub tls: bool,
+    /// The client's IP address as text: the `X-Forwarded-For` each of the
+    /// connection's requests gets (when it is the first hop).
+    pub peer_ip: http::HeaderValue,
+}
+
+impl ConnInfo {
+    pub fn new(listener: Arc<ListenerSpec>, peer: SocketAddr, local: SocketAddr, tls: bool) -> ConnInfo {
+        let peer_ip = crate::proxy::headers::ip_value(peer.ip());
+        ConnInfo { listener, peer, local, tls, peer_ip }
+    }
 }
 
 /// Accepts connections on `tcp` until `shutdown` turns true, then waits up to the
@@ -173,7 +183,7 @@ async fn serve_connection(
     };
     let open = spec.metrics.accepted(known);
     let tls = spec.tls.is_some();
-    let info = Arc::new(ConnInfo { listener: Arc::clone(&spec), peer, local, tls });
+    let info = Arc::new(ConnInfo::new(Arc::clone(&spec), peer, local, tls));
     let conn = Conn { info, cell, open, spec: &spec, shutdown: &mut shutdown };
     if let Some(tls) = &spec.tls {
         // Boxed: a TLS connection's state (the handshake's, rustls' own) is large,
@@ -214,7 +224,7 @@ async fn resume(
             return None;
         }
     };
-    let info = Arc::new(ConnInfo { listener: Arc::clone(&spec), peer, local, tls: false });
+    let info = Arc::new(ConnInfo::new(Arc::clone(&spec), peer, local, false));
     let conn = Conn { info, cell, open, spec: &spec, shutdown: &mut shutdown };
     let left = Box::pin(conn.http1(stream, Bytes::new())).await?;
     Some(Parked::new(left, permit))

@@ -168,7 +168,7 @@ fn is_forwarding(n: &HeaderName) -> bool {
 /// Adds `X-Forwarded-*` and/or `Forwarded` as the listener is configured, first
 /// dropping client-sent ones unless they are trusted. `present`: whether the request
 /// has any ([`Found::forwarding`]); without any, nothing is removed or read.
-pub fn add_forwarded(headers: &mut HeaderMap, conn: &ConnInfo, host: Option<&str>, present: bool) {
+pub fn add_forwarded(headers: &mut HeaderMap, conn: &ConnInfo, host: Option<&HeaderValue>, present: bool) {
     let cfg = &conn.listener.forwarded;
     if present && !cfg.trust_incoming {
         headers.remove(&X_FORWARDED_FOR);
@@ -187,19 +187,16 @@ pub fn add_forwarded(headers: &mut HeaderMap, conn: &ConnInfo, host: Option<&str
         let prev = if earlier { headers.get(&X_FORWARDED_FOR) } else { None };
         let xff = match prev.and_then(|v| v.to_str().ok()) {
             Some(prev) if !prev.is_empty() => HeaderValue::from_str(&format!("{prev}, {ip}")).ok(),
-            // Written on the stack: the value is copied once, into the header.
-            _ => {
-                let mut buf = [0u8; 48];
-                let len = ip_text(ip, &mut buf);
-                HeaderValue::from_bytes(&buf[..len]).ok()
-            }
+            // The connection's, written once for all its requests.
+            _ => Some(conn.peer_ip.clone()),
         };
         if let Some(v) = xff {
             headers.insert(X_FORWARDED_FOR, v);
         }
         headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static(proto));
-        if let Some(h) = host.and_then(|h| HeaderValue::from_str(h).ok()) {
-            headers.insert(X_FORWARDED_HOST, h);
+        // The request's own value, shared rather than copied.
+        if let Some(h) = host.filter(|h| h.to_str().is_ok()) {
+            headers.insert(X_FORWARDED_HOST, h.clone());
         }
     }
     if cfg.forwarded {
@@ -213,8 +210,9 @@ pub fn add_forwarded(headers: &mut HeaderMap, conn: &ConnInfo, host: Option<&str
             }
         }
         let _ = write!(elem, ";proto={proto}");
-        if let Some(h) =
-            host.filter(|h| h.bytes().all(|b| b.is_ascii_alphanumeric() || b".-:[]".contains(&b)))
+        if let Some(h) = host
+            .and_then(|h| h.to_str().ok())
+            .filter(|h| h.bytes().all(|b| b.is_ascii_alphanumeric() || b".-:[]".contains(&b)))
         {
             let _ = write!(elem, ";host=\"{h}\"");
         }
@@ -227,6 +225,15 @@ pub fn add_forwarded(headers: &mut HeaderMap, conn: &ConnInfo, host: Option<&str
             headers.insert(header::FORWARDED, v);
         }
     }
+}
+
+/// `ip` as a header value (`X-Forwarded-For`'s), made once per client connection
+/// ([`ConnInfo::peer_ip`]).
+pub fn ip_value(ip: std::net::IpAddr) -> HeaderValue {
+    let mut buf = [0u8; 48];
+    let len = ip_text(ip, &mut buf);
+    // Digits, dots, colons and hex digits: always a valid value.
+    HeaderValue::from_bytes(&buf[..len]).unwrap_or(HeaderValue::from_static("unknown"))
 }
 
 /// `ip` as text into `buf`, returning its length: IPv4 by hand (the formatter took

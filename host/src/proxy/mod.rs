@@ -233,7 +233,7 @@ fn prepare<B>(
     if found.expect {
         h.remove(header::EXPECT);
     }
-    headers::add_forwarded(h, conn, host.and_then(|v| v.to_str().ok()), found.forwarding);
+    headers::add_forwarded(h, conn, host, found.forwarding);
     h.insert(conn.listener.request_id.header.clone(), id.clone());
     if let Some(t) = trace {
         h.insert(TRACEPARENT.clone(), t.traceparent().clone());
