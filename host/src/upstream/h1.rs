@@ -371,7 +371,7 @@ impl Conn {
         whole: bool,
         home: Arc<dyn Home>,
     ) -> Result<Response<ResponseBody>, Error> {
-        let Head { status, version, headers } = head;
+        let Head { status, version, headers, named } = head;
         let mut resp = Response::new(ResponseBody::empty());
         *resp.status_mut() = status;
         *resp.version_mut() = version;
@@ -381,10 +381,11 @@ impl Conn {
             *resp.headers_mut() = headers;
             return Ok(resp);
         }
-        let decode = response_framing(method, status, &headers)?;
+        let decode = response_framing(method, status, &headers, named)?;
         // Both framings at once: the length was a lie; do not trust what follows.
-        let both = headers.contains_key(TRANSFER_ENCODING) && headers.contains_key(CONTENT_LENGTH);
-        let reusable = whole && keeps_alive(version, &headers) && !matches!(decode, Decode::Close) && !both;
+        let both = named.transfer_encoding && named.content_length;
+        let reusable =
+            whole && keeps_alive(version, &headers, named) && !matches!(decode, Decode::Close) && !both;
         *resp.headers_mut() = headers;
         let mut body = ResponseBody {
             conn: Some(self),
@@ -550,6 +551,32 @@ struct Head {
     status: StatusCode,
     version: Version,
     headers: HeaderMap,
+    named: Named,
+}
+
+/// Which of the fields that frame a response and decide the connection's reuse the
+/// head has: noted while its fields are parsed, so that a response without them is
+/// not searched for them (a lookup in the map is ~100 instructions).
+#[derive(Debug, Default, Clone, Copy)]
+struct Named {
+    transfer_encoding: bool,
+    content_length: bool,
+    connection: bool,
+}
+
+impl Named {
+    fn note(&mut self, name: &HeaderName) {
+        self.transfer_encoding |= name == TRANSFER_ENCODING;
+        self.content_length |= name == CONTENT_LENGTH;
+        self.connection |= name == CONNECTION;
+    }
+
+    #[cfg(test)]
+    fn scan(headers: &HeaderMap) -> Named {
+        let mut named = Named::default();
+        headers.keys().for_each(|name| named.note(name));
+        named
+    }
 }
 
 /// Parses a complete head off the front of `buf`; `None` while it is incomplete.
@@ -582,15 +609,17 @@ fn parse_head(buf: &mut BytesMut) -> Result<Option<Head>, Error> {
     // Room for what the gateway adds to a response (its request id, a cache status, a
     // plugin's headers) without growing the map.
     let mut headers = HeaderMap::with_capacity(count + 4);
+    let mut named = Named::default();
     for &[ns, ne, vs, ve] in &spans[..count] {
         let (ns, ne, vs, ve) = (usize::from(ns), usize::from(ne), usize::from(vs), usize::from(ve));
         let name =
             HeaderName::from_bytes(&head[ns..ne]).map_err(|_| Error::Parse(httparse::Error::HeaderName))?;
         let value = HeaderValue::from_maybe_shared(head.slice(vs..ve))
             .map_err(|_| Error::Parse(httparse::Error::HeaderValue))?;
+        named.note(&name);
         headers.append(name, value);
     }
-    Ok(Some(Head { status, version, headers }))
+    Ok(Some(Head { status, version, headers, named }))
 }
 
 /// How a response body is delimited (RFC 9112 §6.3), and how much of it is left.
@@ -609,7 +638,12 @@ impl Decode {
     }
 }
 
-fn response_framing(method: &Method, status: StatusCode, headers: &HeaderMap) -> Result<Decode, Error> {
+fn response_framing(
+    method: &Method,
+    status: StatusCode,
+    headers: &HeaderMap,
+    named: Named,
+) -> Result<Decode, Error> {
     if *method == Method::HEAD
         || status.is_informational()
         || status == StatusCode::NO_CONTENT
@@ -617,7 +651,9 @@ fn response_framing(method: &Method, status: StatusCode, headers: &HeaderMap) ->
     {
         return Ok(Decode::Done);
     }
-    if let Some(te) = headers.get_all(TRANSFER_ENCODING).iter().next_back() {
+    if named.transfer_encoding
+        && let Some(te) = headers.get_all(TRANSFER_ENCODING).iter().next_back()
+    {
         let last = te.as_bytes().rsplit(|&b| b == b',').next().unwrap_or_default();
         return Ok(if last.trim_ascii().eq_ignore_ascii_case(b"chunked") {
             Decode::Chunked(Chunk::Size)
@@ -626,6 +662,9 @@ fn response_framing(method: &Method, status: StatusCode, headers: &HeaderMap) ->
         });
     }
     let mut length = None;
+    if !named.content_length {
+        return Ok(Decode::Close);
+    }
     for value in headers.get_all(CONTENT_LENGTH) {
         for item in value.as_bytes().split(|&b| b == b',') {
             let item = item.trim_ascii();
@@ -644,7 +683,10 @@ fn response_framing(method: &Method, status: StatusCode, headers: &HeaderMap) ->
 }
 
 /// Whether the connection stays open after this response.
-fn keeps_alive(version: Version, headers: &HeaderMap) -> bool {
+fn keeps_alive(version: Version, headers: &HeaderMap, named: Named) -> bool {
+    if !named.connection {
+        return version != Version::HTTP_10;
+    }
     let has = |token: &[u8]| {
         headers
             .get_all(CONNECTION)
@@ -1040,7 +1082,10 @@ mod tests {
     #[test]
     fn response_framing_follows_rfc_9112() {
         let ok = StatusCode::OK;
-        let framing = |m: Method, s: StatusCode, h: &[(&str, &str)]| response_framing(&m, s, &headers(h));
+        let framing = |m: Method, s: StatusCode, h: &[(&str, &str)]| {
+            let h = headers(h);
+            response_framing(&m, s, &h, Named::scan(&h))
+        };
         assert!(matches!(framing(Method::HEAD, ok, &[("content-length", "9")]), Ok(Decode::Done)));
         assert!(matches!(framing(Method::GET, StatusCode::NO_CONTENT, &[]), Ok(Decode::Done)));
         assert!(matches!(
@@ -1069,10 +1114,28 @@ mod tests {
 
     #[test]
     fn keep_alive_by_version_and_connection_tokens() {
-        assert!(keeps_alive(Version::HTTP_11, &headers(&[])));
-        assert!(!keeps_alive(Version::HTTP_11, &headers(&[("connection", "foo, Close")])));
-        assert!(!keeps_alive(Version::HTTP_10, &headers(&[])));
-        assert!(keeps_alive(Version::HTTP_10, &headers(&[("connection", "keep-alive")])));
+        let alive = |v: Version, h: &[(&str, &str)]| {
+            let h = headers(h);
+            keeps_alive(v, &h, Named::scan(&h))
+        };
+        assert!(alive(Version::HTTP_11, &[]));
+        assert!(!alive(Version::HTTP_11, &[("connection", "foo, Close")]));
+        assert!(!alive(Version::HTTP_10, &[]));
+        assert!(alive(Version::HTTP_10, &[("connection", "keep-alive")]));
+    }
+
+    /// The head notes the framing and connection fields it has, whatever their case,
+    /// and only those.
+    #[test]
+    fn a_parsed_head_notes_its_framing_fields() {
+        let named = |text: &str| {
+            let mut buf = BytesMut::from(text);
+            parse_head(&mut buf).expect("a valid head").expect("a whole head").named
+        };
+        let n = named("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nCONNECTION: close\r\n\r\n");
+        assert!(n.transfer_encoding && n.connection && !n.content_length, "{n:?}");
+        let n = named("HTTP/1.1 200 OK\r\ncontent-length: 3\r\nx-connection: close\r\n\r\nabc");
+        assert!(!n.transfer_encoding && !n.connection && n.content_length, "{n:?}");
     }
 
     #[test]
