@@ -9,6 +9,7 @@
 
 use std::alloc::{GlobalAlloc, Layout};
 use std::ffi::{c_int, c_long, c_void};
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 
 use libmimalloc_sys as mi;
 
@@ -77,33 +78,38 @@ unsafe impl GlobalAlloc for MiMalloc {
 
 /// mimalloc's options, numbered as in its v2 `mimalloc.h` (`mi_option_t`).
 const OPTION_ARENA_EAGER_COMMIT: c_int = 4;
-const OPTION_PURGE_DELAY: c_int = 15;
 
 // SAFETY: `mi_option_set` (mimalloc's `options.c`) stores a value in a static table; it
 // has no preconditions and any option number below `_mi_option_last` is valid.
+// `mi_collect` works on the calling thread's heap, which mimalloc makes on first use.
 #[allow(unsafe_code)]
 unsafe extern "C" {
     safe fn mi_option_set(option: c_int, value: c_long);
+    safe fn mi_collect(force: bool);
 }
+
+/// Whether [`configure`] ran: mimalloc is the process's allocator.
+static CONFIGURED: AtomicBool = AtomicBool::new(false);
 
 /// Sets mimalloc's options for a gateway: call first thing in `main`.
 ///
-/// - Memory freed back into a wholly free page is returned to the OS at once
-///   (`purge_delay` 0) rather than 10 ms later at the next allocation: an idle
-///   gateway makes no next allocation, so 1,000 parked HTTP/1 connections kept their
-///   freed buffers resident (20.8 KiB each instead of ~1.2; BENCHMARKS.md, P1,
-///   2026-12-04). The request path reuses its pages before they empty: under load,
-///   `strace` counted no purge per request, only at connection churn.
 /// - Arenas made from now on are committed as their pages are used
 ///   (`arena_eager_commit` 0). The first one is made before `main`, eagerly.
 /// - Transparent huge pages are off for the process: mimalloc asks for them on its
 ///   eagerly committed arenas, and an idle gateway started 6–8 MB larger and held
 ///   ~37 KiB per idle HTTP/2 connection instead of ~24.
 ///
+/// Freed memory is returned to the OS with mimalloc's own delay (`purge_delay`,
+/// 10 ms, at the thread's next allocation), and by each worker once a second
+/// ([`collect`], `crate::trim`) for a worker that makes no next allocation. Purging
+/// at once (`purge_delay` 0) returned every page the moment it emptied: when the
+/// request's future grew past 8 KiB into mimalloc's 512 KiB pages, each of them was
+/// given back and faulted in again every few dozen requests (BENCHMARKS.md, P1,
+/// 2026-12-04, evening).
+///
 /// An operator's `MIMALLOC_*` environment variables are read before this and are
-/// overridden by it for these two options.
+/// overridden by it for the option it sets.
 pub fn configure() {
-    mi_option_set(OPTION_PURGE_DELAY, 0);
     mi_option_set(OPTION_ARENA_EAGER_COMMIT, 0);
     #[cfg(target_os = "linux")]
     // SAFETY: `prctl(PR_SET_THP_DISABLE, 1, 0, 0, 0)` sets a flag on this process's
@@ -111,6 +117,17 @@ pub fn configure() {
     #[allow(unsafe_code)]
     unsafe {
         libc::prctl(libc::PR_SET_THP_DISABLE, 1, 0, 0, 0);
+    }
+    CONFIGURED.store(true, Relaxed);
+}
+
+/// Returns what the calling thread's heap holds free to the OS: its wholly free pages
+/// go back to their segments and every purge they have scheduled happens now. A walk
+/// over the thread's pages, for a periodic call (each worker, once a second). Does
+/// nothing unless [`configure`] ran: the library's tests allocate with the C library.
+pub fn collect() {
+    if CONFIGURED.load(Relaxed) {
+        mi_collect(true);
     }
 }
 
@@ -148,5 +165,56 @@ mod tests {
                 a.dealloc(z, layout);
             }
         }
+    }
+
+    /// A worker's periodic [`collect`] gives back the memory its thread freed: what
+    /// mimalloc counts as committed falls by most of it (its delayed purge would
+    /// otherwise wait for a next allocation that an idle worker never makes).
+    #[test]
+    #[allow(unsafe_code)]
+    fn collect_returns_a_threads_freed_memory() {
+        // SAFETY: `mi_process_info` writes each non-null pointer it is given.
+        unsafe extern "C" {
+            fn mi_process_info(
+                elapsed: *mut usize,
+                user: *mut usize,
+                system: *mut usize,
+                rss: *mut usize,
+                peak_rss: *mut usize,
+                commit: *mut usize,
+                peak_commit: *mut usize,
+                faults: *mut usize,
+            );
+        }
+        fn committed() -> usize {
+            let mut commit = 0;
+            let null = std::ptr::null_mut();
+            // SAFETY: see the declaration.
+            unsafe { mi_process_info(null, null, null, null, null, &mut commit, null, null) };
+            commit
+        }
+        configure();
+        std::thread::spawn(|| {
+            const BLOCK: usize = 16 * 1024;
+            const COUNT: usize = 1024; // 16 MiB
+            // SAFETY: blocks from mimalloc, written within their size, freed once.
+            let freed = unsafe {
+                let blocks: Vec<*mut u8> = (0..COUNT).map(|_| mi::mi_malloc(BLOCK).cast::<u8>()).collect();
+                for &b in &blocks {
+                    assert!(!b.is_null());
+                    std::ptr::write_bytes(b, 1, BLOCK);
+                }
+                blocks.into_iter().for_each(|b| mi::mi_free(b.cast()));
+                committed()
+            };
+            collect();
+            let after = committed();
+            assert!(
+                after + 8 * 1024 * 1024 <= freed,
+                "committed {freed} bytes after the frees, {after} after collect"
+            );
+        })
+        .join()
+        .unwrap();
     }
 }

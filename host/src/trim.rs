@@ -9,10 +9,32 @@
 //! after a batch of them: the work (a walk over the free lists, a few `madvise` calls)
 //! happens at most once a second and only after connections parked, never on the
 //! request path. mimalloc (the binary's default allocator, `allocator.rs`) returns
-//! freed pages on its own; the call is then a no-op on glibc's unused heap. Tests
-//! and builds with `--no-default-features` allocate with glibc and rely on it.
+//! freed pages itself, at a thread's next allocation; a worker with nothing more to
+//! do makes none, so each worker thread also asks it once a second
+//! ([`worker_tick`]). `malloc_trim` is then a no-op on glibc's unused heap. Tests and
+//! builds with `--no-default-features` allocate with glibc and rely on it.
 
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+
+/// How often each worker thread runs [`worker_tick`].
+pub const WORKER_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Worker ticks so far, all workers together (for tests).
+static WORKER_TICKS: AtomicU64 = AtomicU64::new(0);
+
+/// Run on each worker thread every [`WORKER_EVERY`]: gives back the memory that
+/// thread's allocator holds free (mimalloc's heaps are per thread;
+/// `crate::allocator::collect`).
+pub fn worker_tick() {
+    WORKER_TICKS.fetch_add(1, Relaxed);
+    #[cfg(feature = "mimalloc")]
+    crate::allocator::collect();
+}
+
+/// How many [`worker_tick`]s have run.
+pub fn worker_ticks() -> u64 {
+    WORKER_TICKS.load(Relaxed)
+}
 
 /// Releases counted since the last trim.
 static RELEASED: Batch = Batch(AtomicU64::new(0));

@@ -64,9 +64,18 @@ impl Workers {
             workers.stops.push(stop);
             std::thread::Builder::new().name(format!("sluice-worker-{index}")).spawn(move || {
                 INDEX.with(|i| i.set(Some(index)));
-                // Both a stop and the `Workers` being dropped end the wait.
+                // Both a stop and the `Workers` being dropped end the wait; till
+                // then the worker gives back its free memory once a second.
                 rt.block_on(async move {
-                    let _ = stopped.await;
+                    tokio::pin!(stopped);
+                    let mut tick = tokio::time::interval(crate::trim::WORKER_EVERY);
+                    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                    loop {
+                        tokio::select! {
+                            _ = &mut stopped => break,
+                            _ = tick.tick() => crate::trim::worker_tick(),
+                        }
+                    }
                 });
             })?;
         }
@@ -118,5 +127,17 @@ mod tests {
         }
         assert_eq!(seen, ["sluice-worker-0", "sluice-worker-1", "sluice-worker-2"]);
         assert_eq!(current(), None, "the test thread is not a worker");
+    }
+
+    /// Each worker gives back its free memory once a second, from its start on.
+    #[test]
+    fn workers_tick_to_give_back_free_memory() {
+        let before = crate::trim::worker_ticks();
+        let _workers = Workers::start(2).unwrap();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while crate::trim::worker_ticks() < before + 2 {
+            assert!(std::time::Instant::now() < deadline, "no worker ticked");
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
     }
 }
