@@ -518,6 +518,8 @@ async fn housekeeping(gw: std::sync::Weak<Inner>) {
             pool.sweep(now);
         }
         crate::trim::trim_if_due();
+        // What this thread freed (a reload's old snapshot, say).
+        crate::trim::give_back_thread_memory();
     }
 }
 

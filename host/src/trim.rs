@@ -23,10 +23,16 @@ pub const WORKER_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
 static WORKER_TICKS: AtomicU64 = AtomicU64::new(0);
 
 /// Run on each worker thread every [`WORKER_EVERY`]: gives back the memory that
-/// thread's allocator holds free (mimalloc's heaps are per thread;
-/// `crate::allocator::collect`).
+/// thread's allocator holds free ([`give_back_thread_memory`]).
 pub fn worker_tick() {
     WORKER_TICKS.fetch_add(1, Relaxed);
+    give_back_thread_memory();
+}
+
+/// Gives back the memory the calling thread's allocator holds free (mimalloc's
+/// heaps are per thread; `crate::allocator::collect`). glibc's arenas are trimmed by
+/// [`trim_if_due`] instead.
+pub fn give_back_thread_memory() {
     #[cfg(feature = "mimalloc")]
     crate::allocator::collect();
 }
