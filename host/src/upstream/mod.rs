@@ -257,19 +257,18 @@ impl Upstream {
             let Some((index, admission)) = s.select(tried, s.ms_at(now)) else { break };
             tried |= bit(index);
             let target = &s.targets[index];
-            let send = {
-                let resend = || Some(Request::from_parts(*head.take()?, replay.as_ref()?.body()));
-                let Some(mut request) = req.take().or_else(resend) else {
-                    break;
-                };
-                target.pool.prepare(&mut request);
-                target.pool.send(request, replay.is_some(), now)
+            let resend = || Some(Request::from_parts(*head.take()?, replay.as_ref()?.body()));
+            let Some(mut request) = req.take().or_else(resend) else {
+                break;
             };
+            target.pool.prepare(&mut request);
             let in_flight = InFlight::enter(&target.in_flight);
             let mut outcome = Outcome { shared: s, index, admission, reported: false };
             let may_retry = attempt < attempts;
 
-            match send.await {
+            // Awaited where made: made first, the pool's ~2 KB future was copied into
+            // this one.
+            match target.pool.send(request, replay.is_some(), now).await {
                 Ok((resp, kept)) => {
                     head = kept;
                     target.metrics.attempt(Attempt::Response);
