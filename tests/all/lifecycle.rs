@@ -57,6 +57,45 @@ async fn idle_keepalive_connections_are_closed() {
     gw.shutdown().await;
 }
 
+/// An HTTP/2 connection with nothing in flight is told to go away once idle for the
+/// listener's `idle_timeout`: the driver's clock ticks for HTTP/2 as for HTTP/1.
+#[tokio::test]
+async fn an_idle_http2_connection_is_sent_a_goaway() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let yaml = config(
+        "    limits: { idle_timeout: 200ms }\nroutes:\n  - name: ok\n    match: { path: / }\n    target: { static: { body: ok } }\n",
+    );
+    let gw = gateway(&yaml).await;
+    let mut s = tokio::net::TcpStream::connect(gw.addr("public")).await.unwrap();
+    // The connection preface and an empty SETTINGS frame (prior knowledge).
+    s.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x00\x04\x00\x00\x00\x00\x00").await.unwrap();
+    // Frames as they come (9-byte headers: length, type, flags, stream), until a
+    // GOAWAY (type 7) or the end.
+    let mut got = Vec::new();
+    let mut buf = [0u8; 1024];
+    let goaway = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            let mut at = 0;
+            while got.len() >= at + 9 {
+                let len =
+                    usize::from(got[at]) << 16 | usize::from(got[at + 1]) << 8 | usize::from(got[at + 2]);
+                if got[at + 3] == 0x07 {
+                    return true;
+                }
+                at += 9 + len;
+            }
+            match s.read(&mut buf).await {
+                Ok(0) | Err(_) => return false,
+                Ok(n) => got.extend_from_slice(&buf[..n]),
+            }
+        }
+    })
+    .await;
+    assert_eq!(goaway, Ok(true), "no GOAWAY on an idle HTTP/2 connection ({} bytes read)", got.len());
+    drop(s);
+    gw.shutdown().await;
+}
+
 #[tokio::test]
 async fn a_listener_speaks_only_the_protocols_it_lists() {
     // hyper-util's auto builder sniffs the protocol whatever it is told, so before

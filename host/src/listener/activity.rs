@@ -12,6 +12,7 @@
 //! first bytes came more than `header_read_timeout` ago is cut off. Timeouts fire at
 //! most one tick late, never early.
 
+use std::future::Future;
 use std::pin::Pin;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering::Relaxed};
@@ -133,13 +134,6 @@ pub(super) enum Verdict {
 }
 
 impl Clock {
-    /// A timer firing every tick from one tick from now.
-    pub fn ticker(&self) -> tokio::time::Interval {
-        let mut t = tokio::time::interval_at(tokio::time::Instant::now() + self.tick, self.tick);
-        t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        t
-    }
-
     pub fn new(limits: &Limits) -> Clock {
         let shorter = limits.idle_timeout.min(limits.header_read_timeout);
         let tick = (shorter / 4).clamp(Duration::from_millis(10), Duration::from_secs(5));
@@ -173,6 +167,84 @@ impl Clock {
         }
         self.quiet += 1;
         if self.quiet >= self.idle_ticks { Verdict::IdleTimeout } else { Verdict::Quiet }
+    }
+}
+
+/// What woke a connection's driver.
+pub(super) enum Woke<T> {
+    /// The protocol's connection is done, with this.
+    Done(T),
+    /// The gateway is shutting down (said once).
+    Shutdown,
+    /// The connection's clock ticked.
+    Tick,
+}
+
+/// What a connection's driver waits on besides the protocol's connection: its
+/// clock's tick and the gateway's shutdown. Polled by hand rather than with
+/// `select!`, which polls every branch at each wake of the task: the shutdown watch
+/// and the tick's timer re-registered the task's waker at every wake, twice per
+/// HTTP/1 request (~700 instructions; BENCHMARKS.md, P1, 2026-12-04, evening). Each
+/// is polled once to register, then again only once an atomic load says it fired.
+pub(super) struct Alarms {
+    period: Duration,
+    tick: Pin<Box<tokio::time::Sleep>>,
+    tick_armed: bool,
+    shutdown: tokio::sync::watch::Receiver<bool>,
+    /// Done once the shutdown was seen (then `None`).
+    changed: Option<Pin<Box<dyn Future<Output = ()> + Send>>>,
+    watching: bool,
+}
+
+impl Alarms {
+    /// The first tick one of `clock`'s ticks from now.
+    pub fn new(clock: &Clock, shutdown: &tokio::sync::watch::Receiver<bool>) -> Alarms {
+        let mut watch = shutdown.clone();
+        Alarms {
+            period: clock.tick,
+            tick: Box::pin(tokio::time::sleep(clock.tick)),
+            tick_armed: false,
+            shutdown: shutdown.clone(),
+            changed: Some(Box::pin(async move {
+                let _ = watch.changed().await;
+            })),
+            watching: false,
+        }
+    }
+
+    /// Polls `conn`, then, unless the driver is `closing`, the shutdown and the tick.
+    /// A tick is followed by the next one a whole tick after it was seen (a late tick
+    /// is not made up for).
+    pub fn poll<T>(
+        &mut self,
+        cx: &mut Context<'_>,
+        closing: bool,
+        conn: impl FnOnce(&mut Context<'_>) -> Poll<T>,
+    ) -> Poll<Woke<T>> {
+        if let Poll::Ready(done) = conn(cx) {
+            return Poll::Ready(Woke::Done(done));
+        }
+        if closing {
+            return Poll::Pending;
+        }
+        if let Some(changed) = &mut self.changed
+            && (!self.watching || !matches!(self.shutdown.has_changed(), Ok(false)))
+        {
+            self.watching = true;
+            if changed.as_mut().poll(cx).is_ready() {
+                self.changed = None;
+                return Poll::Ready(Woke::Shutdown);
+            }
+        }
+        if !self.tick_armed || self.tick.is_elapsed() {
+            self.tick_armed = true;
+            if self.tick.as_mut().poll(cx).is_ready() {
+                self.tick.as_mut().reset(tokio::time::Instant::now() + self.period);
+                self.tick_armed = false;
+                return Poll::Ready(Woke::Tick);
+            }
+        }
+        Poll::Pending
     }
 }
 

@@ -37,7 +37,7 @@ use tokio::sync::watch;
 use tracing::debug;
 
 use super::ListenerSpec;
-use super::activity::{Activity, Clock, Verdict};
+use super::activity::{Activity, Alarms, Clock, Verdict, Woke};
 use super::canned::CannedErrors;
 use super::serve::Handler;
 
@@ -200,40 +200,12 @@ async fn drive<T: Park>(
     if closing {
         Pin::new(&mut *conn).graceful_shutdown();
     }
-    // Polled by hand rather than with `select!`, which polls every branch at each
-    // wake: the shutdown watch and the tick's timer re-registered the task's waker
-    // twice per request (~700 instructions; BENCHMARKS.md, P1). Each is polled once
-    // to register, then again only once it has fired, which an atomic load tells.
-    let mut tick = std::pin::pin!(tokio::time::sleep(clock.tick));
-    let mut tick_armed = false;
-    let mut watch = shutdown.clone();
-    let mut changed = std::pin::pin!(watch.changed());
-    let mut watching = false;
+    let mut alarms = Alarms::new(clock, shutdown);
     loop {
-        let woke = std::future::poll_fn(|cx| {
-            if let Poll::Ready(res) = conn.poll_without_shutdown(cx) {
-                return Poll::Ready(Woke::Conn(res));
-            }
-            if closing {
-                return Poll::Pending;
-            }
-            if !watching || !matches!(shutdown.has_changed(), Ok(false)) {
-                watching = true;
-                if changed.as_mut().poll(cx).is_ready() {
-                    return Poll::Ready(Woke::Shutdown);
-                }
-            }
-            if !tick_armed || tick.is_elapsed() {
-                tick_armed = true;
-                if tick.as_mut().poll(cx).is_ready() {
-                    return Poll::Ready(Woke::Tick);
-                }
-            }
-            Poll::Pending
-        })
-        .await;
+        let woke =
+            std::future::poll_fn(|cx| alarms.poll(cx, closing, |cx| conn.poll_without_shutdown(cx))).await;
         match woke {
-            Woke::Conn(res) => {
+            Woke::Done(res) => {
                 return match res {
                     Ok(()) => Ended::Released { parked: false },
                     Err(e) => {
@@ -246,50 +218,34 @@ async fn drive<T: Park>(
                 closing = true;
                 Pin::new(&mut *conn).graceful_shutdown();
             }
-            Woke::Tick => {
-                // The next tick is a whole tick after this one was seen (a late tick
-                // is not made up for).
-                tick.as_mut().reset(tokio::time::Instant::now() + clock.tick);
-                tick_armed = false;
-                match clock.tick(activity) {
-                    Verdict::Active => {}
-                    Verdict::HeadTimeout => {
-                        debug!(%peer, "request head not received in time; closing");
-                        return Ended::Gone;
-                    }
-                    Verdict::IdleTimeout => {
-                        closing = true;
-                        Pin::new(&mut *conn).graceful_shutdown();
-                    }
-                    Verdict::Quiet if activity.reading_head() => {}
-                    Verdict::Quiet => {
-                        // Between requests hyper closes at once, touching no IO. If it
-                        // does not, it was busy after all: keep-alive is now off, so
-                        // let that exchange finish and close.
-                        Pin::new(&mut *conn).graceful_shutdown();
-                        match std::future::poll_fn(|cx| Poll::Ready(conn.poll_without_shutdown(cx))).await {
-                            Poll::Ready(Ok(())) => return Ended::Released { parked: true },
-                            Poll::Ready(Err(e)) => {
-                                debug!(%peer, error = %e, "connection ended with an error");
-                                return Ended::Gone;
-                            }
-                            Poll::Pending => closing = true,
+            Woke::Tick => match clock.tick(activity) {
+                Verdict::Active => {}
+                Verdict::HeadTimeout => {
+                    debug!(%peer, "request head not received in time; closing");
+                    return Ended::Gone;
+                }
+                Verdict::IdleTimeout => {
+                    closing = true;
+                    Pin::new(&mut *conn).graceful_shutdown();
+                }
+                Verdict::Quiet if activity.reading_head() => {}
+                Verdict::Quiet => {
+                    // Between requests hyper closes at once, touching no IO. If it
+                    // does not, it was busy after all: keep-alive is now off, so let
+                    // that exchange finish and close.
+                    Pin::new(&mut *conn).graceful_shutdown();
+                    match std::future::poll_fn(|cx| Poll::Ready(conn.poll_without_shutdown(cx))).await {
+                        Poll::Ready(Ok(())) => return Ended::Released { parked: true },
+                        Poll::Ready(Err(e)) => {
+                            debug!(%peer, error = %e, "connection ended with an error");
+                            return Ended::Gone;
                         }
+                        Poll::Pending => closing = true,
                     }
                 }
-            }
+            },
         }
     }
-}
-
-/// What woke [`drive`].
-enum Woke {
-    /// hyper is done with the connection.
-    Conn(hyper::Result<()>),
-    /// The gateway is shutting down.
-    Shutdown,
-    /// The connection's clock ticked.
-    Tick,
 }
 
 /// Closes a connection hyper let go of (TLS: with its close notification), giving a

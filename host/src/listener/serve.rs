@@ -20,7 +20,7 @@ use tokio::time::Instant;
 use tracing::{debug, warn};
 
 use super::ListenerSpec;
-use super::activity::{Activity, Clock, Guarded, InFlight, Verdict};
+use super::activity::{Activity, Alarms, Clock, Guarded, InFlight, Verdict, Woke};
 use super::canned::CannedErrors;
 use super::h1::Park;
 use super::lot::{Idle, Lot, Parked};
@@ -344,24 +344,24 @@ impl Conn<'_> {
         let conn = b.serve_connection(TokioIo::new(io), svc);
         tokio::pin!(conn);
         let mut clock = Clock::new(limits);
-        let mut ticker = clock.ticker();
+        let mut alarms = Alarms::new(&clock, self.shutdown);
         let mut closing = *self.shutdown.borrow();
         if closing {
             conn.as_mut().graceful_shutdown();
         }
         loop {
-            tokio::select! {
-                res = conn.as_mut() => {
+            match std::future::poll_fn(|cx| alarms.poll(cx, closing, |cx| conn.as_mut().poll(cx))).await {
+                Woke::Done(res) => {
                     if let Err(e) = res {
                         debug!(peer = %self.info.peer, error = %e, "connection ended with an error");
                     }
                     break;
                 }
-                _ = self.shutdown.changed(), if !closing => {
+                Woke::Shutdown => {
                     closing = true;
                     conn.as_mut().graceful_shutdown();
                 }
-                _ = ticker.tick(), if !closing => {
+                Woke::Tick => {
                     if clock.tick(&activity) == Verdict::IdleTimeout {
                         closing = true;
                         conn.as_mut().graceful_shutdown();
