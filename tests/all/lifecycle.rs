@@ -34,12 +34,12 @@ async fn graceful_shutdown_finishes_in_flight_requests() {
     assert!(tokio::net::TcpStream::connect(addr).await.is_err());
 }
 
+/// A listener that closes connections idle for 200 ms, with one static route.
+const IDLE_200MS: &str = "    limits: { idle_timeout: 200ms }\nroutes:\n  - name: ok\n    match: { path: / }\n    target: { static: { body: ok } }\n";
+
 #[tokio::test]
 async fn idle_keepalive_connections_are_closed() {
-    let yaml = config(
-        "    limits: { idle_timeout: 200ms }\nroutes:\n  - name: ok\n    match: { path: / }\n    target: { static: { body: ok } }\n",
-    );
-    let gw = gateway(&yaml).await;
+    let gw = gateway(&config(IDLE_200MS)).await;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut s = tokio::net::TcpStream::connect(gw.addr("public")).await.unwrap();
     s.write_all(b"GET / HTTP/1.1\r\nhost: t\r\n\r\n").await.unwrap();
@@ -62,10 +62,7 @@ async fn idle_keepalive_connections_are_closed() {
 #[tokio::test]
 async fn an_idle_http2_connection_is_sent_a_goaway() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let yaml = config(
-        "    limits: { idle_timeout: 200ms }\nroutes:\n  - name: ok\n    match: { path: / }\n    target: { static: { body: ok } }\n",
-    );
-    let gw = gateway(&yaml).await;
+    let gw = gateway(&config(IDLE_200MS)).await;
     let mut s = tokio::net::TcpStream::connect(gw.addr("public")).await.unwrap();
     // The connection preface and an empty SETTINGS frame (prior knowledge).
     s.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x00\x04\x00\x00\x00\x00\x00").await.unwrap();
