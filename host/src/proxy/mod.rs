@@ -354,8 +354,9 @@ where
     B::Error: Into<body::BoxError>,
 {
     // The request's headers were prepared before the chain ([`prepare`]). Awaited
-    // where made: made first, the upstream's ~3.7 KB future was copied into this one
-    // (BENCHMARKS.md, P1, 2026-12-04, evening).
+    // where made, as the pool's send is in `forward_to`: a future made first and
+    // awaited later can be copied whole into this one (BENCHMARKS.md, P1, 2026-12-04,
+    // evening).
     let sent = Instant::now();
     let (mut resp, target) = upstream.forward_to(with_boxed_body(req), sent.into()).await?;
     ex.upstream_took = Some(sent.elapsed());
