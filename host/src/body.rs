@@ -43,6 +43,15 @@ pub fn full(bytes: impl Into<Bytes>) -> Body {
     Full::new(bytes.into()).map_err(|never| match never {}).boxed_unsync()
 }
 
+/// Boxes a body whose error is already [`BoxError`]: no error-mapping layer for each
+/// frame to pass through, as [`boxed`] puts in.
+pub fn boxed_direct<B>(body: B) -> Body
+where
+    B: http_body::Body<Data = Bytes, Error = BoxError> + Send + 'static,
+{
+    body.boxed_unsync()
+}
+
 /// Boxes any body whose error converts to [`BoxError`].
 pub fn boxed<B>(body: B) -> Body
 where

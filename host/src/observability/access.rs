@@ -181,9 +181,9 @@ const DONE: &[u8] = b"data: [DONE]\n\n";
 
 impl Recorded {
     /// Wraps `inner`; the record is finished once.
-    pub fn new(inner: Body, mut record: Exchange) -> Self {
+    pub fn new(inner: Body, mut record: Box<Exchange>) -> Self {
         let hold = record.hold.take();
-        Self { inner, record: Some(Box::new(record)), hold, bytes: 0, done_marker: false }
+        Self { inner, record: Some(record), hold, bytes: 0, done_marker: false }
     }
 }
 

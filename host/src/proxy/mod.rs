@@ -78,7 +78,12 @@ where
     let started = Instant::now();
     let id = headers::request_id(req.headers(), &conn.listener.request_id);
     conn.listener.metrics.request_started();
-    let mut ex = Exchange::begin(&req, started, &conn.listener, conn.peer, &snapshot, id);
+    // Boxed from the start, built in its box: the response body's record keeps it, and
+    // its ~450 bytes were copied twice on the way there (BENCHMARKS.md, P1).
+    let mut ex = Box::write(
+        Box::new_uninit(),
+        Exchange::begin(&req, started, &conn.listener, conn.peer, &snapshot, id),
+    );
     // A debug span: at the default `info` level it is disabled and costs nothing
     // (an enabled span cost ~3.5 µs per request in the P1 profile).
     let span = debug_span!("request", id = ex.request_id.to_str().unwrap_or_default(), method = %req.method(), path = req.uri().path());
@@ -90,7 +95,7 @@ where
     resp.headers_mut().insert(conn.listener.request_id.header.clone(), ex.request_id.clone());
     ex.status = resp.status();
     ex.head_micros = started.elapsed().as_micros() as u64;
-    resp.map(|b| body::boxed(Recorded::new(b, ex)))
+    resp.map(|b| body::boxed_direct(Recorded::new(b, ex)))
 }
 
 async fn serve<B>(

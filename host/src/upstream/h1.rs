@@ -31,12 +31,12 @@ use std::task::{Context, Poll, ready};
 use bytes::{Buf, Bytes, BytesMut};
 use http::header::{CONNECTION, CONTENT_LENGTH, TRANSFER_ENCODING};
 use http::request::Parts;
-use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Response, StatusCode, Version};
+use http::{HeaderMap, HeaderName, HeaderValue, Method, Response, StatusCode, Version};
 use http_body::{Body as _, Frame, SizeHint};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::time::{Instant, Sleep};
 
-use super::pool::Stream;
+use super::pool::{Outgoing, Stream};
 use crate::body::{self, Body, BoxError};
 use crate::listener::Rewind;
 
@@ -94,9 +94,8 @@ pub(crate) enum Error {
 /// was (or may have been) sent comes back when the caller asked to keep it, for a
 /// retry.
 pub(super) enum Failure {
-    /// Nothing was written: the request comes back whole (boxed: it is rare, and
-    /// every send's result would otherwise be as large).
-    NotSent { request: Box<Request<Body>>, error: Error },
+    /// Nothing was written: the request comes back whole.
+    NotSent { request: Outgoing, error: Error },
     /// Some or all of the request was written.
     Sent { error: Error, head: Option<Box<Parts>> },
     /// No response head within the request timeout.
@@ -130,12 +129,12 @@ impl Conn {
     /// needs it, and it was not consumed by being written.
     pub async fn send(
         mut self,
-        req: Request<Body>,
+        req: Outgoing,
         home: Arc<dyn Home>,
         deadline: Instant,
         keep_head: bool,
     ) -> Result<(Response<ResponseBody>, Option<Box<Parts>>), Failure> {
-        let (mut parts, body) = req.into_parts();
+        let Outgoing { head: mut parts, body } = req;
         let mut timer = match self.timer.take() {
             Some(mut timer) => {
                 timer.as_mut().reset(deadline);
@@ -153,13 +152,12 @@ impl Conn {
             .await
         };
         self.timer = Some(timer);
-        let kept = |parts: Parts| keep_head.then(|| Box::new(parts));
+        let kept = |parts: Box<Parts>| keep_head.then_some(parts);
         let (head, whole) = match exchanged {
             None => return Err(Failure::TimedOut { head: kept(parts) }),
             Some(Ok(answer)) => answer,
             Some(Err(Broke::Unsent(error, body))) => {
-                let request = Box::new(Request::from_parts(parts, body));
-                return Err(Failure::NotSent { request, error });
+                return Err(Failure::NotSent { request: Outgoing { head: parts, body }, error });
             }
             Some(Err(Broke::Sent(error))) => return Err(Failure::Sent { error, head: kept(parts) }),
             Some(Err(Broke::ClientBody(error))) => return Err(Failure::ClientBody(error)),
@@ -1183,7 +1181,7 @@ mod tests {
 
     #[test]
     fn request_heads_are_written_in_origin_form() {
-        let req = Request::builder()
+        let req = http::Request::builder()
             .method(Method::PATCH)
             .uri("/a/b?c=d")
             .header("host", "up.example")

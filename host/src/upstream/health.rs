@@ -124,7 +124,8 @@ async fn probe(shared: &Shared, index: usize, settings: &ActiveSettings) -> bool
     if let Ok(host) = HeaderValue::from_str(&target.address) {
         req.headers_mut().insert(http::header::HOST, host);
     }
-    target.pool.prepare(&mut req);
+    let mut req = super::pool::Outgoing::new(req);
+    target.pool.prepare(&mut req.head);
     let exchange = async {
         let (resp, _) = target
             .pool

@@ -55,7 +55,7 @@ use self::balance::Balancer;
 use self::breaker::{Admission, Breaker};
 use self::budget::RetryBudget;
 use self::health::{Active, Passive};
-use self::pool::{Pool, ResponseBody, SendError};
+use self::pool::{Outgoing, Pool, ResponseBody, SendError};
 use self::settings::Settings;
 use crate::body::{self, Body};
 use crate::config::{DEFAULT_WEIGHT, Name, Problem, UpstreamConfig};
@@ -241,9 +241,9 @@ impl Upstream {
         // taking room in this future across the sends: every request's future is as
         // large as what it keeps across its longest wait.
         let (mut req, replay) = {
-            let (parts, body) = req.into_parts();
-            let (body, replay) = replayable(&s.settings.retry, &parts, body).await?;
-            (Some(Request::from_parts(parts, body)), replay)
+            let Outgoing { head, body } = Outgoing::new(req);
+            let (body, replay) = replayable(&s.settings.retry, &head, body).await?;
+            (Some(Outgoing { head, body }), replay)
         };
         // The head of the last attempt's request, when it may be resent: the pool
         // hands it back (`keep_head`) rather than this copying it up front.
@@ -257,11 +257,11 @@ impl Upstream {
             let Some((index, admission)) = s.select(tried, s.ms_at(now)) else { break };
             tried |= bit(index);
             let target = &s.targets[index];
-            let resend = || Some(Request::from_parts(*head.take()?, replay.as_ref()?.body()));
+            let resend = || Some(Outgoing { head: head.take()?, body: replay.as_ref()?.body() });
             let Some(mut request) = req.take().or_else(resend) else {
                 break;
             };
-            target.pool.prepare(&mut request);
+            target.pool.prepare(&mut request.head);
             let in_flight = InFlight::enter(&target.in_flight);
             let mut outcome = Outcome { shared: s, index, admission, reported: false };
             let may_retry = attempt < attempts;
@@ -275,7 +275,8 @@ impl Upstream {
                     let status = resp.status();
                     outcome.report(!status.is_server_error());
                     let read_timeout = s.settings.pool.read_timeout;
-                    let resp = resp.map(|inner| body::boxed(Tracked::new(inner, in_flight, read_timeout)));
+                    let resp =
+                        resp.map(|inner| body::boxed_direct(Tracked::new(inner, in_flight, read_timeout)));
                     if may_retry && head.is_some() && s.settings.retry.on_status.contains(&status) {
                         // Honour the target's Retry-After, up to the configured wait; a
                         // longer one goes to the client as it is.

@@ -36,8 +36,28 @@ use crate::error::ProxyError;
 /// head when it was (or may have been) and the caller asked to keep it.
 pub(crate) struct SendError {
     pub error: ProxyError,
-    pub request: Option<Request<Body>>,
+    pub request: Option<Outgoing>,
     pub head: Option<Box<Parts>>,
+}
+
+/// A request on its way to a target, its head boxed: handed down a send's layers
+/// (the upstream's attempts, the pool, the connection) it moves as a pointer and a
+/// body, not as a `Request`'s ~240 bytes, each layer's future copying it in
+/// (BENCHMARKS.md, P1); and a head kept for a retry is boxed already.
+pub(crate) struct Outgoing {
+    pub head: Box<Parts>,
+    pub body: Body,
+}
+
+impl Outgoing {
+    pub fn new(req: Request<Body>) -> Outgoing {
+        let (head, body) = req.into_parts();
+        Outgoing { head: Box::new(head), body }
+    }
+
+    pub fn into_request(self) -> Request<Body> {
+        Request::from_parts(*self.head, self.body)
+    }
 }
 
 /// A response, and the request's head when the caller asked to keep it.
@@ -125,9 +145,9 @@ impl Pool {
     /// Rewrites `req` for this target: origin-form URI for HTTP/1 (keeping the client's
     /// `Host`, or the configured one), absolute URI for HTTP/2 with the `Host` moved
     /// into `:authority`. Idempotent, so a returned request can be prepared again.
-    pub fn prepare(&self, req: &mut Request<Body>) {
+    pub fn prepare(&self, head: &mut Parts) {
         let s = &*self.settings;
-        let path = req.uri().path_and_query().cloned().unwrap_or_else(|| PathAndQuery::from_static("/"));
+        let path = head.uri.path_and_query().cloned().unwrap_or_else(|| PathAndQuery::from_static("/"));
         // The upstream's own Host, else the client's, else the request target's
         // authority, else the target's address.
         let fallback = |uri: &Uri| {
@@ -143,26 +163,26 @@ impl Pool {
                 let set = match &s.host_header {
                     Some(h) => Some(h.clone()),
                     None => {
-                        let mut given = req.headers().get_all(HOST).iter();
+                        let mut given = head.headers.get_all(HOST).iter();
                         match (given.next(), given.next()) {
                             (Some(_), None) => None,
                             (Some(first), Some(_)) => Some(first.clone()),
-                            (None, _) => fallback(req.uri()),
+                            (None, _) => fallback(&head.uri),
                         }
                     }
                 };
-                *req.uri_mut() = Uri::from(path);
-                *req.version_mut() = Version::HTTP_11;
+                head.uri = Uri::from(path);
+                head.version = Version::HTTP_11;
                 if let Some(h) = set {
-                    req.headers_mut().insert(HOST, h);
+                    head.headers.insert(HOST, h);
                 }
             }
             Protocol::Http2 => {
                 let host = s
                     .host_header
                     .clone()
-                    .or_else(|| req.headers().get(HOST).cloned())
-                    .or_else(|| fallback(req.uri()));
+                    .or_else(|| head.headers.get(HOST).cloned())
+                    .or_else(|| fallback(&head.uri));
                 let authority = host
                     .and_then(|h| Authority::try_from(h.as_bytes()).ok())
                     .or_else(|| self.authority.clone());
@@ -171,9 +191,9 @@ impl Pool {
                 parts.scheme = Some(scheme);
                 parts.authority = authority;
                 parts.path_and_query = Some(path.clone());
-                *req.uri_mut() = Uri::from_parts(parts).unwrap_or_else(|_| Uri::from(path));
-                *req.version_mut() = Version::HTTP_2;
-                req.headers_mut().remove(HOST);
+                head.uri = Uri::from_parts(parts).unwrap_or_else(|_| Uri::from(path));
+                head.version = Version::HTTP_2;
+                head.headers.remove(HOST);
             }
         }
     }
@@ -184,15 +204,15 @@ impl Pool {
     /// consuming it; for HTTP/2 (hyper takes the request) it is copied first.
     pub async fn send(
         self: &Arc<Self>,
-        req: Request<Body>,
+        req: Outgoing,
         keep_head: bool,
         now: Instant,
     ) -> Result<Sent, SendError> {
         match self.settings.protocol {
             Protocol::Http1 => self.send_h1(req, keep_head, now).await,
             Protocol::Http2 => {
-                let head = keep_head.then(|| Box::new(copy_head(&req)));
-                match self.send_h2(req).await {
+                let head = keep_head.then(|| Box::new(copy_head(&req.head)));
+                match self.send_h2(req.into_request()).await {
                     Ok(resp) => Ok((resp.map(ResponseBody::H2), head)),
                     Err(e) => Err(SendError { head: if e.request.is_none() { head } else { None }, ..e }),
                 }
@@ -204,7 +224,7 @@ impl Pool {
     /// `request_timeout` after it (after the connection is made, if one is).
     async fn send_h1(
         self: &Arc<Self>,
-        mut req: Request<Body>,
+        mut req: Outgoing,
         keep_head: bool,
         mut now: Instant,
     ) -> Result<Sent, SendError> {
@@ -232,11 +252,11 @@ impl Pool {
                 Failure::NotSent { request, .. } if reused => {
                     // A stale keep-alive connection: nothing was written, go fresh.
                     debug!(target = %self.address, "pooled connection was closed, reconnecting");
-                    req = *request;
+                    req = request;
                 }
                 Failure::NotSent { request, error } => {
                     let error = self.upstream_error(error, true);
-                    return Err(SendError { error, request: Some(*request), head: None });
+                    return Err(SendError { error, request: Some(request), head: None });
                 }
                 Failure::Sent { error, head } => {
                     return Err(SendError { error: self.upstream_error(error, false), request: None, head });
@@ -261,14 +281,14 @@ impl Pool {
         loop {
             let (mut sender, reused) = match self.h2_sender().await {
                 Ok(s) => s,
-                Err(error) => return Err(SendError { error, request: Some(req), head: None }),
+                Err(error) => return Err(SendError { error, request: Some(Outgoing::new(req)), head: None }),
             };
             match self.await_head(sender.try_send_request(req)).await {
                 Ok(resp) => return Ok(resp),
                 Err(e) if e.request.is_some() && (reused || !fresh_tried) && sender.is_closed() => {
                     fresh_tried |= !reused;
                     self.forget_h2();
-                    req = e.request.expect("checked above");
+                    req = e.request.expect("checked above").into_request();
                 }
                 Err(e) => return Err(e),
             }
@@ -283,7 +303,7 @@ impl Pool {
         match timeout(after, fut).await {
             Ok(Ok(resp)) => Ok(resp),
             Ok(Err(mut e)) => {
-                let request = e.take_message();
+                let request = e.take_message().map(Outgoing::new);
                 let nothing_sent = request.is_some();
                 let error = e.into_error();
                 let error = if error.is_user() && std::error::Error::source(&error).is_some() {
@@ -454,13 +474,13 @@ impl http_body::Body for ResponseBody {
 }
 
 /// A copy of a request's head, for resending it after hyper took the request.
-fn copy_head(req: &Request<Body>) -> Parts {
+fn copy_head(head: &Parts) -> Parts {
     let mut copy = Request::new(());
-    *copy.method_mut() = req.method().clone();
-    *copy.uri_mut() = req.uri().clone();
-    *copy.version_mut() = req.version();
-    *copy.headers_mut() = req.headers().clone();
-    *copy.extensions_mut() = req.extensions().clone();
+    *copy.method_mut() = head.method.clone();
+    *copy.uri_mut() = head.uri.clone();
+    *copy.version_mut() = head.version;
+    *copy.headers_mut() = head.headers.clone();
+    *copy.extensions_mut() = head.extensions.clone();
     copy.into_parts().0
 }
 
