@@ -422,13 +422,15 @@ fn boxed_in_place<F>(make: impl FnOnce() -> F) -> Pin<Box<F>> {
 /// (Built outside and moved in, as a combinator over it did, its ~7 KB were copied
 /// twice per request, and an `async` block awaiting a captured future keeps two
 /// copies of it.) The cost is the room of the arguments, kept beside it.
-async fn answer(
+fn answer(
     req: Request<Incoming>,
     info: Arc<ConnInfo>,
     snapshot: Arc<Snapshot>,
     in_flight: InFlight,
-) -> Result<Response<Guarded<Body>>, Infallible> {
-    let resp = crate::proxy::handle(req, info, snapshot).await;
-    in_flight.answered(resp.status());
-    Ok(resp.map(|body| Guarded::new(body, in_flight)))
+) -> impl Future<Output = Result<Response<Guarded<Body>>, Infallible>> {
+    async move {
+        let resp = crate::proxy::handle(req, info, snapshot).await;
+        in_flight.answered(resp.status());
+        Ok(resp.map(|body| Guarded::new(body, in_flight)))
+    }
 }

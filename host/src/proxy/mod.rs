@@ -44,7 +44,7 @@ use crate::observability::access::Recorded;
 use crate::observability::trace::{RequestTrace, TRACEPARENT};
 use crate::plugins::{Annotations, PluginBody, UpstreamOverride};
 use crate::snapshot::{Route, Snapshot, StaticResponse, Target};
-use crate::upstream::Upstream;
+use crate::upstream::{Outgoing, Upstream};
 
 /// Handles one request end to end. Never fails: errors become JSON error responses.
 /// Not an `async fn` itself: a wrapper's future would keep its own copy of the
@@ -70,114 +70,127 @@ pub fn handle_own(
 /// The body of a request the gateway makes to itself.
 pub type OwnBody = http_body_util::Full<bytes::Bytes>;
 
-async fn answer<B>(req: Request<B>, conn: Arc<ConnInfo>, snapshot: Arc<Snapshot>) -> Response<Body>
+fn answer<B>(
+    req: Request<B>,
+    conn: Arc<ConnInfo>,
+    snapshot: Arc<Snapshot>,
+) -> impl Future<Output = Response<Body>>
 where
     B: http_body::Body<Data = bytes::Bytes> + Send + Unpin + 'static,
     B::Error: Into<body::BoxError>,
 {
-    let started = Instant::now();
-    let id = headers::request_id(req.headers(), &conn.listener.request_id);
-    conn.listener.metrics.request_started();
-    // Boxed from the start, built in its box: the response body's record keeps it, and
-    // its ~450 bytes were copied twice on the way there (BENCHMARKS.md, P1).
-    let mut ex = Box::write(
-        Box::new_uninit(),
-        Exchange::begin(&req, started, &conn.listener, conn.peer, &snapshot, id),
-    );
-    // A debug span: at the default `info` level it is disabled and costs nothing
-    // (an enabled span cost ~3.5 µs per request in the P1 profile).
-    let span = debug_span!("request", id = ex.request_id.to_str().unwrap_or_default(), method = %req.method(), path = req.uri().path());
-    let result = serve(req, &conn, &snapshot, &mut ex).instrument(span).await;
-    let mut resp = match result {
-        Ok(r) => r,
-        Err(e) => failed(e, &mut ex),
-    };
-    resp.headers_mut().insert(conn.listener.request_id.header.clone(), ex.request_id.clone());
-    ex.status = resp.status();
-    ex.head_micros = started.elapsed().as_micros() as u64;
-    resp.map(|b| body::boxed_direct(Recorded::new(b, ex)))
+    async move {
+        let started = Instant::now();
+        let id = headers::request_id(req.headers(), &conn.listener.request_id);
+        conn.listener.metrics.request_started();
+        // Boxed from the start, built in its box: the response body's record keeps it, and
+        // its ~450 bytes were copied twice on the way there (BENCHMARKS.md, P1).
+        let mut ex = Box::write(
+            Box::new_uninit(),
+            Exchange::begin(&req, started, &conn.listener, conn.peer, &snapshot, id),
+        );
+        // A debug span: at the default `info` level it is disabled and costs nothing
+        // (an enabled span cost ~3.5 µs per request in the P1 profile).
+        let span = debug_span!("request", id = ex.request_id.to_str().unwrap_or_default(), method = %req.method(), path = req.uri().path());
+        let result = serve(req, &conn, &snapshot, &mut ex).instrument(span).await;
+        let mut resp = match result {
+            Ok(r) => r,
+            Err(e) => failed(e, &mut ex),
+        };
+        resp.headers_mut().insert(conn.listener.request_id.header.clone(), ex.request_id.clone());
+        ex.status = resp.status();
+        ex.head_micros = started.elapsed().as_micros() as u64;
+        resp.map(|b| body::boxed_direct(Recorded::new(b, ex)))
+    }
 }
 
-async fn serve<B>(
+fn serve<B>(
     mut req: Request<B>,
     conn: &Arc<ConnInfo>,
     snapshot: &Arc<Snapshot>,
     ex: &mut Exchange,
-) -> Result<Response<Body>, ProxyError>
+) -> impl Future<Output = Result<Response<Body>, ProxyError>>
 where
     B: http_body::Body<Data = bytes::Bytes> + Send + Unpin + 'static,
     B::Error: Into<body::BoxError>,
 {
-    let limits = &conn.listener.limits;
-    let target_len = req.uri().path_and_query().map_or(0, |pq| pq.as_str().len());
-    if target_len > limits.max_uri_bytes {
-        return Err(ProxyError::UriTooLong { limit: limits.max_uri_bytes as u64 });
-    }
-    let head_bytes: usize = req.headers().iter().map(|(k, v)| k.as_str().len() + v.len() + 4).sum();
-    if head_bytes > limits.max_header_bytes {
-        return Err(ProxyError::HeadersTooLarge { limit: limits.max_header_bytes as u64 });
-    }
-    if let Some(len) = content_length(req.headers())?
-        && len > limits.max_body_bytes
-    {
-        return Err(ProxyError::BodyTooLarge { limit: limits.max_body_bytes });
-    }
-    edge::admit(&mut req, &conn.listener)?;
-    // The body's size and pace are watched from here on, whoever reads it (a plugin
-    // buffering it, the echo target, the upstream pool).
-    let state = (!http_body::Body::is_end_stream(req.body())).then(|| {
-        let state = Arc::new(ClientBodyState::default());
-        req.extensions_mut().insert(Arc::clone(&state));
-        state
-    });
-    ex.body.clone_from(&state);
-    let mut req = req.map(|b| client_body::ClientBody::new(b, limits, state.clone()));
-    let blame = |e: ProxyError| blame_body(e, state.as_deref(), limits);
-
-    let served = ex.served.as_deref().ok_or(ProxyError::NoRoute)?;
-    // Taken once (a clone shares its bytes): routing reads it, and so does `prepare`.
-    let host_header = req.headers().get(header::HOST).cloned();
-    let host = headers::host_of(req.uri(), host_header.as_ref());
-    let found =
-        served.router.find_with_query(host, req.method(), req.uri().path(), req.uri().query(), req.headers());
-    let found = found.ok_or(ProxyError::NoRoute)?;
-    let route = &snapshot.routes[found.route];
-    ex.route = Some(found.route);
-    ex.params = found.params;
-    let client_upgrade =
-        prepare(&mut req, host_header.as_ref(), conn, route, &ex.request_id, ex.trace.as_deref());
-
-    if route.chain.is_empty() {
-        return dispatch(req, conn, snapshot, route, client_upgrade, ex).await.map_err(blame);
-    }
-    // A streamed response's last chunk call may outlive the body the client read:
-    // the record waits for it.
-    ex.hold = route.chain.streams_chunks().then(Arc::default);
-    ex.annotations = Some(Annotations::default());
-    let mut req = req.map(body::boxed);
-    match route.chain.on_request(&mut req, ex).await {
-        Ok(Some(resp)) => return Ok(resp),
-        Ok(None) => {}
-        Err(e) => {
-            // The gateway's answer to a failed request phase (a plugin fault, a body
-            // too large or too slow to buffer) goes back through the response phase of
-            // the plugins before the failure, like a plugin's own answer.
-            let mut resp = failed(blame(ProxyError::Plugin(e)), ex);
-            route.chain.on_error_answer(&mut resp, ex).await;
-            return Ok(resp);
+    async move {
+        let limits = &conn.listener.limits;
+        let target_len = req.uri().path_and_query().map_or(0, |pq| pq.as_str().len());
+        if target_len > limits.max_uri_bytes {
+            return Err(ProxyError::UriTooLong { limit: limits.max_uri_bytes as u64 });
         }
+        let head_bytes: usize = req.headers().iter().map(|(k, v)| k.as_str().len() + v.len() + 4).sum();
+        if head_bytes > limits.max_header_bytes {
+            return Err(ProxyError::HeadersTooLarge { limit: limits.max_header_bytes as u64 });
+        }
+        if let Some(len) = content_length(req.headers())?
+            && len > limits.max_body_bytes
+        {
+            return Err(ProxyError::BodyTooLarge { limit: limits.max_body_bytes });
+        }
+        edge::admit(&mut req, &conn.listener)?;
+        // The body's size and pace are watched from here on, whoever reads it (a plugin
+        // buffering it, the echo target, the upstream pool).
+        let state = (!http_body::Body::is_end_stream(req.body())).then(|| {
+            let state = Arc::new(ClientBodyState::default());
+            req.extensions_mut().insert(Arc::clone(&state));
+            state
+        });
+        ex.body.clone_from(&state);
+        let mut req = req.map(|b| client_body::ClientBody::new(b, limits, state.clone()));
+        let blame = |e: ProxyError| blame_body(e, state.as_deref(), limits);
+
+        let served = ex.served.as_deref().ok_or(ProxyError::NoRoute)?;
+        // Taken once (a clone shares its bytes): routing reads it, and so does `prepare`.
+        let host_header = req.headers().get(header::HOST).cloned();
+        let host = headers::host_of(req.uri(), host_header.as_ref());
+        let found = served.router.find_with_query(
+            host,
+            req.method(),
+            req.uri().path(),
+            req.uri().query(),
+            req.headers(),
+        );
+        let found = found.ok_or(ProxyError::NoRoute)?;
+        let route = &snapshot.routes[found.route];
+        ex.route = Some(found.route);
+        ex.params = found.params;
+        let client_upgrade =
+            prepare(&mut req, host_header.as_ref(), conn, route, &ex.request_id, ex.trace.as_deref());
+
+        if route.chain.is_empty() {
+            return dispatch(req, conn, snapshot, route, client_upgrade, ex).await.map_err(blame);
+        }
+        // A streamed response's last chunk call may outlive the body the client read:
+        // the record waits for it.
+        ex.hold = route.chain.streams_chunks().then(Arc::default);
+        ex.annotations = Some(Annotations::default());
+        let mut req = req.map(body::boxed);
+        match route.chain.on_request(&mut req, ex).await {
+            Ok(Some(resp)) => return Ok(resp),
+            Ok(None) => {}
+            Err(e) => {
+                // The gateway's answer to a failed request phase (a plugin fault, a body
+                // too large or too slow to buffer) goes back through the response phase of
+                // the plugins before the failure, like a plugin's own answer.
+                let mut resp = failed(blame(ProxyError::Plugin(e)), ex);
+                route.chain.on_error_answer(&mut resp, ex).await;
+                return Ok(resp);
+            }
+        }
+        let req = req.map(PluginBody);
+        let mut resp = match dispatch(req, conn, snapshot, route, client_upgrade, ex).await.map_err(blame) {
+            Ok(resp) => resp,
+            // An upstream failure is an answer like any other for the response phase:
+            // CORS and rate-limit headers go on the 502/504 too, and a plugin can replace
+            // it (the ai plugin falls back to another provider).
+            Err(e) if e.source_kind() == ErrorSource::Upstream => failed(e, ex),
+            Err(e) => return Err(e),
+        };
+        route.chain.on_response(&mut resp, ex).await.map_err(ProxyError::Plugin)?;
+        Ok(resp)
     }
-    let req = req.map(PluginBody);
-    let mut resp = match dispatch(req, conn, snapshot, route, client_upgrade, ex).await.map_err(blame) {
-        Ok(resp) => resp,
-        // An upstream failure is an answer like any other for the response phase:
-        // CORS and rate-limit headers go on the 502/504 too, and a plugin can replace
-        // it (the ai plugin falls back to another provider).
-        Err(e) if e.source_kind() == ErrorSource::Upstream => failed(e, ex),
-        Err(e) => return Err(e),
-    };
-    route.chain.on_response(&mut resp, ex).await.map_err(ProxyError::Plugin)?;
-    Ok(resp)
 }
 
 /// The client's own error when its body failed or was being waited for (too large,
@@ -247,55 +260,57 @@ fn prepare<B>(
 }
 
 /// Sends the request to the route's target (or to the upstream a plugin chose).
-async fn dispatch<B>(
+fn dispatch<B>(
     req: Request<B>,
     conn: &Arc<ConnInfo>,
     snapshot: &Arc<Snapshot>,
     route: &Route,
     client_upgrade: Option<ClientUpgrade>,
     ex: &mut Exchange,
-) -> Result<Response<Body>, ProxyError>
+) -> impl Future<Output = Result<Response<Body>, ProxyError>>
 where
     B: http_body::Body<Data = bytes::Bytes> + Send + 'static,
     B::Error: Into<body::BoxError>,
 {
-    if let Some(chosen) = req.extensions().get::<UpstreamOverride>()
-        && let Some(upstream) = snapshot.upstreams.get(chosen.0.as_str())
-    {
-        let upstream = Arc::clone(upstream);
-        return send(req, &upstream, route, client_upgrade, ex).await;
-    }
-    match &route.target {
-        Target::Static(s) => Ok(static_response(s)),
-        Target::Echo { status } => {
-            let limit = conn.listener.limits.max_body_bytes;
-            echo::respond(req, *status, route.name.as_str(), &ex.params, limit).await
+    async move {
+        if let Some(chosen) = req.extensions().get::<UpstreamOverride>()
+            && let Some(upstream) = snapshot.upstreams.get(chosen.0.as_str())
+        {
+            let upstream = Arc::clone(upstream);
+            return send(req, &upstream, route, client_upgrade, ex).await;
         }
-        Target::Upstream(upstream) => send(req, upstream, route, client_upgrade, ex).await,
-        Target::Split(split) => {
-            let choice = split.choose(req.headers(), ex.consumer_name());
-            let cookie = choice.cookie;
-            let mut resp = send(req, choice.upstream, route, client_upgrade, ex).await?;
-            if let Some(c) = cookie {
-                resp.headers_mut().append(header::SET_COOKIE, c);
+        match &route.target {
+            Target::Static(s) => Ok(static_response(s)),
+            Target::Echo { status } => {
+                let limit = conn.listener.limits.max_body_bytes;
+                echo::respond(req, *status, route.name.as_str(), &ex.params, limit).await
             }
-            Ok(resp)
-        }
-        // Boxed, like the cache's and the MCP endpoint's: their futures are larger than a
-        // plain forward's, and every request's future is as large as the largest.
-        Target::Aggregate(agg) => Box::pin(aggregate::respond(req, agg, ex)).await,
-        Target::Function(function) => {
-            // wasi:http gives the function the request's authority: an HTTP/1.0
-            // request without `Host` has none to give.
-            if req.uri().authority().is_none() && !req.headers().contains_key(header::HOST) {
-                return Err(ProxyError::BadRequest("a request to a function needs a Host header"));
+            Target::Upstream(upstream) => send(req, upstream, route, client_upgrade, ex).await,
+            Target::Split(split) => {
+                let choice = split.choose(req.headers(), ex.consumer_name());
+                let cookie = choice.cookie;
+                let mut resp = send(req, choice.upstream, route, client_upgrade, ex).await?;
+                if let Some(c) = cookie {
+                    resp.headers_mut().append(header::SET_COOKIE, c);
+                }
+                Ok(resp)
             }
-            let https = conn.listener.tls.is_some();
-            Box::pin(function.serve(req, https)).await.map_err(ProxyError::Function)
-        }
-        Target::Mcp(endpoint) => {
-            let limit = conn.listener.limits.max_body_bytes;
-            Box::pin(mcp::respond(req, conn, snapshot, endpoint, limit, ex)).await
+            // Boxed, like the cache's and the MCP endpoint's: their futures are larger than a
+            // plain forward's, and every request's future is as large as the largest.
+            Target::Aggregate(agg) => Box::pin(aggregate::respond(req, agg, ex)).await,
+            Target::Function(function) => {
+                // wasi:http gives the function the request's authority: an HTTP/1.0
+                // request without `Host` has none to give.
+                if req.uri().authority().is_none() && !req.headers().contains_key(header::HOST) {
+                    return Err(ProxyError::BadRequest("a request to a function needs a Host header"));
+                }
+                let https = conn.listener.tls.is_some();
+                Box::pin(function.serve(req, https)).await.map_err(ProxyError::Function)
+            }
+            Target::Mcp(endpoint) => {
+                let limit = conn.listener.limits.max_body_bytes;
+                Box::pin(mcp::respond(req, conn, snapshot, endpoint, limit, ex)).await
+            }
         }
     }
 }
@@ -318,15 +333,16 @@ where
     }
 }
 
-/// `req` with its body boxed (none when the client sent none).
-fn with_boxed_body<B>(req: Request<B>) -> Request<Body>
+/// `req` for the upstream: its head boxed, its body boxed (none when the client sent
+/// none).
+fn outgoing<B>(req: Request<B>) -> Outgoing
 where
     B: http_body::Body<Data = bytes::Bytes> + Send + 'static,
     B::Error: Into<body::BoxError>,
 {
-    let (parts, incoming) = req.into_parts();
+    let (head, incoming) = req.into_parts();
     let body = if incoming.is_end_stream() { body::empty() } else { body::boxed(incoming) };
-    Request::from_parts(parts, body)
+    Outgoing { head: Box::new(head), body }
 }
 
 fn content_length(headers: &http::HeaderMap) -> Result<Option<u64>, ProxyError> {
@@ -348,42 +364,44 @@ fn static_response(s: &StaticResponse) -> Response<Body> {
     resp
 }
 
-async fn forward<B>(
+fn forward<B>(
     req: Request<B>,
     upstream: &Upstream,
     client_upgrade: Option<ClientUpgrade>,
     ex: &mut Exchange,
-) -> Result<Response<Body>, ProxyError>
+) -> impl Future<Output = Result<Response<Body>, ProxyError>>
 where
     B: http_body::Body<Data = bytes::Bytes> + Send + 'static,
     B::Error: Into<body::BoxError>,
 {
-    // The request's headers were prepared before the chain ([`prepare`]). Awaited
-    // where made, as the pool's send is in `forward_to`: a future made first and
-    // awaited later can be copied whole into this one (BENCHMARKS.md, P1, 2026-12-04,
-    // evening).
-    let sent = Instant::now();
-    let (mut resp, target) = upstream.forward_to(with_boxed_body(req), sent.into()).await?;
-    ex.upstream_took = Some(sent.elapsed());
-    ex.upstream = Some(target);
-    // The client gets an HTTP/1.1 (or HTTP/2) response whatever the upstream spoke.
-    if resp.version() == http::Version::HTTP_10 {
-        *resp.version_mut() = http::Version::HTTP_11;
-    }
+    async move {
+        // The request's headers were prepared before the chain ([`prepare`]). Awaited
+        // where made, as the pool's send is in `forward_to`: a future made first and
+        // awaited later can be copied whole into this one (BENCHMARKS.md, P1, 2026-12-04,
+        // evening).
+        let sent = Instant::now();
+        let (mut resp, target) = upstream.forward_to(outgoing(req), sent.into()).await?;
+        ex.upstream_took = Some(sent.elapsed());
+        ex.upstream = Some(target);
+        // The client gets an HTTP/1.1 (or HTTP/2) response whatever the upstream spoke.
+        if resp.version() == http::Version::HTTP_10 {
+            *resp.version_mut() = http::Version::HTTP_11;
+        }
 
-    if resp.status() != StatusCode::SWITCHING_PROTOCOLS {
-        headers::strip_hop_by_hop(resp.headers_mut(), false);
-        return Ok(resp);
+        if resp.status() != StatusCode::SWITCHING_PROTOCOLS {
+            headers::strip_hop_by_hop(resp.headers_mut(), false);
+            return Ok(resp);
+        }
+        // A switch nobody asked for (or the route does not allow), or without the
+        // target's connection to join, opens no tunnel.
+        let (Some(client), Some(upstream_side)) =
+            (client_upgrade, crate::upstream::UpstreamUpgrade::take(&mut resp))
+        else {
+            let target = ex.upstream.as_deref().map_or_else(String::new, str::to_owned);
+            return Err(ProxyError::UnexpectedUpgrade { target });
+        };
+        tokio::spawn(upgrade::tunnel(client, upstream_side));
+        headers::strip_hop_by_hop(resp.headers_mut(), true);
+        Ok(resp)
     }
-    // A switch nobody asked for (or the route does not allow), or without the
-    // target's connection to join, opens no tunnel.
-    let (Some(client), Some(upstream_side)) =
-        (client_upgrade, crate::upstream::UpstreamUpgrade::take(&mut resp))
-    else {
-        let target = ex.upstream.as_deref().map_or_else(String::new, str::to_owned);
-        return Err(ProxyError::UnexpectedUpgrade { target });
-    };
-    tokio::spawn(upgrade::tunnel(client, upstream_side));
-    headers::strip_hop_by_hop(resp.headers_mut(), true);
-    Ok(resp)
 }

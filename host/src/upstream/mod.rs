@@ -55,12 +55,13 @@ use self::balance::Balancer;
 use self::breaker::{Admission, Breaker};
 use self::budget::RetryBudget;
 use self::health::{Active, Passive};
-use self::pool::{Outgoing, Pool, ResponseBody, SendError};
+use self::pool::{Pool, ResponseBody, SendError};
 use self::settings::Settings;
 use crate::body::{self, Body};
 use crate::config::{DEFAULT_WEIGHT, Name, Problem, UpstreamConfig};
 use crate::error::ProxyError;
 use crate::observability::metrics::{Attempt, Registry, Retry, TargetMetrics, UpstreamMetrics};
+pub(crate) use pool::Outgoing;
 
 /// The target that answered, inserted into every response's extensions.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -219,7 +220,7 @@ impl Upstream {
     /// target's response head with its body still streaming, with an
     /// [`UpstreamTarget`] naming the target in its extensions.
     pub async fn forward(&self, req: Request<Body>) -> Result<Response<Body>, ProxyError> {
-        let (mut resp, target) = self.forward_to(req, Instant::now()).await?;
+        let (mut resp, target) = self.forward_to(Outgoing::new(req), Instant::now()).await?;
         resp.extensions_mut().insert(UpstreamTarget(target));
         Ok(resp)
     }
@@ -231,94 +232,100 @@ impl Upstream {
     /// attempt's target choice, pooled connection and timeout deadline all use it
     /// rather than a clock read each (~25 ns apiece; BENCHMARKS.md, P1). A retry
     /// reads the clock afresh.
-    pub async fn forward_to(&self, req: Request<Body>, now: Instant) -> Result<Answered, ProxyError> {
-        let s = &*self.shared;
-        s.budget.record_request_at(now);
-        // Set by the proxy when the request has a body: a failure while the gateway
-        // waits on the client's body is not the target's fault.
-        let body_state = req.extensions().get::<Arc<crate::body::ClientBodyState>>().cloned();
-        // Scoped so that what is moved on (the parts, each attempt's request) stops
-        // taking room in this future across the sends: every request's future is as
-        // large as what it keeps across its longest wait.
-        let (mut req, replay) = {
-            let Outgoing { head, body } = Outgoing::new(req);
-            let (body, replay) = replayable(&s.settings.retry, &head, body).await?;
-            (Some(Outgoing { head, body }), replay)
-        };
-        // The head of the last attempt's request, when it may be resent: the pool
-        // hands it back (`keep_head`) rather than this copying it up front.
-        let mut head: Option<Box<Parts>> = None;
-        let attempts = s.settings.retry.attempts.saturating_add(1);
-        let mut tried: u128 = 0;
-        let mut last: Option<Result<Answered, ProxyError>> = None;
-
-        for attempt in 1..=attempts {
-            let now = if attempt == 1 { now } else { Instant::now() };
-            let Some((index, admission)) = s.select(tried, s.ms_at(now)) else { break };
-            tried |= bit(index);
-            let target = &s.targets[index];
-            let resend = || Some(Outgoing { head: head.take()?, body: replay.as_ref()?.body() });
-            let Some(mut request) = req.take().or_else(resend) else {
-                break;
+    pub(crate) fn forward_to(
+        &self,
+        req: Outgoing,
+        now: Instant,
+    ) -> impl Future<Output = Result<Answered, ProxyError>> {
+        async move {
+            let s = &*self.shared;
+            s.budget.record_request_at(now);
+            // Set by the proxy when the request has a body: a failure while the gateway
+            // waits on the client's body is not the target's fault.
+            let body_state = req.head.extensions.get::<Arc<crate::body::ClientBodyState>>().cloned();
+            // Scoped so that what is moved on (the parts, each attempt's request) stops
+            // taking room in this future across the sends: every request's future is as
+            // large as what it keeps across its longest wait.
+            let (mut req, replay) = {
+                let Outgoing { head, body } = req;
+                let (body, replay) = replayable(&s.settings.retry, &head, body).await?;
+                (Some(Outgoing { head, body }), replay)
             };
-            target.pool.prepare(&mut request.head);
-            let in_flight = InFlight::enter(&target.in_flight);
-            let mut outcome = Outcome { shared: s, index, admission, reported: false };
-            let may_retry = attempt < attempts;
+            // The head of the last attempt's request, when it may be resent: the pool
+            // hands it back (`keep_head`) rather than this copying it up front.
+            let mut head: Option<Box<Parts>> = None;
+            let attempts = s.settings.retry.attempts.saturating_add(1);
+            let mut tried: u128 = 0;
+            let mut last: Option<Result<Answered, ProxyError>> = None;
 
-            // Awaited where made: made first, the pool's ~2 KB future was copied into
-            // this one.
-            match target.pool.send(request, replay.is_some(), now).await {
-                Ok((resp, kept)) => {
-                    head = kept;
-                    target.metrics.attempt(Attempt::Response);
-                    let status = resp.status();
-                    outcome.report(!status.is_server_error());
-                    let read_timeout = s.settings.pool.read_timeout;
-                    let resp =
-                        resp.map(|inner| body::boxed_direct(Tracked::new(inner, in_flight, read_timeout)));
-                    if may_retry && head.is_some() && s.settings.retry.on_status.contains(&status) {
-                        // Honour the target's Retry-After, up to the configured wait; a
-                        // longer one goes to the client as it is.
-                        let wait = retry_after(resp.headers());
-                        if wait.is_none_or(|w| w <= s.settings.retry.max_retry_after)
-                            && s.budget.try_withdraw()
-                        {
-                            debug!(upstream = %s.name, target = %target.address, status = status.as_u16(), ?wait, "retrying on status");
-                            s.metrics.retry(Retry::Status);
-                            last = Some(Ok((resp, Arc::clone(&target.address))));
-                            if let Some(wait) = wait.filter(|w| !w.is_zero()) {
-                                Box::pin(tokio::time::sleep(wait)).await;
+            for attempt in 1..=attempts {
+                let now = if attempt == 1 { now } else { Instant::now() };
+                let Some((index, admission)) = s.select(tried, s.ms_at(now)) else { break };
+                tried |= bit(index);
+                let target = &s.targets[index];
+                let resend = || Some(Outgoing { head: head.take()?, body: replay.as_ref()?.body() });
+                let Some(mut request) = req.take().or_else(resend) else {
+                    break;
+                };
+                target.pool.prepare(&mut request.head);
+                let in_flight = InFlight::enter(&target.in_flight);
+                let mut outcome = Outcome { shared: s, index, admission, reported: false };
+                let may_retry = attempt < attempts;
+
+                // Awaited where made: made first, the pool's ~2 KB future was copied into
+                // this one.
+                match target.pool.send(request, replay.is_some(), now).await {
+                    Ok((resp, kept)) => {
+                        head = kept;
+                        target.metrics.attempt(Attempt::Response);
+                        let status = resp.status();
+                        outcome.report(!status.is_server_error());
+                        let read_timeout = s.settings.pool.read_timeout;
+                        let resp = resp
+                            .map(|inner| body::boxed_direct(Tracked::new(inner, in_flight, read_timeout)));
+                        if may_retry && head.is_some() && s.settings.retry.on_status.contains(&status) {
+                            // Honour the target's Retry-After, up to the configured wait; a
+                            // longer one goes to the client as it is.
+                            let wait = retry_after(resp.headers());
+                            if wait.is_none_or(|w| w <= s.settings.retry.max_retry_after)
+                                && s.budget.try_withdraw()
+                            {
+                                debug!(upstream = %s.name, target = %target.address, status = status.as_u16(), ?wait, "retrying on status");
+                                s.metrics.retry(Retry::Status);
+                                last = Some(Ok((resp, Arc::clone(&target.address))));
+                                if let Some(wait) = wait.filter(|w| !w.is_zero()) {
+                                    Box::pin(tokio::time::sleep(wait)).await;
+                                }
+                                continue;
                             }
+                        }
+                        return Ok((resp, Arc::clone(&target.address)));
+                    }
+                    Err(SendError { error, request, head: kept }) => {
+                        head = kept;
+                        let client_fault =
+                            matches!(error, ProxyError::ClientBody(_) | ProxyError::BodyTooLarge { .. })
+                                || body_state.as_ref().is_some_and(|b| b.client_at_fault());
+                        if client_fault {
+                            outcome.abandon();
+                            return Err(error);
+                        }
+                        target.metrics.attempt(Attempt::of(&error));
+                        outcome.report(false);
+                        debug!(upstream = %s.name, target = %target.address, %error, attempt, "upstream attempt failed");
+                        let safe = request.is_some() || head.is_some();
+                        if may_retry && safe && s.budget.try_withdraw() {
+                            s.metrics.retry(Retry::Error);
+                            req = request;
+                            last = Some(Err(error));
                             continue;
                         }
-                    }
-                    return Ok((resp, Arc::clone(&target.address)));
-                }
-                Err(SendError { error, request, head: kept }) => {
-                    head = kept;
-                    let client_fault =
-                        matches!(error, ProxyError::ClientBody(_) | ProxyError::BodyTooLarge { .. })
-                            || body_state.as_ref().is_some_and(|b| b.client_at_fault());
-                    if client_fault {
-                        outcome.abandon();
                         return Err(error);
                     }
-                    target.metrics.attempt(Attempt::of(&error));
-                    outcome.report(false);
-                    debug!(upstream = %s.name, target = %target.address, %error, attempt, "upstream attempt failed");
-                    let safe = request.is_some() || head.is_some();
-                    if may_retry && safe && s.budget.try_withdraw() {
-                        s.metrics.retry(Retry::Error);
-                        req = request;
-                        last = Some(Err(error));
-                        continue;
-                    }
-                    return Err(error);
                 }
             }
+            last.unwrap_or_else(|| Err(ProxyError::NoAvailableTarget { upstream: s.name.to_string() }))
         }
-        last.unwrap_or_else(|| Err(ProxyError::NoAvailableTarget { upstream: s.name.to_string() }))
     }
 }
 
