@@ -99,7 +99,8 @@ where
         };
         resp.headers_mut().insert(conn.listener.request_id.header.clone(), ex.request_id.clone());
         ex.status = resp.status();
-        ex.head_micros = started.elapsed().as_micros() as u64;
+        let head_at = ex.upstream_head_at.unwrap_or_else(Instant::now);
+        ex.head_micros = head_at.saturating_duration_since(started).as_micros() as u64;
         resp.map(|b| body::boxed_direct(Recorded::new(b, ex)))
     }
 }
@@ -188,6 +189,8 @@ where
             Err(e) if e.source_kind() == ErrorSource::Upstream => failed(e, ex),
             Err(e) => return Err(e),
         };
+        // The head's time includes the response phase.
+        ex.upstream_head_at = None;
         route.chain.on_response(&mut resp, ex).await.map_err(ProxyError::Plugin)?;
         Ok(resp)
     }
@@ -381,7 +384,9 @@ where
         // evening).
         let sent = Instant::now();
         let (mut resp, target) = upstream.forward_to(outgoing(req), sent.into()).await?;
-        ex.upstream_took = Some(sent.elapsed());
+        let head_at = Instant::now();
+        ex.upstream_took = Some(head_at - sent);
+        ex.upstream_head_at = Some(head_at);
         ex.upstream = Some(target);
         // The client gets an HTTP/1.1 (or HTTP/2) response whatever the upstream spoke.
         if resp.version() == http::Version::HTTP_10 {
