@@ -417,11 +417,15 @@ fn boxed_in_place<F>(make: impl FnOnce() -> F) -> Pin<Box<F>> {
     Box::into_pin(Box::write(Box::new_uninit(), make()))
 }
 
-/// The proxy's answer, counted and guarded. An `async fn` that makes the proxy's
+/// The proxy's answer, counted and guarded. An `async` block that makes the proxy's
 /// future inside it: that future is built in place, in the box, when first polled.
 /// (Built outside and moved in, as a combinator over it did, its ~7 KB were copied
 /// twice per request, and an `async` block awaiting a captured future keeps two
 /// copies of it.) The cost is the room of the arguments, kept beside it.
+#[allow(
+    clippy::manual_async_fn,
+    reason = "an async fn moves its arguments into locals of its own when first polled: a copy of the request (BENCHMARKS.md, P1, 2026-12-04, night)"
+)]
 fn answer(
     req: Request<Incoming>,
     info: Arc<ConnInfo>,

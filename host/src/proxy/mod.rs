@@ -70,6 +70,10 @@ pub fn handle_own(
 /// The body of a request the gateway makes to itself.
 pub type OwnBody = http_body_util::Full<bytes::Bytes>;
 
+#[allow(
+    clippy::manual_async_fn,
+    reason = "an async fn moves its arguments into locals of its own when first polled: a copy of the request (BENCHMARKS.md, P1, 2026-12-04, night)"
+)]
 fn answer<B>(
     req: Request<B>,
     conn: Arc<ConnInfo>,
@@ -105,6 +109,10 @@ where
     }
 }
 
+#[allow(
+    clippy::manual_async_fn,
+    reason = "an async fn moves its arguments into locals of its own when first polled: a copy of the request (BENCHMARKS.md, P1, 2026-12-04, night)"
+)]
 fn serve<B>(
     mut req: Request<B>,
     conn: &Arc<ConnInfo>,
@@ -263,6 +271,10 @@ fn prepare<B>(
 }
 
 /// Sends the request to the route's target (or to the upstream a plugin chose).
+#[allow(
+    clippy::manual_async_fn,
+    reason = "an async fn moves its arguments into locals of its own when first polled: a copy of the request (BENCHMARKS.md, P1, 2026-12-04, night)"
+)]
 fn dispatch<B>(
     req: Request<B>,
     conn: &Arc<ConnInfo>,
@@ -367,6 +379,10 @@ fn static_response(s: &StaticResponse) -> Response<Body> {
     resp
 }
 
+#[allow(
+    clippy::manual_async_fn,
+    reason = "an async fn moves its arguments into locals of its own when first polled: a copy of the request (BENCHMARKS.md, P1, 2026-12-04, night)"
+)]
 fn forward<B>(
     req: Request<B>,
     upstream: &Upstream,

@@ -232,6 +232,10 @@ impl Upstream {
     /// attempt's target choice, pooled connection and timeout deadline all use it
     /// rather than a clock read each (~25 ns apiece; BENCHMARKS.md, P1). A retry
     /// reads the clock afresh.
+    #[allow(
+        clippy::manual_async_fn,
+        reason = "an async fn moves its arguments into locals of its own when first polled: a copy of the request (BENCHMARKS.md, P1, 2026-12-04, night)"
+    )]
     pub(crate) fn forward_to(
         &self,
         req: Outgoing,
