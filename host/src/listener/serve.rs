@@ -422,10 +422,7 @@ fn boxed_in_place<F>(make: impl FnOnce() -> F) -> Pin<Box<F>> {
 /// (Built outside and moved in, as a combinator over it did, its ~7 KB were copied
 /// twice per request, and an `async` block awaiting a captured future keeps two
 /// copies of it.) The cost is the room of the arguments, kept beside it.
-#[allow(
-    clippy::manual_async_fn,
-    reason = "an async fn moves its arguments into locals of its own when first polled: a copy of the request (BENCHMARKS.md, P1, 2026-12-04, night)"
-)]
+#[allow(clippy::manual_async_fn, reason = "keeps the request in place: see the proxy module's docs")]
 fn answer(
     req: Request<Incoming>,
     info: Arc<ConnInfo>,

@@ -18,6 +18,13 @@
 //!
 //! Plugins see the request as the target will get it: the edge's work is done once,
 //! before the chain.
+//!
+//! The functions that hand the request on by value, from the listener's `answer`
+//! through `serve`, `dispatch` and `forward` to the upstream's `forward_to`, return an
+//! `async move` block rather than being `async fn`s: an `async fn` moves each argument
+//! into a local of its own when first polled, one more copy of the request (240–350
+//! bytes) per layer, where a block uses what it captured in place (BENCHMARKS.md, P1,
+//! 2026-12-04, night).
 
 pub mod aggregate;
 mod cache;
@@ -70,10 +77,7 @@ pub fn handle_own(
 /// The body of a request the gateway makes to itself.
 pub type OwnBody = http_body_util::Full<bytes::Bytes>;
 
-#[allow(
-    clippy::manual_async_fn,
-    reason = "an async fn moves its arguments into locals of its own when first polled: a copy of the request (BENCHMARKS.md, P1, 2026-12-04, night)"
-)]
+#[allow(clippy::manual_async_fn, reason = "keeps the request in place: see the proxy module's docs")]
 fn answer<B>(
     req: Request<B>,
     conn: Arc<ConnInfo>,
@@ -109,10 +113,7 @@ where
     }
 }
 
-#[allow(
-    clippy::manual_async_fn,
-    reason = "an async fn moves its arguments into locals of its own when first polled: a copy of the request (BENCHMARKS.md, P1, 2026-12-04, night)"
-)]
+#[allow(clippy::manual_async_fn, reason = "keeps the request in place: see the proxy module's docs")]
 fn serve<B>(
     mut req: Request<B>,
     conn: &Arc<ConnInfo>,
@@ -271,10 +272,7 @@ fn prepare<B>(
 }
 
 /// Sends the request to the route's target (or to the upstream a plugin chose).
-#[allow(
-    clippy::manual_async_fn,
-    reason = "an async fn moves its arguments into locals of its own when first polled: a copy of the request (BENCHMARKS.md, P1, 2026-12-04, night)"
-)]
+#[allow(clippy::manual_async_fn, reason = "keeps the request in place: see the proxy module's docs")]
 fn dispatch<B>(
     req: Request<B>,
     conn: &Arc<ConnInfo>,
@@ -379,10 +377,7 @@ fn static_response(s: &StaticResponse) -> Response<Body> {
     resp
 }
 
-#[allow(
-    clippy::manual_async_fn,
-    reason = "an async fn moves its arguments into locals of its own when first polled: a copy of the request (BENCHMARKS.md, P1, 2026-12-04, night)"
-)]
+#[allow(clippy::manual_async_fn, reason = "keeps the request in place: see the proxy module's docs")]
 fn forward<B>(
     req: Request<B>,
     upstream: &Upstream,

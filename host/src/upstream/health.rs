@@ -124,7 +124,7 @@ async fn probe(shared: &Shared, index: usize, settings: &ActiveSettings) -> bool
     if let Ok(host) = HeaderValue::from_str(&target.address) {
         req.headers_mut().insert(http::header::HOST, host);
     }
-    let mut req = super::pool::Outgoing::new(req);
+    let mut req = super::Outgoing::new(req);
     target.pool.prepare(&mut req.head);
     let exchange = async {
         let (resp, _) = target

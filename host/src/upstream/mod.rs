@@ -49,7 +49,7 @@ use tracing::{debug, warn};
 
 pub use breaker::CircuitState;
 pub(crate) use h1::UpstreamUpgrade;
-pub(crate) use pool::Stream;
+pub(crate) use pool::{Outgoing, Stream};
 
 use self::balance::Balancer;
 use self::breaker::{Admission, Breaker};
@@ -61,7 +61,6 @@ use crate::body::{self, Body};
 use crate::config::{DEFAULT_WEIGHT, Name, Problem, UpstreamConfig};
 use crate::error::ProxyError;
 use crate::observability::metrics::{Attempt, Registry, Retry, TargetMetrics, UpstreamMetrics};
-pub(crate) use pool::Outgoing;
 
 /// The target that answered, inserted into every response's extensions.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -232,10 +231,7 @@ impl Upstream {
     /// attempt's target choice, pooled connection and timeout deadline all use it
     /// rather than a clock read each (~25 ns apiece; BENCHMARKS.md, P1). A retry
     /// reads the clock afresh.
-    #[allow(
-        clippy::manual_async_fn,
-        reason = "an async fn moves its arguments into locals of its own when first polled: a copy of the request (BENCHMARKS.md, P1, 2026-12-04, night)"
-    )]
+    #[allow(clippy::manual_async_fn, reason = "keeps the request in place: see the proxy module's docs")]
     pub(crate) fn forward_to(
         &self,
         req: Outgoing,
