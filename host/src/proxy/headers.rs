@@ -282,6 +282,10 @@ pub fn request_id(headers: &HeaderMap, spec: &RequestIdSpec) -> HeaderValue {
 }
 
 /// A new random 128-bit id, as 32 lowercase hex digits.
+///
+/// The digits are the owner of their `Bytes`: one allocation, and the request's and
+/// the response's copies of the id are reference counts. (From a slice, the value was
+/// a vector that its first clone turned into a shared one: two allocations.)
 pub fn new_request_id() -> HeaderValue {
     const HEX: &[u8; 16] = b"0123456789abcdef";
     let n = fastrand::u128(..);
@@ -289,7 +293,7 @@ pub fn new_request_id() -> HeaderValue {
     for (i, digit) in id.iter_mut().enumerate() {
         *digit = HEX[((n >> (124 - 4 * i)) & 0xf) as usize];
     }
-    HeaderValue::from_bytes(&id).expect("hex is a valid header value")
+    HeaderValue::from_maybe_shared(bytes::Bytes::from_owner(id)).expect("hex is a valid header value")
 }
 
 /// The request's host without port: the URI authority (HTTP/2, absolute-form) or
