@@ -37,7 +37,8 @@ pub struct Exchange {
     pub peer: SocketAddr,
     /// Request method.
     pub method: Method,
-    /// Request path (no query), as it arrived.
+    /// Request path (no query), as it arrived. Empty unless something records it (the
+    /// access log, the call log, tracing): a copy per request costs an allocation.
     pub path: String,
     /// HTTP version.
     pub version: http::Version,
@@ -109,7 +110,14 @@ impl Exchange {
             snapshot: Arc::clone(snapshot),
             peer,
             method: req.method().clone(),
-            path: req.uri().path().to_owned(),
+            path: if snapshot.config.config.server.access_log.enabled
+                || snapshot.call_log.is_some()
+                || snapshot.tracer.is_some()
+            {
+                req.uri().path().to_owned()
+            } else {
+                String::new()
+            },
             version: req.version(),
             request_id,
             trace: snapshot.tracer.as_ref().map(|t| Arc::new(t.begin(req.headers()))),

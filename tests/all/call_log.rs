@@ -13,6 +13,8 @@ fn config(dir: &std::path::Path, up: std::net::SocketAddr, call_log: &str) -> St
     format!(
         "version: 1
 server:
+  # No access log: the exchange keeps the path for the call log alone.
+  access_log: {{ enabled: false }}
   call_log: {{ path: {db}, {call_log} }}
 admin: {{ address: 127.0.0.1:0 }}
 listeners:

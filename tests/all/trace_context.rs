@@ -217,7 +217,7 @@ async fn a_plugins_outbound_http_call_carries_the_requests_trace() {
     let p = Plugins::with(&[("trace_caller", wasm::HTTP_CALLER)]);
     let gw = p
         .start(&format!(
-            "server:\n  tracing: {{ otlp_endpoint: 'http://{}/v1/traces', headers: {{ x-collector-key: k1 }} }}\n\
+            "server:\n  access_log: {{ enabled: false }}\n  tracing: {{ otlp_endpoint: 'http://{}/v1/traces', headers: {{ x-collector-key: k1 }} }}\n\
              routes:\n  - name: calls\n    match: {{ path_prefix: / }}\n    target: {{ echo: {{}} }}\n    plugins:\n      - name: trace_caller\n        config: {{ url: \"http://{}/x\" }}\n        grants: {{ http: {{ allow: [\"{}\"], timeout: 5s }} }}\n",
             receiver.server.addr, echo.addr, echo.addr
         ))
@@ -231,4 +231,8 @@ async fn a_plugins_outbound_http_call_carries_the_requests_trace() {
     let outbound = reply.json()["headers"]["traceparent"].as_str().unwrap().to_owned();
     assert!(outbound.starts_with(&format!("00-{CLIENT_TRACE}-")) && outbound.ends_with("-01"), "{outbound}");
     assert!(!outbound.contains(CLIENT_PARENT), "the gateway's span is the parent: {outbound}");
+    // No access log here: the exchange keeps the path for the trace alone.
+    let server = || receiver.spans().into_iter().find(|s| s.kind == SpanKind::Server as i32);
+    assert!(eventually(Duration::from_secs(10), || server().is_some()).await, "{:?}", receiver.spans());
+    assert_eq!(attr(&server().unwrap(), "url.path").as_deref(), Some("/go"));
 }
