@@ -14,7 +14,7 @@ use http::{HeaderValue, Method, StatusCode};
 
 use crate::body::ClientBodyState;
 use crate::listener::ListenerSpec;
-use crate::observability::access::Hold;
+use crate::observability::access::{Hold, records_path};
 use crate::observability::trace::RequestTrace;
 use crate::plugins::state::ResponseEdits;
 use crate::plugins::{Annotations, Consumer, RequestContext};
@@ -37,8 +37,8 @@ pub struct Exchange {
     pub peer: SocketAddr,
     /// Request method.
     pub method: Method,
-    /// Request path (no query), as it arrived. Empty unless something records it (the
-    /// access log, the call log, tracing): a copy per request costs an allocation.
+    /// Request path (no query), as it arrived. Empty unless something records it
+    /// ([`records_path`]): a copy per request costs an allocation.
     pub path: String,
     /// HTTP version.
     pub version: http::Version,
@@ -110,14 +110,7 @@ impl Exchange {
             snapshot: Arc::clone(snapshot),
             peer,
             method: req.method().clone(),
-            path: if snapshot.config.config.server.access_log.enabled
-                || snapshot.call_log.is_some()
-                || snapshot.tracer.is_some()
-            {
-                req.uri().path().to_owned()
-            } else {
-                String::new()
-            },
+            path: if records_path(snapshot) { req.uri().path().to_owned() } else { String::new() },
             version: req.version(),
             request_id,
             trace: snapshot.tracer.as_ref().map(|t| Arc::new(t.begin(req.headers()))),

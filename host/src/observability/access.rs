@@ -14,6 +14,7 @@ use crate::exchange::Exchange;
 use crate::observability::call_log::Call;
 use crate::observability::metrics::Finished;
 use crate::observability::trace::{Ended, id_hex};
+use crate::snapshot::Snapshot;
 
 /// A request's record waiting for work of the request that outlives its response
 /// body: a streamed response's last chunk call, run after the client left. The record
@@ -35,6 +36,15 @@ struct Totals {
     duration: std::time::Duration,
     bytes_in: u64,
     bytes_out: u64,
+}
+
+/// Whether [`Exchange::finish`] writes anything that names the request's path: its
+/// trace span, its call-log record, its access-log line. The exchange keeps a copy of
+/// the path only then.
+pub(crate) fn records_path(snapshot: &Snapshot) -> bool {
+    snapshot.tracer.is_some()
+        || snapshot.call_log.is_some()
+        || snapshot.config.config.server.access_log.enabled
 }
 
 /// The end of an exchange.
